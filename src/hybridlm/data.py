@@ -1,0 +1,266 @@
+"""Corpus preparation (text -> token shards as numpy memmaps) and the packed, seeded data order.
+
+Layout of a prepared directory:
+    manifest.json        token counts, dtype, shards, documents, bytes/words, tokenizer hash
+    tokenizer.json       the tokenizer the shards were made with
+    train_000.bin ...    token ids, every document starting with <s>
+    val_000.bin          held-out split (from --valid files, or the corpus tail)
+    unigram.npy          token counts of the train split (frequency-informed masking uses it)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hybridlm.errors import UserError
+from hybridlm.tokenizer import BOS, TOKENIZER_FILE, check_text_files, load_tokenizer, tokenizer_hash
+
+MANIFEST = "manifest.json"
+_LINES_PER_BATCH = 8192
+
+
+def _iter_documents(files, progress: tqdm | None):
+    """Yield documents as lists of paragraph strings; a blank line ends a document."""
+    for path in files:
+        doc: list[str] = []
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if progress is not None:
+                    progress.update(len(raw))
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file") from None
+                if line:
+                    doc.append(line)
+                elif doc:
+                    yield doc
+                    doc = []
+        if doc:
+            yield doc
+
+
+@dataclass
+class _Split:
+    tokens: list[np.ndarray]
+    n_tokens: int = 0
+    n_docs: int = 0
+    n_bytes: int = 0
+    n_words: int = 0
+    doc_starts: list[int] | None = None
+
+
+def _tokenize_files(files, tokenizer, dtype, desc: str) -> _Split:
+    bos = tokenizer.token_to_id(BOS)
+    total = sum(os.path.getsize(f) for f in files)
+    split = _Split(tokens=[], doc_starts=[])
+    pending_lines: list[str] = []
+    pending_doc_sizes: list[int] = []
+
+    def flush():
+        encs = tokenizer.encode_batch(pending_lines, add_special_tokens=False)  # Rust threads
+        i = 0
+        for n_lines in pending_doc_sizes:
+            parts = [np.array([bos], dtype=dtype)]
+            parts += [np.asarray(e.ids, dtype=dtype) for e in encs[i : i + n_lines]]
+            i += n_lines
+            doc = np.concatenate(parts)
+            split.doc_starts.append(split.n_tokens)
+            split.tokens.append(doc)
+            split.n_tokens += len(doc)
+            split.n_docs += 1
+        pending_lines.clear()
+        pending_doc_sizes.clear()
+
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None) as bar:
+        for doc in _iter_documents(files, bar):
+            split.n_bytes += sum(len(p.encode("utf-8")) for p in doc) + len(doc) - 1
+            split.n_words += sum(len(p.split()) for p in doc)
+            pending_lines.extend(doc)
+            pending_doc_sizes.append(len(doc))
+            if len(pending_lines) >= _LINES_PER_BATCH:
+                flush()
+        if pending_lines:
+            flush()
+    return split
+
+
+def _write_split(out: Path, name: str, arr: np.ndarray, shard_tokens: int) -> list[dict]:
+    shards = []
+    for k, start in enumerate(range(0, len(arr), shard_tokens)):
+        fname = f"{name}_{k:03d}.bin"
+        arr[start : start + shard_tokens].tofile(out / fname)
+        shards.append({"file": fname, "tokens": int(min(shard_tokens, len(arr) - start))})
+    return shards
+
+
+def prepare(
+    inputs,
+    tokenizer_dir,
+    out_dir,
+    valid_inputs=None,
+    val_fraction: float = 0.005,
+    shard_tokens: int = 100_000_000,
+) -> dict:
+    """Tokenize text files into shards; returns the manifest."""
+    files = check_text_files(inputs, scan_utf8=False)  # UTF-8 is checked while streaming
+    valid_files = check_text_files(valid_inputs, scan_utf8=False) if valid_inputs else None
+    tokenizer = load_tokenizer(tokenizer_dir)
+    vocab = tokenizer.get_vocab_size()
+    dtype = np.uint16 if vocab <= 2**16 else np.uint32
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train = _tokenize_files(files, tokenizer, dtype, "tokenize train")
+    if train.n_tokens == 0:
+        raise UserError(f"no text found in {', '.join(map(str, files))} (the corpus has only blank lines)")
+    train_arr = np.concatenate(train.tokens)
+    if valid_files:
+        val = _tokenize_files(valid_files, tokenizer, dtype, "tokenize valid")
+        if val.n_tokens == 0:
+            raise UserError("the --valid files hold no text")
+        val_arr = np.concatenate(val.tokens)
+        val_meta = {"documents": val.n_docs, "bytes": val.n_bytes, "words": val.n_words, "source": "valid files"}
+        train_meta = {"documents": train.n_docs, "bytes": train.n_bytes, "words": train.n_words}
+    else:
+        # Hold out the corpus tail, cut at a document start when one lies near the cut.
+        want = max(int(len(train_arr) * val_fraction), min(2048, len(train_arr) // 10))
+        cut = len(train_arr) - want
+        starts = np.asarray(train.doc_starts)
+        near = starts[(starts >= cut - want) & (starts <= cut + want // 2)]
+        if len(near):
+            cut = int(near[np.argmin(np.abs(near - cut))])
+        val_arr = train_arr[cut:]
+        if val_arr[0] != tokenizer.token_to_id(BOS):
+            val_arr = np.concatenate([np.array([tokenizer.token_to_id(BOS)], dtype=dtype), val_arr])
+        train_arr = train_arr[:cut]
+        frac = len(val_arr) / (len(train_arr) + len(val_arr))
+        # Bytes/words are apportioned by token share; bits per byte needs only the ratio.
+        val_meta = {
+            "documents": int((starts >= cut).sum()) or 1,
+            "bytes": int(round(train.n_bytes * frac)),
+            "words": int(round(train.n_words * frac)),
+            "source": f"tail of the corpus ({frac:.2%} of tokens)",
+        }
+        train_meta = {
+            "documents": int((starts < cut).sum()),
+            "bytes": train.n_bytes - val_meta["bytes"],
+            "words": train.n_words - val_meta["words"],
+        }
+    if len(train_arr) < 2 or len(val_arr) < 2:
+        raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
+
+    np.save(out / "unigram.npy", np.bincount(train_arr, minlength=vocab).astype(np.int64))
+    shutil.copyfile(Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else tokenizer_dir,
+                    out / TOKENIZER_FILE)
+    manifest = {
+        "format": "hybridlm-tokens-v1",
+        "dtype": np.dtype(dtype).name,
+        "vocab_size": vocab,
+        "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
+        "bos_id": tokenizer.token_to_id(BOS),
+        "splits": {
+            "train": {"tokens": int(len(train_arr)), **train_meta, "shards": _write_split(out, "train", train_arr, shard_tokens)},
+            "val": {"tokens": int(len(val_arr)), **val_meta, "shards": _write_split(out, "val", val_arr, shard_tokens)},
+        },
+        "inputs": [str(f) for f in files],
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
+def load_manifest(data_dir) -> dict:
+    d = Path(data_dir)
+    f = d / MANIFEST
+    if not f.is_file():
+        raise UserError(f"{d} is not a prepared data directory (no {MANIFEST}); run: hlm prepare --input FILE --tokenizer DIR --out {d}")
+    try:
+        manifest = json.loads(f.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{f} is corrupt; re-run hlm prepare") from None
+    if not (d / TOKENIZER_FILE).is_file() or tokenizer_hash(d / TOKENIZER_FILE) != manifest.get("tokenizer_hash"):
+        raise UserError(f"the tokenizer in {d} does not match the one its shards were made with; re-run hlm prepare")
+    return manifest
+
+
+class PackedTokens:
+    """A split as non-overlapping windows of seq_len+1 tokens, read from memmapped shards.
+
+    Window k covers tokens [k*L, k*L+L] of its shard (the +1 is the shifted target), so the data
+    order is a permutation of windows per epoch, seeded by (seed, epoch): sample s of the run is
+    window perm[epoch(s)][s mod n_windows]. A batch is then a pure function of (seed, step), which
+    makes resume exact and keeps batches identical whatever the number of processes.
+    """
+
+    def __init__(self, data_dir, split: str, seq_len: int):
+        self.manifest = load_manifest(data_dir)
+        if split not in self.manifest["splits"]:
+            raise UserError(f"split {split!r} not in {data_dir}")
+        meta = self.manifest["splits"][split]
+        dtype = np.dtype(self.manifest["dtype"])
+        self.seq_len = seq_len
+        self.shards, counts = [], []
+        for sh in meta["shards"]:
+            path = Path(data_dir) / sh["file"]
+            if not path.is_file() or path.stat().st_size != sh["tokens"] * dtype.itemsize:
+                raise UserError(f"shard {path} is missing or truncated; re-run hlm prepare")
+            mm = np.memmap(path, dtype=dtype, mode="r")
+            self.shards.append(mm)
+            counts.append(max(0, (len(mm) - 1) // seq_len))
+        self.cum = np.cumsum([0] + counts)
+        self.n_windows = int(self.cum[-1])
+        if self.n_windows == 0:
+            raise UserError(
+                f"the {split} split of {data_dir} has {meta['tokens']} tokens, fewer than one sequence of "
+                f"{seq_len + 1}; use a shorter --seq-len or more text"
+            )
+        self.meta = meta
+        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def window(self, k: int) -> np.ndarray:
+        s = int(np.searchsorted(self.cum, k, side="right") - 1)
+        off = (k - self.cum[s]) * self.seq_len
+        return self.shards[s][off : off + self.seq_len + 1]
+
+    def windows(self, ks) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.window(int(k)).astype(np.int64) for k in ks]))
+
+    def _perm(self, seed: int, epoch: int) -> np.ndarray:
+        key = (seed, epoch)
+        if key not in self._perm_cache:
+            self._perm_cache = {key: np.random.default_rng([seed, epoch]).permutation(self.n_windows)}
+        return self._perm_cache[key]
+
+    def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
+        """The global batch of `step`: LongTensor [batch_size, seq_len + 1]."""
+        samples = np.arange(step * batch_size, (step + 1) * batch_size)
+        ks = [self._perm(seed, int(s // self.n_windows))[s % self.n_windows] for s in samples]
+        return self.windows(ks)
+
+    def epoch_of(self, step: int, batch_size: int) -> float:
+        return step * batch_size / self.n_windows
+
+    def eval_batches(self, batch_size: int, max_batches: int):
+        """Validation windows in file order (no shuffling), at most max_batches batches."""
+        n = min(self.n_windows, batch_size * max_batches)
+        for start in range(0, n, batch_size):
+            yield self.windows(range(start, min(n, start + batch_size)))
+
+    def bytes_per_token(self) -> float:
+        return self.meta["bytes"] / max(1, self.meta["tokens"])
+
+
+def document_ids(ids: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """Index of the document each position belongs to (a new one starts at every <s>)."""
+    return torch.cumsum((ids == bos_id).to(torch.int32), dim=-1)

@@ -1,0 +1,204 @@
+"""One pre-norm transformer for every objective: RMSNorm, rotary positions, SwiGLU, tied embeddings.
+
+Attention runs causal or bidirectional in the same weights, chosen per sequence, and can be
+restricted to each packed document (block-diagonal). The layout matches Llama's exactly
+(same norm, rotary convention and MLP), so a causal model exports to `LlamaForCausalLM`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 8192
+    n_layer: int = 12
+    n_head: int = 6
+    d_model: int = 384
+    d_ffn: int = 1280
+    max_seq_len: int = 512
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    # tests: well under 1M parameters with a small vocabulary
+    "tiny": dict(n_layer=2, n_head=2, d_model=64, d_ffn=176, max_seq_len=256),
+    # GPT-BERT's 10M-word recipe (≈30M parameters with an 8k-16k vocabulary)
+    "small": dict(n_layer=12, n_head=6, d_model=384, d_ffn=1280, max_seq_len=512),
+    # GPT-BERT's 100M-word recipe (≈119M parameters with a 16k vocabulary)
+    "base": dict(n_layer=12, n_head=12, d_model=768, d_ffn=2560, max_seq_len=512),
+}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # Normalise in fp32 (as Llama does): bf16 mean-of-squares loses the small activations.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float, device=None):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    t = torch.arange(seq_len, device=device, dtype=torch.float32)
+    freqs = torch.outer(t, inv_freq)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Llama's "rotate half" convention; x: [B, H, T, D], cos/sin: [T, D]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.d_model // cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.d_model, 2 * cfg.d_ffn, bias=False)
+        self.down = nn.Linear(cfg.d_ffn, cfg.d_model, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class KVCache:
+    """Per-layer key/value cache for incremental causal decoding."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def update(self, k, v):
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, device):
+    """Boolean SDPA mask [B, 1, T, T] (True = may attend), or (None, is_causal) when no mask is needed."""
+    if document_ids is None:
+        if isinstance(is_causal, bool):
+            return None, is_causal
+        if bool(is_causal.all()):
+            return None, True
+        if not bool(is_causal.any()):
+            return None, False
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+    if isinstance(is_causal, bool):
+        is_causal = torch.full((1,), is_causal, device=device)
+    # Rows in bidirectional mode see everything (in their document); causal rows the past only.
+    mask = causal[None] | ~is_causal.view(-1, 1, 1)
+    if document_ids is not None:
+        mask = mask & (document_ids[:, :, None] == document_ids[:, None, :])
+    return mask[:, None], False
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("proj.weight", "down.weight")):
+                # Residual outputs scaled down with depth (GPT-2), so the stream's variance stays O(1).
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * self.cfg.n_layer))
+            else:
+                nn.init.normal_(p, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied head counted once
+
+    def forward(self, input_ids, is_causal=True, document_ids=None, select=None, kv_caches=None, start_pos: int = 0):
+        """Logits [B, T, V]; with `select` (bool [B, T]) only those positions' logits, [N, V].
+
+        is_causal: a bool for the whole batch or a bool tensor [B] (mixed causal/bidirectional rows).
+        document_ids: [B, T] ints; attention is restricted to positions of the same document.
+        """
+        B, T = input_ids.shape
+        if start_pos + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start_pos + T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
+        cos = self.rope_cos[start_pos : start_pos + T]
+        sin = self.rope_sin[start_pos : start_pos + T]
+        if kv_caches is not None and start_pos > 0:
+            mask, causal_flag = None, False  # one new token attends to the whole cached past
+            if T > 1:
+                raise ValueError("incremental decoding takes one token at a time")
+        else:
+            mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device)
+        x = self.embed(input_ids)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
+        if select is not None:
+            x = x[select]
+        x = self.norm(x)
+        return F.linear(x, self.embed.weight)  # tied output embedding
+
+
+def build_model(preset: str, vocab_size: int, overrides: dict | None = None) -> Transformer:
+    from hybridlm.errors import UserError
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r} (choose one of: {', '.join(PRESETS)})")
+    cfg = ModelConfig(vocab_size=vocab_size, **{**PRESETS[preset], **(overrides or {})})
+    if cfg.d_model % cfg.n_head or (cfg.d_model // cfg.n_head) % 2:
+        raise UserError(f"d_model {cfg.d_model} must split into {cfg.n_head} heads of even size")
+    return Transformer(cfg)

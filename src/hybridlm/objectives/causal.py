@@ -1,0 +1,20 @@
+"""Next-token prediction: position i sees tokens 0..i and predicts token i+1."""
+
+import torch
+
+from hybridlm.objectives.base import SPECIAL, Batch, Objective
+
+
+class CausalObjective(Objective):
+    name = "causal"
+
+    def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        valid = (targets != SPECIAL["pad"]).float()
+        return Batch(
+            input_ids=inputs,
+            targets=targets,
+            loss_weights=valid / valid.sum().clamp(min=1),
+            is_causal=torch.ones(len(ids), dtype=torch.bool),
+            document_ids=self._doc_ids(inputs),
+        )

@@ -1,0 +1,121 @@
+"""Subword tokenizers (the `tokenizers` library) with the special tokens every objective needs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from hybridlm.errors import UserError
+
+PAD, BOS, EOS, MASK, UNK = "<pad>", "<s>", "</s>", "<mask>", "<unk>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, MASK, UNK]  # ids 0..4 in every hybridlm tokenizer
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
+    """Every input exists, is non-empty and (when scanned) UTF-8; returns them as Paths."""
+    checked = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise UserError(f"input file not found: {p} (check the path)")
+        if p.stat().st_size == 0:
+            raise UserError(f"input file is empty: {p} (give a corpus with text in it)")
+        if not scan_utf8:
+            checked.append(p)
+            continue
+        with open(p, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(
+                        f"{p}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file, "
+                        f"e.g. iconv -f latin1 -t utf-8"
+                    ) from None
+        checked.append(p)
+    return checked
+
+
+def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_frequency: int = 2) -> Tokenizer:
+    """Train a byte-level BPE (default) or WordPiece tokenizer and write OUT/tokenizer.json."""
+    files = check_text_files(inputs)
+    if vocab_size < len(SPECIAL_TOKENS) + 256 and kind == "bpe":
+        raise UserError(f"--vocab-size {vocab_size} is too small for byte-level BPE (use at least 261)")
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=None))
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+    elif kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token=UNK))
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+        )
+    else:
+        raise UserError(f"unknown tokenizer kind {kind!r} (choose bpe or wordpiece)")
+    tok.train([str(f) for f in files], trainer)
+    # Adding BOS is explicit in hybridlm (data packing and scorers add it), so no post-processor
+    # template; byte-level offsets are still trimmed for readable offsets.
+    if kind == "bpe":
+        tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / TOKENIZER_FILE))
+    _write_hf_files(out)
+    return tok
+
+
+def _write_hf_files(out: Path) -> None:
+    """Small JSON files so `transformers.PreTrainedTokenizerFast.from_pretrained(out)` works."""
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "pad_token": PAD,
+        "mask_token": MASK,
+        "unk_token": UNK,
+        "model_max_length": 1_000_000_000,
+        "clean_up_tokenization_spaces": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "mask_token": MASK, "unk_token": UNK}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+
+
+def load_tokenizer(path) -> Tokenizer:
+    """Load from a directory holding tokenizer.json, or from the file itself."""
+    p = Path(path)
+    f = p / TOKENIZER_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise UserError(f"no tokenizer at {p} (train one with: hlm tokenizer train --input FILE --vocab-size N --out DIR)")
+    try:
+        tok = Tokenizer.from_file(str(f))
+    except Exception as e:  # the Rust error is long; the cause is almost always a bad file
+        raise UserError(f"cannot read tokenizer {f}: {str(e).splitlines()[0]}") from None
+    for i, s in enumerate(SPECIAL_TOKENS):
+        if tok.token_to_id(s) != i:
+            raise UserError(f"tokenizer {f} lacks special token {s} at id {i}; train it with hlm tokenizer train")
+    return tok
+
+
+def tokenizer_hash(path) -> str:
+    p = Path(path)
+    f = p / TOKENIZER_FILE if p.is_dir() else p
+    return hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+
+
+def special_ids() -> dict[str, int]:
+    return {"pad": 0, "bos": 1, "eos": 2, "mask": 3, "unk": 4}
