@@ -141,6 +141,7 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool, dist: Dist) -> TrainConfig:
         return cfg
     if ckpt.list_checkpoints(run) or saved.is_file():
         raise UserError(f"run directory {run} already holds a run; pass --resume to continue it or choose a new --out")
+    load_manifest(cfg.data)  # a bad data directory fails before the run directory is made
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(cfg.data) / TOKENIZER_FILE, run / TOKENIZER_FILE)

@@ -1,0 +1,55 @@
+"""Shared fixtures: a grammar corpus, a small tokenizer and prepared data, made once per session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hybridlm.data import prepare
+from hybridlm.grammar import write_corpus
+from hybridlm.tokenizer import train_tokenizer
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", n_words=40_000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, corpus) -> Path:
+    out = tmp_path_factory.mktemp("tok")
+    train_tokenizer([corpus], vocab_size=320, out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, corpus, tokenizer_dir) -> Path:
+    out = tmp_path_factory.mktemp("data")
+    prepare([corpus], tokenizer_dir, out, val_fraction=0.05)
+    return out
+
+
+def hlm(*args, check=True, timeout=300, **kw):
+    """Run the CLI in a subprocess (as a user would); returns the CompletedProcess."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-m", "hybridlm.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"hlm {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hlm: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n.lower() in lines[0].lower(), (n, lines[0])

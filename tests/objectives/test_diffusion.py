@@ -1,0 +1,90 @@
+import math
+
+import pytest
+import torch
+
+from hybridlm.model import build_model
+from hybridlm.objectives import build_objective
+from hybridlm.objectives.diffusion import alpha_and_weight, frequency_exponents, sample_times
+
+
+class Uniform(torch.nn.Module):
+    """A model that predicts the uniform distribution: its NELBO is known in closed form."""
+
+    def __init__(self, V):
+        super().__init__()
+        self.V = V
+
+    def forward(self, ids, is_causal=None, document_ids=None, select=None):
+        out = torch.zeros(*ids.shape, self.V)
+        return out[select] if select is not None else out
+
+
+@pytest.mark.parametrize("schedule", ["loglinear", "linear", "cosine"])
+def test_weight_is_minus_alpha_prime_over_one_minus_alpha(schedule):
+    t = torch.tensor([0.1, 0.3, 0.5, 0.9], dtype=torch.float64)
+    h = 1e-6
+    a, w = alpha_and_weight(t, schedule)
+    a_plus, _ = alpha_and_weight(t + h, schedule)
+    a_minus, _ = alpha_and_weight(t - h, schedule)
+    numeric = -(a_plus - a_minus) / (2 * h) / (1 - a)
+    assert torch.allclose(w, numeric, rtol=1e-4)
+    a0, _ = alpha_and_weight(torch.tensor([1e-9], dtype=torch.float64), schedule)
+    a1, _ = alpha_and_weight(torch.tensor([1.0], dtype=torch.float64), schedule)
+    assert a0.item() > 0.999 and a1.item() < 1e-6
+
+
+def test_hand_computed_loss_at_fixed_t():
+    V, L = 50, 4
+    obj = build_objective("diffusion", V, document_mask=False)
+    ids = torch.tensor([[10, 11, 12, 13, 14]])
+    b = obj.corrupt(ids, torch.Generator().manual_seed(0), t=torch.tensor([0.5]))
+    k = int((b.input_ids == 3).sum())
+    loss, _ = obj.loss(Uniform(V), b)
+    # k masked tokens, each -log(1/(V-1)) (SUBS: <mask> is never predicted) x weight 1/t = 2, over L tokens
+    assert loss.item() == pytest.approx(k * 2 * math.log(V - 1) / L, rel=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["loglinear", "cosine"])
+def test_nelbo_of_uniform_model_is_log_vocab(schedule):
+    """E_t[sum_i w(t) 1[masked] CE] = log(V-1) * (alpha(0) - alpha(1)) = log(V-1) per token."""
+    V = 64
+    obj = build_objective("diffusion", V, schedule=schedule, document_mask=False)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, V, (256, 33), generator=g)
+    losses = [obj.loss(Uniform(V), obj.corrupt(ids, g))[0].item() for _ in range(20)]
+    assert sum(losses) / len(losses) == pytest.approx(math.log(V - 1), rel=0.03)
+
+
+def test_mask_rate_follows_alpha_and_times_are_stratified():
+    obj = build_objective("diffusion", 300)
+    t = sample_times(1000, torch.Generator().manual_seed(0))
+    assert t.min() >= 1e-3 and t.max() < 1
+    assert torch.histc(t, bins=10, min=0, max=1).min() >= 99  # low discrepancy: 100 per decile
+    ids = torch.randint(5, 300, (1000, 65))
+    b = obj.corrupt(ids, torch.Generator().manual_seed(0), t=torch.full((1000,), 0.3))
+    assert abs((b.input_ids == 3).float().mean().item() - 0.3) < 0.01
+    assert ((b.loss_weights > 0) == (b.input_ids == 3)).all()
+
+
+def test_frequency_informed_masking_masks_rare_tokens_more():
+    counts = torch.ones(300)
+    counts[5:100] = 1000  # frequent
+    obj = build_objective("diffusion", 300, frequency_masking=1.0, unigram=counts.numpy())
+    ids = torch.cat([torch.randint(5, 100, (500, 33)), torch.randint(100, 300, (500, 33))], 1)
+    b = obj.corrupt(ids, torch.Generator().manual_seed(0), t=torch.full((500,), 0.3))
+    frequent_rate = (b.input_ids[:, :33] == 3).float().mean()
+    rare_rate = (b.input_ids[:, 33:] == 3).float().mean()
+    assert rare_rate > frequent_rate + 0.1
+    s = frequency_exponents(counts.numpy(), 1.0)
+    assert s[200] > 1 > s[50]
+
+
+def test_diffusion_trains_with_the_real_model():
+    torch.manual_seed(0)
+    model = build_model("tiny", 64)
+    obj = build_objective("diffusion", 64)
+    ids = torch.randint(5, 64, (8, 33))
+    loss, stats = obj.loss(model, obj.corrupt(ids, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert math.isfinite(loss.item()) and model.embed.weight.grad.abs().sum() > 0

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from hybridlm.errors import UserError
+from hybridlm.model import KVCache, build_model
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model("tiny", 300).eval()
+
+
+def test_causal_mode_never_sees_the_future(model):
+    ids = torch.randint(5, 300, (2, 24))
+    changed = ids.clone()
+    changed[:, 15:] = torch.randint(5, 300, (2, 9))
+    with torch.no_grad():
+        a, b = model(ids, is_causal=True), model(changed, is_causal=True)
+    assert torch.allclose(a[:, :15], b[:, :15], atol=1e-6)
+    assert not torch.allclose(a[:, 15:], b[:, 15:], atol=1e-3)
+
+
+def test_bidirectional_mode_sees_the_future(model):
+    ids = torch.randint(5, 300, (1, 16))
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1 - 5) % 295 + 5
+    with torch.no_grad():
+        a, b = model(ids, is_causal=False), model(changed, is_causal=False)
+    assert not torch.allclose(a[:, 0], b[:, 0], atol=1e-5)
+
+
+def test_per_row_modes_equal_separate_passes(model):
+    ids = torch.randint(5, 300, (3, 12))
+    mode = torch.tensor([True, False, True])
+    with torch.no_grad():
+        mixed = model(ids, is_causal=mode)
+        causal = model(ids, is_causal=True)
+        bidi = model(ids, is_causal=False)
+    assert torch.allclose(mixed[0], causal[0], atol=1e-5) and torch.allclose(mixed[2], causal[2], atol=1e-5)
+    assert torch.allclose(mixed[1], bidi[1], atol=1e-5)
+
+
+def test_document_mask_isolates_packed_documents(model):
+    doc_a, doc_b = torch.randint(5, 300, (1, 7)), torch.randint(5, 300, (1, 8))
+    packed = torch.cat([torch.tensor([[1]]), doc_a, torch.tensor([[1]]), doc_b], 1)
+    other_b = torch.cat([torch.tensor([[1]]), doc_a, torch.tensor([[1]]), torch.randint(5, 300, (1, 8))], 1)
+    doc_ids = torch.cumsum((packed == 1).int(), -1)
+    with torch.no_grad():
+        a = model(packed, is_causal=False, document_ids=doc_ids)
+        b = model(other_b, is_causal=False, document_ids=doc_ids)
+    assert torch.allclose(a[:, :8], b[:, :8], atol=1e-6)  # document A never saw document B
+
+
+def test_kv_cache_matches_full_forward(model):
+    ids = torch.randint(5, 300, (2, 10))
+    with torch.no_grad():
+        full = model(ids, is_causal=True)
+        caches = [KVCache() for _ in model.blocks]
+        steps = [model(ids[:, :4], is_causal=True, kv_caches=caches)]
+        for i in range(4, 10):
+            steps.append(model(ids[:, i : i + 1], kv_caches=caches, start_pos=i))
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+def test_select_returns_only_chosen_positions(model):
+    ids = torch.randint(5, 300, (2, 6))
+    sel = torch.zeros(2, 6, dtype=torch.bool)
+    sel[0, 2] = sel[1, 5] = True
+    with torch.no_grad():
+        full, part = model(ids, is_causal=False), model(ids, is_causal=False, select=sel)
+    assert part.shape == (2, 300)
+    assert torch.allclose(part, full[sel], atol=1e-5)
+
+
+def test_preset_sizes():
+    tiny = build_model("tiny", 512).num_parameters()
+    small = build_model("small", 16384).num_parameters()
+    assert tiny < 250_000
+    assert 10e6 <= small <= 35e6
+    with pytest.raises(UserError, match="unknown preset"):
+        build_model("huge", 100)

@@ -1,0 +1,113 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hybridlm.config import TrainConfig, load_config, merge_config
+from hybridlm.errors import UserError
+from hybridlm.train import train
+
+from conftest import assert_one_line_error, hlm
+
+FAST = dict(preset="tiny", seq_len=32, batch_size=8, lr=3e-3, eval_interval=0, log_interval=1)
+
+
+def _losses(run, key="loss"):
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r[key] for r in rows if key in r}
+
+
+@pytest.mark.parametrize("objective", ["causal", "masked", "hybrid", "diffusion"])
+def test_validation_loss_falls(tmp_path, data_dir, objective):
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / objective), objective=objective, max_steps=40,
+                      **{**FAST, "eval_interval": 20, "eval_batches": 4, "lr": 1e-2})
+    summary = train(cfg, quiet=True)
+    val = _losses(tmp_path / objective, "val_loss")
+    assert val[40] < val[20] < 5.8  # log(320) = 5.77 is a uniform guess
+    assert summary["tokens_seen"] == 40 * 8 * 32
+    assert (tmp_path / objective / "checkpoints" / "step_0000040" / "model.safetensors").is_file()
+
+
+def test_gradient_accumulation_does_not_change_the_run(tmp_path, data_dir):
+    a = TrainConfig(data=str(data_dir), out=str(tmp_path / "a"), objective="hybrid", max_steps=6, precision="fp32", **FAST)
+    b = TrainConfig(**{**a.to_dict(), "out": str(tmp_path / "b"), "micro_batch_size": 2})
+    train(a, quiet=True), train(b, quiet=True)
+    la, lb = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert la.keys() == lb.keys()
+    for s in la:
+        assert la[s] == pytest.approx(lb[s], rel=1e-5, abs=1e-6)
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
+    args = ["--data", data_dir, "--objective", "hybrid", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8,
+            "--max-steps", 300, "--log-interval", 1, "--eval-interval", 0, "--checkpoint-interval", 5, "--seed", 11]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "hybridlm.cli", "train", *map(str, args), "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step_0000010").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    latest = (killed / "checkpoints" / "latest").read_text().strip()
+    resumed_from = int(latest.split("_")[1])
+    assert resumed_from < 300, "the run finished before SIGKILL"
+    hlm("train", "--out", killed, "--resume", "--max-steps", 300)
+    reference = tmp_path / "reference"
+    hlm("train", *args, "--out", reference)
+    got, want = _losses(killed), _losses(reference)
+    assert sorted(got) == list(range(1, 301))  # nothing repeated, nothing missing after resume
+    for s in range(resumed_from + 1, resumed_from + 21):
+        assert got[s] == pytest.approx(want[s], rel=1e-6), s
+    assert got[300] == pytest.approx(want[300], rel=1e-5)
+
+
+def test_existing_run_is_never_overwritten(tmp_path, data_dir):
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=2, **FAST)
+    train(cfg, quiet=True)
+    before = (tmp_path / "r" / "checkpoints" / "step_0000002" / "model.safetensors").read_bytes()
+    proc = hlm("train", "--data", data_dir, "--out", tmp_path / "r", "--max-steps", 2, check=False)
+    assert_one_line_error(proc, "already holds a run", "--resume")
+    assert (tmp_path / "r" / "checkpoints" / "step_0000002" / "model.safetensors").read_bytes() == before
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, data_dir):
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=4, checkpoint_interval=2, keep_checkpoints=3, **FAST)
+    train(cfg, quiet=True)
+    f = tmp_path / "r" / "checkpoints" / "step_0000004" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:50])
+    proc = hlm("train", "--out", tmp_path / "r", "--resume", "--max-steps", 6, check=False)
+    assert_one_line_error(proc, "corrupt", "step_0000002")
+    assert (tmp_path / "r" / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, data_dir):
+    assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--objective", "gpt", check=False), "unknown objective", "causal")
+    assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown preset")
+    assert_one_line_error(hlm("train", "--data", tmp_path / "none", "--out", tmp_path / "x", check=False), "hlm prepare")
+    assert_one_line_error(hlm("train", "--out", tmp_path / "nothing", "--resume", check=False), "nothing to resume")
+
+
+def test_config_file_typo_names_the_closest_key(tmp_path, data_dir):
+    f = tmp_path / "c.toml"
+    f.write_text('objective = "masked"\nmask_ratio_strat = 0.3\n')
+    with pytest.raises(UserError, match="mask_ratio_strat.*did you mean 'mask_ratio_start'"):
+        load_config(f)
+    proc = hlm("train", "--config", f, "--data", data_dir, "--out", tmp_path / "x", check=False)
+    assert_one_line_error(proc, "mask_ratio_strat", "mask_ratio_start")
+    with pytest.raises(UserError, match="must be a int"):
+        merge_config({"max_steps": "ten"})
+
+
+def test_config_file_and_flags_are_resolved_into_the_run(tmp_path, data_dir):
+    f = tmp_path / "c.toml"
+    f.write_text('objective = "masked"\nseq_len = 32\nbatch_size = 8\nmax_steps = 3\nlr = 0.01\n[model]\nn_layer = 1\n')
+    hlm("train", "--config", f, "--data", data_dir, "--out", tmp_path / "r", "--max-steps", 2)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["objective"] == "masked" and saved["max_steps"] == 2 and saved["model"] == {"n_layer": 1}
