@@ -53,3 +53,19 @@ def assert_one_line_error(proc, *needles):
     assert "Traceback" not in proc.stderr
     for n in needles:
         assert n.lower() in lines[0].lower(), (n, lines[0])
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory, data_dir) -> dict:
+    """One briefly trained tiny run per objective."""
+    from hybridlm.config import TrainConfig
+    from hybridlm.train import train
+
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for objective in ("causal", "masked", "hybrid", "diffusion"):
+        cfg = TrainConfig(data=str(data_dir), out=str(root / objective), objective=objective, preset="tiny", seq_len=32,
+                          batch_size=8, max_steps=30, lr=3e-3, eval_interval=0, log_interval=10)
+        train(cfg, quiet=True)
+        out[objective] = root / objective
+    return out

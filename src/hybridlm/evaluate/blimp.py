@@ -1,0 +1,92 @@
+"""Minimal pairs in BLiMP's JSONL format; accuracy per paradigm, field and term, macro-averaged.
+
+A pair is correct only when the good sentence scores strictly higher: ties are reported, never
+counted correct (a known artefact of pipelines that pick index 0 on ties).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from hybridlm.errors import UserError
+from hybridlm.evaluate.scoring import score_sentences
+
+REQUIRED = ("sentence_good", "sentence_bad")
+
+
+def load_pairs(sources, limit: int | None = None) -> list[dict]:
+    files: list[Path] = []
+    for s in map(Path, sources):
+        if s.is_dir():
+            found = sorted(s.glob("*.jsonl"))
+            if not found:
+                raise UserError(f"no .jsonl files in {s}")
+            files += found
+        elif s.is_file():
+            files.append(s)
+        else:
+            raise UserError(f"minimal-pair data not found: {s}")
+    pairs = []
+    for f in files:
+        per_uid: dict[str, int] = defaultdict(int)
+        n_lines = 0
+        with open(f, encoding="utf-8", errors="strict") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                n_lines += 1
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{f}:{lineno}: not valid JSON ({e.msg})") from None
+                missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row.get(k).strip()]
+                if missing:
+                    raise UserError(f"{f}:{lineno}: missing field {missing[0]!r} (each line needs sentence_good and sentence_bad)")
+                uid = row.get("UID") or f.stem
+                if limit is not None and per_uid[uid] >= limit:
+                    continue
+                per_uid[uid] += 1
+                pairs.append({"good": row["sentence_good"], "bad": row["sentence_bad"], "UID": uid,
+                              "field": row.get("field", "unknown"), "term": row.get("linguistics_term", "unknown")})
+        if n_lines == 0:
+            raise UserError(f"{f}: empty file (no minimal pairs)")
+    return pairs
+
+
+def evaluate_pairs(lm, pairs: list[dict], scorer: str | None = None, progress: bool = False, **kw) -> dict:
+    sentences = sorted({p["good"] for p in pairs} | {p["bad"] for p in pairs})
+    index = {s: i for i, s in enumerate(sentences)}
+    from hybridlm.evaluate.scoring import check_scorer
+
+    scorer = check_scorer(lm, scorer)
+    scores = score_sentences(lm, sentences, scorer, progress=progress, **kw)
+    by = {"paradigms": defaultdict(list), "fields": defaultdict(list), "terms": defaultdict(list)}
+    per_pair = []
+    ties = 0
+    for p in pairs:
+        g, b = scores[index[p["good"]]], scores[index[p["bad"]]]
+        correct = g > b
+        ties += g == b
+        per_pair.append({"UID": p["UID"], "good": g, "bad": b, "correct": bool(correct)})
+        by["paradigms"][p["UID"]].append(correct)
+        by["fields"][p["field"]].append(correct)
+        by["terms"][p["term"]].append(correct)
+
+    def table(groups):
+        return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(groups.items())}
+
+    paradigms = table(by["paradigms"])
+    return {
+        "macro_accuracy": sum(v["accuracy"] for v in paradigms.values()) / len(paradigms),
+        "micro_accuracy": sum(pp["correct"] for pp in per_pair) / len(per_pair),
+        "paradigms": paradigms,
+        "fields": table(by["fields"]),
+        "terms": table(by["terms"]),
+        "ties": int(ties),
+        "n_pairs": len(pairs),
+        "scorer": scorer,
+        "model": lm.name,
+        "pairs": per_pair,
+    }

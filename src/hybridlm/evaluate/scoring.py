@@ -1,0 +1,144 @@
+"""Sentence log-likelihoods (or their bounds) for every objective, through one batched engine.
+
+Each scorer turns a sentence into "copies": an input sequence, the positions to read, the token
+expected at each, and a weight. The engine sorts all copies by length, batches them (PLL's n
+masked copies of a sentence run together, never one forward per copy), and returns per sentence
+sum(weight * log p(target at position)). Scoring is fp32 by default; BOS is always prepended and
+never scored.
+
+- causal: sum_i log p(x_i | <s> x_<i).
+- pll / pll-word: pseudo-log-likelihood (Salazar et al.): mask x_i, read it at i; "-word" also
+  masks the rest of x_i's word to the right (Kauf & Ivanova's within_word_l2r).
+- mntp / mntp-word: GPT-BERT's masked next-token form: mask x_i, read it at position i-1.
+- fused: causal + mntp.
+- elbo: the masked-diffusion NELBO. For the log-linear schedule and a time-free model the
+  continuous-time bound equals sum_{k=1..n} E_{|S|=k} [ (1/k) sum_{i in S} -log p(x_i | x with S
+  masked) ] (integrate the binomial over t); one random subset per k from a fixed seed per
+  sentence length, so both sentences of a pair share their random numbers. Reported as -NELBO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from hybridlm.errors import UserError
+from hybridlm.evaluate.lm import ScoringLM
+
+SCORERS = ("causal", "pll", "pll-word", "mntp", "mntp-word", "fused", "elbo")
+DEFAULT_SCORER = {"causal": "causal", "masked": "pll", "hybrid": "mntp", "diffusion": "elbo"}
+
+
+@dataclass
+class Copy:
+    sentence: int
+    ids: list[int]
+    positions: list[int]
+    targets: list[int]
+    weight: float = 1.0
+
+
+def _word_span_right(word_ids, i):
+    """Positions i.. that belong to the same word as i."""
+    span = [i]
+    j = i + 1
+    while j < len(word_ids) and word_ids[j] is not None and word_ids[j] == word_ids[i]:
+        span.append(j)
+        j += 1
+    return span
+
+
+def _copies(scorer: str, lm: ScoringLM, index: int, text: str, samples: int = 1, seed: int = 0) -> list[Copy]:
+    toks, words = lm.tokenize(text)
+    if not toks:
+        return []
+    ids = [lm.bos_id] + list(toks)
+    words = [None] + list(words)
+    n = len(ids)
+    if n > lm.max_len:
+        raise UserError(f"a sentence of {n} tokens is longer than the model's {lm.max_len}: {text[:60]!r}")
+    if scorer == "causal":
+        return [Copy(index, ids, list(range(n - 1)), ids[1:])]
+    out = []
+    if scorer in ("pll", "pll-word", "mntp", "mntp-word"):
+        shift = 1 if scorer.startswith("mntp") else 0
+        for i in range(1, n):
+            masked = list(ids)
+            span = _word_span_right(words, i) if scorer.endswith("-word") else [i]
+            for j in span:
+                masked[j] = lm.mask_id
+            out.append(Copy(index, masked, [i - shift], [ids[i]]))
+        return out
+    if scorer == "elbo":
+        # seeded by length alone: sentences of equal length (a minimal pair, usually) get the same
+        # masks for every k, so their difference is not drowned in Monte Carlo noise
+        g = torch.Generator().manual_seed(1_000_003 * n + seed)
+        m = n - 1
+        for _ in range(samples):
+            for k in range(1, m + 1):
+                chosen = (torch.randperm(m, generator=g)[:k] + 1).tolist()
+                masked = list(ids)
+                for j in chosen:
+                    masked[j] = lm.mask_id
+                out.append(Copy(index, masked, sorted(chosen), [ids[j] for j in sorted(chosen)], 1.0 / (k * samples)))
+        return out
+    raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")
+
+
+def check_scorer(lm: ScoringLM, scorer: str | None) -> str:
+    scorer = scorer or DEFAULT_SCORER[lm.kind]
+    if scorer not in SCORERS:
+        raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")
+    if scorer not in lm.scorers:
+        raise UserError(f"scorer {scorer!r} needs another kind of model: this {lm.kind} model supports {', '.join(lm.scorers)}")
+    return scorer
+
+
+def score_sentences(lm: ScoringLM, sentences: list[str], scorer: str | None = None, max_batch_tokens: int = 16384,
+                    samples: int = 1, progress: bool = False) -> list[float]:
+    """Per sentence: total log-likelihood (causal), PLL, MNTP, fused, or -NELBO (elbo), in nats."""
+    scorer = check_scorer(lm, scorer)
+    if scorer == "fused":
+        a = score_sentences(lm, sentences, "causal", max_batch_tokens, samples, progress)
+        b = score_sentences(lm, sentences, "mntp", max_batch_tokens, samples, progress)
+        return [x + y for x, y in zip(a, b)]
+    copies = [c for i, s in enumerate(sentences) for c in _copies(scorer, lm, i, s, samples)]
+    return score_copies(lm, copies, len(sentences), scorer == "causal", scorer == "elbo", max_batch_tokens, progress, scorer)
+
+
+@torch.no_grad()
+def score_copies(lm: ScoringLM, copies: list[Copy], n_items: int, is_causal: bool, forbid_mask: bool = False,
+                 max_batch_tokens: int = 16384, progress: bool = False, desc: str = "score") -> list[float]:
+    """sum(weight * log p(target)) per item, over copies batched by length."""
+    copies = sorted(copies, key=lambda c: len(c.ids))
+    totals = torch.zeros(n_items, dtype=torch.float64)
+    bar = tqdm(total=len(copies), disable=not progress, desc=desc, unit="seq")
+    start = 0
+    while start < len(copies):
+        end = start + 1
+        while end < len(copies) and len(copies[end].ids) * (end - start + 1) <= max_batch_tokens:
+            end += 1
+        chunk = copies[start:end]
+        width = len(chunk[-1].ids)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        select = torch.zeros(len(chunk), width, dtype=torch.bool)
+        lengths = torch.tensor([len(c.ids) for c in chunk])
+        for r, c in enumerate(chunk):
+            ids[r, : len(c.ids)] = torch.tensor(c.ids)
+            select[r, c.positions] = True
+        logits = lm.selected_logits(ids, lengths, is_causal, select)
+        if forbid_mask:
+            logits[:, lm.mask_id] = float("-inf")
+        logp = torch.log_softmax(logits.double(), -1)  # fp64 sums: no ties from rounding
+        # rows of `select` in order give the positions of each copy in order (positions are sorted)
+        targets = torch.tensor([t for c in chunk for _, t in sorted(zip(c.positions, c.targets))])
+        picked = logp[torch.arange(len(targets)), targets]
+        owner = torch.tensor([c.sentence for c in chunk for _ in c.positions])
+        weight = torch.tensor([c.weight for c in chunk for _ in c.positions], dtype=torch.float64)
+        totals.index_add_(0, owner, picked * weight)
+        bar.update(len(chunk))
+        start = end
+    bar.close()
+    return totals.tolist()

@@ -1,0 +1,81 @@
+"""Export a run as a Hugging Face `transformers` model directory.
+
+Causal and hybrid runs become `LlamaForCausalLM` with no custom code: the core model uses Llama's
+RMSNorm, rotary convention and SwiGLU, so the mapping is a renaming plus splitting the fused
+q/k/v and gate/up projections. The tokenizer is written as a PreTrainedTokenizerFast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from hybridlm.errors import UserError
+from hybridlm.runs import load_run
+from hybridlm.tokenizer import TOKENIZER_FILE, _write_hf_files, special_ids
+
+
+def llama_state_dict(model) -> dict[str, torch.Tensor]:
+    cfg = model.cfg
+    sd = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    for i, b in enumerate(model.blocks):
+        pre = f"model.layers.{i}."
+        q, k, v = b.attn.qkv.weight.split(cfg.d_model, 0)
+        gate, up = b.mlp.gate_up.weight.split(cfg.d_ffn, 0)
+        sd.update({
+            pre + "self_attn.q_proj.weight": q, pre + "self_attn.k_proj.weight": k, pre + "self_attn.v_proj.weight": v,
+            pre + "self_attn.o_proj.weight": b.attn.proj.weight,
+            pre + "mlp.gate_proj.weight": gate, pre + "mlp.up_proj.weight": up, pre + "mlp.down_proj.weight": b.mlp.down.weight,
+            pre + "input_layernorm.weight": b.attn_norm.weight, pre + "post_attention_layernorm.weight": b.mlp_norm.weight,
+        })
+    return {k: v.detach().float().contiguous().clone() for k, v in sd.items()}
+
+
+def llama_config(model) -> dict:
+    cfg = model.cfg
+    ids = special_ids()
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ffn,
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.n_head,
+        "head_dim": cfg.d_model // cfg.n_head,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": ids["bos"],
+        "eos_token_id": ids["eos"],
+        "pad_token_id": ids["pad"],
+        "torch_dtype": "float32",
+    }
+
+
+def export_run(run_dir, out_dir) -> Path:
+    run = load_run(run_dir)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if run.objective in ("causal", "hybrid"):
+        save_file(llama_state_dict(run.model), str(out / "model.safetensors"), metadata={"format": "pt"})
+        (out / "config.json").write_text(json.dumps(llama_config(run.model), indent=2))
+        (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2))
+    else:
+        raise UserError(f"export of {run.objective} runs (bidirectional attention) is not available yet; causal and hybrid runs export as LlamaForCausalLM")
+    shutil.copyfile(run.path / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    _write_hf_files(out)
+    (out / "hybridlm.json").write_text(json.dumps({"objective": run.objective, "step": run.step, "source": str(run.path)}, indent=2))
+    return out

@@ -1,0 +1,114 @@
+import math
+
+import pytest
+import torch
+
+from hybridlm.evaluate.lm import HFLM, ScoringLM
+from hybridlm.evaluate.scoring import _copies, score_sentences
+
+transformers = pytest.importorskip("transformers")
+
+SENTENCES = ["the cat sleeps .", "these dogs near the river run quickly .", "a boy sees himself ."]
+
+
+def _save_tokenizer(tokenizer_dir, out):
+    tok = transformers.PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+    tok.save_pretrained(out)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def hf_causal(tmp_path_factory, tokenizer_dir):
+    out = tmp_path_factory.mktemp("hf_causal")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(out)
+    _save_tokenizer(tokenizer_dir, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_masked(tmp_path_factory, tokenizer_dir):
+    out = tmp_path_factory.mktemp("hf_masked")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, max_position_embeddings=128, pad_token_id=0)
+    transformers.BertForMaskedLM(cfg).save_pretrained(out)
+    _save_tokenizer(tokenizer_dir, out)
+    return out
+
+
+def test_causal_scores_equal_direct_transformers(hf_causal):
+    lm = HFLM(hf_causal)
+    ours = score_sentences(lm, SENTENCES, "causal")
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_causal).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(hf_causal)
+    for s, got in zip(SENTENCES, ours):
+        ids = torch.tensor([[tok.bos_token_id] + tok(s, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits.double(), -1)
+        want = logp[0, :-1].gather(-1, ids[0, 1:, None]).sum().item()
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_pll_equals_naive_one_mask_loop(hf_masked):
+    lm = HFLM(hf_masked)
+    assert lm.kind == "masked"
+    ours = score_sentences(lm, SENTENCES, "pll", max_batch_tokens=64)  # several batches
+    model = transformers.AutoModelForMaskedLM.from_pretrained(hf_masked).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(hf_masked)
+    for s, got in zip(SENTENCES, ours):
+        ids = [tok.bos_token_id] + tok(s, add_special_tokens=False)["input_ids"]
+        want = 0.0
+        for i in range(1, len(ids)):
+            masked = torch.tensor([ids[:i] + [tok.mask_token_id] + ids[i + 1 :]])
+            with torch.no_grad():
+                want += torch.log_softmax(model(masked).logits[0, i].double(), -1)[ids[i]].item()
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+class FakeLM(ScoringLM):
+    """Uniform predictions over the vocabulary; words split on spaces."""
+
+    name, kind, bos_id, mask_id, max_len = "fake", "diffusion", 1, 3, 64
+
+    def __init__(self, V=50, kind="diffusion"):
+        self.V, self.kind = V, kind
+
+    def tokenize(self, text):
+        ids, words = [], []
+        for w, word in enumerate(text.split()):
+            for ch in word:
+                ids.append(5 + ord(ch) % (self.V - 5))
+                words.append(w)
+        return ids, words
+
+    def selected_logits(self, ids, lengths, is_causal, select):
+        return torch.zeros(int(select.sum()), self.V)
+
+
+def test_elbo_of_uniform_model_is_exact():
+    lm = FakeLM(50)
+    for s in ("ab c", "hello world"):
+        n = len(s.replace(" ", ""))
+        assert score_sentences(lm, [s], "elbo")[0] == pytest.approx(-n * math.log(49), rel=1e-9)
+
+
+def test_within_word_pll_masks_the_rest_of_the_word():
+    lm = FakeLM(kind="masked")
+    plain = _copies("pll", lm, 0, "abc de", 1)
+    word = _copies("pll-word", lm, 0, "abc de", 1)
+    assert len(plain) == len(word) == 5
+    masks = [[i for i, t in enumerate(c.ids) if t == 3] for c in word]
+    assert masks == [[1, 2, 3], [2, 3], [3], [4, 5], [5]]
+    mntp = _copies("mntp", lm, 0, "abc de", 1)
+    assert [c.positions for c in mntp] == [[0], [1], [2], [3], [4]]  # read at i-1
+
+
+def test_scorer_must_fit_the_model(hf_causal):
+    from hybridlm.errors import UserError
+
+    with pytest.raises(UserError, match="supports causal"):
+        score_sentences(HFLM(hf_causal), SENTENCES, "pll")
