@@ -1,0 +1,14 @@
+from conftest import assert_one_line_error, hlm
+
+
+def test_demo_runs_all_four_objectives(tmp_path):
+    p = hlm("demo", "--steps", 8, "--out", tmp_path)
+    table = p.stdout.split("samples:")[0]
+    for objective in ("causal", "masked", "hybrid", "diffusion"):
+        assert f"\n{objective} " in table
+    assert "pairs acc" in table and "NELBO" in table
+    assert (tmp_path / "runs" / "hybrid" / "checkpoints" / "latest").is_file()
+
+
+def test_demo_rejects_unknown_objective():
+    assert_one_line_error(hlm("demo", "--objectives", "gpt", check=False), "unknown objective")
