@@ -193,12 +193,18 @@ class Transformer(nn.Module):
         return F.linear(x, self.embed.weight)  # tied output embedding
 
 
-def build_model(preset: str, vocab_size: int, overrides: dict | None = None) -> Transformer:
+def build_model(preset: str, vocab_size: int, overrides: dict | None = None, min_seq_len: int = 0) -> Transformer:
+    """The preset with `overrides`; the context is at least min_seq_len (the training length)."""
     from hybridlm.errors import UserError
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (choose one of: {', '.join(PRESETS)})")
-    cfg = ModelConfig(vocab_size=vocab_size, **{**PRESETS[preset], **(overrides or {})})
+    fields = {**PRESETS[preset], **(overrides or {})}
+    unknown = set(fields) - set(ModelConfig.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"unknown model key {sorted(unknown)[0]!r} (valid: {', '.join(k for k in ModelConfig.__dataclass_fields__ if k != 'vocab_size')})")
+    fields["max_seq_len"] = max(fields["max_seq_len"], min_seq_len)
+    cfg = ModelConfig(vocab_size=vocab_size, **fields)
     if cfg.d_model % cfg.n_head or (cfg.d_model // cfg.n_head) % 2:
         raise UserError(f"d_model {cfg.d_model} must split into {cfg.n_head} heads of even size")
     return Transformer(cfg)

@@ -142,6 +142,7 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool, dist: Dist) -> TrainConfig:
     if ckpt.list_checkpoints(run) or saved.is_file():
         raise UserError(f"run directory {run} already holds a run; pass --resume to continue it or choose a new --out")
     load_manifest(cfg.data)  # a bad data directory fails before the run directory is made
+    dist.barrier()  # every process has checked before the first one writes
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(cfg.data) / TOKENIZER_FILE, run / TOKENIZER_FILE)
@@ -257,22 +258,15 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         raise UserError(f"micro_batch_size {micro} must divide the {local_rows} rows of each process")
 
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone
-    model = build_model(cfg.preset, vocab, {**cfg.model, "max_seq_len": max(cfg.seq_len, cfg.model.get("max_seq_len", 0) or 0, 1)})
-    if cfg.seq_len > model.cfg.max_seq_len:
-        raise UserError(f"seq_len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len}")
+    model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.seq_len)
     objective = make_objective(cfg, vocab, cfg.data)
     train_data = PackedTokens(cfg.data, "train", cfg.seq_len)
     val_data = PackedTokens(cfg.data, "val", cfg.seq_len)
     model.to(dist.device)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = dist.device.type in ("cuda", "cpu")
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
-
     start_step, tokens_seen, elapsed_before = 0, 0, 0.0
     resume_step = None
+    opt_state = None
     if resume:
         path = ckpt.latest_checkpoint(run)
         if path is not None:
@@ -280,29 +274,39 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
             opt_state, rng, state = ckpt.load_training_state(path, run)
             try:
                 model.load_state_dict(weights)
-                optimizer.load_state_dict(opt_state)
             except (RuntimeError, ValueError) as e:
                 raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model") from None
             ckpt.set_rng_state(rng)
             start_step, tokens_seen, elapsed_before = state["step"], state["tokens_seen"], state.get("elapsed", 0.0)
-            resume_step = start_step
-        else:
-            resume_step = 0
+        resume_step = start_step
 
     n_params = model.num_parameters()
     train_model = model
+    fsdp = dist.world > 1 and cfg.distributed == "fsdp"
+    if fsdp:  # shard first: the optimizer must hold the sharded parameters
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
     if cfg.compile:
         train_model = torch.compile(model)
-    if dist.world > 1:
-        if cfg.distributed == "fsdp":
-            from torch.distributed.fsdp import fully_shard
+    if dist.world > 1 and not fsdp:
+        train_model = torch.nn.parallel.DistributedDataParallel(train_model)
 
-            for block in model.blocks:
-                fully_shard(block)
-            fully_shard(model)
-            train_model = model
-        else:
-            train_model = torch.nn.parallel.DistributedDataParallel(train_model)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = dist.device.type in ("cuda", "cpu") and not fsdp
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    if opt_state is not None:
+        # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        try:
+            set_optimizer_state_dict(model, optimizer, opt_state, options=StateDictOptions(full_state_dict=True))
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})") from None
     amp, precision = autocast_for(cfg.precision, dist.device)
     log = MetricsLog(run, cfg, dist.main, resume_step)
     if dist.main and not quiet:
@@ -310,13 +314,10 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
               f"{dist.world} process(es) on {dist.device.type} | {train_data.meta['tokens']:,} train tokens")
 
     def save(step):
-        if dist.world > 1 and cfg.distributed == "fsdp":
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            msd, osd = get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
-        else:
-            msd, osd = model.state_dict(), optimizer.state_dict()
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        msd, osd = get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
         if dist.main:
             state = {"tokens_seen": tokens_seen, "samples_seen": step * cfg.batch_size,
                      "epoch": train_data.epoch_of(step, cfg.batch_size), "elapsed": elapsed_before + time.time() - t0,
@@ -352,6 +353,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
                 acc[0] += float(s)
                 acc[1] += c
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+            grad_norm = grad_norm.full_tensor()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         tokens_seen += cfg.batch_size * cfg.seq_len

@@ -45,8 +45,13 @@ class DiffusionObjective(Objective):
     name = "diffusion"
     forbid_mask_prediction = True
 
-    def __init__(self, vocab_size, schedule="loglinear", eps=1e-3, frequency_masking=0.0, unigram=None, **kw):
+    def __init__(self, vocab_size, schedule="loglinear", eps=1e-3, frequency_masking=0.0, unigram=None, estimator="time", **kw):
         super().__init__(vocab_size, **kw)
+        if estimator not in ("time", "count"):
+            raise ValueError(f"unknown diffusion estimator {estimator!r} (choose time or count)")
+        if estimator == "count" and (schedule != "loglinear" or frequency_masking):
+            raise ValueError("the count estimator is the log-linear NELBO; it takes neither another schedule nor frequency masking")
+        self.estimator = estimator
         alpha_and_weight(torch.tensor([0.5]), schedule)  # validate the name early
         self.schedule, self.eps = schedule, eps
         self.token_exponent = None
@@ -58,6 +63,8 @@ class DiffusionObjective(Objective):
     def corrupt(self, ids, generator, progress=1.0, train=True, t=None) -> Batch:
         ids = ids[:, :-1]
         B, L = ids.shape
+        if self.estimator == "count" and t is None:
+            return self._corrupt_count(ids, generator)
         t = sample_times(B, generator, self.eps) if t is None else t
         alpha, weight = alpha_and_weight(t[:, None].expand(B, L), self.schedule)
         if self.token_exponent is not None and train:
@@ -74,6 +81,32 @@ class DiffusionObjective(Objective):
         w = torch.where(mask, weight, torch.zeros_like(weight)) / n_tokens
         return Batch(input_ids=inputs, targets=ids, loss_weights=w, is_causal=torch.zeros(B, dtype=torch.bool),
                      document_ids=self._doc_ids(ids), t=t)
+
+
+    def _corrupt_count(self, ids, generator) -> Batch:
+        """The same NELBO, sampled by the number of masked tokens instead of t.
+
+        For alpha = 1 - t and a model without time input, integrating the binomial over t gives
+        NELBO / n = E_{k ~ U{1..n}} E_{|S| = k} [ (1/k) sum_{i in S} -log p(x_i | x_{-S}) ]
+        (the any-order autoregressive form, cf. RADD): each sequence contributes the mean CE of
+        its masked tokens, a bounded term, where the time form has weights up to 1/eps.
+        """
+        B, L = ids.shape
+        can = (maskable(ids) | (ids == SPECIAL["eos"])) & (ids != SPECIAL["bos"])
+        n = can.sum(1)
+        u = (torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(B, dtype=torch.float64) / B) % 1
+        k = (u * n).floor().long() + 1  # stratified over the batch, uniform on 1..n
+        k = torch.minimum(k, n.clamp(min=1))
+        scores = torch.rand(B, L, generator=generator)
+        scores[~can] = 2.0  # never chosen
+        rank = scores.argsort(1).argsort(1)
+        mask = (rank < k[:, None]) & can
+        inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
+        has = (n > 0).float()
+        per_seq = (n.float() / k.float()) * has / n.sum().clamp(min=1)  # per-token normalisation over the batch
+        w = mask.float() * per_seq[:, None]
+        return Batch(input_ids=inputs, targets=ids, loss_weights=w, is_causal=torch.zeros(B, dtype=torch.bool),
+                     document_ids=self._doc_ids(ids), t=k.float() / n.clamp(min=1).float())
 
 
 def frequency_exponents(unigram, strength: float) -> torch.Tensor:
