@@ -23,7 +23,9 @@ def _lm(a):
     return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision)
 
 
-def _write_json(path, obj):
+def _write_json(path, obj, a=None, name=None):
+    if not path and a is not None and a.run:  # runs keep their evaluations, for hlm report
+        path = Path(a.run) / "eval" / name
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(obj, indent=2))
@@ -41,7 +43,7 @@ def cmd_perplexity(a):
             se = f" ± {r['nll_per_token_stderr']:.4f}" if "nll_per_token_stderr" in r else ""
             print(f"{kind:<10} {r['measure']:<20} tokens {r['tokens']:>9,}  nats/token {r['nll_per_token']:.4f}{se}  "
                   f"ppl {r['perplexity']:.3f}  bits/byte {r['bits_per_byte']:.4f}  word ppl {r['word_perplexity']:.2f}")
-    _write_json(a.json, result)
+    _write_json(a.json, result, a, "perplexity.json")
 
 
 def cmd_blimp(a):
@@ -60,7 +62,7 @@ def cmd_blimp(a):
           f"  scorer {result['scorer']}, {result['ties']} ties (never counted correct)")
     if not a.keep_pairs:
         result = {k: v for k, v in result.items() if k != "pairs"}
-    _write_json(a.json, result)
+    _write_json(a.json, result, a, "blimp.json")
 
 
 def cmd_generate(a):

@@ -1,0 +1,150 @@
+"""`hlm report`: loss curves, BLiMP breakdown, perplexity table and samples for one or more runs.
+
+Writes OUT/report.md (or report.html) and PNG plots made with matplotlib. It reads what the runs
+already hold: metrics.jsonl, config.json and the JSON files `hlm eval` wrote to RUN/eval/.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from hybridlm.errors import UserError
+
+
+def _read_run(run: Path) -> dict:
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run} is not a hybridlm run directory (no config.json)")
+    cfg = json.loads((run / "config.json").read_text())
+    metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln] if (run / "metrics.jsonl").is_file() else []
+    blimp, ppl = None, None
+    for f in sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []:
+        data = json.loads(f.read_text())
+        if "paradigms" in data:
+            blimp = data
+        elif "file" in data and "bytes" in data:
+            ppl = data
+    return {"name": run.name, "path": run, "config": cfg, "metrics": metrics, "blimp": blimp, "ppl": ppl}
+
+
+def _plots(runs: list[dict], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("hlm report needs matplotlib: pip install 'hybridlm[report]'") from None
+    made = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in runs:
+        train = [m for m in r["metrics"] if "loss" in m]
+        val = [m for m in r["metrics"] if "val_loss" in m]
+        if train:
+            axes[0].plot([m["tokens"] for m in train], [m["loss"] for m in train], label=r["name"], alpha=0.8)
+        if val:
+            axes[1].plot([m["tokens"] for m in val], [m["val_loss"] for m in val], marker="o", label=r["name"])
+    for ax, title in zip(axes, ("training loss", "validation loss (NELBO for diffusion)")):
+        ax.set_xlabel("tokens seen")
+        ax.set_ylabel("nats / token")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=110)
+    plt.close(fig)
+    made.append("loss.png")
+
+    with_blimp = [r for r in runs if r["blimp"]]
+    if with_blimp:
+        fields = sorted({f for r in with_blimp for f in r["blimp"]["fields"]})
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(fields) + 2), 4))
+        width = 0.8 / len(with_blimp)
+        for i, r in enumerate(with_blimp):
+            xs = [j + i * width for j in range(len(fields))]
+            ax.bar(xs, [100 * r["blimp"]["fields"].get(f, {}).get("accuracy", 0) for f in fields], width,
+                   label=f"{r['name']} ({r['blimp']['scorer']})")
+        ax.axhline(50, color="grey", ls="--", lw=1)
+        ax.set_xticks([j + width * (len(with_blimp) - 1) / 2 for j in range(len(fields))], fields, rotation=20)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("minimal pairs by field (dashed: chance)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "blimp_fields.png", dpi=110)
+        plt.close(fig)
+        made.append("blimp_fields.png")
+    return made
+
+
+def _sample(run: dict, seed: int) -> str:
+    from hybridlm.generate import generate_text, infill_text
+    from hybridlm.runs import load_run
+
+    try:
+        loaded = load_run(run["path"])
+    except UserError as e:
+        return f"(no sample: {e})"
+    if loaded.objective == "masked":
+        return infill_text(loaded, "The <mask> was <mask> in the <mask> .", temperature=0.0, seed=seed)
+    return generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).strip()
+
+
+def _tables(runs: list[dict], samples: dict) -> list[str]:
+    lines = ["| run | objective | preset | steps | tokens seen | last val loss | val bits/byte |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        val = [m for m in r["metrics"] if "val_loss" in m]
+        train = [m for m in r["metrics"] if "loss" in m]
+        last = val[-1] if val else {}
+        lines.append(f"| {r['name']} | {r['config']['objective']} | {r['config']['preset']} | {train[-1]['step'] if train else 0} | "
+                     f"{train[-1]['tokens'] if train else 0:,} | {last.get('val_loss', float('nan')):.4f} | "
+                     f"{last.get('val_bpb', float('nan')):.4f} |")
+    ppl_rows = [(r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v]
+    if ppl_rows:
+        lines += ["", "| run | measure | tokens | nats/token | perplexity | bits/byte |", "|---|---|---|---|---|---|"]
+        for r, k, v in ppl_rows:
+            se = f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""
+            lines.append(f"| {r['name']} | {k} ({v['measure']}) | {v['tokens']:,} | {v['nll_per_token']:.4f}{se} | "
+                         f"{v['perplexity']:.2f} | {v['bits_per_byte']:.4f} |")
+    blimp_rows = [r for r in runs if r["blimp"]]
+    if blimp_rows:
+        lines += ["", "| run | scorer | macro accuracy | pairs | paradigms | ties |", "|---|---|---|---|---|---|"]
+        for r in blimp_rows:
+            b = r["blimp"]
+            lines.append(f"| {r['name']} | {b['scorer']} | {100 * b['macro_accuracy']:.1f}% | {b['n_pairs']:,} | {len(b['paradigms'])} | {b['ties']} |")
+    if samples:
+        lines += ["", "Samples:", ""] + [f"- **{name}**: {text}" for name, text in samples.items()]
+    return lines
+
+
+def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: int = 0) -> Path:
+    runs = [_read_run(Path(r)) for r in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(runs, out)
+    sample_text = {r["name"]: _sample(r, seed) for r in runs} if samples else {}
+    body = _tables(runs, sample_text)
+    if fmt == "md":
+        text = ["# hybridlm report", ""] + [f"![{i}]({i})" for i in images] + [""] + body
+        path = out / "report.md"
+        path.write_text("\n".join(text) + "\n")
+        return path
+    imgs = "".join(f'<img src="data:image/png;base64,{base64.b64encode((out / i).read_bytes()).decode()}" alt="{i}"><br>' for i in images)
+    rows = []
+    for line in body:
+        if line.startswith("|---"):
+            continue
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        else:
+            if rows:
+                rows = ["<table>"] + rows + ["</table>"]
+            rows.append(f"<p>{html.escape(line)}</p>")
+    doc = f"<!doctype html><meta charset=utf-8><title>hybridlm report</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}td{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse}}</style><h1>hybridlm report</h1>{imgs}<table>{''.join(rows)}</table>"
+    path = out / "report.html"
+    path.write_text(doc)
+    return path
