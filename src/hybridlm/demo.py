@@ -53,7 +53,7 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
         for objective in objectives:
             cfg = TrainConfig(data=str(root / "data"), out=str(root / "runs" / objective), objective=objective, preset="tiny",
                               model={"d_model": 128, "n_head": 4, "d_ffn": 384, "n_layer": 3}, seq_len=64, batch_size=32,
-                              max_steps=steps, lr=4e-3, eval_interval=steps, eval_batches=8, checkpoint_interval=steps,
+                              max_steps=steps, lr=1.5e-3, eval_interval=steps, eval_batches=8, checkpoint_interval=steps,
                               seed=seed, log_interval=max(1, steps // 10))
             summary = train(cfg, quiet=True)
             lm = RunLM(cfg.out)

@@ -2,7 +2,9 @@
 
 Causal and hybrid runs become `LlamaForCausalLM` with no custom code: the core model uses Llama's
 RMSNorm, rotary convention and SwiGLU, so the mapping is a renaming plus splitting the fused
-q/k/v and gate/up projections. The tokenizer is written as a PreTrainedTokenizerFast.
+q/k/v and gate/up projections. Masked and diffusion runs (and a hybrid run's masked mode, in
+OUT/masked_lm/) need bidirectional attention: they ship a small trust_remote_code class loadable
+by `AutoModelForMaskedLM`. The tokenizer is written as a PreTrainedTokenizerFast.
 """
 
 from __future__ import annotations
@@ -63,6 +65,31 @@ def llama_config(model) -> dict:
     }
 
 
+def _export_masked(run, out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    templates = Path(__file__).parent / "export_templates"
+    for name in ("configuration_hybridlm.py", "modeling_hybridlm.py"):
+        shutil.copyfile(templates / name, out / name)
+    state = {k: v.detach().float().contiguous().clone() for k, v in run.model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    ids = special_ids()
+    config = {
+        **run.model.cfg.to_dict(),
+        "architectures": ["HybridLMForMaskedLM"],
+        "model_type": "hybridlm",
+        "objective": run.objective,
+        "mntp_shift": run.objective == "hybrid",
+        "auto_map": {"AutoConfig": "configuration_hybridlm.HybridLMConfig",
+                     "AutoModelForMaskedLM": "modeling_hybridlm.HybridLMForMaskedLM"},
+        "bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"],
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    shutil.copyfile(run.path / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    _write_hf_files(out)
+
+
 def export_run(run_dir, out_dir) -> Path:
     run = load_run(run_dir)
     out = Path(out_dir)
@@ -73,8 +100,11 @@ def export_run(run_dir, out_dir) -> Path:
         save_file(llama_state_dict(run.model), str(out / "model.safetensors"), metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(llama_config(run.model), indent=2))
         (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2))
-    else:
-        raise UserError(f"export of {run.objective} runs (bidirectional attention) is not available yet; causal and hybrid runs export as LlamaForCausalLM")
+    if run.objective in ("masked", "hybrid", "diffusion"):
+        # bidirectional attention: a small trust_remote_code class (AutoModelForMaskedLM); a hybrid
+        # run gets both, the masked view under masked_lm/ (GPT-BERT's two modes of one model)
+        target = out / "masked_lm" if run.objective == "hybrid" else out
+        _export_masked(run, target)
     shutil.copyfile(run.path / TOKENIZER_FILE, out / TOKENIZER_FILE)
     _write_hf_files(out)
     (out / "hybridlm.json").write_text(json.dumps({"objective": run.objective, "step": run.step, "source": str(run.path)}, indent=2))

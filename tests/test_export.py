@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from hybridlm.evaluate.lm import HFLM, RunLM
+from hybridlm.evaluate.scoring import score_sentences
+from hybridlm.runs import load_run
+
+from conftest import assert_one_line_error, hlm
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("objective", ["masked", "diffusion", "hybrid"])
+def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
+    out = tmp_path / objective
+    hlm("export", "--run", runs[objective], "--out", out)
+    path = out / "masked_lm" if objective == "hybrid" else out
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    ours = load_run(runs[objective]).model
+    ids = torch.randint(5, 320, (2, 20))
+    with torch.no_grad():
+        want = ours(ids, is_causal=False)
+        got = hf(ids).logits
+    if objective == "hybrid":  # masked next-token prediction, moved to the predicted position
+        assert torch.allclose(got[:, 1:], want[:, :-1], atol=1e-4)
+    else:
+        assert torch.allclose(got, want, atol=1e-4)
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    assert tok.mask_token_id == 3
+    # the exported model scores like the run: PLL for masked, MNTP for hybrid
+    sentences = ["the cat sleeps .", "a boy sees himself ."]
+    if objective != "diffusion":
+        scorer = "pll" if objective == "masked" else "mntp"
+        assert score_sentences(HFLM(path), sentences, "pll") == pytest.approx(score_sentences(RunLM(runs[objective]), sentences, scorer), abs=1e-4)
+
+
+def test_export_refuses_to_overwrite(runs, tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    assert_one_line_error(hlm("export", "--run", runs["causal"], "--out", tmp_path / "x", check=False), "not empty")
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
