@@ -111,3 +111,25 @@ def test_config_file_and_flags_are_resolved_into_the_run(tmp_path, data_dir):
     hlm("train", "--config", f, "--data", data_dir, "--out", tmp_path / "r", "--max-steps", 2)
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["objective"] == "masked" and saved["max_steps"] == 2 and saved["model"] == {"n_layer": 1}
+
+
+def test_sequence_length_schedule_keeps_tokens_per_step(tmp_path, data_dir):
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), objective="masked", max_steps=10,
+                      seq_len_schedule=[[0, 16], [0.5, 32], [0.8, 64]], **{**FAST, "seq_len": 16, "batch_size": 16})
+    summary = train(cfg, quiet=True)
+    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["tokens"] for r in rows if "loss" in r] == [256 * s for s in range(1, 11)]
+    assert cfg.stages() == [(0, 16, 16), (5, 32, 8), (8, 64, 4)]
+    state = json.loads((tmp_path / "r" / "checkpoints" / "step_0000010" / "state.json").read_text())
+    assert state["seq_len"] == 64 and summary["tokens_seen"] == 2560
+    with pytest.raises(UserError, match="must divide"):
+        TrainConfig(seq_len=16, batch_size=3, seq_len_schedule=[[0, 16], [0.5, 32]]).validate()
+
+
+def test_lr_schedule_warmup_cosine_cooldown():
+    from hybridlm.train import lr_at
+
+    cfg = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_fraction=0.1, cooldown_fraction=0.2, max_steps=100)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(79, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(80, cfg) == pytest.approx(0.1) and lr_at(99, cfg) == pytest.approx(0.1 / 20)

@@ -22,12 +22,16 @@ class TrainConfig:
     # batch: the global batch is batch_size sequences of seq_len tokens, whatever the process count
     seq_len: int = 128
     batch_size: int = 32
+    # [[fraction of steps, seq_len], ...], e.g. GPT-BERT's [[0, 128], [0.7, 256], [0.9, 512]]; tokens per
+    # step stay batch_size * seq_len, so a stage of length L has batch_size * seq_len / L sequences
+    seq_len_schedule: list = field(default_factory=list)
     micro_batch_size: int = 0  # sequences per forward pass per process; 0 = all of that process's rows
     max_steps: int = 1000
     # optimiser (AdamW) and schedule (linear warmup, cosine decay to min_lr_ratio * lr)
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_fraction: float = 0.016
+    cooldown_fraction: float = 0.0  # last fraction of steps: linear from min_lr to 0
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.98
@@ -58,6 +62,16 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def stages(self) -> list[tuple[int, int, int]]:
+        """(first step, seq_len, sequences per step) of each sequence-length stage."""
+        if not self.seq_len_schedule:
+            return [(0, self.seq_len, self.batch_size)]
+        tokens = self.batch_size * self.seq_len
+        return [(round(f * self.max_steps), int(L), tokens // int(L)) for f, L in self.seq_len_schedule]
+
+    def max_len(self) -> int:
+        return max(L for _, L, _ in self.stages())
+
     def validate(self) -> "TrainConfig":
         from hybridlm.model import PRESETS
         from hybridlm.objectives import OBJECTIVES
@@ -81,6 +95,13 @@ class TrainConfig:
         for name in ("mask_ratio_start", "mask_ratio_end"):
             if not 0 < getattr(self, name) < 1:
                 raise UserError(f"{name} must lie in (0, 1) (got {getattr(self, name)})")
+        for i, stage in enumerate(self.seq_len_schedule):
+            if not (isinstance(stage, (list, tuple)) and len(stage) == 2 and 0 <= stage[0] < 1 and int(stage[1]) > 0):
+                raise UserError(f"seq_len_schedule entry {stage!r} must be [fraction in [0, 1), seq_len]")
+            if (self.batch_size * self.seq_len) % int(stage[1]):
+                raise UserError(f"seq_len_schedule length {stage[1]} must divide batch_size * seq_len = {self.batch_size * self.seq_len}")
+        if self.seq_len_schedule and self.seq_len_schedule[0][0] != 0:
+            raise UserError("seq_len_schedule must start at fraction 0")
         unknown = set(self.log) - {"tensorboard", "wandb"}
         if unknown:
             raise UserError(f"unknown logger {sorted(unknown)[0]!r} (choose tensorboard or wandb)")

@@ -42,7 +42,7 @@ def load_run(run_dir, device: str = "cpu", checkpoint: str | None = None) -> Loa
     vocab = weights["embed.weight"].shape[0] if "embed.weight" in weights else tokenizer.get_vocab_size()
     if vocab != tokenizer.get_vocab_size():
         raise UserError(f"run {run}: the checkpoint has {vocab} tokens but the tokenizer {tokenizer.get_vocab_size()}; the run directory is inconsistent")
-    model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.seq_len)
+    model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.max_len())
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:

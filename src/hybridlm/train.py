@@ -85,11 +85,16 @@ def autocast_for(precision: str, device: torch.device):
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, cosine decay to min_lr_ratio * lr, then an optional linear cooldown to 0."""
     warmup = max(1, round(cfg.warmup_fraction * cfg.max_steps))
+    cooldown = round(cfg.cooldown_fraction * cfg.max_steps)
+    floor = cfg.lr * cfg.min_lr_ratio
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, cfg.max_steps - warmup))
-    floor = cfg.lr * cfg.min_lr_ratio
+    decay_end = cfg.max_steps - cooldown
+    if step >= decay_end:
+        return floor * (cfg.max_steps - step) / max(1, cooldown)
+    progress = min(1.0, (step - warmup) / max(1, decay_end - warmup))
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -250,17 +255,18 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     if tokenizer_hash(run / TOKENIZER_FILE) != manifest["tokenizer_hash"]:
         raise UserError(f"the tokenizer of run {run} does not match the data in {cfg.data}; re-prepare the data or use a new --out")
     vocab = manifest["vocab_size"]
-    if cfg.batch_size % dist.world:
-        raise UserError(f"batch_size {cfg.batch_size} must be a multiple of the process count {dist.world}")
-    local_rows = cfg.batch_size // dist.world
-    micro = cfg.micro_batch_size or local_rows
-    if local_rows % micro:
-        raise UserError(f"micro_batch_size {micro} must divide the {local_rows} rows of each process")
+    stages = cfg.stages()
+    for _, L, rows in stages:
+        if rows % dist.world:
+            raise UserError(f"the batch of {rows} sequences (length {L}) must be a multiple of the process count {dist.world}")
+        micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else rows // dist.world
+        if micro == 0 or (rows // dist.world) % micro:
+            raise UserError(f"micro_batch_size {cfg.micro_batch_size} must divide the {rows // dist.world} rows of each process at length {L}")
 
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone
-    model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.seq_len)
+    model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.max_len())
     objective = make_objective(cfg, vocab, cfg.data)
-    train_data = PackedTokens(cfg.data, "train", cfg.seq_len)
+    train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in stages}
     val_data = PackedTokens(cfg.data, "val", cfg.seq_len)
     model.to(dist.device)
 
@@ -311,7 +317,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     log = MetricsLog(run, cfg, dist.main, resume_step)
     if dist.main and not quiet:
         print(f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {precision} | "
-              f"{dist.world} process(es) on {dist.device.type} | {train_data.meta['tokens']:,} train tokens")
+              f"{dist.world} process(es) on {dist.device.type} | {val_data.manifest['splits']['train']['tokens']:,} train tokens")
 
     def save(step):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
@@ -320,14 +326,16 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         msd, osd = get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
         if dist.main:
             state = {"tokens_seen": tokens_seen, "samples_seen": step * cfg.batch_size,
-                     "epoch": train_data.epoch_of(step, cfg.batch_size), "elapsed": elapsed_before + time.time() - t0,
+                     "seq_len": stage_at(step)[1], "elapsed": elapsed_before + time.time() - t0,
                      "world_size": dist.world}
             ckpt.save_checkpoint(run, step, msd, osd, state, keep=cfg.keep_checkpoints)
         dist.barrier()
 
     t0 = time.time()
     bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not dist.main or quiet or None, desc=cfg.objective, dynamic_ncols=True)
-    rows = _rank_rows(cfg.batch_size, dist)
+    def stage_at(step):
+        return [s for s in stages if s[0] <= step][-1]
+
     window_t, window_tokens = time.time(), 0
     last = {}
     step = start_step
@@ -335,8 +343,11 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        ids = train_data.batch(step, cfg.batch_size, cfg.seed)
-        batch = objective.corrupt(ids, step_generator(cfg.seed, step), progress=step / cfg.max_steps).rows(rows)
+        first, L, n_rows = stage_at(step)
+        # each stage has its own seeded order; within it, a batch is a pure function of the step
+        ids = train_data[L].batch(step - first, n_rows, cfg.seed + 1000 * stages.index((first, L, n_rows)))
+        batch = objective.corrupt(ids, step_generator(cfg.seed, step), progress=step / cfg.max_steps).rows(_rank_rows(n_rows, dist))
+        micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
         stats_sum: dict[str, list] = {}
         n_micro = len(batch) // micro
         for m in range(n_micro):

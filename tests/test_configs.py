@@ -1,0 +1,24 @@
+from pathlib import Path
+
+import pytest
+
+from hybridlm.config import load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
+
+
+def test_there_are_reference_configs_for_both_tracks_and_all_objectives():
+    names = {(p.parent.name, p.stem) for p in CONFIGS}
+    for track in ("babylm-strict-small", "babylm-strict"):
+        for obj in ("causal", "masked", "hybrid", "diffusion"):
+            assert (track, obj) in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_reference_config_is_valid(path):
+    cfg = load_config(path).validate()
+    assert cfg.objective == path.stem
+    stages = cfg.stages()
+    assert [L for _, L, _ in stages] == [128, 256, 512]
+    assert len({rows * L for _, L, rows in stages}) == 1  # the same tokens per step in every stage
+    assert "hours" in path.read_text().splitlines()[1]
