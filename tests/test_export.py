@@ -15,7 +15,7 @@ def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
     out = tmp_path / objective
     hlm("export", "--run", runs[objective], "--out", out)
     path = out / "masked_lm" if objective == "hybrid" else out
-    hf = transformers.AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True, dtype=torch.float32).eval()
     ours = load_run(runs[objective]).model
     ids = torch.randint(5, 320, (2, 20))
     with torch.no_grad():

@@ -58,7 +58,7 @@ def test_export_matches_transformers_logits_and_scores(runs, tmp_path):
     for objective in ("causal", "hybrid"):
         out = tmp_path / objective
         hlm("export", "--run", runs[objective], "--out", out)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+        hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         ours = load_run(runs[objective]).model
         ids = torch.randint(5, 320, (2, 20))
         with torch.no_grad():

@@ -1,0 +1,76 @@
+"""Shared by the benchmarks: machine/version header, alternating timing, RESULTS.md appends."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import transformers
+
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"transformers {transformers.__version__}, Python {platform.python_version()}")
+
+
+def bf16_peak_tflops(n: int = 2048, reps: int = 10) -> float:
+    """Measured bf16 matmul throughput: the peak that MFU is reported against."""
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e12)
+    return best
+
+
+def alternate(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
+    """Median seconds per call of each fn, calls interleaved so machine noise hits all sides alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def append_results(title: str, table: list[str], notes: list[str] = ()):
+    command = " ".join([Path(sys.executable).name] + [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    block = [f"## {title} — {datetime.date.today().isoformat()}", "", f"Machine: {machine()}", "", f"Command: `{command}`", ""]
+    block += table + [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    with open(RESULTS, "a") as f:
+        f.write("\n".join(block) + "\n")
+    print("\n".join(table))
+    for n in notes:
+        print("-", n)
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
+    except OSError:
+        return "?"

@@ -1,0 +1,120 @@
+"""Training tokens/s: hybridlm vs the Hugging Face model a user would train instead, same shape.
+
+causal and hybrid vs LlamaForCausalLM; masked and diffusion vs ModernBertForMaskedLM. Same batch,
+sequence length, bf16 autocast, AdamW (fused on both sides), in one process, alternating, median
+of several repeats. Before timing, the causal loss of hybridlm and of Llama loaded with the same
+weights must agree (fp32). MFU is model FLOPs (6 x parameters x tokens + attention) against a
+bf16 matmul peak measured here.
+
+    python bench/train_throughput.py [--batch 16] [--seq-len 128] [--repeats 5] [--large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import alternate, append_results, bf16_peak_tflops  # noqa: E402
+
+import transformers  # noqa: E402
+
+from hybridlm.export import llama_config, llama_state_dict  # noqa: E402
+from hybridlm.model import build_model  # noqa: E402
+from hybridlm.objectives import build_objective  # noqa: E402
+
+V = 16384
+
+
+def hf_llama(model):
+    cfg = transformers.LlamaConfig(**{k: v for k, v in llama_config(model).items() if k not in ("architectures", "model_type", "torch_dtype")})
+    cfg._attn_implementation = "sdpa"
+    hf = transformers.LlamaForCausalLM(cfg)
+    hf.load_state_dict(llama_state_dict(model), strict=False)
+    hf.tie_weights()
+    return hf
+
+
+def hf_modernbert(model):
+    c = model.cfg
+    cfg = transformers.ModernBertConfig(vocab_size=V, hidden_size=c.d_model, intermediate_size=c.d_ffn, num_hidden_layers=c.n_layer,
+                                        num_attention_heads=c.n_head, max_position_embeddings=c.max_seq_len,
+                                        global_attn_every_n_layers=1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                        cls_token_id=1, sep_token_id=2, mask_token_id=3)
+    cfg._attn_implementation = "sdpa"
+    return transformers.ModernBertForMaskedLM(cfg)
+
+
+def step_fn(model, opt, run):
+    def fn():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = run()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return fn
+
+
+def flops_per_token(model, seq_len):
+    n = model.num_parameters()
+    c = model.cfg
+    return 6 * n + 12 * c.n_layer * c.d_model * seq_len  # PaLM's model FLOPs (attention included)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--large", action="store_true", help="also the larger shape (base preset, seq 256) for MFU")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    peak = bf16_peak_tflops()
+    g = torch.Generator().manual_seed(0)
+    rows = ["| objective | preset | tokens/step | hybridlm tok/s | HF model | HF tok/s | ratio | hybridlm MFU |", "|---|---|---|---|---|---|---|---|"]
+    notes = [f"bf16 matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)"]
+    shapes = [("small", a.seq_len, a.batch)] + ([("base", 256, 8)] if a.large else [])
+    for preset, L, B in shapes:
+        ids = torch.randint(5, V, (B, L + 1), generator=g)
+        ids[:, 0] = 1
+        for objective in (("causal", "masked", "hybrid", "diffusion") if preset == "small" else ("causal",)):
+            torch.manual_seed(0)
+            ours = build_model(preset, V, min_seq_len=L)
+            obj = build_objective(objective, V)
+            batch = obj.corrupt(ids, torch.Generator().manual_seed(1))
+            if objective in ("causal", "hybrid"):
+                hf, hf_name = hf_llama(ours), "LlamaForCausalLM"
+                if objective == "causal":  # same weights, same loss: the comparison is like for like
+                    with torch.no_grad():
+                        a_loss = obj.loss(ours, batch)[0].item()
+                        b_loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss.item()
+                    # HF shifts labels itself: its loss covers L-1 targets, ours L; compare on the same targets
+                    ref = torch.nn.functional.cross_entropy(ours(ids[:, :-1])[:, :-1].reshape(-1, V), ids[:, 1:-1].reshape(-1)).item()
+                    assert abs(b_loss - ref) < 1e-4, (b_loss, ref)
+                    notes.append(f"{preset}: causal loss check passed (hybridlm {ref:.5f} = Llama {b_loss:.5f} on the same targets)")
+                hf_run = lambda hf=hf: hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss
+            else:
+                hf, hf_name = hf_modernbert(ours), "ModernBertForMaskedLM"
+                labels = torch.where(batch.loss_weights > 0, batch.targets, torch.full_like(batch.targets, -100))
+                hf_in = batch.input_ids
+                hf_run = lambda hf=hf, hf_in=hf_in, labels=labels: hf(input_ids=hf_in, labels=labels).loss
+            opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
+            opt_b = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
+            ours_step = step_fn(ours, opt_a, lambda: obj.loss(ours, batch)[0])
+            hf_step = step_fn(hf, opt_b, hf_run)
+            t = alternate({"ours": ours_step, "hf": hf_step}, repeats=a.repeats)
+            tokens = B * L
+            mfu = flops_per_token(ours, L) * tokens / t["ours"] / 1e12 / peak
+            rows.append(f"| {objective} | {preset} (L={L}) | {tokens:,} | {tokens / t['ours']:,.0f} | {hf_name} | {tokens / t['hf']:,.0f} | "
+                        f"{t['hf'] / t['ours']:.2f}x | {mfu:.0%} |")
+            print(rows[-1], flush=True)
+    append_results("Training throughput (bench/train_throughput.py)", rows, notes)
+
+
+if __name__ == "__main__":
+    main()
