@@ -133,3 +133,15 @@ def test_lr_schedule_warmup_cosine_cooldown():
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(79, cfg) == pytest.approx(0.1, abs=1e-3)
     assert lr_at(80, cfg) == pytest.approx(0.1) and lr_at(99, cfg) == pytest.approx(0.1 / 20)
+
+
+def test_tensorboard_and_yaml_config(tmp_path, data_dir):
+    f = tmp_path / "c.yaml"
+    f.write_text("objective: causal\nmax_steps: 3\nseq_len: 32\nbatch_size: 8\nlog: [tensorboard]\neval_interval: 3\n")
+    hlm("train", "--config", f, "--data", data_dir, "--out", tmp_path / "r")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    assert {"loss", "val_loss", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [3]
