@@ -120,3 +120,17 @@ def test_sampling_filters():
     assert (filter_logits(logits, min_p=0.3)[0] > 0).tolist() == [True, True, False, False]
     assert filter_logits(logits, temperature=0)[0].tolist() == [1, 0, 0, 0]
     assert filter_logits(logits).dtype == torch.float64
+
+
+def test_word_starts_and_within_word_perplexity(runs, corpus, tmp_path):
+    lm = RunLM(runs["masked"])
+    ids, words = lm.tokenize("the unbelievably quick fox , jumping .")
+    starts = lm.starts_word(ids)
+    assert starts == [words[i] != words[i - 1] if i else True for i in range(len(ids))]  # agrees with the tokenizer
+    text = tmp_path / "t.txt"
+    text.write_text(corpus.read_text()[:600])
+    plain = evaluate_file(lm, text, "pll", seq_len=32)["pll"]
+    word = evaluate_file(lm, text, "pll-word", seq_len=32)["pll-word"]
+    assert plain["tokens"] == word["tokens"]
+    if not all(lm.starts_word(range(320))):  # some tokens continue words: the variants must differ
+        assert word["nll_per_token"] != plain["nll_per_token"]

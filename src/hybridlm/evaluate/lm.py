@@ -26,6 +26,25 @@ class ScoringLM:
     def selected_logits(self, ids: torch.Tensor, lengths: torch.Tensor, is_causal: bool, select: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def id_to_token(self, i: int) -> str:
+        raise NotImplementedError
+
+    def starts_word(self, ids) -> list[bool]:
+        """Whether each token begins a word, from the subword markers of its string:
+        byte-level BPE "Ġ" and SentencePiece "▁" mark a word start, WordPiece "##" a continuation."""
+        toks = [self.id_to_token(int(i)) or "" for i in ids]
+        if any(t.startswith("##") for t in toks):
+            return [not t.startswith("##") for t in toks]
+        spaces = ("Ġ", "▁")
+
+        def start(prev, t):
+            if t.startswith(spaces) or prev is None:
+                return True
+            # punctuation is its own pre-token after a word character, not after a bare space marker
+            return not t[:1].isalnum() and prev not in spaces and prev[-1:].isalnum()
+
+        return [start(toks[i - 1] if i else None, t) for i, t in enumerate(toks)]
+
     @property
     def scorers(self) -> tuple[str, ...]:
         return {
@@ -55,6 +74,9 @@ class RunLM(ScoringLM):
     def tokenize(self, text):
         enc = self.tok.encode(text, add_special_tokens=False)
         return enc.ids, _word_ids(enc)
+
+    def id_to_token(self, i):
+        return self.tok.id_to_token(i)
 
     @torch.no_grad()
     def selected_logits(self, ids, lengths, is_causal, select):
@@ -94,6 +116,9 @@ class HFLM(ScoringLM):
         self.max_len = getattr(config, "max_position_embeddings", 512)
         self.device = torch.device(device)
         self.autocast = precision == "bf16"
+
+    def id_to_token(self, i):
+        return self.tok.convert_ids_to_tokens(i)
 
     def tokenize(self, text):
         enc = self.tok(text, add_special_tokens=False)

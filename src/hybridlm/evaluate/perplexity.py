@@ -80,9 +80,14 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
             shift = 1 if kind.startswith("mntp") else 0
             copies = []
             for wi, w in enumerate(windows):
+                starts = lm.starts_word(w) if kind.endswith("-word") else None
                 for i in range(1, len(w)):  # position 0: <s>, or the previous window's last token
                     masked = list(w)
                     masked[i] = lm.mask_id
+                    j = i + 1
+                    while starts is not None and j < len(w) and not starts[j]:  # the rest of the word, to the right
+                        masked[j] = lm.mask_id
+                        j += 1
                     copies.append(Copy(wi, masked, [i - shift], [w[i]]))
             nll = -sum(score_copies(lm, copies, len(windows), False, progress=progress, desc=kind))
             out[kind] = _summary(nll, len(copies), n_bytes, n_words, "pseudo")
