@@ -319,26 +319,27 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
         print(f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {precision} | "
               f"{dist.world} process(es) on {dist.device.type} | {val_data.manifest['splits']['train']['tokens']:,} train tokens")
 
+    def stage_at(step):
+        return [s for s in stages if s[0] <= step][-1]
+
     def save(step):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         msd, osd = get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
         if dist.main:
-            state = {"tokens_seen": tokens_seen, "samples_seen": step * cfg.batch_size,
-                     "seq_len": stage_at(step)[1], "elapsed": elapsed_before + time.time() - t0,
-                     "world_size": dist.world}
+            first, L, _ = stage_at(step)
+            # the data position: batches are a pure function of (seed, stage, step in stage)
+            state = {"tokens_seen": tokens_seen, "stage": stages.index(stage_at(step)), "step_in_stage": step - first,
+                     "seq_len": L, "elapsed": elapsed_before + time.time() - t0, "world_size": dist.world}
             ckpt.save_checkpoint(run, step, msd, osd, state, keep=cfg.keep_checkpoints)
         dist.barrier()
 
     t0 = time.time()
     bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not dist.main or quiet or None, desc=cfg.objective, dynamic_ncols=True)
-    def stage_at(step):
-        return [s for s in stages if s[0] <= step][-1]
-
     window_t, window_tokens = time.time(), 0
     last = {}
-    step = start_step
+    done = start_step
     for step in range(start_step, cfg.max_steps):
         lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
@@ -402,7 +403,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
     if start_step >= cfg.max_steps and dist.main and not quiet:
         print(f"run {run} is already complete at step {start_step}")
     log.close()
-    summary = {"objective": cfg.objective, "parameters": n_params, "steps": step + 1 if cfg.max_steps > start_step else start_step,
+    summary = {"objective": cfg.objective, "parameters": n_params, "steps": done,
                "tokens_seen": tokens_seen, "seconds": elapsed_before + time.time() - t0, "precision": precision, **last}
     if dist.world > 1:
         torch.distributed.destroy_process_group()
