@@ -44,6 +44,7 @@ class TrainConfig:
     causal_fraction: float = 1 / 16
     schedule: str = "loglinear"
     diffusion_eps: float = 1e-3
+    diffusion_estimator: str = "time"  # time: t ~ U(eps, 1), weight -a'/(1-a); count: k masked ~ U{1..n}, weight 1/k (log-linear only)
     frequency_masking: float = 0.0
     document_mask: bool = True
     # run mechanics
@@ -83,6 +84,10 @@ class TrainConfig:
             raise UserError(f"unknown preset {self.preset!r} (choose one of: {', '.join(PRESETS)})")
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r} (choose one of: {', '.join(SCHEDULES)})")
+        if self.diffusion_estimator not in ("time", "count"):
+            raise UserError(f"unknown diffusion_estimator {self.diffusion_estimator!r} (choose time or count)")
+        if self.diffusion_estimator == "count" and (self.schedule != "loglinear" or self.frequency_masking):
+            raise UserError("diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no frequency_masking")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"unknown precision {self.precision!r} (choose auto, bf16 or fp32)")
         if self.distributed not in ("ddp", "fsdp"):

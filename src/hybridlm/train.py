@@ -111,7 +111,8 @@ def objective_options(cfg: TrainConfig, unigram=None) -> dict:
         "masked": {**common, **span},
         "hybrid": {**common, **span, "causal_fraction": cfg.causal_fraction},
         "diffusion": {**common, "schedule": cfg.schedule, "eps": cfg.diffusion_eps,
-                      "frequency_masking": cfg.frequency_masking, "unigram": unigram},
+                      "frequency_masking": cfg.frequency_masking, "unigram": unigram,
+                      "estimator": cfg.diffusion_estimator},
     }[cfg.objective]
 
 

@@ -88,3 +88,19 @@ def test_diffusion_trains_with_the_real_model():
     loss, stats = obj.loss(model, obj.corrupt(ids, torch.Generator().manual_seed(0)))
     loss.backward()
     assert math.isfinite(loss.item()) and model.embed.weight.grad.abs().sum() > 0
+
+
+def test_count_estimator_has_the_same_nelbo():
+    """Sampling the number of masked tokens k ~ U{1..n} with weight 1/k is the same bound."""
+    V = 64
+    obj = build_objective("diffusion", V, estimator="count", document_mask=False)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, V, (256, 33), generator=g)
+    b = obj.corrupt(ids, g)
+    k = (b.input_ids == 3).sum(1)
+    assert k.min() >= 1 and k.max() <= 32 and abs(k.float().mean().item() - 16.5) < 1.5
+    # each sequence contributes the mean CE of its masked tokens: exactly log(V-1) for a uniform model
+    loss, _ = obj.loss(Uniform(V), b)
+    assert loss.item() == pytest.approx(math.log(V - 1), rel=1e-5)
+    with pytest.raises(ValueError, match="log-linear"):
+        build_objective("diffusion", V, estimator="count", schedule="cosine")
