@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from hybridlm.errors import UserError
 
@@ -63,6 +64,162 @@ def cmd_demo(a):
     run_demo(a.out, steps=a.steps, objectives=a.objectives, seed=a.seed)
 
 
+def _model_args(p):
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--run", help="a hybridlm run directory")
+    g.add_argument("--hf-model", help="a local Hugging Face model directory (causal or masked LM)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="scoring precision (fp32: the BabyLM convention)")
+
+
+def _lm(a):
+    from hybridlm.evaluate.lm import load_lm
+    from hybridlm.runs import default_device
+
+    return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision)
+
+
+def _write_json(path, obj, a=None, name=None):
+    if not path and a is not None and a.run:  # runs keep their evaluations, for hlm report
+        path = Path(a.run) / "eval" / name
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2))
+
+
+def cmd_perplexity(a):
+    from hybridlm.evaluate.perplexity import evaluate_file
+
+    lm = _lm(a)
+    result = evaluate_file(lm, a.input, scorer=a.scorer, seq_len=a.seq_len, max_tokens=a.max_tokens, samples=a.samples,
+                           seed=a.seed, progress=True)
+    for kind in ("causal", "pll", "pll-word", "mntp", "mntp-word", "elbo"):
+        if kind in result:
+            r = result[kind]
+            se = f" ± {r['nll_per_token_stderr']:.4f}" if "nll_per_token_stderr" in r else ""
+            print(f"{kind:<10} {r['measure']:<20} tokens {r['tokens']:>9,}  nats/token {r['nll_per_token']:.4f}{se}  "
+                  f"ppl {r['perplexity']:.3f}  bits/byte {r['bits_per_byte']:.4f}  word ppl {r['word_perplexity']:.2f}")
+    _write_json(a.json, result, a, "perplexity.json")
+
+
+def cmd_blimp(a):
+    from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
+
+    pairs = load_pairs(a.data, a.limit)
+    lm = _lm(a)
+    result = evaluate_pairs(lm, pairs, a.scorer, progress=True, samples=a.samples)
+    width = max(len(k) for k in result["paradigms"])
+    for uid, r in result["paradigms"].items():
+        print(f"{uid:<{width}}  {r['accuracy']:6.1%}  (n={r['n']})")
+    print("-" * (width + 18))
+    for name, r in result["fields"].items():
+        print(f"{'field: ' + name:<{width}}  {r['accuracy']:6.1%}  (n={r['n']})")
+    print(f"{'macro accuracy (' + str(len(result['paradigms'])) + ' paradigms)':<{width}}  {result['macro_accuracy']:6.1%}"
+          f"  scorer {result['scorer']}, {result['ties']} ties (never counted correct)")
+    if not a.keep_pairs:
+        result = {k: v for k, v in result.items() if k != "pairs"}
+    _write_json(a.json, result, a, "blimp.json")
+
+
+def cmd_generate(a):
+    from hybridlm.generate import generate_text
+    from hybridlm.runs import default_device, load_run
+
+    run = load_run(a.run, a.device or default_device())
+    for i in range(a.num_samples):
+        text = generate_text(run, a.prompt, a.max_new_tokens, steps=a.steps, order=a.order, seed=a.seed + i,
+                             temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
+        print((a.prompt + " " + text.strip()).strip())
+
+
+def cmd_infill(a):
+    from hybridlm.generate import infill_text
+    from hybridlm.runs import default_device, load_run
+
+    run = load_run(a.run, a.device or default_device())
+    print(infill_text(run, a.text, span=a.span, steps=a.steps, order=a.order, seed=a.seed, temperature=a.temperature,
+                      top_k=a.top_k, top_p=a.top_p, min_p=a.min_p))
+
+
+def _sampling_args(p):
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--steps", type=int, default=None, help="diffusion: unmasking rounds")
+    p.add_argument("--order", default="confidence", choices=["confidence", "random"], help="diffusion unmasking order")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+
+
+def _add_eval_commands(sub):
+    ev = sub.add_parser("eval", help="evaluate a run or a local HF model").add_subparsers(dest="eval_command", required=True)
+    pp = ev.add_parser("perplexity", help="perplexity (or its bound) and bits per byte of a text file")
+    _model_args(pp)
+    pp.add_argument("--input", required=True)
+    pp.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | elbo (default: by objective)")
+    pp.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's context)")
+    pp.add_argument("--max-tokens", type=int, default=0, help="evaluate only the first N tokens (0 = all)")
+    pp.add_argument("--samples", type=int, default=8, help="diffusion: Monte Carlo samples of t per window")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--json", default=None)
+    pp.set_defaults(func=cmd_perplexity)
+
+    bl = ev.add_parser("blimp", help="accuracy on BLiMP-format minimal pairs")
+    _model_args(bl)
+    bl.add_argument("--data", nargs="+", required=True, help="a directory of .jsonl files, or files")
+    bl.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo")
+    bl.add_argument("--limit", type=int, default=None, help="first N pairs of each paradigm")
+    bl.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
+    bl.add_argument("--json", default=None)
+    bl.add_argument("--keep-pairs", action="store_true", help="include per-pair scores in --json")
+    bl.set_defaults(func=cmd_blimp)
+
+    g = sub.add_parser("generate", help="sample text (causal, hybrid: left to right; diffusion: iterative unmasking)")
+    g.add_argument("--run", required=True)
+    g.add_argument("--prompt", default="")
+    g.add_argument("--max-new-tokens", type=int, default=50)
+    g.add_argument("--num-samples", type=int, default=1)
+    _sampling_args(g)
+    g.set_defaults(func=cmd_generate, steps=32)
+
+    f = sub.add_parser("infill", help="fill <mask> tokens (masked, hybrid, diffusion runs)")
+    f.add_argument("--run", required=True)
+    f.add_argument("--text", required=True, help="e.g. 'The <mask> sat on the <mask>.'")
+    f.add_argument("--span", type=int, default=1, help="tokens per <mask> (multi-token spans for diffusion)")
+    _sampling_args(f)
+    f.set_defaults(func=cmd_infill)
+
+
+def cmd_export(a):
+    from hybridlm.export import export_run
+
+    out = export_run(a.run, a.out)
+    print(f"exported {a.run} to {out}")
+
+
+def cmd_report(a):
+    from hybridlm.report import make_report
+
+    path = make_report(a.runs, a.out, fmt=a.format, samples=not a.no_samples, seed=a.seed)
+    print(f"report written to {path}")
+
+
+def _add_export_report_commands(sub):
+    r = sub.add_parser("report", help="plots and tables for one or more runs (Markdown or HTML with PNGs)")
+    r.add_argument("runs", nargs="+", metavar="RUN")
+    r.add_argument("--out", required=True)
+    r.add_argument("--format", default="md", choices=["md", "html"])
+    r.add_argument("--no-samples", action="store_true")
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=cmd_report)
+
+    e = sub.add_parser("export", help="write a run as a Hugging Face transformers model directory")
+    e.add_argument("--run", required=True)
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hlm", description="hybridlm: one transformer, four pretraining objectives")
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,9 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
 
-    from hybridlm import cli_eval
-
-    cli_eval.add_commands(sub)
+    _add_eval_commands(sub)
+    _add_export_report_commands(sub)
     return p
 
 

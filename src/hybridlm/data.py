@@ -11,7 +11,6 @@ Layout of a prepared directory:
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -59,19 +58,19 @@ class _Split:
     doc_starts: list[int] | None = None
 
 
-def _tokenize_files(files, tokenizer, dtype, desc: str) -> _Split:
-    bos = tokenizer.token_to_id(BOS)
+def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str) -> _Split:
+    """Documents of `files` as token arrays, each starting with `bos`; encode_batch(lines) -> id lists."""
     total = sum(os.path.getsize(f) for f in files)
     split = _Split(tokens=[], doc_starts=[])
     pending_lines: list[str] = []
     pending_doc_sizes: list[int] = []
 
     def flush():
-        encs = tokenizer.encode_batch(pending_lines, add_special_tokens=False)  # Rust threads
+        encs = encode_batch(pending_lines)
         i = 0
         for n_lines in pending_doc_sizes:
             parts = [np.array([bos], dtype=dtype)]
-            parts += [np.asarray(e.ids, dtype=dtype) for e in encs[i : i + n_lines]]
+            parts += [np.asarray(e, dtype=dtype) for e in encs[i : i + n_lines]]
             i += n_lines
             doc = np.concatenate(parts)
             split.doc_starts.append(split.n_tokens)
@@ -120,12 +119,16 @@ def prepare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    train = _tokenize_files(files, tokenizer, dtype, "tokenize train")
+    def encode_batch(lines):  # the tokenizers library encodes a batch on all cores (Rust threads)
+        return [e.ids for e in tokenizer.encode_batch(lines, add_special_tokens=False)]
+
+    bos = tokenizer.token_to_id(BOS)
+    train = _tokenize_files(files, encode_batch, bos, dtype, "tokenize train")
     if train.n_tokens == 0:
         raise UserError(f"no text found in {', '.join(map(str, files))} (the corpus has only blank lines)")
     train_arr = np.concatenate(train.tokens)
     if valid_files:
-        val = _tokenize_files(valid_files, tokenizer, dtype, "tokenize valid")
+        val = _tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid")
         if val.n_tokens == 0:
             raise UserError("the --valid files hold no text")
         val_arr = np.concatenate(val.tokens)
@@ -140,8 +143,8 @@ def prepare(
         if len(near):
             cut = int(near[np.argmin(np.abs(near - cut))])
         val_arr = train_arr[cut:]
-        if val_arr[0] != tokenizer.token_to_id(BOS):
-            val_arr = np.concatenate([np.array([tokenizer.token_to_id(BOS)], dtype=dtype), val_arr])
+        if val_arr[0] != bos:
+            val_arr = np.concatenate([np.array([bos], dtype=dtype), val_arr])
         train_arr = train_arr[:cut]
         frac = len(val_arr) / (len(train_arr) + len(val_arr))
         # Bytes/words are apportioned by token share; bits per byte needs only the ratio.
@@ -167,7 +170,7 @@ def prepare(
         "dtype": np.dtype(dtype).name,
         "vocab_size": vocab,
         "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
-        "bos_id": tokenizer.token_to_id(BOS),
+        "bos_id": bos,
         "splits": {
             "train": {"tokens": int(len(train_arr)), **train_meta, "shards": _write_split(out, "train", train_arr, shard_tokens)},
             "val": {"tokens": int(len(val_arr)), **val_meta, "shards": _write_split(out, "val", val_arr, shard_tokens)},

@@ -41,15 +41,7 @@ def _summary(nll: float, n_tokens: int, n_bytes: int, n_words: int, kind: str) -
 
 def _tokens(lm, path, max_tokens):
     check_text_files([path], scan_utf8=False)
-
-    class _Tok:  # adapt ScoringLM.tokenize to the batch interface of _tokenize_files
-        def token_to_id(self, t):
-            return lm.bos_id
-
-        def encode_batch(self, lines, add_special_tokens=False):
-            return [type("E", (), {"ids": lm.tokenize(line)[0]}) for line in lines]
-
-    split = _tokenize_files([path], _Tok(), np.int64, "tokenize")
+    split = _tokenize_files([path], lambda lines: [lm.tokenize(line)[0] for line in lines], lm.bos_id, np.int64, "tokenize")
     if split.n_tokens == 0:
         raise UserError(f"{path}: no text to evaluate")
     tokens = np.concatenate(split.tokens)
