@@ -4,6 +4,7 @@ Layout of a prepared directory:
     manifest.json        token counts, dtype, shards, documents, bytes/words, tokenizer hash
     tokenizer.json       the tokenizer the shards were made with
     train_000.bin ...    token ids, every document starting with <s>
+    train_doc_starts.npy token offsets of the documents (also val_doc_starts.npy)
     val_000.bin          held-out split (from --valid files, or the corpus tail)
     unigram.npy          token counts of the train split (frequency-informed masking uses it)
 """
@@ -163,6 +164,8 @@ def prepare(
         raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
 
     np.save(out / "unigram.npy", np.bincount(train_arr, minlength=vocab).astype(np.int64))
+    for name, arr in (("train", train_arr), ("val", val_arr)):  # document boundaries: where each <s> stands
+        np.save(out / f"{name}_doc_starts.npy", np.flatnonzero(arr == bos).astype(np.int64))
     shutil.copyfile(Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else tokenizer_dir,
                     out / TOKENIZER_FILE)
     manifest = {
@@ -172,8 +175,10 @@ def prepare(
         "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
         "bos_id": bos,
         "splits": {
-            "train": {"tokens": int(len(train_arr)), **train_meta, "shards": _write_split(out, "train", train_arr, shard_tokens)},
-            "val": {"tokens": int(len(val_arr)), **val_meta, "shards": _write_split(out, "val", val_arr, shard_tokens)},
+            "train": {"tokens": int(len(train_arr)), **train_meta, "doc_starts": "train_doc_starts.npy",
+                      "shards": _write_split(out, "train", train_arr, shard_tokens)},
+            "val": {"tokens": int(len(val_arr)), **val_meta, "doc_starts": "val_doc_starts.npy",
+                    "shards": _write_split(out, "val", val_arr, shard_tokens)},
         },
         "inputs": [str(f) for f in files],
     }
