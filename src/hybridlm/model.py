@@ -194,7 +194,8 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
         if select is not None:
-            x = x[select]
+            # all selected (causal): a reshape, not a gather whose backward zero-fills and scatters
+            x = x.reshape(-1, x.shape[-1]) if bool(select.all()) else x[select]
         x = self.norm(x)
         return F.linear(x, self.embed.weight)  # tied output embedding
 
