@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--blimp", default=str(SHARED / "blimp"))
     ap.add_argument("--paradigms", type=int, default=5, help="how many paradigm files (0 = all 67)")
     ap.add_argument("--limit", type=int, default=100, help="pairs per paradigm")
+    ap.add_argument("--results", action="store_true", help="append the timing to bench/RESULTS.md")
     a = ap.parse_args()
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -69,15 +70,30 @@ def main():
     files = files[: a.paradigms] if a.paradigms else files
     tmp = Path(tempfile.mkdtemp(prefix="hlm-lmeval-"))
     tasks = write_tasks(files, tmp, a.limit)
+    import time
+
+    t = time.perf_counter()
     res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={a.hf_model},dtype=float32", tasks=tasks,
                                   task_manager=TaskManager(include_path=str(tmp)), batch_size=32, device="cpu")
-    theirs = {t.removeprefix("blimp_local_"): res["results"][t]["acc,none"] for t in tasks}
+    t_theirs = time.perf_counter() - t
+    theirs = {name.removeprefix("blimp_local_"): res["results"][name]["acc,none"] for name in tasks}
+    t = time.perf_counter()
     ours = evaluate_pairs(HFLM(a.hf_model), load_pairs(files, a.limit), "causal")
+    t_ours = time.perf_counter() - t
     rows = {uid: (ours["paradigms"][uid]["accuracy"], theirs[uid]) for uid in theirs}
     for uid, (x, y) in rows.items():
         print(f"{uid:<55} hlm {x:.4f}  lm-eval {y:.4f}  {'=' if abs(x - y) < 1e-9 else 'DIFFERENT'}")
     print(f"ties in hlm scoring: {ours['ties']}")
-    print(json.dumps({"equal": all(abs(x - y) < 1e-9 for x, y in rows.values()), "paradigms": len(rows)}))
+    equal = all(abs(x - y) < 1e-9 for x, y in rows.values())
+    print(json.dumps({"equal": equal, "paradigms": len(rows), "pairs": ours["n_pairs"]}))
+    if a.results:
+        from _common import append_results
+
+        append_results("Causal BLiMP scoring vs lm-evaluation-harness (bench/lm_eval_blimp.py)", [
+            "| scorer | pairs | seconds | pairs/s | accuracy equal |", "|---|---|---|---|---|",
+            f"| hlm eval blimp (causal, fp32) | {ours['n_pairs']:,} | {t_ours:.1f} | {ours['n_pairs'] / t_ours:,.1f} | {equal} |",
+            f"| lm-eval simple_evaluate (hf, float32, batch 32) | {ours['n_pairs']:,} | {t_theirs:.1f} | {ours['n_pairs'] / t_theirs:,.1f} | |",
+        ], [f"same exported model ({a.hf_model}); speed-up {t_theirs / t_ours:.1f}x; lm-eval's time includes its task setup"])
 
 
 if __name__ == "__main__":
