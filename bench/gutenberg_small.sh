@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The docs/results.md comparison: four `small` models, one per objective, same data, same steps,
 # same batch (so the same compute), then perplexity/bits per byte and BLiMP for each.
-# Usage: bash bench/gutenberg_small.sh WORKDIR [STEPS] [BLIMP_LIMIT]
+# Usage: bash bench/gutenberg_small.sh WORKDIR [STEPS] [BLIMP_LIMIT] [PPL_TOKENS] [PLL_TOKENS]
+# (PLL-type perplexity costs one forward pass per token: it gets its own, smaller budget.)
 set -euo pipefail
-W=${1:?workdir}; STEPS=${2:-240}; LIMIT=${3:-30}
+W=${1:?workdir}; STEPS=${2:-240}; LIMIT=${3:-30}; PPL_TOKENS=${4:-8192}; PLL_TOKENS=${5:-1024}
 G=${GUTENBERG:-$(dirname "$0")/../../shared/data/gutenberg-10m}
 B=${BLIMP:-$(dirname "$0")/../../shared/data/blimp}
 mkdir -p "$W"
@@ -15,7 +16,15 @@ for obj in causal masked hybrid diffusion; do
     --seq-len 128 --batch-size 32 --lr 2e-3 --eval-interval 40 --eval-batches 8 --checkpoint-interval 40 \
     $( [ -f "$W/runs/$obj/config.json" ] && echo --resume )
 done
+mkdir -p "$W/eval"
 for obj in causal masked hybrid diffusion; do
-  hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens 8192 --samples 16 --json "$W/eval/$obj.ppl.json"
-  hlm eval blimp --run "$W/runs/$obj" --data "$B" --limit "$LIMIT" --json "$W/eval/$obj.blimp.json"
+  case $obj in
+    causal) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens "$PPL_TOKENS" ;;
+    masked) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens "$PLL_TOKENS" ;;
+    hybrid) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --scorer causal --max-tokens "$PPL_TOKENS" --json "$W/eval/hybrid-causal.ppl.json"
+            hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --scorer mntp --max-tokens "$PLL_TOKENS" ;;
+    diffusion) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens "$PPL_TOKENS" --samples 16 ;;
+  esac
+  hlm eval blimp --run "$W/runs/$obj" --data "$B" --limit "$LIMIT"
 done
+hlm report "$W"/runs/causal "$W"/runs/masked "$W"/runs/hybrid "$W"/runs/diffusion --out "$W/report"
