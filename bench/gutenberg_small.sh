@@ -16,13 +16,11 @@ for obj in causal masked hybrid diffusion; do
     --seq-len 128 --batch-size 32 --lr 2e-3 --eval-interval 40 --eval-batches 8 --checkpoint-interval 40 \
     $( [ -f "$W/runs/$obj/config.json" ] && echo --resume )
 done
-mkdir -p "$W/eval"
 for obj in causal masked hybrid diffusion; do
   case $obj in
     causal) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens "$PPL_TOKENS" ;;
     masked) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens "$PLL_TOKENS" ;;
-    hybrid) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --scorer causal --max-tokens "$PPL_TOKENS" --json "$W/eval/hybrid-causal.ppl.json"
-            hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --scorer mntp --max-tokens "$PLL_TOKENS" ;;
+    hybrid) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens "$PLL_TOKENS" ;;  # causal and MNTP
     diffusion) hlm eval perplexity --run "$W/runs/$obj" --input "$G/valid.txt" --max-tokens "$PPL_TOKENS" --samples 16 ;;
   esac
   hlm eval blimp --run "$W/runs/$obj" --data "$B" --limit "$LIMIT"
