@@ -90,7 +90,7 @@ def _sample(run: dict, seed: int) -> str:
         return f"(no sample: {e})"
     if loaded.objective == "masked":
         return infill_text(loaded, "The <mask> was <mask> in the <mask> .", temperature=0.0, seed=seed)
-    return generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).strip()
+    return "The " + generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).strip()
 
 
 def _tables(runs: list[dict], samples: dict) -> list[str]:
@@ -99,9 +99,11 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
         val = [m for m in r["metrics"] if "val_loss" in m]
         train = [m for m in r["metrics"] if "loss" in m]
         last = val[-1] if val else {}
+        def fmt(key):  # bits per byte exists only where the loss is a likelihood (or its bound)
+            return f"{last[key]:.4f}" if key in last else "—"
+
         lines.append(f"| {r['name']} | {r['config']['objective']} | {r['config']['preset']} | {train[-1]['step'] if train else 0} | "
-                     f"{train[-1]['tokens'] if train else 0:,} | {last.get('val_loss', float('nan')):.4f} | "
-                     f"{last.get('val_bpb', float('nan')):.4f} |")
+                     f"{train[-1]['tokens'] if train else 0:,} | {fmt('val_loss')} | {fmt('val_bpb')} |")
     ppl_rows = [(r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v]
     if ppl_rows:
         lines += ["", "| run | measure | tokens | nats/token | perplexity | bits/byte |", "|---|---|---|---|---|---|"]
