@@ -105,7 +105,7 @@ class HFLM(ScoringLM):
         masked = "MaskedLM" in archs or getattr(config, "is_decoder", None) is False and "CausalLM" not in archs
         cls = transformers.AutoModelForMaskedLM if masked else transformers.AutoModelForCausalLM
         self.model = cls.from_pretrained(p, trust_remote_code=True, dtype=torch.float32).to(device).eval()
-        self.tok = transformers.AutoTokenizer.from_pretrained(p)
+        self.tok = transformers.AutoTokenizer.from_pretrained(p, trust_remote_code=True)
         self.name, self.kind = str(p), "masked" if masked else "causal"
         bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.cls_token_id
         if bos is None:
