@@ -120,8 +120,12 @@ def prepare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    def encode_batch(lines):  # the tokenizers library encodes a batch on all cores (Rust threads)
-        return [e.ids for e in tokenizer.encode_batch(lines, add_special_tokens=False)]
+    # the tokenizers library encodes a batch on all cores (Rust threads); the "fast" variant skips
+    # the character offsets, which prepare does not need (same ids, ~1.4x faster here)
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+
+    def encode_batch(lines):
+        return [e.ids for e in encode(lines, add_special_tokens=False)]
 
     bos = tokenizer.token_to_id(BOS)
     train = _tokenize_files(files, encode_batch, bos, dtype, "tokenize train")

@@ -93,7 +93,7 @@ def test_elbo_of_uniform_model_is_exact():
     lm = FakeLM(50)
     for s in ("ab c", "hello world"):
         n = len(s.replace(" ", ""))
-        assert score_sentences(lm, [s], "elbo")[0] == pytest.approx(-n * math.log(49), rel=1e-9)
+        assert score_sentences(lm, [s], "elbo")[0] == pytest.approx(-n * math.log(49), rel=1e-6)  # fp32 logsumexp
 
 
 def test_within_word_pll_masks_the_rest_of_the_word():

@@ -3,8 +3,9 @@
 Each scorer turns a sentence into "copies": an input sequence, the positions to read, the token
 expected at each, and a weight. The engine sorts all copies by length, batches them (PLL's n
 masked copies of a sentence run together, never one forward per copy), and returns per sentence
-sum(weight * log p(target at position)). Scoring is fp32 by default; BOS is always prepended and
-never scored.
+sum(weight * log p(target at position)). Scoring is fp32 by default (log p = logit - logsumexp,
+summed in fp64); batches stay small (2,048 tokens), which is faster on CPU caches. BOS is always
+prepended and never scored.
 
 - causal: sum_i log p(x_i | <s> x_<i).
 - pll / pll-word: pseudo-log-likelihood (Salazar et al.): mask x_i, read it at i; "-word" also
@@ -96,7 +97,7 @@ def check_scorer(lm: ScoringLM, scorer: str | None) -> str:
     return scorer
 
 
-def score_sentences(lm: ScoringLM, sentences: list[str], scorer: str | None = None, max_batch_tokens: int = 16384,
+def score_sentences(lm: ScoringLM, sentences: list[str], scorer: str | None = None, max_batch_tokens: int = 2048,
                     samples: int = 1, progress: bool = False) -> list[float]:
     """Per sentence: total log-likelihood (causal), PLL, MNTP, fused, or -NELBO (elbo), in nats."""
     scorer = check_scorer(lm, scorer)
@@ -110,7 +111,7 @@ def score_sentences(lm: ScoringLM, sentences: list[str], scorer: str | None = No
 
 @torch.no_grad()
 def score_copies(lm: ScoringLM, copies: list[Copy], n_items: int, is_causal: bool, forbid_mask: bool = False,
-                 max_batch_tokens: int = 16384, progress: bool = False, desc: str = "score") -> list[float]:
+                 max_batch_tokens: int = 2048, progress: bool = False, desc: str = "score") -> list[float]:
     """sum(weight * log p(target)) per item, over copies batched by length."""
     copies = sorted(copies, key=lambda c: len(c.ids))
     totals = torch.zeros(n_items, dtype=torch.float64)
@@ -131,10 +132,10 @@ def score_copies(lm: ScoringLM, copies: list[Copy], n_items: int, is_causal: boo
         logits = lm.selected_logits(ids, lengths, is_causal, select)
         if forbid_mask:
             logits[:, lm.mask_id] = float("-inf")
-        logp = torch.log_softmax(logits.double(), -1)  # fp64 sums: no ties from rounding
         # rows of `select` in order give the positions of each copy in order (positions are sorted)
         targets = torch.tensor([t for c in chunk for _, t in sorted(zip(c.positions, c.targets))])
-        picked = logp[torch.arange(len(targets)), targets]
+        # log p(target) = logit - logsumexp in fp32 (no full log-softmax tensor), summed in fp64
+        picked = (logits[torch.arange(len(targets)), targets] - torch.logsumexp(logits, -1)).double()
         owner = torch.tensor([c.sentence for c in chunk for _ in c.positions])
         weight = torch.tensor([c.weight for c in chunk for _ in c.positions], dtype=torch.float64)
         totals.index_add_(0, owner, picked * weight)
