@@ -11,33 +11,28 @@ transformers = pytest.importorskip("transformers")
 SENTENCES = ["the cat sleeps .", "these dogs near the river run quickly .", "a boy sees himself ."]
 
 
-def _save_tokenizer(tokenizer_dir, out):
-    tok = transformers.PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
-    tok.save_pretrained(out)
-    return tok
+def _tiny_hf_model(out, model_cls, config, tokenizer_dir):
+    """A randomly initialised tiny transformers model with our tokenizer, saved to `out`."""
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(out)
+    transformers.PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir)).save_pretrained(out)
+    return out
+
+
+SHAPE = dict(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=128, pad_token_id=0)
 
 
 @pytest.fixture(scope="module")
 def hf_causal(tmp_path_factory, tokenizer_dir):
-    out = tmp_path_factory.mktemp("hf_causal")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(out)
-    _save_tokenizer(tokenizer_dir, out)
-    return out
+    cfg = transformers.LlamaConfig(**SHAPE, num_key_value_heads=4, bos_token_id=1, eos_token_id=2)
+    return _tiny_hf_model(tmp_path_factory.mktemp("hf_causal"), transformers.LlamaForCausalLM, cfg, tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
 def hf_masked(tmp_path_factory, tokenizer_dir):
-    out = tmp_path_factory.mktemp("hf_masked")
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                  num_attention_heads=4, max_position_embeddings=128, pad_token_id=0)
-    transformers.BertForMaskedLM(cfg).save_pretrained(out)
-    _save_tokenizer(tokenizer_dir, out)
-    return out
+    cfg = transformers.BertConfig(**SHAPE)
+    return _tiny_hf_model(tmp_path_factory.mktemp("hf_masked"), transformers.BertForMaskedLM, cfg, tokenizer_dir)
 
 
 def test_causal_scores_equal_direct_transformers(hf_causal):
