@@ -260,9 +260,6 @@ class PackedTokens:
         ks = [self._perm(seed, int(s // self.n_windows))[s % self.n_windows] for s in samples]
         return self.windows(ks)
 
-    def epoch_of(self, step: int, batch_size: int) -> float:
-        return step * batch_size / self.n_windows
-
     def eval_batches(self, batch_size: int, max_batches: int):
         """Validation windows in file order (no shuffling), at most max_batches batches."""
         n = min(self.n_windows, batch_size * max_batches)
@@ -271,8 +268,3 @@ class PackedTokens:
 
     def bytes_per_token(self) -> float:
         return self.meta["bytes"] / max(1, self.meta["tokens"])
-
-
-def document_ids(ids: torch.Tensor, bos_id: int) -> torch.Tensor:
-    """Index of the document each position belongs to (a new one starts at every <s>)."""
-    return torch.cumsum((ids == bos_id).to(torch.int32), dim=-1)
