@@ -141,10 +141,7 @@ def prepare_run_dir(cfg: TrainConfig, resume: bool, dist: Dist) -> TrainConfig:
         merged = previous.to_dict()
         merged.update({k: getattr(cfg, k) for k in mutable if getattr(cfg, k) != getattr(TrainConfig(), k)})
         merged["data"] = cfg.data or previous.data
-        cfg = TrainConfig(**merged)
-        if tokenizer_hash(run / TOKENIZER_FILE) != load_manifest(cfg.data)["tokenizer_hash"]:
-            raise UserError(f"the data in {cfg.data} was made with another tokenizer than run {run}; resume with the run's data")
-        return cfg
+        return TrainConfig(**merged)  # train() checks the run's tokenizer against the data, on every path
     if ckpt.list_checkpoints(run) or saved.is_file():
         raise UserError(f"run directory {run} already holds a run; pass --resume to continue it or choose a new --out")
     load_manifest(cfg.data)  # a bad data directory fails before the run directory is made
