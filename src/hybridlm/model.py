@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlm.ops import linear_cross_entropy
+
 
 @dataclass
 class ModelConfig:
@@ -172,8 +174,13 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied head counted once
 
-    def forward(self, input_ids, is_causal=True, document_ids=None, select=None, kv_caches=None, start_pos: int = 0):
+    def forward(self, input_ids, is_causal=True, document_ids=None, select=None, kv_caches=None, start_pos: int = 0,
+                fp32_head: bool = False, labels=None, label_weights=None, z_loss: float = 0.0, never_predict=None):
         """Logits [B, T, V]; with `select` (bool [B, T]) only those positions' logits, [N, V].
+
+        With `labels` (the target id at each selected position, [N]) and `label_weights` ([N]):
+        (sum of weighted CE [+ z-loss], CE per position) from the fused head (hybridlm.ops), without
+        materialising the logits; `never_predict` is a token id whose logit is -inf (MDLM's SUBS).
 
         is_causal: a bool for the whole batch or a bool tensor [B] (mixed causal/bidirectional rows).
         document_ids: [B, T] ints; attention is restricted to positions of the same document.
@@ -196,7 +203,14 @@ class Transformer(nn.Module):
         if select is not None:
             # all selected (causal): a reshape, not a gather whose backward zero-fills and scatters
             x = x.reshape(-1, x.shape[-1]) if bool(select.all()) else x[select]
+        if fp32_head:
+            # scoring under bf16 autocast: the body's matmuls in bf16, logits in fp32 (bf16 logits
+            # are quantised to ~0.03 nats and turn close pairs into ties)
+            with torch.autocast(x.device.type, enabled=False):
+                return F.linear(self.norm(x.float()), self.embed.weight.float())
         x = self.norm(x)
+        if labels is not None:
+            return linear_cross_entropy(x, self.embed.weight, labels, label_weights, z_loss, never_predict)
         return F.linear(x, self.embed.weight)  # tied output embedding
 
 

@@ -5,6 +5,7 @@ import torch
 
 from hybridlm.model import build_model
 from hybridlm.objectives import build_objective
+from hybridlm.ops import linear_cross_entropy
 from hybridlm.objectives.diffusion import alpha_and_weight, frequency_exponents, sample_times
 
 
@@ -15,9 +16,10 @@ class Uniform(torch.nn.Module):
         super().__init__()
         self.V = V
 
-    def forward(self, ids, is_causal=None, document_ids=None, select=None):
-        out = torch.zeros(*ids.shape, self.V)
-        return out[select] if select is not None else out
+    def forward(self, ids, is_causal=None, document_ids=None, select=None, labels=None, label_weights=None,
+                z_loss=0.0, never_predict=None):
+        hidden = torch.zeros(int(select.sum()), 1)  # zero hidden states and head: all logits 0
+        return linear_cross_entropy(hidden, torch.zeros(self.V, 1), labels, label_weights, z_loss, never_predict)
 
 
 @pytest.mark.parametrize("schedule", ["loglinear", "linear", "cosine"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 
 from hybridlm.tokenizer import special_ids
 
@@ -58,25 +57,18 @@ class Objective:
         return torch.cumsum((inputs == SPECIAL["bos"]).int(), -1) if self.document_mask else None
 
     def loss(self, model, batch: Batch):
-        """(loss, stats): the weighted CE over the positions with weight > 0.
+        """(loss, stats): the weighted CE over the positions with weight > 0 (PaLM's z-loss, which
+        keeps the softmax normaliser near 1, added when set; GPT-BERT uses 1e-4).
 
         stats maps names to (sum, count) so micro-batches and processes aggregate exactly.
         """
         select = batch.loss_weights > 0
-        logits = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, select=select)
-        logits = logits.float()  # the softmax in fp32 whatever the autocast precision
-        if self.forbid_mask_prediction:
-            logits[:, SPECIAL["mask"]] = float("-inf")
-        targets = batch.targets[select]
-        ce = F.cross_entropy(logits, targets, reduction="none")
-        w = batch.loss_weights[select]
-        loss = (w * ce).sum()
-        if self.z_loss:
-            # PaLM's z-loss keeps the softmax normaliser near 1 (GPT-BERT uses 1e-4).
-            loss = loss + self.z_loss * (w * torch.logsumexp(logits, -1).pow(2)).sum()
+        loss, ce = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, select=select,
+                         labels=batch.targets[select], label_weights=batch.loss_weights[select], z_loss=self.z_loss,
+                         never_predict=SPECIAL["mask"] if self.forbid_mask_prediction else None)
         causal_rows = batch.is_causal[:, None].expand_as(select)[select]
         stats = {"loss": (loss.detach(), 1)}
         for mode, rows in (("causal", causal_rows), ("masked", ~causal_rows)):
             # always both keys, so every process all-reduces the same tensor shape
-            stats[f"ce_{mode}"] = (ce.detach()[rows].sum(), int(rows.sum()))
+            stats[f"ce_{mode}"] = (ce[rows].sum(), int(rows.sum()))
         return loss, stats
