@@ -69,7 +69,7 @@ def _model_args(p):
     g.add_argument("--run", help="a hybridlm run directory")
     g.add_argument("--hf-model", help="a local Hugging Face model directory (causal or masked LM)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="scoring precision (fp32: the BabyLM convention)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="fp32 (the BabyLM convention) or bf16: the transformer body in bf16, the output head and log-probs in fp32 (about 2x faster on CPUs with bf16 units)")
 
 
 def _lm(a):
@@ -115,7 +115,7 @@ def cmd_blimp(a):
     for name, r in result["fields"].items():
         print(f"{'field: ' + name:<{width}}  {r['accuracy']:6.1%}  (n={r['n']})")
     print(f"{'macro accuracy (' + str(len(result['paradigms'])) + ' paradigms)':<{width}}  {result['macro_accuracy']:6.1%}"
-          f"  scorer {result['scorer']}, {result['ties']} ties (never counted correct)")
+          f"  ± {result['macro_stderr']:.1%} (s.e.)  scorer {result['scorer']}, {result['ties']} ties (never counted correct)")
     if not a.keep_pairs:
         result = {k: v for k, v in result.items() if k != "pairs"}
     _write_json(a.json, result, a, "blimp.json")

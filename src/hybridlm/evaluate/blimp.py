@@ -62,11 +62,17 @@ def evaluate_pairs(lm, pairs: list[dict], scorer: str | None = None, progress: b
 
     scorer = check_scorer(lm, scorer)
     scores = score_sentences(lm, sentences, scorer, progress=progress, **kw)
+    good = [scores[index[p["good"]]] for p in pairs]
+    bad = [scores[index[p["bad"]]] for p in pairs]
+    return aggregate(pairs, good, bad, scorer, lm.name)
+
+
+def aggregate(pairs: list[dict], good: list[float], bad: list[float], scorer: str, model: str) -> dict:
+    """Accuracy tables from each pair's two scores (also used to merge results computed piecewise)."""
     by = {"paradigms": defaultdict(list), "fields": defaultdict(list), "terms": defaultdict(list)}
     per_pair = []
     ties = 0
-    for p in pairs:
-        g, b = scores[index[p["good"]]], scores[index[p["bad"]]]
+    for p, g, b in zip(pairs, good, bad):
         correct = g > b
         ties += g == b
         per_pair.append({"UID": p["UID"], "good": g, "bad": b, "correct": bool(correct)})
@@ -78,8 +84,13 @@ def evaluate_pairs(lm, pairs: list[dict], scorer: str | None = None, progress: b
         return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(groups.items())}
 
     paradigms = table(by["paradigms"])
+    n_par = len(paradigms)
+    # binomial standard error of the macro average (paradigms independent): says whether a
+    # difference from 50% or from another run is more than sampling noise
+    var = sum(v["accuracy"] * (1 - v["accuracy"]) / v["n"] for v in paradigms.values()) / n_par**2
     return {
-        "macro_accuracy": sum(v["accuracy"] for v in paradigms.values()) / len(paradigms),
+        "macro_accuracy": sum(v["accuracy"] for v in paradigms.values()) / n_par,
+        "macro_stderr": var**0.5,
         "micro_accuracy": sum(pp["correct"] for pp in per_pair) / len(per_pair),
         "paradigms": paradigms,
         "fields": table(by["fields"]),
@@ -87,6 +98,6 @@ def evaluate_pairs(lm, pairs: list[dict], scorer: str | None = None, progress: b
         "ties": int(ties),
         "n_pairs": len(pairs),
         "scorer": scorer,
-        "model": lm.name,
+        "model": model,
         "pairs": per_pair,
     }

@@ -85,7 +85,8 @@ class RunLM(ScoringLM):
         # padding is its own "document": real tokens never attend to it in either mode
         doc = (pos[None] >= lengths.to(self.device)[:, None]).int()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model(ids, is_causal=is_causal, document_ids=None if is_causal else doc, select=select)
+            out = self.model(ids, is_causal=is_causal, document_ids=None if is_causal else doc, select=select,
+                             fp32_head=True)
         return out.float()
 
 

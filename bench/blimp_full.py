@@ -1,0 +1,66 @@
+"""Full BLiMP for one run, one paradigm at a time, resumable: each paradigm's pair scores are saved
+as they finish, so a stopped run (hours of PLL on a CPU) continues where it was.
+
+    python bench/blimp_full.py --run RUN --out DIR [--scorer S] [--precision fp32|bf16] [--data DIR]
+
+Writes DIR/<UID>.json per paradigm and DIR/blimp.json (the `hlm eval blimp --json` schema) once
+all are done; prints the elapsed time per paradigm and in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from hybridlm.evaluate.blimp import aggregate, evaluate_pairs, load_pairs
+from hybridlm.evaluate.lm import load_lm
+
+DEFAULT_BLIMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "blimp"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run")
+    ap.add_argument("--hf-model")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--scorer")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--data", default=str(DEFAULT_BLIMP))
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lm = load_lm(a.run, a.hf_model, precision=a.precision)
+    files = sorted(Path(a.data).glob("*.jsonl"))
+    pairs, good, bad, seconds = [], [], [], 0.0
+    for f in files:
+        part = out / f"{f.stem}.json"
+        if part.is_file():
+            done = json.loads(part.read_text())
+        else:
+            t0 = time.perf_counter()
+            r = evaluate_pairs(lm, load_pairs([f]), a.scorer)
+            done = {"seconds": time.perf_counter() - t0, "scorer": r["scorer"], "precision": a.precision,
+                    "pairs": r["pairs"]}
+            tmp = part.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done))
+            os.replace(tmp, part)
+            acc = sum(p["correct"] for p in r["pairs"]) / len(r["pairs"])
+            print(f"{f.stem:<50} {acc:6.1%}  {done['seconds']:6.1f} s", flush=True)
+        rows = load_pairs([f])
+        pairs += rows
+        good += [p["good"] for p in done["pairs"]]
+        bad += [p["bad"] for p in done["pairs"]]
+        seconds += done["seconds"]
+    result = aggregate(pairs, good, bad, done["scorer"], lm.name)
+    result.update(precision=a.precision, seconds=seconds)
+    (out / "blimp.json").write_text(json.dumps({k: v for k, v in result.items() if k != "pairs"}, indent=1))
+    print(f"macro accuracy {result['macro_accuracy']:.1%} ± {result['macro_stderr']:.1%} over {len(result['paradigms'])} "
+          f"paradigms, {result['n_pairs']} pairs, {result['ties']} ties, scorer {result['scorer']} ({a.precision}), "
+          f"{seconds / 60:.1f} min of scoring")
+
+
+if __name__ == "__main__":
+    main()
