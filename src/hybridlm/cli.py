@@ -80,11 +80,12 @@ def _lm(a):
 
 
 def _write_json(path, obj, a=None, name=None):
-    if not path and a is not None and a.run:  # runs keep their evaluations, for hlm report
-        path = Path(a.run) / "eval" / name
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj, indent=2))
+    paths = [Path(path)] if path else []
+    if a is not None and a.run:  # runs keep their evaluations, for hlm report
+        paths.append(Path(a.run) / "eval" / name)
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(obj, indent=2))
 
 
 def cmd_perplexity(a):
@@ -118,7 +119,7 @@ def cmd_blimp(a):
           f"  ± {result['macro_stderr']:.1%} (s.e.)  scorer {result['scorer']}, {result['ties']} ties (never counted correct)")
     if not a.keep_pairs:
         result = {k: v for k, v in result.items() if k != "pairs"}
-    _write_json(a.json, result, a, "blimp.json")
+    _write_json(a.json, result, a, f"blimp-{result['scorer']}.json")  # one file per scorer: a hybrid has two
 
 
 def cmd_generate(a):
@@ -162,7 +163,7 @@ def _add_eval_commands(sub):
     pp.add_argument("--max-tokens", type=int, default=0, help="evaluate only the first N tokens (0 = all)")
     pp.add_argument("--samples", type=int, default=8, help="diffusion: Monte Carlo samples of t per window")
     pp.add_argument("--seed", type=int, default=0)
-    pp.add_argument("--json", default=None)
+    pp.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/perplexity.json)")
     pp.set_defaults(func=cmd_perplexity)
 
     bl = ev.add_parser("blimp", help="accuracy on BLiMP-format minimal pairs")
@@ -171,7 +172,7 @@ def _add_eval_commands(sub):
     bl.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo")
     bl.add_argument("--limit", type=int, default=None, help="first N pairs of each paradigm")
     bl.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
-    bl.add_argument("--json", default=None)
+    bl.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/blimp-SCORER.json)")
     bl.add_argument("--keep-pairs", action="store_true", help="include per-pair scores in --json")
     bl.set_defaults(func=cmd_blimp)
 

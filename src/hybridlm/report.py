@@ -19,11 +19,11 @@ def _read_run(run: Path) -> dict:
         raise UserError(f"{run} is not a hybridlm run directory (no config.json)")
     cfg = json.loads((run / "config.json").read_text())
     metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln] if (run / "metrics.jsonl").is_file() else []
-    blimp, ppl = None, None
+    blimp, ppl = [], None  # every BLiMP result the run holds (a hybrid has causal and MNTP scores)
     for f in sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []:
         data = json.loads(f.read_text())
         if "paradigms" in data:
-            blimp = data
+            blimp.append(data)
         elif "file" in data and "bytes" in data:
             ppl = data
     return {"name": run.name, "path": run, "config": cfg, "metrics": metrics, "blimp": blimp, "ppl": ppl}
@@ -58,15 +58,15 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
     plt.close(fig)
     made.append("loss.png")
 
-    with_blimp = [r for r in runs if r["blimp"]]
+    with_blimp = [(r["name"], b) for r in runs for b in r["blimp"]]
     if with_blimp:
-        fields = sorted({f for r in with_blimp for f in r["blimp"]["fields"]})
+        fields = sorted({f for _, b in with_blimp for f in b["fields"]})
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(fields) + 2), 4))
         width = 0.8 / len(with_blimp)
-        for i, r in enumerate(with_blimp):
+        for i, (name, b) in enumerate(with_blimp):
             xs = [j + i * width for j in range(len(fields))]
-            ax.bar(xs, [100 * r["blimp"]["fields"].get(f, {}).get("accuracy", 0) for f in fields], width,
-                   label=f"{r['name']} ({r['blimp']['scorer']})")
+            ax.bar(xs, [100 * b["fields"].get(f, {}).get("accuracy", 0) for f in fields], width,
+                   label=f"{name} ({b['scorer']}, macro {100 * b['macro_accuracy']:.1f}%)")
         ax.axhline(50, color="grey", ls="--", lw=1)
         ax.set_xticks([j + width * (len(with_blimp) - 1) / 2 for j in range(len(fields))], fields, rotation=20)
         ax.set_ylabel("accuracy (%)")
@@ -111,12 +111,12 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
             se = f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""
             lines.append(f"| {r['name']} | {k} ({v['measure']}) | {v['tokens']:,} | {v['nll_per_token']:.4f}{se} | "
                          f"{v['perplexity']:.2f} | {v['bits_per_byte']:.4f} |")
-    blimp_rows = [r for r in runs if r["blimp"]]
+    blimp_rows = [(r["name"], b) for r in runs for b in r["blimp"]]
     if blimp_rows:
         lines += ["", "| run | scorer | macro accuracy | pairs | paradigms | ties |", "|---|---|---|---|---|---|"]
-        for r in blimp_rows:
-            b = r["blimp"]
-            lines.append(f"| {r['name']} | {b['scorer']} | {100 * b['macro_accuracy']:.1f}% | {b['n_pairs']:,} | {len(b['paradigms'])} | {b['ties']} |")
+        for name, b in blimp_rows:
+            se = f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""
+            lines.append(f"| {name} | {b['scorer']} | {100 * b['macro_accuracy']:.1f}%{se} | {b['n_pairs']:,} | {len(b['paradigms'])} | {b['ties']} |")
     if samples:
         lines += ["", "Samples:", ""] + [f"- **{name}**: {text}" for name, text in samples.items()]
     return lines
@@ -135,18 +135,27 @@ def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: 
         path.write_text("\n".join(text) + "\n")
         return path
     imgs = "".join(f'<img src="data:image/png;base64,{base64.b64encode((out / i).read_bytes()).decode()}" alt="{i}"><br>' for i in images)
-    rows = []
+    parts, table = [], []  # Markdown tables become HTML tables, other lines paragraphs
+
+    def flush():
+        if table:
+            parts.append("<table>" + "".join(table) + "</table>")
+            table.clear()
+
     for line in body:
         if line.startswith("|---"):
             continue
         if line.startswith("|"):
             cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            table.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         else:
-            if rows:
-                rows = ["<table>"] + rows + ["</table>"]
-            rows.append(f"<p>{html.escape(line)}</p>")
-    doc = f"<!doctype html><meta charset=utf-8><title>hybridlm report</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}td{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse}}</style><h1>hybridlm report</h1>{imgs}<table>{''.join(rows)}</table>"
+            flush()
+            if line:
+                parts.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    doc = (f"<!doctype html><meta charset=utf-8><title>hybridlm report</title><style>body{{font-family:sans-serif;"
+           f"max-width:1100px;margin:auto}}td{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse;"
+           f"margin:1em 0}}</style><h1>hybridlm report</h1>{imgs}{''.join(parts)}")
     path = out / "report.html"
     path.write_text(doc)
     return path
