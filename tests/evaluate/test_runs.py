@@ -134,3 +134,18 @@ def test_word_starts_and_within_word_perplexity(runs, corpus, tmp_path):
     assert plain["tokens"] == word["tokens"]
     if not all(lm.starts_word(range(320))):  # some tokens continue words: the variants must differ
         assert word["nll_per_token"] != plain["nll_per_token"]
+
+
+def test_bf16_scoring_keeps_fp32_log_probs(runs):
+    # --precision bf16: the body in bf16, the head and log-probs in fp32, so scores stay within a
+    # small tolerance of fp32 and are not quantised to bf16's 8 bits (which would make ties)
+    sentences = ["the dog sees the cat .", "the dogs see a cat .", "a cat sleeps ."]
+    fp32 = score_sentences(RunLM(runs["causal"]), sentences, "causal")
+    bf16 = score_sentences(RunLM(runs["causal"], precision="bf16"), sentences, "causal")
+    assert fp32 != bf16  # the body did run in bf16
+    for a, b in zip(fp32, bf16):
+        assert b == pytest.approx(a, abs=0.05)
+    lm = RunLM(runs["causal"], precision="bf16")
+    ids = torch.tensor([[lm.bos_id] + lm.tokenize(sentences[0])[0]])
+    logits = lm.selected_logits(ids, torch.tensor([ids.shape[1]]), True, torch.ones_like(ids, dtype=torch.bool))
+    assert logits.dtype == torch.float32 and (logits != logits.bfloat16().float()).any()  # fp32 head, not bf16 logits
