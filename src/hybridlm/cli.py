@@ -130,7 +130,7 @@ def cmd_generate(a):
     for i in range(a.num_samples):
         text = generate_text(run, a.prompt, a.max_new_tokens, steps=a.steps, order=a.order, seed=a.seed + i,
                              temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
-        print((a.prompt + " " + text.strip()).strip())
+        print((a.prompt + text).strip())
 
 
 def cmd_infill(a):

@@ -69,7 +69,7 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
 
 def _sample(run, seed) -> str:
     if run.objective in ("causal", "hybrid"):
-        return "the " + generate_text(run, "the", max_new_tokens=16, temperature=0.7, seed=seed).strip()
+        return "the" + generate_text(run, "the", max_new_tokens=16, temperature=0.7, seed=seed).rstrip()
     if run.objective == "diffusion":
         return generate_text(run, "", max_new_tokens=16, steps=16, temperature=0.7, seed=seed).strip()
     return infill_text(run, "the <mask> near the dogs <mask> .", temperature=0.0, seed=seed).strip()

@@ -111,7 +111,7 @@ def _stop_and_forbid(tok):
 
 
 def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confidence", seed=0, **sampling) -> str:
-    """Text continuation for a loaded run, in the mode its objective supports."""
+    """The continuation of `prompt` (prompt + result is the text), in the mode the objective supports."""
     tok, model = run.tokenizer, run.model
     g = torch.Generator().manual_seed(seed)
     stop, specials = _stop_and_forbid(tok)
@@ -126,7 +126,10 @@ def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confiden
         new = out[len(prompt_ids):]
     else:
         raise UserError("a masked LM does not generate left to right; use hlm infill (or train causal, hybrid or diffusion)")
-    return tok.decode(new)
+    # decoded together with the prompt: a first token that continues the prompt's last word stays
+    # attached to it, and one that starts a new word keeps its space
+    before, after = tok.decode(prompt_ids[1:]), tok.decode(prompt_ids[1:] + new)
+    return after[len(before):] if after.startswith(before) else " " + tok.decode(new)
 
 
 def infill_text(run, text: str, span: int = 1, steps=None, order="confidence", seed=0, **sampling) -> str:

@@ -90,7 +90,7 @@ def _sample(run: dict, seed: int) -> str:
         return f"(no sample: {e})"
     if loaded.objective == "masked":
         return infill_text(loaded, "The <mask> was <mask> in the <mask> .", temperature=0.0, seed=seed)
-    return "The " + generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).strip()
+    return "The" + generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).rstrip()
 
 
 def _tables(runs: list[dict], samples: dict) -> list[str]:
