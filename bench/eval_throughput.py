@@ -127,7 +127,8 @@ def main():
         print(rows[-1], flush=True)
     notes = [f"pairs: {source}; model: {a.preset} shape, random weights (speed does not depend on training), fp32 scoring",
              "scores are checked equal (max abs diff column) before the timings count",
-             "bf16 rows: faster, but scores move by the deviation shown; BabyLM scores in fp32, so fp32 is the default"]
+             "bf16 rows (`--precision bf16`: body in bf16, head and log-probs in fp32): faster, scores move by the deviation shown "
+             "(summed over a sentence, random weights); BabyLM scores in fp32, so fp32 is the default"]
     append_results("Evaluation throughput (bench/eval_throughput.py)", rows, notes)
 
 

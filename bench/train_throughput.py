@@ -3,8 +3,11 @@
 causal and hybrid vs LlamaForCausalLM; masked and diffusion vs ModernBertForMaskedLM. Same batch,
 sequence length, bf16 autocast, AdamW (fused on both sides), in one process, alternating, median
 of several repeats. Before timing, the causal loss of hybridlm and of Llama loaded with the same
-weights must agree (fp32). MFU is model FLOPs (6 x parameters x tokens + attention) against a
-bf16 matmul peak measured here.
+weights must agree (fp32). MFU is the model FLOPs each side performs (PaLM's 6 x parameters x
+tokens + attention, with the output head counted only at the positions where it is computed:
+hybridlm computes it at the scored positions, the HF models at every position) against a bf16
+matmul peak measured here. So speed-up = (HF FLOPs / hybridlm FLOPs) x (hybridlm MFU / HF MFU):
+work skipped, and work done faster.
 
     python bench/train_throughput.py [--batch 16] [--seq-len 128] [--repeats 5] [--large]
 """
@@ -60,10 +63,11 @@ def step_fn(model, opt, run):
     return fn
 
 
-def flops_per_token(model, seq_len):
-    n = model.num_parameters()
-    c = model.cfg
-    return 6 * n + 12 * c.n_layer * c.d_model * seq_len  # PaLM's model FLOPs (attention included)
+def step_flops(n_params, head_params, cfg, batch, seq_len, head_positions):
+    """PaLM's model FLOPs of one training step, with the output head only where it is computed."""
+    tokens = batch * seq_len
+    attention = 12 * cfg.n_layer * cfg.d_model * seq_len * tokens
+    return 6 * (n_params - head_params) * tokens + attention + 6 * head_params * head_positions
 
 
 def main():
@@ -78,7 +82,8 @@ def main():
     peak = bf16_peak_tflops()
     g = torch.Generator().manual_seed(0)
     mode = "torch.compile" if a.compile else "eager"
-    rows = ["| objective | preset | tokens/step | hybridlm tok/s | HF model | HF tok/s | ratio | hybridlm MFU |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| objective | preset | tokens/step | hybridlm tok/s | HF model | HF tok/s | speed-up | HF/hybridlm FLOPs | hybridlm MFU | HF MFU |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     notes = [f"both sides {mode}; bf16 autocast, fused AdamW, clip 2.0", f"bf16 matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)"]
     shapes = [("small", a.seq_len, a.batch)] + ([("base", 256, 8)] if a.large else [])
     for preset, L, B in shapes:
@@ -115,9 +120,13 @@ def main():
             hf_step = step_fn(hf, opt_b, lambda: hf_run(hf_fwd))
             t = alternate({"ours": ours_step, "hf": hf_step}, repeats=a.repeats, warmup=3 if a.compile else 1)
             tokens = B * L
-            mfu = flops_per_token(ours, L) * tokens / t["ours"] / 1e12 / peak
+            head = V * ours.cfg.d_model  # tied: the embedding matrix is the head
+            flops_ours = step_flops(ours.num_parameters(), head, ours.cfg, B, L, int((batch.loss_weights > 0).sum()))
+            flops_hf = step_flops(hf.num_parameters(), head, ours.cfg, B, L, tokens)  # HF: logits everywhere
+            mfu_ours = flops_ours / t["ours"] / 1e12 / peak
+            mfu_hf = flops_hf / t["hf"] / 1e12 / peak
             rows.append(f"| {objective} | {preset} (L={L}) | {tokens:,} | {tokens / t['ours']:,.0f} | {hf_name} | {tokens / t['hf']:,.0f} | "
-                        f"{t['hf'] / t['ours']:.2f}x | {mfu:.0%} |")
+                        f"{t['hf'] / t['ours']:.2f}x | {flops_hf / flops_ours:.2f} | {mfu_ours:.0%} | {mfu_hf:.0%} |")
             print(rows[-1], flush=True)
     append_results("Training throughput (bench/train_throughput.py)", rows, notes)
 
