@@ -61,3 +61,11 @@ def test_no_gradient_work_without_grad():
     loss, ce = ops.linear_cross_entropy(h, W, torch.arange(8), torch.ones(8))
     assert not loss.requires_grad and ce.shape == (8,)
     torch.testing.assert_close(loss, F.cross_entropy(h @ W.t(), torch.arange(8), reduction="sum"))
+    # parameters that require grad, under no_grad (validation): only the logits' matmul runs
+    from torch.utils.flop_counter import FlopCounterMode
+
+    W.requires_grad_(True)
+    for grad_enabled, matmuls in ((False, 1), (True, 3)):
+        with torch.set_grad_enabled(grad_enabled), FlopCounterMode(display=False) as counter:
+            ops.linear_cross_entropy(h, W, torch.arange(8), torch.ones(8))
+        assert counter.get_total_flops() == matmuls * 2 * 8 * 11 * 4

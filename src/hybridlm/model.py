@@ -181,6 +181,7 @@ class Transformer(nn.Module):
         With `labels` (the target id at each selected position, [N]) and `label_weights` ([N]):
         (sum of weighted CE [+ z-loss], CE per position) from the fused head (hybridlm.ops), without
         materialising the logits; `never_predict` is a token id whose logit is -inf (MDLM's SUBS).
+        fp32_head: the final norm and the head in fp32 even under bf16 autocast (for scoring).
 
         is_causal: a bool for the whole batch or a bool tensor [B] (mixed causal/bidirectional rows).
         document_ids: [B, T] ints; attention is restricted to positions of the same document.

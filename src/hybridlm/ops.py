@@ -18,10 +18,9 @@ CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32): large matmuls, sma
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, weights, z_loss, masked_column, compute_dtype):
+    def forward(ctx, hidden, weight, targets, weights, z_loss, masked_column, compute_dtype, needs_grad):
         h = hidden.to(compute_dtype)
         w_mat = weight.to(compute_dtype)
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if needs_grad else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_grad else None
         ce = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
@@ -63,7 +62,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_ce):
         grad_h, grad_w = ctx.saved_tensors
         return ((grad_h * grad_loss).to(ctx.hidden_dtype), (grad_w * grad_loss).to(ctx.weight_dtype),
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
 def linear_cross_entropy(hidden, weight, targets, weights, z_loss: float = 0.0, masked_column: int | None = None):
@@ -76,5 +75,9 @@ def linear_cross_entropy(hidden, weight, targets, weights, z_loss: float = 0.0, 
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         compute_dtype = torch.promote_types(hidden.dtype, weight.dtype)
+    # ctx.needs_input_grad says True under torch.no_grad too: without this, validation would pay
+    # for two more matmuls per chunk
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(device_type, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, weights, float(z_loss), masked_column, compute_dtype)
+        return _LinearCrossEntropy.apply(hidden, weight, targets, weights, float(z_loss), masked_column, compute_dtype,
+                                         needs_grad)
