@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hybridlm.evaluate.blimp import aggregate, evaluate_pairs, load_pairs
 from hybridlm.evaluate.lm import load_lm
+from hybridlm.evaluate.scoring import check_scorer
 
 DEFAULT_BLIMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "blimp"
 
@@ -33,15 +34,21 @@ def main():
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     lm = load_lm(a.run, a.hf_model, precision=a.precision)
+    scorer = check_scorer(lm, a.scorer)
     files = sorted(Path(a.data).glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"no *.jsonl paradigm files in {a.data}")
     pairs, good, bad, seconds = [], [], [], 0.0
     for f in files:
         part = out / f"{f.stem}.json"
         if part.is_file():
             done = json.loads(part.read_text())
+            if (done["scorer"], done["precision"]) != (scorer, a.precision):
+                raise SystemExit(f"{part} was scored with {done['scorer']} ({done['precision']}), not {scorer} "
+                                 f"({a.precision}): use another --out")
         else:
             t0 = time.perf_counter()
-            r = evaluate_pairs(lm, load_pairs([f]), a.scorer)
+            r = evaluate_pairs(lm, load_pairs([f]), scorer)
             done = {"seconds": time.perf_counter() - t0, "scorer": r["scorer"], "precision": a.precision,
                     "pairs": r["pairs"]}
             tmp = part.with_suffix(".tmp")
@@ -54,7 +61,7 @@ def main():
         good += [p["good"] for p in done["pairs"]]
         bad += [p["bad"] for p in done["pairs"]]
         seconds += done["seconds"]
-    result = aggregate(pairs, good, bad, done["scorer"], lm.name)
+    result = aggregate(pairs, good, bad, scorer, lm.name)
     result.update(precision=a.precision, seconds=seconds)
     (out / "blimp.json").write_text(json.dumps({k: v for k, v in result.items() if k != "pairs"}, indent=1))
     print(f"macro accuracy {result['macro_accuracy']:.1%} ± {result['macro_stderr']:.1%} over {len(result['paradigms'])} "
