@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-from hybridlm.evaluate.blimp import aggregate, evaluate_pairs, load_pairs
-from hybridlm.evaluate.lm import load_lm
-from hybridlm.evaluate.scoring import check_scorer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SHARED  # noqa: E402
 
-DEFAULT_BLIMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "blimp"
+from hybridlm.evaluate.blimp import aggregate, evaluate_pairs, load_pairs  # noqa: E402
+from hybridlm.evaluate.lm import load_lm  # noqa: E402
+from hybridlm.evaluate.scoring import check_scorer  # noqa: E402
 
 
 def main():
@@ -29,7 +31,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--scorer")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    ap.add_argument("--data", default=str(DEFAULT_BLIMP))
+    ap.add_argument("--data", default=str(SHARED / "blimp"))
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -41,6 +43,7 @@ def main():
     pairs, good, bad, seconds = [], [], [], 0.0
     for f in files:
         part = out / f"{f.stem}.json"
+        rows = load_pairs([f])
         if part.is_file():
             done = json.loads(part.read_text())
             if (done["scorer"], done["precision"]) != (scorer, a.precision):
@@ -48,7 +51,7 @@ def main():
                                  f"({a.precision}): use another --out")
         else:
             t0 = time.perf_counter()
-            r = evaluate_pairs(lm, load_pairs([f]), scorer)
+            r = evaluate_pairs(lm, rows, scorer)
             done = {"seconds": time.perf_counter() - t0, "scorer": r["scorer"], "precision": a.precision,
                     "pairs": r["pairs"]}
             tmp = part.with_suffix(".tmp")
@@ -56,7 +59,6 @@ def main():
             os.replace(tmp, part)
             acc = sum(p["correct"] for p in r["pairs"]) / len(r["pairs"])
             print(f"{f.stem:<50} {acc:6.1%}  {done['seconds']:6.1f} s", flush=True)
-        rows = load_pairs([f])
         pairs += rows
         good += [p["good"] for p in done["pairs"]]
         bad += [p["bad"] for p in done["pairs"]]

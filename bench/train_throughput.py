@@ -100,11 +100,12 @@ def main():
                     with torch.no_grad():
                         a_loss = obj.loss(ours, batch)[0].item()
                         b_loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss.item()
+                        logits = ours(ids[:, :-1])
                     # HF shifts labels itself: its loss covers L-1 targets, ours L; compare on the same targets
-                    ref = torch.nn.functional.cross_entropy(ours(ids[:, :-1])[:, :-1].reshape(-1, V), ids[:, 1:-1].reshape(-1)).item()
+                    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:-1].reshape(-1)).item()
                     assert abs(b_loss - ref) < 1e-4, (b_loss, ref)
                     # and hybridlm's training loss (fused head + CE) is the plain CE over all its targets
-                    full = torch.nn.functional.cross_entropy(ours(ids[:, :-1]).reshape(-1, V), ids[:, 1:].reshape(-1)).item()
+                    full = torch.nn.functional.cross_entropy(logits.reshape(-1, V), ids[:, 1:].reshape(-1)).item()
                     assert abs(a_loss - full) < 1e-4, (a_loss, full)
                     notes.append(f"{preset}: causal loss check passed (hybridlm {ref:.5f} = Llama {b_loss:.5f} on the same targets)")
                 hf_run = lambda hf: hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss

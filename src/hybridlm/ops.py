@@ -38,8 +38,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             logp_t = logp[r, t_c]
             ce[start:end] = -logp_t
             loss += (wt_c * -logp_t).sum()
-            lse = logits[r, t_c].float() - logp_t
             if z_loss:
+                lse = logits[r, t_c].float() - logp_t
                 loss += z_loss * (wt_c * lse.pow(2)).sum()
             if needs_grad:
                 # d loss / d logits = s * softmax - w * onehot(t), with s = w * (1 + 2 z lse).
