@@ -19,7 +19,7 @@ def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
     ours = load_run(runs[objective]).model
     ids = torch.randint(5, 320, (2, 20))
     with torch.no_grad():
-        want = ours(ids, is_causal=False)
+        want = ours(ids, is_causal=False, logits=True)
         got = hf(ids).logits
     if objective == "hybrid":  # masked next-token prediction, moved to the predicted position
         assert torch.allclose(got[:, 1:], want[:, :-1], atol=1e-4)
@@ -31,7 +31,23 @@ def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
     sentences = ["the cat sleeps .", "a boy sees himself ."]
     if objective != "diffusion":
         scorer = "pll" if objective == "masked" else "mntp"
-        assert score_sentences(HFLM(path), sentences, "pll") == pytest.approx(score_sentences(RunLM(runs[objective]), sentences, scorer), abs=1e-4)
+        assert score_sentences(HFLM(path, trust_remote_code=True), sentences, "pll") == pytest.approx(score_sentences(RunLM(runs[objective]), sentences, scorer), abs=1e-4)
+
+
+def test_model_code_runs_only_when_asked(runs, tmp_path):
+    # a model folder whose configuration module writes a file when imported
+    out = tmp_path / "m"
+    hlm("export", "--run", runs["masked"], "--out", out)
+    marker = tmp_path / "pwned"
+    (out / "configuration_hybridlm.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
+                                                   + (out / "configuration_hybridlm.py").read_text())
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
+    proc = hlm("eval", "blimp", "--hf-model", out, "--data", pairs, check=False)
+    assert_one_line_error(proc, "--trust-remote-code")
+    assert not marker.exists()
+    hlm("eval", "blimp", "--hf-model", out, "--data", pairs, "--trust-remote-code")
+    assert marker.exists()  # the user asked: now it runs
 
 
 def test_export_refuses_to_overwrite(runs, tmp_path):

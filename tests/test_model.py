@@ -16,7 +16,7 @@ def test_causal_mode_never_sees_the_future(model):
     changed = ids.clone()
     changed[:, 15:] = torch.randint(5, 300, (2, 9))
     with torch.no_grad():
-        a, b = model(ids, is_causal=True), model(changed, is_causal=True)
+        a, b = model(ids, is_causal=True, logits=True), model(changed, is_causal=True, logits=True)
     assert torch.allclose(a[:, :15], b[:, :15], atol=1e-6)
     assert not torch.allclose(a[:, 15:], b[:, 15:], atol=1e-3)
 
@@ -26,7 +26,7 @@ def test_bidirectional_mode_sees_the_future(model):
     changed = ids.clone()
     changed[0, -1] = (ids[0, -1] + 1 - 5) % 295 + 5
     with torch.no_grad():
-        a, b = model(ids, is_causal=False), model(changed, is_causal=False)
+        a, b = model(ids, is_causal=False, logits=True), model(changed, is_causal=False, logits=True)
     assert not torch.allclose(a[:, 0], b[:, 0], atol=1e-5)
 
 
@@ -34,9 +34,9 @@ def test_per_row_modes_equal_separate_passes(model):
     ids = torch.randint(5, 300, (3, 12))
     mode = torch.tensor([True, False, True])
     with torch.no_grad():
-        mixed = model(ids, is_causal=mode)
-        causal = model(ids, is_causal=True)
-        bidi = model(ids, is_causal=False)
+        mixed = model(ids, is_causal=mode, logits=True)
+        causal = model(ids, is_causal=True, logits=True)
+        bidi = model(ids, is_causal=False, logits=True)
     assert torch.allclose(mixed[0], causal[0], atol=1e-5) and torch.allclose(mixed[2], causal[2], atol=1e-5)
     assert torch.allclose(mixed[1], bidi[1], atol=1e-5)
 
@@ -47,30 +47,28 @@ def test_document_mask_isolates_packed_documents(model):
     other_b = torch.cat([torch.tensor([[1]]), doc_a, torch.tensor([[1]]), torch.randint(5, 300, (1, 8))], 1)
     doc_ids = torch.cumsum((packed == 1).int(), -1)
     with torch.no_grad():
-        a = model(packed, is_causal=False, document_ids=doc_ids)
-        b = model(other_b, is_causal=False, document_ids=doc_ids)
+        a = model(packed, is_causal=False, document_ids=doc_ids, logits=True)
+        b = model(other_b, is_causal=False, document_ids=doc_ids, logits=True)
     assert torch.allclose(a[:, :8], b[:, :8], atol=1e-6)  # document A never saw document B
 
 
 def test_kv_cache_matches_full_forward(model):
     ids = torch.randint(5, 300, (2, 10))
     with torch.no_grad():
-        full = model(ids, is_causal=True)
+        full = model(ids, is_causal=True, logits=True)
         caches = [KVCache() for _ in model.blocks]
-        steps = [model(ids[:, :4], is_causal=True, kv_caches=caches)]
+        steps = [model(ids[:, :4], is_causal=True, kv_caches=caches, logits=True)]
         for i in range(4, 10):
-            steps.append(model(ids[:, i : i + 1], kv_caches=caches, start_pos=i))
+            steps.append(model(ids[:, i : i + 1], kv_caches=caches, start_pos=i, logits=True))
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
 
-def test_select_returns_only_chosen_positions(model):
+def test_forward_returns_hidden_states_and_logits_when_asked(model):
     ids = torch.randint(5, 300, (2, 6))
-    sel = torch.zeros(2, 6, dtype=torch.bool)
-    sel[0, 2] = sel[1, 5] = True
     with torch.no_grad():
-        full, part = model(ids, is_causal=False), model(ids, is_causal=False, select=sel)
-    assert part.shape == (2, 300)
-    assert torch.allclose(part, full[sel], atol=1e-5)
+        hidden, logits = model(ids, is_causal=False), model(ids, is_causal=False, logits=True)
+    assert hidden.shape == (2, 6, model.cfg.d_model) and logits.shape == (2, 6, 300)
+    assert torch.allclose(model.head(hidden), logits) and torch.allclose(model.head(hidden, fp32=True), logits, atol=1e-6)
 
 
 def test_preset_sizes():

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from hybridlm.config import TrainConfig, load_config, merge_config
 from hybridlm.errors import UserError
@@ -145,3 +146,114 @@ def test_tensorboard_and_yaml_config(tmp_path, data_dir):
     events.Reload()
     assert {"loss", "val_loss", "lr"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [3]
+
+
+# ---------------------------------------------------------------- resume honours what the user typed
+def test_resume_extends_a_finished_run_even_to_the_default_length(tmp_path, data_dir):
+    run = tmp_path / "r"
+    hlm("train", "--data", data_dir, "--out", run, "--max-steps", 3, "--seq-len", 32, "--batch-size", 8, "--eval-interval", 0)
+    # 1000 is TrainConfig's default max_steps: an explicit flag equal to a default is still applied
+    hlm("train", "--out", run, "--resume", "--max-steps", 1000, "--log-interval", 500, "--checkpoint-interval", 1000)
+    assert json.loads((run / "config.json").read_text())["max_steps"] == 1000
+    assert (run / "checkpoints" / "step_0001000").is_dir()
+    assert max(_losses(run)) == 1000
+
+
+def test_resume_refuses_another_objective_even_the_default_one(tmp_path, data_dir):
+    run = tmp_path / "r"
+    hlm("train", "--data", data_dir, "--out", run, "--objective", "hybrid", "--max-steps", 2, "--seq-len", 32, "--batch-size", 8)
+    proc = hlm("train", "--out", run, "--resume", "--objective", "causal", "--max-steps", 4, check=False)
+    assert_one_line_error(proc, "objective='causal'", "'hybrid'")
+    proc = hlm("train", "--out", run, "--resume", "--seq-len", 128, check=False)  # 128 is the default seq_len
+    assert_one_line_error(proc, "seq_len", "new --out")
+    hlm("train", "--out", run, "--resume", "--objective", "hybrid", "--max-steps", 4)  # the same value is fine
+
+
+def test_resume_trains_the_folder_given_not_the_one_saved(tmp_path, data_dir):
+    import shutil
+
+    orig = tmp_path / "orig"
+    hlm("train", "--data", data_dir, "--out", orig, "--max-steps", 2, "--seq-len", 32, "--batch-size", 8, "--eval-interval", 0)
+    before = {p.name: p.stat().st_mtime_ns for p in orig.rglob("*")}
+    shutil.copytree(orig, tmp_path / "copy")
+    hlm("train", "--out", tmp_path / "copy", "--resume", "--max-steps", 4, cwd=tmp_path)
+    assert (tmp_path / "copy" / "checkpoints" / "step_0000004").is_dir()
+    assert {p.name: p.stat().st_mtime_ns for p in orig.rglob("*")} == before  # the original run untouched
+
+
+# ---------------------------------------------------------------- what is reported
+def test_z_loss_is_optimised_but_not_reported(tmp_path, data_dir):
+    from hybridlm.runs import RunDir
+    from hybridlm.train import Dist, evaluate, setup
+
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "z"), objective="causal", max_steps=4, z_loss=0.05,
+                      **{**FAST, "eval_interval": 4, "eval_batches": 3})
+    logged = train(cfg, quiet=True)
+    run = RunDir(tmp_path / "z")
+    plain = run.read_config()
+    plain.z_loss = 0.0  # the same weights, evaluated without the penalty
+    result = evaluate(setup(plain, Dist("cpu"), run, resume=True))
+    assert result["val_bpb"] == pytest.approx(logged["val_bpb"], rel=1e-6)
+    assert result["val_loss"] == pytest.approx(logged["val_loss"], rel=1e-6)
+
+
+def test_bits_per_byte_counts_the_bytes_of_the_tokens_scored(tokenizer_dir, corpus):
+    from hybridlm.tokenizer import load_tokenizer, token_byte_lengths
+
+    tok = load_tokenizer(tokenizer_dir)
+    table = token_byte_lengths(tok)
+    assert (table[:5] == 0).all()  # special tokens stand for no text
+    for line in corpus.read_text().splitlines()[:20]:
+        if line:
+            ids = tok.encode(line, add_special_tokens=False).ids
+            assert table[ids].sum() == len(line.encode("utf-8")) + 1  # + the space before the first word
+
+
+def test_a_non_finite_loss_never_reaches_the_weights(tmp_path, data_dir):
+    from hybridlm.runs import RunDir
+    from hybridlm.train import Dist, setup, train_step
+
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=2, **FAST)
+    train(cfg, quiet=True)
+    run = RunDir(tmp_path / "r")
+    t = setup(run.read_config(), Dist("cpu"), run, resume=True)
+    t.cfg.max_steps = 4
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.objective.z_loss = float("nan")  # poisons the loss of the next step
+    with pytest.raises(UserError, match="loss became nan"):
+        train_step(t)
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
+# ---------------------------------------------------------------- no pickle
+def test_checkpoints_load_without_pickle(tmp_path, data_dir, monkeypatch):
+    import pickle
+
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=2, **FAST)
+    train(cfg, quiet=True)
+
+    def refuse(*a, **k):
+        raise AssertionError("pickle used to load a checkpoint")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    train({"out": str(tmp_path / "r"), "max_steps": 3}, resume=True, quiet=True)
+    assert (tmp_path / "r" / "checkpoints" / "step_0000003").is_dir()
+
+
+def test_a_crafted_rng_pickle_never_runs(tmp_path, data_dir):
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=2, **FAST)
+    train(cfg, quiet=True)
+    ckpt = tmp_path / "r" / "checkpoints" / "step_0000002"
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save(Payload(), ckpt / "rng.pt")  # a checkpoint in the old pickle layout, crafted
+    (ckpt / "rng.json").unlink()
+    proc = hlm("train", "--out", tmp_path / "r", "--resume", "--max-steps", 3, check=False)
+    assert_one_line_error(proc, "pickle")
+    assert not marker.exists()

@@ -1,8 +1,11 @@
-"""Atomic checkpoints: safetensors weights + optimizer, data position and RNG state.
+"""Atomic checkpoints without pickle: weights, optimizer, data position and RNG state.
 
-RUN/checkpoints/step_000200/{model.safetensors, optimizer.pt, state.json, rng.pt} is written to a
-temporary directory and renamed into place; RUN/checkpoints/latest names the newest complete one
-and is itself replaced atomically, so a kill at any moment leaves the previous checkpoint usable.
+RUN/checkpoints/step_0000200/ holds model.safetensors, optimizer.safetensors (the tensors; the
+parameter groups as JSON in its metadata), state.json (step, data position) and rng.json. It is
+written to a temporary folder and renamed into place; RUN/checkpoints/latest names the newest
+complete one and is itself replaced atomically, so a kill at any moment leaves the previous
+checkpoint usable. Nothing in a checkpoint is loaded with pickle, so a checkpoint from someone
+else cannot run code.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hybridlm.errors import UserError
 
 CKPT_DIR = "checkpoints"
+NAME = re.compile(r"step_\d{7,}")  # only these folders are checkpoints
 
 
 def _fsync_dir(path: Path):
@@ -31,23 +37,56 @@ def _fsync_dir(path: Path):
         pass
 
 
+# ---------------------------------------------------------------- RNG state as JSON
 def rng_state() -> dict:
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
     return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "python": [py_version, list(py_state), py_gauss],
     }
 
 
 def set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
 
 
+# ---------------------------------------------------------------- optimizer state in safetensors
+def _save_optimizer(osd: dict, path: Path):
+    """A full optimizer state dict keyed by parameter name: tensors in safetensors, the rest as JSON."""
+    tensors, scalars = {}, {}
+    for param, entry in osd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{param}\t{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{param}\t{key}"] = value
+    meta = {"param_groups": json.dumps(osd["param_groups"]), "scalars": json.dumps(scalars)}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _load_optimizer(path: Path) -> dict:
+    state: dict[str, dict] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        for name in f.keys():
+            param, key = name.split("\t")
+            state.setdefault(param, {})[key] = f.get_tensor(name)
+    for name, value in json.loads(meta.get("scalars", "{}")).items():
+        param, key = name.split("\t")
+        state.setdefault(param, {})[key] = value
+    return {"state": state, "param_groups": json.loads(meta["param_groups"])}
+
+
+# ---------------------------------------------------------------- saving and finding
 def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict, state: dict, keep: int = 2) -> Path:
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -57,8 +96,8 @@ def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
+    _save_optimizer(optimizer_state, tmp / "optimizer.safetensors")
+    (tmp / "rng.json").write_text(json.dumps(rng_state()))
     (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -80,24 +119,37 @@ def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict
     return final
 
 
+def remove_stale(run_dir) -> list[str]:
+    """Remove the temporary folders a kill during a checkpoint write leaves behind."""
+    root = Path(run_dir) / CKPT_DIR
+    removed = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith((".tmp-", ".old-", ".latest-")) and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p.name)
+    return removed
+
+
 def list_checkpoints(run_dir) -> list[Path]:
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and NAME.fullmatch(p.name))
 
 
 def latest_checkpoint(run_dir) -> Path | None:
     root = Path(run_dir) / CKPT_DIR
     pointer = root / "latest"
-    if pointer.is_file():
-        p = root / pointer.read_text().strip()
-        if p.is_dir():
-            return p
+    if pointer.is_file() and not pointer.is_symlink():
+        name = pointer.read_text(errors="replace").strip()
+        if NAME.fullmatch(name) and (root / name).is_dir():
+            return root / name
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
 
 
+# ---------------------------------------------------------------- loading
 def _corrupt(path: Path, why: str, run_dir) -> UserError:
     others = [p.name for p in list_checkpoints(run_dir) if p != path]
     fix = f"move it aside to use {others[-1]}" if others else "retrain, or restore it from a backup"
@@ -116,12 +168,17 @@ def load_weights(path: Path, run_dir=None) -> dict:
 
 def load_training_state(path: Path, run_dir) -> tuple[dict, dict, dict]:
     """(optimizer state, rng state, state.json) of a checkpoint, with a clear error if damaged."""
+    if (path / "rng.pt").exists() and not (path / "rng.json").exists():
+        raise UserError(f"checkpoint {path} is in the old pickle format, which hlm no longer loads (it could run code); "
+                        "its weights still evaluate and export, but to train on start a new run")
     try:
         state = json.loads((path / "state.json").read_text())
-        optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("state.json has no step")
+        optimizer = _load_optimizer(path / "optimizer.safetensors")
+        rng = json.loads((path / "rng.json").read_text())
     except FileNotFoundError as e:
         raise _corrupt(path, f"{Path(e.filename).name} missing", run_dir) from None
     except Exception as e:
-        raise _corrupt(path, str(e).splitlines()[0][:120], run_dir) from None
+        raise _corrupt(path, str(e).splitlines()[0][:120] if str(e) else type(e).__name__, run_dir) from None
     return optimizer, rng, state

@@ -32,13 +32,14 @@ def _train_args(p: argparse.ArgumentParser):
 
 
 def cmd_train(a):
-    from hybridlm.config import TrainConfig, load_config, merge_config
+    from hybridlm.config import TrainConfig, merge_config, read_config_file
     from hybridlm.train import train
 
-    base = load_config(a.config) if a.config else TrainConfig()
+    # exactly what the user gave (config file, then flags over it): --resume checks and applies these
+    given = read_config_file(a.config) if a.config else {}
     flags = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if getattr(a, f.name) is not None}
-    cfg = merge_config(flags, base, source="command line")
-    summary = train(cfg, resume=a.resume)
+    merge_config(flags, source="command line")  # names and types, before anything else
+    summary = train({**given, **flags}, resume=a.resume)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
 
 
@@ -69,6 +70,8 @@ def _model_args(p):
     g.add_argument("--run", help="a hybridlm run directory")
     g.add_argument("--hf-model", help="a local Hugging Face model directory (causal or masked LM)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="--hf-model: run the model code shipped in the folder (only for folders you trust; hlm's masked exports need it)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="fp32 (the BabyLM convention) or bf16: the transformer body in bf16, the output head and log-probs in fp32 (about 2x faster on CPUs with bf16 units)")
 
 
@@ -76,16 +79,17 @@ def _lm(a):
     from hybridlm.evaluate.lm import load_lm
     from hybridlm.runs import default_device
 
-    return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision)
+    return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision, a.trust_remote_code)
 
 
 def _write_json(path, obj, a=None, name=None):
-    paths = [Path(path)] if path else []
+    from hybridlm.files import atomic_write_json
+    from hybridlm.runs import RunDir
+
+    if path:
+        atomic_write_json(path, obj)
     if a is not None and a.run:  # runs keep their evaluations, for hlm report
-        paths.append(Path(a.run) / "eval" / name)
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(obj, indent=2))
+        RunDir(a.run).write_eval(name, obj)
 
 
 def cmd_perplexity(a):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import json
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -15,7 +17,7 @@ from hybridlm.errors import UserError
 class TrainConfig:
     data: str = ""  # prepared data directory (hlm prepare)
     out: str = ""  # run directory
-    objective: str = "causal"  # causal | masked | hybrid | diffusion
+    objective: str = "causal"  # a registered objective: causal | masked | hybrid | diffusion | ...
     preset: str = "tiny"  # tiny | small | base
     model: dict = field(default_factory=dict)  # overrides of the preset, e.g. {n_layer = 4}
     seed: int = 1337
@@ -37,7 +39,7 @@ class TrainConfig:
     beta2: float = 0.98
     grad_clip: float = 2.0
     z_loss: float = 0.0
-    # objective options (each objective reads the ones it has)
+    # objective options (each objective class names the ones it reads in its `config_keys`)
     mask_ratio_start: float = 0.3
     mask_ratio_end: float = 0.15
     max_span: int = 3
@@ -74,34 +76,40 @@ class TrainConfig:
         return max(L for _, L, _ in self.stages())
 
     def validate(self) -> "TrainConfig":
-        from hybridlm.model import PRESETS
-        from hybridlm.objectives import OBJECTIVES
-        from hybridlm.objectives.diffusion import SCHEDULES
+        """Every value checked before anything is written: a bad one is a one-line error, never a stub run."""
+        from hybridlm.model import PRESETS, check_model_overrides
+        from hybridlm.objectives import objective_class
 
-        if self.objective not in OBJECTIVES:
-            raise UserError(f"unknown objective {self.objective!r} (choose one of: {', '.join(OBJECTIVES)})")
+        objective = objective_class(self.objective)
         if self.preset not in PRESETS:
             raise UserError(f"unknown preset {self.preset!r} (choose one of: {', '.join(PRESETS)})")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {self.schedule!r} (choose one of: {', '.join(SCHEDULES)})")
-        if self.diffusion_estimator not in ("time", "count"):
-            raise UserError(f"unknown diffusion_estimator {self.diffusion_estimator!r} (choose time or count)")
-        if self.diffusion_estimator == "count" and (self.schedule != "loglinear" or self.frequency_masking):
-            raise UserError("diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no frequency_masking")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise UserError(f"unknown precision {self.precision!r} (choose auto, bf16 or fp32)")
-        if self.distributed not in ("ddp", "fsdp"):
-            raise UserError(f"unknown distributed mode {self.distributed!r} (choose ddp or fsdp)")
-        for name in ("seq_len", "batch_size", "max_steps"):
+        check_model_overrides(self.model)
+        shape = {**PRESETS[self.preset], **self.model}
+        if shape["d_model"] % shape["n_head"] or (shape["d_model"] // shape["n_head"]) % 2:
+            raise UserError(f"d_model {shape['d_model']} must split into {shape['n_head']} heads of even size")
+        for name, allowed in (("precision", ("auto", "bf16", "fp32")), ("distributed", ("ddp", "fsdp"))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"unknown {name} {getattr(self, name)!r} (choose one of: {', '.join(allowed)})")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UserError(f"unknown device {self.device!r} (choose auto, cpu or cuda)")
+        for name in ("seq_len", "batch_size", "max_steps", "eval_batches", "checkpoint_interval", "log_interval"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive (got {getattr(self, name)})")
-        if not 0 <= self.causal_fraction <= 1:
-            raise UserError(f"causal_fraction must lie in [0, 1] (got {self.causal_fraction})")
-        for name in ("mask_ratio_start", "mask_ratio_end"):
-            if not 0 < getattr(self, name) < 1:
-                raise UserError(f"{name} must lie in (0, 1) (got {getattr(self, name)})")
+        for name in ("eval_interval", "micro_batch_size", "keep_checkpoints", "max_seconds", "weight_decay", "grad_clip", "z_loss"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"lr must be positive (got {self.lr})")
+        for name in ("beta1", "beta2", "warmup_fraction", "cooldown_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{name} must lie in [0, 1) (got {getattr(self, name)})")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"min_lr_ratio must lie in [0, 1] (got {self.min_lr_ratio})")
+        if self.warmup_fraction + self.cooldown_fraction > 1:
+            raise UserError("warmup_fraction + cooldown_fraction must not exceed 1")
         for i, stage in enumerate(self.seq_len_schedule):
-            if not (isinstance(stage, (list, tuple)) and len(stage) == 2 and 0 <= stage[0] < 1 and int(stage[1]) > 0):
+            if not (isinstance(stage, (list, tuple)) and len(stage) == 2 and all(isinstance(v, (int, float)) for v in stage)
+                    and 0 <= stage[0] < 1 and int(stage[1]) > 0):
                 raise UserError(f"seq_len_schedule entry {stage!r} must be [fraction in [0, 1), seq_len]")
             if (self.batch_size * self.seq_len) % int(stage[1]):
                 raise UserError(f"seq_len_schedule length {stage[1]} must divide batch_size * seq_len = {self.batch_size * self.seq_len}")
@@ -110,6 +118,7 @@ class TrainConfig:
         unknown = set(self.log) - {"tensorboard", "wandb"}
         if unknown:
             raise UserError(f"unknown logger {sorted(unknown)[0]!r} (choose tensorboard or wandb)")
+        objective.check_config(self)
         return self
 
 
@@ -150,8 +159,9 @@ def merge_config(values: dict, base: TrainConfig | None = None, source: str = "c
     cfg = asdict(base) if base is not None else asdict(TrainConfig())
     for key, value in values.items():
         default = getattr(TrainConfig(), key)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise UserError(f"{key} in {source} must be true or false (got {value!r})")
+        if isinstance(default, bool) != isinstance(value, bool):
+            what = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
+            raise UserError(f"{key} in {source} must be {what} (got {value!r})")
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(default) in (int, float, str, list, dict) and not isinstance(value, type(default)):
@@ -160,6 +170,15 @@ def merge_config(values: dict, base: TrainConfig | None = None, source: str = "c
     return TrainConfig(**cfg)
 
 
-def load_config(path) -> TrainConfig:
+def read_config_file(path) -> dict:
+    """The keys of a TOML/YAML/JSON config file, checked (names and types) against TrainConfig."""
     path = Path(path)
-    return merge_config(_read_file(path), source=str(path))
+    values = _read_file(path)
+    if not isinstance(values, dict):
+        raise UserError(f"config {path} must hold keys and values (a table / mapping), not a {type(values).__name__}")
+    merge_config(values, source=str(path))
+    return values
+
+
+def load_config(path) -> TrainConfig:
+    return merge_config(read_config_file(path), source=str(path))

@@ -3,8 +3,7 @@
 Layout of a prepared directory:
     manifest.json        token counts, dtype, shards, documents, bytes/words, tokenizer hash
     tokenizer.json       the tokenizer the shards were made with
-    train_000.bin ...    token ids, every document starting with <s>
-    train_doc_starts.npy token offsets of the documents (also val_doc_starts.npy)
+    train_000.bin ...    token ids, every document starting with <s> (which marks document boundaries)
     val_000.bin          held-out split (from --valid files, or the corpus tail)
     unigram.npy          token counts of the train split (frequency-informed masking uses it)
 """
@@ -57,12 +56,16 @@ class _Split:
     n_bytes: int = 0
     n_words: int = 0
     doc_starts: list[int] | None = None
+    word_starts: list[np.ndarray] | None = None  # per document: whether each token begins a word
 
 
 def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str) -> _Split:
-    """Documents of `files` as token arrays, each starting with `bos`; encode_batch(lines) -> id lists."""
+    """Documents of `files` as token arrays, each starting with `bos`.
+
+    encode_batch(lines) -> per line a list of ids, or (ids, word starts) to keep, beside the
+    tokens, whether each token begins a word (<s> does)."""
     total = sum(os.path.getsize(f) for f in files)
-    split = _Split(tokens=[], doc_starts=[])
+    split = _Split(tokens=[], doc_starts=[], word_starts=[])
     pending_lines: list[str] = []
     pending_doc_sizes: list[int] = []
 
@@ -70,10 +73,13 @@ def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str) -> _Split:
         encs = encode_batch(pending_lines)
         i = 0
         for n_lines in pending_doc_sizes:
-            parts = [np.array([bos], dtype=dtype)]
-            parts += [np.asarray(e, dtype=dtype) for e in encs[i : i + n_lines]]
+            lines = encs[i : i + n_lines]
             i += n_lines
+            with_starts = bool(lines) and isinstance(lines[0], tuple)
+            parts = [np.array([bos], dtype=dtype)] + [np.asarray(e[0] if with_starts else e, dtype=dtype) for e in lines]
             doc = np.concatenate(parts)
+            if with_starts:
+                split.word_starts.append(np.concatenate([[True]] + [np.asarray(e[1], dtype=bool) for e in lines]))
             split.doc_starts.append(split.n_tokens)
             split.tokens.append(doc)
             split.n_tokens += len(doc)
@@ -168,8 +174,6 @@ def prepare(
         raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
 
     np.save(out / "unigram.npy", np.bincount(train_arr, minlength=vocab).astype(np.int64))
-    for name, arr in (("train", train_arr), ("val", val_arr)):  # document boundaries: where each <s> stands
-        np.save(out / f"{name}_doc_starts.npy", np.flatnonzero(arr == bos).astype(np.int64))
     shutil.copyfile(Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else tokenizer_dir,
                     out / TOKENIZER_FILE)
     manifest = {
@@ -179,10 +183,8 @@ def prepare(
         "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
         "bos_id": bos,
         "splits": {
-            "train": {"tokens": int(len(train_arr)), **train_meta, "doc_starts": "train_doc_starts.npy",
-                      "shards": _write_split(out, "train", train_arr, shard_tokens)},
-            "val": {"tokens": int(len(val_arr)), **val_meta, "doc_starts": "val_doc_starts.npy",
-                    "shards": _write_split(out, "val", val_arr, shard_tokens)},
+            "train": {"tokens": int(len(train_arr)), **train_meta, "shards": _write_split(out, "train", train_arr, shard_tokens)},
+            "val": {"tokens": int(len(val_arr)), **val_meta, "shards": _write_split(out, "val", val_arr, shard_tokens)},
         },
         "inputs": [str(f) for f in files],
     }
@@ -266,5 +268,12 @@ class PackedTokens:
         for start in range(0, n, batch_size):
             yield self.windows(range(start, min(n, start + batch_size)))
 
-    def bytes_per_token(self) -> float:
-        return self.meta["bytes"] / max(1, self.meta["tokens"])
+
+
+def load_unigram(data_dir) -> np.ndarray:
+    """Token counts of the train split (written by prepare), loaded without pickle."""
+    f = Path(data_dir) / "unigram.npy"
+    try:
+        return np.load(f, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{f} is missing or corrupt ({str(e).splitlines()[0][:60]}); re-run hlm prepare") from None

@@ -19,7 +19,8 @@ from hybridlm.evaluate.blimp import evaluate_pairs
 from hybridlm.evaluate.lm import RunLM
 from hybridlm.generate import generate_text, infill_text
 from hybridlm.grammar import minimal_pairs, write_corpus
-from hybridlm.objectives import OBJECTIVES
+from hybridlm.errors import UserError
+from hybridlm.objectives import DEFAULT_OBJECTIVES, objective_class
 from hybridlm.tokenizer import train_tokenizer
 from hybridlm.train import train
 
@@ -28,13 +29,14 @@ DEMO_STEPS = 500
 
 
 def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pairs_per_paradigm=100) -> list[dict]:
-    objectives = objectives or list(OBJECTIVES)
+    objectives = list(objectives or DEFAULT_OBJECTIVES)
     for o in objectives:
-        if o not in OBJECTIVES:
-            from hybridlm.errors import UserError
-
-            raise UserError(f"unknown objective {o!r} (choose from: {', '.join(OBJECTIVES)})")
-    steps = steps or DEMO_STEPS
+        objective_class(o)  # an unknown name fails before any work
+    steps = DEMO_STEPS if steps is None else steps
+    if steps <= 0:
+        raise UserError(f"--steps must be positive (got {steps})")
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise UserError(f"--out {out} is not empty (a previous demo?); choose a new --out or remove it")
     ctx = tempfile.TemporaryDirectory(prefix="hlm-demo-") if out is None else contextlib.nullcontext(out)
     with ctx as root:
         root = Path(root)
@@ -68,22 +70,23 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
 
 
 def _sample(run, seed) -> str:
-    if run.objective in ("causal", "hybrid"):
+    if run.objective.generation == "causal":
         return "the" + generate_text(run, "the", max_new_tokens=16, temperature=0.7, seed=seed).rstrip()
-    if run.objective == "diffusion":
+    if run.objective.generation is not None:
         return generate_text(run, "", max_new_tokens=16, steps=16, temperature=0.7, seed=seed).strip()
-    return infill_text(run, "the <mask> near the dogs <mask> .", temperature=0.0, seed=seed).strip()
+    if run.objective.infill_shift is not None:
+        return infill_text(run, run.objective.demo_sample_text, temperature=0.0, seed=seed).strip()
+    return "(this objective neither generates nor infills)"
 
 
 def _print_table(rows):
     head = f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} {'time':>6}"
     print("\n" + head + "\n" + "-" * len(head))
-    measure = {"causal": "CE (nats/token)", "masked": "masked CE", "hybrid": "mixed CE (1:15)", "diffusion": "NELBO (nats/token)"}
     for r in rows:
         print(f"{r['objective']:<10} {r['parameters']:>8,} {r['tokens_seen']:>9,} {r.get('val_loss', float('nan')):>9.3f} "
-              f"{measure[r['objective']]:<22} {r['pair_accuracy']:>9.1%} {r['seconds']:>5.0f}s")
+              f"{objective_class(r['objective']).loss_label:<22} {r['pair_accuracy']:>9.1%} {r['seconds']:>5.0f}s")
     print("\nsamples:")
     for r in rows:
         print(f"  {r['objective']:<10} {r['sample']}")
-    print("\n(val loss measures differ by objective: only causal CE and the diffusion NELBO are likelihoods;"
-          " pairs: macro accuracy on 6 grammar paradigms, chance 50%)")
+    print("\n(val loss measures differ by objective: only a likelihood or its bound (causal CE, the diffusion"
+          " NELBO) compares across objectives; pairs: macro accuracy on 6 grammar paradigms, chance 50%)")

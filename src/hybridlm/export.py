@@ -1,10 +1,10 @@
 """Export a run as a Hugging Face `transformers` model directory.
 
-Causal and hybrid runs become `LlamaForCausalLM` with no custom code: the core model uses Llama's
-RMSNorm, rotary convention and SwiGLU, so the mapping is a renaming plus splitting the fused
-q/k/v and gate/up projections. Masked and diffusion runs (and a hybrid run's masked mode, in
-OUT/masked_lm/) need bidirectional attention: they ship a small trust_remote_code class loadable
-by `AutoModelForMaskedLM`. The tokenizer is written as a PreTrainedTokenizerFast.
+What a run exports to is its objective's answer. Causal-attention models (causal, hybrid) become
+`LlamaForCausalLM` with no custom code: the core model uses Llama's RMSNorm, rotary convention and
+SwiGLU, so the mapping is a renaming plus splitting the fused q/k/v and gate/up projections.
+Bidirectional ones (masked, diffusion, and a hybrid run's masked view in OUT/masked_lm/) ship a
+small trust_remote_code class loadable by `AutoModelForMaskedLM`. The tokenizer is written as a PreTrainedTokenizerFast.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def _export_masked(run, out: Path):
         **run.model.cfg.to_dict(),
         "architectures": ["HybridLMForMaskedLM"],
         "model_type": "hybridlm",
-        "objective": run.objective,
-        "mntp_shift": run.objective == "hybrid",
+        "objective": run.objective.name,
+        "mntp_shift": run.objective.infill_shift == 1,
         "auto_map": {"AutoConfig": "configuration_hybridlm.HybridLMConfig",
                      "AutoModelForMaskedLM": "modeling_hybridlm.HybridLMForMaskedLM"},
         "bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"],
@@ -86,26 +86,31 @@ def _export_masked(run, out: Path):
         "torch_dtype": "float32",
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    shutil.copyfile(run.path / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    shutil.copyfile(run.run.tokenizer_path, out / TOKENIZER_FILE)
     _write_hf_files(out)
 
 
 def export_run(run_dir, out_dir) -> Path:
+    """Write the run as the Hugging Face model(s) its objective exports to (`Objective.export_*`)."""
     run = load_run(run_dir)
+    objective = run.objective
     out = Path(out_dir)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out} exists and is not a folder; choose a new --out")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new --out")
+    if not objective.export_causal_lm and objective.export_masked_lm is None:
+        raise UserError(f"a {objective.name} run has no Hugging Face export")
     out.mkdir(parents=True, exist_ok=True)
-    if run.objective in ("causal", "hybrid"):
+    if objective.export_causal_lm:
         save_file(llama_state_dict(run.model), str(out / "model.safetensors"), metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(llama_config(run.model), indent=2))
         (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2))
-    if run.objective in ("masked", "hybrid", "diffusion"):
+    if objective.export_masked_lm is not None:
         # bidirectional attention: a small trust_remote_code class (AutoModelForMaskedLM); a hybrid
-        # run gets both, the masked view under masked_lm/ (GPT-BERT's two modes of one model)
-        target = out / "masked_lm" if run.objective == "hybrid" else out
-        _export_masked(run, target)
-    shutil.copyfile(run.path / TOKENIZER_FILE, out / TOKENIZER_FILE)
+        # run gets both, the masked view in a sub-folder (GPT-BERT's two modes of one model)
+        _export_masked(run, out / objective.export_masked_lm if objective.export_masked_lm else out)
+    shutil.copyfile(run.run.tokenizer_path, out / TOKENIZER_FILE)
     _write_hf_files(out)
-    (out / "hybridlm.json").write_text(json.dumps({"objective": run.objective, "step": run.step, "source": str(run.path)}, indent=2))
+    (out / "hybridlm.json").write_text(json.dumps({"objective": objective.name, "step": run.step, "source": str(run.path)}, indent=2))
     return out

@@ -53,10 +53,10 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature
         if len(ids) >= limit:
             break
         if use_cache:
-            logits = model(x, is_causal=True, kv_caches=caches, start_pos=pos)[:, -1]
+            logits = model.head(model(x, is_causal=True, kv_caches=caches, start_pos=pos)[:, -1])
             pos += x.shape[1]
         else:
-            logits = model(torch.tensor([ids]), is_causal=True)[:, -1]
+            logits = model.head(model(torch.tensor([ids]), is_causal=True)[:, -1])
         probs = filter_logits(_forbid(logits.float(), list(forbid_ids)), temperature, top_k, top_p, min_p)
         tok = int(torch.multinomial(probs[0], 1, generator=generator))
         if tok in stop_ids:
@@ -69,11 +69,12 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature
 
 @torch.no_grad()
 def unmask(model, ids: list[int], mask_id: int, steps=32, order="confidence", temperature=1.0, top_k=0, top_p=1.0,
-           min_p=0.0, shift=0, forbid_ids=(), generator=None) -> list[int]:
+           min_p=0.0, shift=0, forbid_ids=(), generator=None, unmask_fraction=None) -> list[int]:
     """Fill every <mask> in `ids` over `steps` rounds of iterative unmasking (MDLM-style).
 
-    Round s unmasks the share (alpha_s - alpha_t) / (1 - alpha_t) of the masked positions expected
-    under the log-linear schedule (alpha = 1 - t): all of them by the last round. `order`:
+    Round t -> t_next reveals the share unmask_fraction(t, t_next) of the masked positions: the
+    reverse process of the objective's noise schedule, (alpha(t_next) - alpha(t)) / (1 - alpha(t))
+    (default: log-linear, alpha = 1 - t); all of them by the last round. `order`:
     "confidence" unmasks the most probable predictions first; "random" picks positions at random
     (ancestral sampling). p(x0 | x_t) is reused when the previous round changed nothing (MDLM's cache).
     shift=1 reads position i's prediction at i-1 (GPT-BERT's masked next-token form).
@@ -86,11 +87,12 @@ def unmask(model, ids: list[int], mask_id: int, steps=32, order="confidence", te
         if len(masked) == 0:
             break
         t, t_next = s / steps, (s - 1) / steps
-        n_unmask = len(masked) if s == 1 else int(round(len(masked) * (t - t_next) / t))
+        share = unmask_fraction(t, t_next) if unmask_fraction is not None else (t - t_next) / t
+        n_unmask = len(masked) if s == 1 else int(round(len(masked) * share))
         if n_unmask == 0:
             continue
         if probs is None:
-            logits = model(x, is_causal=False)[0].float()
+            logits = model(x, is_causal=False, logits=True)[0].float()
             if shift:
                 logits = torch.cat([logits[:1], logits[:-1]], 0)  # position i is predicted at i-1
             probs = filter_logits(_forbid(logits, forbid), temperature, top_k, top_p, min_p)
@@ -112,20 +114,22 @@ def _stop_and_forbid(tok):
 
 def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confidence", seed=0, **sampling) -> str:
     """The continuation of `prompt` (prompt + result is the text), in the mode the objective supports."""
-    tok, model = run.tokenizer, run.model
+    tok, model, objective = run.tokenizer, run.model, run.objective
     g = torch.Generator().manual_seed(seed)
     stop, specials = _stop_and_forbid(tok)
     prompt_ids = [tok.token_to_id(BOS)] + (tok.encode(prompt, add_special_tokens=False).ids if prompt else [])
-    if run.objective in ("causal", "hybrid"):
+    if objective.generation == "causal":
         new = generate_causal(model, prompt_ids, max_new_tokens, stop_ids=stop, forbid_ids=[i for i in specials if i not in stop],
                               generator=g, **sampling)
-    elif run.objective == "diffusion":
+    elif objective.generation == "unmask":
         mask = tok.token_to_id(MASK)
         n = min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
-        out = unmask(model, prompt_ids + [mask] * n, mask, steps, order, forbid_ids=specials, generator=g, **sampling)
+        out = unmask(model, prompt_ids + [mask] * n, mask, steps, order, forbid_ids=specials, generator=g,
+                     unmask_fraction=objective.unmask_fraction, shift=objective.infill_shift or 0, **sampling)
         new = out[len(prompt_ids):]
     else:
-        raise UserError("a masked LM does not generate left to right; use hlm infill (or train causal, hybrid or diffusion)")
+        raise UserError(f"a {objective.name} model does not generate text; use hlm infill"
+                        if objective.infill_shift is not None else f"a {objective.name} model does not generate text")
     # decoded together with the prompt: a first token that continues the prompt's last word stays
     # attached to it, and one that starts a new word keeps its space
     before, after = tok.decode(prompt_ids[1:]), tok.decode(prompt_ids[1:] + new)
@@ -134,9 +138,9 @@ def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confiden
 
 def infill_text(run, text: str, span: int = 1, steps=None, order="confidence", seed=0, **sampling) -> str:
     """Fill each <mask> in `text` (each stands for `span` tokens)."""
-    tok, model = run.tokenizer, run.model
-    if run.objective == "causal":
-        raise UserError("a causal LM cannot fill masks; use a masked, hybrid or diffusion run")
+    tok, model, objective = run.tokenizer, run.model, run.objective
+    if objective.infill_shift is None:
+        raise UserError(f"a {objective.name} model cannot fill masks; use hlm generate, or a model trained to unmask")
     if MASK not in text:
         raise UserError("the text has no <mask> to fill, e.g. --text 'The <mask> sat on the <mask>.'")
     mask = tok.token_to_id(MASK)
@@ -151,7 +155,6 @@ def infill_text(run, text: str, span: int = 1, steps=None, order="confidence", s
         raise UserError(f"the text is {len(ids)} tokens, longer than the model's {model.cfg.max_seq_len}")
     _, specials = _stop_and_forbid(tok)
     n_masks = ids.count(mask)
-    shift = 1 if run.objective == "hybrid" else 0
-    out = unmask(model, ids, mask, steps or n_masks, order, shift=shift, forbid_ids=specials,
-                 generator=torch.Generator().manual_seed(seed), **sampling)
+    out = unmask(model, ids, mask, steps or n_masks, order, shift=objective.infill_shift, forbid_ids=specials,
+                 generator=torch.Generator().manual_seed(seed), unmask_fraction=objective.unmask_fraction, **sampling)
     return tok.decode(out[1:]).strip()

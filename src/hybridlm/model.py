@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlm.ops import linear_cross_entropy
 
 
 @dataclass
@@ -174,15 +173,24 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied head counted once
 
-    def forward(self, input_ids, is_causal=True, document_ids=None, select=None, kv_caches=None, start_pos: int = 0,
-                fp32_head: bool = False, labels=None, label_weights=None, z_loss: float = 0.0, never_predict=None):
-        """Logits [B, T, V]; with `select` (bool [B, T]) only those positions' logits, [N, V].
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The output head's weight (tied to the input embedding)."""
+        return self.embed.weight
 
-        With `labels` (the target id at each selected position, [N]) and `label_weights` ([N]):
-        (sum of weighted CE [+ z-loss], CE per position) from the fused head (hybridlm.ops), without
-        materialising the logits; `never_predict` is a token id whose logit is -inf (MDLM's SUBS).
-        fp32_head: the final norm and the head in fp32 even under bf16 autocast (for scoring).
+    def head(self, hidden: torch.Tensor, fp32: bool = False) -> torch.Tensor:
+        """Logits of final hidden states. fp32: in fp32 even under bf16 autocast (for scoring: bf16
+        logits are quantised to ~0.03 nats and turn close pairs into ties)."""
+        if fp32:
+            with torch.autocast(hidden.device.type, enabled=False):
+                return F.linear(hidden.float(), self.embed.weight.float())
+        return F.linear(hidden, self.embed.weight)
 
+    def forward(self, input_ids, is_causal=True, document_ids=None, kv_caches=None, start_pos: int = 0, logits: bool = False):
+        """Final hidden states [B, T, D] (after the last norm); with logits=True the logits [B, T, V].
+
+        The loss is not computed here: objectives call the fused head + cross-entropy
+        (hybridlm.ops.linear_cross_entropy) on the hidden states of the positions they score.
         is_causal: a bool for the whole batch or a bool tensor [B] (mixed causal/bidirectional rows).
         document_ids: [B, T] ints; attention is restricted to positions of the same document.
         """
@@ -201,18 +209,25 @@ class Transformer(nn.Module):
             mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
-        if select is not None:
-            # all selected (causal): a reshape, not a gather whose backward zero-fills and scatters
-            x = x.reshape(-1, x.shape[-1]) if bool(select.all()) else x[select]
-        if fp32_head:
-            # scoring under bf16 autocast: the body's matmuls in bf16, logits in fp32 (bf16 logits
-            # are quantised to ~0.03 nats and turn close pairs into ties)
-            with torch.autocast(x.device.type, enabled=False):
-                return F.linear(self.norm(x.float()), self.embed.weight.float())
         x = self.norm(x)
-        if labels is not None:
-            return linear_cross_entropy(x, self.embed.weight, labels, label_weights, z_loss, never_predict)
-        return F.linear(x, self.embed.weight)  # tied output embedding
+        return self.head(x) if logits else x
+
+
+def check_model_overrides(overrides) -> None:
+    """Keys and values of `model = {...}` overrides, checked before anything is built or written."""
+    from hybridlm.errors import UserError
+
+    if not isinstance(overrides, dict):
+        raise UserError(f"model overrides must be a table / mapping, e.g. {{n_layer = 4}} (got {overrides!r})")
+    valid = {k: f.type for k, f in ModelConfig.__dataclass_fields__.items() if k != "vocab_size"}
+    for key, value in overrides.items():
+        if key not in valid:
+            raise UserError(f"unknown model key {key!r} (valid: {', '.join(valid)})")
+        want = int if valid[key] in (int, "int") else float
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not isinstance(value, int)):
+            raise UserError(f"model key {key} must be a positive {want.__name__} (got {value!r})")
+        if not value > 0 or not math.isfinite(value) or (want is int and value > 1_000_000):
+            raise UserError(f"model key {key} must be a positive {want.__name__} (got {value!r})")
 
 
 def build_model(preset: str, vocab_size: int, overrides: dict | None = None, min_seq_len: int = 0) -> Transformer:
@@ -221,10 +236,8 @@ def build_model(preset: str, vocab_size: int, overrides: dict | None = None, min
 
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (choose one of: {', '.join(PRESETS)})")
+    check_model_overrides(overrides or {})
     fields = {**PRESETS[preset], **(overrides or {})}
-    unknown = set(fields) - set(ModelConfig.__dataclass_fields__)
-    if unknown:
-        raise UserError(f"unknown model key {sorted(unknown)[0]!r} (valid: {', '.join(k for k in ModelConfig.__dataclass_fields__ if k != 'vocab_size')})")
     fields["max_seq_len"] = max(fields["max_seq_len"], min_seq_len)
     cfg = ModelConfig(vocab_size=vocab_size, **fields)
     if cfg.d_model % cfg.n_head or (cfg.d_model // cfg.n_head) % 2:

@@ -8,25 +8,23 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from hybridlm.errors import UserError
+from hybridlm.files import atomic_write_text
+from hybridlm.runs import RunDir
 
 
-def _read_run(run: Path) -> dict:
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a hybridlm run directory (no config.json)")
-    cfg = json.loads((run / "config.json").read_text())
-    metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln] if (run / "metrics.jsonl").is_file() else []
+def _read_run(path: Path) -> dict:
+    run = RunDir(path).require()
+    cfg = run.read_config()
     blimp, ppl = [], None  # every BLiMP result the run holds (a hybrid has causal and MNTP scores)
-    for f in sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []:
-        data = json.loads(f.read_text())
+    for _, data in run.read_evals():
         if "paradigms" in data:
             blimp.append(data)
         elif "file" in data and "bytes" in data:
             ppl = data
-    return {"name": run.name, "path": run, "config": cfg, "metrics": metrics, "blimp": blimp, "ppl": ppl}
+    return {"name": run.path.name, "path": run.path, "config": cfg.to_dict(), "metrics": run.read_metrics(), "blimp": blimp, "ppl": ppl}
 
 
 def _plots(runs: list[dict], out: Path) -> list[str]:
@@ -88,9 +86,11 @@ def _sample(run: dict, seed: int) -> str:
         loaded = load_run(run["path"])
     except UserError as e:
         return f"(no sample: {e})"
-    if loaded.objective == "masked":
+    if loaded.objective.generation is not None:
+        return "The" + generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).rstrip()
+    if loaded.objective.infill_shift is not None:
         return infill_text(loaded, "The <mask> was <mask> in the <mask> .", temperature=0.0, seed=seed)
-    return "The" + generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).rstrip()
+    return "(this objective neither generates nor infills)"
 
 
 def _tables(runs: list[dict], samples: dict) -> list[str]:
@@ -131,9 +131,7 @@ def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: 
     body = _tables(runs, sample_text)
     if fmt == "md":
         text = ["# hybridlm report", ""] + [f"![{i}]({i})" for i in images] + [""] + body
-        path = out / "report.md"
-        path.write_text("\n".join(text) + "\n")
-        return path
+        return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
     imgs = "".join(f'<img src="data:image/png;base64,{base64.b64encode((out / i).read_bytes()).decode()}" alt="{i}"><br>' for i in images)
     parts, table = [], []  # Markdown tables become HTML tables, other lines paragraphs
 
@@ -156,6 +154,4 @@ def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: 
     doc = (f"<!doctype html><meta charset=utf-8><title>hybridlm report</title><style>body{{font-family:sans-serif;"
            f"max-width:1100px;margin:auto}}td{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse;"
            f"margin:1em 0}}</style><h1>hybridlm report</h1>{imgs}{''.join(parts)}")
-    path = out / "report.html"
-    path.write_text(doc)
-    return path
+    return atomic_write_text(out / "report.html", doc)

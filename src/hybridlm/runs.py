@@ -1,56 +1,222 @@
-"""Load a trained run (model, tokenizer, config, objective) for evaluation, generation and export."""
+"""The run directory: the one place that knows the layout of RUN/, and loading a trained run.
+
+    RUN/config.json        the resolved TrainConfig
+    RUN/tokenizer.json     the tokenizer the run was trained with
+    RUN/metrics.jsonl      one JSON record per logged step (training and validation)
+    RUN/checkpoints/       step_NNNNNNN/ folders and the `latest` pointer (hybridlm.checkpoint)
+    RUN/eval/              results of hlm eval (blimp-SCORER.json, perplexity.json)
+    RUN/.lock              held (flock) while a process trains in the run
+
+A run is identified by where it is: nothing in it names its own folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from hybridlm import checkpoint as ckpt
-from hybridlm.config import TrainConfig
 from hybridlm.errors import UserError
-from hybridlm.model import Transformer, build_model
+from hybridlm.files import atomic_write_bytes, atomic_write_json, read_json, refuse_symlink
 from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer
+
+
+class RunDir:
+    CONFIG = "config.json"
+    METRICS = "metrics.jsonl"
+    EVAL = "eval"
+    LOCK = ".lock"
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------ layout
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / TOKENIZER_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / self.EVAL
+
+    def eval_path(self, name: str) -> Path:
+        return self.eval_dir / name
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def require(self) -> "RunDir":
+        if not self.is_run():
+            raise UserError(f"{self.path} is not a hybridlm run directory (no {self.CONFIG}); train one with hlm train")
+        return self
+
+    # ------------------------------------------------------------ config and creation
+    def read_config(self):
+        from hybridlm.config import merge_config
+
+        values = read_json(self.require().config_path, "run config")
+        if not isinstance(values, dict):
+            raise UserError(f"run config {self.config_path} is not a JSON object; restore it from a backup")
+        return merge_config(values, source=str(self.config_path))
+
+    def write_config(self, cfg) -> None:
+        atomic_write_json(self.config_path, cfg.to_dict())
+
+    def create(self, cfg, tokenizer_file: Path) -> None:
+        """Make a new run here: an absent or empty folder only (never a user's folder or a run)."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
+            raise UserError(f"--out {self.path} is not a folder; choose a new --out")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            raise UserError(f"--out {self.path} is a folder with files in it that is not a run; choose a new or empty --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.tokenizer_path, Path(tokenizer_file).read_bytes())
+        self.write_config(cfg)
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[Path]:
+        return ckpt.list_checkpoints(self.path)
+
+    def latest_checkpoint(self) -> Path | None:
+        return ckpt.latest_checkpoint(self.path)
+
+    def checkpoint(self, name: str | None = None) -> Path:
+        path = self.path / ckpt.CKPT_DIR / name if name else self.latest_checkpoint()
+        if path is None or not path.is_dir() or not ckpt.NAME.fullmatch(path.name):
+            raise UserError(f"run {self.path} has no checkpoint {name or 'yet'}; train it (hlm train --out {self.path})")
+        return path
+
+    # ------------------------------------------------------------ metrics
+    def read_metrics(self) -> list[dict]:
+        """The logged records. A last line cut short (a kill while appending) is dropped; a damaged
+        line before it is an error."""
+        if not self.metrics_path.is_file():
+            return []
+        lines = self.metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        records = []
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+                    raise ValueError("not a record with a step")
+            except ValueError as e:
+                if i == len(lines):
+                    break
+                raise UserError(f"{self.metrics_path}:{i}: damaged record ({str(e)[:60]}); delete that line") from None
+            records.append(rec)
+        return records
+
+    def truncate_metrics(self, step: int) -> None:
+        """Keep the records up to `step` (what a resumed run redoes is dropped), rewritten atomically."""
+        refuse_symlink(self.metrics_path)
+        kept = [r for r in self.read_metrics() if r["step"] <= step]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    def append_metrics(self, record: dict) -> None:
+        refuse_symlink(self.metrics_path)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------ evaluation results
+    def write_eval(self, name: str, result: dict) -> Path:
+        refuse_symlink(self.eval_dir)
+        return atomic_write_json(self.eval_path(name), result)
+
+    def read_evals(self) -> list[tuple[str, dict]]:
+        if not self.eval_dir.is_dir():
+            return []
+        out = []
+        for f in sorted(self.eval_dir.glob("*.json")):
+            data = read_json(f, "evaluation result")
+            if not isinstance(data, dict):
+                raise UserError(f"evaluation result {f} is not a JSON object; delete it and re-run hlm eval")
+            out.append((f.name, data))
+        return out
+
+    # ------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def lock(self):
+        """An advisory lock held while training: released by the OS when the process dies."""
+        import fcntl
+
+        refuse_symlink(self.path / self.LOCK)
+        fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another process is training in {self.path}; wait for it to finish (or stop it)") from None
+            yield
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ loading a trained model
+    def load(self, device: str = "cpu", checkpoint: str | None = None) -> "LoadedRun":
+        from hybridlm.model import build_model
+        from hybridlm.objectives import build_objective
+
+        cfg = self.read_config()
+        path = self.checkpoint(checkpoint)
+        tokenizer = load_tokenizer(self.tokenizer_path)
+        weights = ckpt.load_weights(path, self.path)
+        vocab = weights["embed.weight"].shape[0] if "embed.weight" in weights else tokenizer.get_vocab_size()
+        if vocab != tokenizer.get_vocab_size():
+            raise UserError(f"run {self.path}: the checkpoint has {vocab} tokens but the tokenizer {tokenizer.get_vocab_size()}; "
+                            "the run directory is inconsistent")
+        model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.max_len())
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise UserError(f"checkpoint {path} does not fit the run's config ({str(e).splitlines()[0][:100]})") from None
+        model.to(device).eval()
+        state = read_json(path / "state.json", "checkpoint state") if (path / "state.json").is_file() else {}
+        step = state.get("step", 0) if isinstance(state, dict) else 0
+        return LoadedRun(self, cfg, model, tokenizer, build_objective(cfg, vocab), step)
 
 
 @dataclass
 class LoadedRun:
-    path: Path
-    config: TrainConfig
-    model: Transformer
+    run: RunDir
+    config: object  # TrainConfig
+    model: torch.nn.Module
     tokenizer: object
+    objective: object  # the Objective instance the run was trained with
     step: int
 
     @property
-    def objective(self) -> str:
-        return self.config.objective
+    def path(self) -> Path:
+        return self.run.path
 
 
 def load_run(run_dir, device: str = "cpu", checkpoint: str | None = None) -> LoadedRun:
-    run = Path(run_dir)
-    cfg_file = run / "config.json"
-    if not cfg_file.is_file():
-        raise UserError(f"{run} is not a hybridlm run directory (no config.json); train one with hlm train")
-    cfg = TrainConfig(**json.loads(cfg_file.read_text()))
-    path = run / ckpt.CKPT_DIR / checkpoint if checkpoint else ckpt.latest_checkpoint(run)
-    if path is None or not path.is_dir():
-        raise UserError(f"run {run} has no checkpoint yet; train it (hlm train --out {run}) or wait for the first save")
-    tokenizer = load_tokenizer(run / TOKENIZER_FILE)
-    weights = ckpt.load_weights(path, run)
-    vocab = weights["embed.weight"].shape[0] if "embed.weight" in weights else tokenizer.get_vocab_size()
-    if vocab != tokenizer.get_vocab_size():
-        raise UserError(f"run {run}: the checkpoint has {vocab} tokens but the tokenizer {tokenizer.get_vocab_size()}; the run directory is inconsistent")
-    model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.max_len())
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {path} does not fit the run's config ({str(e).splitlines()[0][:100]})") from None
-    model.to(device).eval()
-    step = json.loads((path / "state.json").read_text()).get("step", 0) if (path / "state.json").is_file() else 0
-    return LoadedRun(run, cfg, model, tokenizer, step)
+    return RunDir(run_dir).load(device, checkpoint)
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def copy_file(src, dst) -> None:
+    """Copy into a run (or model folder) atomically, never through a link."""
+    atomic_write_bytes(dst, Path(src).read_bytes())
+
+
+__all__ = ["RunDir", "LoadedRun", "load_run", "default_device", "copy_file", "shutil"]

@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from hybridlm.errors import UserError
@@ -115,6 +117,26 @@ def tokenizer_hash(path) -> str:
     p = Path(path)
     f = p / TOKENIZER_FILE if p.is_dir() else p
     return hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+
+
+def token_byte_lengths(tok: Tokenizer) -> np.ndarray:
+    """UTF-8 bytes of text each token stands for (special tokens: 0), for bits per byte measured on
+    the tokens actually scored (as nanochat does). Byte-level BPE: one byte per symbol (a leading
+    "Ġ" is the space before a word); WordPiece: the piece's bytes, plus the space before a word."""
+    vocab = tok.get_vocab()
+    out = np.zeros(tok.get_vocab_size(), dtype=np.int64)
+    byte_level = json.loads(tok.to_str()).get("pre_tokenizer", {}) or {}
+    byte_level = "ByteLevel" in json.dumps(byte_level)
+    for token, i in vocab.items():
+        if i < len(SPECIAL_TOKENS) or token in SPECIAL_TOKENS:
+            continue
+        if byte_level:
+            out[i] = len(token)
+        elif token.startswith("##"):
+            out[i] = len(token[2:].encode("utf-8"))
+        else:
+            out[i] = len(token.encode("utf-8")) + 1
+    return out
 
 
 def special_ids() -> dict[str, int]:

@@ -4,32 +4,35 @@ Each step, every process draws the same global batch of token windows (a pure fu
 and step), corrupts it with a generator seeded by (seed, step), and trains on its own rows.
 Loss weights are normalised over the global batch, so the gradient does not depend on how rows
 are split over processes and micro-batches; DDP's gradient mean is undone by scaling by N.
+
+The model and the objective's loss are one module (`ObjectiveLoss`), which DDP and FSDP2 wrap,
+as GIDD and torchtitan do; the transformer body is what `--compile` compiles.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import shutil
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from hybridlm import checkpoint as ckpt
-from hybridlm.config import TrainConfig
+from hybridlm.config import TrainConfig, merge_config
 from hybridlm.data import PackedTokens, load_manifest
 from hybridlm.errors import UserError
 from hybridlm.model import build_model
-from hybridlm.objectives import build_objective
-from hybridlm.objectives.hybrid import HybridObjective
-from hybridlm.tokenizer import TOKENIZER_FILE, tokenizer_hash
+from hybridlm.objectives import Objective, build_objective, objective_class
+from hybridlm.runs import RunDir
+from hybridlm.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
+# What a run *is*: refused on --resume when they differ from the saved run (the objective's own
+# options are added to these). Every other key (length, optimiser, logging, device) may change.
+IDENTITY_KEYS = ("objective", "preset", "model", "seq_len", "seq_len_schedule", "batch_size", "seed", "document_mask")
 
 
 # ---------------------------------------------------------------- environment
@@ -40,13 +43,9 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device_pref == "auto":
-            device_pref = "cuda" if torch.cuda.is_available() else "cpu"
-        if device_pref == "cuda":
-            torch.cuda.set_device(self.local_rank)
-            self.device = torch.device("cuda", self.local_rank)
-        else:
-            self.device = torch.device(device_pref)
+        self.device = resolve_device(device_pref, self.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
@@ -64,6 +63,27 @@ class Dist:
     def barrier(self):
         if self.world > 1:
             torch.distributed.barrier()
+
+    def rows(self, n: int) -> slice:
+        """This process's share of a global batch of n rows."""
+        per = n // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref == "cuda":
+        pref = f"cuda:{local_rank}"
+    try:
+        device = torch.device(pref)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {pref!r} (choose auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but this PyTorch has no CUDA device; use --device cpu (or install a CUDA build)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device {pref!r} is not supported (choose auto, cpu or cuda)")
+    return device
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -103,90 +123,90 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
 
 
-def objective_options(cfg: TrainConfig, unigram=None) -> dict:
-    common = dict(document_mask=cfg.document_mask, z_loss=cfg.z_loss)
-    span = dict(mask_ratio_start=cfg.mask_ratio_start, mask_ratio_end=cfg.mask_ratio_end, max_span=cfg.max_span)
-    return {
-        "causal": common,
-        "masked": {**common, **span},
-        "hybrid": {**common, **span, "causal_fraction": cfg.causal_fraction},
-        "diffusion": {**common, "schedule": cfg.schedule, "eps": cfg.diffusion_eps,
-                      "frequency_masking": cfg.frequency_masking, "unigram": unigram,
-                      "estimator": cfg.diffusion_estimator},
-    }[cfg.objective]
+class ObjectiveLoss(torch.nn.Module):
+    """The model and its objective's loss as one module: batch -> (loss, metrics)."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch, objective: Objective | None = None):
+        """objective: another view of the same model (validation of the hybrid's two readings)."""
+        return (objective or self.objective).loss(self.model, batch)
 
 
-def make_objective(cfg: TrainConfig, vocab_size: int, data_dir=None):
-    unigram = None
-    if cfg.objective == "diffusion" and cfg.frequency_masking and data_dir is not None:
-        import numpy as np
+# ---------------------------------------------------------------- configuration
+def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
+    """The run's configuration from what the user gave (flags and config-file keys).
 
-        unigram = np.load(Path(data_dir) / "unigram.npy")
-    return build_objective(cfg.objective, vocab_size, **objective_options(cfg, unigram))
-
-
-# ---------------------------------------------------------------- run directory
-def prepare_run_dir(cfg: TrainConfig, resume: bool, dist: Dist) -> TrainConfig:
-    run = Path(cfg.out)
-    saved = run / CONFIG_FILE
-    if resume:
-        if not saved.is_file():
-            raise UserError(f"nothing to resume in {run} (no {CONFIG_FILE}); drop --resume to start a new run")
-        previous = TrainConfig(**json.loads(saved.read_text()))
-        # The run's identity must not change on resume; its length and logging may.
-        for key in ("objective", "preset", "model", "seq_len", "batch_size", "seed"):
-            if getattr(previous, key) != getattr(cfg, key) and getattr(cfg, key) != getattr(TrainConfig(), key):
-                raise UserError(f"--resume with {key}={getattr(cfg, key)!r} but the run has {getattr(previous, key)!r}; use a new --out")
-        mutable = ("max_steps", "eval_interval", "checkpoint_interval", "log_interval", "log", "max_seconds", "keep_checkpoints", "micro_batch_size", "compile", "device")
-        merged = previous.to_dict()
-        merged.update({k: getattr(cfg, k) for k in mutable if getattr(cfg, k) != getattr(TrainConfig(), k)})
-        merged["data"] = cfg.data or previous.data
-        return TrainConfig(**merged)  # train() checks the run's tokenizer against the data, on every path
-    if ckpt.list_checkpoints(run) or saved.is_file():
-        raise UserError(f"run directory {run} already holds a run; pass --resume to continue it or choose a new --out")
-    load_manifest(cfg.data)  # a bad data directory fails before the run directory is made
-    dist.barrier()  # every process has checked before the first one writes
-    if dist.main:
-        run.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(cfg.data) / TOKENIZER_FILE, run / TOKENIZER_FILE)
-        tmp = run / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
-        os.replace(tmp, saved)
-    dist.barrier()
-    return cfg
+    New run: the defaults with `given` applied. --resume: the saved config; identity keys in
+    `given` must equal the saved values, every other given key is applied. The run folder is
+    always the one given (never a path saved inside it); the data folder is --data when given,
+    else the saved one (relative paths are taken from the run folder)."""
+    given = {k: v for k, v in given.items() if k != "out"}
+    if not resume:
+        cfg = merge_config(given, source="command line")
+        if not cfg.data:
+            raise UserError("--data is required (a directory made by hlm prepare)")
+        cfg.data = str(Path(cfg.data).resolve())
+    else:
+        if not run.is_run():
+            raise UserError(f"nothing to resume in {run} (no {RunDir.CONFIG}); drop --resume to start a new run")
+        saved = run.read_config()
+        identity = IDENTITY_KEYS + objective_class(saved.objective).config_keys
+        for key in identity:
+            if key in given and given[key] != getattr(saved, key):
+                raise UserError(f"--resume with {key}={given[key]!r} but the run has {getattr(saved, key)!r}; "
+                                "drop that flag or start a new run with a new --out")
+        cfg = merge_config({k: v for k, v in given.items() if k not in identity}, saved, source="command line")
+        if "data" not in given:
+            data = Path(saved.data)
+            cfg.data = str(data if data.is_absolute() else (run.path / data).resolve())
+    cfg.out = str(run.path)
+    return cfg.validate()
 
 
+def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
+    """Everything that can be checked before the run folder is touched; returns the data manifest."""
+    manifest = load_manifest(cfg.data)
+    for _, L, rows in cfg.stages():
+        if rows % dist.world:
+            raise UserError(f"the batch of {rows} sequences (length {L}) must be a multiple of the process count {dist.world}")
+        micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else rows // dist.world
+        if micro == 0 or (rows // dist.world) % micro:
+            raise UserError(f"micro_batch_size {cfg.micro_batch_size} must divide the {rows // dist.world} rows of each process at length {L}")
+    return manifest
+
+
+# ---------------------------------------------------------------- metrics
 class MetricsLog:
     """metrics.jsonl always; TensorBoard / W&B when asked for and installed."""
 
-    def __init__(self, run: Path, cfg: TrainConfig, active: bool, resume_step: int | None):
-        self.path = run / METRICS_FILE
-        self.active = active
+    def __init__(self, run: RunDir, cfg: TrainConfig, active: bool, resume_step: int | None):
+        self.run, self.active = run, active
         self.tb = self.wandb = None
         if not active:
             return
-        if resume_step is not None and self.path.is_file():
-            # Drop what a killed run logged after its last checkpoint: those steps are redone.
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+        if resume_step is not None:
+            run.truncate_metrics(resume_step)  # what a killed run logged after its last checkpoint is redone
         if "tensorboard" in cfg.log:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise UserError("--log tensorboard needs TensorBoard: pip install 'hybridlm[tensorboard]'") from None
-            self.tb = SummaryWriter(str(run / "tensorboard"))
+            self.tb = SummaryWriter(str(run.path / "tensorboard"))
         if "wandb" in cfg.log:
             try:
                 import wandb
             except ImportError:
                 raise UserError("--log wandb needs Weights & Biases: pip install 'hybridlm[wandb]'") from None
-            self.wandb = wandb.init(project="hybridlm", name=run.name, config=cfg.to_dict(), resume="allow")
+            self.wandb = wandb.init(project="hybridlm", name=run.path.name, config=cfg.to_dict(), resume="allow")
 
     def write(self, record: dict):
         if not self.active:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.run.append_metrics(record)
         numeric = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self.tb:
             for k, v in numeric.items():
@@ -201,109 +221,78 @@ class MetricsLog:
             self.wandb.finish()
 
 
-# ---------------------------------------------------------------- evaluation during training
-@torch.no_grad()
-def validation_loss(model, cfg: TrainConfig, objective, val: PackedTokens, dist: Dist, amp) -> dict:
-    """Mean validation loss with fixed corruption (seeded by batch index), at the final mask ratio."""
-    model.eval()
-    modes = [(cfg.objective, objective)]
-    if isinstance(objective, HybridObjective):  # report both modes of the one model
-        opts = objective_options(cfg)
-        modes = [(m, HybridObjective(objective.vocab_size, **{**opts, "causal_fraction": f})) for m, f in (("causal", 1.0), ("masked", 0.0))]
-    out = {}
-    for mode, obj in modes:
-        total, n = torch.zeros(()), 0
-        for i, ids in enumerate(val.eval_batches(cfg.batch_size, cfg.eval_batches)):
-            batch = obj.corrupt(ids, step_generator(cfg.seed, i, stream=99), train=False)
-            rows = _rank_rows(len(batch), dist)
-            with amp:
-                loss, _ = obj.loss(model, batch.rows(rows).to(dist.device))
-            total += dist.all_reduce_sum(loss.detach().float().cpu())
-            n += 1
-        out[mode] = (total / max(n, 1)).item()
-    model.train()
-    if isinstance(objective, HybridObjective):
-        f = objective.causal_fraction
-        result = {"val_loss": f * out["causal"] + (1 - f) * out["masked"], "val_ce_causal": out["causal"], "val_ce_masked": out["masked"]}
-        likelihood = out["causal"]
-    else:
-        result = {"val_loss": out[cfg.objective]}
-        likelihood = out[cfg.objective] if cfg.objective in ("causal", "diffusion") else None
-    if likelihood is not None:  # causal: exact; diffusion: an upper bound (NELBO)
-        result["val_bpb"] = likelihood / math.log(2) / val.bytes_per_token()
-    return result
+# ---------------------------------------------------------------- set-up
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    dist: Dist
+    run: RunDir
+    model: torch.nn.Module  # the transformer (unwrapped: state dicts and the optimizer use it)
+    objective: Objective
+    module: torch.nn.Module  # ObjectiveLoss, wrapped by DDP / FSDP2 when distributed
+    optimizer: torch.optim.Optimizer
+    amp: object
+    precision: str
+    train_data: dict
+    val_data: PackedTokens
+    token_bytes: torch.Tensor
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_before: float = 0.0
+    started: float = 0.0
+
+    def stage_at(self, step: int) -> tuple[int, int, int]:
+        return [s for s in self.cfg.stages() if s[0] <= step][-1]
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
 
 
-def _rank_rows(n: int, dist: Dist) -> slice:
-    per = n // dist.world
-    return slice(dist.rank * per, (dist.rank + 1) * per)
-
-
-# ---------------------------------------------------------------- the loop
-def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
-    cfg.validate()
-    dist = Dist(cfg.device)
-    if not cfg.data and not resume:
-        raise UserError("--data is required (a directory made by hlm prepare)")
-    if not cfg.out:
-        raise UserError("--out is required (the run directory)")
-    cfg = prepare_run_dir(cfg, resume, dist)
-    run = Path(cfg.out)
-    manifest = load_manifest(cfg.data)
-    if tokenizer_hash(run / TOKENIZER_FILE) != manifest["tokenizer_hash"]:
-        raise UserError(f"the tokenizer of run {run} does not match the data in {cfg.data}; re-prepare the data or use a new --out")
-    vocab = manifest["vocab_size"]
-    stages = cfg.stages()
-    for _, L, rows in stages:
-        if rows % dist.world:
-            raise UserError(f"the batch of {rows} sequences (length {L}) must be a multiple of the process count {dist.world}")
-        micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else rows // dist.world
-        if micro == 0 or (rows // dist.world) % micro:
-            raise UserError(f"micro_batch_size {cfg.micro_batch_size} must divide the {rows // dist.world} rows of each process at length {L}")
-
+def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
+    vocab = load_manifest(cfg.data)["vocab_size"]
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone
     model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.max_len())
-    objective = make_objective(cfg, vocab, cfg.data)
-    train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in stages}
+    objective = build_objective(cfg, vocab, cfg.data)
+    train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
     val_data = PackedTokens(cfg.data, "val", cfg.seq_len)
     model.to(dist.device)
 
-    start_step, tokens_seen, elapsed_before = 0, 0, 0.0
-    resume_step = None
-    opt_state = None
-    if resume:
-        path = ckpt.latest_checkpoint(run)
-        if path is not None:
-            weights = ckpt.load_weights(path, run)
-            opt_state, rng, state = ckpt.load_training_state(path, run)
-            try:
-                model.load_state_dict(weights)
-            except (RuntimeError, ValueError) as e:
-                raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model") from None
-            ckpt.set_rng_state(rng)
-            start_step, tokens_seen, elapsed_before = state["step"], state["tokens_seen"], state.get("elapsed", 0.0)
-        resume_step = start_step
+    resumed = None
+    if resume and run.latest_checkpoint() is not None:
+        path = run.latest_checkpoint()
+        weights = ckpt.load_weights(path, run.path)
+        opt_state, rng, state = ckpt.load_training_state(path, run.path)
+        try:
+            model.load_state_dict(weights)
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model") from None
+        ckpt.set_rng_state(rng)
+        resumed = (path, opt_state, state)
 
-    n_params = model.num_parameters()
-    train_model = model
+    module = ObjectiveLoss(model, objective)
     fsdp = dist.world > 1 and cfg.distributed == "fsdp"
     if fsdp:  # shard first: the optimizer must hold the sharded parameters
         from torch.distributed.fsdp import fully_shard
 
         for block in model.blocks:
             fully_shard(block)
-        fully_shard(model)
+        fully_shard(module)
     if cfg.compile:
-        train_model = torch.compile(model)
+        model.compile()  # in place: parameter names (checkpoints, optimizer state) do not change
     if dist.world > 1 and not fsdp:
-        train_model = torch.nn.parallel.DistributedDataParallel(train_model)
+        module = torch.nn.parallel.DistributedDataParallel(module)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = dist.device.type in ("cuda", "cpu") and not fsdp
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
-    if opt_state is not None:
+    amp, precision = autocast_for(cfg.precision, dist.device)
+    token_bytes = torch.from_numpy(token_byte_lengths(load_tokenizer(run.tokenizer_path))).to(torch.float64)
+    t = Trainer(cfg, dist, run, model, objective, module, optimizer, amp, precision, train_data, val_data, token_bytes)
+    if resumed is not None:
+        path, opt_state, state = resumed
         # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
@@ -311,98 +300,177 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
             set_optimizer_state_dict(model, optimizer, opt_state, options=StateDictOptions(full_state_dict=True))
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})") from None
-    amp, precision = autocast_for(cfg.precision, dist.device)
-    log = MetricsLog(run, cfg, dist.main, resume_step)
-    if dist.main and not quiet:
-        print(f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {precision} | "
-              f"{dist.world} process(es) on {dist.device.type} | {val_data.manifest['splits']['train']['tokens']:,} train tokens")
+        for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
+            g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+        t.step, t.tokens_seen, t.elapsed_before = state["step"], state.get("tokens_seen", 0), state.get("elapsed", 0.0)
+    return t
 
-    def stage_at(step):
-        return [s for s in stages if s[0] <= step][-1]
 
-    def save(step):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+# ---------------------------------------------------------------- one step
+def train_step(t: Trainer) -> dict:
+    """One optimizer step on the global batch of step t.step; returns its statistics."""
+    cfg, dist, step = t.cfg, t.dist, t.step
+    lr = lr_at(step, cfg)
+    for g in t.optimizer.param_groups:
+        g["lr"] = lr
+    first, L, n_rows = t.stage_at(step)
+    # each stage has its own seeded order; within it, a batch is a pure function of the step
+    stage = cfg.stages().index((first, L, n_rows))
+    ids = t.train_data[L].batch(step - first, n_rows, cfg.seed + 1000 * stage)
+    batch = t.objective.corrupt(ids, step_generator(cfg.seed, step), progress=step / cfg.max_steps).rows(dist.rows(n_rows))
+    micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
+    n_micro = len(batch) // micro
+    sums = None
+    for m in range(n_micro):
+        mb = batch.rows(slice(m * micro, (m + 1) * micro)).to(dist.device)
+        no_sync = isinstance(t.module, torch.nn.parallel.DistributedDataParallel) and m < n_micro - 1
+        with t.module.no_sync() if no_sync else contextlib.nullcontext():
+            with t.amp:
+                loss, metrics = t.module(mb)
+            (loss * dist.world).backward()
+        values = torch.stack([v.detach().double() for pair in metrics.values() for v in pair])
+        sums = values if sums is None else sums + values
+    reduced = dist.all_reduce_sum(sums.cpu()).view(-1, 2).tolist()
+    stats = dict(zip(metrics, reduced))
+    loss_value = stats["loss"][0]
+    if not math.isfinite(loss_value):  # checked before the optimizer step: a bad step never touches the weights
+        t.optimizer.zero_grad(set_to_none=True)
+        raise UserError(f"loss became {loss_value} at step {step + 1}; lower --lr or use --precision fp32 (last checkpoint kept)")
+    grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+    t.optimizer.step()
+    t.optimizer.zero_grad(set_to_none=True)
+    t.step += 1
+    t.tokens_seen += cfg.batch_size * cfg.seq_len
+    record = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
+    record.update({k: s / max(c, 1) for k, (s, c) in stats.items() if k.startswith("ce_")})
+    return record
 
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        msd, osd = get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
+
+# ---------------------------------------------------------------- evaluation during training
+@torch.no_grad()
+def evaluate(t: Trainer) -> dict:
+    """Validation with fixed corruption (seeded by batch index) at the final mask ratio, for each of
+    the objective's views; bits per byte from the UTF-8 bytes of the very tokens scored."""
+    cfg, dist = t.cfg, t.dist
+    t.module.eval()
+    out, views = {}, t.objective.validation_views()
+    for name, (view, _) in views.items():
+        loss_sum, nats, n_bytes, n = 0.0, 0.0, 0.0, 0
+        for i, ids in enumerate(t.val_data.eval_batches(cfg.batch_size, cfg.eval_batches)):
+            batch = view.corrupt(ids, step_generator(cfg.seed, i, stream=99), train=False)
+            batch = batch.rows(dist.rows(len(batch)))
+            counted = batch.token_mask
+            local = torch.stack([torch.zeros((), dtype=torch.float64), counted.sum().double(),
+                                 t.token_bytes[batch.targets[counted]].sum()])
+            with t.amp:
+                _, metrics = t.module(batch.to(dist.device), view)
+            local[0] = metrics["nll"][0].double().cpu()
+            nll, tokens, byte_count = dist.all_reduce_sum(local).tolist()  # nll: the global per-token mean
+            loss_sum += nll
+            nats += nll * tokens
+            n_bytes += byte_count
+            n += 1
+        out[name] = (loss_sum / max(n, 1), nats / max(n_bytes, 1) / math.log(2))
+    t.module.train()
+    result = {"val_loss": sum(w * out[name][0] for name, (_, w) in views.items())}
+    if len(views) > 1:
+        result.update({f"val_ce_{name}": out[name][0] for name in views})
+    if t.objective.likelihood is not None:  # exact, or an upper bound (NELBO): bits per byte means something
+        result["val_bpb"] = out[t.objective.likelihood_view][1]
+    return result
+
+
+# ---------------------------------------------------------------- checkpoints
+def save(t: Trainer):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd, osd = get_model_state_dict(t.model, options=opts), get_optimizer_state_dict(t.model, t.optimizer, options=opts)
+    if t.dist.main:
+        first, L, n_rows = t.stage_at(t.step)
+        # the data position: batches are a pure function of (seed, stage, step in stage)
+        state = {"tokens_seen": t.tokens_seen, "stage": t.cfg.stages().index((first, L, n_rows)), "step_in_stage": t.step - first,
+                 "seq_len": L, "elapsed": t.elapsed, "world_size": t.dist.world}
+        ckpt.save_checkpoint(t.run.path, t.step, msd, osd, state, keep=t.cfg.keep_checkpoints)
+    t.dist.barrier()
+
+
+# ---------------------------------------------------------------- the loop
+def _given(config) -> tuple[dict, str]:
+    if isinstance(config, dict):
+        return dict(config), config.get("out", "")
+    # a TrainConfig from Python: every key that differs from its default counts as given
+    default = TrainConfig()
+    given = {f.name: getattr(config, f.name) for f in fields(TrainConfig) if getattr(config, f.name) != getattr(default, f.name)}
+    return given, config.out
+
+
+def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False) -> dict:
+    """Train (or with resume=True continue) a run. `config`: a TrainConfig, or a dict of exactly the
+    keys the user gave (what the CLI passes), which is what --resume checks and applies."""
+    given, out = _given(config)
+    if not out:
+        raise UserError("--out is required (the run directory)")
+    run = RunDir(out)
+    cfg = resolve_config(run, given, resume)  # validated whole before anything is written
+    dist = Dist(cfg.device)
+    manifest = check_run_can_start(cfg, dist)
+    if resume:
+        if tokenizer_hash(run.tokenizer_path) != manifest["tokenizer_hash"]:
+            raise UserError(f"the tokenizer of run {run} does not match the data in {cfg.data}; re-prepare the data or use a new --out")
+    elif run.is_run() or run.checkpoints():
+        raise UserError(f"run directory {run} already holds a run; pass --resume to continue it or choose a new --out")
+    dist.barrier()  # every process has checked before the first one writes
+    with contextlib.ExitStack() as stack:
         if dist.main:
-            first, L, _ = stage_at(step)
-            # the data position: batches are a pure function of (seed, stage, step in stage)
-            state = {"tokens_seen": tokens_seen, "stage": stages.index(stage_at(step)), "step_in_stage": step - first,
-                     "seq_len": L, "elapsed": elapsed_before + time.time() - t0, "world_size": dist.world}
-            ckpt.save_checkpoint(run, step, msd, osd, state, keep=cfg.keep_checkpoints)
+            if not resume:
+                run.create(cfg, Path(cfg.data) / "tokenizer.json")
+            stack.enter_context(run.lock())
+            if resume:
+                run.write_config(cfg)  # the applied changes (e.g. a longer max_steps) are what the run now is
+            ckpt.remove_stale(run.path)
         dist.barrier()
+        return _loop(cfg, dist, run, resume, quiet)
 
-    t0 = time.time()
-    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not dist.main or quiet or None, desc=cfg.objective, dynamic_ncols=True)
-    window_t, window_tokens = time.time(), 0
-    last = {}
-    done = start_step
-    for step in range(start_step, cfg.max_steps):
-        lr = lr_at(step, cfg)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        first, L, n_rows = stage_at(step)
-        # each stage has its own seeded order; within it, a batch is a pure function of the step
-        ids = train_data[L].batch(step - first, n_rows, cfg.seed + 1000 * stages.index((first, L, n_rows)))
-        batch = objective.corrupt(ids, step_generator(cfg.seed, step), progress=step / cfg.max_steps).rows(_rank_rows(n_rows, dist))
-        micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
-        stats_sum: dict[str, list] = {}
-        n_micro = len(batch) // micro
-        for m in range(n_micro):
-            mb = batch.rows(slice(m * micro, (m + 1) * micro)).to(dist.device)
-            sync = contextlib.nullcontext()
-            if isinstance(train_model, torch.nn.parallel.DistributedDataParallel) and m < n_micro - 1:
-                sync = train_model.no_sync()
-            with sync:
-                with amp:
-                    loss, stats = objective.loss(train_model, mb)
-                (loss * dist.world).backward()
-            for k, (s, c) in stats.items():
-                acc = stats_sum.setdefault(k, [0.0, 0])
-                acc[0] += float(s)
-                acc[1] += c
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
-        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
-            grad_norm = grad_norm.full_tensor()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens_seen += cfg.batch_size * cfg.seq_len
-        window_tokens += cfg.batch_size * cfg.seq_len
 
-        reduced = dist.all_reduce_sum(torch.tensor([[s, c] for s, c in stats_sum.values()], dtype=torch.float64)) if stats_sum else None
-        loss_value = float(reduced[list(stats_sum).index("loss")][0]) if reduced is not None else float("nan")
-        if not math.isfinite(loss_value):
-            raise UserError(f"loss became {loss_value} at step {step}; lower --lr or use --precision fp32 (last checkpoint kept)")
-        done = step + 1
+def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) -> dict:
+    t = setup(cfg, dist, run, resume)
+    start = t.step
+    log = MetricsLog(run, cfg, dist.main, start if resume else None)
+    n_params = t.model.num_parameters()
+    if dist.main and not quiet:
+        print(f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {t.precision} | "
+              f"{dist.world} process(es) on {dist.device.type} | {t.val_data.manifest['splits']['train']['tokens']:,} train tokens")
+    t.started = time.time()
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not dist.main or quiet or None, desc=cfg.objective, dynamic_ncols=True)
+    window_t, window_tokens, last = time.time(), 0, {}
+    while t.step < cfg.max_steps:
+        record = train_step(t)
         bar.update(1)
-        if done % cfg.log_interval == 0 or done == cfg.max_steps:
+        window_tokens += cfg.batch_size * cfg.seq_len
+        if t.step % cfg.log_interval == 0 or t.step == cfg.max_steps:
             now = time.time()
             tps = window_tokens / max(now - window_t, 1e-9)
             window_t, window_tokens = now, 0
-            record = {"step": done, "tokens": tokens_seen, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
-                      "elapsed": elapsed_before + now - t0}
-            for k, (s, c) in zip(stats_sum, reduced.tolist()):
-                if k.startswith("ce_"):
-                    record[k] = s / max(c, 1)
-            log.write(record)
-            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}")
-        if cfg.eval_interval and (done % cfg.eval_interval == 0 or done == cfg.max_steps):
-            last = validation_loss(train_model, cfg, objective, val_data, dist, amp)
-            log.write({"step": done, "tokens": tokens_seen, **last})
+            record["grad_norm"] = float(record["grad_norm"])
+            log.write({"step": t.step, "tokens": t.tokens_seen, **record, "tokens_per_s": tps, "elapsed": t.elapsed})
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
+        if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or t.step == cfg.max_steps):
+            last = evaluate(t)
+            log.write({"step": t.step, "tokens": t.tokens_seen, **last})
             if dist.main and not quiet:
-                bar.write(f"step {done}: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()))
-        out_of_time = cfg.max_seconds and time.time() - t0 > cfg.max_seconds
-        if done % cfg.checkpoint_interval == 0 or done == cfg.max_steps or out_of_time:
-            save(done)
+                bar.write(f"step {t.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()))
+        out_of_time = cfg.max_seconds and time.time() - t.started > cfg.max_seconds
+        if t.step % cfg.checkpoint_interval == 0 or t.step == cfg.max_steps or out_of_time:
+            save(t)
         if out_of_time:
             break
     bar.close()
-    if start_step >= cfg.max_steps and dist.main and not quiet:
-        print(f"run {run} is already complete at step {start_step}")
+    if start >= cfg.max_steps and dist.main and not quiet:
+        print(f"run {run} is already complete at step {start}")
     log.close()
-    summary = {"objective": cfg.objective, "parameters": n_params, "steps": done,
-               "tokens_seen": tokens_seen, "seconds": elapsed_before + time.time() - t0, "precision": precision, **last}
+    summary = {"objective": cfg.objective, "parameters": n_params, "steps": t.step, "tokens_seen": t.tokens_seen,
+               "seconds": t.elapsed, "precision": t.precision, **last}
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return summary

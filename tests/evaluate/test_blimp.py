@@ -7,16 +7,18 @@ from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
 from hybridlm.evaluate.lm import ScoringLM
 from hybridlm.grammar import write_minimal_pairs
 
+from hybridlm.objectives.causal import CausalObjective
+
 from conftest import SHARED, assert_one_line_error, hlm
 
 
 class LengthLM(ScoringLM):
     """Scores a sentence by minus its length: shorter wins, equal lengths tie."""
 
-    name, kind, bos_id, mask_id, max_len = "len", "causal", 1, 3, 512
+    name, objective, bos_id, mask_id, max_len = "len", CausalObjective, 1, 3, 512
 
     def tokenize(self, text):
-        return [7] * len(text), [None] * len(text)
+        return [7] * len(text), [True] * len(text)
 
     def selected_logits(self, ids, lengths, is_causal, select):
         import torch

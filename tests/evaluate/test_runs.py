@@ -27,12 +27,12 @@ def test_causal_perplexity_is_exact(runs, corpus, tmp_path):
     # direct computation over the same windows
     from hybridlm.evaluate.perplexity import _tokens, _windows
 
-    tokens, n_bytes, _ = _tokens(lm, text, 0)
+    tokens, _, n_bytes, _ = _tokens(lm, text, 0)
     nll, n = 0.0, 0
     for w in _windows(tokens, 32):
         ids = torch.tensor([w])
         with torch.no_grad():
-            logp = torch.log_softmax(lm.model(ids).double(), -1)
+            logp = torch.log_softmax(lm.model(ids, logits=True).double(), -1)
         nll -= logp[0, :-1].gather(-1, ids[0, 1:, None]).sum().item()
         n += len(w) - 1
     assert r["tokens"] == n and r["perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
@@ -62,7 +62,7 @@ def test_export_matches_transformers_logits_and_scores(runs, tmp_path):
         ours = load_run(runs[objective]).model
         ids = torch.randint(5, 320, (2, 20))
         with torch.no_grad():
-            assert torch.allclose(hf(ids).logits, ours(ids, is_causal=True), atol=1e-4)
+            assert torch.allclose(hf(ids).logits, ours(ids, is_causal=True, logits=True), atol=1e-4)
     sentences = ["the cat sleeps .", "the cats sleeps ."]
     via_run = score_sentences(RunLM(runs["causal"]), sentences, "causal")
     from hybridlm.evaluate.lm import HFLM
@@ -124,16 +124,16 @@ def test_sampling_filters():
 
 def test_word_starts_and_within_word_perplexity(runs, corpus, tmp_path):
     lm = RunLM(runs["masked"])
-    ids, words = lm.tokenize("the unbelievably quick fox , jumping .")
-    starts = lm.starts_word(ids)
-    assert starts == [words[i] != words[i - 1] if i else True for i in range(len(ids))]  # agrees with the tokenizer
+    ids, starts = lm.tokenize("the unbelievably quick fox , jumping .")
+    words = lm.tok.encode("the unbelievably quick fox , jumping .", add_special_tokens=False).word_ids
+    assert starts == [words[i] != words[i - 1] if i else True for i in range(len(ids))]  # the tokenizer's words
+    assert len(ids) > 7 and not all(starts)  # "unbelievably" is more than one token here
     text = tmp_path / "t.txt"
     text.write_text(corpus.read_text()[:600])
     plain = evaluate_file(lm, text, "pll", seq_len=32)["pll"]
     word = evaluate_file(lm, text, "pll-word", seq_len=32)["pll-word"]
     assert plain["tokens"] == word["tokens"]
-    if not all(lm.starts_word(range(320))):  # some tokens continue words: the variants must differ
-        assert word["nll_per_token"] != plain["nll_per_token"]
+    assert word["nll_per_token"] != plain["nll_per_token"]  # words of several tokens: the variants differ
 
 
 def test_bf16_scoring_keeps_fp32_log_probs(runs):

@@ -5,6 +5,8 @@ import torch
 
 from hybridlm.evaluate.lm import HFLM, ScoringLM
 from hybridlm.evaluate.scoring import _copies, score_sentences
+from hybridlm.objectives.diffusion import DiffusionObjective
+from hybridlm.objectives.masked import MaskedObjective
 
 transformers = pytest.importorskip("transformers")
 
@@ -67,18 +69,18 @@ def test_pll_equals_naive_one_mask_loop(hf_masked):
 class FakeLM(ScoringLM):
     """Uniform predictions over the vocabulary; words split on spaces."""
 
-    name, kind, bos_id, mask_id, max_len = "fake", "diffusion", 1, 3, 64
+    name, bos_id, mask_id, max_len = "fake", 1, 3, 64
 
-    def __init__(self, V=50, kind="diffusion"):
-        self.V, self.kind = V, kind
+    def __init__(self, V=50, objective=DiffusionObjective):
+        self.V, self.objective = V, objective(V)
 
     def tokenize(self, text):
-        ids, words = [], []
-        for w, word in enumerate(text.split()):
-            for ch in word:
+        ids, starts = [], []
+        for word in text.split():
+            for k, ch in enumerate(word):
                 ids.append(5 + ord(ch) % (self.V - 5))
-                words.append(w)
-        return ids, words
+                starts.append(k == 0)
+        return ids, starts
 
     def selected_logits(self, ids, lengths, is_causal, select):
         return torch.zeros(int(select.sum()), self.V)
@@ -92,7 +94,7 @@ def test_elbo_of_uniform_model_is_exact():
 
 
 def test_within_word_pll_masks_the_rest_of_the_word():
-    lm = FakeLM(kind="masked")
+    lm = FakeLM(objective=MaskedObjective)
     plain = _copies("pll", lm, 0, "abc de", 1)
     word = _copies("pll-word", lm, 0, "abc de", 1)
     assert len(plain) == len(word) == 5

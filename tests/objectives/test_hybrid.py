@@ -1,10 +1,11 @@
 import torch
 
-from hybridlm.objectives import build_objective
+from hybridlm.objectives.hybrid import HybridObjective
+from hybridlm.objectives.masked import MaskedObjective
 
 
 def test_masked_next_token_alignment():
-    obj = build_objective("hybrid", 300, causal_fraction=0.0)
+    obj = HybridObjective(300, causal_fraction=0.0)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 300, (8, 65), generator=g)
     b = obj.corrupt(ids, g)
@@ -21,14 +22,14 @@ def test_masked_next_token_alignment():
 
 
 def test_causal_rows_are_plain_next_token_prediction():
-    obj = build_objective("hybrid", 300, causal_fraction=1.0)
+    obj = HybridObjective(300, causal_fraction=1.0)
     ids = torch.randint(5, 300, (4, 17))
     b = obj.corrupt(ids, torch.Generator().manual_seed(1))
     assert b.is_causal.all() and (b.input_ids == ids[:, :-1]).all() and (b.loss_weights > 0).all()
 
 
 def test_mix_ratio_per_sequence_and_loss_weights():
-    obj = build_objective("hybrid", 300, causal_fraction=1 / 16)
+    obj = HybridObjective(300, causal_fraction=1 / 16)
     g = torch.Generator().manual_seed(2)
     n_causal, rows = 0, 0
     for _ in range(200):

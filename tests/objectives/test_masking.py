@@ -1,6 +1,7 @@
 import torch
 
-from hybridlm.objectives import build_objective
+from hybridlm.objectives.hybrid import HybridObjective
+from hybridlm.objectives.masked import MaskedObjective
 from hybridlm.objectives.masked import span_mask
 
 
@@ -45,7 +46,7 @@ def test_replacement_is_80_10_10():
 
 
 def test_masked_objective_targets_only_masked_positions():
-    obj = build_objective("masked", 300)
+    obj = MaskedObjective(300)
     ids = _ids(16, 65)
     b = obj.corrupt(ids, torch.Generator().manual_seed(0), progress=0.0)
     scored = b.loss_weights > 0
@@ -61,7 +62,7 @@ def test_masked_objective_targets_only_masked_positions():
 
 
 def test_corruption_is_reproducible():
-    obj = build_objective("hybrid", 300)
+    obj = HybridObjective(300)
     ids = _ids(8, 33)
     a = obj.corrupt(ids, torch.Generator().manual_seed(4))
     b = obj.corrupt(ids, torch.Generator().manual_seed(4))

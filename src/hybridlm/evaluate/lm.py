@@ -7,65 +7,54 @@ from pathlib import Path
 import torch
 
 from hybridlm.errors import UserError
+from hybridlm.objectives import Objective, objective_class
 from hybridlm.tokenizer import BOS, MASK
 
 
+def word_starts(word_ids) -> list[bool]:
+    """The one definition of a word: a token begins one when its word index (from the tokenizer's
+    pre-tokenisation) differs from the previous token's; a token without an index is its own word."""
+    return [w is None or i == 0 or w != word_ids[i - 1] for i, w in enumerate(word_ids)]
+
+
 class ScoringLM:
-    """tokenize(text) -> ids (without specials); logits at selected positions of padded batches."""
+    """tokenize(text) -> (ids, word starts); logits at selected positions of padded batches.
+
+    `objective` answers which scorers the model has (`objective.scorers`, the first the default)
+    and, for diffusion, how its bound is drawn."""
 
     name: str
-    kind: str  # "causal", "masked", "hybrid", "diffusion"
+    objective: Objective
     bos_id: int
     mask_id: int | None
     max_len: int
 
-    def tokenize(self, text: str) -> tuple[list[int], list[int | None]]:
-        """Token ids and the word index of each token (for within-word PLL)."""
+    @property
+    def kind(self) -> str:
+        return self.objective.name
+
+    @property
+    def scorers(self) -> tuple[str, ...]:
+        return self.objective.scorers
+
+    def tokenize(self, text: str) -> tuple[list[int], list[bool]]:
+        """Token ids (without specials) and whether each token begins a word (for within-word PLL)."""
         raise NotImplementedError
 
     def selected_logits(self, ids: torch.Tensor, lengths: torch.Tensor, is_causal: bool, select: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def id_to_token(self, i: int) -> str:
-        raise NotImplementedError
-
-    def starts_word(self, ids) -> list[bool]:
-        """Whether each token begins a word, from the subword markers of its string:
-        byte-level BPE "Ġ" and SentencePiece "▁" mark a word start, WordPiece "##" a continuation."""
-        toks = [self.id_to_token(int(i)) or "" for i in ids]
-        if any(t.startswith("##") for t in toks):
-            return [not t.startswith("##") for t in toks]
-        spaces = ("Ġ", "▁")
-
-        def start(prev, t):
-            if t.startswith(spaces) or prev is None:
-                return True
-            # punctuation is its own pre-token after a word character, not after a bare space marker
-            return not t[:1].isalnum() and prev not in spaces and prev[-1:].isalnum()
-
-        return [start(toks[i - 1] if i else None, t) for i, t in enumerate(toks)]
-
-    @property
-    def scorers(self) -> tuple[str, ...]:
-        return {
-            "causal": ("causal",),
-            "masked": ("pll", "pll-word"),
-            "hybrid": ("mntp", "mntp-word", "causal", "fused"),
-            "diffusion": ("elbo",),
-        }[self.kind]
-
-
-def _word_ids(enc) -> list:
-    return list(enc.word_ids) if enc.word_ids is not None else [None] * len(enc.ids)
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
 
 
 class RunLM(ScoringLM):
-    def __init__(self, run_dir, device="cpu", precision="fp32"):
+    def __init__(self, run_dir, device="cpu", precision="fp32", checkpoint=None):
         from hybridlm.runs import load_run
 
-        self.run = load_run(run_dir, device=device)
-        self.model, self.tok = self.run.model, self.run.tokenizer
-        self.name, self.kind = str(run_dir), self.run.objective
+        self.run = load_run(run_dir, device=device, checkpoint=checkpoint)
+        self.model, self.tok, self.objective = self.run.model, self.run.tokenizer, self.run.objective
+        self.name = str(run_dir)
         self.bos_id, self.mask_id = self.tok.token_to_id(BOS), self.tok.token_to_id(MASK)
         self.max_len = self.model.cfg.max_seq_len
         self.device = torch.device(device)
@@ -73,10 +62,7 @@ class RunLM(ScoringLM):
 
     def tokenize(self, text):
         enc = self.tok.encode(text, add_special_tokens=False)
-        return enc.ids, _word_ids(enc)
-
-    def id_to_token(self, i):
-        return self.tok.id_to_token(i)
+        return enc.ids, word_starts(enc.word_ids if enc.word_ids is not None else [None] * len(enc.ids))
 
     @torch.no_grad()
     def selected_logits(self, ids, lengths, is_causal, select):
@@ -85,15 +71,14 @@ class RunLM(ScoringLM):
         # padding is its own "document": real tokens never attend to it in either mode
         doc = (pos[None] >= lengths.to(self.device)[:, None]).int()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model(ids, is_causal=is_causal, document_ids=None if is_causal else doc, select=select,
-                             fp32_head=True)
-        return out.float()
+            hidden = self.model(ids, is_causal=is_causal, document_ids=None if is_causal else doc)
+            return self.model.head(hidden[select], fp32=True)
 
 
 class HFLM(ScoringLM):
     """A local `transformers` causal or masked LM (no hub access: a directory)."""
 
-    def __init__(self, path, device="cpu", precision="fp32"):
+    def __init__(self, path, device="cpu", precision="fp32", trust_remote_code: bool = False):
         try:
             import transformers
         except ImportError:
@@ -101,13 +86,22 @@ class HFLM(ScoringLM):
         p = Path(path)
         if not (p / "config.json").is_file():
             raise UserError(f"{p} is not a local Hugging Face model directory (no config.json)")
-        config = transformers.AutoConfig.from_pretrained(p, trust_remote_code=True)
-        archs = " ".join(config.architectures or [])
-        masked = "MaskedLM" in archs or getattr(config, "is_decoder", None) is False and "CausalLM" not in archs
-        cls = transformers.AutoModelForMaskedLM if masked else transformers.AutoModelForCausalLM
-        self.model = cls.from_pretrained(p, trust_remote_code=True, dtype=torch.float32).to(device).eval()
-        self.tok = transformers.AutoTokenizer.from_pretrained(p, trust_remote_code=True)
-        self.name, self.kind = str(p), "masked" if masked else "causal"
+        # code shipped inside a model folder runs only when the user asks (--trust-remote-code)
+        trust = bool(trust_remote_code)
+        try:
+            config = transformers.AutoConfig.from_pretrained(p, trust_remote_code=trust, local_files_only=True)
+            archs = " ".join(config.architectures or [])
+            masked = "MaskedLM" in archs or getattr(config, "is_decoder", None) is False and "CausalLM" not in archs
+            cls = transformers.AutoModelForMaskedLM if masked else transformers.AutoModelForCausalLM
+            self.model = cls.from_pretrained(p, trust_remote_code=trust, dtype=torch.float32, local_files_only=True).to(device).eval()
+            self.tok = transformers.AutoTokenizer.from_pretrained(p, trust_remote_code=trust, local_files_only=True)
+        except (ValueError, OSError, KeyError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "trust_remote_code" in str(e) or "custom code" in str(e):
+                raise UserError(f"{p} ships its own model code; read it, then pass --trust-remote-code to run it") from None
+            raise UserError(f"cannot load the Hugging Face model in {p}: {msg[:160]}") from None
+        # a local HF model is scored as the objective of its kind (registry lookup, not a switch)
+        self.name, self.objective = str(p), objective_class("masked" if masked else "causal")
         bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.cls_token_id
         if bos is None:
             raise UserError(f"the tokenizer of {p} has no BOS/CLS token; scoring needs an explicit start token")
@@ -118,12 +112,10 @@ class HFLM(ScoringLM):
         self.device = torch.device(device)
         self.autocast = precision == "bf16"
 
-    def id_to_token(self, i):
-        return self.tok.convert_ids_to_tokens(i)
-
     def tokenize(self, text):
         enc = self.tok(text, add_special_tokens=False)
-        return enc["input_ids"], enc.word_ids() if hasattr(enc, "word_ids") else [None] * len(enc["input_ids"])
+        ids = enc["input_ids"]
+        return ids, word_starts(enc.word_ids() if self.tok.is_fast else [None] * len(ids))
 
     @torch.no_grad()
     def selected_logits(self, ids, lengths, is_causal, select):
@@ -134,7 +126,9 @@ class HFLM(ScoringLM):
         return logits[select.to(self.device)].float()
 
 
-def load_lm(run=None, hf_model=None, device="cpu", precision="fp32") -> ScoringLM:
+def load_lm(run=None, hf_model=None, device="cpu", precision="fp32", trust_remote_code=False) -> ScoringLM:
     if (run is None) == (hf_model is None):
         raise UserError("give exactly one of --run RUN or --hf-model DIR")
-    return RunLM(run, device, precision) if run is not None else HFLM(hf_model, device, precision)
+    if hf_model is not None:
+        return HFLM(hf_model, device, precision, trust_remote_code)
+    return RunLM(run, device, precision)

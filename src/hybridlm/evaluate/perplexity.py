@@ -3,8 +3,9 @@
 - causal: exact perplexity over windows of the model's context (each token predicted once).
 - masked: pseudo-perplexity exp(-PLL / N) (Salazar et al.), optionally within-word (pll-word).
 - hybrid: both its causal perplexity and its MNTP pseudo-perplexity.
-- diffusion: an upper bound: the NELBO, Monte Carlo over t (stratified, fixed seed) with its
-  standard error over windows.
+- diffusion: an upper bound: the NELBO, Monte Carlo over t (stratified, fixed seed; masks and
+  weights from the diffusion objective) with its standard error over windows.
+Which measures a model reports is its objective's answer (`Objective.perplexity_scorers`).
 Bits per byte (total nats / ln 2 / UTF-8 bytes) does not depend on the tokenizer, so it compares
 runs with different tokenizers; it is only a likelihood for causal (exact) and diffusion (bound).
 """
@@ -18,7 +19,8 @@ import torch
 
 from hybridlm.data import _tokenize_files
 from hybridlm.errors import UserError
-from hybridlm.evaluate.scoring import Copy, score_copies
+from hybridlm.evaluate.scoring import Copy, masked_copies, score_copies
+from hybridlm.objectives.diffusion import sample_times
 from hybridlm.tokenizer import check_text_files
 
 
@@ -40,26 +42,35 @@ def _summary(nll: float, n_tokens: int, n_bytes: int, n_words: int, kind: str) -
 
 
 def _tokens(lm, path, max_tokens):
+    """(tokens, word starts, UTF-8 bytes, words) of a text file, documents starting with <s>. Bytes
+    and words are those of the text the kept tokens cover (all of it, or the first max_tokens)."""
     check_text_files([path], scan_utf8=False)
-    split = _tokenize_files([path], lambda lines: [lm.tokenize(line)[0] for line in lines], lm.bos_id, np.int64, "tokenize")
+    split = _tokenize_files([path], lambda lines: [lm.tokenize(line) for line in lines], lm.bos_id, np.int64, "tokenize")
     if split.n_tokens == 0:
         raise UserError(f"{path}: no text to evaluate")
-    tokens = np.concatenate(split.tokens)
-    frac = 1.0
+    tokens, starts = np.concatenate(split.tokens), np.concatenate(split.word_starts)
+    n_bytes, n_words = split.n_bytes, split.n_words
     if max_tokens and len(tokens) > max_tokens:
-        frac = max_tokens / len(tokens)
-        tokens = tokens[:max_tokens]
-    return tokens, int(split.n_bytes * frac), int(split.n_words * frac)
+        # measured on the text the kept tokens decode to (documents joined by newlines), not apportioned
+        tokens, starts = tokens[:max_tokens], starts[:max_tokens]
+        docs = np.split(tokens, np.flatnonzero(tokens == lm.bos_id))
+        texts = [lm.decode(d[1:].tolist()) for d in docs if len(d) > 1]
+        n_bytes = sum(len(t.strip().encode("utf-8")) for t in texts) + max(0, len(texts) - 1)
+        n_words = sum(len(t.split()) for t in texts)
+    return tokens, starts, max(1, n_bytes), n_words
 
 
 def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, seed=0, progress=False) -> dict:
-    tokens, n_bytes, n_words = _tokens(lm, path, max_tokens)
+    tokens, starts, n_bytes, n_words = _tokens(lm, path, max_tokens)
     length = min(seq_len or lm.max_len, lm.max_len)
-    windows = _windows(tokens, length)
-    kinds = {"causal": ["causal"], "masked": ["pll"], "hybrid": ["causal", "mntp"], "diffusion": ["elbo"]}[lm.kind]
+    if length < 2:
+        raise UserError(f"--seq-len must be at least 2 (got {length})")
+    windows, start_windows = _windows(tokens, length), _windows(starts, length)
+    kinds = list(lm.objective.perplexity_scorers)
     if scorer:
         if scorer not in lm.scorers or scorer == "fused":
-            raise UserError(f"scorer {scorer!r} is not available for perplexity of a {lm.kind} model (choose from {', '.join(k for k in lm.scorers if k != 'fused')})")
+            raise UserError(f"scorer {scorer!r} is not available for perplexity of a {lm.kind} model "
+                            f"(choose from {', '.join(k for k in lm.scorers if k != 'fused')})")
         kinds = [scorer]
     out = {"model": lm.name, "file": str(path), "bytes": n_bytes, "words": n_words}
     for kind in kinds:
@@ -68,19 +79,11 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
             nll = -sum(score_copies(lm, copies, len(windows), True, progress=progress, desc=kind))
             out[kind] = _summary(nll, sum(len(w) - 1 for w in windows), n_bytes, n_words, "exact")
         elif kind in ("pll", "pll-word", "mntp", "mntp-word"):
-            # every token is masked once: read in place (pll) or from the position before (mntp)
-            shift = 1 if kind.startswith("mntp") else 0
-            copies = []
-            for wi, w in enumerate(windows):
-                starts = lm.starts_word(w) if kind.endswith("-word") else None
-                for i in range(1, len(w)):  # position 0: <s>, or the previous window's last token
-                    masked = list(w)
-                    masked[i] = lm.mask_id
-                    j = i + 1
-                    while starts is not None and j < len(w) and not starts[j]:  # the rest of the word, to the right
-                        masked[j] = lm.mask_id
-                        j += 1
-                    copies.append(Copy(wi, masked, [i - shift], [w[i]]))
+            # every token is masked once: read in place (pll) or from the position before (mntp);
+            # position 0 is <s> or the previous window's last token
+            copies = [c for wi, (w, s) in enumerate(zip(windows, start_windows))
+                      for c in masked_copies(wi, w, s, range(1, len(w)), lm.mask_id, shift=1 if kind.startswith("mntp") else 0,
+                                             whole_word=kind.endswith("-word"))]
             nll = -sum(score_copies(lm, copies, len(windows), False, progress=progress, desc=kind))
             out[kind] = _summary(nll, len(copies), n_bytes, n_words, "pseudo")
         elif kind == "elbo":
@@ -89,23 +92,22 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
 
 
 def _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress):
-    """NELBO (log-linear schedule: weight 1/t) by Monte Carlo over t; per-window estimates give the SE."""
+    """NELBO by Monte Carlo over t, `samples` stratified times per window, masks and weights from the
+    diffusion objective (the run's own schedule); per-window estimates give the standard error."""
+    objective = lm.objective
     g = torch.Generator().manual_seed(seed)
     copies, per_window_tokens = [], []
-    eps = 1e-3
     for wi, w in enumerate(windows):
         n = len(w) - 1  # position 0 is <s> or context carried from the previous window
         per_window_tokens.append(n)
-        offset = torch.rand((), generator=g).item()
+        t = sample_times(samples, g, objective.eps)
+        rows = torch.tensor([w[1:]] * samples)
+        mask, weight = objective.time_mask(rows, t, g, can=torch.ones_like(rows, dtype=torch.bool))
         for s in range(samples):
-            t = eps + (1 - eps) * ((offset + s / samples) % 1)
-            chosen = [i + 1 for i in range(n) if torch.rand((), generator=g).item() < t]
-            if not chosen:
-                continue
-            masked = list(w)
-            for j in chosen:
-                masked[j] = lm.mask_id
-            copies.append(Copy(wi, masked, chosen, [w[j] for j in chosen], 1.0 / (t * samples)))
+            chosen = (mask[s].nonzero().flatten() + 1).tolist()
+            if chosen:
+                masked = [lm.mask_id if j in set(chosen) else tok for j, tok in enumerate(w)]
+                copies.append(Copy(wi, masked, chosen, [w[j] for j in chosen], float(weight[s, 0]) / samples))
     per_window = -np.asarray(score_copies(lm, copies, len(windows), False, True, progress=progress, desc="elbo"))
     total = float(per_window.sum())
     n_tokens = int(sum(per_window_tokens))

@@ -12,10 +12,12 @@ prepended and never scored.
   masks the rest of x_i's word to the right (Kauf & Ivanova's within_word_l2r).
 - mntp / mntp-word: GPT-BERT's masked next-token form: mask x_i, read it at position i-1.
 - fused: causal + mntp.
-- elbo: the masked-diffusion NELBO. For the log-linear schedule and a time-free model the
-  continuous-time bound equals sum_{k=1..n} E_{|S|=k} [ (1/k) sum_{i in S} -log p(x_i | x with S
-  masked) ] (integrate the binomial over t); one random subset per k from a fixed seed per
-  sentence length, so both sentences of a pair share their random numbers. Reported as -NELBO.
+- elbo: the masked-diffusion NELBO, by the diffusion objective's `subset_masks` (exact in the
+  number of masked tokens, one random subset per k from a fixed seed per sentence length, so both
+  sentences of a pair share their random numbers); the <mask> token is never a prediction
+  (SUBS). Reported as -NELBO.
+
+Which scorers a model has, and its default, is the objective's answer (`Objective.scorers`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ import torch
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
-from hybridlm.evaluate.lm import ScoringLM
+from hybridlm.evaluate.lm import ScoringLM, word_starts  # noqa: F401 (word_starts: the one definition of a word)
 
 SCORERS = ("causal", "pll", "pll-word", "mntp", "mntp-word", "fused", "elbo")
-DEFAULT_SCORER = {"causal": "causal", "masked": "pll", "hybrid": "mntp", "diffusion": "elbo"}
 
 
 @dataclass
@@ -41,55 +42,54 @@ class Copy:
     weight: float = 1.0
 
 
-def _word_span_right(word_ids, i):
-    """Positions i.. that belong to the same word as i."""
-    span = [i]
-    j = i + 1
-    while j < len(word_ids) and word_ids[j] is not None and word_ids[j] == word_ids[i]:
-        span.append(j)
-        j += 1
-    return span
+def masked_copies(index: int, ids: list[int], starts: list[bool], positions, mask_id: int, shift: int = 0,
+                  whole_word: bool = False) -> list[Copy]:
+    """PLL / within-word PLL / MNTP: for each position i, a copy with x_i masked, read at i - shift
+    (0: in place, BERT; 1: at i-1, GPT-BERT's masked next-token form). whole_word: also mask the rest
+    of x_i's word to the right (Kauf & Ivanova's within_word_l2r)."""
+    out = []
+    for i in positions:
+        masked = list(ids)
+        masked[i] = mask_id
+        j = i + 1
+        while whole_word and j < len(ids) and not starts[j]:
+            masked[j] = mask_id
+            j += 1
+        out.append(Copy(index, masked, [i - shift], [ids[i]]))
+    return out
 
 
 def _copies(scorer: str, lm: ScoringLM, index: int, text: str, samples: int = 1, seed: int = 0) -> list[Copy]:
-    toks, words = lm.tokenize(text)
+    toks, starts = lm.tokenize(text)
     if not toks:
         return []
     ids = [lm.bos_id] + list(toks)
-    words = [None] + list(words)
+    starts = [True] + list(starts)
     n = len(ids)
     if n > lm.max_len:
         raise UserError(f"a sentence of {n} tokens is longer than the model's {lm.max_len}: {text[:60]!r}")
     if scorer == "causal":
         return [Copy(index, ids, list(range(n - 1)), ids[1:])]
-    out = []
     if scorer in ("pll", "pll-word", "mntp", "mntp-word"):
-        shift = 1 if scorer.startswith("mntp") else 0
-        for i in range(1, n):
-            masked = list(ids)
-            span = _word_span_right(words, i) if scorer.endswith("-word") else [i]
-            for j in span:
-                masked[j] = lm.mask_id
-            out.append(Copy(index, masked, [i - shift], [ids[i]]))
-        return out
+        return masked_copies(index, ids, starts, range(1, n), lm.mask_id, shift=1 if scorer.startswith("mntp") else 0,
+                             whole_word=scorer.endswith("-word"))
     if scorer == "elbo":
-        # seeded by length alone: sentences of equal length (a minimal pair, usually) get the same
-        # masks for every k, so their difference is not drowned in Monte Carlo noise
+        # the diffusion objective's bound by subset size; seeded by length alone: sentences of equal
+        # length (a minimal pair, usually) get the same masks, so their difference is not drowned
+        # in Monte Carlo noise
         g = torch.Generator().manual_seed(1_000_003 * n + seed)
-        m = n - 1
-        for _ in range(samples):
-            for k in range(1, m + 1):
-                chosen = (torch.randperm(m, generator=g)[:k] + 1).tolist()
-                masked = list(ids)
-                for j in chosen:
-                    masked[j] = lm.mask_id
-                out.append(Copy(index, masked, sorted(chosen), [ids[j] for j in sorted(chosen)], 1.0 / (k * samples)))
+        masks, weights = lm.objective.subset_masks(n - 1, g, samples)
+        out = []
+        for mask, w in zip(masks, weights.tolist()):
+            chosen = (mask.nonzero().flatten() + 1).tolist()
+            masked = [lm.mask_id if j in chosen else t for j, t in enumerate(ids)]
+            out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
         return out
     raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")
 
 
 def check_scorer(lm: ScoringLM, scorer: str | None) -> str:
-    scorer = scorer or DEFAULT_SCORER[lm.kind]
+    scorer = scorer or lm.scorers[0]
     if scorer not in SCORERS:
         raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")
     if scorer not in lm.scorers:

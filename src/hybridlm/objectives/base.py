@@ -1,17 +1,25 @@
-"""What every objective shares: the corrupted `Batch` and the weighted cross-entropy loss.
+"""What every objective shares: the corrupted `Batch`, the `Objective` interface and its loss.
 
-An objective turns clean windows of L+1 token ids into a Batch (inputs, targets, attention mode
-per row, per-token loss weights). The weights are normalised over the *global* batch, so the
-batch loss is simply sum(weight * CE): any split of the rows into micro-batches or processes
-sums to the same loss and the same gradient.
+An objective is one class in one file. It turns clean windows of L+1 token ids into a Batch
+(inputs, targets, attention mode per row, per-token loss weights) and answers every question the
+rest of the package asks about it: its options (read from the training config by the class
+itself), its validation views, whether its loss is a likelihood or a bound (so bits per byte is
+reported only where it means something), its sentence scorers, how it generates, how it exports
+and how the demo shows it. Nothing outside `objectives/` switches on an objective's name.
+
+The loss weights are normalised over the *global* batch, so the batch loss is simply
+sum(weight * CE): any split of the rows into micro-batches or processes sums to the same loss
+and the same gradient.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import torch
 
+from hybridlm.ops import linear_cross_entropy
 from hybridlm.tokenizer import special_ids
 
 SPECIAL = special_ids()
@@ -23,14 +31,17 @@ class Batch:
     targets: torch.Tensor  # [B, L] long — token to predict at each position
     loss_weights: torch.Tensor  # [B, L] float — 0 where there is no loss; sums to the batch loss
     is_causal: torch.Tensor  # [B] bool — causal or bidirectional attention, per row
+    # [B, L] bool — the targets whose likelihood the loss is a per-token average of (bits per byte
+    # counts their UTF-8 bytes); for a bound (diffusion) every token the bound covers
+    token_mask: torch.Tensor
     document_ids: torch.Tensor | None = None  # [B, L] — packed-document attention, when set
-    t: torch.Tensor | None = None  # [B] — diffusion time, when the objective has one
 
     def rows(self, sl: slice) -> "Batch":
         return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[sl]) for f in fields(self)})
 
-    def to(self, device) -> "Batch":
-        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device)) for f in fields(self)})
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device, non_blocking=non_blocking))
+                        for f in fields(self)})
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -42,14 +53,49 @@ def maskable(ids: torch.Tensor) -> torch.Tensor:
 
 
 class Objective:
-    name = "base"
-    forbid_mask_prediction = False  # MDLM's SUBS: the <mask> token is never a prediction
+    """The interface. Subclasses set the class attributes and implement `corrupt`."""
+
+    name: ClassVar[str] = "base"
+    # TrainConfig keys this objective reads (beyond document_mask and z_loss, which all read)
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    # the attention it trains with: "causal", "bidirectional" or "mixed" (per row)
+    attention: ClassVar[str] = "causal"
+    # what its validation loss is: "exact" (a likelihood), "bound" (an upper bound on the NLL) or
+    # None (a pseudo-likelihood or a mix: no bits per byte)
+    likelihood: ClassVar[str | None] = None
+    loss_label: ClassVar[str] = "CE (nats/token)"  # what the validation loss measures, for tables
+    # sentence scorers (hybridlm.evaluate.scoring), the first is the default; `perplexity_scorers`
+    # are the ones `hlm eval perplexity` reports by default
+    scorers: ClassVar[tuple[str, ...]] = ("causal",)
+    perplexity_scorers: ClassVar[tuple[str, ...]] = ("causal",)
+    # generation: "causal" (left to right, KV cache), "unmask" (iterative unmasking) or None
+    generation: ClassVar[str | None] = "causal"
+    # infilling of <mask> tokens: None (cannot), or the offset at which position i's prediction is
+    # read (0: in place; 1: at i-1, GPT-BERT's masked next-token form)
+    infill_shift: ClassVar[int | None] = None
+    # export: as a LlamaForCausalLM, and/or as a masked LM (None: no; "": the export's root;
+    # "masked_lm": a sub-folder, beside a causal LM)
+    export_causal_lm: ClassVar[bool] = True
+    export_masked_lm: ClassVar[str | None] = None
+    forbid_mask_prediction: ClassVar[bool] = False  # MDLM's SUBS: the <mask> token is never a prediction
 
     def __init__(self, vocab_size: int, document_mask: bool = True, z_loss: float = 0.0):
         self.vocab_size = vocab_size
         self.document_mask = document_mask
         self.z_loss = z_loss
 
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise UserError for option values this objective cannot use (called before a run starts)."""
+
+    @classmethod
+    def from_config(cls, cfg, vocab_size: int, data_dir=None) -> "Objective":
+        """The objective with the options of a TrainConfig (data_dir: for corpus statistics)."""
+        return cls(vocab_size, document_mask=cfg.document_mask, z_loss=cfg.z_loss,
+                   **{k: getattr(cfg, k) for k in cls.config_keys})
+
+    # ------------------------------------------------------------ training
     def corrupt(self, ids: torch.Tensor, generator: torch.Generator, progress: float = 1.0, train: bool = True) -> Batch:
         raise NotImplementedError
 
@@ -57,18 +103,40 @@ class Objective:
         return torch.cumsum((inputs == SPECIAL["bos"]).int(), -1) if self.document_mask else None
 
     def loss(self, model, batch: Batch):
-        """(loss, stats): the weighted CE over the positions with weight > 0 (PaLM's z-loss, which
-        keeps the softmax normaliser near 1, added when set; GPT-BERT uses 1e-4).
+        """(loss, metrics): the weighted CE over the positions with weight > 0, computed by the fused
+        head (no [N, V] logits), plus PaLM's z-loss when set (GPT-BERT uses 1e-4).
 
-        stats maps names to (sum, count) so micro-batches and processes aggregate exactly.
+        metrics map names to (sum, count) tensors, so micro-batches and processes aggregate exactly:
+        "loss" is what is optimised; "nll" the likelihood term alone (no z-loss penalty); "ce_causal"
+        and "ce_masked" the CE by attention mode of the rows.
         """
+        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids)
         select = batch.loss_weights > 0
-        loss, ce = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, select=select,
-                         labels=batch.targets[select], label_weights=batch.loss_weights[select], z_loss=self.z_loss,
-                         never_predict=SPECIAL["mask"] if self.forbid_mask_prediction else None)
+        # every position selected (causal): a reshape, not a gather whose backward zero-fills and scatters
+        h = hidden.reshape(-1, hidden.shape[-1]) if bool(select.all()) else hidden[select]
+        weights = batch.loss_weights[select]
+        loss, ce = linear_cross_entropy(h, model.output_weight, batch.targets[select], weights, self.z_loss,
+                                        SPECIAL["mask"] if self.forbid_mask_prediction else None)
         causal_rows = batch.is_causal[:, None].expand_as(select)[select]
-        stats = {"loss": (loss.detach(), 1)}
+        one = torch.ones((), device=loss.device)
+        metrics = {"loss": (loss.detach(), one), "nll": ((weights.float() * ce).sum(), one)}
         for mode, rows in (("causal", causal_rows), ("masked", ~causal_rows)):
             # always both keys, so every process all-reduces the same tensor shape
-            stats[f"ce_{mode}"] = (ce[rows].sum(), int(rows.sum()))
-        return loss, stats
+            metrics[f"ce_{mode}"] = (ce[rows].sum(), rows.sum())
+        return loss, metrics
+
+    # ------------------------------------------------------------ evaluation
+    def validation_views(self) -> dict[str, tuple["Objective", float]]:
+        """name -> (objective to validate with, its weight in val_loss). One view: the objective itself."""
+        return {"": (self, 1.0)}
+
+    likelihood_view: ClassVar[str] = ""  # the view whose loss `likelihood` describes
+
+    # ------------------------------------------------------------ sampling
+    def unmask_fraction(self, t: float, t_next: float) -> float:
+        """Share of the still-masked positions to reveal going from time t to t_next < t in iterative
+        unmasking: (alpha(t_next) - alpha(t)) / (1 - alpha(t)). Objectives without a noise schedule
+        use the log-linear one (alpha = 1 - t): an even number of tokens per round."""
+        return (t - t_next) / t
+
+    demo_sample_text: ClassVar[str] = "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate

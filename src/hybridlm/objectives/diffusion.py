@@ -6,6 +6,9 @@ t ~ U(eps, 1) per sequence (low-discrepancy over the batch). The NELBO per token
 and MDLM's SUBS parameterisation never predicts <mask>. With frequency-informed masking each
 token gets its own schedule alpha(t) ** s(token), with s > 1 for rare tokens (masked more) and
 the matching weight, so every token's term keeps the ELBO form.
+
+This file is the one home of the diffusion maths: training (`corrupt`), validation, perplexity
+(`time_mask`), sentence scoring (`subset_masks`) and the sampler (`unmask_fraction`) all call it.
 """
 
 import math
@@ -13,9 +16,11 @@ import math
 import numpy as np
 import torch
 
+from hybridlm.errors import UserError
 from hybridlm.objectives.base import SPECIAL, Batch, Objective, maskable
 
 SCHEDULES = ("loglinear", "linear", "cosine")
+ESTIMATORS = ("time", "count")
 
 
 def alpha_and_weight(t: torch.Tensor, schedule: str):
@@ -29,84 +34,144 @@ def alpha_and_weight(t: torch.Tensor, schedule: str):
     if schedule == "cosine":  # MD4: alpha = 1 - cos(pi/2 (1 - t))
         a = math.pi / 2 * (1 - t)
         return 1 - torch.cos(a), (math.pi / 2) * torch.tan(a)
-    raise ValueError(f"unknown schedule {schedule!r} (choose one of: {', '.join(SCHEDULES)})")
+    raise UserError(f"unknown schedule {schedule!r} (choose one of: {', '.join(SCHEDULES)})")
 
 
-def sample_times(n: int, generator, eps: float = 1e-3, antithetic: bool = True) -> torch.Tensor:
+def sample_times(n: int, generator, eps: float = 1e-3) -> torch.Tensor:
     """t in [eps, 1): stratified over the batch (one uniform offset, n evenly spaced strata)."""
-    if antithetic:
-        u = (torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(n, dtype=torch.float64) / n) % 1
-    else:
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
+    u = (torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(n, dtype=torch.float64) / n) % 1
     return (eps + (1 - eps) * u).float()
+
+
+def diffusable(ids: torch.Tensor) -> torch.Tensor:
+    """Tokens the forward process may mask: text and </s>; <s> marks documents, given, never generated."""
+    return (maskable(ids) | (ids == SPECIAL["eos"])) & (ids != SPECIAL["bos"])
+
+
+def random_subsets(k: torch.Tensor, can: torch.Tensor, generator) -> torch.Tensor:
+    """bool [B, L]: k[b] positions of row b chosen uniformly among those where can[b] is True."""
+    scores = torch.rand(can.shape, generator=generator)
+    scores[~can] = 2.0  # never chosen
+    rank = scores.argsort(1).argsort(1)
+    return (rank < k[:, None]) & can
 
 
 class DiffusionObjective(Objective):
     name = "diffusion"
+    config_keys = ("schedule", "diffusion_eps", "frequency_masking", "diffusion_estimator")
+    attention = "bidirectional"
+    likelihood = "bound"  # the NELBO: an upper bound on the NLL
+    loss_label = "NELBO (nats/token)"
+    scorers = ("elbo",)
+    perplexity_scorers = ("elbo",)
+    generation = "unmask"
+    infill_shift = 0
+    export_causal_lm = False
+    export_masked_lm = ""
     forbid_mask_prediction = True
 
     def __init__(self, vocab_size, schedule="loglinear", eps=1e-3, frequency_masking=0.0, unigram=None, estimator="time", **kw):
         super().__init__(vocab_size, **kw)
-        if estimator not in ("time", "count"):
-            raise ValueError(f"unknown diffusion estimator {estimator!r} (choose time or count)")
+        if schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {schedule!r} (choose one of: {', '.join(SCHEDULES)})")
+        if estimator not in ESTIMATORS:
+            raise UserError(f"unknown diffusion estimator {estimator!r} (choose time or count)")
         if estimator == "count" and (schedule != "loglinear" or frequency_masking):
-            raise ValueError("the count estimator is the log-linear NELBO; it takes neither another schedule nor frequency masking")
-        self.estimator = estimator
-        alpha_and_weight(torch.tensor([0.5]), schedule)  # validate the name early
-        self.schedule, self.eps = schedule, eps
-        self.token_exponent = None
-        if frequency_masking:
-            if unigram is None:
-                raise ValueError("frequency-informed masking needs the corpus unigram counts")
-            self.token_exponent = frequency_exponents(unigram, frequency_masking)
+            raise UserError("the count estimator is the log-linear NELBO: use schedule loglinear and no frequency_masking")
+        self.schedule, self.eps, self.estimator = schedule, eps, estimator
+        self.frequency_masking = frequency_masking
+        # per-token schedule exponents; without corpus counts (evaluating a run) the plain schedule
+        # is used, which gives a valid bound too
+        self.token_exponent = frequency_exponents(unigram, frequency_masking) if frequency_masking and unigram is not None else None
 
-    def corrupt(self, ids, generator, progress=1.0, train=True, t=None) -> Batch:
-        ids = ids[:, :-1]
+    @classmethod
+    def check_config(cls, cfg):
+        if cfg.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {cfg.schedule!r} (choose one of: {', '.join(SCHEDULES)})")
+        if cfg.diffusion_estimator not in ESTIMATORS:
+            raise UserError(f"unknown diffusion_estimator {cfg.diffusion_estimator!r} (choose time or count)")
+        if cfg.diffusion_estimator == "count" and (cfg.schedule != "loglinear" or cfg.frequency_masking):
+            raise UserError("diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no frequency_masking")
+        if not 0 < cfg.diffusion_eps < 1:
+            raise UserError(f"diffusion_eps must lie in (0, 1) (got {cfg.diffusion_eps})")
+        if cfg.frequency_masking < 0:
+            raise UserError(f"frequency_masking must be >= 0 (got {cfg.frequency_masking})")
+
+    @classmethod
+    def from_config(cls, cfg, vocab_size, data_dir=None):
+        unigram = None
+        if cfg.frequency_masking and data_dir is not None:
+            from hybridlm.data import load_unigram
+
+            unigram = load_unigram(data_dir)
+        return cls(vocab_size, schedule=cfg.schedule, eps=cfg.diffusion_eps, frequency_masking=cfg.frequency_masking,
+                   unigram=unigram, estimator=cfg.diffusion_estimator, document_mask=cfg.document_mask, z_loss=cfg.z_loss)
+
+    # ------------------------------------------------------------ the forward process
+    def time_mask(self, ids: torch.Tensor, t: torch.Tensor, generator, can=None, per_token_schedule: bool = False):
+        """(mask, weight): each position of `can` masked with probability 1 - alpha(t) (t: [B]); the
+        ELBO weight of each position. per_token_schedule: frequency-informed alpha ** s(token)."""
         B, L = ids.shape
-        if self.estimator == "count" and t is None:
-            return self._corrupt_count(ids, generator)
-        t = sample_times(B, generator, self.eps) if t is None else t
+        can = diffusable(ids) if can is None else can
         alpha, weight = alpha_and_weight(t[:, None].expand(B, L), self.schedule)
-        if self.token_exponent is not None and train:
+        if per_token_schedule and self.token_exponent is not None:
             s = self.token_exponent[ids]
             alpha_s = alpha.clamp(min=1e-12) ** s
             # d/dt alpha^s = s alpha^(s-1) alpha'; alpha' = -weight (1 - alpha)
             weight = s * alpha_s / alpha.clamp(min=1e-12) * weight * (1 - alpha) / (1 - alpha_s).clamp(min=1e-12)
             alpha = alpha_s
-        can = maskable(ids) | (ids == SPECIAL["eos"])
-        can &= ids != SPECIAL["bos"]  # <s> marks documents: given, never generated
         mask = (torch.rand(B, L, generator=generator) < 1 - alpha) & can
+        return mask, weight
+
+    def subset_masks(self, n: int, generator, samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bound by the number of masked tokens, for scoring: (masks [samples * n, n], weights).
+
+        For a model without time input the continuous-time NELBO does not depend on the schedule
+        and, integrating the binomial over t, equals
+        sum_{k=1..n} E_{|S| = k} [ (1/k) sum_{i in S} -log p(x_i | x with S masked) ]
+        (the any-order autoregressive form, cf. RADD): one random subset per k and sample, weight
+        1 / (k * samples). The count estimator of training draws one k per sequence from the same form.
+        """
+        k = torch.arange(1, n + 1).repeat(samples)
+        masks = random_subsets(k, torch.ones(len(k), n, dtype=torch.bool), generator)
+        return masks, 1.0 / (k.double() * samples)
+
+    def corrupt(self, ids, generator, progress=1.0, train=True, t=None) -> Batch:
+        ids = ids[:, :-1]
+        B, L = ids.shape
+        can = diffusable(ids)
+        if self.estimator == "count" and t is None:
+            return self._corrupt_count(ids, can, generator)
+        t = sample_times(B, generator, self.eps) if t is None else t
+        mask, weight = self.time_mask(ids, t, generator, can, per_token_schedule=train)
         inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
         n_tokens = can.sum().clamp(min=1)
         w = torch.where(mask, weight, torch.zeros_like(weight)) / n_tokens
         return Batch(input_ids=inputs, targets=ids, loss_weights=w, is_causal=torch.zeros(B, dtype=torch.bool),
-                     document_ids=self._doc_ids(ids), t=t)
+                     token_mask=can, document_ids=self._doc_ids(ids))
 
-
-    def _corrupt_count(self, ids, generator) -> Batch:
-        """The same NELBO, sampled by the number of masked tokens instead of t.
-
-        For alpha = 1 - t and a model without time input, integrating the binomial over t gives
-        NELBO / n = E_{k ~ U{1..n}} E_{|S| = k} [ (1/k) sum_{i in S} -log p(x_i | x_{-S}) ]
-        (the any-order autoregressive form, cf. RADD): each sequence contributes the mean CE of
-        its masked tokens, a bounded term, where the time form has weights up to 1/eps.
-        """
+    def _corrupt_count(self, ids, can, generator) -> Batch:
+        """The same NELBO, sampled by the number of masked tokens k ~ U{1..n} (see subset_masks):
+        each sequence contributes the mean CE of its masked tokens, a bounded term, where the time
+        form has weights up to 1/eps."""
         B, L = ids.shape
-        can = (maskable(ids) | (ids == SPECIAL["eos"])) & (ids != SPECIAL["bos"])
         n = can.sum(1)
         u = (torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(B, dtype=torch.float64) / B) % 1
-        k = (u * n).floor().long() + 1  # stratified over the batch, uniform on 1..n
-        k = torch.minimum(k, n.clamp(min=1))
-        scores = torch.rand(B, L, generator=generator)
-        scores[~can] = 2.0  # never chosen
-        rank = scores.argsort(1).argsort(1)
-        mask = (rank < k[:, None]) & can
+        k = torch.minimum((u * n).floor().long() + 1, n.clamp(min=1))  # stratified over the batch, uniform on 1..n
+        mask = random_subsets(k, can, generator)
         inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
         has = (n > 0).float()
         per_seq = (n.float() / k.float()) * has / n.sum().clamp(min=1)  # per-token normalisation over the batch
         w = mask.float() * per_seq[:, None]
         return Batch(input_ids=inputs, targets=ids, loss_weights=w, is_causal=torch.zeros(B, dtype=torch.bool),
-                     document_ids=self._doc_ids(ids), t=k.float() / n.clamp(min=1).float())
+                     token_mask=can, document_ids=self._doc_ids(ids))
+
+    # ------------------------------------------------------------ sampling
+    def unmask_fraction(self, t: float, t_next: float) -> float:
+        """Reverse step t -> t_next of the schedule the run trained with: a masked token is revealed
+        with probability (alpha(t_next) - alpha(t)) / (1 - alpha(t))."""
+        a, _ = alpha_and_weight(torch.tensor([t, t_next], dtype=torch.float64), self.schedule)
+        return float((a[1] - a[0]) / (1 - a[0]).clamp(min=1e-12))
 
 
 def frequency_exponents(unigram, strength: float) -> torch.Tensor:

@@ -6,6 +6,7 @@ Spans have a length uniform in 1..max_span; the masked fraction follows a linear
 
 import torch
 
+from hybridlm.errors import UserError
 from hybridlm.objectives.base import SPECIAL, Batch, Objective, maskable
 
 
@@ -62,10 +63,24 @@ def mask_rate(progress: float, start: float, end: float) -> float:
 
 class MaskedObjective(Objective):
     name = "masked"
+    config_keys = ("mask_ratio_start", "mask_ratio_end", "max_span")
+    attention = "bidirectional"
+    likelihood = None  # masked CE: not a likelihood of the text
+    loss_label = "masked CE"
+    scorers = ("pll", "pll-word")
+    perplexity_scorers = ("pll",)
+    generation = None
+    infill_shift = 0
+    export_causal_lm = False
+    export_masked_lm = ""
 
     def __init__(self, vocab_size, mask_ratio_start=0.3, mask_ratio_end=0.15, max_span=3, **kw):
         super().__init__(vocab_size, **kw)
         self.mask_ratio_start, self.mask_ratio_end, self.max_span = mask_ratio_start, mask_ratio_end, max_span
+
+    @classmethod
+    def check_config(cls, cfg):
+        check_span_options(cfg)
 
     def rate(self, progress, train):
         return mask_rate(progress, self.mask_ratio_start, self.mask_ratio_end) if train else self.mask_ratio_end
@@ -79,5 +94,15 @@ class MaskedObjective(Objective):
             targets=ids,
             loss_weights=w / w.sum().clamp(min=1),
             is_causal=torch.zeros(len(ids), dtype=torch.bool),
+            token_mask=mask,
             document_ids=self._doc_ids(ids),
         )
+
+
+def check_span_options(cfg):
+    """The span-masking options shared by the masked and hybrid objectives."""
+    for name in ("mask_ratio_start", "mask_ratio_end"):
+        if not 0 < getattr(cfg, name) < 1:
+            raise UserError(f"{name} must lie in (0, 1) (got {getattr(cfg, name)})")
+    if not 1 <= cfg.max_span <= 64:
+        raise UserError(f"max_span must lie in 1..64 (got {cfg.max_span})")
