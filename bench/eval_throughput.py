@@ -104,7 +104,7 @@ def main():
                                          ("masked", "pll", naive_pll, "naive PLL, one mask per forward")):
         run = make_run(tmp / objective, objective, a.preset, tok_dir, V)
         export_run(run, tmp / f"{objective}-hf")
-        ours_lm, hf_lm = RunLM(run), HFLM(tmp / f"{objective}-hf")
+        ours_lm, hf_lm = RunLM(run), HFLM(tmp / f"{objective}-hf", trust_remote_code=True)  # our own export
         some = pairs if kind == "causal" else pairs[:: max(1, len(pairs) // 40)]  # PLL: ~40 pairs across paradigms
         sub = sorted({p["good"] for p in some} | {p["bad"] for p in some})
         t = time.perf_counter()

@@ -27,7 +27,7 @@ import transformers  # noqa: E402
 
 from hybridlm.export import llama_config, llama_state_dict  # noqa: E402
 from hybridlm.model import build_model  # noqa: E402
-from hybridlm.objectives import build_objective  # noqa: E402
+from hybridlm.objectives import objective_class  # noqa: E402
 
 V = 16384
 
@@ -92,7 +92,7 @@ def main():
         for objective in (("causal", "masked", "hybrid", "diffusion") if preset == "small" else ("causal",)):
             torch.manual_seed(0)
             ours = build_model(preset, V, min_seq_len=L)
-            obj = build_objective(objective, V)
+            obj = objective_class(objective)(V)
             batch = obj.corrupt(ids, torch.Generator().manual_seed(1))
             if objective in ("causal", "hybrid"):
                 hf, hf_name = hf_llama(ours), "LlamaForCausalLM"
@@ -100,7 +100,7 @@ def main():
                     with torch.no_grad():
                         a_loss = obj.loss(ours, batch)[0].item()
                         b_loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss.item()
-                        logits = ours(ids[:, :-1])
+                        logits = ours(ids[:, :-1], logits=True)
                     # HF shifts labels itself: its loss covers L-1 targets, ours L; compare on the same targets
                     ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:-1].reshape(-1)).item()
                     assert abs(b_loss - ref) < 1e-4, (b_loss, ref)

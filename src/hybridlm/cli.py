@@ -46,14 +46,14 @@ def cmd_train(a):
 def cmd_tokenizer_train(a):
     from hybridlm.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(a.input, a.vocab_size, a.out, kind=a.kind, min_frequency=a.min_frequency)
+    tok = train_tokenizer(a.input, a.vocab_size, a.out, kind=a.kind, min_frequency=a.min_frequency, force=a.force)
     print(f"tokenizer with {tok.get_vocab_size()} tokens written to {a.out}/tokenizer.json")
 
 
 def cmd_prepare(a):
     from hybridlm.data import prepare
 
-    m = prepare(a.input, a.tokenizer, a.out, valid_inputs=a.valid, val_fraction=a.val_fraction)
+    m = prepare(a.input, a.tokenizer, a.out, valid_inputs=a.valid, val_fraction=a.val_fraction, force=a.force)
     tr, va = m["splits"]["train"], m["splits"]["val"]
     print(f"prepared {tr['tokens']:,} train tokens ({tr['documents']} documents, {tr['words']:,} words) and "
           f"{va['tokens']:,} validation tokens ({va['source']}) in {a.out}")
@@ -82,6 +82,12 @@ def _lm(a):
     return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision, a.trust_remote_code)
 
 
+def _check_json_target(path):
+    """Fail before the work, not after it, when --json cannot be written."""
+    if path and (Path(path).is_dir() or Path(path).is_symlink()):
+        raise UserError(f"--json {path} is a folder or a link; give a file name")
+
+
 def _write_json(path, obj, a=None, name=None):
     from hybridlm.files import atomic_write_json
     from hybridlm.runs import RunDir
@@ -94,8 +100,15 @@ def _write_json(path, obj, a=None, name=None):
 
 def cmd_perplexity(a):
     from hybridlm.evaluate.perplexity import evaluate_file
+    from hybridlm.runs import RunDir
 
+    for flag, value in (("--samples", a.samples), ("--max-tokens", a.max_tokens + 1), ("--seq-len", a.seq_len or 2)):
+        if value <= 0 or (flag == "--seq-len" and value < 2):
+            raise UserError(f"{flag} is out of range (got {getattr(a, flag[2:].replace('-', '_'))})")
+    _check_json_target(a.json)
     lm = _lm(a)
+    if a.run:
+        RunDir(a.run).check_eval_writable("perplexity.json")
     result = evaluate_file(lm, a.input, scorer=a.scorer, seq_len=a.seq_len, max_tokens=a.max_tokens, samples=a.samples,
                            seed=a.seed, progress=True)
     for kind in ("causal", "pll", "pll-word", "mntp", "mntp-word", "elbo"):
@@ -109,9 +122,18 @@ def cmd_perplexity(a):
 
 def cmd_blimp(a):
     from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
+    from hybridlm.evaluate.scoring import check_scorer
+    from hybridlm.runs import RunDir
 
+    if a.limit is not None and a.limit <= 0:
+        raise UserError(f"--limit must be positive (got {a.limit})")
+    if a.samples <= 0:
+        raise UserError(f"--samples must be positive (got {a.samples})")
+    _check_json_target(a.json)
     pairs = load_pairs(a.data, a.limit)
     lm = _lm(a)
+    if a.run:
+        RunDir(a.run).check_eval_writable(f"blimp-{check_scorer(lm, a.scorer)}.json")
     result = evaluate_pairs(lm, pairs, a.scorer, progress=True, samples=a.samples)
     width = max(len(k) for k in result["paradigms"])
     for uid, r in result["paradigms"].items():
@@ -126,10 +148,22 @@ def cmd_blimp(a):
     _write_json(a.json, result, a, f"blimp-{result['scorer']}.json")  # one file per scorer: a hybrid has two
 
 
+def _check_sampling(a):
+    checks = [("--temperature", a.temperature >= 0, ">= 0 (0 = greedy)"), ("--top-k", a.top_k >= 0, ">= 0 (0 = off)"),
+              ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"), ("--min-p", 0 <= a.min_p < 1, "in [0, 1)"),
+              ("--steps", a.steps is None or a.steps > 0, "positive")]
+    checks += [("--max-new-tokens", a.max_new_tokens > 0, "positive"), ("--num-samples", a.num_samples > 0, "positive")] \
+        if hasattr(a, "max_new_tokens") else [("--span", a.span > 0, "positive")]
+    for flag, ok, want in checks:
+        if not ok:
+            raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
+
+
 def cmd_generate(a):
     from hybridlm.generate import generate_text
     from hybridlm.runs import default_device, load_run
 
+    _check_sampling(a)
     run = load_run(a.run, a.device or default_device())
     for i in range(a.num_samples):
         text = generate_text(run, a.prompt, a.max_new_tokens, steps=a.steps, order=a.order, seed=a.seed + i,
@@ -141,6 +175,7 @@ def cmd_infill(a):
     from hybridlm.generate import infill_text
     from hybridlm.runs import default_device, load_run
 
+    _check_sampling(a)
     run = load_run(a.run, a.device or default_device())
     print(infill_text(run, a.text, span=a.span, steps=a.steps, order=a.order, seed=a.seed, temperature=a.temperature,
                       top_k=a.top_k, top_p=a.top_p, min_p=a.min_p))
@@ -225,8 +260,18 @@ def _add_export_report_commands(sub):
     e.set_defaults(func=cmd_export)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with hlm's one-line errors (no usage dump)."""
+
+    def error(self, message):
+        hint = f"see {self.prog} --help"
+        if "expected one argument" in message:
+            hint = "a negative number goes after '=', e.g. --lr=-1e-3; " + hint
+        self.exit(2, f"hlm: error: {message} ({hint})\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hlm", description="hybridlm: one transformer, four pretraining objectives")
+    p = _Parser(prog="hlm", description="hybridlm: one transformer, four pretraining objectives")
     sub = p.add_subparsers(dest="command", required=True)
 
     tk = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(dest="tokenizer_command", required=True)
@@ -236,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--kind", default="bpe", choices=["bpe", "wordpiece"])
     t.add_argument("--min-frequency", type=int, default=2)
+    t.add_argument("--force", action="store_true", help="replace a tokenizer already in --out")
     t.set_defaults(func=cmd_tokenizer_train)
 
     pr = sub.add_parser("prepare", help="tokenize text into memmapped token shards")
@@ -244,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True)
     pr.add_argument("--valid", nargs="+", help="validation text (default: hold out the corpus tail)")
     pr.add_argument("--val-fraction", type=float, default=0.005)
+    pr.add_argument("--force", action="store_true", help="replace prepared data already in --out")
     pr.set_defaults(func=cmd_prepare)
 
     tr = sub.add_parser("train", help="train a model with one of the four objectives")

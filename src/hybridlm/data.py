@@ -116,15 +116,27 @@ def prepare(
     valid_inputs=None,
     val_fraction: float = 0.005,
     shard_tokens: int = 100_000_000,
+    force: bool = False,
 ) -> dict:
     """Tokenize text files into shards; returns the manifest."""
     files = check_text_files(inputs, scan_utf8=False)  # UTF-8 is checked while streaming
     valid_files = check_text_files(valid_inputs, scan_utf8=False) if valid_inputs else None
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--val-fraction must lie in (0, 1) (got {val_fraction})")
     tokenizer = load_tokenizer(tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
     out = Path(out_dir)
+    tok_dir = Path(tokenizer_dir) if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir).parent
+    if out.exists() and out.resolve() == tok_dir.resolve():
+        raise UserError(f"--out {out} is the tokenizer's folder; give prepared data its own folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        what = "prepared data" if (out / MANIFEST).exists() else "files"
+        raise UserError(f"--out {out} already holds {what}; pass --force to replace it, or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a folder being rewritten is not prepared data until its new manifest lands
 
     # the tokenizers library encodes a batch on all cores (Rust threads); the "fast" variant skips
     # the character offsets, which prepare does not need (same ids, ~1.4x faster here)

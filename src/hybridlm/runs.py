@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,8 +135,13 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------ evaluation results
-    def write_eval(self, name: str, result: dict) -> Path:
+    def check_eval_writable(self, name: str) -> None:
+        """Before an evaluation starts: its result file can be written (no link in the way)."""
         refuse_symlink(self.eval_dir)
+        refuse_symlink(self.eval_path(name))
+
+    def write_eval(self, name: str, result: dict) -> Path:
+        self.check_eval_writable(name)
         return atomic_write_json(self.eval_path(name), result)
 
     def read_evals(self) -> list[tuple[str, dict]]:
@@ -214,9 +218,4 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def copy_file(src, dst) -> None:
-    """Copy into a run (or model folder) atomically, never through a link."""
-    atomic_write_bytes(dst, Path(src).read_bytes())
-
-
-__all__ = ["RunDir", "LoadedRun", "load_run", "default_device", "copy_file", "shutil"]
+__all__ = ["RunDir", "LoadedRun", "load_run", "default_device"]

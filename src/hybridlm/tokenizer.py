@@ -41,11 +41,24 @@ def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
     return checked
 
 
-def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_frequency: int = 2) -> Tokenizer:
+def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_frequency: int = 2, force: bool = False) -> Tokenizer:
     """Train a byte-level BPE (default) or WordPiece tokenizer and write OUT/tokenizer.json."""
-    files = check_text_files(inputs)
+    if kind not in ("bpe", "wordpiece"):
+        raise UserError(f"unknown tokenizer kind {kind!r} (choose bpe or wordpiece)")
     if vocab_size < len(SPECIAL_TOKENS) + 256 and kind == "bpe":
         raise UserError(f"--vocab-size {vocab_size} is too small for byte-level BPE (use at least 261)")
+    if not len(SPECIAL_TOKENS) < vocab_size <= 2**31 - 1:
+        raise UserError(f"--vocab-size must be larger than {len(SPECIAL_TOKENS)} (got {vocab_size})")
+    if min_frequency < 1:
+        raise UserError(f"--min-frequency must be at least 1 (got {min_frequency})")
+    out = Path(out_dir)
+    if (out / TOKENIZER_FILE).exists() and not force:
+        raise UserError(f"{out / TOKENIZER_FILE} already exists; pass --force to replace it, or choose a new --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    files = check_text_files(inputs)
+    if not any(line.strip() for f in files for line in open(f, encoding="utf-8")):
+        raise UserError(f"no text in {', '.join(map(str, files))} (only blank lines); give a corpus with text in it")
     if kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token=None))
         tok.normalizer = normalizers.NFC()
@@ -66,16 +79,15 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
         )
-    else:
-        raise UserError(f"unknown tokenizer kind {kind!r} (choose bpe or wordpiece)")
     tok.train([str(f) for f in files], trainer)
     # Adding BOS is explicit in hybridlm (data packing and scorers add it), so no post-processor
     # template; byte-level offsets are still trimmed for readable offsets.
     if kind == "bpe":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / TOKENIZER_FILE))
+    from hybridlm.files import atomic_write_text
+
+    atomic_write_text(out / TOKENIZER_FILE, tok.to_str())
     _write_hf_files(out)
     return tok
 
@@ -92,9 +104,11 @@ def _write_hf_files(out: Path) -> None:
         "model_max_length": 1_000_000_000,
         "clean_up_tokenization_spaces": False,
     }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    from hybridlm.files import atomic_write_json
+
+    atomic_write_json(out / "tokenizer_config.json", config)
     special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "mask_token": MASK, "unk_token": UNK}
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    atomic_write_json(out / "special_tokens_map.json", special)
 
 
 def load_tokenizer(path) -> Tokenizer:

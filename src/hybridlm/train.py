@@ -426,8 +426,6 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
             if not resume:
                 run.create(cfg, Path(cfg.data) / "tokenizer.json")
             stack.enter_context(run.lock())
-            if resume:
-                run.write_config(cfg)  # the applied changes (e.g. a longer max_steps) are what the run now is
             ckpt.remove_stale(run.path)
         dist.barrier()
         return _loop(cfg, dist, run, resume, quiet)
@@ -435,6 +433,8 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
 
 def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) -> dict:
     t = setup(cfg, dist, run, resume)
+    if resume and dist.main:
+        run.write_config(cfg)  # once the checkpoint has loaded: the applied changes (e.g. a longer max_steps) are the run now
     start = t.step
     log = MetricsLog(run, cfg, dist.main, start if resume else None)
     n_params = t.model.num_parameters()

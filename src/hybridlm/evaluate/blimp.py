@@ -32,8 +32,12 @@ def load_pairs(sources, limit: int | None = None) -> list[dict]:
     for f in files:
         per_uid: dict[str, int] = defaultdict(int)
         n_lines = 0
-        with open(f, encoding="utf-8", errors="strict") as fh:
-            for lineno, line in enumerate(fh, 1):
+        with open(f, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{f}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file") from None
                 if not line.strip():
                     continue
                 n_lines += 1
@@ -41,6 +45,8 @@ def load_pairs(sources, limit: int | None = None) -> list[dict]:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{f}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{f}:{lineno}: each line must be a JSON object with sentence_good and sentence_bad")
                 missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row.get(k).strip()]
                 if missing:
                     raise UserError(f"{f}:{lineno}: missing field {missing[0]!r} (each line needs sentence_good and sentence_bad)")

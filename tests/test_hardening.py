@@ -1,0 +1,251 @@
+"""Bad input, faults and crafted files: every CLI path ends in one line naming the fix, never a
+traceback, and never loses or writes outside a user's run (the findings of a 120-case probe)."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hybridlm.cli import main
+from hybridlm.runs import RunDir
+
+from conftest import assert_one_line_error, hlm
+
+TRAIN = ["--seq-len", "32", "--batch-size", "8", "--max-steps", "2", "--eval-interval", "0"]
+
+
+class Result:
+    def __init__(self, code, stderr):
+        self.returncode, self.stderr, self.stdout = code, stderr, ""
+
+
+def run_cli(capsys, *args) -> Result:
+    """The CLI in this process (fast): exit status and stderr, as a subprocess would give them."""
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return Result(code, capsys.readouterr().err)
+
+
+@pytest.fixture
+def run_copy(runs, tmp_path):
+    """A copy of a trained causal run, free to damage."""
+    dst = tmp_path / "run"
+    shutil.copytree(runs["causal"], dst)
+    return dst
+
+
+# ---------------------------------------------------------------- the table (finding 8)
+def _cases(tmp, data, tok, run, pairs, corpus):
+    (tmp / "list.json").write_text("[1, 2]")
+    (tmp / "blank.txt").write_text("\n\n\n")
+    (tmp / "latin1.jsonl").write_bytes('{"sentence_good": "caf\xe9", "sentence_bad": "x"}\n'.encode("latin-1"))
+    (tmp / "array.jsonl").write_text('["a", "b"]\n')
+    (tmp / "folder").mkdir(exist_ok=True)
+    (tmp / "afile").write_text("x")
+    train = ["train", "--data", data, "--out", tmp / "new"] + TRAIN
+    return {
+        "negative lr": (train + ["--lr", "-0.01"], "lr"),
+        "beta1 above 1": (train + ["--beta1", "1.5"], "beta1"),
+        "checkpoint interval 0": (train + ["--checkpoint-interval", "0"], "checkpoint_interval"),
+        "log interval 0": (train + ["--log-interval", "0"], "log_interval"),
+        "max span 0": (train + ["--objective", "masked", "--max-span", "0"], "max_span"),
+        "device tpu": (train + ["--device", "tpu"], "device"),
+        "model value not a number": (train + ["--model", '{"n_layer": "two"}'], "n_layer"),
+        "n_layer 0": (train + ["--model", '{"n_layer": 0}'], "n_layer"),
+        "config that is a list": (train + ["--config", tmp / "list.json"], "list"),
+        "eval batches 0": (train + ["--eval-batches", "0"], "eval_batches"),
+        "negative warmup": (train + ["--warmup-fraction", "-0.1"], "warmup_fraction"),
+        "negative weight decay": (train + ["--weight-decay", "-1"], "weight_decay"),
+        "wordpiece vocab -1": (["tokenizer", "train", "--input", tmp / "blank.txt", "--vocab-size", "-1", "--kind", "wordpiece",
+                                "--out", tmp / "tk"], "vocab-size"),
+        "min frequency -1": (["tokenizer", "train", "--input", corpus, "--vocab-size", "300",
+                              "--min-frequency", "-1", "--out", tmp / "tk"], "min-frequency"),
+        "corpus of blank lines": (["tokenizer", "train", "--input", tmp / "blank.txt", "--vocab-size", "300", "--out", tmp / "tk"], "blank"),
+        "prepare into the tokenizer folder": (["prepare", "--input", tmp / "afile", "--tokenizer", tok, "--out", tok], "tokenizer"),
+        "blimp limit 0": (["eval", "blimp", "--run", run, "--data", pairs, "--limit", "0"], "--limit"),
+        "blimp line not UTF-8": (["eval", "blimp", "--run", run, "--data", tmp / "latin1.jsonl"], "UTF-8"),
+        "blimp line not an object": (["eval", "blimp", "--run", run, "--data", tmp / "array.jsonl"], "object"),
+        "perplexity seq-len 1": (["eval", "perplexity", "--run", run, "--input", tmp / "afile", "--seq-len", "1"], "seq-len"),
+        "--json a folder": (["eval", "blimp", "--run", run, "--data", pairs, "--json", tmp / "folder"], "folder"),
+        "top-p -1": (["generate", "--run", run, "--top-p", "-1"], "--top-p"),
+        "top-k -1": (["generate", "--run", run, "--top-k", "-1"], "--top-k"),
+        "min-p 2": (["generate", "--run", run, "--min-p", "2"], "--min-p"),
+        "generate steps 0": (["generate", "--run", run, "--steps", "0"], "--steps"),
+        "infill top-p -1": (["infill", "--run", run, "--text", "a <mask>", "--top-p", "-1"], "--top-p"),
+        "infill span 0": (["infill", "--run", run, "--text", "a <mask>", "--span", "0"], "--span"),
+        "export onto a file": (["export", "--run", run, "--out", tmp / "afile"], "not a folder"),
+        "demo steps 0": (["demo", "--steps", "0"], "--steps"),
+        "unknown objective": (train + ["--objective", "gpt"], "unknown objective"),
+    }
+
+
+CASES = ["negative lr", "beta1 above 1", "checkpoint interval 0", "log interval 0", "max span 0", "device tpu",
+         "model value not a number", "n_layer 0", "config that is a list", "eval batches 0", "negative warmup",
+         "negative weight decay", "wordpiece vocab -1", "min frequency -1", "corpus of blank lines",
+         "prepare into the tokenizer folder", "blimp limit 0", "blimp line not UTF-8", "blimp line not an object",
+         "perplexity seq-len 1", "--json a folder", "top-p -1", "top-k -1", "min-p 2", "generate steps 0", "infill top-p -1",
+         "infill span 0", "export onto a file", "demo steps 0", "unknown objective"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_and_leaves_nothing(case, capsys, tmp_path, data_dir, tokenizer_dir, runs, corpus):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
+    args, needle = _cases(tmp_path, data_dir, tokenizer_dir, runs["causal"], pairs, corpus)[case]
+    assert_one_line_error(run_cli(capsys, *args), needle)
+    assert not (tmp_path / "new").exists()  # a config error never leaves a stub run folder
+
+
+def test_argument_errors_are_one_line_too(capsys, tmp_path, data_dir):
+    assert_one_line_error(run_cli(capsys, "train", "--data", data_dir, "--out", tmp_path / "x", "--lr", "-1e+16"), "--lr=-1e-3")
+    assert_one_line_error(run_cli(capsys, "train", "--max-steps", "ten"), "invalid int value")
+    assert_one_line_error(run_cli(capsys, "frobnicate"), "invalid choice")
+
+
+def test_cuda_on_a_cpu_build_is_one_line(capsys, tmp_path, data_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this build has CUDA")
+    assert_one_line_error(run_cli(capsys, "train", "--data", data_dir, "--out", tmp_path / "x", *TRAIN, "--device", "cuda"), "cuda")
+    assert not (tmp_path / "x").exists()
+
+
+def test_damaged_run_files_are_one_line(capsys, run_copy, tmp_path):
+    ckpt = run_copy / "checkpoints" / "step_0000030"
+    (ckpt / "state.json").write_text("{}")
+    assert_one_line_error(run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "31"), "corrupt")
+    cfg = json.loads((run_copy / "config.json").read_text())
+    (run_copy / "config.json").write_text(json.dumps({**cfg, "colour": "red"}))
+    assert_one_line_error(run_cli(capsys, "generate", "--run", run_copy), "unknown key 'colour'")
+    (run_copy / "config.json").write_text(json.dumps(cfg))
+    (run_copy / "eval").mkdir(exist_ok=True)
+    (run_copy / "eval" / "blimp-causal.json").write_text("{not json")
+    assert_one_line_error(run_cli(capsys, "report", run_copy, "--out", tmp_path / "rep", "--no-samples"), "corrupt")
+    (run_copy / "eval" / "blimp-causal.json").unlink()
+    lines = (run_copy / "metrics.jsonl").read_text().splitlines()
+    (run_copy / "metrics.jsonl").write_text("\n".join([lines[0], "{cut", *lines[1:]]) + "\n")
+    assert_one_line_error(run_cli(capsys, "report", run_copy, "--out", tmp_path / "rep", "--no-samples"), "metrics.jsonl:2")
+
+
+# ---------------------------------------------------------------- finding 3: relative paths, other working directory
+def test_resume_from_another_working_directory(tmp_path, data_dir):
+    hlm("train", "--data", data_dir.name, "--out", tmp_path / "r", *TRAIN, cwd=data_dir.parent)
+    hlm("train", "--out", tmp_path / "r", "--resume", "--max-steps", 3, cwd=tmp_path)
+    assert (tmp_path / "r" / "checkpoints" / "step_0000003").is_dir()
+
+
+# ---------------------------------------------------------------- finding 4: metrics history on a kill
+def test_a_kill_during_the_metrics_rewrite_keeps_the_history(tmp_path, data_dir, monkeypatch):
+    from hybridlm import files
+    from hybridlm.train import train
+
+    run = tmp_path / "r"
+    hlm("train", "--data", data_dir, "--out", run, *TRAIN, "--log-interval", 1, "--max-steps", 4, "--checkpoint-interval", 2)
+    (run / "checkpoints" / "latest").write_text("step_0000002\n")  # as if killed after step 4's log, before its save
+    shutil.rmtree(run / "checkpoints" / "step_0000004")
+    history = (run / "metrics.jsonl").read_bytes()
+    real_replace = os.replace
+
+    def killed(src, dst):
+        if str(dst).endswith("metrics.jsonl"):
+            raise KeyboardInterrupt  # the process dies between writing the new file and the rename
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train({"out": str(run), "max_steps": 4}, resume=True, quiet=True)
+    assert (run / "metrics.jsonl").read_bytes() == history  # old history intact, never empty or cut
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # and a line cut mid-write by a kill is dropped, not fatal
+    train({"out": str(run), "max_steps": 4}, resume=True, quiet=True)
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- finding 5: symlinks
+def test_never_writes_through_a_symlink(capsys, run_copy, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("precious")
+    (run_copy / "eval").mkdir(exist_ok=True)
+    (run_copy / "eval" / "blimp-causal.json").unlink(missing_ok=True)
+    (run_copy / "eval" / "blimp-causal.json").symlink_to(outside)
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
+    assert_one_line_error(run_cli(capsys, "eval", "blimp", "--run", run_copy, "--data", pairs), "symbolic link")
+    assert outside.read_text() == "precious"
+    (run_copy / "metrics.jsonl").unlink()
+    (run_copy / "metrics.jsonl").symlink_to(tmp_path / "dangling.jsonl")
+    assert_one_line_error(run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "31"), "symbolic link")
+    assert not (tmp_path / "dangling.jsonl").exists()
+
+
+# ---------------------------------------------------------------- finding 6: a user's folder
+def test_a_folder_that_is_not_a_run_is_never_written(capsys, tmp_path, data_dir, corpus, tokenizer_dir):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "tokenizer.json").write_text("my notes")
+    assert_one_line_error(run_cli(capsys, "train", "--data", data_dir, "--out", mine, *TRAIN), "not a run")
+    assert sorted(p.name for p in mine.iterdir()) == ["tokenizer.json"] and (mine / "tokenizer.json").read_text() == "my notes"
+    assert_one_line_error(run_cli(capsys, "tokenizer", "train", "--input", corpus, "--vocab-size", 300, "--out", mine), "--force")
+    assert (mine / "tokenizer.json").read_text() == "my notes"
+    assert_one_line_error(run_cli(capsys, "prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data_dir), "--force")
+    assert run_cli(capsys, "tokenizer", "train", "--input", corpus, "--vocab-size", 300, "--out", mine, "--force").returncode == 0
+
+
+# ---------------------------------------------------------------- finding 9: one trainer per run
+def test_a_run_is_locked_while_training(run_copy):
+    with RunDir(run_copy).lock():
+        proc = hlm("train", "--out", run_copy, "--resume", "--max-steps", 31, check=False)
+    assert_one_line_error(proc, "another process")
+    hlm("train", "--out", run_copy, "--resume", "--max-steps", 31)  # the lock died with its holder
+
+
+# ---------------------------------------------------------------- finding 10: leftovers
+def test_leftover_and_renamed_checkpoint_folders(capsys, run_copy, tmp_path):
+    ckpts = run_copy / "checkpoints"
+    (ckpts / ".tmp-step_0000031-999").mkdir()
+    (ckpts / ".tmp-step_0000031-999" / "model.safetensors").write_text("half")
+    shutil.copytree(ckpts / "step_0000030", ckpts / "step_0000030.bak")
+    (ckpts / "latest").unlink()
+    assert RunDir(run_copy).latest_checkpoint().name == "step_0000030"  # only step_N names are checkpoints
+    assert run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "32").returncode == 0
+    assert not (ckpts / ".tmp-step_0000031-999").exists()
+    assert (ckpts / "step_0000030.bak").is_dir()  # not ours to remove
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "grammar.txt").write_text("x")
+    assert_one_line_error(run_cli(capsys, "demo", "--out", tmp_path / "demo", "--steps", "2"), "not empty")
+
+
+# ---------------------------------------------------------------- random values for every numeric option
+NUMERIC = {
+    "lr": st.floats(allow_nan=True, allow_infinity=True), "beta1": st.floats(-2, 2), "beta2": st.floats(-2, 2),
+    "warmup-fraction": st.floats(-1, 2), "cooldown-fraction": st.floats(-1, 2), "min-lr-ratio": st.floats(-1, 2),
+    "weight-decay": st.floats(-1, 1), "grad-clip": st.floats(-1, 10), "z-loss": st.floats(-1, 1),
+    "seq-len": st.integers(-2, 80), "batch-size": st.integers(-2, 12), "max-steps": st.integers(-2, 3),
+    "micro-batch-size": st.integers(-2, 9), "eval-interval": st.integers(-2, 3), "eval-batches": st.integers(-2, 3),
+    "checkpoint-interval": st.integers(-2, 3), "keep-checkpoints": st.integers(-2, 3), "log-interval": st.integers(-2, 3),
+    "max-span": st.integers(-2, 70), "mask-ratio-start": st.floats(-1, 2), "mask-ratio-end": st.floats(-1, 2),
+    "causal-fraction": st.floats(-1, 2), "diffusion-eps": st.floats(-1, 2), "frequency-masking": st.floats(-1, 3),
+    "max-seconds": st.floats(-1, 1),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(sorted(NUMERIC)), data=st.data(), objective=st.sampled_from(["causal", "masked", "hybrid", "diffusion"]))
+def test_any_numeric_option_runs_or_fails_in_one_line(capsys, tmp_path_factory, data_dir, option, data, objective):
+    value = data.draw(NUMERIC[option])
+    out = tmp_path_factory.mktemp("prop") / "run"
+    args = ["train", "--data", data_dir, "--out", out, "--objective", objective, "--seq-len", "16", "--batch-size", "4",
+            "--max-steps", "2", "--eval-interval", "2", "--eval-batches", "1", f"--{option}={value!r}"]
+    result = run_cli(capsys, *args)
+    if result.returncode != 0:
+        assert_one_line_error(result)
+        assert not out.exists() or (out / "config.json").exists()  # nothing half-made
