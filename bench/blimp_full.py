@@ -28,6 +28,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run")
     ap.add_argument("--hf-model")
+    ap.add_argument("--trust-remote-code", action="store_true", help="--hf-model: run the code shipped in the folder")
     ap.add_argument("--out", required=True)
     ap.add_argument("--scorer")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
@@ -35,7 +36,7 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    lm = load_lm(a.run, a.hf_model, precision=a.precision)
+    lm = load_lm(a.run, a.hf_model, precision=a.precision, trust_remote_code=a.trust_remote_code)
     scorer = check_scorer(lm, a.scorer)
     files = sorted(Path(a.data).glob("*.jsonl"))
     if not files:

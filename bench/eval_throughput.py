@@ -57,18 +57,14 @@ def naive_pll(model, tok, sentences):
 
 def make_run(path: Path, objective: str, preset: str, tok_dir, V: int) -> Path:
     """A run directory holding a randomly initialised model (speed does not depend on training)."""
-    import json
-    import shutil
-
     from hybridlm.checkpoint import save_checkpoint
     from hybridlm.config import TrainConfig
+    from hybridlm.runs import RunDir
 
     torch.manual_seed(0)
     model = build_model(preset, V)
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(TrainConfig(objective=objective, preset=preset).to_dict()))
-    shutil.copyfile(Path(tok_dir) / "tokenizer.json", path / "tokenizer.json")
-    save_checkpoint(path, 0, model.state_dict(), {}, {"tokens_seen": 0})
+    RunDir(path).create(TrainConfig(objective=objective, preset=preset), Path(tok_dir) / "tokenizer.json")
+    save_checkpoint(path, 0, model.state_dict(), {"state": {}, "param_groups": []}, {"tokens_seen": 0})
     return path
 
 

@@ -67,6 +67,10 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
     for s in range(resumed_from + 1, resumed_from + 21):
         assert got[s] == pytest.approx(want[s], rel=1e-6), s
     assert got[300] == pytest.approx(want[300], rel=1e-5)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(r / "checkpoints" / "step_0000300" / "model.safetensors")) for r in (killed, reference))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed run's weights are bit-identical
 
 
 def test_existing_run_is_never_overwritten(tmp_path, data_dir):

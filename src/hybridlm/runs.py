@@ -5,6 +5,7 @@
     RUN/metrics.jsonl      one JSON record per logged step (training and validation)
     RUN/checkpoints/       step_NNNNNNN/ folders and the `latest` pointer (hybridlm.checkpoint)
     RUN/eval/              results of hlm eval (blimp-SCORER.json, perplexity.json)
+    RUN/tensorboard/       TensorBoard events, with --log tensorboard
     RUN/.lock              held (flock) while a process trains in the run
 
 A run is identified by where it is: nothing in it names its own folder.
@@ -50,6 +51,10 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / self.METRICS
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
 
     @property
     def eval_dir(self) -> Path:

@@ -195,7 +195,7 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise UserError("--log tensorboard needs TensorBoard: pip install 'hybridlm[tensorboard]'") from None
-            self.tb = SummaryWriter(str(run.path / "tensorboard"))
+            self.tb = SummaryWriter(str(run.tensorboard_dir))
         if "wandb" in cfg.log:
             try:
                 import wandb
