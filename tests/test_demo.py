@@ -6,7 +6,7 @@ def test_demo_runs_all_four_objectives(tmp_path):
     table = p.stdout.split("samples:")[0]
     for objective in ("causal", "masked", "hybrid", "diffusion"):
         assert f"\n{objective} " in table
-    assert "pairs acc" in table and "NELBO" in table
+    assert "pairs acc" in table and "NELBO" in table and "fine-tuned" in table
     assert (tmp_path / "runs" / "hybrid" / "checkpoints" / "latest").is_file()
 
 

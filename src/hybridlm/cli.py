@@ -159,6 +159,51 @@ def _check_sampling(a):
             raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
 
 
+def cmd_babylm(a):
+    from hybridlm.evaluate.babylm import evaluate_babylm, find_tasks, format_table, read_task
+    from hybridlm.evaluate.scoring import check_scorer
+    from hybridlm.runs import RunDir
+
+    _check_json_target(a.json)
+    if a.samples <= 0:
+        raise UserError(f"--samples must be positive (got {a.samples})")
+    tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
+    for task, folder in find_tasks(a.data, tasks).items():  # bad data fails before the model loads
+        read_task(task, folder)
+    lm = _lm(a)
+    if a.run:
+        RunDir(a.run).check_eval_writable(f"babylm-{check_scorer(lm, a.scorer)}.json")
+    result = evaluate_babylm(lm, a.data, tasks, a.scorer, a.convention, samples=a.samples, progress=True)
+    print(format_table(result))
+    _write_json(a.json, result, a, f"babylm-{result['scorer']}.json")
+
+
+def cmd_finetune(a):
+    from dataclasses import fields as dc_fields
+
+    from hybridlm.finetune import TASKS, FinetuneConfig, HFClassifier, RunClassifier, finetune, find_files, load_split
+    from hybridlm.runs import RunDir, default_device, load_run
+
+    _check_json_target(a.json)
+    if a.task not in TASKS:
+        raise UserError(f"unknown task {a.task!r} (choose from: {', '.join(TASKS)})")
+    cfg = FinetuneConfig(**{f.name: getattr(a, f.name) for f in dc_fields(FinetuneConfig) if getattr(a, f.name) is not None})
+    cfg.resolved(a.task)  # the numbers, checked before anything runs
+    for f in find_files(a.data, a.task):
+        load_split(f, a.task)  # bad data fails before the model loads
+    device = a.device or default_device()
+    if a.run:
+        RunDir(a.run).check_eval_writable(f"finetune-{a.task}.json")
+        make = lambda n: RunClassifier(load_run(a.run, device), n, cfg.dropout)  # noqa: E731 (a fresh copy per seed)
+    else:
+        make = lambda n: HFClassifier(a.hf_model, n, cfg.dropout, a.trust_remote_code)  # noqa: E731
+    result = finetune(make, a.task, a.data, cfg, device, progress=True, name=a.run or a.hf_model)
+    spread = f" ± {result['stdev']:.3f} (s.d. over {cfg.seeds} seeds)" if cfg.seeds > 1 else ""
+    base = f"; majority class {result['majority_baseline']:.3f}" if result["majority_baseline"] is not None else ""
+    print(f"{a.task}: best-epoch validation {result['metric']} {result['value']:.3f}{spread}{base}")
+    _write_json(a.json, result, a, f"finetune-{a.task}.json")
+
+
 def cmd_generate(a):
     from hybridlm.generate import generate_text
     from hybridlm.runs import default_device, load_run
@@ -214,6 +259,34 @@ def _add_eval_commands(sub):
     bl.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/blimp-SCORER.json)")
     bl.add_argument("--keep-pairs", action="store_true", help="include per-pair scores in --json")
     bl.set_defaults(func=cmd_blimp)
+
+    bb = ev.add_parser("babylm", help="the BabyLM 2025 zero-shot suite (BLiMP, supplement, EWoK, entity tracking, WUG, reading)")
+    _model_args(bb)
+    bb.add_argument("--data", required=True, help="a BabyLM evaluation folder, e.g. ../shared/data/babylm-2025/fast_eval")
+    bb.add_argument("--tasks", default=None, help="comma-separated: blimp,supplement,ewok,entity_tracking,wug_adj,"
+                    "reading_eye_tracking,reading_self_paced (default: every task found)")
+    bb.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo (default: by objective)")
+    bb.add_argument("--convention", default="hlm", choices=["hlm", "official"],
+                    help="hlm: explicit <s>, fp32, ties never correct (default)")
+    bb.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
+    bb.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/babylm-SCORER.json)")
+    bb.set_defaults(func=cmd_babylm)
+
+    ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
+    g_model = ft.add_mutually_exclusive_group(required=True)
+    g_model.add_argument("--run", help="a hybridlm run directory")
+    g_model.add_argument("--hf-model", help="a local Hugging Face model directory")
+    ft.add_argument("--trust-remote-code", action="store_true", help="--hf-model: run the code shipped in the folder")
+    ft.add_argument("--task", required=True, help="rte | mrpc | qqp | mnli | wsc | boolq | multirc | grammar")
+    ft.add_argument("--data", required=True, help="folder with TASK.train.jsonl and TASK.valid.jsonl (e.g. .../full_eval/glue_filtered)")
+    ft.add_argument("--device", default=None)
+    for flag, typ, help_ in (("--lr", float, "3e-5"), ("--batch-size", int, "32; 16 for boolq, multirc"),
+                             ("--epochs", int, "10; 30 for wsc"), ("--max-length", int, "512"), ("--weight-decay", float, "0.01"),
+                             ("--warmup-fraction", float, "0.06"), ("--min-lr-ratio", float, "0.1 (cosine decay to it)"),
+                             ("--dropout", float, "0.1"), ("--seed", int, "42"), ("--seeds", int, "1: mean ± s.d. over this many seeds")):
+        ft.add_argument(flag, type=typ, default=None, help=f"default: {help_}")
+    ft.add_argument("--json", default=None, help="also write the result here (with --run it is kept in RUN/eval/finetune-TASK.json)")
+    ft.set_defaults(func=cmd_finetune)
 
     g = sub.add_parser("generate", help="sample text (causal, hybrid: left to right; diffusion: iterative unmasking)")
     g.add_argument("--run", required=True)

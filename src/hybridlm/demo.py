@@ -18,7 +18,9 @@ from hybridlm.data import prepare
 from hybridlm.evaluate.blimp import evaluate_pairs
 from hybridlm.evaluate.lm import RunLM
 from hybridlm.generate import generate_text, infill_text
-from hybridlm.grammar import minimal_pairs, write_corpus
+from hybridlm.finetune import FinetuneConfig, RunClassifier, finetune
+from hybridlm.grammar import minimal_pairs, write_corpus, write_grammaticality
+from hybridlm.runs import load_run
 from hybridlm.errors import UserError
 from hybridlm.objectives import DEFAULT_OBJECTIVES, objective_class
 from hybridlm.tokenizer import train_tokenizer
@@ -46,6 +48,7 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
         train_tokenizer([corpus], 512, root / "tokenizer")
         with contextlib.redirect_stderr(io.StringIO()):  # no progress bars for the tiny corpus
             manifest = prepare([corpus], root / "tokenizer", root / "data", val_fraction=0.02)
+        grammar_task = write_grammaticality(root / "grammaticality", n_train=2000, n_valid=400, seed=seed + 7)
         pairs = [{"good": p["sentence_good"], "bad": p["sentence_bad"], "UID": p["UID"], "field": p["field"], "term": p["linguistics_term"]}
                  for p in minimal_pairs(pairs_per_paradigm, seed=seed + 1)]
         print(f"demo: {words:,} words of grammar text -> {manifest['splits']['train']['tokens']:,} tokens "
@@ -61,9 +64,12 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
             lm = RunLM(cfg.out)
             result = evaluate_pairs(lm, pairs)
             sample = _sample(lm.run, seed)
-            rows.append({**summary, "pair_accuracy": result["macro_accuracy"], "scorer": result["scorer"], "sample": sample})
+            tuned = finetune(lambda n, run=cfg.out: RunClassifier(load_run(run), n, 0.1), "grammar", grammar_task,
+                             FinetuneConfig(lr=5e-4, epochs=3, seed=seed), progress=False)
+            rows.append({**summary, "pair_accuracy": result["macro_accuracy"], "scorer": result["scorer"], "sample": sample,
+                         "finetune_accuracy": tuned["value"]})
             print(f"  {objective:<9} val {summary.get('val_loss', float('nan')):.3f}  pairs {result['macro_accuracy']:.1%} "
-                  f"({result['scorer']})  {summary['seconds']:.0f}s")
+                  f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  {summary['seconds']:.0f}s")
         _print_table(rows)
         print(f"demo finished in {time.time() - t0:.0f}s" + (f"; runs kept in {root / 'runs'}" if out else ""))
     return rows
@@ -80,13 +86,16 @@ def _sample(run, seed) -> str:
 
 
 def _print_table(rows):
-    head = f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} {'time':>6}"
+    head = (f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} "
+            f"{'fine-tuned':>10} {'time':>6}")
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         print(f"{r['objective']:<10} {r['parameters']:>8,} {r['tokens_seen']:>9,} {r.get('val_loss', float('nan')):>9.3f} "
-              f"{objective_class(r['objective']).loss_label:<22} {r['pair_accuracy']:>9.1%} {r['seconds']:>5.0f}s")
+              f"{objective_class(r['objective']).loss_label:<22} {r['pair_accuracy']:>9.1%} {r['finetune_accuracy']:>10.1%} "
+              f"{r['seconds']:>5.0f}s")
     print("\nsamples:")
     for r in rows:
         print(f"  {r['objective']:<10} {r['sample']}")
     print("\n(val loss measures differ by objective: only a likelihood or its bound (causal CE, the diffusion"
-          " NELBO) compares across objectives; pairs: macro accuracy on 6 grammar paradigms, chance 50%)")
+          " NELBO) compares across objectives; pairs: macro accuracy on 6 grammar paradigms, chance 50%;"
+          " fine-tuned: grammatical-or-not classification of held-out sentences, 3 epochs, chance 50%)")

@@ -86,7 +86,18 @@ def _export_masked(run, out: Path):
         "torch_dtype": "float32",
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    shutil.copyfile(run.run.tokenizer_path, out / TOKENIZER_FILE)
+    _write_tokenizer(run.run.tokenizer_path, out)
+
+
+def _write_tokenizer(src: Path, out: Path):
+    """The run's tokenizer, adding <s> before each text as every training document began, so that
+    tools that tokenize with special tokens (the BabyLM pipeline, lm-eval) condition on it as hlm does."""
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_file(str(src))
+    template = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", special_ids()["bos"])])
+    tok.post_processor = processors.Sequence([tok.post_processor, template]) if tok.post_processor is not None else template
+    tok.save(str(out / TOKENIZER_FILE))
     _write_hf_files(out)
 
 
@@ -110,7 +121,6 @@ def export_run(run_dir, out_dir) -> Path:
         # bidirectional attention: a small trust_remote_code class (AutoModelForMaskedLM); a hybrid
         # run gets both, the masked view in a sub-folder (GPT-BERT's two modes of one model)
         _export_masked(run, out / objective.export_masked_lm if objective.export_masked_lm else out)
-    shutil.copyfile(run.run.tokenizer_path, out / TOKENIZER_FILE)
-    _write_hf_files(out)
+    _write_tokenizer(run.run.tokenizer_path, out)
     (out / "hybridlm.json").write_text(json.dumps({"objective": objective.name, "step": run.step, "source": str(run.path)}, indent=2))
     return out

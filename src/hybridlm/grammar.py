@@ -201,3 +201,19 @@ def write_minimal_pairs(out_dir, n_per_paradigm: int = 100, seed: int = 1) -> Pa
     for uid, rows in by_uid.items():
         (out / f"{uid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
+
+
+def write_grammaticality(out_dir, n_train: int = 2000, n_valid: int = 400, seed: int = 7) -> Path:
+    """A labelled grammaticality task for `hlm finetune --task grammar`: grammar.{train,valid}.jsonl
+    with {"sentence", "label"} (1: grammatical, 0: the minimal pair's ungrammatical twin); the two
+    files come from different seeds, so no sentence pair is in both."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_paradigms = len(PARADIGMS)
+    for split, n, s in (("train", n_train, seed), ("valid", n_valid, seed + 1000)):
+        rows = []
+        for p in minimal_pairs(max(1, n // (2 * n_paradigms)), seed=s):
+            rows += [{"sentence": p["sentence_good"], "label": 1}, {"sentence": p["sentence_bad"], "label": 0}]
+        random.Random(s).shuffle(rows)
+        (out / f"grammar.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out

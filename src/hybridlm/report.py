@@ -18,13 +18,18 @@ from hybridlm.runs import RunDir
 def _read_run(path: Path) -> dict:
     run = RunDir(path).require()
     cfg = run.read_config()
-    blimp, ppl = [], None  # every BLiMP result the run holds (a hybrid has causal and MNTP scores)
+    blimp, ppl, babylm, finetuned = [], None, [], []  # every result the run holds (a hybrid has causal and MNTP scores)
     for _, data in run.read_evals():
-        if "paradigms" in data:
+        if "seeds" in data and "task" in data:
+            finetuned.append(data)
+        elif "paradigms" in data:
             blimp.append(data)
+        elif "tasks" in data and "convention" in data:
+            babylm.append(data)
         elif "file" in data and "bytes" in data:
             ppl = data
-    return {"name": run.path.name, "path": run.path, "config": cfg.to_dict(), "metrics": run.read_metrics(), "blimp": blimp, "ppl": ppl}
+    return {"name": run.path.name, "path": run.path, "config": cfg.to_dict(), "metrics": run.read_metrics(), "blimp": blimp, "ppl": ppl,
+            "babylm": babylm, "finetune": finetuned}
 
 
 def _plots(runs: list[dict], out: Path) -> list[str]:
@@ -75,6 +80,24 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         fig.savefig(out / "blimp_fields.png", dpi=110)
         plt.close(fig)
         made.append("blimp_fields.png")
+    with_babylm = [(r["name"], b) for r in runs for b in r["babylm"]]
+    if with_babylm:
+        tasks = sorted({t for _, b in with_babylm for t in b["tasks"]})
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1, 3.6), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            labels = [f"{name}\n({b['scorer']})" for name, b in with_babylm]
+            values = [b["tasks"].get(task, {}).get("value", float("nan")) for _, b in with_babylm]
+            metric = next(b["tasks"][task]["metric"] for _, b in with_babylm if task in b["tasks"])
+            ax.bar(range(len(values)), values, color=[f"C{i}" for i in range(len(values))])
+            ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=30)
+            ax.set_title(task, fontsize=9)
+            ax.set_ylabel(metric, fontsize=8)
+            if metric == "accuracy":
+                ax.axhline(0.5 if task != "entity_tracking" else 0.2, color="grey", ls="--", lw=1)
+        fig.tight_layout()
+        fig.savefig(out / "babylm.png", dpi=110)
+        plt.close(fig)
+        made.append("babylm.png")
     return made
 
 
@@ -117,6 +140,22 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
         for name, b in blimp_rows:
             se = f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""
             lines.append(f"| {name} | {b['scorer']} | {100 * b['macro_accuracy']:.1f}%{se} | {b['n_pairs']:,} | {len(b['paradigms'])} | {b['ties']} |")
+    babylm_rows = [(r["name"], b) for r in runs for b in r["babylm"]]
+    if babylm_rows:
+        lines += ["", "BabyLM 2025 zero-shot (hlm eval babylm):", "",
+                  "| run | scorer | convention | task | metric | value | n | ties |", "|---|---|---|---|---|---|---|---|"]
+        for name, b in babylm_rows:
+            for task, t in b["tasks"].items():
+                value = f"{100 * t['value']:.1f}%" if t["metric"] == "accuracy" else f"{t['value']:.3f}"
+                lines.append(f"| {name} | {b['scorer']} | {b['convention']} | {task} | {t['metric']} | {value} | {t['n']:,} | {t['ties']} |")
+    ft_rows = [(r["name"], f) for r in runs for f in r["finetune"]]
+    if ft_rows:
+        lines += ["", "Fine-tuning (hlm finetune; best epoch on validation):", "",
+                  "| run | task | metric | value | seeds | majority class |", "|---|---|---|---|---|---|"]
+        for name, f in ft_rows:
+            sd = f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""
+            majority = f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—"
+            lines.append(f"| {name} | {f['task']} | {f['metric']} | {f['value']:.3f}{sd} | {len(f['seeds'])} | {majority} |")
     if samples:
         lines += ["", "Samples:", ""] + [f"- **{name}**: {text}" for name, text in samples.items()]
     return lines

@@ -39,6 +39,11 @@ class ScoringLM:
 
     def tokenize(self, text: str) -> tuple[list[int], list[bool]]:
         """Token ids (without specials) and whether each token begins a word (for within-word PLL)."""
+        ids, starts, _ = self.tokenize_offsets(text)
+        return ids, starts
+
+    def tokenize_offsets(self, text: str) -> tuple[list[int], list[bool], list[tuple[int, int]]]:
+        """As tokenize, plus each token's character span in `text` (for scoring a completion)."""
         raise NotImplementedError
 
     def selected_logits(self, ids: torch.Tensor, lengths: torch.Tensor, is_causal: bool, select: torch.Tensor) -> torch.Tensor:
@@ -60,9 +65,9 @@ class RunLM(ScoringLM):
         self.device = torch.device(device)
         self.autocast = precision == "bf16"
 
-    def tokenize(self, text):
+    def tokenize_offsets(self, text):
         enc = self.tok.encode(text, add_special_tokens=False)
-        return enc.ids, word_starts(enc.word_ids if enc.word_ids is not None else [None] * len(enc.ids))
+        return enc.ids, word_starts(enc.word_ids if enc.word_ids is not None else [None] * len(enc.ids)), enc.offsets
 
     @torch.no_grad()
     def selected_logits(self, ids, lengths, is_causal, select):
@@ -112,10 +117,12 @@ class HFLM(ScoringLM):
         self.device = torch.device(device)
         self.autocast = precision == "bf16"
 
-    def tokenize(self, text):
-        enc = self.tok(text, add_special_tokens=False)
-        ids = enc["input_ids"]
-        return ids, word_starts(enc.word_ids() if self.tok.is_fast else [None] * len(ids))
+    def tokenize_offsets(self, text):
+        if not self.tok.is_fast:  # slow tokenizers have neither word ids nor offsets: each token its own word, spans unknown
+            ids = self.tok(text, add_special_tokens=False)["input_ids"]
+            return ids, [True] * len(ids), [(0, len(text))] * len(ids)
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], word_starts(enc.word_ids()), [tuple(o) for o in enc["offset_mapping"]]
 
     @torch.no_grad()
     def selected_logits(self, ids, lengths, is_causal, select):

@@ -59,30 +59,46 @@ def masked_copies(index: int, ids: list[int], starts: list[bool], positions, mas
     return out
 
 
-def _copies(scorer: str, lm: ScoringLM, index: int, text: str, samples: int = 1, seed: int = 0) -> list[Copy]:
-    toks, starts = lm.tokenize(text)
+def _copies(scorer: str, lm: ScoringLM, index: int, text: str, samples: int = 1, seed: int = 0,
+            completion_start: int = 0, draw_seed: int | None = None) -> list[Copy]:
+    """The copies that score `text` (all of it), or only its completion: the tokens whose character
+    span ends after `completion_start` (the official BabyLM rule), with everything before visible."""
+    if completion_start:
+        toks, starts, offsets = lm.tokenize_offsets(text)
+    else:
+        toks, starts = lm.tokenize(text)
     if not toks:
         return []
+    first = next((i for i, (_, end) in enumerate(offsets) if end > completion_start), len(toks)) if completion_start else 0
+    if completion_start and len(toks) + 1 > lm.max_len and len(toks) - first + 1 < lm.max_len:
+        # a context longer than the model's: keep the completion and the nearest context after <s>
+        cut = len(toks) + 1 - lm.max_len
+        toks, starts, first = toks[cut:], starts[cut:], first - cut
     ids = [lm.bos_id] + list(toks)
     starts = [True] + list(starts)
     n = len(ids)
     if n > lm.max_len:
-        raise UserError(f"a sentence of {n} tokens is longer than the model's {lm.max_len}: {text[:60]!r}")
+        raise UserError(f"a text of {n} tokens is longer than the model's {lm.max_len}: {text[:60]!r}")
+    scored = list(range(first + 1, n))
+    if not scored:
+        return []
     if scorer == "causal":
-        return [Copy(index, ids, list(range(n - 1)), ids[1:])]
+        return [Copy(index, ids, [i - 1 for i in scored], [ids[i] for i in scored])]
     if scorer in ("pll", "pll-word", "mntp", "mntp-word"):
-        return masked_copies(index, ids, starts, range(1, n), lm.mask_id, shift=1 if scorer.startswith("mntp") else 0,
+        return masked_copies(index, ids, starts, scored, lm.mask_id, shift=1 if scorer.startswith("mntp") else 0,
                              whole_word=scorer.endswith("-word"))
     if scorer == "elbo":
-        # the diffusion objective's bound by subset size; seeded by length alone: sentences of equal
-        # length (a minimal pair, usually) get the same masks, so their difference is not drowned
-        # in Monte Carlo noise
-        g = torch.Generator().manual_seed(1_000_003 * n + seed)
-        masks, weights = lm.objective.subset_masks(n - 1, g, samples)
+        # the diffusion objective's bound by subset size, over the scored tokens only. Seeded by length
+        # (sentences of equal length, a minimal pair usually, share their masks) or by the item, so
+        # that every option of a completion item is scored with the same draws
+        g = torch.Generator().manual_seed(1_000_003 * n + seed if draw_seed is None else draw_seed)
+        masks, weights = lm.objective.subset_masks(len(scored), g, samples)
         out = []
         for mask, w in zip(masks, weights.tolist()):
-            chosen = (mask.nonzero().flatten() + 1).tolist()
-            masked = [lm.mask_id if j in chosen else t for j, t in enumerate(ids)]
+            chosen = [scored[j] for j in mask.nonzero().flatten().tolist()]
+            masked = list(ids)
+            for j in chosen:
+                masked[j] = lm.mask_id
             out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
         return out
     raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")
@@ -100,13 +116,21 @@ def check_scorer(lm: ScoringLM, scorer: str | None) -> str:
 def score_sentences(lm: ScoringLM, sentences: list[str], scorer: str | None = None, max_batch_tokens: int = 2048,
                     samples: int = 1, progress: bool = False) -> list[float]:
     """Per sentence: total log-likelihood (causal), PLL, MNTP, fused, or -NELBO (elbo), in nats."""
+    return score_completions(lm, [(s, 0, None) for s in sentences], scorer, max_batch_tokens, samples, progress)
+
+
+def score_completions(lm: ScoringLM, texts: list[tuple[str, int, int | None]], scorer: str | None = None,
+                      max_batch_tokens: int = 2048, samples: int = 1, progress: bool = False) -> list[float]:
+    """Per (text, completion_start, draw_seed): the score of the text's completion (from character
+    completion_start; 0: the whole text) given what comes before it, after an explicit <s>."""
     scorer = check_scorer(lm, scorer)
     if scorer == "fused":
-        a = score_sentences(lm, sentences, "causal", max_batch_tokens, samples, progress)
-        b = score_sentences(lm, sentences, "mntp", max_batch_tokens, samples, progress)
+        a = score_completions(lm, texts, "causal", max_batch_tokens, samples, progress)
+        b = score_completions(lm, texts, "mntp", max_batch_tokens, samples, progress)
         return [x + y for x, y in zip(a, b)]
-    copies = [c for i, s in enumerate(sentences) for c in _copies(scorer, lm, i, s, samples)]
-    return score_copies(lm, copies, len(sentences), scorer == "causal", scorer == "elbo", max_batch_tokens, progress, scorer)
+    copies = [c for i, (text, start, seed) in enumerate(texts)
+              for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)]
+    return score_copies(lm, copies, len(texts), scorer == "causal", scorer == "elbo", max_batch_tokens, progress, scorer)
 
 
 @torch.no_grad()

@@ -1,0 +1,364 @@
+"""The BabyLM 2025 zero-shot suite for every objective: BLiMP, BLiMP supplement, EWoK, entity
+tracking, WUG adjective nominalisation and reading times, from the official data folders.
+
+Each task is read as the official pipeline (`babylm/evaluation-pipeline-2025`,
+`sentence_zero_shot/read_files.py`, `reading/run.py`) reads it, and its headline number is computed
+as the pipeline computes it:
+- blimp, supplement: minimal pairs (whole sentences), accuracy macro-averaged over UIDs (files for
+  the supplement);
+- ewok: `Context1` followed by " Target1" / " Target2"; only the target is scored; macro over domains;
+- entity_tracking: `input_prefix` + each of the options (the first is right); accuracy per
+  `{file}_{numops}_ops`, averaged within each split (regular, ambiref, move_contents), then over splits;
+- wug_adj: the two sentences scored whole; Spearman's rho between softmax(scores)[0] and the
+  human ratio;
+- reading_eye_tracking / reading_self_paced: surprisal of each word given the text before it, and
+  the gain in R² it brings over the baseline predictors by ordinary least squares, relative to the
+  variance the baseline leaves ((R²_model - R²_base) / (1 - R²_base) x 100): the mean over the four
+  eye-tracking measures, and self-paced reading time with the previous word's length and surprisal
+  (spill-over) in the baseline, all pairwise interactions included.
+A completion is the tokens whose character span ends after where the completion starts (the
+official rule), scored with everything before it visible, by the model's own scorer: causal
+log-probability, PLL / within-word PLL or MNTP over the completion tokens, or the diffusion bound of
+the completion given the prefix (only completion tokens are masked; the same draws for every option
+of an item). hlm's convention: an explicit <s>, fp32, and a tie is never correct (ties are counted).
+`convention="official"` reproduces the official causal backend for a local HF model (its
+tokenisation with the tokenizer's own special tokens, the first token unscored without a BOS, and a
+tie counted correct, as torch.max picks index 0), so numbers can sit beside the leaderboard's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hybridlm.errors import UserError
+from hybridlm.evaluate.scoring import Copy, check_scorer, score_completions, score_copies
+
+TASKS = ("blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "reading_eye_tracking", "reading_self_paced")
+# task -> the folder names it is found under (full_eval first, then fast_eval)
+FOLDERS = {
+    "blimp": ("blimp_filtered", "blimp_fast"),
+    "supplement": ("supplement_filtered", "supplement_fast"),
+    "ewok": ("ewok_filtered", "ewok_fast"),
+    "entity_tracking": ("entity_tracking", "entity_tracking_fast"),
+    "wug_adj": ("wug_adj_nominalization",),
+    "reading_eye_tracking": ("reading",),
+    "reading_self_paced": ("reading",),
+}
+ENTITY_SPLITS = ("regular", "ambiref", "move_contents")
+EYE_TRACKING = ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound")
+
+
+@dataclass
+class Item:
+    """One ranking item: texts whose completion starts at starts[i]; texts[0] is the right one."""
+
+    texts: list[str]
+    starts: list[int]
+    subset: str
+    ratio: float | None = None  # wug: the human preference for texts[0]
+    where: str = ""  # file:line, for messages
+
+
+@dataclass
+class TaskData:
+    items: list[Item] = field(default_factory=list)
+    rows: list[dict] | None = None  # reading: the CSV rows
+
+
+# ---------------------------------------------------------------- finding and reading the data
+def find_tasks(data_dir, tasks=None) -> dict[str, Path]:
+    """task -> its folder under data_dir (searched up to two levels down)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UserError(f"BabyLM data folder not found: {root} (e.g. ../shared/data/babylm-2025/fast_eval)")
+    wanted = list(TASKS) if not tasks else list(tasks)
+    for t in wanted:
+        if t not in TASKS:
+            raise UserError(f"unknown task {t!r} (choose from: {', '.join(TASKS)})")
+    folders = {p.name: p for p in sorted(root.rglob("*")) if p.is_dir() and len(p.relative_to(root).parts) <= 2}
+    if root.name in sum(FOLDERS.values(), ()):
+        folders.setdefault(root.name, root)
+    found = {}
+    for t in wanted:
+        for name in FOLDERS[t]:
+            if name in folders:
+                found[t] = folders[name]
+                break
+        else:
+            if tasks:  # asked for by name: its absence is an error
+                raise UserError(f"no folder for task {t!r} under {root} (looked for {', '.join(FOLDERS[t])})")
+    if not found:
+        raise UserError(f"no BabyLM task folders under {root} (looked for {', '.join(sorted(set(sum(FOLDERS.values(), ()))))})")
+    return found
+
+
+def _jsonl(path: Path):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: each line must be a JSON object")
+            yield f"{path}:{lineno}", row
+
+
+def _need(where: str, row: dict, *keys, kind=str):
+    for k in keys:
+        if not isinstance(row.get(k), kind):
+            raise UserError(f"{where}: missing field {k!r} (or not a {kind.__name__}); is this the right task folder?")
+
+
+def read_task(task: str, folder: Path) -> TaskData:
+    """The items of a task folder, or a one-line error naming the file and line at fault."""
+    if task.startswith("reading"):
+        return TaskData(rows=_read_reading(folder))
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise UserError(f"{folder}: no .jsonl files for task {task}")
+    data = TaskData()
+    for f in files:
+        for where, row in _jsonl(f):
+            if task in ("blimp", "supplement"):
+                _need(where, row, "sentence_good", "sentence_bad")
+                subset = row.get("UID") if task == "blimp" and isinstance(row.get("UID"), str) else f.stem
+                data.items.append(Item([row["sentence_good"], row["sentence_bad"]], [0, 0], subset, where=where))
+            elif task == "ewok":
+                _need(where, row, "Context1", "Target1", "Target2", "Domain")
+                c = row["Context1"]
+                data.items.append(Item([c + " " + row["Target1"], c + " " + row["Target2"]], [len(c), len(c)], row["Domain"], where=where))
+            elif task == "entity_tracking":
+                _need(where, row, "input_prefix")
+                _need(where, row, "options", kind=list)
+                _need(where, row, "numops", kind=int)
+                p = row["input_prefix"]
+                if len(row["options"]) < 2 or not all(isinstance(o, str) for o in row["options"]):
+                    raise UserError(f"{where}: 'options' must be two or more strings")
+                data.items.append(Item([p + o for o in row["options"]], [len(p)] * len(row["options"]),
+                                       f"{f.stem}_{row['numops']}_ops", where=where))
+            elif task == "wug_adj":
+                _need(where, row, "sentences")
+                _need(where, row, "ratio", kind=(int, float))
+                pair = row["sentences"].split("\t")
+                if len(pair) != 2:
+                    raise UserError(f"{where}: 'sentences' must hold two sentences separated by a tab")
+                data.items.append(Item(pair, [0, 0], f.stem, ratio=float(row["ratio"]), where=where))
+    if not data.items:
+        raise UserError(f"{folder}: task {task} has no items")
+    return data
+
+
+def _read_reading(folder: Path) -> list[dict]:
+    path = folder / "reading_data.csv"
+    if not path.is_file():
+        raise UserError(f"{folder}: no reading_data.csv")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8; re-encode the file") from None
+    need = ("item", "word", "Subtlex_log10", "length", "context_length", "self_paced_reading_time", "prev_item", "prev_word",
+            "prev_length", *EYE_TRACKING)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    missing = [k for k in need if k not in rows[0]]
+    if missing:
+        raise UserError(f"{path}: missing column {missing[0]!r}")
+    return rows
+
+
+# ---------------------------------------------------------------- metrics
+def _accuracy(scores: list[list[float]], items: list[Item], official: bool):
+    """Per item correct (texts[0] strictly best; official: ties go to index 0, as torch.max picks)."""
+    correct, ties = [], 0
+    for s in scores:
+        best_other = max(s[1:])
+        ties += s[0] == best_other
+        correct.append(s[0] >= best_other if official else s[0] > best_other)
+    by = defaultdict(list)
+    for it, c in zip(items, correct):
+        by[it.subset].append(c)
+    return {k: sum(v) / len(v) for k, v in sorted(by.items())}, int(ties)
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as scipy.stats.rankdata)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    for v in np.unique(x):
+        same = x == v
+        ranks[same] = ranks[same].mean()
+    return ranks
+
+
+def spearman(a, b) -> float:
+    ra, rb = _rank(np.asarray(a, dtype=np.float64)), _rank(np.asarray(b, dtype=np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def ols_r2(y: np.ndarray, columns: list[np.ndarray]) -> float:
+    """R² of y on an intercept and the given columns, by least squares."""
+    X = np.column_stack([np.ones(len(y))] + columns)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    return float(1 - resid @ resid / ((y - y.mean()) @ (y - y.mean())))
+
+
+def _with_interactions(cols: dict[str, np.ndarray]) -> list[np.ndarray]:
+    names = list(cols)
+    return [cols[n] for n in names] + [cols[a] * cols[b] for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def r2_gain(y, baseline: dict[str, np.ndarray], surprisal) -> float:
+    """(R²_model - R²_base) / (1 - R²_base) x 100, the baseline with all pairwise interactions, the
+    model adding surprisal; rows with a missing value in any of them dropped (statsmodels' dropna)."""
+    cols = {k: np.asarray(v, dtype=np.float64) for k, v in baseline.items()}
+    y, surprisal = np.asarray(y, dtype=np.float64), np.asarray(surprisal, dtype=np.float64)
+    keep = np.isfinite(y) & np.isfinite(surprisal) & np.all([np.isfinite(v) for v in cols.values()], axis=0)
+    if keep.sum() < len(cols) * 3:
+        raise UserError("too few complete rows in the reading data to fit the regression")
+    cols = {k: v[keep] for k, v in cols.items()}
+    base = ols_r2(y[keep], _with_interactions(cols))
+    model = ols_r2(y[keep], _with_interactions(cols) + [surprisal[keep]])
+    return (model - base) / (1 - base) * 100
+
+
+def _num(rows, key):
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r[key]) if r[key] not in ("", None) else math.nan)
+        except ValueError:
+            out.append(math.nan)
+    return np.asarray(out)
+
+
+# ---------------------------------------------------------------- running
+def evaluate_babylm(lm, data_dir, tasks=None, scorer=None, convention: str = "hlm", samples: int = 1,
+                    progress: bool = False) -> dict:
+    """Every task found under data_dir (or those named), scored with the model's scorer."""
+    if convention not in ("hlm", "official"):
+        raise UserError(f"unknown convention {convention!r} (choose hlm or official)")
+    scorer = check_scorer(lm, scorer)
+    found = find_tasks(data_dir, tasks)
+    if convention == "official":
+        if not hasattr(lm, "tok") or not hasattr(lm.tok, "is_fast") or scorer != "causal":
+            raise UserError("--convention official reproduces the official pipeline's causal backend: use it with "
+                            "--hf-model (e.g. an hlm export) and the causal scorer")
+        reading = [t for t in found if t.startswith("reading")]
+        if reading and tasks:
+            raise UserError("--convention official covers the sentence tasks; score reading with the default convention")
+        found = {t: f for t, f in found.items() if t not in reading}
+    data = {t: read_task(t, folder) for t, folder in found.items()}  # every file is checked before any scoring
+    out = {"model": lm.name, "scorer": scorer, "convention": convention, "data": str(data_dir), "tasks": {}}
+    reading_scores = None
+    for task, d in data.items():
+        t0 = time.time()
+        if task.startswith("reading"):
+            if reading_scores is None:
+                reading_scores = _reading_surprisals(lm, d.rows, scorer, samples, progress)
+            result = _reading_result(task, d.rows, *reading_scores)
+        else:
+            texts = [(text, start, 7919 * i + 1) for i, it in enumerate(d.items) for text, start in zip(it.texts, it.starts)]
+            if convention == "official":
+                flat = official_causal_scores(lm, texts, progress)
+            else:
+                flat = score_completions(lm, texts, scorer, samples=samples, progress=progress)
+            scores, k = [], 0
+            for it in d.items:
+                scores.append(flat[k : k + len(it.texts)])
+                k += len(it.texts)
+            result = _task_result(task, d.items, scores, convention == "official")
+        result["seconds"] = round(time.time() - t0, 2)
+        out["tasks"][task] = result
+    return out
+
+
+def official_causal_scores(lm, texts, progress=False) -> list[float]:
+    """The official pipeline's causal backend (`process_causal_sentences` and its collate): the
+    tokenizer's own special tokens, inputs tokens[:-1] and targets tokens[1:], completion tokens
+    those whose span ends after len(text) - len(completion) + the first token's start. Without a
+    BOS added by the tokenizer, the first token of a text is never scored."""
+    copies = []
+    for i, (text, start, _) in enumerate(texts):
+        enc = lm.tok(text, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        if len(ids) > lm.max_len:
+            raise UserError(f"a text of {len(ids)} tokens is longer than the model's {lm.max_len}: {text[:60]!r}")
+        first = start + offsets[0][0]
+        scored = [j for j, (_, end) in enumerate(offsets) if end > first and j >= 1]
+        copies.append(Copy(i, list(ids), [j - 1 for j in scored], [ids[j] for j in scored]))
+    return score_copies(lm, copies, len(texts), True, progress=progress, desc="official causal")
+
+
+def _task_result(task: str, items: list[Item], scores: list[list[float]], official: bool) -> dict:
+    if task == "wug_adj":
+        prefs = [1 / (1 + math.exp(min(700.0, s[1] - s[0]))) for s in scores]  # softmax over the two, first entry
+        return {"metric": "spearman", "value": spearman(prefs, [it.ratio for it in items]), "n": len(items),
+                "ties": int(sum(s[0] == s[1] for s in scores)), "subsets": {}}
+    subsets, ties = _accuracy(scores, items, official)
+    if task == "entity_tracking":
+        splits = {}
+        for split in ENTITY_SPLITS:
+            accs = [v for k, v in subsets.items() if k.startswith(split)]
+            if accs:
+                splits[split] = sum(accs) / len(accs)
+        value = sum(splits.values()) / len(splits)
+        subsets = {**subsets, **splits}
+    else:
+        value = sum(subsets.values()) / len(subsets)
+    return {"metric": "accuracy", "value": value, "n": len(items), "ties": ties, "subsets": subsets}
+
+
+def _reading_surprisals(lm, rows, scorer, samples, progress):
+    """Surprisal (nats) of each word given its context, and of the previous word given its own."""
+    def completion(context, word):
+        return (context + " " + word, len(context), 1)
+
+    texts = [completion(r["item"] or "None", r["word"]) for r in rows]
+    prev = [i for i, r in enumerate(rows) if r.get("prev_item")]
+    texts += [completion(rows[i]["prev_item"], rows[i]["prev_word"]) for i in prev]
+    scores = score_completions(lm, texts, scorer, samples=samples, progress=progress)
+    surprisal = -np.asarray(scores[: len(rows)])
+    prev_surprisal = np.full(len(rows), np.nan)
+    prev_surprisal[prev] = -np.asarray(scores[len(rows):])
+    return surprisal, prev_surprisal
+
+
+def _reading_result(task, rows, surprisal, prev_surprisal) -> dict:
+    base = {k: _num(rows, k) for k in ("Subtlex_log10", "length", "context_length")}
+    if task == "reading_eye_tracking":
+        gains = {dv: r2_gain(_num(rows, dv), base, surprisal) for dv in EYE_TRACKING}
+        value = sum(gains.values()) / len(gains)
+    else:
+        spill = {**base, "prev_length": _num(rows, "prev_length"), "prev_pred": prev_surprisal}
+        gains = {"self_paced_reading_time": r2_gain(_num(rows, "self_paced_reading_time"), spill, surprisal)}
+        value = gains["self_paced_reading_time"]
+    return {"metric": "relative R² gain (%)", "value": value, "n": len(rows), "ties": 0, "subsets": gains}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'task':<22} {'metric':<22} {'value':>8} {'n':>7} {'ties':>5}", "-" * 68]
+    for task, r in result["tasks"].items():
+        value = f"{100 * r['value']:.1f}%" if r["metric"] == "accuracy" else f"{r['value']:.3f}"
+        lines.append(f"{task:<22} {r['metric']:<22} {value:>8} {r['n']:>7} {r['ties']:>5}")
+    lines.append(f"scorer {result['scorer']}, convention {result['convention']} (ties are never counted correct)")
+    return "\n".join(lines)
