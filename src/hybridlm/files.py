@@ -50,3 +50,25 @@ def read_json(path, what: str = "file") -> object:
         raise UserError(f"{what} {path} not found") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{what} {path} is corrupt ({str(e).splitlines()[0][:80]}); restore it or delete it") from None
+
+
+def read_jsonl(path):
+    """("file:line", object) for each non-blank line of a JSONL file; a line that is not UTF-8, not
+    JSON or not an object is a one-line error naming the file and line."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{where}: not UTF-8 (byte {e.start}); re-encode the file") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{where}: each line must be a JSON object")
+            yield where, row

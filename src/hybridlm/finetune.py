@@ -14,7 +14,6 @@ as a summary. Segments of a pair are joined by </s>; dropout is applied to the p
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
+from hybridlm.files import read_jsonl
 
 # task -> (text fields, number of labels, selection metric)
 TASKS = {
@@ -70,28 +70,14 @@ def load_split(path: Path, task: str) -> list[tuple[list[str], int]]:
     if not path.is_file():
         raise UserError(f"fine-tuning file not found: {path}")
     out = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UserError(f"{where}: not UTF-8; re-encode the file") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{where}: each line must be a JSON object")
-            missing = [k for k in fields if not isinstance(row.get(k), str)]
-            if missing:
-                raise UserError(f"{where}: missing text field {missing[0]!r} for task {task}")
-            label = row.get("label")
-            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:
-                raise UserError(f"{where}: label {label!r} is not an integer in 0..{n_labels - 1}")
-            out.append(([row[k] for k in fields], label))
+    for where, row in read_jsonl(path):
+        missing = [k for k in fields if not isinstance(row.get(k), str)]
+        if missing:
+            raise UserError(f"{where}: missing text field {missing[0]!r} for task {task}")
+        label = row.get("label")
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:
+            raise UserError(f"{where}: label {label!r} is not an integer in 0..{n_labels - 1}")
+        out.append(([row[k] for k in fields], label))
     if not out:
         raise UserError(f"{path}: no examples")
     return out

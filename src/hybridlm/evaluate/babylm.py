@@ -29,7 +29,6 @@ tie counted correct, as torch.max picks index 0), so numbers can sit beside the 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from collections import defaultdict
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridlm.errors import UserError
+from hybridlm.files import read_jsonl
 from hybridlm.evaluate.scoring import Copy, check_scorer, score_completions, score_copies
 
 TASKS = ("blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "reading_eye_tracking", "reading_self_paced")
@@ -100,24 +100,6 @@ def find_tasks(data_dir, tasks=None) -> dict[str, Path]:
     return found
 
 
-def _jsonl(path: Path):
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: each line must be a JSON object")
-            yield f"{path}:{lineno}", row
-
-
 def _need(where: str, row: dict, *keys, kind=str):
     for k in keys:
         if not isinstance(row.get(k), kind):
@@ -133,7 +115,7 @@ def read_task(task: str, folder: Path) -> TaskData:
         raise UserError(f"{folder}: no .jsonl files for task {task}")
     data = TaskData()
     for f in files:
-        for where, row in _jsonl(f):
+        for where, row in read_jsonl(f):
             if task in ("blimp", "supplement"):
                 _need(where, row, "sentence_good", "sentence_bad")
                 subset = row.get("UID") if task == "blimp" and isinstance(row.get("UID"), str) else f.stem

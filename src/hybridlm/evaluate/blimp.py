@@ -6,11 +6,11 @@ counted correct (a known artefact of pipelines that pick index 0 on ties).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from hybridlm.errors import UserError
+from hybridlm.files import read_jsonl
 from hybridlm.evaluate.scoring import score_sentences
 
 REQUIRED = ("sentence_good", "sentence_bad")
@@ -32,30 +32,17 @@ def load_pairs(sources, limit: int | None = None) -> list[dict]:
     for f in files:
         per_uid: dict[str, int] = defaultdict(int)
         n_lines = 0
-        with open(f, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise UserError(f"{f}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file") from None
-                if not line.strip():
-                    continue
-                n_lines += 1
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{f}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{f}:{lineno}: each line must be a JSON object with sentence_good and sentence_bad")
-                missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row.get(k).strip()]
-                if missing:
-                    raise UserError(f"{f}:{lineno}: missing field {missing[0]!r} (each line needs sentence_good and sentence_bad)")
-                uid = row.get("UID") or f.stem
-                if limit is not None and per_uid[uid] >= limit:
-                    continue
-                per_uid[uid] += 1
-                pairs.append({"good": row["sentence_good"], "bad": row["sentence_bad"], "UID": uid,
-                              "field": row.get("field", "unknown"), "term": row.get("linguistics_term", "unknown")})
+        for where, row in read_jsonl(f):
+            n_lines += 1
+            missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row.get(k).strip()]
+            if missing:
+                raise UserError(f"{where}: missing field {missing[0]!r} (each line needs sentence_good and sentence_bad)")
+            uid = row.get("UID") or f.stem
+            if limit is not None and per_uid[uid] >= limit:
+                continue
+            per_uid[uid] += 1
+            pairs.append({"good": row["sentence_good"], "bad": row["sentence_bad"], "UID": uid,
+                          "field": row.get("field", "unknown"), "term": row.get("linguistics_term", "unknown")})
         if n_lines == 0:
             raise UserError(f"{f}: empty file (no minimal pairs)")
     return pairs
