@@ -11,7 +11,7 @@ import pytest
 from conftest import hlm
 
 ARGS = ["--objective", "hybrid", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8, "--log-interval", 1,
-        "--eval-interval", 0, "--precision", "fp32", "--seed", 5, "--causal-fraction", 0.25]
+        "--eval-interval", 3, "--eval-batches", 2, "--precision", "fp32", "--seed", 5, "--causal-fraction", 0.25]
 
 
 def _free_port():
@@ -29,9 +29,9 @@ def torchrun(n, *args):
     return proc
 
 
-def _losses(run):
+def _losses(run, key="loss"):
     rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+    return {r["step"]: r[key] for r in rows if key in r}
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
@@ -42,6 +42,11 @@ def test_two_processes_match_one(tmp_path, data_dir, mode):
     assert sorted(two) == sorted(one) == list(range(1, 7))
     for s in one:
         assert two[s] == pytest.approx(one[s], rel=1e-5), (s, two[s], one[s])
+    g2, g1 = _losses(tmp_path / "two", "grad_norm"), _losses(tmp_path / "one", "grad_norm")
+    assert all(g2[s] == pytest.approx(g1[s], rel=1e-4) for s in g1)  # the whole model's norm, not one shard's
+    for key in ("val_loss", "val_ce_causal", "val_bpb"):  # validation through the wrapped model: the same numbers
+        v2, v1 = _losses(tmp_path / "two", key), _losses(tmp_path / "one", key)
+        assert sorted(v2) == sorted(v1) == [3, 6] and all(v2[s] == pytest.approx(v1[s], rel=1e-5) for s in v1), key
 
 
 def test_resume_a_two_process_run_on_one_process(tmp_path, data_dir):

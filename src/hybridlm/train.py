@@ -337,6 +337,8 @@ def train_step(t: Trainer) -> dict:
         t.optimizer.zero_grad(set_to_none=True)
         raise UserError(f"loss became {loss_value} at step {step + 1}; lower --lr or use --precision fp32 (last checkpoint kept)")
     grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; its plain value may be one shard's part
+        grad_norm = grad_norm.full_tensor()
     t.optimizer.step()
     t.optimizer.zero_grad(set_to_none=True)
     t.step += 1
