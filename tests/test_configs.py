@@ -22,3 +22,4 @@ def test_reference_config_is_valid(path):
     assert [L for _, L, _ in stages] == [128, 256, 512]
     assert len({rows * L for _, L, rows in stages}) == 1  # the same tokens per step in every stage
     assert "hours" in path.read_text().splitlines()[1]
+    assert cfg.max_epochs == 10 and cfg.checkpoint_schedule == path.parent.name  # BabyLM 2025: the cap and the schedule

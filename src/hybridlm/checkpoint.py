@@ -1,6 +1,7 @@
 """Atomic checkpoints without pickle: weights, optimizer, data position and RNG state.
 
-RUN/checkpoints/step_0000200/ holds model.safetensors, optimizer.safetensors (the tensors; the
+RUN/checkpoints/step_0000200/ (periodic, the newest `keep_checkpoints` kept) or words_10M/ (at a
+count of words seen, BabyLM's schedule, kept forever) holds model.safetensors, optimizer.safetensors (the tensors; the
 parameter groups as JSON in its metadata), state.json (step, data position) and rng.json. It is
 written to a temporary folder and renamed into place; RUN/checkpoints/latest names the newest
 complete one and is itself replaced atomically, so a kill at any moment leaves the previous
@@ -25,7 +26,9 @@ from safetensors.torch import load_file, save_file
 from hybridlm.errors import UserError
 
 CKPT_DIR = "checkpoints"
-NAME = re.compile(r"step_\d{7,}")  # only these folders are checkpoints
+STEP_NAME = re.compile(r"step_\d{7,}")  # periodic checkpoints (pruned to the newest few)
+WORDS_NAME = re.compile(r"words_\d+[KM]?")  # at a count of words seen (kept)
+NAME = re.compile(f"{STEP_NAME.pattern}|{WORDS_NAME.pattern}")  # only these folders are checkpoints
 
 
 def _fsync_dir(path: Path):
@@ -87,10 +90,15 @@ def _load_optimizer(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- saving and finding
-def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict, state: dict, keep: int = 2,
+                    name: str | None = None) -> Path:
+    """Write checkpoint `name` (default step_NNNNNNN) atomically and point `latest` at it; prune
+    the step_N checkpoints to the newest `keep` (words_N ones are never pruned)."""
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:07d}"
+    name = name or f"step_{step:07d}"
+    if not NAME.fullmatch(name):
+        raise ValueError(f"not a checkpoint name: {name}")
     tmp = root / f".tmp-{name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -131,11 +139,27 @@ def remove_stale(run_dir) -> list[str]:
     return removed
 
 
-def list_checkpoints(run_dir) -> list[Path]:
+def list_checkpoints(run_dir, pattern: re.Pattern = STEP_NAME) -> list[Path]:
+    """The checkpoint folders whose names match `pattern` (default: the periodic step_N ones), sorted."""
     root = Path(run_dir) / CKPT_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and NAME.fullmatch(p.name))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and pattern.fullmatch(p.name))
+
+
+def checkpoint_state(path: Path) -> dict:
+    """state.json of a checkpoint ({} when unreadable): step, tokens and words seen, data position."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def words_checkpoints(run_dir) -> list[tuple[Path, dict]]:
+    """The words_N checkpoints with their state, in order of words seen."""
+    found = [(p, checkpoint_state(p)) for p in list_checkpoints(run_dir, WORDS_NAME)]
+    return sorted(found, key=lambda ps: (ps[1].get("words_seen", 0), ps[1].get("step", 0)))
 
 
 def latest_checkpoint(run_dir) -> Path | None:
@@ -145,13 +169,13 @@ def latest_checkpoint(run_dir) -> Path | None:
         name = pointer.read_text(errors="replace").strip()
         if NAME.fullmatch(name) and (root / name).is_dir():
             return root / name
-    ckpts = list_checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
+    ckpts = list_checkpoints(run_dir, NAME)  # no pointer: the one of the highest step
+    return max(ckpts, key=lambda p: checkpoint_state(p).get("step", -1)) if ckpts else None
 
 
 # ---------------------------------------------------------------- loading
 def _corrupt(path: Path, why: str, run_dir) -> UserError:
-    others = [p.name for p in list_checkpoints(run_dir) if p != path]
+    others = [p.name for p in list_checkpoints(run_dir, NAME) if p != path]
     fix = f"move it aside to use {others[-1]}" if others else "retrain, or restore it from a backup"
     return UserError(f"checkpoint {path} is corrupt ({why}); {fix}")
 

@@ -170,6 +170,20 @@ def cmd_babylm(a):
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
     for task, folder in find_tasks(a.data, tasks).items():  # bad data fails before the model loads
         read_task(task, folder)
+    if a.all_checkpoints:
+        from hybridlm.evaluate.babylm import evaluate_checkpoints
+        from hybridlm.runs import default_device
+
+        if not a.run or a.convention != "hlm":
+            raise UserError("--all-checkpoints evaluates the words_N checkpoints of a --run, with the default convention")
+        results = evaluate_checkpoints(a.run, a.data, tasks, a.scorer, a.samples, a.device or default_device(), a.precision,
+                                       progress=True)
+        if a.json:
+            from hybridlm.files import atomic_write_json
+
+            atomic_write_json(a.json, {"run": a.run, "checkpoints": results})
+        print(f"{len(results)} checkpoints evaluated; results in {RunDir(a.run).eval_dir / 'checkpoints'} (hlm report draws the learning curves)")
+        return
     lm = _lm(a)
     if a.run:
         RunDir(a.run).check_eval_writable(f"babylm-{check_scorer(lm, a.scorer)}.json")
@@ -269,6 +283,8 @@ def _add_eval_commands(sub):
     bb.add_argument("--convention", default="hlm", choices=["hlm", "official"],
                     help="hlm: explicit <s>, fp32, ties never correct (default)")
     bb.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
+    bb.add_argument("--all-checkpoints", action="store_true",
+                    help="BabyLM 2025 learning curves: every words_N checkpoint of --run, resumably (RUN/eval/checkpoints/)")
     bb.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/babylm-SCORER.json)")
     bb.set_defaults(func=cmd_babylm)
 
@@ -283,7 +299,8 @@ def _add_eval_commands(sub):
     for flag, typ, help_ in (("--lr", float, "3e-5"), ("--batch-size", int, "32; 16 for boolq, multirc"),
                              ("--epochs", int, "10; 30 for wsc"), ("--max-length", int, "512"), ("--weight-decay", float, "0.01"),
                              ("--warmup-fraction", float, "0.06"), ("--min-lr-ratio", float, "0.1 (cosine decay to it)"),
-                             ("--dropout", float, "0.1"), ("--seed", int, "42"), ("--seeds", int, "1: mean ± s.d. over this many seeds")):
+                             ("--dropout", float, "0.1"), ("--seed", int, "42"), ("--seeds", int, "1: mean ± s.d. over this many seeds"),
+                             ("--precision", str, "auto (bf16 autocast where supported) | bf16 | fp32")):
         ft.add_argument(flag, type=typ, default=None, help=f"default: {help_}")
     ft.add_argument("--json", default=None, help="also write the result here (with --run it is kept in RUN/eval/finetune-TASK.json)")
     ft.set_defaults(func=cmd_finetune)
@@ -305,10 +322,20 @@ def _add_eval_commands(sub):
 
 
 def cmd_export(a):
-    from hybridlm.export import export_run
+    from hybridlm.export import HUB_CACHE, export_all_checkpoints, export_run
+    from hybridlm.runs import RunDir
 
-    out = export_run(a.run, a.out)
+    if a.all_checkpoints:
+        repo_id = a.repo_id or f"hybridlm/{Path(a.run).resolve().name}"
+        out = export_all_checkpoints(a.run, a.out, repo_id)
+        branches = ["chck_" + p.name[len("words_"):] for p, _ in RunDir(a.run).words_checkpoints()]
+        print(f"exported {a.run} to {out}: a git repository with branches {', '.join(branches)} and main (the final weights)\n"
+              f"load a branch: AutoModelForCausalLM.from_pretrained({repo_id!r}, revision={branches[0]!r}, "
+              f"cache_dir={str(out / HUB_CACHE)!r})")
+        return
+    out = export_run(a.run, a.out, checkpoint=a.checkpoint)
     print(f"exported {a.run} to {out}")
+
 
 
 def cmd_report(a):
@@ -330,6 +357,10 @@ def _add_export_report_commands(sub):
     e = sub.add_parser("export", help="write a run as a Hugging Face transformers model directory")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True)
+    e.add_argument("--checkpoint", default=None, help="a checkpoint of the run, e.g. step_0000200 or words_2M (default: the latest)")
+    e.add_argument("--all-checkpoints", action="store_true",
+                   help="BabyLM 2025: a git repository with a branch chck_NM per words_NM checkpoint and main the final weights")
+    e.add_argument("--repo-id", default=None, help="--all-checkpoints: the name the local hub cache uses (default: hybridlm/RUN_NAME)")
     e.set_defaults(func=cmd_export)
 
 
@@ -373,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train all four objectives on built-in grammar text and compare them")
     d.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
     d.add_argument("--steps", type=int, default=None, help="training steps per objective")
-    d.add_argument("--objectives", nargs="+", default=None)
+    d.add_argument("--objectives", nargs="+", default=None, help="e.g. causal,hybrid,prefix,mix (default: causal masked hybrid diffusion)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
 

@@ -48,6 +48,14 @@ class TrainConfig:
     diffusion_eps: float = 1e-3
     diffusion_estimator: str = "time"  # time: t ~ U(eps, 1), weight -a'/(1-a); count: k masked ~ U{1..n}, weight 1/k (log-linear only)
     frequency_masking: float = 0.0
+    # mix: objectives mixed per sequence, "causal:1,mntp:15"; mix_end: the mix at the end of training
+    # (shares move linearly); mix_phases: [[fraction, mix], ...] switched at fractions of training (AntLM)
+    mix: str = ""
+    mix_end: str = ""
+    mix_phases: list = field(default_factory=list)
+    # prefix LM: the prefix is a uniform fraction of the row in [prefix_min, prefix_max]
+    prefix_min: float = 0.1
+    prefix_max: float = 0.9
     document_mask: bool = True
     # run mechanics
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
@@ -57,7 +65,12 @@ class TrainConfig:
     eval_interval: int = 100
     eval_batches: int = 16
     checkpoint_interval: int = 200
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # the newest step_N checkpoints kept; words_N checkpoints are kept forever
+    # BabyLM 2025: checkpoints at counts of words seen, e.g. ["1M", "2M", "10M"] or a named schedule
+    # (babylm-strict-small: every 1M to 10M, every 10M to 100M; babylm-strict: also every 100M to 1B)
+    checkpoint_words: list = field(default_factory=list)
+    checkpoint_schedule: str = ""
+    max_epochs: float = 0.0  # stop once the training tokens have been seen this many times; 0 = no cap
     log_interval: int = 10
     log: list = field(default_factory=list)  # extra loggers: tensorboard, wandb
     max_seconds: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
@@ -71,6 +84,15 @@ class TrainConfig:
             return [(0, self.seq_len, self.batch_size)]
         tokens = self.batch_size * self.seq_len
         return [(round(f * self.max_steps), int(L), tokens // int(L)) for f, L in self.seq_len_schedule]
+
+    def word_thresholds(self) -> list[int]:
+        """The words-seen counts to checkpoint at: checkpoint_words and the named schedule, sorted."""
+        values = set(CHECKPOINT_SCHEDULES[self.checkpoint_schedule]) if self.checkpoint_schedule else set()
+        for item in self.checkpoint_words:
+            for part in (str(item).split(",") if isinstance(item, str) else [item]):
+                if str(part).strip():
+                    values.add(parse_word_count(part))
+        return sorted(values)
 
     def max_len(self) -> int:
         return max(L for _, L, _ in self.stages())
@@ -115,11 +137,43 @@ class TrainConfig:
                 raise UserError(f"seq_len_schedule length {stage[1]} must divide batch_size * seq_len = {self.batch_size * self.seq_len}")
         if self.seq_len_schedule and self.seq_len_schedule[0][0] != 0:
             raise UserError("seq_len_schedule must start at fraction 0")
+        if self.checkpoint_schedule and self.checkpoint_schedule not in CHECKPOINT_SCHEDULES:
+            raise UserError(f"unknown checkpoint_schedule {self.checkpoint_schedule!r} (choose one of: {', '.join(CHECKPOINT_SCHEDULES)})")
+        self.word_thresholds()  # each entry parses
+        if not (self.max_epochs >= 0 and math.isfinite(self.max_epochs)):
+            raise UserError(f"max_epochs must be >= 0 (0 = no cap; got {self.max_epochs})")
         unknown = set(self.log) - {"tensorboard", "wandb"}
         if unknown:
             raise UserError(f"unknown logger {sorted(unknown)[0]!r} (choose tensorboard or wandb)")
         objective.check_config(self)
         return self
+
+
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+
+# BabyLM 2025's checkpoint schedule: every 1M words to 10M, every 10M to 100M, every 100M to 1,000M
+# (the strict-small track, 10 epochs of 10M words, stops at 100M)
+CHECKPOINT_SCHEDULES = {
+    "babylm-strict-small": [n * 10**6 for n in range(1, 10)] + [n * 10**7 for n in range(1, 11)],
+    "babylm-strict": [n * 10**6 for n in range(1, 10)] + [n * 10**7 for n in range(1, 10)] + [n * 10**8 for n in range(1, 11)],
+}
+
+
+def parse_word_count(value) -> int:
+    """'1M' -> 1_000_000, '50k' -> 50_000, '1.5M' -> 1_500_000, 20000 -> 20000."""
+    text = str(value).strip().upper()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMBG]?)", text)
+    if isinstance(value, bool) or not m or float(m.group(1)) * _UNITS[m.group(2)] < 1:
+        raise UserError(f"checkpoint_words entry {value!r} is not a count of words (e.g. 1M, 500K, 20000)")
+    return int(round(float(m.group(1)) * _UNITS[m.group(2)]))
+
+
+def word_label(n: int) -> str:
+    """The name of a words-seen count as BabyLM's branches write it: 1M, 20M, 50K, 1500K, 123."""
+    for unit, size in (("M", 10**6), ("K", 10**3)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
 
 
 def _read_file(path: Path) -> dict:

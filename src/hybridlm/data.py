@@ -4,6 +4,8 @@ Layout of a prepared directory:
     manifest.json        token counts, dtype, shards, documents, bytes/words, tokenizer hash
     tokenizer.json       the tokenizer the shards were made with
     train_000.bin ...    token ids, every document starting with <s> (which marks document boundaries)
+    train_000.words ...  uint8 per token: how many whitespace-separated words (BabyLM's count) begin in
+                         it, so the words of any window, document or split are an exact sum
     val_000.bin          held-out split (from --valid files, or the corpus tail)
     unigram.npy          token counts of the train split (frequency-informed masking uses it)
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,16 +59,16 @@ class _Split:
     n_bytes: int = 0
     n_words: int = 0
     doc_starts: list[int] | None = None
-    word_starts: list[np.ndarray] | None = None  # per document: whether each token begins a word
+    per_token: list[np.ndarray] | None = None  # per document: the array encode_batch gave beside the ids
 
 
-def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str) -> _Split:
+def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str, bos_value=True) -> _Split:
     """Documents of `files` as token arrays, each starting with `bos`.
 
-    encode_batch(lines) -> per line a list of ids, or (ids, word starts) to keep, beside the
-    tokens, whether each token begins a word (<s> does)."""
+    encode_batch(lines) -> per line a list of ids, or (ids, per-token values) to keep an array
+    beside the tokens (word starts for scoring, word counts for prepare); <s> gets `bos_value`."""
     total = sum(os.path.getsize(f) for f in files)
-    split = _Split(tokens=[], doc_starts=[], word_starts=[])
+    split = _Split(tokens=[], doc_starts=[], per_token=[])
     pending_lines: list[str] = []
     pending_doc_sizes: list[int] = []
 
@@ -79,7 +82,8 @@ def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str) -> _Split:
             parts = [np.array([bos], dtype=dtype)] + [np.asarray(e[0] if with_starts else e, dtype=dtype) for e in lines]
             doc = np.concatenate(parts)
             if with_starts:
-                split.word_starts.append(np.concatenate([[True]] + [np.asarray(e[1], dtype=bool) for e in lines]))
+                first = np.asarray([bos_value])
+                split.per_token.append(np.concatenate([first] + [np.asarray(e[1], dtype=first.dtype) for e in lines]))
             split.doc_starts.append(split.n_tokens)
             split.tokens.append(doc)
             split.n_tokens += len(doc)
@@ -100,12 +104,32 @@ def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str) -> _Split:
     return split
 
 
-def _write_split(out: Path, name: str, arr: np.ndarray, shard_tokens: int) -> list[dict]:
+_WORD = re.compile(r"\S+")  # BabyLM counts whitespace-separated words (str.split)
+
+
+def words_per_token(text: str, offsets) -> np.ndarray:
+    """uint8 per token: the words of `text` that begin in it. Each word is given to the first token
+    whose character span ends after the word's first character, so every word is counted exactly
+    once even where byte-level tokens share a character's span."""
+    starts = np.fromiter((m.start() for m in _WORD.finditer(text)), dtype=np.int64)
+    counts = np.zeros(len(offsets), dtype=np.uint8)
+    if len(offsets) and len(starts):
+        ends = np.maximum.accumulate(np.fromiter((e for _, e in offsets), dtype=np.int64, count=len(offsets)))
+        owner = np.minimum(np.searchsorted(ends, starts, side="right"), len(offsets) - 1)
+        np.add.at(counts, owner, 1)
+    return counts
+
+
+def _write_split(out: Path, name: str, arr: np.ndarray, shard_tokens: int, words: np.ndarray | None = None) -> list[dict]:
     shards = []
     for k, start in enumerate(range(0, len(arr), shard_tokens)):
         fname = f"{name}_{k:03d}.bin"
         arr[start : start + shard_tokens].tofile(out / fname)
-        shards.append({"file": fname, "tokens": int(min(shard_tokens, len(arr) - start))})
+        shard = {"file": fname, "tokens": int(min(shard_tokens, len(arr) - start))}
+        if words is not None:
+            shard["words_file"] = f"{name}_{k:03d}.words"
+            words[start : start + shard_tokens].astype(np.uint8).tofile(out / shard["words_file"])
+        shards.append(shard)
     return shards
 
 
@@ -138,23 +162,21 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a folder being rewritten is not prepared data until its new manifest lands
 
-    # the tokenizers library encodes a batch on all cores (Rust threads); the "fast" variant skips
-    # the character offsets, which prepare does not need (same ids, ~1.4x faster here)
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-
+    # the tokenizers library encodes a batch on all cores (Rust threads); the character offsets
+    # give each token the words that begin in it (words seen during training are then exact)
     def encode_batch(lines):
-        return [e.ids for e in encode(lines, add_special_tokens=False)]
+        return [(e.ids, words_per_token(line, e.offsets)) for line, e in zip(lines, tokenizer.encode_batch(lines, add_special_tokens=False))]
 
     bos = tokenizer.token_to_id(BOS)
-    train = _tokenize_files(files, encode_batch, bos, dtype, "tokenize train")
+    train = _tokenize_files(files, encode_batch, bos, dtype, "tokenize train", bos_value=np.uint8(0))
     if train.n_tokens == 0:
         raise UserError(f"no text found in {', '.join(map(str, files))} (the corpus has only blank lines)")
-    train_arr = np.concatenate(train.tokens)
+    train_arr, train_words = np.concatenate(train.tokens), np.concatenate(train.per_token)
     if valid_files:
-        val = _tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid")
+        val = _tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid", bos_value=np.uint8(0))
         if val.n_tokens == 0:
             raise UserError("the --valid files hold no text")
-        val_arr = np.concatenate(val.tokens)
+        val_arr, val_words = np.concatenate(val.tokens), np.concatenate(val.per_token)
         val_meta = {"documents": val.n_docs, "bytes": val.n_bytes, "words": val.n_words, "source": "valid files"}
         train_meta = {"documents": train.n_docs, "bytes": train.n_bytes, "words": train.n_words}
     else:
@@ -165,22 +187,23 @@ def prepare(
         near = starts[(starts >= cut - want) & (starts <= cut + want // 2)]
         if len(near):
             cut = int(near[np.argmin(np.abs(near - cut))])
-        val_arr = train_arr[cut:]
+        val_arr, val_words = train_arr[cut:], train_words[cut:]
         if val_arr[0] != bos:
             val_arr = np.concatenate([np.array([bos], dtype=dtype), val_arr])
-        train_arr = train_arr[:cut]
+            val_words = np.concatenate([np.zeros(1, dtype=val_words.dtype), val_words])
+        train_arr, train_words = train_arr[:cut], train_words[:cut]
         frac = len(val_arr) / (len(train_arr) + len(val_arr))
-        # Bytes/words are apportioned by token share; bits per byte needs only the ratio.
+        # Bytes are apportioned by token share (bits per byte needs only the ratio); words are exact.
         val_meta = {
             "documents": int((starts >= cut).sum()) or 1,
             "bytes": int(round(train.n_bytes * frac)),
-            "words": int(round(train.n_words * frac)),
+            "words": int(val_words.sum()),
             "source": f"tail of the corpus ({frac:.2%} of tokens)",
         }
         train_meta = {
             "documents": int((starts < cut).sum()),
             "bytes": train.n_bytes - val_meta["bytes"],
-            "words": train.n_words - val_meta["words"],
+            "words": int(train_words.sum()),
         }
     if len(train_arr) < 2 or len(val_arr) < 2:
         raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
@@ -195,8 +218,9 @@ def prepare(
         "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
         "bos_id": bos,
         "splits": {
-            "train": {"tokens": int(len(train_arr)), **train_meta, "shards": _write_split(out, "train", train_arr, shard_tokens)},
-            "val": {"tokens": int(len(val_arr)), **val_meta, "shards": _write_split(out, "val", val_arr, shard_tokens)},
+            "train": {"tokens": int(len(train_arr)), **train_meta,
+                      "shards": _write_split(out, "train", train_arr, shard_tokens, train_words)},
+            "val": {"tokens": int(len(val_arr)), **val_meta, "shards": _write_split(out, "val", val_arr, shard_tokens, val_words)},
         },
         "inputs": [str(f) for f in files],
     }
@@ -227,6 +251,9 @@ class PackedTokens:
     order is a permutation of windows per epoch, seeded by (seed, epoch): sample s of the run is
     window perm[epoch(s)][s mod n_windows]. A batch is then a pure function of (seed, step), which
     makes resume exact and keeps batches identical whatever the number of processes.
+
+    Words: window k counts the words that begin in its tokens k*L .. k*L+L-1 (the target-only last
+    token is the next window's first), so one pass over the windows sees each word at most once.
     """
 
     def __init__(self, data_dir, split: str, seq_len: int):
@@ -236,14 +263,23 @@ class PackedTokens:
         meta = self.manifest["splits"][split]
         dtype = np.dtype(self.manifest["dtype"])
         self.seq_len = seq_len
-        self.shards, counts = [], []
+        self.shards, counts, window_words = [], [], []
         for sh in meta["shards"]:
             path = Path(data_dir) / sh["file"]
             if not path.is_file() or path.stat().st_size != sh["tokens"] * dtype.itemsize:
                 raise UserError(f"shard {path} is missing or truncated; re-run hlm prepare")
             mm = np.memmap(path, dtype=dtype, mode="r")
             self.shards.append(mm)
-            counts.append(max(0, (len(mm) - 1) // seq_len))
+            n = max(0, (len(mm) - 1) // seq_len)
+            counts.append(n)
+            if "words_file" in sh and window_words is not None:
+                wpath = Path(data_dir) / sh["words_file"]
+                if not wpath.is_file() or wpath.stat().st_size != sh["tokens"]:
+                    raise UserError(f"word counts {wpath} are missing or truncated; re-run hlm prepare")
+                words = np.memmap(wpath, dtype=np.uint8, mode="r")
+                window_words.append(words[: n * seq_len].reshape(n, seq_len).sum(1, dtype=np.int64))
+            else:
+                window_words = None  # prepared before words were counted per token
         self.cum = np.cumsum([0] + counts)
         self.n_windows = int(self.cum[-1])
         if self.n_windows == 0:
@@ -251,8 +287,14 @@ class PackedTokens:
                 f"the {split} split of {data_dir} has {meta['tokens']} tokens, fewer than one sequence of "
                 f"{seq_len + 1}; use a shorter --seq-len or more text"
             )
+        # words per window (None: data prepared by an older hlm, without per-token word counts)
+        self.window_words = np.concatenate(window_words) if window_words is not None else None
         self.meta = meta
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def has_words(self) -> bool:
+        return self.window_words is not None
 
     def window(self, k: int) -> np.ndarray:
         s = int(np.searchsorted(self.cum, k, side="right") - 1)
@@ -268,18 +310,24 @@ class PackedTokens:
             self._perm_cache = {key: np.random.default_rng([seed, epoch]).permutation(self.n_windows)}
         return self._perm_cache[key]
 
+    def batch_windows(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+        """The window indices of the global batch of `step`."""
+        samples = np.arange(step * batch_size, (step + 1) * batch_size)
+        return np.array([self._perm(seed, int(s // self.n_windows))[s % self.n_windows] for s in samples])
+
     def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
         """The global batch of `step`: LongTensor [batch_size, seq_len + 1]."""
-        samples = np.arange(step * batch_size, (step + 1) * batch_size)
-        ks = [self._perm(seed, int(s // self.n_windows))[s % self.n_windows] for s in samples]
-        return self.windows(ks)
+        return self.windows(self.batch_windows(step, batch_size, seed))
+
+    def words(self, ks) -> int:
+        """Words in windows `ks` (0 when the data has no per-token word counts)."""
+        return int(self.window_words[np.asarray(ks)].sum()) if self.has_words else 0
 
     def eval_batches(self, batch_size: int, max_batches: int):
         """Validation windows in file order (no shuffling), at most max_batches batches."""
         n = min(self.n_windows, batch_size * max_batches)
         for start in range(0, n, batch_size):
             yield self.windows(range(start, min(n, start + batch_size)))
-
 
 
 def load_unigram(data_dir) -> np.ndarray:

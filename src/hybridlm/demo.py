@@ -31,7 +31,7 @@ DEMO_STEPS = 500
 
 
 def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pairs_per_paradigm=100) -> list[dict]:
-    objectives = list(objectives or DEFAULT_OBJECTIVES)
+    objectives = [o.strip() for item in (objectives or DEFAULT_OBJECTIVES) for o in item.split(",") if o.strip()]
     for o in objectives:
         objective_class(o)  # an unknown name fails before any work
     steps = DEMO_STEPS if steps is None else steps
@@ -59,7 +59,7 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
             cfg = TrainConfig(data=str(root / "data"), out=str(root / "runs" / objective), objective=objective, preset="tiny",
                               model={"d_model": 128, "n_head": 4, "d_ffn": 384, "n_layer": 3}, seq_len=64, batch_size=32,
                               max_steps=steps, lr=1.5e-3, eval_interval=steps, eval_batches=8, checkpoint_interval=steps,
-                              seed=seed, log_interval=max(1, steps // 10))
+                              seed=seed, log_interval=max(1, steps // 10), **objective_class(objective).demo_config)
             summary = train(cfg, quiet=True)
             lm = RunLM(cfg.out)
             result = evaluate_pairs(lm, pairs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import torch
@@ -101,18 +102,28 @@ def _write_tokenizer(src: Path, out: Path):
     _write_hf_files(out)
 
 
-def export_run(run_dir, out_dir) -> Path:
-    """Write the run as the Hugging Face model(s) its objective exports to (`Objective.export_*`)."""
-    run = load_run(run_dir)
-    objective = run.objective
-    out = Path(out_dir)
+def _check_out(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"--out {out} exists and is not a folder; choose a new --out")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new --out")
-    if not objective.export_causal_lm and objective.export_masked_lm is None:
-        raise UserError(f"a {objective.name} run has no Hugging Face export")
+
+
+def export_run(run_dir, out_dir, checkpoint: str | None = None) -> Path:
+    """Write the run (its latest checkpoint, or `checkpoint`) as the Hugging Face model(s) its
+    objective exports to (`Objective.export_*`)."""
+    out = Path(out_dir)
+    _check_out(out)
+    run = load_run(run_dir, checkpoint=checkpoint)
+    if not run.objective.export_causal_lm and run.objective.export_masked_lm is None:
+        raise UserError(f"a {run.objective.name} run has no Hugging Face export")
     out.mkdir(parents=True, exist_ok=True)
+    _write_export(run, out)
+    return out
+
+
+def _write_export(run, out: Path) -> None:
+    objective = run.objective
     if objective.export_causal_lm:
         save_file(llama_state_dict(run.model), str(out / "model.safetensors"), metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(llama_config(run.model), indent=2))
@@ -122,5 +133,67 @@ def export_run(run_dir, out_dir) -> Path:
         # run gets both, the masked view in a sub-folder (GPT-BERT's two modes of one model)
         _export_masked(run, out / objective.export_masked_lm if objective.export_masked_lm else out)
     _write_tokenizer(run.run.tokenizer_path, out)
-    (out / "hybridlm.json").write_text(json.dumps({"objective": objective.name, "step": run.step, "source": str(run.path)}, indent=2))
+    (out / "hybridlm.json").write_text(json.dumps({"objective": objective.name, "step": run.step, "words_seen": run.words_seen,
+                                                   "source": str(run.path)}, indent=2))
+
+
+# ---------------------------------------------------------------- BabyLM 2025: one branch per checkpoint
+HUB_CACHE = ".hub-cache"  # inside the exported repository, ignored by its git
+
+
+def _git(repo: Path, *args) -> str:
+    cmd = ["git", "-C", str(repo), "-c", "user.name=hybridlm", "-c", "user.email=hybridlm@localhost",
+           "-c", "commit.gpgsign=false", *args]
+    try:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        raise UserError("--all-checkpoints needs git on the PATH (it writes a git repository with one branch per checkpoint)") from None
+    except subprocess.CalledProcessError as e:
+        raise UserError(f"git {args[0]} failed in {repo}: {(e.stderr or e.stdout).strip().splitlines()[-1][:160]}") from None
+
+
+def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> Path:
+    """The run as a Hugging Face model repository with BabyLM 2025's branches: `chck_1M`, `chck_2M`, ...
+    hold the words_N checkpoints, `main` the run's final weights. OUT is a git repository (push it
+    to the hub as it is: `git push --all`). Because transformers ignores `revision=` for a local
+    folder, OUT/.hub-cache also holds the same commits laid out as the hub's cache, so that
+    `from_pretrained(repo_id, revision="chck_2M", cache_dir="OUT/.hub-cache")` loads a branch with
+    no network (and the official pipeline's --revision_name works with HF_HUB_CACHE=OUT/.hub-cache)."""
+    from hybridlm.runs import RunDir
+
+    run = RunDir(run_dir).require()
+    found = run.words_checkpoints()
+    if not found:
+        raise UserError(f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule")
+    out = Path(out_dir)
+    _check_out(out)
+    repo_id = repo_id or f"hybridlm/{Path(run_dir).resolve().name}"
+    latest = run.latest_checkpoint()
+    plan = [(p.name, "chck_" + p.name[len("words_"):], s.get("words_seen")) for p, s in found]
+    from hybridlm.checkpoint import checkpoint_state
+
+    if latest is not None and checkpoint_state(latest).get("step", 0) > found[-1][1].get("step", 0):
+        plan.append((latest.name, None, None))  # the final weights, past the last threshold: main only
+    out.mkdir(parents=True, exist_ok=True)
+    _git(out, "init", "-q")
+    _git(out, "symbolic-ref", "HEAD", "refs/heads/main")
+    (out / ".git" / "info").mkdir(parents=True, exist_ok=True)
+    with open(out / ".git" / "info" / "exclude", "a") as f:
+        f.write(f"/{HUB_CACHE}/\n")
+    (out / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")  # as hub repositories have
+    cache = out / HUB_CACHE / ("models--" + repo_id.replace("/", "--"))
+    (cache / "refs").mkdir(parents=True)
+    for name, branch, words in plan:
+        for p in out.iterdir():  # replace, never rewrite in place: the cache's snapshots may share the files
+            if p.name not in (".git", HUB_CACHE, ".gitattributes"):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        _write_export(load_run(run_dir, checkpoint=name), out)
+        _git(out, "add", "-A")
+        _git(out, "commit", "-q", "-m", f"{name}" + (f": {words:,} words seen" if words is not None else " (final)"))
+        sha = _git(out, "rev-parse", "HEAD")
+        if branch:
+            _git(out, "branch", "-f", branch)
+            (cache / "refs" / branch).write_text(sha)
+        shutil.copytree(out, cache / "snapshots" / sha, ignore=shutil.ignore_patterns(".git", HUB_CACHE))
+    (cache / "refs" / "main").write_text(sha)
     return out

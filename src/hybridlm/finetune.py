@@ -4,6 +4,8 @@ The official BabyLM 2025 hyperparameters are the defaults: lr 3e-5, batch 32 (16
 MultiRC), 10 epochs (30 for WSC), max length 512, AdamW with weight decay 0.01, 6% linear warmup,
 cosine decay to 0.1x, dropout 0.1, seed 42, and the best epoch chosen on the validation file by
 accuracy (F1 for MRPC and QQP). Small-data fine-tuning is noisy, so `seeds` > 1 reports mean ± s.d.
+Like training, it runs under bf16 autocast where the hardware has it (precision "fp32" to turn it
+off), with the loss in fp32, and batches grouped by length.
 
 Pooling follows the attention the objective trained with: a model whose attention is causal reads
 the last real token (the only position that has seen the whole input, as GPT-style classifiers
@@ -51,6 +53,7 @@ class FinetuneConfig:
     dropout: float = 0.1
     seed: int = 42
     seeds: int = 1
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it (as training), else fp32
 
     def resolved(self, task: str) -> "FinetuneConfig":
         c = FinetuneConfig(**asdict(self))
@@ -59,6 +62,8 @@ class FinetuneConfig:
         for name in ("lr", "batch_size", "epochs", "max_length", "seeds"):
             if not getattr(c, name) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive (got {getattr(c, name)})")
+        if c.precision not in ("auto", "bf16", "fp32"):
+            raise UserError(f"unknown precision {c.precision!r} (choose auto, bf16 or fp32)")
         if not (0 <= c.dropout < 1 and 0 <= c.warmup_fraction < 1 and 0 <= c.min_lr_ratio <= 1 and c.weight_decay >= 0):
             raise UserError("--dropout and --warmup-fraction must lie in [0, 1), --min-lr-ratio in [0, 1], --weight-decay >= 0")
         return c
@@ -159,8 +164,16 @@ def _metric(pred: list[int], gold: list[int], name: str) -> float:
 
 
 def _batches(examples, size, generator=None):
-    order = torch.randperm(len(examples), generator=generator).tolist() if generator is not None else range(len(examples))
-    order = list(order)
+    """Padded batches. Training (a generator given): shuffled, then grouped by length within windows of
+    50 batches and the batches shuffled again (as Hugging Face's group_by_length), so a batch is not
+    padded to one long outlier; evaluation: in order."""
+    order = list(range(len(examples)))
+    if generator is not None:
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        window = 50 * size
+        order = [j for w in range(0, len(order), window) for j in sorted(order[w : w + window], key=lambda j: len(examples[j][0]))]
+        chunks = [order[i : i + size] for i in range(0, len(order), size)]
+        order = [j for k in torch.randperm(len(chunks), generator=generator).tolist() for j in chunks[k]]
     for i in range(0, len(order), size):
         chunk = [examples[j] for j in order[i : i + size]]
         lengths = torch.tensor([len(ids) for ids, _ in chunk])
@@ -171,11 +184,12 @@ def _batches(examples, size, generator=None):
 
 
 @torch.no_grad()
-def _predict(model, examples, device, size=64) -> list[int]:
+def _predict(model, examples, device, amp, size=64) -> list[int]:
     model.eval()
     out = []
     for ids, lengths, _ in _batches(examples, size):
-        out += model(ids.to(device), lengths.to(device)).argmax(-1).tolist()
+        with amp:
+            out += model(ids.to(device), lengths.to(device)).float().argmax(-1).tolist()
     model.train()
     return out
 
@@ -197,20 +211,25 @@ def finetune_once(make_model, task: str, train, valid, cfg: FinetuneConfig, seed
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_scale)
+    from hybridlm.train import autocast_for
+
+    amp, _ = autocast_for(cfg.precision, torch.device(device))
     g = torch.Generator().manual_seed(seed)
     history, best = [], None
     bar = tqdm(total=steps, desc=f"{task} seed {seed}", disable=not progress or None, dynamic_ncols=True)
     for epoch in range(1, cfg.epochs + 1):
         losses = []
         for ids, lengths, labels in _batches(train_x, cfg.batch_size, g):
-            loss = nn.functional.cross_entropy(model(ids.to(device), lengths.to(device)), labels.to(device))
+            with amp:
+                logits = model(ids.to(device), lengths.to(device))
+            loss = nn.functional.cross_entropy(logits.float(), labels.to(device))
             loss.backward()
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.update(1)
-        value = _metric(_predict(model, valid_x, device), [y for _, y in valid_x], metric)
+        value = _metric(_predict(model, valid_x, device, amp), [y for _, y in valid_x], metric)
         history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), metric: value})
         if best is None or value > best[metric]:
             best = history[-1]

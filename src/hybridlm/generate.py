@@ -41,10 +41,12 @@ def _forbid(logits, ids):
 
 @torch.no_grad()
 def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
-                    use_cache=True, stop_ids=(), forbid_ids=(), generator=None) -> list[int]:
-    """Autoregressive sampling; returns the new token ids."""
+                    use_cache=True, stop_ids=(), forbid_ids=(), generator=None, prompt_as_prefix=False) -> list[int]:
+    """Autoregressive sampling; returns the new token ids. prompt_as_prefix: the prompt is read
+    bidirectionally (a prefix LM), what follows it left to right."""
     limit = model.cfg.max_seq_len
     ids = list(prompt_ids)[-limit:]
+    prefix = torch.tensor([len(ids)]) if prompt_as_prefix else None
     new: list[int] = []
     caches = [KVCache() for _ in model.blocks] if use_cache else None
     x = torch.tensor([ids])
@@ -53,10 +55,10 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature
         if len(ids) >= limit:
             break
         if use_cache:
-            logits = model.head(model(x, is_causal=True, kv_caches=caches, start_pos=pos)[:, -1])
+            logits = model.head(model(x, is_causal=True, kv_caches=caches, start_pos=pos, prefix_lengths=prefix)[:, -1])
             pos += x.shape[1]
         else:
-            logits = model.head(model(torch.tensor([ids]), is_causal=True)[:, -1])
+            logits = model.head(model(torch.tensor([ids]), is_causal=True, prefix_lengths=prefix)[:, -1])
         probs = filter_logits(_forbid(logits.float(), list(forbid_ids)), temperature, top_k, top_p, min_p)
         tok = int(torch.multinomial(probs[0], 1, generator=generator))
         if tok in stop_ids:
@@ -120,7 +122,7 @@ def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confiden
     prompt_ids = [tok.token_to_id(BOS)] + (tok.encode(prompt, add_special_tokens=False).ids if prompt else [])
     if objective.generation == "causal":
         new = generate_causal(model, prompt_ids, max_new_tokens, stop_ids=stop, forbid_ids=[i for i in specials if i not in stop],
-                              generator=g, **sampling)
+                              generator=g, prompt_as_prefix=objective.prompt_as_prefix, **sampling)
     elif objective.generation == "unmask":
         mask = tok.token_to_id(MASK)
         n = min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))

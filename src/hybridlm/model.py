@@ -127,11 +127,16 @@ class KVCache:
         return self.k, self.v
 
 
-def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, device):
-    """Boolean SDPA mask [B, 1, T, T] (True = may attend), or (None, is_causal) when no mask is needed."""
+def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, device, prefix_lengths=None):
+    """Boolean SDPA mask [B, 1, T, T] (True = may attend), or (None, is_causal) when no mask is needed.
+
+    prefix_lengths [B]: a causal row also sees the first prefix_lengths[b] positions whatever its
+    place (a prefix LM: bidirectional inside the prefix, causal after it); 0 = plain causal."""
+    if prefix_lengths is not None and not bool((prefix_lengths > 0).any()):
+        prefix_lengths = None
     if document_ids is not None and bool((document_ids == document_ids[:, :1]).all()):
         document_ids = None  # one document per row: SDPA's mask-free kernels apply
-    if document_ids is None:
+    if document_ids is None and prefix_lengths is None:
         if isinstance(is_causal, bool):
             return None, is_causal
         if bool(is_causal.all()):
@@ -143,6 +148,8 @@ def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, d
         is_causal = torch.full((1,), is_causal, device=device)
     # Rows in bidirectional mode see everything (in their document); causal rows the past only.
     mask = causal[None] | ~is_causal.view(-1, 1, 1)
+    if prefix_lengths is not None:
+        mask = mask | (torch.arange(seq_len, device=device)[None, None, :] < prefix_lengths.view(-1, 1, 1))
     if document_ids is not None:
         mask = mask & (document_ids[:, :, None] == document_ids[:, None, :])
     return mask[:, None], False
@@ -186,13 +193,15 @@ class Transformer(nn.Module):
                 return F.linear(hidden.float(), self.embed.weight.float())
         return F.linear(hidden, self.embed.weight)
 
-    def forward(self, input_ids, is_causal=True, document_ids=None, kv_caches=None, start_pos: int = 0, logits: bool = False):
+    def forward(self, input_ids, is_causal=True, document_ids=None, kv_caches=None, start_pos: int = 0, logits: bool = False,
+                prefix_lengths=None):
         """Final hidden states [B, T, D] (after the last norm); with logits=True the logits [B, T, V].
 
         The loss is not computed here: objectives call the fused head + cross-entropy
         (hybridlm.ops.linear_cross_entropy) on the hidden states of the positions they score.
         is_causal: a bool for the whole batch or a bool tensor [B] (mixed causal/bidirectional rows).
         document_ids: [B, T] ints; attention is restricted to positions of the same document.
+        prefix_lengths: [B] ints; causal rows see their first prefix_lengths positions bidirectionally.
         """
         B, T = input_ids.shape
         if start_pos + T > self.cfg.max_seq_len:
@@ -206,7 +215,7 @@ class Transformer(nn.Module):
             if T > 1:
                 raise ValueError("incremental decoding takes one token at a time")
         else:
-            mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device)
+            mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device, prefix_lengths)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
         x = self.norm(x)

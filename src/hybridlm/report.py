@@ -29,7 +29,18 @@ def _read_run(path: Path) -> dict:
         elif "file" in data and "bytes" in data:
             ppl = data
     return {"name": run.path.name, "path": run.path, "config": cfg.to_dict(), "metrics": run.read_metrics(), "blimp": blimp, "ppl": ppl,
-            "babylm": babylm, "finetune": finetuned}
+            "babylm": babylm, "finetune": finetuned, "curves": _curves(run)}
+
+
+def _curves(run: RunDir) -> dict:
+    """Learning curves from hlm eval babylm --all-checkpoints: {scorer: {task: [(words seen, value, metric)]}}."""
+    curves: dict = {}
+    for result in run.read_checkpoint_evals():
+        for task, t in result["tasks"].items():
+            if result.get("words_seen") is not None and t.get("value") is not None:
+                curves.setdefault(result.get("scorer", "?"), {}).setdefault(task, []).append((result["words_seen"], t["value"], t["metric"],
+                                                                               result.get("checkpoint", "")))
+    return {s: {task: sorted(points) for task, points in tasks.items()} for s, tasks in curves.items()}
 
 
 def _plots(runs: list[dict], out: Path) -> list[str]:
@@ -86,7 +97,8 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1, 3.6), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             labels = [f"{name}\n({b['scorer']})" for name, b in with_babylm]
-            values = [b["tasks"].get(task, {}).get("value", float("nan")) for _, b in with_babylm]
+            values = [b["tasks"].get(task, {}).get("value") for _, b in with_babylm]
+            values = [float("nan") if v is None else v for v in values]
             metric = next(b["tasks"][task]["metric"] for _, b in with_babylm if task in b["tasks"])
             ax.bar(range(len(values)), values, color=[f"C{i}" for i in range(len(values))])
             ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=30)
@@ -98,6 +110,29 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         fig.savefig(out / "babylm.png", dpi=110)
         plt.close(fig)
         made.append("babylm.png")
+    lines = [(f"{r['name']} ({scorer})", tasks) for r in runs for scorer, tasks in r["curves"].items()]
+    if lines:
+        tasks = sorted({t for _, by_task in lines for t in by_task})
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1, 3.6), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            for i, (label, by_task) in enumerate(lines):
+                points = by_task.get(task, [])
+                if points:
+                    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}", label=label)
+            metric = next(p[2] for _, by_task in lines for p in by_task.get(task, []))
+            if metric == "accuracy":
+                ax.axhline(0.5 if task != "entity_tracking" else 0.2, color="grey", ls="--", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlabel("words seen", fontsize=8)
+            ax.set_ylabel(metric, fontsize=8)
+            ax.set_title(task, fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle("learning curves (hlm eval babylm --all-checkpoints; dashed: chance)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / "learning_curves.png", dpi=110)
+        plt.close(fig)
+        made.append("learning_curves.png")
     return made
 
 
@@ -114,6 +149,10 @@ def _sample(run: dict, seed: int) -> str:
     if loaded.objective.infill_shift is not None:
         return infill_text(loaded, "The <mask> was <mask> in the <mask> .", temperature=0.0, seed=seed)
     return "(this objective neither generates nor infills)"
+
+
+def _value(value, metric: str) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%" if metric == "accuracy" else f"{value:.3f}"
 
 
 def _tables(runs: list[dict], samples: dict) -> list[str]:
@@ -146,8 +185,15 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
                   "| run | scorer | convention | task | metric | value | n | ties |", "|---|---|---|---|---|---|---|---|"]
         for name, b in babylm_rows:
             for task, t in b["tasks"].items():
-                value = f"{100 * t['value']:.1f}%" if t["metric"] == "accuracy" else f"{t['value']:.3f}"
+                value = _value(t["value"], t["metric"])
                 lines.append(f"| {name} | {b['scorer']} | {b['convention']} | {task} | {t['metric']} | {value} | {t['n']:,} | {t['ties']} |")
+    curve_rows = [(r["name"], scorer, task, points) for r in runs for scorer, tasks in r["curves"].items() for task, points in tasks.items()]
+    if curve_rows:
+        lines += ["", "Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:", "",
+                  "| run | scorer | task | " + " | ".join(["checkpoint: value, in order of words seen"]) + " |", "|---|---|---|---|"]
+        for name, scorer, task, points in curve_rows:
+            cells = ", ".join(f"{c.removeprefix('words_') or w}: {_value(v, m)}" for w, v, m, c in points)
+            lines.append(f"| {name} | {scorer} | {task} | {cells} |")
     ft_rows = [(r["name"], f) for r in runs for f in r["finetune"]]
     if ft_rows:
         lines += ["", "Fine-tuning (hlm finetune; best epoch on validation):", "",

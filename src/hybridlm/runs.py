@@ -4,7 +4,8 @@
     RUN/tokenizer.json     the tokenizer the run was trained with
     RUN/metrics.jsonl      one JSON record per logged step (training and validation)
     RUN/checkpoints/       step_NNNNNNN/ folders and the `latest` pointer (hybridlm.checkpoint)
-    RUN/eval/              results of hlm eval (blimp-SCORER.json, perplexity.json)
+    RUN/eval/              results of hlm eval (blimp-SCORER.json, babylm-SCORER.json, perplexity.json, ...)
+    RUN/eval/checkpoints/  per checkpoint: words_1M/babylm-SCORER.json (hlm eval babylm --all-checkpoints)
     RUN/tensorboard/       TensorBoard events, with --log tensorboard
     RUN/.lock              held (flock) while a process trains in the run
 
@@ -60,8 +61,14 @@ class RunDir:
     def eval_dir(self) -> Path:
         return self.path / self.EVAL
 
-    def eval_path(self, name: str) -> Path:
-        return self.eval_dir / name
+    def eval_path(self, name) -> Path:
+        """An evaluation result: a name inside RUN/eval/, or a path already inside it."""
+        name = Path(name)
+        return name if name.is_absolute() or name.parts[:len(self.eval_dir.parts)] == self.eval_dir.parts else self.eval_dir / name
+
+    def checkpoint_eval_path(self, checkpoint: str, name: str) -> Path:
+        """A result for one checkpoint (hlm eval babylm --all-checkpoints): RUN/eval/checkpoints/CKPT/NAME."""
+        return self.eval_dir / "checkpoints" / checkpoint / name
 
     def is_run(self) -> bool:
         return self.config_path.is_file()
@@ -95,7 +102,12 @@ class RunDir:
 
     # ------------------------------------------------------------ checkpoints
     def checkpoints(self) -> list[Path]:
-        return ckpt.list_checkpoints(self.path)
+        """Every checkpoint folder (step_N and words_N)."""
+        return ckpt.list_checkpoints(self.path, ckpt.NAME)
+
+    def words_checkpoints(self) -> list[tuple[Path, dict]]:
+        """The words_N checkpoints (BabyLM's schedule) with their state, in order of words seen."""
+        return ckpt.words_checkpoints(self.path)
 
     def latest_checkpoint(self) -> Path | None:
         return ckpt.latest_checkpoint(self.path)
@@ -140,10 +152,24 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------ evaluation results
-    def check_eval_writable(self, name: str) -> None:
-        """Before an evaluation starts: its result file can be written (no link in the way)."""
-        refuse_symlink(self.eval_dir)
-        refuse_symlink(self.eval_path(name))
+    def check_eval_writable(self, name) -> None:
+        """Before an evaluation starts: its result file can be written (no link anywhere on the way)."""
+        path = self.eval_path(name)
+        for parent in [path, *path.parents]:
+            refuse_symlink(parent)
+            if parent == self.eval_dir:
+                break
+
+    def read_checkpoint_evals(self) -> list[dict]:
+        """Every result of hlm eval babylm --all-checkpoints, as written (each names its words_seen)."""
+        root = self.eval_dir / "checkpoints"
+        out = []
+        for f in sorted(root.glob("*/*.json")) if root.is_dir() else []:
+            data = read_json(f, "evaluation result")
+            if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+                raise UserError(f"evaluation result {f} is not a BabyLM result; delete it and re-run hlm eval babylm --all-checkpoints")
+            out.append(data)
+        return out
 
     def write_eval(self, name: str, result: dict) -> Path:
         self.check_eval_writable(name)
@@ -197,8 +223,8 @@ class RunDir:
             raise UserError(f"checkpoint {path} does not fit the run's config ({str(e).splitlines()[0][:100]})") from None
         model.to(device).eval()
         state = read_json(path / "state.json", "checkpoint state") if (path / "state.json").is_file() else {}
-        step = state.get("step", 0) if isinstance(state, dict) else 0
-        return LoadedRun(self, cfg, model, tokenizer, build_objective(cfg, vocab), step)
+        state = state if isinstance(state, dict) else {}
+        return LoadedRun(self, cfg, model, tokenizer, build_objective(cfg, vocab), state.get("step", 0), state.get("words_seen"))
 
 
 @dataclass
@@ -209,6 +235,7 @@ class LoadedRun:
     tokenizer: object
     objective: object  # the Objective instance the run was trained with
     step: int
+    words_seen: int | None = None  # at the loaded checkpoint (None: data prepared without word counts)
 
     @property
     def path(self) -> Path:

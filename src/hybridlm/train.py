@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,13 +23,13 @@ import torch
 from tqdm import tqdm
 
 from hybridlm import checkpoint as ckpt
-from hybridlm.config import TrainConfig, merge_config
+from hybridlm.config import TrainConfig, merge_config, word_label
 from hybridlm.data import PackedTokens, load_manifest
 from hybridlm.errors import UserError
 from hybridlm.model import build_model
 from hybridlm.objectives import Objective, build_objective, objective_class
 from hybridlm.runs import RunDir
-from hybridlm.tokenizer import load_tokenizer, token_byte_lengths, tokenizer_hash
+from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, tokenizer_hash
 
 # What a run *is*: refused on --resume when they differ from the saved run (the objective's own
 # options are added to these). Every other key (length, optimiser, logging, device) may change.
@@ -154,7 +155,7 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
         if not run.is_run():
             raise UserError(f"nothing to resume in {run} (no {RunDir.CONFIG}); drop --resume to start a new run")
         saved = run.read_config()
-        identity = IDENTITY_KEYS + objective_class(saved.objective).config_keys
+        identity = IDENTITY_KEYS + objective_class(saved.objective).identity_keys(saved)
         for key in identity:
             if key in given and given[key] != getattr(saved, key):
                 raise UserError(f"--resume with {key}={given[key]!r} but the run has {getattr(saved, key)!r}; "
@@ -164,12 +165,28 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
             data = Path(saved.data)
             cfg.data = str(data if data.is_absolute() else (run.path / data).resolve())
     cfg.out = str(run.path)
-    return cfg.validate()
+    cfg.validate()
+    if cfg.max_epochs and "max_steps" not in given and (not resume or "max_epochs" in given):
+        cfg.max_steps = epoch_cap_steps(cfg)  # --max-epochs alone sets the run's length (and its LR schedule)
+    return cfg
+
+
+def epoch_cap_steps(cfg: TrainConfig) -> int:
+    """The steps that see the training tokens max_epochs times (BabyLM 2025 caps training at 10 epochs)."""
+    windows = PackedTokens(cfg.data, "train", cfg.seq_len)
+    steps = int(cfg.max_epochs * windows.n_windows * cfg.seq_len // (cfg.batch_size * cfg.seq_len))
+    if steps < 1:
+        raise UserError(f"--max-epochs {cfg.max_epochs} is less than one step of {cfg.batch_size} sequences over "
+                        f"{windows.n_windows} training windows; raise it or lower --batch-size")
+    return steps
 
 
 def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     """Everything that can be checked before the run folder is touched; returns the data manifest."""
     manifest = load_manifest(cfg.data)
+    if cfg.word_thresholds() and not PackedTokens(cfg.data, "train", cfg.seq_len).has_words:
+        raise UserError(f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
+                        "re-run hlm prepare (with --force)")
     for _, L, rows in cfg.stages():
         if rows % dist.world:
             raise UserError(f"the batch of {rows} sequences (length {L}) must be a multiple of the process count {dist.world}")
@@ -238,8 +255,13 @@ class Trainer:
     token_bytes: torch.Tensor
     step: int = 0
     tokens_seen: int = 0
+    words_seen: int = 0  # whitespace-separated words in the windows trained on (BabyLM's count)
     elapsed_before: float = 0.0
     started: float = 0.0
+
+    @property
+    def counts_words(self) -> bool:
+        return all(d.has_words for d in self.train_data.values())
 
     def stage_at(self, step: int) -> tuple[int, int, int]:
         return [s for s in self.cfg.stages() if s[0] <= step][-1]
@@ -303,7 +325,22 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
         for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
             g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
         t.step, t.tokens_seen, t.elapsed_before = state["step"], state.get("tokens_seen", 0), state.get("elapsed", 0.0)
+        t.words_seen = state["words_seen"] if "words_seen" in state else sum(step_words(t, s) for s in range(t.step))
     return t
+
+
+def step_windows(t: Trainer, step: int):
+    """(data, window indices) of the global batch of `step`: a pure function of (seed, step)."""
+    first, L, n_rows = t.stage_at(step)
+    # each stage has its own seeded order; within it, a batch is a pure function of the step
+    stage = t.cfg.stages().index((first, L, n_rows))
+    data = t.train_data[L]
+    return data, data.batch_windows(step - first, n_rows, t.cfg.seed + 1000 * stage)
+
+
+def step_words(t: Trainer, step: int) -> int:
+    data, ks = step_windows(t, step)
+    return data.words(ks)
 
 
 # ---------------------------------------------------------------- one step
@@ -313,10 +350,9 @@ def train_step(t: Trainer) -> dict:
     lr = lr_at(step, cfg)
     for g in t.optimizer.param_groups:
         g["lr"] = lr
-    first, L, n_rows = t.stage_at(step)
-    # each stage has its own seeded order; within it, a batch is a pure function of the step
-    stage = cfg.stages().index((first, L, n_rows))
-    ids = t.train_data[L].batch(step - first, n_rows, cfg.seed + 1000 * stage)
+    _, L, n_rows = t.stage_at(step)
+    data, windows = step_windows(t, step)
+    ids = data.windows(windows)
     batch = t.objective.corrupt(ids, step_generator(cfg.seed, step), progress=step / cfg.max_steps).rows(dist.rows(n_rows))
     micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
     n_micro = len(batch) // micro
@@ -343,6 +379,7 @@ def train_step(t: Trainer) -> dict:
     t.optimizer.zero_grad(set_to_none=True)
     t.step += 1
     t.tokens_seen += cfg.batch_size * cfg.seq_len
+    t.words_seen += data.words(windows)
     record = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
     record.update({k: s / max(c, 1) for k, (s, c) in stats.items() if k.startswith("ce_")})
     return record
@@ -383,7 +420,8 @@ def evaluate(t: Trainer) -> dict:
 
 
 # ---------------------------------------------------------------- checkpoints
-def save(t: Trainer):
+def save(t: Trainer, names=(None,)):
+    """Checkpoint the current step under each of `names` (None: step_N). Every process calls it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -391,9 +429,10 @@ def save(t: Trainer):
     if t.dist.main:
         first, L, n_rows = t.stage_at(t.step)
         # the data position: batches are a pure function of (seed, stage, step in stage)
-        state = {"tokens_seen": t.tokens_seen, "stage": t.cfg.stages().index((first, L, n_rows)), "step_in_stage": t.step - first,
-                 "seq_len": L, "elapsed": t.elapsed, "world_size": t.dist.world}
-        ckpt.save_checkpoint(t.run.path, t.step, msd, osd, state, keep=t.cfg.keep_checkpoints)
+        state = {"tokens_seen": t.tokens_seen, "words_seen": t.words_seen, "stage": t.cfg.stages().index((first, L, n_rows)),
+                 "step_in_stage": t.step - first, "seq_len": L, "elapsed": t.elapsed, "world_size": t.dist.world}
+        for name in names:
+            ckpt.save_checkpoint(t.run.path, t.step, msd, osd, state, keep=t.cfg.keep_checkpoints, name=name)
     t.dist.barrier()
 
 
@@ -426,7 +465,7 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
     with contextlib.ExitStack() as stack:
         if dist.main:
             if not resume:
-                run.create(cfg, Path(cfg.data) / "tokenizer.json")
+                run.create(cfg, Path(cfg.data) / TOKENIZER_FILE)
             stack.enter_context(run.lock())
             ckpt.remove_stale(run.path)
         dist.barrier()
@@ -438,6 +477,11 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
     if resume and dist.main:
         run.write_config(cfg)  # once the checkpoint has loaded: the applied changes (e.g. a longer max_steps) are the run now
     start = t.step
+    thresholds = cfg.word_thresholds()
+    if cfg.checkpoint_schedule and not cfg.max_epochs and dist.main and not quiet:
+        print(f"hlm: warning: --checkpoint-schedule {cfg.checkpoint_schedule} without --max-epochs; "
+              "BabyLM 2025 allows at most 10 epochs (--max-epochs 10)", file=sys.stderr)
+    cap = epoch_cap_steps(cfg) if cfg.max_epochs else cfg.max_steps
     log = MetricsLog(run, cfg, dist.main, start if resume else None)
     n_params = t.model.num_parameters()
     if dist.main and not quiet:
@@ -446,33 +490,48 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
     t.started = time.time()
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not dist.main or quiet or None, desc=cfg.objective, dynamic_ncols=True)
     window_t, window_tokens, last = time.time(), 0, {}
+    stopped = None
     while t.step < cfg.max_steps:
+        if t.step >= cap:
+            stopped = f"stopped at step {t.step} of {cfg.max_steps}: --max-epochs {cfg.max_epochs:g} reached"
+            break
+        words_before = t.words_seen
         record = train_step(t)
         bar.update(1)
         window_tokens += cfg.batch_size * cfg.seq_len
-        if t.step % cfg.log_interval == 0 or t.step == cfg.max_steps:
+        if t.step % cfg.log_interval == 0 or t.step in (cfg.max_steps, cap):
             now = time.time()
             tps = window_tokens / max(now - window_t, 1e-9)
             window_t, window_tokens = now, 0
             record["grad_norm"] = float(record["grad_norm"])
-            log.write({"step": t.step, "tokens": t.tokens_seen, **record, "tokens_per_s": tps, "elapsed": t.elapsed})
+            words = {"words": t.words_seen} if t.counts_words else {}  # data prepared by an older hlm has no word counts
+            log.write({"step": t.step, "tokens": t.tokens_seen, **words, **record, "tokens_per_s": tps, "elapsed": t.elapsed})
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
-        if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or t.step == cfg.max_steps):
+        if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or t.step in (cfg.max_steps, cap)):
             last = evaluate(t)
             log.write({"step": t.step, "tokens": t.tokens_seen, **last})
             if dist.main and not quiet:
                 bar.write(f"step {t.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()))
         out_of_time = cfg.max_seconds and time.time() - t.started > cfg.max_seconds
-        if t.step % cfg.checkpoint_interval == 0 or t.step == cfg.max_steps or out_of_time:
-            save(t)
+        # BabyLM: a checkpoint at the first step whose words seen reach each threshold, kept forever
+        names = [f"words_{word_label(w)}" for w in thresholds if words_before < w <= t.words_seen]
+        if t.step % cfg.checkpoint_interval == 0 or t.step in (cfg.max_steps, cap) or out_of_time:
+            names.append(None)
+        if names:
+            save(t, names)
         if out_of_time:
             break
     bar.close()
+    if stopped and dist.main and not quiet:
+        print(f"hlm: {stopped} ({t.tokens_seen:,} tokens, {t.words_seen:,} words seen); "
+              f"set --max-steps {cap} to fit the learning-rate schedule inside the cap", file=sys.stderr)
     if start >= cfg.max_steps and dist.main and not quiet:
         print(f"run {run} is already complete at step {start}")
     log.close()
     summary = {"objective": cfg.objective, "parameters": n_params, "steps": t.step, "tokens_seen": t.tokens_seen,
-               "seconds": t.elapsed, "precision": t.precision, **last}
+               "words_seen": t.words_seen, "seconds": t.elapsed, "precision": t.precision, **last}
+    if stopped:
+        summary["stopped"] = stopped
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return summary

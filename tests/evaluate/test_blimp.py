@@ -20,7 +20,7 @@ class LengthLM(ScoringLM):
     def tokenize(self, text):
         return [7] * len(text), [True] * len(text)
 
-    def selected_logits(self, ids, lengths, is_causal, select):
+    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
         import torch
 
         out = torch.zeros(int(select.sum()), 10)

@@ -82,7 +82,7 @@ class FakeLM(ScoringLM):
                 starts.append(k == 0)
         return ids, starts
 
-    def selected_logits(self, ids, lengths, is_causal, select):
+    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
         return torch.zeros(int(select.sum()), self.V)
 
 

@@ -270,8 +270,63 @@ def evaluate_babylm(lm, data_dir, tasks=None, scorer=None, convention: str = "hl
                 k += len(it.texts)
             result = _task_result(task, d.items, scores, convention == "official")
         result["seconds"] = round(time.time() - t0, 2)
+        if not math.isfinite(result["value"]):  # e.g. Spearman of constant preferences: null, not JSON's invalid NaN
+            result["value"] = None
         out["tasks"][task] = result
     return out
+
+
+def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: int = 1, device: str = "cpu",
+                         precision: str = "fp32", progress: bool = False, log=print) -> list[dict]:
+    """BabyLM 2025's learning curve: the suite on every words_N checkpoint of a run, in order of words
+    seen. Resumable: each task's result is written (RUN/eval/checkpoints/words_N/babylm-SCORER.json)
+    as soon as it is done, and a later call scores only what is missing."""
+    from hybridlm.evaluate.lm import RunLM
+    from hybridlm.files import read_json
+    from hybridlm.runs import RunDir
+
+    run = RunDir(run_dir).require()
+    found = run.words_checkpoints()
+    if not found:
+        raise UserError(f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule")
+    names = list(find_tasks(data_dir, tasks))
+    data_key = str(Path(data_dir).resolve())
+    from hybridlm.evaluate.scoring import SCORERS
+
+    from hybridlm.objectives import build_objective
+    from hybridlm.tokenizer import load_tokenizer
+
+    # the objective's scorers, known without loading weights
+    allowed = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()).scorers
+    resolved = scorer or allowed[0]
+    if resolved not in allowed:
+        raise UserError(f"scorer {resolved!r} is not one of this run's: {', '.join(allowed)}"
+                        + ("" if resolved in SCORERS else f" (scorers: {', '.join(SCORERS)})"))
+    results = []
+    for path, state in found:
+        target = run.checkpoint_eval_path(path.name, f"babylm-{resolved}.json")
+        run.check_eval_writable(target)
+        done = read_json(target, "evaluation result") if target.is_file() else None
+        if not (isinstance(done, dict) and done.get("data") == data_key and done.get("samples") == samples
+                and isinstance(done.get("tasks"), dict)):
+            done = {"model": f"{run.path}@{path.name}", "scorer": resolved, "convention": "hlm", "data": data_key,
+                    "samples": samples, "checkpoint": path.name, "step": state.get("step"),
+                    "words_seen": state.get("words_seen"), "tokens_seen": state.get("tokens_seen"), "tasks": {}}
+        todo = [t for t in names if t not in done["tasks"]]
+        if todo:
+            lm = RunLM(run.path, device, precision, checkpoint=path.name)
+            for task in todo:
+                r = evaluate_babylm(lm, data_dir, [task], resolved, "hlm", samples, progress)
+                done["tasks"][task] = r["tasks"][task]
+                run.write_eval(target, done)  # after each task: a killed evaluation loses at most one task
+        log(f"{path.name} ({state.get('words_seen', 0):,} words): " + ", ".join(
+            f"{t} {_fmt(done['tasks'][t])}" for t in names if t in done["tasks"]) + (" (kept)" if not todo else ""))
+        results.append(done)
+    return results
+
+
+def _fmt(r: dict) -> str:
+    return "n/a" if r["value"] is None else f"{100 * r['value']:.1f}%" if r["metric"] == "accuracy" else f"{r['value']:.3f}"
 
 
 def official_causal_scores(lm, texts, progress=False) -> list[float]:
@@ -340,7 +395,7 @@ def _reading_result(task, rows, surprisal, prev_surprisal) -> dict:
 def format_table(result: dict) -> str:
     lines = [f"{'task':<22} {'metric':<22} {'value':>8} {'n':>7} {'ties':>5}", "-" * 68]
     for task, r in result["tasks"].items():
-        value = f"{100 * r['value']:.1f}%" if r["metric"] == "accuracy" else f"{r['value']:.3f}"
+        value = _fmt(r)
         lines.append(f"{task:<22} {r['metric']:<22} {value:>8} {r['n']:>7} {r['ties']:>5}")
     lines.append(f"scorer {result['scorer']}, convention {result['convention']} (ties are never counted correct)")
     return "\n".join(lines)

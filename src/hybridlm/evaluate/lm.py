@@ -46,7 +46,10 @@ class ScoringLM:
         """As tokenize, plus each token's character span in `text` (for scoring a completion)."""
         raise NotImplementedError
 
-    def selected_logits(self, ids: torch.Tensor, lengths: torch.Tensor, is_causal: bool, select: torch.Tensor) -> torch.Tensor:
+    def selected_logits(self, ids: torch.Tensor, lengths: torch.Tensor, is_causal: bool, select: torch.Tensor,
+                        prefix_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits at the `select`ed positions; prefix_lengths: causal rows see these first positions
+        bidirectionally (only models trained as a prefix LM offer that scorer)."""
         raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
@@ -70,13 +73,14 @@ class RunLM(ScoringLM):
         return enc.ids, word_starts(enc.word_ids if enc.word_ids is not None else [None] * len(enc.ids)), enc.offsets
 
     @torch.no_grad()
-    def selected_logits(self, ids, lengths, is_causal, select):
+    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
         ids, select = ids.to(self.device), select.to(self.device)
+        prefix_lengths = None if prefix_lengths is None else prefix_lengths.to(self.device)
         pos = torch.arange(ids.shape[1], device=self.device)
         # padding is its own "document": real tokens never attend to it in either mode
         doc = (pos[None] >= lengths.to(self.device)[:, None]).int()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            hidden = self.model(ids, is_causal=is_causal, document_ids=None if is_causal else doc)
+            hidden = self.model(ids, is_causal=is_causal, document_ids=None if is_causal else doc, prefix_lengths=prefix_lengths)
             return self.model.head(hidden[select], fp32=True)
 
 
@@ -125,7 +129,7 @@ class HFLM(ScoringLM):
         return enc["input_ids"], word_starts(enc.word_ids()), [tuple(o) for o in enc["offset_mapping"]]
 
     @torch.no_grad()
-    def selected_logits(self, ids, lengths, is_causal, select):
+    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
         ids = ids.to(self.device)
         attn = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long().to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):

@@ -48,7 +48,7 @@ def _tokens(lm, path, max_tokens):
     split = _tokenize_files([path], lambda lines: [lm.tokenize(line) for line in lines], lm.bos_id, np.int64, "tokenize")
     if split.n_tokens == 0:
         raise UserError(f"{path}: no text to evaluate")
-    tokens, starts = np.concatenate(split.tokens), np.concatenate(split.word_starts)
+    tokens, starts = np.concatenate(split.tokens), np.concatenate(split.per_token)
     n_bytes, n_words = split.n_bytes, split.n_words
     if max_tokens and len(tokens) > max_tokens:
         # measured on the text the kept tokens decode to (documents joined by newlines), not apportioned

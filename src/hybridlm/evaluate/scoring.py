@@ -12,6 +12,8 @@ prepended and never scored.
   masks the rest of x_i's word to the right (Kauf & Ivanova's within_word_l2r).
 - mntp / mntp-word: GPT-BERT's masked next-token form: mask x_i, read it at position i-1.
 - fused: causal + mntp.
+- prefix: a prefix LM's reading of a completion: the context (with <s>) is a bidirectional prefix,
+  the completion is scored left to right after it (for whole sentences: causal).
 - elbo: the masked-diffusion NELBO, by the diffusion objective's `subset_masks` (exact in the
   number of masked tokens, one random subset per k from a fixed seed per sentence length, so both
   sentences of a pair share their random numbers); the <mask> token is never a prediction
@@ -30,7 +32,7 @@ from tqdm import tqdm
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import ScoringLM, word_starts  # noqa: F401 (word_starts: the one definition of a word)
 
-SCORERS = ("causal", "pll", "pll-word", "mntp", "mntp-word", "fused", "elbo")
+SCORERS = ("causal", "pll", "pll-word", "mntp", "mntp-word", "fused", "elbo", "prefix")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Copy:
     positions: list[int]
     targets: list[int]
     weight: float = 1.0
+    prefix: int = 0  # positions seen bidirectionally by a causal copy (prefix LM)
 
 
 def masked_copies(index: int, ids: list[int], starts: list[bool], positions, mask_id: int, shift: int = 0,
@@ -82,8 +85,8 @@ def _copies(scorer: str, lm: ScoringLM, index: int, text: str, samples: int = 1,
     scored = list(range(first + 1, n))
     if not scored:
         return []
-    if scorer == "causal":
-        return [Copy(index, ids, [i - 1 for i in scored], [ids[i] for i in scored])]
+    if scorer in ("causal", "prefix"):
+        return [Copy(index, ids, [i - 1 for i in scored], [ids[i] for i in scored], prefix=first + 1 if scorer == "prefix" else 0)]
     if scorer in ("pll", "pll-word", "mntp", "mntp-word"):
         return masked_copies(index, ids, starts, scored, lm.mask_id, shift=1 if scorer.startswith("mntp") else 0,
                              whole_word=scorer.endswith("-word"))
@@ -130,7 +133,7 @@ def score_completions(lm: ScoringLM, texts: list[tuple[str, int, int | None]], s
         return [x + y for x, y in zip(a, b)]
     copies = [c for i, (text, start, seed) in enumerate(texts)
               for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)]
-    return score_copies(lm, copies, len(texts), scorer == "causal", scorer == "elbo", max_batch_tokens, progress, scorer)
+    return score_copies(lm, copies, len(texts), scorer in ("causal", "prefix"), scorer == "elbo", max_batch_tokens, progress, scorer)
 
 
 @torch.no_grad()
@@ -153,7 +156,8 @@ def score_copies(lm: ScoringLM, copies: list[Copy], n_items: int, is_causal: boo
         for r, c in enumerate(chunk):
             ids[r, : len(c.ids)] = torch.tensor(c.ids)
             select[r, c.positions] = True
-        logits = lm.selected_logits(ids, lengths, is_causal, select)
+        prefix = torch.tensor([c.prefix for c in chunk]) if any(c.prefix for c in chunk) else None
+        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix)
         if forbid_mask:
             logits[:, lm.mask_id] = float("-inf")
         # rows of `select` in order give the positions of each copy in order (positions are sorted)

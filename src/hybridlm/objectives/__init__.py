@@ -11,6 +11,9 @@ from hybridlm.objectives.causal import CausalObjective
 from hybridlm.objectives.diffusion import DiffusionObjective
 from hybridlm.objectives.hybrid import HybridObjective
 from hybridlm.objectives.masked import MaskedObjective
+from hybridlm.objectives.mix import MixObjective
+from hybridlm.objectives.mntp import MntpObjective
+from hybridlm.objectives.prefix import PrefixObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {}
 
@@ -23,7 +26,7 @@ def register(cls: type[Objective]) -> type[Objective]:
     return cls
 
 
-for _cls in (CausalObjective, MaskedObjective, HybridObjective, DiffusionObjective):
+for _cls in (CausalObjective, MaskedObjective, HybridObjective, DiffusionObjective, MntpObjective, PrefixObjective, MixObjective):
     register(_cls)
 
 DEFAULT_OBJECTIVES = ("causal", "masked", "hybrid", "diffusion")  # the demo's default set

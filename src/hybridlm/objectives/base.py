@@ -35,6 +35,7 @@ class Batch:
     # counts their UTF-8 bytes); for a bound (diffusion) every token the bound covers
     token_mask: torch.Tensor
     document_ids: torch.Tensor | None = None  # [B, L] — packed-document attention, when set
+    prefix_lengths: torch.Tensor | None = None  # [B] — causal rows see this many first positions bidirectionally (prefix LM)
 
     def rows(self, sl: slice) -> "Batch":
         return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[sl]) for f in fields(self)})
@@ -70,6 +71,7 @@ class Objective:
     perplexity_scorers: ClassVar[tuple[str, ...]] = ("causal",)
     # generation: "causal" (left to right, KV cache), "unmask" (iterative unmasking) or None
     generation: ClassVar[str | None] = "causal"
+    prompt_as_prefix: ClassVar[bool] = False  # causal generation reads the prompt bidirectionally (prefix LM)
     # infilling of <mask> tokens: None (cannot), or the offset at which position i's prediction is
     # read (0: in place; 1: at i-1, GPT-BERT's masked next-token form)
     infill_shift: ClassVar[int | None] = None
@@ -85,6 +87,11 @@ class Objective:
         self.z_loss = z_loss
 
     # ------------------------------------------------------------ construction
+    @classmethod
+    def identity_keys(cls, cfg) -> tuple[str, ...]:
+        """The config keys that make a run of this objective what it is (refused on --resume when changed)."""
+        return cls.config_keys
+
     @classmethod
     def check_config(cls, cfg) -> None:
         """Raise UserError for option values this objective cannot use (called before a run starts)."""
@@ -110,7 +117,7 @@ class Objective:
         "loss" is what is optimised; "nll" the likelihood term alone (no z-loss penalty); "ce_causal"
         and "ce_masked" the CE by attention mode of the rows.
         """
-        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids)
+        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, prefix_lengths=batch.prefix_lengths)
         select = batch.loss_weights > 0
         # every position selected (causal): a reshape, not a gather whose backward zero-fills and scatters
         h = hidden.reshape(-1, hidden.shape[-1]) if bool(select.all()) else hidden[select]
@@ -139,4 +146,5 @@ class Objective:
         use the log-linear one (alpha = 1 - t): an even number of tokens per round."""
         return (t - t_next) / t
 
+    demo_config: ClassVar[dict] = {}  # config keys the demo sets for this objective (e.g. the mix's ratios)
     demo_sample_text: ClassVar[str] = "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate
