@@ -53,6 +53,14 @@ class TrainConfig:
     mix: str = ""
     mix_end: str = ""
     mix_phases: list = field(default_factory=list)
+    # multi-token prediction (causal, and causal rows of a mix): output heads in all (1 = next token only)
+    # and the loss weight of each extra head (default 1 each)
+    mtp_heads: int = 1
+    mtp_weights: list = field(default_factory=list)
+    # distillation (BabyLlama): loss = alpha * CE + (1 - alpha) * T^2 * KL(mean of the teachers || student)
+    distill_from: list = field(default_factory=list)  # teacher run directories (same tokenizer as the data)
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
     # prefix LM: the prefix is a uniform fraction of the row in [prefix_min, prefix_max]
     prefix_min: float = 0.1
     prefix_max: float = 0.9
@@ -93,6 +101,10 @@ class TrainConfig:
                 if str(part).strip():
                     values.add(parse_word_count(part))
         return sorted(values)
+
+    def model_overrides(self) -> dict:
+        """The preset's overrides with what the objective adds to the model (extra MTP heads)."""
+        return {**self.model, "mtp_heads": self.mtp_heads} if self.mtp_heads > 1 else dict(self.model)
 
     def max_len(self) -> int:
         return max(L for _, L, _ in self.stages())
@@ -142,10 +154,15 @@ class TrainConfig:
         self.word_thresholds()  # each entry parses
         if not (self.max_epochs >= 0 and math.isfinite(self.max_epochs)):
             raise UserError(f"max_epochs must be >= 0 (0 = no cap; got {self.max_epochs})")
+        if not 0 <= self.distill_alpha <= 1 or not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            raise UserError(f"distill_alpha must lie in [0, 1] and distill_temperature be positive (got {self.distill_alpha}, "
+                            f"{self.distill_temperature})")
         unknown = set(self.log) - {"tensorboard", "wandb"}
         if unknown:
             raise UserError(f"unknown logger {sorted(unknown)[0]!r} (choose tensorboard or wandb)")
         objective.check_config(self)
+        if self.mtp_heads != 1 and "mtp_heads" not in objective.identity_keys(self):
+            raise UserError(f"mtp_heads needs causal rows to train them: use --objective causal, or a mix with causal (not {self.objective})")
         return self
 
 

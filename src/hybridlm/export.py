@@ -71,11 +71,12 @@ def _export_masked(run, out: Path):
     templates = Path(__file__).parent / "export_templates"
     for name in ("configuration_hybridlm.py", "modeling_hybridlm.py"):
         shutil.copyfile(templates / name, out / name)
-    state = {k: v.detach().float().contiguous().clone() for k, v in run.model.state_dict().items()}
+    # the extra multi-token heads are training-only: an export is the next-token model
+    state = {k: v.detach().float().contiguous().clone() for k, v in run.model.state_dict().items() if not k.startswith("mtp.")}
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     ids = special_ids()
     config = {
-        **run.model.cfg.to_dict(),
+        **{k: v for k, v in run.model.cfg.to_dict().items() if k != "mtp_heads"},
         "architectures": ["HybridLMForMaskedLM"],
         "model_type": "hybridlm",
         "objective": run.objective.name,

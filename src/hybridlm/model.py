@@ -26,6 +26,9 @@ class ModelConfig:
     max_seq_len: int = 512
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
+    # multi-token prediction (Gloeckle et al. 2024): output heads in all, each extra one a transformer
+    # block of its own on the trunk, predicting t+2, t+3, ... through the shared unembedding
+    mtp_heads: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,6 +165,9 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        # extra heads for t+2.. (training only: generation, scoring and exports use the next-token head)
+        self.mtp = nn.ModuleList(nn.ModuleDict({"block": Block(cfg), "norm": RMSNorm(cfg.d_model, cfg.norm_eps)})
+                                 for _ in range(cfg.mtp_heads - 1))
         cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -194,7 +200,7 @@ class Transformer(nn.Module):
         return F.linear(hidden, self.embed.weight)
 
     def forward(self, input_ids, is_causal=True, document_ids=None, kv_caches=None, start_pos: int = 0, logits: bool = False,
-                prefix_lengths=None):
+                prefix_lengths=None, mtp: bool = False):
         """Final hidden states [B, T, D] (after the last norm); with logits=True the logits [B, T, V].
 
         The loss is not computed here: objectives call the fused head + cross-entropy
@@ -202,6 +208,7 @@ class Transformer(nn.Module):
         is_causal: a bool for the whole batch or a bool tensor [B] (mixed causal/bidirectional rows).
         document_ids: [B, T] ints; attention is restricted to positions of the same document.
         prefix_lengths: [B] ints; causal rows see their first prefix_lengths positions bidirectionally.
+        mtp: also return the extra heads' hidden states (a list, t+2 first) when the model has them.
         """
         B, T = input_ids.shape
         if start_pos + T > self.cfg.max_seq_len:
@@ -218,8 +225,10 @@ class Transformer(nn.Module):
             mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device, prefix_lengths)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
-        x = self.norm(x)
-        return self.head(x) if logits else x
+        out = self.head(self.norm(x)) if logits else self.norm(x)
+        if mtp:
+            return out, [head["norm"](head["block"](x, cos, sin, mask, causal_flag)) for head in self.mtp]
+        return out
 
 
 def check_model_overrides(overrides) -> None:

@@ -216,7 +216,7 @@ class RunDir:
         if vocab != tokenizer.get_vocab_size():
             raise UserError(f"run {self.path}: the checkpoint has {vocab} tokens but the tokenizer {tokenizer.get_vocab_size()}; "
                             "the run directory is inconsistent")
-        model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.max_len())
+        model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
         try:
             model.load_state_dict(weights)
         except RuntimeError as e:

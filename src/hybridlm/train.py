@@ -33,7 +33,8 @@ from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_length
 
 # What a run *is*: refused on --resume when they differ from the saved run (the objective's own
 # options are added to these). Every other key (length, optimiser, logging, device) may change.
-IDENTITY_KEYS = ("objective", "preset", "model", "seq_len", "seq_len_schedule", "batch_size", "seed", "document_mask")
+IDENTITY_KEYS = ("objective", "preset", "model", "seq_len", "seq_len_schedule", "batch_size", "seed", "document_mask",
+                 "distill_from", "distill_alpha", "distill_temperature")
 
 
 # ---------------------------------------------------------------- environment
@@ -184,6 +185,10 @@ def epoch_cap_steps(cfg: TrainConfig) -> int:
 def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     """Everything that can be checked before the run folder is touched; returns the data manifest."""
     manifest = load_manifest(cfg.data)
+    if cfg.distill_from:
+        from hybridlm.objectives.distill import Distiller
+
+        Distiller.check(cfg.distill_from, manifest["tokenizer_hash"])
     if cfg.word_thresholds() and not PackedTokens(cfg.data, "train", cfg.seq_len).has_words:
         raise UserError(f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
                         "re-run hlm prepare (with --force)")
@@ -256,6 +261,7 @@ class Trainer:
     step: int = 0
     tokens_seen: int = 0
     words_seen: int = 0  # whitespace-separated words in the windows trained on (BabyLM's count)
+    teacher_flops: float = 0.0  # distillation: forward FLOPs spent in the teachers so far
     elapsed_before: float = 0.0
     started: float = 0.0
 
@@ -274,8 +280,13 @@ class Trainer:
 def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     vocab = load_manifest(cfg.data)["vocab_size"]
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone
-    model = build_model(cfg.preset, vocab, cfg.model, min_seq_len=cfg.max_len())
+    model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
     objective = build_objective(cfg, vocab, cfg.data)
+    if cfg.distill_from:
+        from hybridlm.objectives.distill import Distiller
+
+        objective.distiller = Distiller.from_runs(cfg.distill_from, load_manifest(cfg.data)["tokenizer_hash"], cfg.max_len(),
+                                                  dist.device, cfg.distill_alpha, cfg.distill_temperature)
     train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
     val_data = PackedTokens(cfg.data, "val", cfg.seq_len)
     model.to(dist.device)
@@ -326,6 +337,7 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
             g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
         t.step, t.tokens_seen, t.elapsed_before = state["step"], state.get("tokens_seen", 0), state.get("elapsed", 0.0)
         t.words_seen = state["words_seen"] if "words_seen" in state else sum(step_words(t, s) for s in range(t.step))
+        t.teacher_flops = state.get("teacher_flops", 0.0)
     return t
 
 
@@ -382,6 +394,9 @@ def train_step(t: Trainer) -> dict:
     t.words_seen += data.words(windows)
     record = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
     record.update({k: s / max(c, 1) for k, (s, c) in stats.items() if k.startswith("ce_")})
+    if "kl" in stats:  # distillation: the KL term and what the teachers cost, for comparisons at equal compute
+        t.teacher_flops += t.objective.distiller.flops(cfg.batch_size * cfg.seq_len)
+        record.update(kl=stats["kl"][0], teacher_flops=t.teacher_flops)
     return record
 
 
@@ -429,7 +444,7 @@ def save(t: Trainer, names=(None,)):
     if t.dist.main:
         first, L, n_rows = t.stage_at(t.step)
         # the data position: batches are a pure function of (seed, stage, step in stage)
-        state = {"tokens_seen": t.tokens_seen, "words_seen": t.words_seen, "stage": t.cfg.stages().index((first, L, n_rows)),
+        state = {"tokens_seen": t.tokens_seen, "words_seen": t.words_seen, "teacher_flops": t.teacher_flops, "stage": t.cfg.stages().index((first, L, n_rows)),
                  "step_in_stage": t.step - first, "seq_len": L, "elapsed": t.elapsed, "world_size": t.dist.world}
         for name in names:
             ckpt.save_checkpoint(t.run.path, t.step, msd, osd, state, keep=t.cfg.keep_checkpoints, name=name)
@@ -530,6 +545,8 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
     log.close()
     summary = {"objective": cfg.objective, "parameters": n_params, "steps": t.step, "tokens_seen": t.tokens_seen,
                "words_seen": t.words_seen, "seconds": t.elapsed, "precision": t.precision, **last}
+    if t.teacher_flops:
+        summary["teacher_flops"] = t.teacher_flops
     if stopped:
         summary["stopped"] = stopped
     if dist.world > 1:

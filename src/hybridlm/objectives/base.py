@@ -35,6 +35,9 @@ class Batch:
     # counts their UTF-8 bytes); for a bound (diffusion) every token the bound covers
     token_mask: torch.Tensor
     document_ids: torch.Tensor | None = None  # [B, L] — packed-document attention, when set
+    # multi-token prediction: [B, L, H] the tokens t+2.. each extra head predicts, and their loss weights
+    extra_targets: torch.Tensor | None = None
+    extra_weights: torch.Tensor | None = None
     prefix_lengths: torch.Tensor | None = None  # [B] — causal rows see this many first positions bidirectionally (prefix LM)
 
     def rows(self, sl: slice) -> "Batch":
@@ -85,6 +88,7 @@ class Objective:
         self.vocab_size = vocab_size
         self.document_mask = document_mask
         self.z_loss = z_loss
+        self.distiller = None  # hybridlm.objectives.distill.Distiller, set by training with --distill-from
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -117,16 +121,32 @@ class Objective:
         "loss" is what is optimised; "nll" the likelihood term alone (no z-loss penalty); "ce_causal"
         and "ce_masked" the CE by attention mode of the rows.
         """
-        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, prefix_lengths=batch.prefix_lengths)
+        mtp = batch.extra_targets is not None
+        optional = {"prefix_lengths": batch.prefix_lengths} if batch.prefix_lengths is not None else {}  # a prefix LM's rows
+        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, mtp=True, **optional) if mtp \
+            else model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, **optional)
+        hidden, heads = hidden if mtp else (hidden, [])
         select = batch.loss_weights > 0
         # every position selected (causal): a reshape, not a gather whose backward zero-fills and scatters
         h = hidden.reshape(-1, hidden.shape[-1]) if bool(select.all()) else hidden[select]
         weights = batch.loss_weights[select]
-        loss, ce = linear_cross_entropy(h, model.output_weight, batch.targets[select], weights, self.z_loss,
-                                        SPECIAL["mask"] if self.forbid_mask_prediction else None)
+        masked_column = SPECIAL["mask"] if self.forbid_mask_prediction else None
+        loss, ce = linear_cross_entropy(h, model.output_weight, batch.targets[select], weights, self.z_loss, masked_column)
         causal_rows = batch.is_causal[:, None].expand_as(select)[select]
         one = torch.ones((), device=loss.device)
-        metrics = {"loss": (loss.detach(), one), "nll": ((weights.float() * ce).sum(), one)}
+        extra = {}
+        if self.distiller is not None and torch.is_grad_enabled():  # alpha * CE + (1 - alpha) * T^2 * KL(teachers || student)
+            d = self.distiller
+            kl = d.kl(model.head(h), d.teacher_probs(batch, select, masked_column), masked_column)
+            loss = d.alpha * loss + (1 - d.alpha) * d.temperature**2 * (weights.float() * kl).sum()
+            extra["kl"] = ((weights.float() * kl).sum().detach(), one)
+        for k, head in enumerate(heads):  # multi-token prediction: the extra heads' weighted CE, optimised, not reported as nll
+            sel = batch.extra_weights[..., k] > 0
+            head_loss, head_ce = linear_cross_entropy(head[sel], model.output_weight, batch.extra_targets[..., k][sel],
+                                                      batch.extra_weights[..., k][sel], 0.0, masked_column)
+            loss = loss + head_loss
+            extra[f"ce_mtp{k + 2}"] = (head_ce.sum(), sel.sum())
+        metrics = {"loss": (loss.detach(), one), "nll": ((weights.float() * ce).sum(), one), **extra}
         for mode, rows in (("causal", causal_rows), ("masked", ~causal_rows)):
             # always both keys, so every process all-reduces the same tensor shape
             metrics[f"ce_{mode}"] = (ce[rows].sum(), rows.sum())

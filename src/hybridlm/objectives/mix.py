@@ -153,12 +153,20 @@ class MixObjective(Objective):
             w = part.loss_weights[rows]
             part.loss_weights = torch.zeros_like(part.loss_weights)
             part.loss_weights[rows] = w / w.sum() * (len(rows) / B) if w.sum() > 0 else w
+            if part.extra_weights is not None:  # multi-token heads of causal rows: each head's mean over these rows
+                ew = part.extra_weights[rows]
+                part.extra_weights = torch.zeros_like(part.extra_weights)
+                part.extra_weights[rows] = ew / ew.sum((0, 1), keepdim=True).clamp(min=1e-30) * (len(rows) / B) * (ew.sum((0, 1)) > 0)
             if out is None:  # its tensors may be views of `ids`: copied before other rows are written in
                 out = Batch(**{k: None if v is None else v.clone() for k, v in vars(part).items()})
                 if out.prefix_lengths is None:
                     out.prefix_lengths = torch.zeros(B, dtype=torch.long)
                 continue
-            for field in ("input_ids", "targets", "loss_weights", "is_causal", "token_mask", "document_ids", "prefix_lengths"):
+            for field in ("extra_targets", "extra_weights"):  # only some objectives have them: zeros elsewhere
+                if getattr(out, field) is None and getattr(part, field) is not None:
+                    setattr(out, field, torch.zeros_like(getattr(part, field)))
+            for field in ("input_ids", "targets", "loss_weights", "is_causal", "token_mask", "document_ids", "prefix_lengths",
+                          "extra_targets", "extra_weights"):
                 target, source = getattr(out, field), getattr(part, field)
                 if target is not None:
                     target[rows] = source[rows] if source is not None else 0

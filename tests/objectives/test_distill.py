@@ -1,0 +1,62 @@
+"""Distillation: the KL term against a teacher identical to the student is zero and gives no
+gradient; a student trains from teacher runs from the CLI; a teacher on another tokenizer is refused."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from hybridlm.config import TrainConfig
+from hybridlm.model import PRESETS, ModelConfig, Transformer
+from hybridlm.objectives import build_objective
+from hybridlm.objectives.distill import Distiller
+
+from conftest import assert_one_line_error, hlm
+
+
+@pytest.mark.parametrize("objective", ["causal", "masked", "mntp", "diffusion"])
+def test_kl_to_an_identical_teacher_is_zero_with_no_gradient(objective):
+    torch.manual_seed(0)
+    student = Transformer(ModelConfig(vocab_size=300, **{**PRESETS["tiny"], "max_seq_len": 64}))
+    obj = build_objective(TrainConfig(objective=objective), 300)
+    obj.distiller = Distiller([copy.deepcopy(student)], alpha=0.0, temperature=2.0)
+    ids = torch.randint(5, 300, (4, 33), generator=torch.Generator().manual_seed(1))
+    ids[:, 0] = 1
+    batch = obj.corrupt(ids, torch.Generator().manual_seed(2))
+    loss, metrics = obj.loss(student, batch)
+    assert abs(loss.item()) < 1e-6 and abs(metrics["kl"][0].item()) < 1e-6
+    loss.backward()
+    assert max(p.grad.abs().max().item() for p in student.parameters() if p.grad is not None) < 1e-6
+    # a different teacher: a positive KL with a gradient; alpha = 1 is the plain loss
+    other = Transformer(ModelConfig(vocab_size=300, **{**PRESETS["tiny"], "max_seq_len": 64}))
+    obj.distiller = Distiller([other], alpha=0.0, temperature=2.0)
+    assert obj.loss(student, batch)[0].item() > 1e-4
+    obj.distiller = Distiller([other], alpha=1.0, temperature=2.0)
+    plain = build_objective(TrainConfig(objective=objective), 300).loss(student, batch)[0]
+    assert obj.loss(student, batch)[0].item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_a_student_distils_from_teacher_runs(runs, data_dir, tmp_path):
+    hlm("train", "--data", data_dir, "--out", tmp_path / "student", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8,
+        "--max-steps", 4, "--log-interval", 1, "--eval-interval", 4, "--eval-batches", 2,
+        "--distill-from", runs["causal"], "--distill-from", runs["hybrid"], "--distill-alpha", 0.5)
+    rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert all(r["kl"] > 0 for r in train_rows)
+    teacher_params = 2 * 121_152
+    assert train_rows[-1]["teacher_flops"] == pytest.approx(4 * 2 * teacher_params * 8 * 32, rel=0.1)
+    assert any("val_bpb" in r for r in rows)
+
+
+def test_a_teacher_on_another_tokenizer_is_refused(runs, tmp_path, corpus):
+    from hybridlm.data import prepare
+    from hybridlm.tokenizer import train_tokenizer
+
+    train_tokenizer([corpus], vocab_size=400, out_dir=tmp_path / "tok")
+    prepare([corpus], tmp_path / "tok", tmp_path / "data", val_fraction=0.05)
+    proc = hlm("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", runs["causal"], check=False)
+    assert_one_line_error(proc, "another tokenizer")
+    assert not (tmp_path / "s").exists()
+    assert_one_line_error(hlm("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", tmp_path,
+                              check=False), "not a hybridlm run")
