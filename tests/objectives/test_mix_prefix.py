@@ -177,9 +177,13 @@ def test_new_objectives_train_validate_score_and_generate(runs_extra, tmp_path):
         assert isinstance(generate_text(load_run(runs_extra[name]), "the", max_new_tokens=5, seed=0), str)
 
 
-@pytest.mark.parametrize("objective,extra", [("prefix", []), ("mix", ["--mix", "causal:1,mntp:3", "--mix-end", "causal:1,mntp:1"])])
-def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, objective, extra):
-    args = ["--objective", objective, *extra, "--preset", "tiny", "--seq-len", 32, "--batch-size", 8, "--log-interval", 1,
+@pytest.mark.parametrize("setting", ["mix", "distill+mtp"])
+def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, runs, setting):
+    # a scheduled mix with prefix-LM rows (both new objectives in one run), and a causal student with
+    # multi-token heads distilled from a teacher run: each resumed, and under 2 processes
+    objective = (["--objective", "mix", "--mix", "causal:1,prefix:1,mntp:2", "--mix-end", "causal:1,mntp:1"] if setting == "mix"
+                 else ["--objective", "causal", "--mtp-heads", 2, "--distill-from", runs["hybrid"]])
+    args = [*objective, "--preset", "tiny", "--seq-len", 32, "--batch-size", 8, "--log-interval", 1,
             "--eval-interval", 0, "--precision", "fp32", "--seed", 5, "--max-steps", 8, "--checkpoint-interval", 4]
     hlm("train", "--data", data_dir, "--out", tmp_path / "one", *args)
     torchrun(2, "--data", data_dir, "--out", tmp_path / "two", *args)
@@ -195,8 +199,9 @@ def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, objecti
     for s in range(1, 9):
         assert losses["two"][s] == pytest.approx(losses["one"][s], rel=1e-5), s
         assert losses["resumed"][s] == pytest.approx(losses["one"][s], rel=1e-6), s
-    changed = ["--mix", "causal:1"] if objective == "mix" else ["--prefix-min", 0.2]  # the objective's options are its identity
-    assert_one_line_error(hlm("train", "--out", tmp_path / "one", "--resume", *changed, check=False), "--resume with")
+    changes = (["--mix", "causal:1"], ["--prefix-min", 0.2]) if setting == "mix" else (["--distill-alpha", 0.9], ["--mtp-heads", 3])
+    for changed in changes:  # the objectives' options (and the teachers) are the run's identity
+        assert_one_line_error(hlm("train", "--out", tmp_path / "one", "--resume", *changed, check=False), "--resume with")
 
 
 def test_config_errors_are_one_line(data_dir, tmp_path):

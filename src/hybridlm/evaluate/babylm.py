@@ -282,20 +282,18 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
     seen. Resumable: each task's result is written (RUN/eval/checkpoints/words_N/babylm-SCORER.json)
     as soon as it is done, and a later call scores only what is missing."""
     from hybridlm.evaluate.lm import RunLM
+    from hybridlm.evaluate.scoring import SCORERS
     from hybridlm.files import read_json
+    from hybridlm.objectives import build_objective
     from hybridlm.runs import RunDir
+    from hybridlm.tokenizer import load_tokenizer
 
     run = RunDir(run_dir).require()
     found = run.words_checkpoints()
     if not found:
         raise UserError(f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule")
     names = list(find_tasks(data_dir, tasks))
-    data_key = str(Path(data_dir).resolve())
-    from hybridlm.evaluate.scoring import SCORERS
-
-    from hybridlm.objectives import build_objective
-    from hybridlm.tokenizer import load_tokenizer
-
+    key = {"data": str(Path(data_dir).resolve()), "samples": samples, "precision": precision}  # what a kept result must match
     # the objective's scorers, known without loading weights
     allowed = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()).scorers
     resolved = scorer or allowed[0]
@@ -307,11 +305,10 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
         target = run.checkpoint_eval_path(path.name, f"babylm-{resolved}.json")
         run.check_eval_writable(target)
         done = read_json(target, "evaluation result") if target.is_file() else None
-        if not (isinstance(done, dict) and done.get("data") == data_key and done.get("samples") == samples
-                and isinstance(done.get("tasks"), dict)):
-            done = {"model": f"{run.path}@{path.name}", "scorer": resolved, "convention": "hlm", "data": data_key,
-                    "samples": samples, "checkpoint": path.name, "step": state.get("step"),
-                    "words_seen": state.get("words_seen"), "tokens_seen": state.get("tokens_seen"), "tasks": {}}
+        if not (isinstance(done, dict) and all(done.get(k) == v for k, v in key.items()) and isinstance(done.get("tasks"), dict)):
+            done = {"model": f"{run.path}@{path.name}", "scorer": resolved, "convention": "hlm", **key, "checkpoint": path.name,
+                    "step": state.get("step"), "words_seen": state.get("words_seen"), "tokens_seen": state.get("tokens_seen"),
+                    "tasks": {}}
         todo = [t for t in names if t not in done["tasks"]]
         if todo:
             lm = RunLM(run.path, device, precision, checkpoint=path.name)
