@@ -59,3 +59,13 @@ def test_bad_fine_tuning_files_are_one_line(runs, tmp_path):
     assert_one_line_error(proc, "rte.train.jsonl:2", "not an integer")
     assert_one_line_error(hlm("finetune", "--run", runs["causal"], "--task", "cola", "--data", tmp_path, check=False), "unknown task")
     assert_one_line_error(hlm("finetune", "--run", runs["causal"], "--task", "mrpc", "--data", tmp_path, check=False), "mrpc.train.jsonl")
+
+
+def test_majority_baseline_is_the_training_majority_scored_with_the_tasks_metric():
+    from hybridlm.finetune import majority_baseline
+
+    assert majority_baseline([0, 0, 1], [1, 1, 0, 0], 2, "accuracy") == (0, 0.5)  # the train majority, not the valid one
+    p = 0.68  # MRPC: "always paraphrase" has F1 2p / (1 + p)
+    valid = [1] * 68 + [0] * 32
+    assert majority_baseline([1, 1, 0], valid, 2, "f1")[1] == pytest.approx(2 * p / (1 + p))
+    assert majority_baseline([0, 0, 1], valid, 2, "f1") == (0, 0.0)

@@ -213,7 +213,7 @@ def cmd_finetune(a):
         make = lambda n: HFClassifier(a.hf_model, n, cfg.dropout, a.trust_remote_code)  # noqa: E731
     result = finetune(make, a.task, a.data, cfg, device, progress=True, name=a.run or a.hf_model)
     spread = f" ± {result['stdev']:.3f} (s.d. over {cfg.seeds} seeds)" if cfg.seeds > 1 else ""
-    base = f"; majority class {result['majority_baseline']:.3f}" if result["majority_baseline"] is not None else ""
+    base = f"; majority class {result['majority_baseline']:.3f}" if result.get("majority_baseline") is not None else ""
     print(f"{a.task}: best-epoch validation {result['metric']} {result['value']:.3f}{spread}{base}")
     _write_json(a.json, result, a, f"finetune-{a.task}.json")
 

@@ -154,6 +154,14 @@ class HFClassifier(nn.Module):
 
 
 # ---------------------------------------------------------------- training
+def majority_baseline(train_labels: list[int], valid_labels: list[int], n_classes: int, metric: str) -> tuple[int, float]:
+    """(class, score): the baseline a classifier must beat — always the training set's most frequent
+    class, scored on the validation labels with the task's metric (for MRPC and QQP, the F1 of
+    always answering "paraphrase" / "duplicate" when that is the more frequent class)."""
+    majority_class = max(range(n_classes), key=train_labels.count)
+    return majority_class, _metric([majority_class] * len(valid_labels), valid_labels, metric)
+
+
 def _metric(pred: list[int], gold: list[int], name: str) -> float:
     if name == "f1":
         tp = sum(p == 1 and g == 1 for p, g in zip(pred, gold))
@@ -247,7 +255,7 @@ def finetune(make_model, task: str, data_dir, cfg: FinetuneConfig, device="cpu",
     runs = [finetune_once(make_model, task, train, valid, cfg, cfg.seed + k, device, progress) for k in range(cfg.seeds)]
     values = [r["value"] for r in runs]
     _, _, metric = TASKS[task]
-    majority = max(sum(y == c for _, y in valid) for c in range(TASKS[task][1])) / len(valid)
+    majority_class, majority = majority_baseline([y for _, y in train], [y for _, y in valid], TASKS[task][1], metric)
     return {"model": name, "task": task, "metric": metric, "value": statistics.mean(values),
             "stdev": statistics.stdev(values) if len(values) > 1 else 0.0, "n_train": len(train), "n_valid": len(valid),
-            "majority_baseline": majority if metric == "accuracy" else None, "config": asdict(cfg), "seeds": runs}
+            "majority_baseline": majority, "majority_class": majority_class, "config": asdict(cfg), "seeds": runs}
