@@ -147,6 +147,8 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
     always the one given (never a path saved inside it); the data folder is --data when given,
     else the saved one (relative paths are taken from the run folder)."""
     given = {k: v for k, v in given.items() if k != "out"}
+    if isinstance(given.get("distill_from"), list):  # teachers are saved as absolute paths: a run resumes from anywhere
+        given["distill_from"] = [str(Path(str(p)).resolve()) for p in given["distill_from"]]
     if not resume:
         cfg = merge_config(given, source="command line")
         if not cfg.data:

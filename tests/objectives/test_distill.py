@@ -38,9 +38,15 @@ def test_kl_to_an_identical_teacher_is_zero_with_no_gradient(objective):
 
 
 def test_a_student_distils_from_teacher_runs(runs, data_dir, tmp_path):
+    import os
+    from pathlib import Path
+
+    relative = os.path.relpath(runs["causal"], tmp_path)  # a teacher named relative to where hlm runs
     hlm("train", "--data", data_dir, "--out", tmp_path / "student", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8,
         "--max-steps", 4, "--log-interval", 1, "--eval-interval", 4, "--eval-batches", 2,
-        "--distill-from", runs["causal"], "--distill-from", runs["hybrid"], "--distill-alpha", 0.5)
+        "--distill-from", relative, "--distill-from", runs["hybrid"], "--distill-alpha", 0.5, cwd=tmp_path)
+    saved = json.loads((tmp_path / "student" / "config.json").read_text())["distill_from"]
+    assert saved == [str(Path(runs["causal"]).resolve()), str(Path(runs["hybrid"]).resolve())]  # resumes from anywhere
     rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert all(r["kl"] > 0 for r in train_rows)
