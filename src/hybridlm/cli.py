@@ -13,7 +13,7 @@ from hybridlm.errors import UserError
 
 
 def _train_args(p: argparse.ArgumentParser):
-    from hybridlm.config import TrainConfig
+    from hybridlm.config import HELP, TrainConfig
 
     p.add_argument("--config", help="TOML/YAML/JSON file of config keys (flags given here override it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -21,14 +21,15 @@ def _train_args(p: argparse.ArgumentParser):
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        say = f"{HELP[f.name]}; " if f.name in HELP else ""
         if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=say or None)
         elif isinstance(default, list):
-            p.add_argument(flag, dest=f.name, action="append", default=None, help=f"repeatable (default: {default})")
+            p.add_argument(flag, dest=f.name, action="append", default=None, help=f"{say or 'repeatable '}(default: {default})")
         elif isinstance(default, dict):
             p.add_argument(flag, dest=f.name, type=json.loads, default=None, help='JSON, e.g. \'{"n_layer": 4}\'')
         else:
-            p.add_argument(flag, dest=f.name, type=type(default), default=None, help=f"default: {default}")
+            p.add_argument(flag, dest=f.name, type=type(default), default=None, help=f"{say}default: {default!r}")
 
 
 def cmd_train(a):

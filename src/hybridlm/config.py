@@ -166,6 +166,22 @@ class TrainConfig:
         return self
 
 
+# what `hlm train --help` says beside the default, for the keys whose name does not say it all
+HELP = {
+    "objective": "a registered objective: causal, masked, hybrid, diffusion, mntp, prefix, mix",
+    "mix": "mix: objectives per row with relative weights, e.g. causal:1,mntp:15",
+    "mix_end": "mix: the mix at the end of training (the shares move linearly from --mix)",
+    "mix_phases": "mix: repeatable FRACTION@MIX, e.g. --mix-phases 0@causal:1 --mix-phases 0.5@mntp:1 (AntLM)",
+    "mtp_heads": "output heads in all: N-1 extra heads predict t+2..t+N (causal rows)",
+    "mtp_weights": "repeatable: the loss weight of each extra head (default 1 each)",
+    "distill_from": "repeatable: a teacher run (same tokenizer); loss alpha*CE + (1-alpha)*T^2*KL",
+    "prefix_min": "prefix LM: the shortest prefix, as a fraction of the row",
+    "prefix_max": "prefix LM: the longest prefix, as a fraction of the row",
+    "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",
+    "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
+    "max_epochs": "stop after this many passes over the training tokens (BabyLM 2025: 10); alone, it sets max_steps",
+}
+
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
 
 # BabyLM 2025's checkpoint schedule: every 1M words to 10M, every 10M to 100M, every 100M to 1,000M
