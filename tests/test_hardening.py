@@ -234,12 +234,14 @@ NUMERIC = {
     "checkpoint-interval": st.integers(-2, 3), "keep-checkpoints": st.integers(-2, 3), "log-interval": st.integers(-2, 3),
     "max-span": st.integers(-2, 70), "mask-ratio-start": st.floats(-1, 2), "mask-ratio-end": st.floats(-1, 2),
     "causal-fraction": st.floats(-1, 2), "diffusion-eps": st.floats(-1, 2), "frequency-masking": st.floats(-1, 3),
-    "max-seconds": st.floats(-1, 1),
+    "max-seconds": st.floats(-1, 1), "max-epochs": st.floats(allow_nan=True, allow_infinity=True, min_value=None, max_value=None),
+    "mtp-heads": st.integers(-2, 20), "prefix-min": st.floats(-1, 2), "prefix-max": st.floats(-1, 2),
+    "distill-alpha": st.floats(-1, 2), "distill-temperature": st.floats(allow_nan=True, allow_infinity=True),
 }
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(option=st.sampled_from(sorted(NUMERIC)), data=st.data(), objective=st.sampled_from(["causal", "masked", "hybrid", "diffusion"]))
+@given(option=st.sampled_from(sorted(NUMERIC)), data=st.data(), objective=st.sampled_from(["causal", "masked", "hybrid", "diffusion", "mntp", "prefix"]))
 def test_any_numeric_option_runs_or_fails_in_one_line(capsys, tmp_path_factory, data_dir, option, data, objective):
     value = data.draw(NUMERIC[option])
     out = tmp_path_factory.mktemp("prop") / "run"
