@@ -71,6 +71,28 @@ def test_rows_by_stochastic_rounding_and_weights_by_share():
         parse_mix("causal=1")
 
 
+def test_each_objective_keeps_its_own_weights_inside_a_mix():
+    ids = torch.randint(5, 300, (8, 33), generator=torch.Generator().manual_seed(3))
+    ids[:, 0] = 1
+    # alone in a mix, an objective's weights are its own: the diffusion ELBO weights (not a mean) and
+    # the MTP heads' loss weights survive the mix's per-row rescaling
+    for objective, kw in (("diffusion", {}), ("causal", {"mtp_heads": 3, "mtp_weights": [0.5, 0.25]})):
+        alone = build_objective(TrainConfig(objective=objective, **kw), 300)
+        mixed = _mix(mix=f"{objective}:1", **kw)
+        g = torch.Generator().manual_seed(4)
+        torch.rand((), generator=g), torch.randperm(8, generator=g)  # the mix's two draws before its objectives'
+        want = alone.corrupt(ids, g)
+        got = mixed.corrupt(ids, torch.Generator().manual_seed(4))
+        assert torch.allclose(got.loss_weights, want.loss_weights, rtol=1e-6, atol=0), objective
+        if want.extra_weights is not None:
+            assert torch.allclose(got.extra_weights, want.extra_weights, rtol=1e-6, atol=0)
+            assert got.extra_weights[..., 0].sum().item() == pytest.approx(0.5)
+    # and within rows shared with another objective, diffusion's weights keep their ELBO proportions
+    half = _mix(mix="causal:1,diffusion:1").corrupt(ids, torch.Generator().manual_seed(5))
+    d = ~half.is_causal
+    assert half.loss_weights[d].sum().item() != pytest.approx(d.float().mean().item())  # not forced to a mean
+
+
 def test_schedules_linear_and_phases():
     lin = _mix(mix="causal:1,mntp:3", mix_end="causal:1,mntp:1")
     assert lin.shares(0.0) == pytest.approx([0.25, 0.75]) and lin.shares(1.0) == pytest.approx([0.5, 0.5])

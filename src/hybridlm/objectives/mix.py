@@ -56,6 +56,17 @@ def parse_phases(phases) -> list[tuple[float, dict[str, float]]]:
     return out
 
 
+def _restrict(weights: torch.Tensor, counted: torch.Tensor, rows: torch.Tensor, share: float) -> torch.Tensor:
+    """An objective's loss weights kept on `rows` only, as if it had normalised over those rows, and
+    scaled by their share of the batch. Every objective divides by the number of positions it counts
+    (`counted`: its token_mask), whatever its weights are (a diffusion ELBO weight, an MTP head's
+    weight), so the factor is count(all rows) / count(these rows) — per head for [B, L, H] weights."""
+    total, kept = counted.sum((0, 1)), counted[rows].sum((0, 1))
+    out = torch.zeros_like(weights)
+    out[rows] = weights[rows] * torch.where(kept > 0, total / kept.clamp(min=1), torch.zeros_like(total, dtype=weights.dtype)) * share
+    return out
+
+
 class MixObjective(Objective):
     name = "mix"
     config_keys = ("mix", "mix_end", "mix_phases")
@@ -150,13 +161,9 @@ class MixObjective(Objective):
             if len(rows) == 0:
                 continue
             part = self.components[name].corrupt(ids, generator, progress, train)
-            w = part.loss_weights[rows]
-            part.loss_weights = torch.zeros_like(part.loss_weights)
-            part.loss_weights[rows] = w / w.sum() * (len(rows) / B) if w.sum() > 0 else w
-            if part.extra_weights is not None:  # multi-token heads of causal rows: each head's mean over these rows
-                ew = part.extra_weights[rows]
-                part.extra_weights = torch.zeros_like(part.extra_weights)
-                part.extra_weights[rows] = ew / ew.sum((0, 1), keepdim=True).clamp(min=1e-30) * (len(rows) / B) * (ew.sum((0, 1)) > 0)
+            part.loss_weights = _restrict(part.loss_weights, part.token_mask, rows, len(rows) / B)
+            if part.extra_weights is not None:  # multi-token heads: each head normalised over its own targets
+                part.extra_weights = _restrict(part.extra_weights, part.extra_weights > 0, rows, len(rows) / B)
             if out is None:  # its tensors may be views of `ids`: copied before other rows are written in
                 out = Batch(**{k: None if v is None else v.clone() for k, v in vars(part).items()})
                 if out.prefix_lengths is None:
