@@ -263,23 +263,21 @@ class PackedTokens:
         meta = self.manifest["splits"][split]
         dtype = np.dtype(self.manifest["dtype"])
         self.seq_len = seq_len
-        self.shards, counts, window_words = [], [], []
+        self.shards, self.word_files, counts = [], [], []
+        # data prepared by an older hlm has no per-token word counts
+        self.has_words = all("words_file" in sh for sh in meta["shards"])
         for sh in meta["shards"]:
             path = Path(data_dir) / sh["file"]
             if not path.is_file() or path.stat().st_size != sh["tokens"] * dtype.itemsize:
                 raise UserError(f"shard {path} is missing or truncated; re-run hlm prepare")
             mm = np.memmap(path, dtype=dtype, mode="r")
             self.shards.append(mm)
-            n = max(0, (len(mm) - 1) // seq_len)
-            counts.append(n)
-            if "words_file" in sh and window_words is not None:
+            counts.append(max(0, (len(mm) - 1) // seq_len))
+            if self.has_words:
                 wpath = Path(data_dir) / sh["words_file"]
                 if not wpath.is_file() or wpath.stat().st_size != sh["tokens"]:
                     raise UserError(f"word counts {wpath} are missing or truncated; re-run hlm prepare")
-                words = np.memmap(wpath, dtype=np.uint8, mode="r")
-                window_words.append(words[: n * seq_len].reshape(n, seq_len).sum(1, dtype=np.int64))
-            else:
-                window_words = None  # prepared before words were counted per token
+                self.word_files.append(wpath)
         self.cum = np.cumsum([0] + counts)
         self.n_windows = int(self.cum[-1])
         if self.n_windows == 0:
@@ -287,14 +285,20 @@ class PackedTokens:
                 f"the {split} split of {data_dir} has {meta['tokens']} tokens, fewer than one sequence of "
                 f"{seq_len + 1}; use a shorter --seq-len or more text"
             )
-        # words per window (None: data prepared by an older hlm, without per-token word counts)
-        self.window_words = np.concatenate(window_words) if window_words is not None else None
         self.meta = meta
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._window_words: np.ndarray | None = None
 
     @property
-    def has_words(self) -> bool:
-        return self.window_words is not None
+    def window_words(self) -> np.ndarray:
+        """Words per window, summed from the word files on first use (not by every reader of the split)."""
+        if self._window_words is None:
+            sums = []
+            for f, n in zip(self.word_files, np.diff(self.cum)):
+                words = np.memmap(f, dtype=np.uint8, mode="r")
+                sums.append(words[: n * self.seq_len].reshape(n, self.seq_len).sum(1, dtype=np.int64))
+            self._window_words = np.concatenate(sums)
+        return self._window_words
 
     def window(self, k: int) -> np.ndarray:
         s = int(np.searchsorted(self.cum, k, side="right") - 1)

@@ -177,7 +177,7 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
 def epoch_cap_steps(cfg: TrainConfig) -> int:
     """The steps that see the training tokens max_epochs times (BabyLM 2025 caps training at 10 epochs)."""
     windows = PackedTokens(cfg.data, "train", cfg.seq_len)
-    steps = int(cfg.max_epochs * windows.n_windows * cfg.seq_len // (cfg.batch_size * cfg.seq_len))
+    steps = int(cfg.max_epochs * windows.n_windows // cfg.batch_size)
     if steps < 1:
         raise UserError(f"--max-epochs {cfg.max_epochs} is less than one step of {cfg.batch_size} sequences over "
                         f"{windows.n_windows} training windows; raise it or lower --batch-size")

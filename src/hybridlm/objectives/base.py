@@ -121,11 +121,12 @@ class Objective:
         "loss" is what is optimised; "nll" the likelihood term alone (no z-loss penalty); "ce_causal"
         and "ce_masked" the CE by attention mode of the rows.
         """
-        mtp = batch.extra_targets is not None
+        # only what the batch needs is passed, so a model without these modes (a test's stand-in) still serves
         optional = {"prefix_lengths": batch.prefix_lengths} if batch.prefix_lengths is not None else {}  # a prefix LM's rows
-        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, mtp=True, **optional) if mtp \
-            else model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, **optional)
-        hidden, heads = hidden if mtp else (hidden, [])
+        if batch.extra_targets is not None:
+            optional["mtp"] = True  # multi-token prediction: the extra heads' hidden states too
+        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, **optional)
+        hidden, heads = hidden if batch.extra_targets is not None else (hidden, [])
         select = batch.loss_weights > 0
         # every position selected (causal): a reshape, not a gather whose backward zero-fills and scatters
         h = hidden.reshape(-1, hidden.shape[-1]) if bool(select.all()) else hidden[select]
