@@ -324,12 +324,11 @@ def _add_eval_commands(sub):
 
 def cmd_export(a):
     from hybridlm.export import HUB_CACHE, export_all_checkpoints, export_run
-    from hybridlm.runs import RunDir
 
     if a.all_checkpoints:
         repo_id = a.repo_id or f"hybridlm/{Path(a.run).resolve().name}"
-        out = export_all_checkpoints(a.run, a.out, repo_id)
-        branches = ["chck_" + p.name[len("words_"):] for p, _ in RunDir(a.run).words_checkpoints()]
+        branches = export_all_checkpoints(a.run, a.out, repo_id)
+        out = Path(a.out)
         print(f"exported {a.run} to {out}: a git repository with branches {', '.join(branches)} and main (the final weights)\n"
               f"load a branch: AutoModelForCausalLM.from_pretrained({repo_id!r}, revision={branches[0]!r}, "
               f"cache_dir={str(out / HUB_CACHE)!r})")

@@ -153,13 +153,15 @@ def _git(repo: Path, *args) -> str:
         raise UserError(f"git {args[0]} failed in {repo}: {(e.stderr or e.stdout).strip().splitlines()[-1][:160]}") from None
 
 
-def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> Path:
+def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list[str]:
     """The run as a Hugging Face model repository with BabyLM 2025's branches: `chck_1M`, `chck_2M`, ...
     hold the words_N checkpoints, `main` the run's final weights. OUT is a git repository (push it
     to the hub as it is: `git push --all`). Because transformers ignores `revision=` for a local
     folder, OUT/.hub-cache also holds the same commits laid out as the hub's cache, so that
     `from_pretrained(repo_id, revision="chck_2M", cache_dir="OUT/.hub-cache")` loads a branch with
-    no network (and the official pipeline's --revision_name works with HF_HUB_CACHE=OUT/.hub-cache)."""
+    no network (and the official pipeline's --revision_name works with HF_HUB_CACHE=OUT/.hub-cache).
+    Returns the branches written besides main."""
+    from hybridlm.checkpoint import checkpoint_state
     from hybridlm.runs import RunDir
 
     run = RunDir(run_dir).require()
@@ -171,8 +173,6 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> Path
     repo_id = repo_id or f"hybridlm/{Path(run_dir).resolve().name}"
     latest = run.latest_checkpoint()
     plan = [(p.name, "chck_" + p.name[len("words_"):], s.get("words_seen")) for p, s in found]
-    from hybridlm.checkpoint import checkpoint_state
-
     if latest is not None and checkpoint_state(latest).get("step", 0) > found[-1][1].get("step", 0):
         plan.append((latest.name, None, None))  # the final weights, past the last threshold: main only
     out.mkdir(parents=True, exist_ok=True)
@@ -197,4 +197,4 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> Path
             (cache / "refs" / branch).write_text(sha)
         shutil.copytree(out, cache / "snapshots" / sha, ignore=shutil.ignore_patterns(".git", HUB_CACHE))
     (cache / "refs" / "main").write_text(sha)
-    return out
+    return [branch for _, branch, _ in plan if branch]
