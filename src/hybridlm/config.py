@@ -58,7 +58,7 @@ class TrainConfig:
     mtp_heads: int = 1
     mtp_weights: list = field(default_factory=list)
     # distillation (BabyLlama): loss = alpha * CE + (1 - alpha) * T^2 * KL(mean of the teachers || student)
-    distill_from: list = field(default_factory=list)  # teacher run directories (same tokenizer as the data)
+    distill_from: list = field(default_factory=list)  # teacher runs, or local HF causal LMs (same tokenizer as the data)
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     # prefix LM: the prefix is a uniform fraction of the row in [prefix_min, prefix_max]
@@ -174,7 +174,7 @@ HELP = {
     "mix_phases": "mix: repeatable FRACTION@MIX, e.g. --mix-phases 0@causal:1 --mix-phases 0.5@mntp:1 (AntLM)",
     "mtp_heads": "output heads in all: N-1 extra heads predict t+2..t+N (causal rows)",
     "mtp_weights": "repeatable: the loss weight of each extra head (default 1 each)",
-    "distill_from": "repeatable: a teacher run (same tokenizer); loss alpha*CE + (1-alpha)*T^2*KL",
+    "distill_from": "repeatable: a teacher run or local HF causal LM (same tokenizer); loss alpha*CE + (1-alpha)*T^2*KL",
     "prefix_min": "prefix LM: the shortest prefix, as a fraction of the row",
     "prefix_max": "prefix LM: the longest prefix, as a fraction of the row",
     "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",

@@ -190,7 +190,8 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     if cfg.distill_from:
         from hybridlm.objectives.distill import Distiller
 
-        Distiller.check(cfg.distill_from, manifest["tokenizer_hash"])
+        attention = build_objective(cfg, manifest["vocab_size"], cfg.data).attention
+        Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], attention)
     if cfg.word_thresholds() and not PackedTokens(cfg.data, "train", cfg.seq_len).has_words:
         raise UserError(f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
                         "re-run hlm prepare (with --force)")
@@ -287,7 +288,7 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     if cfg.distill_from:
         from hybridlm.objectives.distill import Distiller
 
-        objective.distiller = Distiller.from_runs(cfg.distill_from, load_manifest(cfg.data)["tokenizer_hash"], cfg.max_len(),
+        objective.distiller = Distiller.from_runs(cfg.distill_from, cfg.data, cfg.max_len(),
                                                   dist.device, cfg.distill_alpha, cfg.distill_temperature)
     train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
     val_data = PackedTokens(cfg.data, "val", cfg.seq_len)

@@ -1,5 +1,6 @@
 """Distillation: the KL term against a teacher identical to the student is zero and gives no
-gradient; a student trains from teacher runs from the CLI; a teacher on another tokenizer is refused."""
+gradient; a student trains from teacher runs and from local Hugging Face causal LMs from the CLI;
+a teacher on another tokenizer is refused."""
 
 import copy
 import json
@@ -65,4 +66,70 @@ def test_a_teacher_on_another_tokenizer_is_refused(runs, tmp_path, corpus):
     assert_one_line_error(proc, "another tokenizer")
     assert not (tmp_path / "s").exists()
     assert_one_line_error(hlm("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", tmp_path,
-                              check=False), "not a hybridlm run")
+                              check=False), "neither a hybridlm run nor a Hugging Face model")
+
+
+def _packed_batch(objective: str, vocab: int):
+    """Windows of three packed documents each, corrupted by the objective (document mask on)."""
+    from hybridlm.objectives.base import SPECIAL
+
+    ids = torch.randint(5, vocab, (4, 33), generator=torch.Generator().manual_seed(3))
+    ids[:, [0, 9, 21]] = SPECIAL["bos"]
+    return build_objective(TrainConfig(objective=objective), vocab).corrupt(ids, torch.Generator().manual_seed(4))
+
+
+@pytest.mark.parametrize("objective", ["causal", "prefix"])
+def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(runs, data_dir, tmp_path, objective):
+    """The export of a run, read by transformers, teaches exactly what the run teaches: the same
+    attention (packed documents, a prefix) reaches the HF model through its 4D mask."""
+    from hybridlm.data import load_manifest
+    from hybridlm.export import export_run
+    from hybridlm.objectives.distill import HFTeacher
+
+    export_run(runs["causal"], tmp_path / "hf")
+    batch = _packed_batch(objective, load_manifest(data_dir)["vocab_size"])
+    select = batch.loss_weights > 0
+    hf, run = (Distiller.from_runs([p], data_dir, 32, "cpu", 0.5, 2.0) for p in (tmp_path / "hf", runs["causal"]))
+    assert isinstance(hf.teachers[0], HFTeacher) and hf.parameters == run.parameters
+    p_hf, p_run = hf.teacher_probs(batch, select, None), run.teacher_probs(batch, select, None)
+    assert torch.allclose(p_hf, p_run, atol=1e-5), (p_hf - p_run).abs().max()
+    # the documents are really separated: without the mask the teacher's distribution moves
+    unmasked = copy.copy(batch)
+    unmasked.document_ids = None
+    assert (hf.teacher_probs(unmasked, select, None) - p_hf).abs().max() > 1e-3
+
+
+def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(runs, data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from hybridlm.export import export_run
+
+    hf = export_run(runs["causal"], tmp_path / "hf")
+    common = ("--data", data_dir, "--preset", "tiny", "--seq-len", 32, "--batch-size", 8, "--max-steps", 2, "--log-interval", 1,
+              "--eval-interval", 0)
+    hlm("train", *common, "--out", tmp_path / "student", "--distill-from", hf)
+    rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kl"] > 0 for r in rows if "loss" in r] == [True, True]
+    # a masked student cannot read a causal LM's predictions
+    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "m", "--objective", "masked", "--distill-from", hf,
+                              check=False), "Hugging Face causal LM", "bidirectional")
+    # another vocabulary: one token renamed in the teacher's tokenizer
+    other = tmp_path / "other"
+    export_run(runs["causal"], other)
+    tok = json.loads((other / "tokenizer.json").read_text())
+    word = next(w for w, i in tok["model"]["vocab"].items() if i == 100)
+    tok["model"]["vocab"]["zz" + word] = tok["model"]["vocab"].pop(word)
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "o", "--distill-from", other, check=False),
+                          "another vocabulary")
+    # pickled weights only: refused, never unpickled
+    pickled = tmp_path / "pickled"
+    export_run(runs["causal"], pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "p", "--distill-from", pickled, check=False), ".safetensors")
+    # a masked LM folder is no causal teacher
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
+    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "b", "--distill-from", other, check=False), "causal LM")
+    assert not any((tmp_path / n).exists() for n in "mopb")

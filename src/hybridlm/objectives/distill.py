@@ -1,10 +1,13 @@
-"""Knowledge distillation from trained runs (BabyLlama, BabyLM 2023): any objective's loss becomes
+"""Knowledge distillation (BabyLlama, BabyLM 2023): any objective's loss becomes
 alpha * its CE + (1 - alpha) * T^2 * KL(teacher || student), the teacher distribution being the
 mean of the teachers' softmax(logits / T) at the positions the objective scores.
 
 Teachers run in inference mode on the student's own batch (the same corrupted inputs, attention
-and prefix), so distillation composes with every objective whose targets are tokens. BabyLlama
-used alpha = 0.5 and T = 2. The student's logits are materialised for the scored positions only.
+and prefix), so distillation composes with every objective whose targets are tokens. A teacher is
+an hlm run, or a local Hugging Face causal LM on the same vocabulary (BabyLlama's GPT-2 and Llama
+teachers; an hlm export): it gets the student's packed-document attention as a 4D mask, so it
+never reads across a document boundary the student cannot. BabyLlama used alpha = 0.5 and T = 2.
+The student's logits are materialised for the scored positions only.
 """
 
 from __future__ import annotations
@@ -15,6 +18,64 @@ import torch
 import torch.nn.functional as F
 
 from hybridlm.errors import UserError
+from hybridlm.model import attention_mask
+
+
+def is_hf_model(path) -> bool:
+    """A Hugging Face model folder: its config.json names a model_type (an hlm run's names an objective)."""
+    import json
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" in config and "objective" not in config
+
+
+class HFTeacher(torch.nn.Module):
+    """A local `transformers` causal LM read like hlm's model: logits at the scored positions of a Batch.
+
+    Loaded from safetensors only (no pickle) and never with the folder's own code. Its positions run
+    0..T-1 over the window as hlm's do; the student's attention (packed documents, prefix) is passed
+    as an additive 4D mask, which transformers uses as given.
+    """
+
+    def __init__(self, path, vocab: dict[str, int], device):
+        super().__init__()
+        import transformers
+
+        p = Path(path)
+        try:
+            config = transformers.AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                p, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=torch.float32).to(device).eval()
+        except (ValueError, OSError, KeyError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"cannot load the teacher in {p} as a causal LM: {msg[:160]}") from None
+        self.vocab_size = len(vocab)
+        self.max_len = getattr(config, "max_position_embeddings", None) or 0
+
+    def num_parameters(self) -> int:
+        return sum(x.numel() for x in self.model.parameters())
+
+    def scored_logits(self, batch, select: torch.Tensor) -> torch.Tensor:
+        B, T = batch.input_ids.shape
+        mask, causal = attention_mask(batch.is_causal, batch.document_ids, T, batch.input_ids.device, batch.prefix_lengths)
+        if mask is None:  # one document per row: plain causal attention (hlm's is_causal=False rows are refused earlier)
+            mask = torch.ones(T, T, dtype=torch.bool, device=batch.input_ids.device).tril()[None, None] if causal else None
+        dtype = next(self.model.parameters()).dtype
+        additive = None if mask is None else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        logits = self.model(input_ids=batch.input_ids, attention_mask=additive).logits
+        return logits[select][:, : self.vocab_size].float()  # a padded embedding's extra rows are no tokens of ours
+
+
+def _scored_logits(teacher, batch, select: torch.Tensor) -> torch.Tensor:
+    """The teacher's fp32 logits at the selected positions of the student's batch."""
+    if isinstance(teacher, HFTeacher):
+        return teacher.scored_logits(batch, select)
+    hidden = teacher(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids,
+                     prefix_lengths=batch.prefix_lengths)
+    return teacher.head(hidden[select], fp32=True)
 
 
 class Distiller:
@@ -25,28 +86,52 @@ class Distiller:
         self.parameters = sum(t.num_parameters() for t in teachers)
 
     @classmethod
-    def from_runs(cls, paths, tokenizer_hash: str, seq_len: int, device, alpha: float, temperature: float) -> "Distiller":
+    def from_runs(cls, paths, data_dir, seq_len: int, device, alpha: float, temperature: float) -> "Distiller":
+        """Teachers from hlm run directories and/or local Hugging Face causal LM folders."""
         from hybridlm.runs import RunDir
+        from hybridlm.tokenizer import load_tokenizer
 
-        cls.check(paths, tokenizer_hash)
         teachers = []
         for path in paths:
-            model = RunDir(path).load(str(device)).model
-            if model.cfg.max_seq_len < seq_len:
-                raise UserError(f"teacher {path} has a context of {model.cfg.max_seq_len}, shorter than --seq-len {seq_len}")
+            if is_hf_model(path):
+                model = HFTeacher(path, load_tokenizer(Path(data_dir)).get_vocab(), device)
+                context = model.max_len
+            else:
+                model = RunDir(path).load(str(device)).model
+                context = model.cfg.max_seq_len
+            if context < seq_len:
+                raise UserError(f"teacher {path} has a context of {context}, shorter than --seq-len {seq_len}")
             teachers.append(model)
         return cls(teachers, alpha, temperature)
 
     @staticmethod
-    def check(paths, tokenizer_hash: str) -> None:
-        """Every teacher is a run trained with the data's tokenizer (checked before anything is written)."""
+    def check(paths, data_dir, tokenizer_hash: str, attention: str) -> None:
+        """Every teacher is a run trained with the data's tokenizer, or a Hugging Face causal LM with
+        its vocabulary for a causal student (checked before anything is written)."""
         from hybridlm.runs import RunDir
-        from hybridlm.tokenizer import tokenizer_hash as hash_of
+        from hybridlm.tokenizer import load_tokenizer, tokenizer_hash as hash_of
 
         for path in paths:
+            if is_hf_model(path):
+                import json
+
+                archs = " ".join(json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("architectures") or [])
+                if "CausalLM" not in archs:
+                    raise UserError(f"teacher {path} is a {archs or 'model of no stated architecture'}; a Hugging Face teacher "
+                                    "must be a causal LM (distil other objectives from hlm runs)")
+                if attention != "causal":
+                    raise UserError(f"teacher {path} is a Hugging Face causal LM and the objective trains {attention} rows; "
+                                    "distil it into a causal or prefix student, or distil from hlm runs")
+                if not any(Path(path).glob("*.safetensors")):
+                    raise UserError(f"teacher {path} has no .safetensors weights; hlm loads no pickled weights "
+                                    "(save it with save_pretrained(safe_serialization=True))")
+                if load_tokenizer(path).get_vocab() != load_tokenizer(Path(data_dir)).get_vocab():
+                    raise UserError(f"teacher {path} has another vocabulary than the data's tokenizer; distil from models on the same tokenizer")
+                continue
             run = RunDir(path)
             if not run.is_run() or not run.tokenizer_path.is_file():
-                raise UserError(f"--distill-from {path} is not a hybridlm run (no config.json); give a trained run directory")
+                raise UserError(f"--distill-from {path} is neither a hybridlm run nor a Hugging Face model folder (no config.json); "
+                                "give a trained run directory or a local causal LM")
             if hash_of(run.tokenizer_path) != tokenizer_hash:
                 raise UserError(f"teacher {path} was trained with another tokenizer than the data; distil from runs on the same tokenizer")
             if run.latest_checkpoint() is None:
@@ -57,9 +142,7 @@ class Distiller:
         """The mean of the teachers' tempered distributions at the selected positions, fp32 [N, V]."""
         probs = None
         for teacher in self.teachers:
-            hidden = teacher(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids,
-                             prefix_lengths=batch.prefix_lengths)
-            logits = teacher.head(hidden[select], fp32=True) / self.temperature
+            logits = _scored_logits(teacher, batch, select) / self.temperature
             if masked_column is not None:
                 logits[:, masked_column] = float("-inf")
             p = torch.softmax(logits, -1)

@@ -1,11 +1,14 @@
-"""The objectives side by side on the demo's grammar corpus, at the same tokens: validation loss and
-bits per byte where defined, grammar minimal pairs, and a distilled student against its teacher.
+"""The objectives side by side at the same tokens: validation loss and bits per byte where defined,
+minimal pairs, and a distilled student against its teacher.
 
-    python bench/objectives_grammar.py WORKDIR [--steps 300]
+    python bench/objectives.py WORKDIR [--steps 300]                      # the demo's grammar corpus
+    python bench/objectives.py WORKDIR --corpus ../shared/data/gutenberg-10m \
+        --pairs ../shared/data/babylm-2025/fast_eval/blimp_fast --vocab 4096 --seq-len 128 --batch-size 16
 
-Every run sees the same 300k-word corpus, the same batches (32 x 64 tokens a step) and steps, so
-the same training tokens; FLOPs differ only by what an objective adds (the MTP heads, the
-teachers' forward passes, which the table lists). Prints a Markdown table for docs/results.md.
+Every run sees the same corpus, the same batches and steps, so the same training tokens; FLOPs
+differ only by what an objective adds (the MTP heads, the teachers' forward passes, which the
+table lists). --corpus takes a folder with train.txt and valid.txt; --pairs a folder of
+minimal-pair .jsonl files (BLiMP's format). Prints a Markdown table for docs/results.md.
 """
 
 from __future__ import annotations
@@ -46,15 +49,24 @@ def main():
     p.add_argument("workdir")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--only", default=None, help="comma-separated run names")
+    p.add_argument("--corpus", default=None, help="folder with train.txt and valid.txt (default: the grammar corpus)")
+    p.add_argument("--pairs", default=None, help="folder of minimal-pair .jsonl files (default: the grammar's pairs)")
+    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1.5e-3)
     a = p.parse_args()
     root = Path(a.workdir)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "data" / "manifest.json").is_file():
-        corpus = write_corpus(root / "grammar.txt", 300_000, seed=0)
-        train_tokenizer([corpus], 512, root / "tokenizer", force=True)
+        if a.corpus:
+            corpus, valid = Path(a.corpus) / "train.txt", [Path(a.corpus) / "valid.txt"]
+        else:
+            corpus, valid = write_corpus(root / "grammar.txt", 300_000, seed=0), None
+        train_tokenizer([corpus], a.vocab, root / "tokenizer", force=True)
         with contextlib.redirect_stderr(io.StringIO()):
-            prepare([corpus], root / "tokenizer", root / "data", val_fraction=0.02, force=True)
-    pairs = load_pairs([write_minimal_pairs(root / "pairs", n_per_paradigm=100, seed=1)])
+            prepare([corpus], root / "tokenizer", root / "data", val_fraction=0.02, valid_inputs=valid, force=True)
+    pairs = load_pairs([a.pairs or write_minimal_pairs(root / "pairs", n_per_paradigm=100, seed=1)])
     rows = []
     for name, options, model in RUNS:
         if a.only and name not in a.only.split(","):
@@ -63,8 +75,8 @@ def main():
         options = {k: ([str(root / "runs" / t[1:]) for t in v] if k == "distill_from" else v) for k, v in options.items()}
         t0 = time.time()
         if not (out / "config.json").is_file():
-            summary = train(TrainConfig(data=str(root / "data"), out=str(out), preset="tiny", model=model, seq_len=64, batch_size=32,
-                                        max_steps=a.steps, lr=1.5e-3, eval_interval=a.steps, eval_batches=16,
+            summary = train(TrainConfig(data=str(root / "data"), out=str(out), preset="tiny", model=model, seq_len=a.seq_len,
+                                        batch_size=a.batch_size, max_steps=a.steps, lr=a.lr, eval_interval=a.steps, eval_batches=16,
                                         checkpoint_interval=a.steps, seed=0, log_interval=50, **options), quiet=True)
         else:
             import json
