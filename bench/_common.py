@@ -18,6 +18,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def machine() -> str:
+    gpu = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), " if torch.cuda.is_available() else ""
     cpu = platform.processor() or "?"
     try:
         cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
@@ -25,35 +26,46 @@ def machine() -> str:
         pass
     import transformers
 
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    return (f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"transformers {transformers.__version__}, Python {platform.python_version()}")
 
 
-def bf16_peak_tflops(n: int = 2048, reps: int = 10) -> float:
-    """Measured bf16 matmul throughput: the peak that MFU is reported against."""
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
+def synchronize(device="cpu") -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bf16_peak_tflops(n: int = 2048, reps: int = 10, device="cpu") -> float:
+    """Measured bf16 matmul throughput: the peak that MFU is reported against (on a GPU, 8192^2)."""
+    n = 8192 if torch.device(device).type == "cuda" else n
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
     for _ in range(3):
         a @ b
     best = 0.0
     for _ in range(3):
+        synchronize(device)
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
+        synchronize(device)
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e12)
     return best
 
 
-def alternate(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
-    """Median seconds per call of each fn, calls interleaved so machine noise hits all sides alike."""
+def alternate(fns: dict, repeats: int = 5, warmup: int = 1, device="cpu") -> dict:
+    """Median seconds per call of each fn, calls interleaved so machine noise hits all sides alike
+    (on a GPU each call is timed to the end of its kernels)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            synchronize(device)
             t = time.perf_counter()
             fn()
+            synchronize(device)
             times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -10,6 +10,11 @@ matmul peak measured here. So speed-up = (HF FLOPs / hybridlm FLOPs) x (hybridlm
 work skipped, and work done faster.
 
     python bench/train_throughput.py [--batch 16] [--seq-len 128] [--repeats 5] [--large]
+    python bench/train_throughput.py --device cuda      # every objective at small and base, compiled
+
+On CUDA both sides train the way a user would: hlm as `hlm train` does (each block compiled,
+FlexAttention over packed documents: the windows hold several documents each, as prepared data
+does), the HF models with SDPA and torch.compile; MFU is against the GPU's measured bf16 peak.
 """
 
 from __future__ import annotations
@@ -51,9 +56,9 @@ def hf_modernbert(model):
     return transformers.ModernBertForMaskedLM(cfg)
 
 
-def step_fn(model, opt, run):
+def step_fn(model, opt, run, device="cpu"):
     def fn():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             loss = run()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
@@ -77,26 +82,35 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--large", action="store_true", help="also the larger shape (base preset, seq 256) for MFU")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models (each side's best setting on some machines)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: compiled, every objective at small and base)")
     a = ap.parse_args()
+    cuda = a.device.startswith("cuda")
+    if cuda:  # the GPU shapes: GPT-BERT's batch of 128 x 512 at small, 32 x 512 at base; compiled
+        a.compile, a.large = True, True
+        a.batch, a.seq_len = (a.batch if a.batch != 16 else 128), (a.seq_len if a.seq_len != 128 else 512)
     torch.manual_seed(0)
-    peak = bf16_peak_tflops()
+    peak = bf16_peak_tflops(device=a.device)
     g = torch.Generator().manual_seed(0)
     mode = "torch.compile" if a.compile else "eager"
     rows = ["| objective | preset | tokens/step | hybridlm tok/s | HF model | HF tok/s | speed-up | HF/hybridlm FLOPs | hybridlm MFU | HF MFU |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     notes = [f"both sides {mode}; bf16 autocast, fused AdamW, clip 2.0", f"bf16 matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)"]
-    shapes = [("small", a.seq_len, a.batch)] + ([("base", 256, 8)] if a.large else [])
+    shapes = [("small", a.seq_len, a.batch)] + ([("base", a.seq_len if cuda else 256, a.batch // 4 if cuda else 8)] if a.large else [])
+    every = ("causal", "masked", "hybrid", "diffusion", "mntp", "prefix")
     for preset, L, B in shapes:
         ids = torch.randint(5, V, (B, L + 1), generator=g)
         ids[:, 0] = 1
-        for objective in (("causal", "masked", "hybrid", "diffusion") if preset == "small" else ("causal",)):
+        if cuda:  # packed documents, as prepared data has them (a BabyLM line is ~20 tokens; here ~128)
+            ids[:, 1:][torch.rand(B, L, generator=g) < 1 / 128] = 1
+        for objective in (every if preset == "small" or cuda else ("causal",)):
             torch.manual_seed(0)
-            ours = build_model(preset, V, min_seq_len=L)
+            ours = build_model(preset, V, min_seq_len=L).to(a.device)
             obj = objective_class(objective)(V)
-            batch = obj.corrupt(ids, torch.Generator().manual_seed(1))
-            if objective in ("causal", "hybrid"):
-                hf, hf_name = hf_llama(ours), "LlamaForCausalLM"
-                if objective == "causal":  # same weights, same loss: the comparison is like for like
+            batch = obj.corrupt(ids, torch.Generator().manual_seed(1)).to(a.device)
+            dev_ids = ids.to(a.device)
+            if objective in ("causal", "hybrid", "prefix"):
+                hf, hf_name = hf_llama(ours).to(a.device), "LlamaForCausalLM"
+                if objective == "causal" and not cuda:  # same weights, same loss: the comparison is like for like
                     with torch.no_grad():
                         a_loss = obj.loss(ours, batch)[0].item()
                         b_loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss.item()
@@ -108,28 +122,34 @@ def main():
                     full = torch.nn.functional.cross_entropy(logits.reshape(-1, V), ids[:, 1:].reshape(-1)).item()
                     assert abs(a_loss - full) < 1e-4, (a_loss, full)
                     notes.append(f"{preset}: causal loss check passed (hybridlm {ref:.5f} = Llama {b_loss:.5f} on the same targets)")
-                hf_run = lambda hf: hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss
+                hf_run = lambda hf: hf(input_ids=dev_ids[:, :-1], labels=dev_ids[:, :-1]).loss
             else:
-                hf, hf_name = hf_modernbert(ours), "ModernBertForMaskedLM"
+                hf, hf_name = hf_modernbert(ours).to(a.device), "ModernBertForMaskedLM"
                 labels = torch.where(batch.loss_weights > 0, batch.targets, torch.full_like(batch.targets, -100))
                 hf_in = batch.input_ids
                 hf_run = lambda hf, hf_in=hf_in, labels=labels: hf(input_ids=hf_in, labels=labels).loss
             opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
             opt_b = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
-            ours_fwd, hf_fwd = (torch.compile(ours), torch.compile(hf)) if a.compile else (ours, hf)
-            ours_step = step_fn(ours, opt_a, lambda: obj.loss(ours_fwd, batch)[0])
-            hf_step = step_fn(hf, opt_b, lambda: hf_run(hf_fwd))
-            t = alternate({"ours": ours_step, "hf": hf_step}, repeats=a.repeats, warmup=3 if a.compile else 1)
+            if cuda:  # as hlm train does on CUDA: each block compiled, FlexAttention masks built outside
+                ours.attention_backend = "flex"
+                for block in ours.blocks:
+                    block.compile()
+                ours_fwd, hf_fwd = ours, torch.compile(hf)
+            else:
+                ours_fwd, hf_fwd = (torch.compile(ours), torch.compile(hf)) if a.compile else (ours, hf)
+            ours_step = step_fn(ours, opt_a, lambda: obj.loss(ours_fwd, batch)[0], a.device)
+            hf_step = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device)
+            t = alternate({"ours": ours_step, "hf": hf_step}, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device)
             tokens = B * L
             head = V * ours.cfg.d_model  # tied: the embedding matrix is the head
-            flops_ours = step_flops(ours.num_parameters(), head, ours.cfg, B, L, int((batch.loss_weights > 0).sum()))
+            flops_ours = step_flops(ours.num_parameters(), head, ours.cfg, B, L, int(batch.scored.numel()))
             flops_hf = step_flops(hf.num_parameters(), head, ours.cfg, B, L, tokens)  # HF: logits everywhere
             mfu_ours = flops_ours / t["ours"] / 1e12 / peak
             mfu_hf = flops_hf / t["hf"] / 1e12 / peak
             rows.append(f"| {objective} | {preset} (L={L}) | {tokens:,} | {tokens / t['ours']:,.0f} | {hf_name} | {tokens / t['hf']:,.0f} | "
                         f"{t['hf'] / t['ours']:.2f}x | {flops_hf / flops_ours:.2f} | {mfu_ours:.0%} | {mfu_hf:.0%} |")
             print(rows[-1], flush=True)
-    append_results("Training throughput (bench/train_throughput.py)", rows, notes)
+    append_results(f"Training throughput (bench/train_throughput.py{' --device cuda' if cuda else ''})", rows, notes)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,32 @@ def test_preset_sizes():
     assert 10e6 <= small <= 35e6
     with pytest.raises(UserError, match="unknown preset"):
         build_model("huge", 100)
+
+
+@pytest.mark.parametrize("case", ["documents", "mixed_rows", "prefix", "everything"])
+def test_flex_attention_equals_sdpa(case):
+    """The FlexAttention block mask encodes the dense mask's rule: same hidden states on the CPU
+    (PyTorch's FlexAttention runs forward there; CUDA, where it trains, is checked by bench/gpu_check.py)."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = build_model("tiny", vocab_size=300).eval()
+    B, T = 4, 48
+    ids = torch.randint(5, 300, (B, T), generator=torch.Generator().manual_seed(1))
+    docs = torch.cumsum((torch.rand(B, T, generator=torch.Generator().manual_seed(2)) < 0.08).int(), -1)
+    kw = {"documents": dict(is_causal=True, document_ids=docs),
+          "mixed_rows": dict(is_causal=torch.tensor([True, False, True, False])),
+          "prefix": dict(is_causal=True, prefix_lengths=torch.tensor([0, 5, 17, 47])),
+          "everything": dict(is_causal=torch.tensor([True, False, True, True]), document_ids=docs,
+                             prefix_lengths=torch.tensor([3, 0, 0, 20]))}[case]
+    with torch.no_grad():
+        dense = model(ids, **kw)
+        model.attention_backend = "flex"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # eager FlexAttention's "compile me for speed"
+            flex = model(ids, **kw)
+    assert torch.allclose(flex, dense, atol=2e-5), (flex - dense).abs().max()
+    # and the mask matters: plain causal attention differs
+    model.attention_backend = "sdpa"
+    with torch.no_grad():
+        assert (model(ids, is_causal=True) - dense).abs().max() > 1e-3

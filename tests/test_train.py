@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -215,7 +216,7 @@ def test_bits_per_byte_counts_the_bytes_of_the_tokens_scored(tokenizer_dir, corp
 
 def test_a_non_finite_loss_never_reaches_the_weights(tmp_path, data_dir):
     from hybridlm.runs import RunDir
-    from hybridlm.train import Dist, setup, train_step
+    from hybridlm.train import Dist, read_record, save, setup, train_step
 
     cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=2, **FAST)
     train(cfg, quiet=True)
@@ -223,10 +224,21 @@ def test_a_non_finite_loss_never_reaches_the_weights(tmp_path, data_dir):
     t = setup(run.read_config(), Dist("cpu"), run, resume=True)
     t.cfg.max_steps = 4
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    moments = {k: v.clone() for k, v in t.optimizer.state_dict()["state"][0].items()}
     t.objective.z_loss = float("nan")  # poisons the loss of the next step
-    with pytest.raises(UserError, match="loss became nan"):
-        train_step(t)
+    record = train_step(t)  # the step is skipped on the device, without waiting for it
     assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    assert all(torch.equal(moments[k], v) for k, v in t.optimizer.state_dict()["state"][0].items())  # Adam's step count too
+    t.objective.z_loss = 0.0
+    train_step(t)  # a later finite step trains, but the run still stops, naming the bad step
+    with pytest.raises(UserError, match="loss became non-finite .* at step 3"):
+        read_record(t, record)
+    # the loop stops before a checkpoint is written: the run folder keeps its last good one
+    t.objective.z_loss = float("nan")
+    train_step(t)
+    with pytest.raises(UserError, match="non-finite"):
+        save(t)
+    assert [p.name for p in run.checkpoints()] == ["step_0000002"]
 
 
 # ---------------------------------------------------------------- no pickle
@@ -272,3 +284,82 @@ def test_compiled_training_equals_eager(tmp_path, data_dir):
     assert compiled.keys() == eager.keys() == {1, 2}
     for s in eager:
         assert compiled[s] == pytest.approx(eager[s], rel=1e-5)
+
+
+# ---------------------------------------------------------------- the device never waits
+class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the ops that make a GPU wait for its host: reading a value (item, bool, float),
+    and shapes that depend on data (nonzero, boolean indexing, masked_select, unique)."""
+
+    SYNC = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2", "unique_consecutive",
+            "repeat_interleave", "is_nonzero", "equal"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name.split("::")[-1]
+        boolean_index = name in ("index", "index_put", "index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else []) or [])
+        if name in self.SYNC or boolean_index:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("objective,extra", [("causal", {"mtp_heads": 2}), ("hybrid", {}), ("diffusion", {}),
+                                             ("mix", {"mix": "causal:1,prefix:1,masked:1"})])
+def test_the_device_part_of_a_step_never_waits_for_the_host(tmp_path, data_dir, objective, extra, monkeypatch):
+    """Everything after the host's batch preparation (forward, loss, backward, statistics, the
+    finiteness check, clipping, the optimizer) runs without an op that would synchronise a GPU.
+    The CPU stands in for the device: values are treated as if they lived there."""
+    from hybridlm import model as model_module
+    from hybridlm.runs import RunDir
+    from hybridlm.train import Dist, prepare_batch, read_record, setup, train_step
+
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), objective=objective, max_steps=1, z_loss=1e-4, **FAST, **extra)
+    train(cfg, quiet=True)
+    run = RunDir(tmp_path / "r")
+    t = setup(run.read_config(), Dist("cpu"), run, resume=True)
+    t.cfg.max_steps = 3
+    host = prepare_batch(t, t.step)
+    host.micro_batches = [b.to("cpu") for b in host.micro_batches]  # the host's part of the move (on CUDA: prepare_batch's)
+    monkeypatch.setattr(model_module, "values_on_host", lambda *tensors: False)
+    with _HostSyncs() as syncs:
+        record = train_step(t, host)
+    assert syncs.seen == []
+    monkeypatch.undo()
+    assert math.isfinite(read_record(t, record)["loss"])
+
+
+def test_batches_prepared_ahead_are_the_batches_of_their_steps(tmp_path, data_dir):
+    from hybridlm.runs import RunDir
+    from hybridlm.train import BatchPrefetcher, Dist, prepare_batch, setup
+
+    train(TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), objective="hybrid", max_steps=1, **FAST), quiet=True)
+    run = RunDir(tmp_path / "r")
+    t = setup(run.read_config(), Dist("cpu"), run, resume=True)
+    t.cfg.max_steps = 5
+    ahead = BatchPrefetcher(t, enabled=True)
+    got = [ahead.get(s) for s in (1, 2, 3, 4)]
+    ahead.close()
+    for s, host in zip((1, 2, 3, 4), got):
+        want = prepare_batch(t, s)
+        assert host.step == s and host.words == want.words
+        for a, b in zip(host.micro_batches, want.micro_batches):
+            assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.loss_weights, b.loss_weights)
+
+
+def test_attention_backend_and_compile_follow_the_device(tmp_path, data_dir):
+    from hybridlm.train import attention_backend
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert attention_backend(TrainConfig(), cuda, compiled=True) == "flex"
+    assert attention_backend(TrainConfig(), cuda, compiled=False) == "sdpa"  # eager FlexAttention is a slow reference
+    assert attention_backend(TrainConfig(), cpu, compiled=True) == "sdpa"
+    assert attention_backend(TrainConfig(attention="sdpa"), cuda, compiled=True) == "sdpa"
+    proc = hlm("train", "--data", data_dir, "--out", tmp_path / "f", "--attention", "flex", "--device", "cpu", check=False)
+    assert_one_line_error(proc, "--attention flex", "CUDA only")
+    assert not (tmp_path / "f").exists()
+    assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "g", "--attention", "fast", check=False),
+                          "unknown attention")

@@ -22,7 +22,7 @@ def _train_args(p: argparse.ArgumentParser):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         say = f"{HELP[f.name]}; " if f.name in HELP else ""
-        if isinstance(default, bool):
+        if isinstance(default, bool) or default is None:  # None: a bool whose default the device decides
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=say or None)
         elif isinstance(default, list):
             p.add_argument(flag, dest=f.name, action="append", default=None, help=f"{say or 'repeatable '}(default: {default})")

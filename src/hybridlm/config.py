@@ -67,7 +67,8 @@ class TrainConfig:
     document_mask: bool = True
     # run mechanics
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    compile: bool = False
+    compile: bool | None = None  # None: on CUDA only (torch.compile of each block)
+    attention: str = "auto"  # auto (flex when compiled on CUDA, else sdpa) | sdpa | flex
     device: str = "auto"
     distributed: str = "ddp"  # ddp | fsdp (under torchrun)
     eval_interval: int = 100
@@ -121,7 +122,8 @@ class TrainConfig:
         shape = {**PRESETS[self.preset], **self.model}
         if shape["d_model"] % shape["n_head"] or (shape["d_model"] // shape["n_head"]) % 2:
             raise UserError(f"d_model {shape['d_model']} must split into {shape['n_head']} heads of even size")
-        for name, allowed in (("precision", ("auto", "bf16", "fp32")), ("distributed", ("ddp", "fsdp"))):
+        for name, allowed in (("precision", ("auto", "bf16", "fp32")), ("distributed", ("ddp", "fsdp")),
+                              ("attention", ("auto", "sdpa", "flex"))):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r} (choose one of: {', '.join(allowed)})")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
@@ -179,6 +181,8 @@ HELP = {
     "prefix_max": "prefix LM: the longest prefix, as a fraction of the row",
     "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
+    "compile": "torch.compile each transformer block (default: on CUDA, off on CPU)",
+    "attention": "auto (FlexAttention when compiled on CUDA, else SDPA), sdpa or flex",
     "max_epochs": "stop after this many passes over the training tokens (BabyLM 2025: 10); alone, it sets max_steps",
 }
 
@@ -246,6 +250,11 @@ def merge_config(values: dict, base: TrainConfig | None = None, source: str = "c
     cfg = asdict(base) if base is not None else asdict(TrainConfig())
     for key, value in values.items():
         default = getattr(TrainConfig(), key)
+        if default is None:  # a bool that defaults to "decided by the device" (compile)
+            if value is not None and not isinstance(value, bool):
+                raise UserError(f"{key} in {source} must be true or false (got {value!r})")
+            cfg[key] = value
+            continue
         if isinstance(default, bool) != isinstance(value, bool):
             what = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
             raise UserError(f"{key} in {source} must be {what} (got {value!r})")

@@ -3,6 +3,10 @@
 Attention runs causal or bidirectional in the same weights, chosen per sequence, and can be
 restricted to each packed document (block-diagonal). The layout matches Llama's exactly
 (same norm, rotary convention and MLP), so a causal model exports to `LlamaForCausalLM`.
+
+Two attention backends compute the same function: SDPA with a dense boolean mask (CPU, and any
+device without compilation), and FlexAttention with a block mask built from the same rule, which
+skips the blocks nobody may see and keeps packed documents on a fused kernel (CUDA, compiled).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+ATTENTION_BACKENDS = ("sdpa", "flex")
 
 
 @dataclass
@@ -90,7 +96,10 @@ class Attention(nn.Module):
         v = qkv[2]
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        if isinstance(mask, BlockMask):
+            y = flex_attention(q, k, v, block_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -130,25 +139,42 @@ class KVCache:
         return self.k, self.v
 
 
-def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, device, prefix_lengths=None):
-    """Boolean SDPA mask [B, 1, T, T] (True = may attend), or (None, is_causal) when no mask is needed.
+def values_on_host(*tensors) -> bool:
+    """Whether reading these tensors' values costs no wait for a device (they live on the CPU)."""
+    return all(x.device.type == "cpu" for x in tensors if isinstance(x, torch.Tensor))
 
-    prefix_lengths [B]: a causal row also sees the first prefix_lengths[b] positions whatever its
-    place (a prefix LM: bidirectional inside the prefix, causal after it); 0 = plain causal."""
+
+def simplify_attention(is_causal, document_ids, prefix_lengths):
+    """(is_causal, document_ids, prefix_lengths) with what changes nothing dropped: one mode for
+    every row becomes a bool, one document per row and all-zero prefixes become None, so that SDPA's
+    mask-free (flash) kernels apply. It reads the tensors' values: training calls it on the host
+    (`Batch.to`), where that costs no device synchronisation."""
     if prefix_lengths is not None and not bool((prefix_lengths > 0).any()):
         prefix_lengths = None
     if document_ids is not None and bool((document_ids == document_ids[:, :1]).all()):
-        document_ids = None  # one document per row: SDPA's mask-free kernels apply
-    if document_ids is None and prefix_lengths is None:
-        if isinstance(is_causal, bool):
-            return None, is_causal
-        if bool(is_causal.all()):
-            return None, True
-        if not bool(is_causal.any()):
-            return None, False
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+        document_ids = None
+    if not isinstance(is_causal, bool) and bool((is_causal == is_causal[:1]).all()):
+        is_causal = bool(is_causal[0]) if len(is_causal) else True
+    return is_causal, document_ids, prefix_lengths
+
+
+def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, device, prefix_lengths=None,
+                   backend: str = "sdpa"):
+    """(mask, is_causal) for attention: (None, flag) when no mask is needed, else a boolean SDPA mask
+    [B, 1, T, T] (True = may attend) or, with backend="flex", a FlexAttention BlockMask of the same rule.
+
+    prefix_lengths [B]: a causal row also sees the first prefix_lengths[b] positions whatever its
+    place (a prefix LM: bidirectional inside the prefix, causal after it); 0 = plain causal.
+    Tensors on the CPU are simplified here; elsewhere they are taken as given (see simplify_attention)."""
+    if values_on_host(is_causal, document_ids, prefix_lengths):
+        is_causal, document_ids, prefix_lengths = simplify_attention(is_causal, document_ids, prefix_lengths)
+    if document_ids is None and prefix_lengths is None and isinstance(is_causal, bool):
+        return None, is_causal
     if isinstance(is_causal, bool):
         is_causal = torch.full((1,), is_causal, device=device)
+    if backend == "flex":
+        return _block_mask(is_causal, document_ids, prefix_lengths, seq_len, device), False
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
     # Rows in bidirectional mode see everything (in their document); causal rows the past only.
     mask = causal[None] | ~is_causal.view(-1, 1, 1)
     if prefix_lengths is not None:
@@ -156,6 +182,19 @@ def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, d
     if document_ids is not None:
         mask = mask & (document_ids[:, :, None] == document_ids[:, None, :])
     return mask[:, None], False
+
+
+def _block_mask(is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: int, device) -> BlockMask:
+    """The dense mask's rule as a FlexAttention mask_mod, evaluated block-sparsely."""
+    rows = max(len(is_causal), 1 if document_ids is None else len(document_ids), 1 if prefix_lengths is None else len(prefix_lengths))
+    is_causal = is_causal.expand(rows)
+    prefix = prefix_lengths if prefix_lengths is not None else torch.zeros(rows, dtype=torch.long, device=device)
+
+    def mask_mod(b, h, q, kv):
+        seen = (kv <= q) | ~is_causal[b] | (kv < prefix[b])
+        return seen & (document_ids[b, q] == document_ids[b, kv]) if document_ids is not None else seen
+
+    return create_block_mask(mask_mod, rows, None, seq_len, seq_len, device=device)
 
 
 class Transformer(nn.Module):
@@ -171,6 +210,7 @@ class Transformer(nn.Module):
         cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.attention_backend = "sdpa"  # or "flex" (set by training: CUDA with torch.compile)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -222,7 +262,8 @@ class Transformer(nn.Module):
             if T > 1:
                 raise ValueError("incremental decoding takes one token at a time")
         else:
-            mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device, prefix_lengths)
+            mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device, prefix_lengths,
+                                               self.attention_backend)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
         out = self.head(self.norm(x)) if logits else self.norm(x)

@@ -6,7 +6,14 @@ Loss weights are normalised over the global batch, so the gradient does not depe
 are split over processes and micro-batches; DDP's gradient mean is undone by scaling by N.
 
 The model and the objective's loss are one module (`ObjectiveLoss`), which DDP and FSDP2 wrap,
-as GIDD and torchtitan do; the transformer body is what `--compile` compiles.
+as GIDD and torchtitan do; each transformer block is what `--compile` compiles (on by default on
+CUDA), so the attention mask is built once per forward outside the compiled graphs.
+
+On a GPU the host prepares the next step's batch while the device trains on this one
+(`BatchPrefetcher`), and the step never waits for the device: positions are gathered by indices
+found on the host, statistics stay on the device until a log step, and a non-finite loss skips
+the optimizer step on the device (the fused AdamW's found_inf) and stops the run at the next log,
+evaluation or checkpoint, before anything is written.
 """
 
 from __future__ import annotations
@@ -57,8 +64,9 @@ class Dist:
         return self.rank == 0
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum over processes, on this process's device (NCCL reduces device tensors, gloo host ones)."""
         if self.world > 1:
-            t = t.clone()
+            t = t.to(self.device, copy=True)
             torch.distributed.all_reduce(t)
         return t
 
@@ -187,6 +195,7 @@ def epoch_cap_steps(cfg: TrainConfig) -> int:
 def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     """Everything that can be checked before the run folder is touched; returns the data manifest."""
     manifest = load_manifest(cfg.data)
+    attention_backend(cfg, dist.device, compiled=cfg.compile is not False)  # --attention flex needs CUDA
     if cfg.distill_from:
         from hybridlm.objectives.distill import Distiller
 
@@ -265,8 +274,12 @@ class Trainer:
     tokens_seen: int = 0
     words_seen: int = 0  # whitespace-separated words in the windows trained on (BabyLM's count)
     teacher_flops: float = 0.0  # distillation: forward FLOPs spent in the teachers so far
+    first_bad: torch.Tensor | None = None  # on the device: the first step whose loss was not finite (-1: none)
     elapsed_before: float = 0.0
     started: float = 0.0
+
+    def __post_init__(self):
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.dist.device)
 
     @property
     def counts_words(self) -> bool:
@@ -314,8 +327,13 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
         for block in model.blocks:
             fully_shard(block)
         fully_shard(module)
-    if cfg.compile:
-        model.compile()  # in place: parameter names (checkpoints, optimizer state) do not change
+    compiled = cfg.compile if cfg.compile is not None else dist.device.type == "cuda"
+    model.attention_backend = attention_backend(cfg, dist.device, compiled)
+    if compiled:
+        # each block in place (parameter names, checkpoints and optimizer state do not change); the
+        # mask is built outside, once per forward, and the fused head + CE stays eager
+        for block in [*model.blocks, *(head["block"] for head in model.mtp)]:
+            block.compile()
     if dist.world > 1 and not fsdp:
         module = torch.nn.parallel.DistributedDataParallel(module)
 
@@ -344,6 +362,16 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     return t
 
 
+def attention_backend(cfg: TrainConfig, device: torch.device, compiled: bool) -> str:
+    """FlexAttention where it is fast (compiled, on CUDA), SDPA elsewhere, unless the config says."""
+    if cfg.attention == "auto":
+        return "flex" if compiled and device.type == "cuda" else "sdpa"
+    if cfg.attention == "flex" and device.type != "cuda":
+        raise UserError("--attention flex trains on CUDA only (PyTorch's FlexAttention has no backward on the CPU); "
+                        "use --attention sdpa")
+    return cfg.attention
+
+
 def step_windows(t: Trainer, step: int):
     """(data, window indices) of the global batch of `step`: a pure function of (seed, step)."""
     first, L, n_rows = t.stage_at(step)
@@ -359,21 +387,69 @@ def step_words(t: Trainer, step: int) -> int:
 
 
 # ---------------------------------------------------------------- one step
-def train_step(t: Trainer) -> dict:
-    """One optimizer step on the global batch of step t.step; returns its statistics."""
+@dataclass
+class HostBatch:
+    """What the host prepares for one step: this process's micro-batches (corrupted; on CUDA already
+    on their way to the device) and the words in the global batch's windows."""
+
+    step: int
+    micro_batches: list
+    words: int
+
+
+def prepare_batch(t: Trainer, step: int) -> HostBatch:
+    """The host's share of step `step`: a pure function of (seed, step), so it can run ahead."""
+    cfg, dist = t.cfg, t.dist
+    _, L, n_rows = t.stage_at(step)
+    data, windows = step_windows(t, step)
+    batch = t.objective.corrupt(data.windows(windows), step_generator(cfg.seed, step), progress=step / cfg.max_steps)
+    batch = batch.rows(dist.rows(n_rows))
+    micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
+    parts = [batch.rows(slice(m, m + micro)) for m in range(0, len(batch) - micro + 1, micro)]
+    if dist.device.type == "cuda":  # scored positions and attention found on the host, pinned, copied without waiting
+        parts = [b.to(dist.device, non_blocking=True) for b in parts]
+    return HostBatch(step, parts, data.words(windows))
+
+
+class BatchPrefetcher:
+    """Prepares the next step's batch in a background thread while the device trains on this one.
+
+    Batches are a pure function of (seed, step), so a batch prepared ahead is the batch the step
+    would have made; on the CPU (where the thread would only take cores from the step) it is off."""
+
+    def __init__(self, t: Trainer, enabled: bool):
+        self.t, self.enabled = t, enabled
+        self.pool = None
+        self.pending = None  # (step, future)
+        if enabled:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlm-batches")
+
+    def get(self, step: int) -> HostBatch:
+        if not self.enabled:
+            return prepare_batch(self.t, step)
+        host = self.pending[1].result() if self.pending and self.pending[0] == step else prepare_batch(self.t, step)
+        self.pending = (step + 1, self.pool.submit(prepare_batch, self.t, step + 1)) if step + 1 < self.t.cfg.max_steps else None
+        return host
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
+    """One optimizer step on the global batch of step t.step. Returns its statistics as device
+    tensors (`read_record` turns them into numbers): nothing here waits for the device."""
     cfg, dist, step = t.cfg, t.dist, t.step
+    host = host if host is not None else prepare_batch(t, step)
     lr = lr_at(step, cfg)
     for g in t.optimizer.param_groups:
         g["lr"] = lr
-    _, L, n_rows = t.stage_at(step)
-    data, windows = step_windows(t, step)
-    ids = data.windows(windows)
-    batch = t.objective.corrupt(ids, step_generator(cfg.seed, step), progress=step / cfg.max_steps).rows(dist.rows(n_rows))
-    micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
-    n_micro = len(batch) // micro
+    n_micro = len(host.micro_batches)
     sums = None
-    for m in range(n_micro):
-        mb = batch.rows(slice(m * micro, (m + 1) * micro)).to(dist.device)
+    for m, part in enumerate(host.micro_batches):
+        mb = part.to(dist.device, non_blocking=True)
         no_sync = isinstance(t.module, torch.nn.parallel.DistributedDataParallel) and m < n_micro - 1
         with t.module.no_sync() if no_sync else contextlib.nullcontext():
             with t.amp:
@@ -381,12 +457,13 @@ def train_step(t: Trainer) -> dict:
             (loss * dist.world).backward()
         values = torch.stack([v.detach().double() for pair in metrics.values() for v in pair])
         sums = values if sums is None else sums + values
-    reduced = dist.all_reduce_sum(sums.cpu()).view(-1, 2).tolist()
-    stats = dict(zip(metrics, reduced))
-    loss_value = stats["loss"][0]
-    if not math.isfinite(loss_value):  # checked before the optimizer step: a bad step never touches the weights
-        t.optimizer.zero_grad(set_to_none=True)
-        raise UserError(f"loss became {loss_value} at step {step + 1}; lower --lr or use --precision fp32 (last checkpoint kept)")
+    reduced = dist.all_reduce_sum(sums)  # the same numbers on every process: all skip a bad step together
+    bad = ~torch.isfinite(reduced[0])  # the loss: checked before the optimizer step, which it may skip
+    t.first_bad = torch.where(bad & (t.first_bad < 0), step + 1, t.first_bad)
+    if t.optimizer.defaults.get("fused"):
+        t.optimizer.found_inf = bad.float()  # the fused AdamW skips the whole update on the device
+    else:  # FSDP2's (foreach) AdamW has no found_inf: this path waits for the device
+        check_finite(t)
     grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
     if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; its plain value may be one shard's part
         grad_norm = grad_norm.full_tensor()
@@ -394,13 +471,30 @@ def train_step(t: Trainer) -> dict:
     t.optimizer.zero_grad(set_to_none=True)
     t.step += 1
     t.tokens_seen += cfg.batch_size * cfg.seq_len
-    t.words_seen += data.words(windows)
-    record = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm}
-    record.update({k: s / max(c, 1) for k, (s, c) in stats.items() if k.startswith("ce_")})
-    if "kl" in stats:  # distillation: the KL term and what the teachers cost, for comparisons at equal compute
+    t.words_seen += host.words
+    if "kl" in metrics:  # distillation: what the teachers cost, for comparisons at equal compute
         t.teacher_flops += t.objective.distiller.flops(cfg.batch_size * cfg.seq_len)
-        record.update(kl=stats["kl"][0], teacher_flops=t.teacher_flops)
-    return record
+    return {"stats": reduced, "names": list(metrics), "lr": lr, "grad_norm": grad_norm}
+
+
+def check_finite(t: Trainer) -> None:
+    """Stop at the first non-finite loss (its optimizer step was skipped; the last checkpoint is kept).
+    Waits for the device: called at log steps, evaluations and checkpoints."""
+    if (bad := int(t.first_bad)) >= 0:
+        t.optimizer.zero_grad(set_to_none=True)
+        raise UserError(f"loss became non-finite (nan or inf) at step {bad}; lower --lr or use --precision fp32 "
+                        "(that step never reached the weights; last checkpoint kept)")
+
+
+def read_record(t: Trainer, record: dict) -> dict:
+    """The numbers of a step's record (a device synchronisation: log steps only)."""
+    check_finite(t)
+    stats = dict(zip(record["names"], record["stats"].view(-1, 2).tolist()))
+    out = {"loss": stats["loss"][0], "lr": record["lr"], "grad_norm": float(record["grad_norm"])}
+    out.update({k: v / max(c, 1) for k, (v, c) in stats.items() if k.startswith("ce_")})
+    if "kl" in stats:
+        out.update(kl=stats["kl"][0], teacher_flops=t.teacher_flops)
+    return out
 
 
 # ---------------------------------------------------------------- evaluation during training
@@ -442,6 +536,7 @@ def save(t: Trainer, names=(None,)):
     """Checkpoint the current step under each of `names` (None: step_N). Every process calls it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
+    check_finite(t)  # a run that went bad is never checkpointed
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_model_state_dict(t.model, options=opts), get_optimizer_state_dict(t.model, t.optimizer, options=opts)
     if t.dist.main:
@@ -506,6 +601,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
         print(f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {t.precision} | "
               f"{dist.world} process(es) on {dist.device.type} | {t.val_data.manifest['splits']['train']['tokens']:,} train tokens")
     t.started = time.time()
+    prefetch = BatchPrefetcher(t, enabled=dist.device.type == "cuda")
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not dist.main or quiet or None, desc=cfg.objective, dynamic_ncols=True)
     window_t, window_tokens, last = time.time(), 0, {}
     stopped = None
@@ -514,18 +610,19 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
             stopped = f"stopped at step {t.step} of {cfg.max_steps}: --max-epochs {cfg.max_epochs:g} reached"
             break
         words_before = t.words_seen
-        record = train_step(t)
+        record = train_step(t, prefetch.get(t.step))
         bar.update(1)
         window_tokens += cfg.batch_size * cfg.seq_len
         if t.step % cfg.log_interval == 0 or t.step in (cfg.max_steps, cap):
             now = time.time()
             tps = window_tokens / max(now - window_t, 1e-9)
             window_t, window_tokens = now, 0
-            record["grad_norm"] = float(record["grad_norm"])
+            record = read_record(t, record)
             words = {"words": t.words_seen} if t.counts_words else {}  # data prepared by an older hlm has no word counts
             log.write({"step": t.step, "tokens": t.tokens_seen, **words, **record, "tokens_per_s": tps, "elapsed": t.elapsed})
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
         if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or t.step in (cfg.max_steps, cap)):
+            check_finite(t)
             last = evaluate(t)
             log.write({"step": t.step, "tokens": t.tokens_seen, **last})
             if dist.main and not quiet:
@@ -540,6 +637,8 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
         if out_of_time:
             break
     bar.close()
+    prefetch.close()
+    check_finite(t)
     if stopped and dist.main and not quiet:
         print(f"hlm: {stopped} ({t.tokens_seen:,} tokens, {t.words_seen:,} words seen); "
               f"set --max-steps {cap} to fit the learning-rate schedule inside the cap", file=sys.stderr)

@@ -88,7 +88,7 @@ def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(runs, data_d
 
     export_run(runs["causal"], tmp_path / "hf")
     batch = _packed_batch(objective, load_manifest(data_dir)["vocab_size"])
-    select = batch.loss_weights > 0
+    select = (batch.loss_weights > 0).reshape(-1).nonzero().squeeze(1)
     hf, run = (Distiller.from_runs([p], data_dir, 32, "cpu", 0.5, 2.0) for p in (tmp_path / "hf", runs["causal"]))
     assert isinstance(hf.teachers[0], HFTeacher) and hf.parameters == run.parameters
     p_hf, p_run = hf.teacher_probs(batch, select, None), run.teacher_probs(batch, select, None)

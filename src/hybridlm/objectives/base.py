@@ -30,7 +30,7 @@ class Batch:
     input_ids: torch.Tensor  # [B, L] long — what the model sees
     targets: torch.Tensor  # [B, L] long — token to predict at each position
     loss_weights: torch.Tensor  # [B, L] float — 0 where there is no loss; sums to the batch loss
-    is_causal: torch.Tensor  # [B] bool — causal or bidirectional attention, per row
+    is_causal: torch.Tensor  # [B] bool — causal or bidirectional attention, per row (a bool once moved by `to`, when uniform)
     # [B, L] bool — the targets whose likelihood the loss is a per-token average of (bits per byte
     # counts their UTF-8 bytes); for a bound (diffusion) every token the bound covers
     token_mask: torch.Tensor
@@ -40,15 +40,44 @@ class Batch:
     extra_weights: torch.Tensor | None = None
     prefix_lengths: torch.Tensor | None = None  # [B] — causal rows see this many first positions bidirectionally (prefix LM)
 
+    # flat indices of the positions with a loss (weight > 0), found on the host by `to` so that the
+    # device never waits for a data-dependent shape (boolean indexing syncs a GPU with its host)
+    scored: torch.Tensor | None = None
+
     def rows(self, sl: slice) -> "Batch":
-        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[sl]) for f in fields(self)})
+        """Rows `sl` (host batches: `scored` is found again by `to`)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scored"}
+        return Batch(**{k: v[sl] if isinstance(v, torch.Tensor) else v for k, v in values.items()})
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
-        return Batch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device, non_blocking=non_blocking))
-                        for f in fields(self)})
+        """The batch on `device`, with what the device should not have to find out computed where the
+        batch is (the host, in training): `scored`, and the attention simplified (a uniform mode
+        becomes a bool, one document per row or no prefix becomes None). On CUDA the host tensors are
+        pinned first, so non_blocking copies overlap compute."""
+        from hybridlm import model
+
+        is_causal, document_ids, prefix_lengths, scored = self.is_causal, self.document_ids, self.prefix_lengths, self.scored
+        if scored is None:  # not done yet (a batch moved once is not looked at again)
+            scored = scored_positions(self.loss_weights)
+            if model.values_on_host(is_causal, document_ids, prefix_lengths):
+                is_causal, document_ids, prefix_lengths = model.simplify_attention(is_causal, document_ids, prefix_lengths)
+        given = {"scored": scored, "is_causal": is_causal, "document_ids": document_ids, "prefix_lengths": prefix_lengths}
+        pin = non_blocking and torch.device(device).type == "cuda"
+        moved = {}
+        for f in fields(self):
+            value = given[f.name] if f.name in given else getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                value = (value.pin_memory() if pin and value.device.type == "cpu" else value).to(device, non_blocking=non_blocking)
+            moved[f.name] = value
+        return Batch(**moved)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+
+def scored_positions(loss_weights: torch.Tensor) -> torch.Tensor:
+    """Flat indices (into [B * L]) of the positions with a loss."""
+    return (loss_weights > 0).reshape(-1).nonzero().squeeze(1)
 
 
 def maskable(ids: torch.Tensor) -> torch.Tensor:
@@ -127,30 +156,38 @@ class Objective:
             optional["mtp"] = True  # multi-token prediction: the extra heads' hidden states too
         hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, **optional)
         hidden, heads = hidden if batch.extra_targets is not None else (hidden, [])
-        select = batch.loss_weights > 0
-        # every position selected (causal): a reshape, not a gather whose backward zero-fills and scatters
-        h = hidden.reshape(-1, hidden.shape[-1]) if bool(select.all()) else hidden[select]
-        weights = batch.loss_weights[select]
+        # no data-dependent shapes from here on: gathers by host-computed indices, masks as products
+        scored = batch.scored if batch.scored is not None else scored_positions(batch.loss_weights)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        # every position scored (causal): a reshape, not a gather whose backward zero-fills and scatters
+        h = flat if scored.numel() == flat.shape[0] else flat.index_select(0, scored)
+        weights = batch.loss_weights.reshape(-1).index_select(0, scored)
+        targets = batch.targets.reshape(-1).index_select(0, scored)
         masked_column = SPECIAL["mask"] if self.forbid_mask_prediction else None
-        loss, ce = linear_cross_entropy(h, model.output_weight, batch.targets[select], weights, self.z_loss, masked_column)
-        causal_rows = batch.is_causal[:, None].expand_as(select)[select]
+        loss, ce = linear_cross_entropy(h, model.output_weight, targets, weights, self.z_loss, masked_column)
+        if isinstance(batch.is_causal, bool):  # one mode for every row (see Batch.to)
+            causal_rows = torch.full(scored.shape, float(batch.is_causal), device=scored.device)
+        else:
+            causal_rows = batch.is_causal[:, None].expand(batch.loss_weights.shape).reshape(-1).index_select(0, scored).float()
         one = torch.ones((), device=loss.device)
         extra = {}
         if self.distiller is not None and torch.is_grad_enabled():  # alpha * CE + (1 - alpha) * T^2 * KL(teachers || student)
             d = self.distiller
-            kl = d.kl(model.head(h), d.teacher_probs(batch, select, masked_column), masked_column)
+            kl = d.kl(model.head(h), d.teacher_probs(batch, scored, masked_column), masked_column)
             loss = d.alpha * loss + (1 - d.alpha) * d.temperature**2 * (weights.float() * kl).sum()
             extra["kl"] = ((weights.float() * kl).sum().detach(), one)
         for k, head in enumerate(heads):  # multi-token prediction: the extra heads' weighted CE, optimised, not reported as nll
-            sel = batch.extra_weights[..., k] > 0
-            head_loss, head_ce = linear_cross_entropy(head[sel], model.output_weight, batch.extra_targets[..., k][sel],
-                                                      batch.extra_weights[..., k][sel], 0.0, masked_column)
+            # every position, weight 0 where a head has no target (nearly all positions have one)
+            head_weights = batch.extra_weights[..., k].reshape(-1)
+            head_loss, head_ce = linear_cross_entropy(head.reshape(-1, head.shape[-1]), model.output_weight,
+                                                      batch.extra_targets[..., k].reshape(-1), head_weights, 0.0, masked_column)
             loss = loss + head_loss
-            extra[f"ce_mtp{k + 2}"] = (head_ce.sum(), sel.sum())
+            has = (head_weights > 0).float()
+            extra[f"ce_mtp{k + 2}"] = ((head_ce * has).sum(), has.sum())
         metrics = {"loss": (loss.detach(), one), "nll": ((weights.float() * ce).sum(), one), **extra}
-        for mode, rows in (("causal", causal_rows), ("masked", ~causal_rows)):
+        for mode, rows in (("causal", causal_rows), ("masked", 1 - causal_rows)):
             # always both keys, so every process all-reduces the same tensor shape
-            metrics[f"ce_{mode}"] = (ce[rows].sum(), rows.sum())
+            metrics[f"ce_{mode}"] = ((ce * rows).sum(), rows.sum())
         return loss, metrics
 
     # ------------------------------------------------------------ evaluation

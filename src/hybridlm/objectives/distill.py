@@ -58,7 +58,7 @@ class HFTeacher(torch.nn.Module):
     def num_parameters(self) -> int:
         return sum(x.numel() for x in self.model.parameters())
 
-    def scored_logits(self, batch, select: torch.Tensor) -> torch.Tensor:
+    def scored_logits(self, batch, scored: torch.Tensor) -> torch.Tensor:
         B, T = batch.input_ids.shape
         mask, causal = attention_mask(batch.is_causal, batch.document_ids, T, batch.input_ids.device, batch.prefix_lengths)
         if mask is None:  # one document per row: plain causal attention (hlm's is_causal=False rows are refused earlier)
@@ -66,16 +66,17 @@ class HFTeacher(torch.nn.Module):
         dtype = next(self.model.parameters()).dtype
         additive = None if mask is None else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
         logits = self.model(input_ids=batch.input_ids, attention_mask=additive).logits
-        return logits[select][:, : self.vocab_size].float()  # a padded embedding's extra rows are no tokens of ours
+        logits = logits.reshape(-1, logits.shape[-1]).index_select(0, scored)
+        return logits[:, : self.vocab_size].float()  # a padded embedding's extra rows are no tokens of ours
 
 
-def _scored_logits(teacher, batch, select: torch.Tensor) -> torch.Tensor:
-    """The teacher's fp32 logits at the selected positions of the student's batch."""
+def _scored_logits(teacher, batch, scored: torch.Tensor) -> torch.Tensor:
+    """The teacher's fp32 logits at the scored positions (flat indices) of the student's batch."""
     if isinstance(teacher, HFTeacher):
-        return teacher.scored_logits(batch, select)
+        return teacher.scored_logits(batch, scored)
     hidden = teacher(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids,
                      prefix_lengths=batch.prefix_lengths)
-    return teacher.head(hidden[select], fp32=True)
+    return teacher.head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored), fp32=True)
 
 
 class Distiller:
@@ -138,11 +139,11 @@ class Distiller:
                 raise UserError(f"teacher {path} has no checkpoint yet; train it first")
 
     @torch.no_grad()
-    def teacher_probs(self, batch, select: torch.Tensor, masked_column: int | None) -> torch.Tensor:
-        """The mean of the teachers' tempered distributions at the selected positions, fp32 [N, V]."""
+    def teacher_probs(self, batch, scored: torch.Tensor, masked_column: int | None) -> torch.Tensor:
+        """The mean of the teachers' tempered distributions at the scored positions (flat indices), fp32 [N, V]."""
         probs = None
         for teacher in self.teachers:
-            logits = _scored_logits(teacher, batch, select) / self.temperature
+            logits = _scored_logits(teacher, batch, scored) / self.temperature
             if masked_column is not None:
                 logits[:, masked_column] = float("-inf")
             p = torch.softmax(logits, -1)
