@@ -88,7 +88,7 @@ def main():
         rows.append((name, summary, result, time.time() - t0))
         print(f"{name}: val {summary['val_loss']:.3f}  bpb {summary.get('val_bpb', float('nan')):.3f}  "
               f"pairs {result['macro_accuracy']:.1%} ({result['scorer']})  {time.time() - t0:.0f}s", flush=True)
-    print("\n| run | parameters | val loss | val bits/byte | grammar pairs (scorer) | teacher FLOPs |")
+    print("\n| run | parameters | val loss | val bits/byte | minimal pairs (scorer) | teacher FLOPs |")
     print("|---|---|---|---|---|---|")
     for name, s, r, _ in rows:
         bpb = f"{s['val_bpb']:.3f}" if "val_bpb" in s else "—"
