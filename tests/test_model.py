@@ -107,3 +107,22 @@ def test_flex_attention_equals_sdpa(case):
     model.attention_backend = "sdpa"
     with torch.no_grad():
         assert (model(ids, is_causal=True) - dense).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_a_block_compiles_without_graph_breaks(backend):
+    """What `--compile` compiles (each block) is one graph, whichever attention mask it is given;
+    the masks themselves are built outside, once per forward. (Dynamo's tracing only: no codegen.)"""
+    from hybridlm.model import attention_mask
+
+    torch.manual_seed(0)
+    model = build_model("tiny", 300)
+    if backend == "flex":
+        model.requires_grad_(False)  # PyTorch's FlexAttention has no backward on the CPU
+    B, T = 4, 64
+    x, cos, sin = torch.randn(B, T, 64), model.rope_cos[:T], model.rope_sin[:T]
+    docs = torch.cumsum((torch.rand(B, T) < 0.05).int(), -1)
+    for rows, documents, prefix in ((True, None, None), (torch.tensor([True, False, True, True]), docs, torch.tensor([0, 0, 5, 0]))):
+        mask, flag = attention_mask(rows, documents, T, "cpu", prefix, backend=backend)
+        explained = torch._dynamo.explain(model.blocks[0])(x, cos, sin, mask, flag)
+        assert explained.graph_break_count == 0, explained.break_reasons

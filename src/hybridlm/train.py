@@ -424,7 +424,10 @@ class BatchPrefetcher:
         if enabled:
             from concurrent.futures import ThreadPoolExecutor
 
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlm-batches")
+            # the thread's CUDA device is this process's (as DataLoader's pin-memory thread does): a new
+            # thread starts on cuda:0, and pinning there would open a context on another rank's GPU
+            init = (torch.cuda.set_device, (t.dist.device,)) if t.dist.device.type == "cuda" else (None, ())
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlm-batches", initializer=init[0], initargs=init[1])
 
     def get(self, step: int) -> HostBatch:
         if not self.enabled:
