@@ -19,8 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
-ATTENTION_BACKENDS = ("sdpa", "flex")
-
 
 @dataclass
 class ModelConfig:
