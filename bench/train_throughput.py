@@ -83,6 +83,9 @@ def main():
     ap.add_argument("--large", action="store_true", help="also the larger shape (base preset, seq 256) for MFU")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models (each side's best setting on some machines)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: compiled, every objective at small and base)")
+    ap.add_argument("--objectives", default="causal,masked,hybrid,diffusion,mntp,prefix",
+                    help="comma-separated (a GPU session's time is short: each row compiles two models)")
+    ap.add_argument("--presets", default="small,base", help="with --large or on cuda: which of small,base to run")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
     if cuda:  # the GPU shapes: GPT-BERT's batch of 128 x 512 at small, 32 x 512 at base; compiled
@@ -96,13 +99,14 @@ def main():
             "|---|---|---|---|---|---|---|---|---|---|"]
     notes = [f"both sides {mode}; bf16 autocast, fused AdamW, clip 2.0", f"bf16 matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)"]
     shapes = [("small", a.seq_len, a.batch)] + ([("base", a.seq_len if cuda else 256, a.batch // 4 if cuda else 8)] if a.large else [])
-    every = ("causal", "masked", "hybrid", "diffusion", "mntp", "prefix")
+    shapes = [sh for sh in shapes if sh[0] in a.presets.split(",")]
+    every = tuple(x for x in a.objectives.split(",") if x)
     for preset, L, B in shapes:
         ids = torch.randint(5, V, (B, L + 1), generator=g)
         ids[:, 0] = 1
         if cuda:  # packed documents, as prepared data has them (a BabyLM line is ~20 tokens; here ~128)
             ids[:, 1:][torch.rand(B, L, generator=g) < 1 / 128] = 1
-        for objective in (every if preset == "small" or cuda else ("causal",)):
+        for objective in (every if preset == "small" or cuda else every[:1]):
             torch.manual_seed(0)
             ours = build_model(preset, V, min_seq_len=L).to(a.device)
             obj = objective_class(objective)(V)
