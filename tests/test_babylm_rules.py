@@ -195,3 +195,23 @@ def test_eval_all_checkpoints_is_resumable_and_reported(words_run, tmp_path):
     hlm("report", run, "--out", tmp_path / "rep", "--no-samples")
     assert (tmp_path / "rep" / "learning_curves.png").is_file()
     assert "| run | causal | blimp | 50K: " in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_eval_all_checkpoints_reads_surprisals_once_per_checkpoint(words_run, tmp_path, monkeypatch):
+    """Eye tracking and self-paced reading are two regressions on one pass of surprisals."""
+    from hybridlm.evaluate import babylm
+
+    source = SHARED / "babylm-2025" / "fast_eval" / "reading" / "reading_data.csv"
+    if not source.is_file():
+        pytest.skip(f"{source} not found (BabyLM 2025 data lives in ../shared)")
+    (tmp_path / "fast" / "reading").mkdir(parents=True)
+    lines = source.read_text(encoding="utf-8").splitlines()
+    (tmp_path / "fast" / "reading" / "reading_data.csv").write_text("\n".join(lines[:41]) + "\n", encoding="utf-8")
+    calls = []
+    real = babylm._reading_surprisals
+    monkeypatch.setattr(babylm, "_reading_surprisals", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run = tmp_path / "run"
+    shutil.copytree(words_run, run)
+    results = babylm.evaluate_checkpoints(run, tmp_path / "fast", log=lambda *_: None)
+    assert len(results) == 2 and len(calls) == 2  # one pass per checkpoint, not one per reading task
+    assert all(set(r["tasks"]) == {"reading_eye_tracking", "reading_self_paced"} for r in results)

@@ -312,10 +312,12 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
         todo = [t for t in names if t not in done["tasks"]]
         if todo:
             lm = RunLM(run.path, device, precision, checkpoint=path.name)
-            for task in todo:
-                r = evaluate_babylm(lm, data_dir, [task], resolved, "hlm", samples, progress)
-                done["tasks"][task] = r["tasks"][task]
-                run.write_eval(target, done)  # after each task: a killed evaluation loses at most one task
+            # the reading tasks share one pass of surprisals, so they are scored together
+            reading = [t for t in todo if t.startswith("reading")]
+            for group in [[t] for t in todo if t not in reading] + ([reading] if reading else []):
+                r = evaluate_babylm(lm, data_dir, group, resolved, "hlm", samples, progress)
+                done["tasks"].update({task: r["tasks"][task] for task in group})
+                run.write_eval(target, done)  # after each task: a killed evaluation loses at most one task (or the reading pair)
         log(f"{path.name} ({state.get('words_seen', 0):,} words): " + ", ".join(
             f"{t} {_fmt(done['tasks'][t])}" for t in names if t in done["tasks"]) + (" (kept)" if not todo else ""))
         results.append(done)
