@@ -132,4 +132,11 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
     assert_one_line_error(hlm("train", *common, "--out", tmp_path / "b", "--distill-from", other, check=False), "causal LM")
-    assert not any((tmp_path / n).exists() for n in "mopb")
+    # damaged weights: refused from the header, before the run folder exists
+    damaged = tmp_path / "damaged"
+    export_run(runs["causal"], damaged)
+    data = (damaged / "model.safetensors").read_bytes()
+    (damaged / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "d", "--distill-from", damaged, check=False),
+                          "not a readable safetensors file")
+    assert not any((tmp_path / n).exists() for n in "mopbd")

@@ -49,7 +49,7 @@ class HFTeacher(torch.nn.Module):
             config = transformers.AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(
                 p, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=torch.float32).to(device).eval()
-        except (ValueError, OSError, KeyError) as e:
+        except Exception as e:  # a model folder from elsewhere can fail in any layer of transformers: one line, not a traceback
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"cannot load the teacher in {p} as a causal LM: {msg[:160]}") from None
         self.vocab_size = len(vocab)
@@ -123,9 +123,19 @@ class Distiller:
                 if attention != "causal":
                     raise UserError(f"teacher {path} is a Hugging Face causal LM and the objective trains {attention} rows; "
                                     "distil it into a causal or prefix student, or distil from hlm runs")
-                if not any(Path(path).glob("*.safetensors")):
+                weights = sorted(Path(path).glob("*.safetensors"))
+                if not weights:
                     raise UserError(f"teacher {path} has no .safetensors weights; hlm loads no pickled weights "
                                     "(save it with save_pretrained(safe_serialization=True))")
+                for w in weights:  # the header and the data's extent, read before the run folder is made
+                    try:
+                        from safetensors import safe_open
+
+                        with safe_open(str(w), "pt") as f:
+                            f.keys()
+                    except Exception as e:  # safetensors' own errors name the damage
+                        raise UserError(f"teacher {path}: {w.name} is not a readable safetensors file "
+                                        f"({str(e).splitlines()[0][:100]}); re-save the model") from None
                 if load_tokenizer(path).get_vocab() != load_tokenizer(Path(data_dir)).get_vocab():
                     raise UserError(f"teacher {path} has another vocabulary than the data's tokenizer; distil from models on the same tokenizer")
                 continue
