@@ -21,15 +21,16 @@ from hybridlm.errors import UserError
 from hybridlm.model import attention_mask
 
 
-def is_hf_model(path) -> bool:
-    """A Hugging Face model folder: its config.json names a model_type (an hlm run's names an objective)."""
+def hf_config(path) -> dict | None:
+    """The config.json of a Hugging Face model folder (it names a model_type; an hlm run's names an
+    objective), or None when `path` is not one."""
     import json
 
     try:
         config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "model_type" in config and "objective" not in config
+        return None
+    return config if isinstance(config, dict) and "model_type" in config and "objective" not in config else None
 
 
 class HFTeacher(torch.nn.Module):
@@ -40,7 +41,7 @@ class HFTeacher(torch.nn.Module):
     as an additive 4D mask, which transformers uses as given.
     """
 
-    def __init__(self, path, vocab: dict[str, int], device):
+    def __init__(self, path, vocab_size: int, device):
         super().__init__()
         import transformers
 
@@ -52,17 +53,16 @@ class HFTeacher(torch.nn.Module):
         except Exception as e:  # a model folder from elsewhere can fail in any layer of transformers: one line, not a traceback
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"cannot load the teacher in {p} as a causal LM: {msg[:160]}") from None
-        self.vocab_size = len(vocab)
+        self.vocab_size = vocab_size
         self.max_len = getattr(config, "max_position_embeddings", None) or 0
 
     def num_parameters(self) -> int:
         return sum(x.numel() for x in self.model.parameters())
 
     def scored_logits(self, batch, scored: torch.Tensor) -> torch.Tensor:
-        B, T = batch.input_ids.shape
-        mask, causal = attention_mask(batch.is_causal, batch.document_ids, T, batch.input_ids.device, batch.prefix_lengths)
-        if mask is None:  # one document per row: plain causal attention (hlm's is_causal=False rows are refused earlier)
-            mask = torch.ones(T, T, dtype=torch.bool, device=batch.input_ids.device).tril()[None, None] if causal else None
+        T = batch.input_ids.shape[1]
+        # no mask: plain causal attention, the model's own (bidirectional students are refused by `check`)
+        mask, _ = attention_mask(batch.is_causal, batch.document_ids, T, batch.input_ids.device, batch.prefix_lengths)
         dtype = next(self.model.parameters()).dtype
         additive = None if mask is None else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
         logits = self.model(input_ids=batch.input_ids, attention_mask=additive).logits
@@ -94,8 +94,8 @@ class Distiller:
 
         teachers = []
         for path in paths:
-            if is_hf_model(path):
-                model = HFTeacher(path, load_tokenizer(Path(data_dir)).get_vocab(), device)
+            if hf_config(path) is not None:
+                model = HFTeacher(path, load_tokenizer(Path(data_dir)).get_vocab_size(), device)
                 context = model.max_len
             else:
                 model = RunDir(path).load(str(device)).model
@@ -113,10 +113,9 @@ class Distiller:
         from hybridlm.tokenizer import load_tokenizer, tokenizer_hash as hash_of
 
         for path in paths:
-            if is_hf_model(path):
-                import json
-
-                archs = " ".join(json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("architectures") or [])
+            config = hf_config(path)
+            if config is not None:
+                archs = " ".join(config.get("architectures") or [])
                 if "CausalLM" not in archs:
                     raise UserError(f"teacher {path} is a {archs or 'model of no stated architecture'}; a Hugging Face teacher "
                                     "must be a causal LM (distil other objectives from hlm runs)")
