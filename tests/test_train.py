@@ -322,8 +322,7 @@ def test_the_device_part_of_a_step_never_waits_for_the_host(tmp_path, data_dir, 
     run = RunDir(tmp_path / "r")
     t = setup(run.read_config(), Dist("cpu"), run, resume=True)
     t.cfg.max_steps = 3
-    host = prepare_batch(t, t.step)
-    host.micro_batches = [b.to("cpu") for b in host.micro_batches]  # the host's part of the move (on CUDA: prepare_batch's)
+    host = prepare_batch(t, t.step)  # the host's part, moves included
     monkeypatch.setattr(model_module, "values_on_host", lambda *tensors: False)
     with _HostSyncs() as syncs:
         record = train_step(t, host)

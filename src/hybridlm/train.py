@@ -389,8 +389,8 @@ def step_words(t: Trainer, step: int) -> int:
 # ---------------------------------------------------------------- one step
 @dataclass
 class HostBatch:
-    """What the host prepares for one step: this process's micro-batches (corrupted; on CUDA already
-    on their way to the device) and the words in the global batch's windows."""
+    """What the host prepares for one step: this process's micro-batches (corrupted, and on the
+    device or on their way there) and the words in the global batch's windows."""
 
     step: int
     micro_batches: list
@@ -405,9 +405,8 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
     batch = t.objective.corrupt(data.windows(windows), step_generator(cfg.seed, step), progress=step / cfg.max_steps)
     batch = batch.rows(dist.rows(n_rows))
     micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
-    parts = [batch.rows(slice(m, m + micro)) for m in range(0, len(batch) - micro + 1, micro)]
-    if dist.device.type == "cuda":  # scored positions and attention found on the host, pinned, copied without waiting
-        parts = [b.to(dist.device, non_blocking=True) for b in parts]
+    # scored positions and attention found here on the host; on CUDA pinned and copied without waiting
+    parts = [batch.rows(slice(m, m + micro)).to(dist.device, non_blocking=True) for m in range(0, len(batch) - micro + 1, micro)]
     return HostBatch(step, parts, data.words(windows))
 
 
@@ -451,8 +450,7 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
         g["lr"] = lr
     n_micro = len(host.micro_batches)
     sums = None
-    for m, part in enumerate(host.micro_batches):
-        mb = part.to(dist.device, non_blocking=True)
+    for m, mb in enumerate(host.micro_batches):
         no_sync = isinstance(t.module, torch.nn.parallel.DistributedDataParallel) and m < n_micro - 1
         with t.module.no_sync() if no_sync else contextlib.nullcontext():
             with t.amp:
