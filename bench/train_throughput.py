@@ -77,8 +77,8 @@ def step_flops(n_params, head_params, cfg, batch, seq_len, head_positions):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=None, help="default 16 (cuda: 128)")
+    ap.add_argument("--seq-len", type=int, default=None, help="default 128 (cuda: 512)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--large", action="store_true", help="also the larger shape (base preset, seq 256) for MFU")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models (each side's best setting on some machines)")
@@ -88,9 +88,10 @@ def main():
     ap.add_argument("--presets", default="small,base", help="with --large or on cuda: which of small,base to run")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
-    if cuda:  # the GPU shapes: GPT-BERT's batch of 128 x 512 at small, 32 x 512 at base; compiled
+    # the GPU shapes: GPT-BERT's batch of 128 x 512 at small, 32 x 512 at base; compiled
+    a.batch, a.seq_len = a.batch or (128 if cuda else 16), a.seq_len or (512 if cuda else 128)
+    if cuda:
         a.compile, a.large = True, True
-        a.batch, a.seq_len = (a.batch if a.batch != 16 else 128), (a.seq_len if a.seq_len != 128 else 512)
     torch.manual_seed(0)
     peak = bf16_peak_tflops(device=a.device)
     g = torch.Generator().manual_seed(0)
