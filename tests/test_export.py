@@ -21,17 +21,20 @@ def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
     with torch.no_grad():
         want = ours(ids, is_causal=False, logits=True)
         got = hf(ids).logits
-    if objective == "hybrid":  # masked next-token prediction, moved to the predicted position
-        assert torch.allclose(got[:, 1:], want[:, :-1], atol=1e-4)
-    else:
-        assert torch.allclose(got, want, atol=1e-4)
+    # as the run computes them: for the hybrid's MNTP view, position i predicts token i+1 (GPT-BERT's
+    # layout, which the official pipeline's mntp backend reads at i-1)
+    assert torch.allclose(got, want, atol=1e-4)
+    config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=True)
+    assert config.mntp is (objective == "hybrid") and not hasattr(config, "mntp_shift")
     tok = transformers.AutoTokenizer.from_pretrained(path)
     assert tok.mask_token_id == 3
-    # the exported model scores like the run: PLL for masked, MNTP for hybrid
+    # the exported model scores like the run, read as what it is: PLL for masked, MNTP for hybrid
     sentences = ["the cat sleeps .", "a boy sees himself ."]
     if objective != "diffusion":
         scorer = "pll" if objective == "masked" else "mntp"
-        assert score_sentences(HFLM(path, trust_remote_code=True), sentences, "pll") == pytest.approx(score_sentences(RunLM(runs[objective]), sentences, scorer), abs=1e-4)
+        exported = HFLM(path, trust_remote_code=True)
+        assert exported.scorers[0] == scorer
+        assert score_sentences(exported, sentences) == pytest.approx(score_sentences(RunLM(runs[objective]), sentences, scorer), abs=1e-4)
 
 
 def test_model_code_runs_only_when_asked(runs, tmp_path):

@@ -278,11 +278,12 @@ def _add_eval_commands(sub):
     bb = ev.add_parser("babylm", help="the BabyLM 2025 zero-shot suite (BLiMP, supplement, EWoK, entity tracking, WUG, reading)")
     _model_args(bb)
     bb.add_argument("--data", required=True, help="a BabyLM evaluation folder, e.g. ../shared/data/babylm-2025/fast_eval")
-    bb.add_argument("--tasks", default=None, help="comma-separated: blimp,supplement,ewok,entity_tracking,wug_adj,"
-                    "reading_eye_tracking,reading_self_paced (default: every task found)")
+    bb.add_argument("--tasks", default=None, help="comma-separated: blimp,supplement,ewok,entity_tracking,wug_adj,wug_past,"
+                    "comps,reading_eye_tracking,reading_self_paced,aoa (default: every task found; aoa with --all-checkpoints)")
     bb.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo (default: by objective)")
     bb.add_argument("--convention", default="hlm", choices=["hlm", "official"],
-                    help="hlm: explicit <s>, fp32, ties never correct (default)")
+                    help="hlm: explicit <s>, fp32, ties never correct (default); official: the official pipeline's numbers "
+                    "on its backends (scorer causal = causal, pll = mlm, mntp = mntp; ties counted correct)")
     bb.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
     bb.add_argument("--all-checkpoints", action="store_true",
                     help="BabyLM 2025 learning curves: every words_N checkpoint of --run, resumably (RUN/eval/checkpoints/)")

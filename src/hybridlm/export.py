@@ -4,7 +4,9 @@ What a run exports to is its objective's answer. Causal-attention models (causal
 `LlamaForCausalLM` with no custom code: the core model uses Llama's RMSNorm, rotary convention and
 SwiGLU, so the mapping is a renaming plus splitting the fused q/k/v and gate/up projections.
 Bidirectional ones (masked, diffusion, and a hybrid run's masked view in OUT/masked_lm/) ship a
-small trust_remote_code class loadable by `AutoModelForMaskedLM`. The tokenizer is written as a PreTrainedTokenizerFast.
+small trust_remote_code class loadable by `AutoModelForMaskedLM`; an MNTP view (hybrid, mntp) keeps
+GPT-BERT's layout (position i predicts token i+1), as the official pipeline's `mntp` backend reads
+it. The tokenizer is written as a PreTrainedTokenizerFast.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from safetensors.torch import save_file
 
 from hybridlm.errors import UserError
 from hybridlm.runs import load_run
-from hybridlm.tokenizer import TOKENIZER_FILE, _write_hf_files, special_ids
+from hybridlm.tokenizer import TOKENIZER_FILE, _write_hf_files, load_tokenizer, special_ids, with_bos
 
 
 def llama_state_dict(model) -> dict[str, torch.Tensor]:
@@ -80,7 +82,9 @@ def _export_masked(run, out: Path):
         "architectures": ["HybridLMForMaskedLM"],
         "model_type": "hybridlm",
         "objective": run.objective.name,
-        "mntp_shift": run.objective.infill_shift == 1,
+        # GPT-BERT's layout: an MNTP model's logits at position i predict token i+1 (no shift in the
+        # export), which the official pipeline's mntp backend reads at i-1 (score it with --backend mntp)
+        "mntp": run.objective.infill_shift == 1,
         "auto_map": {"AutoConfig": "configuration_hybridlm.HybridLMConfig",
                      "AutoModelForMaskedLM": "modeling_hybridlm.HybridLMForMaskedLM"},
         "bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"],
@@ -92,14 +96,7 @@ def _export_masked(run, out: Path):
 
 
 def _write_tokenizer(src: Path, out: Path):
-    """The run's tokenizer, adding <s> before each text as every training document began, so that
-    tools that tokenize with special tokens (the BabyLM pipeline, lm-eval) condition on it as hlm does."""
-    from tokenizers import Tokenizer, processors
-
-    tok = Tokenizer.from_file(str(src))
-    template = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", special_ids()["bos"])])
-    tok.post_processor = processors.Sequence([tok.post_processor, template]) if tok.post_processor is not None else template
-    tok.save(str(out / TOKENIZER_FILE))
+    with_bos(load_tokenizer(src)).save(str(out / TOKENIZER_FILE))
     _write_hf_files(out)
 
 

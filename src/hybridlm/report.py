@@ -18,9 +18,11 @@ from hybridlm.runs import RunDir
 def _read_run(path: Path) -> dict:
     run = RunDir(path).require()
     cfg = run.read_config()
-    blimp, ppl, babylm, finetuned = [], None, [], []  # every result the run holds (a hybrid has causal and MNTP scores)
+    blimp, ppl, babylm, finetuned, aoa = [], None, [], [], []  # every result the run holds (a hybrid has causal and MNTP scores)
     for _, data in run.read_evals():
-        if "seeds" in data and "task" in data:
+        if data.get("task") == "aoa" and isinstance(data.get("words"), dict):
+            aoa.append(data)
+        elif "seeds" in data and "task" in data:
             finetuned.append(data)
         elif "paradigms" in data:
             blimp.append(data)
@@ -29,7 +31,7 @@ def _read_run(path: Path) -> dict:
         elif "file" in data and "bytes" in data:
             ppl = data
     return {"name": run.path.name, "path": run.path, "config": cfg.to_dict(), "metrics": run.read_metrics(), "blimp": blimp, "ppl": ppl,
-            "babylm": babylm, "finetune": finetuned, "curves": _curves(run)}
+            "babylm": babylm, "finetune": finetuned, "curves": _curves(run), "aoa": aoa}
 
 
 def _curves(run: RunDir) -> dict:
@@ -133,6 +135,21 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         fig.savefig(out / "learning_curves.png", dpi=110)
         plt.close(fig)
         made.append("learning_curves.png")
+    with_aoa = [(r["name"], a) for r in runs for a in r["aoa"]]
+    if with_aoa:
+        fig, axes = plt.subplots(1, len(with_aoa), figsize=(4 * len(with_aoa) + 1, 3.8), squeeze=False)
+        for ax, (name, a) in zip(axes[0], with_aoa):
+            pairs = [p for p in a["words"].values() if isinstance(p, dict) and {"model", "child"} <= set(p)]
+            ax.scatter([p["child"] for p in pairs], [p["model"] for p in pairs], s=12)
+            r = "n/a" if a.get("value") is None else f"{a['value']:.2f}"
+            ax.set_title(f"{name} ({a.get('scorer', '?')}): r = {r}, {len(pairs)} words", fontsize=9)
+            ax.set_xlabel("children's AoA (months)", fontsize=8)
+            ax.set_ylabel("model AoA (log10 words seen)", fontsize=8)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "aoa.png", dpi=110)
+        plt.close(fig)
+        made.append("aoa.png")
     return made
 
 
@@ -194,6 +211,13 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
         for name, scorer, task, points in curve_rows:
             cells = ", ".join(f"{c.removeprefix('words_') or w}: {_value(v, m)}" for w, v, m, c in points)
             lines.append(f"| {name} | {scorer} | {task} | {cells} |")
+    aoa_rows = [(r["name"], a) for r in runs for a in r["aoa"]]
+    if aoa_rows:
+        lines += ["", "Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):", "",
+                  "| run | scorer | Pearson r (model vs child AoA) | words | note |", "|---|---|---|---|---|"]
+        for name, a in aoa_rows:
+            r = "n/a" if a.get("value") is None else f"{a['value']:.3f}"
+            lines.append(f"| {name} | {a.get('scorer', '?')} | {r} | {a.get('n_words', 0)} | {a.get('note', '')} |")
     ft_rows = [(r["name"], f) for r in runs for f in r["finetune"]]
     if ft_rows:
         lines += ["", "Fine-tuning (hlm finetune; best epoch on validation):", "",

@@ -92,23 +92,40 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
     return tok
 
 
+# what transformers needs besides tokenizer.json (tokenizer_config.json) to load an hlm tokenizer
+HF_SPECIAL = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "mask_token": MASK, "unk_token": UNK}
+HF_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast", **HF_SPECIAL, "model_max_length": 1_000_000_000,
+             "clean_up_tokenization_spaces": False}
+
+
 def _write_hf_files(out: Path) -> None:
     """Small JSON files so `transformers.PreTrainedTokenizerFast.from_pretrained(out)` works."""
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": BOS,
-        "eos_token": EOS,
-        "pad_token": PAD,
-        "mask_token": MASK,
-        "unk_token": UNK,
-        "model_max_length": 1_000_000_000,
-        "clean_up_tokenization_spaces": False,
-    }
     from hybridlm.files import atomic_write_json
 
-    atomic_write_json(out / "tokenizer_config.json", config)
-    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "mask_token": MASK, "unk_token": UNK}
-    atomic_write_json(out / "special_tokens_map.json", special)
+    atomic_write_json(out / "tokenizer_config.json", HF_CONFIG)
+    atomic_write_json(out / "special_tokens_map.json", HF_SPECIAL)
+
+
+def with_bos(tok: Tokenizer) -> Tokenizer:
+    """The tokenizer as exports write it: <s> added before each text (as every training document
+    began), so tools that tokenize with special tokens (the BabyLM pipeline, lm-eval) condition on
+    it as hlm does."""
+    template = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                             special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))])
+    tok = Tokenizer.from_str(tok.to_str())
+    tok.post_processor = processors.Sequence([tok.post_processor, template]) if tok.post_processor is not None else template
+    return tok
+
+
+def hf_tokenizer(path):
+    """The `transformers` tokenizer an export of this tokenizer loads as, built in memory: what the
+    official BabyLM pipeline tokenizes with (`--convention official` on a run)."""
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:
+        raise UserError("this needs transformers: pip install 'hybridlm[hf]'") from None
+    config = {k: v for k, v in HF_CONFIG.items() if k != "tokenizer_class"}
+    return PreTrainedTokenizerFast(tokenizer_object=with_bos(load_tokenizer(path)), **config)
 
 
 def load_tokenizer(path) -> Tokenizer:

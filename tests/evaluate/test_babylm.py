@@ -144,54 +144,14 @@ def test_bad_task_data_is_one_line_naming_file_and_line(runs, tmp_path):
     assert_one_line_error(hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, "--tasks", "glue", check=False), "unknown task")
 
 
-def _official_causal_accuracy(model_dir, items):
-    """The official pipeline's causal backend, written from its source (dataset.process_causal_sentences,
-    get_causal_collate_fn, compute_causal_results, rank_and_evaluate): one item at a time."""
-    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    by_uid = {}
-    for sentences, completions, uid in items:
-        scores = []
-        for sentence, completion in zip(sentences, completions):
-            out = tok(sentence, return_offsets_mapping=True)
-            tokens, offsets = out["input_ids"], out["offset_mapping"]
-            start_char_idx = len(sentence) - len(completion) + offsets[0][0]
-            phrase_mask = [1 if end > start_char_idx else 0 for _, end in offsets]
-            inputs, targets, mask = torch.tensor([tokens[:-1]]), torch.tensor([tokens[1:]]), torch.tensor([phrase_mask[1:]])
-            with torch.no_grad():
-                logp = torch.log_softmax(model(input_ids=inputs).logits, -1)
-            scores.append((logp.gather(-1, targets[..., None])[..., 0] * mask).sum(1))
-        chosen = torch.max(torch.stack(scores, 1), 1)[1].item()
-        by_uid.setdefault(uid, []).append(chosen == 0)
-    return {k: sum(v) / len(v) for k, v in by_uid.items()}
-
-
-def test_official_convention_gives_the_official_pipelines_accuracy(hf_causal, small_fast_eval):
-    result = evaluate_babylm(HFLM(hf_causal), small_fast_eval, ["blimp", "supplement", "entity_tracking"], convention="official")
-    assert result["convention"] == "official"
-    for task, folder in (("blimp", "blimp_fast"), ("supplement", "supplement_fast"), ("entity_tracking", "entity_tracking_fast")):
-        items = []
-        for f in sorted((small_fast_eval / folder).glob("*.jsonl")):
-            for line in f.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
-                if task == "entity_tracking":
-                    items.append(([row["input_prefix"] + o for o in row["options"]], row["options"], f"{f.stem}_{row['numops']}_ops"))
-                else:
-                    pair = [row["sentence_good"], row["sentence_bad"]]
-                    items.append((pair, pair, row.get("UID", f.stem)))
-        want = _official_causal_accuracy(hf_causal, items)
-        got = result["tasks"][task]["subsets"]
-        for uid, acc in want.items():
-            assert got[uid] == pytest.approx(acc), (task, uid)
-
-
 def test_exports_add_bos_so_the_official_convention_scores_like_hlm(runs, small_fast_eval, tmp_path):
     hlm("export", "--run", runs["causal"], "--out", tmp_path / "hf")
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert tok("the cat sleeps .")["input_ids"][0] == 1  # <s>, as every training document began
     lm = HFLM(tmp_path / "hf")
     texts = [("the cat sleeps .", 0, None), ("Box 0 contains the cat. Box 0 contains the cat.", 24, None)]
-    from hybridlm.evaluate.babylm import official_causal_scores
+    from hybridlm.evaluate.official import completion_scores
 
-    assert official_causal_scores(lm, texts) == pytest.approx(score_completions(lm, texts, "causal"), abs=1e-5)
+    assert completion_scores(lm, texts, "causal") == pytest.approx(score_completions(lm, texts, "causal"), abs=1e-5)
+    assert completion_scores(RunLM(runs["causal"]), texts, "causal") == pytest.approx(score_completions(lm, texts, "causal"), abs=1e-4)
     assert score_completions(lm, texts, "causal") == pytest.approx(score_completions(RunLM(runs["causal"]), texts, "causal"), abs=1e-4)

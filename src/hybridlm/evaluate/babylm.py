@@ -9,8 +9,11 @@ as the pipeline computes it:
 - ewok: `Context1` followed by " Target1" / " Target2"; only the target is scored; macro over domains;
 - entity_tracking: `input_prefix` + each of the options (the first is right); accuracy per
   `{file}_{numops}_ops`, averaged within each split (regular, ambiref, move_contents), then over splits;
-- wug_adj: the two sentences scored whole; Spearman's rho between softmax(scores)[0] and the
-  human ratio;
+- wug_adj, wug_past: the two sentences scored whole; Spearman's rho between softmax(scores)[0] and
+  the human ratio;
+- comps: `prefix_acceptable` / `prefix_unacceptable` followed by " " + `property_phrase`; only the
+  property phrase is scored; accuracy per file (base, wugs, wugs_dist_before, wugs_dist_in_between),
+  macro over files;
 - reading_eye_tracking / reading_self_paced: surprisal of each word given the text before it, and
   the gain in R² it brings over the baseline predictors by ordinary least squares, relative to the
   variance the baseline leaves ((R²_model - R²_base) / (1 - R²_base) x 100): the mean over the four
@@ -20,10 +23,11 @@ A completion is the tokens whose character span ends after where the completion 
 official rule), scored with everything before it visible, by the model's own scorer: causal
 log-probability, PLL / within-word PLL or MNTP over the completion tokens, or the diffusion bound of
 the completion given the prefix (only completion tokens are masked; the same draws for every option
-of an item). hlm's convention: an explicit <s>, fp32, and a tie is never correct (ties are counted).
-`convention="official"` reproduces the official causal backend for a local HF model (its
-tokenisation with the tokenizer's own special tokens, the first token unscored without a BOS, and a
-tie counted correct, as torch.max picks index 0), so numbers can sit beside the leaderboard's.
+of an item). hlm's convention: an explicit <s>, fp32, and a tie is never correct (ties are counted,
+per subset). `convention="official"` gives the official pipeline's numbers on its backends (causal,
+mlm = pll, mntp) for runs and local HF models (hybridlm.evaluate.official), so numbers can sit
+beside the leaderboard's. Age of acquisition (`aoa`) needs a run's words_N checkpoints
+(hybridlm.evaluate.aoa, through `evaluate_checkpoints`).
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ import numpy as np
 
 from hybridlm.errors import UserError
 from hybridlm.files import read_jsonl
-from hybridlm.evaluate.scoring import Copy, check_scorer, score_completions, score_copies
+from hybridlm.evaluate import aoa, official
+from hybridlm.evaluate.scoring import check_scorer, score_completions
 
-TASKS = ("blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "reading_eye_tracking", "reading_self_paced")
+TASKS = ("blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "comps", "reading_eye_tracking",
+         "reading_self_paced", "aoa")
+CURVE_TASKS = ("aoa",)  # computed from every words_N checkpoint of a run, not from one model
 # task -> the folder names it is found under (full_eval first, then fast_eval)
 FOLDERS = {
     "blimp": ("blimp_filtered", "blimp_fast"),
@@ -49,9 +56,15 @@ FOLDERS = {
     "ewok": ("ewok_filtered", "ewok_fast"),
     "entity_tracking": ("entity_tracking", "entity_tracking_fast"),
     "wug_adj": ("wug_adj_nominalization",),
+    "wug_past": ("wug_past_tense",),
+    "comps": ("comps",),
     "reading_eye_tracking": ("reading",),
     "reading_self_paced": ("reading",),
+    "aoa": ("aoa",),
 }
+WUG = ("wug_adj", "wug_past")
+# COMPS file -> subset, as the pipeline names them (any other file: wugs_dist_in_between)
+COMPS_SUBSETS = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before"}
 ENTITY_SPLITS = ("regular", "ambiref", "move_contents")
 EYE_TRACKING = ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound")
 
@@ -110,6 +123,11 @@ def read_task(task: str, folder: Path) -> TaskData:
     """The items of a task folder, or a one-line error naming the file and line at fault."""
     if task.startswith("reading"):
         return TaskData(rows=_read_reading(folder))
+    if task == "aoa":
+        from hybridlm.evaluate.aoa import read_aoa
+
+        read_aoa(folder)  # checked here; used by evaluate_checkpoints
+        return TaskData()
     files = sorted(folder.glob("*.jsonl"))
     if not files:
         raise UserError(f"{folder}: no .jsonl files for task {task}")
@@ -133,13 +151,18 @@ def read_task(task: str, folder: Path) -> TaskData:
                     raise UserError(f"{where}: 'options' must be two or more strings")
                 data.items.append(Item([p + o for o in row["options"]], [len(p)] * len(row["options"]),
                                        f"{f.stem}_{row['numops']}_ops", where=where))
-            elif task == "wug_adj":
+            elif task in WUG:
                 _need(where, row, "sentences")
                 _need(where, row, "ratio", kind=(int, float))
                 pair = row["sentences"].split("\t")
                 if len(pair) != 2:
                     raise UserError(f"{where}: 'sentences' must hold two sentences separated by a tab")
-                data.items.append(Item(pair, [0, 0], f.stem, ratio=float(row["ratio"]), where=where))
+                data.items.append(Item(pair, [0, 0], task, ratio=float(row["ratio"]), where=where))
+            elif task == "comps":
+                _need(where, row, "prefix_acceptable", "prefix_unacceptable", "property_phrase")
+                good, bad, phrase = row["prefix_acceptable"], row["prefix_unacceptable"], row["property_phrase"]
+                data.items.append(Item([good + " " + phrase, bad + " " + phrase], [len(good) + 1, len(bad) + 1],
+                                       COMPS_SUBSETS.get(f.stem, "wugs_dist_in_between"), where=where))
     if not data.items:
         raise UserError(f"{folder}: task {task} has no items")
     return data
@@ -166,16 +189,14 @@ def _read_reading(folder: Path) -> list[dict]:
 
 # ---------------------------------------------------------------- metrics
 def _accuracy(scores: list[list[float]], items: list[Item], official: bool):
-    """Per item correct (texts[0] strictly best; official: ties go to index 0, as torch.max picks)."""
-    correct, ties = [], 0
-    for s in scores:
+    """Accuracy and ties per subset (texts[0] strictly best; official: ties go to index 0, as the
+    pipeline's torch.max picks)."""
+    by, ties = defaultdict(list), defaultdict(int)
+    for it, s in zip(items, scores):
         best_other = max(s[1:])
-        ties += s[0] == best_other
-        correct.append(s[0] >= best_other if official else s[0] > best_other)
-    by = defaultdict(list)
-    for it, c in zip(items, correct):
-        by[it.subset].append(c)
-    return {k: sum(v) / len(v) for k, v in sorted(by.items())}, int(ties)
+        ties[it.subset] += int(s[0] == best_other)
+        by[it.subset].append(s[0] >= best_other if official else s[0] > best_other)
+    return {k: sum(v) / len(v) for k, v in sorted(by.items())}, {k: ties[k] for k in sorted(by)}
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -240,35 +261,37 @@ def evaluate_babylm(lm, data_dir, tasks=None, scorer=None, convention: str = "hl
     if convention not in ("hlm", "official"):
         raise UserError(f"unknown convention {convention!r} (choose hlm or official)")
     scorer = check_scorer(lm, scorer)
+    backend = official.backend_for(scorer) if convention == "official" else None
     found = find_tasks(data_dir, tasks)
-    if convention == "official":
-        if not hasattr(lm, "tok") or not hasattr(lm.tok, "is_fast") or scorer != "causal":
-            raise UserError("--convention official reproduces the official pipeline's causal backend: use it with "
-                            "--hf-model (e.g. an hlm export) and the causal scorer")
-        reading = [t for t in found if t.startswith("reading")]
-        if reading and tasks:
-            raise UserError("--convention official covers the sentence tasks; score reading with the default convention")
-        found = {t: f for t, f in found.items() if t not in reading}
+    curves = [t for t in found if t in CURVE_TASKS]
+    if curves and tasks:
+        raise UserError(f"{curves[0]} is computed from a run's words_N checkpoints: use --run RUN --all-checkpoints")
+    found = {t: f for t, f in found.items() if t not in curves}
+    if not found:
+        raise UserError(f"no task for one model under {data_dir} (aoa needs --all-checkpoints)")
     data = {t: read_task(t, folder) for t, folder in found.items()}  # every file is checked before any scoring
     out = {"model": lm.name, "scorer": scorer, "convention": convention, "data": str(data_dir), "tasks": {}}
+    if backend:
+        out["backend"] = backend
     reading_scores = None
     for task, d in data.items():
         t0 = time.time()
         if task.startswith("reading"):
             if reading_scores is None:
-                reading_scores = _reading_surprisals(lm, d.rows, scorer, samples, progress)
+                reading_scores = official.reading_surprisals(lm, d.rows, backend, progress) if backend else \
+                    _reading_surprisals(lm, d.rows, scorer, samples, progress)
             result = _reading_result(task, d.rows, *reading_scores)
         else:
             texts = [(text, start, 7919 * i + 1) for i, it in enumerate(d.items) for text, start in zip(it.texts, it.starts)]
-            if convention == "official":
-                flat = official_causal_scores(lm, texts, progress)
+            if backend:
+                flat = official.completion_scores(lm, texts, backend, progress)
             else:
                 flat = score_completions(lm, texts, scorer, samples=samples, progress=progress)
             scores, k = [], 0
             for it in d.items:
                 scores.append(flat[k : k + len(it.texts)])
                 k += len(it.texts)
-            result = _task_result(task, d.items, scores, convention == "official")
+            result = _task_result(task, d.items, scores, backend is not None)
         result["seconds"] = round(time.time() - t0, 2)
         if not math.isfinite(result["value"]):  # e.g. Spearman of constant preferences: null, not JSON's invalid NaN
             result["value"] = None
@@ -280,7 +303,9 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
                          precision: str = "fp32", progress: bool = False, log=print) -> list[dict]:
     """BabyLM 2025's learning curve: the suite on every words_N checkpoint of a run, in order of words
     seen. Resumable: each task's result is written (RUN/eval/checkpoints/words_N/babylm-SCORER.json)
-    as soon as it is done, and a later call scores only what is missing."""
+    as soon as it is done, and a later call scores only what is missing. With an `aoa` folder, each
+    checkpoint's word surprisals are kept there too, and the age-of-acquisition score computed from
+    all of them lands in RUN/eval/aoa-SCORER.json."""
     from hybridlm.evaluate.lm import RunLM
     from hybridlm.evaluate.scoring import SCORERS
     from hybridlm.files import read_json
@@ -292,7 +317,9 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
     found = run.words_checkpoints()
     if not found:
         raise UserError(f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule")
-    names = list(find_tasks(data_dir, tasks))
+    found_tasks = find_tasks(data_dir, tasks)
+    names = list(found_tasks)
+    aoa_data = aoa.read_aoa(found_tasks["aoa"]) if "aoa" in found_tasks else None
     key = {"data": str(Path(data_dir).resolve()), "samples": samples, "precision": precision}  # what a kept result must match
     # the objective's scorers, known without loading weights
     allowed = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()).scorers
@@ -315,42 +342,42 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
             # the reading tasks share one pass of surprisals, so they are scored together
             reading = [t for t in todo if t.startswith("reading")]
             for group in [[t] for t in todo if t not in reading] + ([reading] if reading else []):
-                r = evaluate_babylm(lm, data_dir, group, resolved, "hlm", samples, progress)
-                done["tasks"].update({task: r["tasks"][task] for task in group})
+                if group == ["aoa"]:
+                    done["tasks"]["aoa"] = _aoa_surprisals(lm, aoa_data, resolved, samples, progress)
+                else:
+                    r = evaluate_babylm(lm, data_dir, group, resolved, "hlm", samples, progress)
+                    done["tasks"].update({task: r["tasks"][task] for task in group})
                 run.write_eval(target, done)  # after each task: a killed evaluation loses at most one task (or the reading pair)
         log(f"{path.name} ({state.get('words_seen', 0):,} words): " + ", ".join(
             f"{t} {_fmt(done['tasks'][t])}" for t in names if t in done["tasks"]) + (" (kept)" if not todo else ""))
         results.append(done)
+    if aoa_data is not None:
+        fit = aoa.curve_fitness(aoa_data, [(r["checkpoint"], r["tasks"]["aoa"]["surprisals"]) for r in results])
+        fit.update(model=str(run.path), scorer=resolved, **key)
+        run.write_eval(f"aoa-{resolved}.json", fit)
+        r = "n/a (fewer than 3 words with both AoAs)" if fit["value"] is None else f"{fit['value']:.3f}"
+        log(f"age of acquisition: Pearson r {r} over {fit['n_words']} words ({fit['note']})")
     return results
+
+
+def _aoa_surprisals(lm, data, scorer, samples, progress) -> dict:
+    """One checkpoint's surprisal (nats) of each AoA word in each of its contexts."""
+    t0 = time.time()
+    scores = score_completions(lm, data.texts(), scorer, samples=samples, progress=progress)
+    return {"metric": "mean surprisal (nats)", "value": -float(np.mean(scores)), "n": len(scores), "ties": 0, "subsets": {},
+            "surprisals": [-s for s in scores], "seconds": round(time.time() - t0, 2)}
 
 
 def _fmt(r: dict) -> str:
     return "n/a" if r["value"] is None else f"{100 * r['value']:.1f}%" if r["metric"] == "accuracy" else f"{r['value']:.3f}"
 
 
-def official_causal_scores(lm, texts, progress=False) -> list[float]:
-    """The official pipeline's causal backend (`process_causal_sentences` and its collate): the
-    tokenizer's own special tokens, inputs tokens[:-1] and targets tokens[1:], completion tokens
-    those whose span ends after len(text) - len(completion) + the first token's start. Without a
-    BOS added by the tokenizer, the first token of a text is never scored."""
-    copies = []
-    for i, (text, start, _) in enumerate(texts):
-        enc = lm.tok(text, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        if len(ids) > lm.max_len:
-            raise UserError(f"a text of {len(ids)} tokens is longer than the model's {lm.max_len}: {text[:60]!r}")
-        first = start + offsets[0][0]
-        scored = [j for j, (_, end) in enumerate(offsets) if end > first and j >= 1]
-        copies.append(Copy(i, list(ids), [j - 1 for j in scored], [ids[j] for j in scored]))
-    return score_copies(lm, copies, len(texts), True, progress=progress, desc="official causal")
-
-
 def _task_result(task: str, items: list[Item], scores: list[list[float]], official: bool) -> dict:
-    if task == "wug_adj":
+    if task in WUG:
         prefs = [1 / (1 + math.exp(min(700.0, s[1] - s[0]))) for s in scores]  # softmax over the two, first entry
         return {"metric": "spearman", "value": spearman(prefs, [it.ratio for it in items]), "n": len(items),
                 "ties": int(sum(s[0] == s[1] for s in scores)), "subsets": {}}
-    subsets, ties = _accuracy(scores, items, official)
+    subsets, subset_ties = _accuracy(scores, items, official)
     if task == "entity_tracking":
         splits = {}
         for split in ENTITY_SPLITS:
@@ -361,7 +388,8 @@ def _task_result(task: str, items: list[Item], scores: list[list[float]], offici
         subsets = {**subsets, **splits}
     else:
         value = sum(subsets.values()) / len(subsets)
-    return {"metric": "accuracy", "value": value, "n": len(items), "ties": ties, "subsets": subsets}
+    return {"metric": "accuracy", "value": value, "n": len(items), "ties": sum(subset_ties.values()), "subsets": subsets,
+            "subset_ties": subset_ties, "subset_n": {k: sum(it.subset == k for it in items) for k in subset_ties}}
 
 
 def _reading_surprisals(lm, rows, scorer, samples, progress):
@@ -396,5 +424,7 @@ def format_table(result: dict) -> str:
     for task, r in result["tasks"].items():
         value = _fmt(r)
         lines.append(f"{task:<22} {r['metric']:<22} {value:>8} {r['n']:>7} {r['ties']:>5}")
-    lines.append(f"scorer {result['scorer']}, convention {result['convention']} (ties are never counted correct)")
+    rule = "ties counted correct, as the pipeline does" if result["convention"] == "official" else "ties are never counted correct"
+    backend = f" (the pipeline's {result['backend']} backend)" if result.get("backend") else ""
+    lines.append(f"scorer {result['scorer']}{backend}, convention {result['convention']} ({rule})")
     return "\n".join(lines)

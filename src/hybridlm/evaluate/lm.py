@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -15,6 +16,28 @@ def word_starts(word_ids) -> list[bool]:
     """The one definition of a word: a token begins one when its word index (from the tokenizer's
     pre-tokenisation) differs from the previous token's; a token without an index is its own word."""
     return [w is None or i == 0 or w != word_ids[i - 1] for i, w in enumerate(word_ids)]
+
+
+def check_export_layout(path) -> None:
+    """Refuse, in one line, a masked view exported before MNTP views kept GPT-BERT's layout: its
+    logits were moved to the predicted position, so the official `mntp` backend (which reads i-1
+    itself) read it one token off."""
+    config = Path(path) / "config.json"
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # transformers' own loading reports a damaged config
+    if isinstance(cfg, dict) and cfg.get("model_type") == "hybridlm" and cfg.get("mntp_shift") is True:
+        source = Path(path) / ("../hybridlm.json" if Path(path).name == "masked_lm" else "hybridlm.json")
+        run = ""
+        if source.is_file():
+            try:
+                run = " --run " + str(json.loads(source.read_text(encoding="utf-8")).get("source", "RUN"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                pass
+        raise UserError(f"{path} is an MNTP export from before hybridlm 0.2 (mntp_shift: its logits are shifted, so the "
+                        f"official mntp backend reads them one token off); export the run again: hlm export{run or ' --run RUN'}"
+                        " --out NEW_FOLDER")
 
 
 class ScoringLM:
@@ -55,6 +78,11 @@ class ScoringLM:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
 
+    def pipeline_tokenizer(self):
+        """The `transformers` tokenizer the official BabyLM pipeline tokenizes this model with (the
+        tokenizer's own special tokens; for a run, that of its export: <s> first)."""
+        raise NotImplementedError
+
 
 class RunLM(ScoringLM):
     def __init__(self, run_dir, device="cpu", precision="fp32", checkpoint=None):
@@ -67,6 +95,13 @@ class RunLM(ScoringLM):
         self.max_len = self.model.cfg.max_seq_len
         self.device = torch.device(device)
         self.autocast = precision == "bf16"
+
+    def pipeline_tokenizer(self):
+        from hybridlm.tokenizer import hf_tokenizer
+
+        if getattr(self, "_pipeline_tok", None) is None:
+            self._pipeline_tok = hf_tokenizer(self.run.run.tokenizer_path)
+        return self._pipeline_tok
 
     def tokenize_offsets(self, text):
         enc = self.tok.encode(text, add_special_tokens=False)
@@ -95,6 +130,7 @@ class HFLM(ScoringLM):
         p = Path(path)
         if not (p / "config.json").is_file():
             raise UserError(f"{p} is not a local Hugging Face model directory (no config.json)")
+        check_export_layout(p)
         # code shipped inside a model folder runs only when the user asks (--trust-remote-code)
         trust = bool(trust_remote_code)
         try:
@@ -109,8 +145,10 @@ class HFLM(ScoringLM):
             if "trust_remote_code" in str(e) or "custom code" in str(e):
                 raise UserError(f"{p} ships its own model code; read it, then pass --trust-remote-code to run it") from None
             raise UserError(f"cannot load the Hugging Face model in {p}: {msg[:160]}") from None
-        # a local HF model is scored as the objective of its kind (registry lookup, not a switch)
-        self.name, self.objective = str(p), objective_class("masked" if masked else "causal")
+        # a local HF model is scored as the objective of its kind (registry lookup, not a switch); an
+        # hlm MNTP export (GPT-BERT's layout: position i predicts token i+1) as MNTP
+        kind = "causal" if not masked else "mntp" if getattr(config, "mntp", False) is True else "masked"
+        self.name, self.objective = str(p), objective_class(kind)
         bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.cls_token_id
         if bos is None:
             raise UserError(f"the tokenizer of {p} has no BOS/CLS token; scoring needs an explicit start token")
@@ -120,6 +158,9 @@ class HFLM(ScoringLM):
         self.max_len = getattr(config, "max_position_embeddings", 512)
         self.device = torch.device(device)
         self.autocast = precision == "bf16"
+
+    def pipeline_tokenizer(self):
+        return self.tok
 
     def tokenize_offsets(self, text):
         if not self.tok.is_fast:  # slow tokenizers have neither word ids nor offsets: each token its own word, spans unknown

@@ -7,9 +7,9 @@ class HybridLMConfig(PretrainedConfig):
     model_type = "hybridlm"
 
     def __init__(self, vocab_size=8192, n_layer=12, n_head=6, d_model=384, d_ffn=1280, max_seq_len=512,
-                 rope_theta=10000.0, norm_eps=1e-6, mntp_shift=False, objective="masked", **kwargs):
+                 rope_theta=10000.0, norm_eps=1e-6, mntp=False, objective="masked", **kwargs):
         self.vocab_size, self.n_layer, self.n_head, self.d_model, self.d_ffn = vocab_size, n_layer, n_head, d_model, d_ffn
         self.max_seq_len, self.rope_theta, self.norm_eps = max_seq_len, rope_theta, norm_eps
-        self.mntp_shift, self.objective = mntp_shift, objective
+        self.mntp, self.objective = mntp, objective  # mntp: position i predicts token i+1 (GPT-BERT)
         kwargs.setdefault("tie_word_embeddings", False)  # the head reuses the embedding matrix directly
         super().__init__(**kwargs)

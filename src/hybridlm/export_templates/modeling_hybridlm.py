@@ -1,9 +1,9 @@
 """A hybridlm transformer with bidirectional attention as a `transformers` masked LM.
 
 Shipped inside `hlm export` output for masked, hybrid and diffusion runs; self-contained (no
-hybridlm import). Weights keep hybridlm's own names. For hybrid runs (GPT-BERT's masked
-next-token prediction, `mntp_shift`), logits are shifted right by one so that position i holds
-the prediction for token i, as every masked-LM tool expects.
+hybridlm import). Weights keep hybridlm's own names. For MNTP runs (hybrid, mntp: `config.mntp`),
+position i predicts token i+1, as in GPT-BERT's published models: score them with the official
+BabyLM pipeline's `--backend mntp`, which masks token i and reads it at position i-1.
 """
 
 import torch
@@ -104,9 +104,7 @@ class HybridLMForMaskedLM(PreTrainedModel):
         for block in self.blocks:
             x = block(x, cos, sin, mask)
         logits = F.linear(self.norm(x), self.embed.weight)
-        if self.config.mntp_shift:  # position i-1 predicts token i: move it to position i
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         loss = None
-        if labels is not None:
+        if labels is not None:  # for an MNTP model (config.mntp) the labels are the next tokens
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
         return MaskedLMOutput(loss=loss, logits=logits)
