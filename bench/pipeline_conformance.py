@@ -89,7 +89,8 @@ def main():
             export_run(run, export)
         model = export / view if view else export
         t0 = time.time()
-        official = run_pipeline(model, backend, data, a.work / "results" / f"{objective}-{backend}", reading=True)
+        tasks = [t for t, (_, folder) in SENTENCE_TASKS.items() if (data / folder).exists()]
+        official = run_pipeline(model, backend, data, a.work / "results" / f"{objective}-{backend}", tasks=tasks, reading=True)
         t_pipeline = time.time() - t0
         t0 = time.time()
         ours = evaluate_babylm(RunLM(run), data, scorer=scorer, convention="official")["tasks"]

@@ -84,6 +84,17 @@ def _cases(tmp, data, tok, run, pairs, corpus):
         "export onto a file": (["export", "--run", run, "--out", tmp / "afile"], "not a folder"),
         "demo steps 0": (["demo", "--steps", "0"], "--steps"),
         "unknown objective": (train + ["--objective", "gpt"], "unknown objective"),
+        # issue 26: every numeric flag finite and in range, resources bounded before anything is allocated
+        "seed -1": (train + ["--seed=-1"], "seed"),
+        "frequency masking nan": (train + ["--objective", "diffusion", "--frequency-masking", "nan"], "frequency_masking"),
+        "frequency masking inf": (train + ["--objective", "diffusion", "--frequency-masking", "inf"], "frequency_masking"),
+        "frequency masking 1e30": (train + ["--objective", "diffusion", "--frequency-masking", "1e30"], "frequency_masking"),
+        "z-loss 1e30": (train + ["--z-loss", "1e30"], "z_loss"),
+        "batch of a million rows": (train + ["--batch-size", "1000000"], "--batch-size"),
+        "generate temperature inf": (["generate", "--run", run, "--temperature=inf"], "--temperature"),
+        "generate a billion steps": (["generate", "--run", run, "--steps", "1000000000"], "--steps"),
+        "a billion samples": (["generate", "--run", run, "--num-samples", "1000000000"], "--num-samples"),
+        "blimp a billion mc samples": (["eval", "blimp", "--run", run, "--data", pairs, "--samples", "1000000000"], "--samples"),
     }
 
 
@@ -92,7 +103,9 @@ CASES = ["negative lr", "beta1 above 1", "checkpoint interval 0", "log interval 
          "negative weight decay", "wordpiece vocab -1", "min frequency -1", "corpus of blank lines",
          "prepare into the tokenizer folder", "blimp limit 0", "blimp line not UTF-8", "blimp line not an object",
          "perplexity seq-len 1", "--json a folder", "top-p -1", "top-k -1", "min-p 2", "generate steps 0", "infill top-p -1",
-         "infill span 0", "export onto a file", "demo steps 0", "unknown objective"]
+         "infill span 0", "export onto a file", "demo steps 0", "unknown objective", "seed -1", "frequency masking nan",
+         "frequency masking inf", "frequency masking 1e30", "z-loss 1e30", "batch of a million rows", "generate temperature inf",
+         "generate a billion steps", "a billion samples", "blimp a billion mc samples"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -251,3 +264,125 @@ def test_any_numeric_option_runs_or_fails_in_one_line(capsys, tmp_path_factory, 
     if result.returncode != 0:
         assert_one_line_error(result)
         assert not out.exists() or (out / "config.json").exists()  # nothing half-made
+
+
+# ---------------------------------------------------------------- issue 26: never lose a run, never write on an input
+TR = ["--preset", "tiny", "--batch-size", "4", "--seq-len", "32", "--checkpoint-interval", "10", "--eval-interval", "10",
+      "--eval-batches", "2", "--log-interval", "5"]
+
+
+def _snapshot(folder) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_divergence_keeps_a_finite_checkpoint_to_resume_from(tmp_path, data_dir, precision):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    hlm("train", "--data", data_dir, "--out", run, "--max-steps", "20", "--precision", precision, *TR)
+    proc = hlm("train", "--data", data_dir, "--out", run, "--resume", "--lr", "1e30", "--checkpoint-interval", "1",
+               "--max-steps", "40", "--precision", precision, *TR, check=False)
+    assert_one_line_error(proc, "diverged", "is kept")
+    assert ("--precision fp32" in proc.stderr) == (precision != "fp32")  # the advice is true for the precision used
+    checkpoints = [p for p in (run / "checkpoints").iterdir() if p.is_dir() and not p.name.startswith("diverged-")]
+    assert checkpoints
+    for path in checkpoints:  # nothing non-finite was ever saved
+        assert all(torch.isfinite(v).all() for v in load_file(str(path / "model.safetensors")).values()), path
+        assert all(torch.isfinite(v).all() for v in load_file(str(path / "optimizer.safetensors")).values()), path
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert latest in proc.stderr
+    hlm("train", "--data", data_dir, "--out", run, "--resume", "--lr", "1e-3", "--max-steps", "30", "--precision", precision, *TR)
+
+
+def test_non_finite_weights_are_refused_by_eval_generate_and_export(run_copy, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    latest = run_copy / "checkpoints" / (run_copy / "checkpoints" / "latest").read_text().strip()
+    weights = load_file(str(latest / "model.safetensors"))
+    weights["embed.weight"][3, 0] = float("nan")
+    save_file(weights, str(latest / "model.safetensors"))
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
+    for args in (["eval", "blimp", "--run", run_copy, "--data", pairs], ["generate", "--run", run_copy, "--prompt", "the"],
+                 ["export", "--run", run_copy, "--out", tmp_path / "hf"]):
+        assert_one_line_error(hlm(*args, check=False), "non-finite")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_outputs_never_land_on_inputs(run_copy, data_dir, corpus, tmp_path):
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    before_run, before_data = _snapshot(run_copy), _snapshot(data)
+    cases = [
+        (["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", run_copy / "config.json"], "inside the run"),
+        (["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", data / "manifest.json"], "inside the prepared data"),
+        (["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", run_copy, "--force"], "inside the run"),
+        (["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", data, "--force"], "prepared data"),
+        (["export", "--run", run_copy, "--out", tmp_path / "hf", "--checkpoint", "../../other/checkpoints/step_0000030"],
+         "own checkpoints"),
+    ]
+    for args, needle in cases:
+        assert_one_line_error(hlm(*args, check=False), needle)
+    assert _snapshot(run_copy) == before_run and _snapshot(data) == before_data
+    tok = tmp_path / "tok"  # a tokenizer folder: an output never takes the name of its files
+    shutil.copytree(data_dir, tok, ignore=lambda d, names: [n for n in names if n != "tokenizer.json"])
+    assert_one_line_error(hlm("eval", "blimp", "--run", run_copy, "--data", pairs, "--json", tok / "tokenizer.json",
+                              check=False), "would replace")
+
+
+def test_no_write_follows_a_link_planted_in_data_report_or_run(run_copy, data_dir, tokenizer_dir, corpus, tmp_path):
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"keep me")
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    (data / "train_000.bin").unlink()
+    (data / "train_000.bin").symlink_to(victim)
+    assert_one_line_error(hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force",
+                              check=False), "symbolic link")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "loss.png").symlink_to(victim)
+    assert_one_line_error(hlm("report", run_copy, "--out", report, "--no-samples", check=False), "symbolic link")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(run_copy / "checkpoints", elsewhere)
+    (run_copy / "checkpoints").symlink_to(elsewhere)
+    before = _snapshot(elsewhere)
+    proc = hlm("train", "--out", run_copy, "--resume", "--max-steps", "40", check=False)
+    assert_one_line_error(proc, "symbolic link")
+    assert victim.read_bytes() == b"keep me" and _snapshot(elsewhere) == before
+
+
+def test_atomic_writes_use_unpredictable_exclusive_temp_files(tmp_path):
+    from hybridlm.files import atomic_write_text
+
+    target = tmp_path / "result.json"
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    for name in (f".result.json.tmp-{os.getpid()}", ".result.json.tmp"):  # the names older versions used
+        (tmp_path / name).symlink_to(victim)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and victim.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.is_symlink()) == ["result.json", "victim"]  # no temp left
+
+
+def test_a_file_size_limit_is_one_line_and_loses_nothing(run_copy, tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    before = _snapshot(run_copy / "checkpoints")
+    limit = 20_000  # bytes: smaller than a checkpoint's weights
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "hybridlm.cli", "train", "--out", run_copy, "--resume", "--max-steps", "40"],
+                          capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    assert_one_line_error(proc, "file-size limit")
+    after = _snapshot(run_copy / "checkpoints")
+    assert {k: v for k, v in after.items() if k in before} == before  # every earlier checkpoint intact
+    leftovers = [p.name for p in (run_copy / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []

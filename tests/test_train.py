@@ -231,7 +231,7 @@ def test_a_non_finite_loss_never_reaches_the_weights(tmp_path, data_dir):
     assert all(torch.equal(moments[k], v) for k, v in t.optimizer.state_dict()["state"][0].items())  # Adam's step count too
     t.objective.z_loss = 0.0
     train_step(t)  # a later finite step trains, but the run still stops, naming the bad step
-    with pytest.raises(UserError, match="loss became non-finite .* at step 3"):
+    with pytest.raises(UserError, match="non-finite .* at step 3"):
         read_record(t, record)
     # the loop stops before a checkpoint is written: the run folder keeps its last good one
     t.objective.z_loss = float("nan")

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hybridlm.errors import UserError
+from hybridlm.files import no_space
 
 CKPT_DIR = "checkpoints"
 STEP_NAME = re.compile(r"step_\d{7,}")  # periodic checkpoints (pruned to the newest few)
@@ -93,38 +95,76 @@ def _load_optimizer(path: Path) -> dict:
 def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict, state: dict, keep: int = 2,
                     name: str | None = None) -> Path:
     """Write checkpoint `name` (default step_NNNNNNN) atomically and point `latest` at it; prune
-    the step_N checkpoints to the newest `keep` (words_N ones are never pruned)."""
+    the step_N checkpoints to the newest `keep`, never fewer than two, so that a divergence found
+    at the next step can fall back (words_N ones are never pruned)."""
     root = Path(run_dir) / CKPT_DIR
+    if root.is_symlink():  # writing (and pruning) there would act on another folder
+        raise UserError(f"{root} is a symbolic link; hlm writes checkpoints only into the run's own folder (replace the link)")
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"step_{step:07d}"
     if not NAME.fullmatch(name):
         raise ValueError(f"not a checkpoint name: {name}")
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
-    _save_optimizer(optimizer_state, tmp / "optimizer.safetensors")
-    (tmp / "rng.json").write_text(json.dumps(rng_state()))
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))  # unpredictable, created exclusively
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+        _save_optimizer(optimizer_state, tmp / "optimizer.safetensors")
+        (tmp / "rng.json").write_text(json.dumps(rng_state()))
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException as e:  # a full disk, a kill: no half-written folder stays, the previous checkpoint is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and (err := no_space(root / name, e)):
+            raise err from None
+        raise
     final = root / name
+    if final.is_symlink():
+        raise UserError(f"{final} is a symbolic link; hlm does not write through links (remove it)")
     if final.exists():  # re-saving the same step (e.g. after a resume): keep the old until the new is in place
-        old = root / f".old-{name}-{os.getpid()}"
-        os.replace(final, old)
+        old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=root))
+        os.replace(final, old / name)
         os.replace(tmp, final)
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    pointer_tmp = root / f".latest-{os.getpid()}"
-    pointer_tmp.write_text(name + "\n")
-    os.replace(pointer_tmp, root / "latest")
-    _fsync_dir(root)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    _point_latest(root, name)
+    for old in list_checkpoints(run_dir)[:-max(keep, 2)] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _point_latest(root: Path, name: str) -> None:
+    """RUN/checkpoints/latest names `name`, replaced atomically (the temporary file made exclusively)."""
+    fd, tmp = tempfile.mkstemp(prefix=".latest-", dir=root)
+    with os.fdopen(fd, "w") as f:
+        f.write(name + "\n")
+    os.replace(tmp, root / "latest")
+    _fsync_dir(root)
+
+
+def set_aside(run_dir, step: int) -> list[str]:
+    """The checkpoints of `step` renamed to diverged-NAME (kept to look at, never loaded: training
+    from their weights diverged), and `latest` pointed at the newest remaining one. Returns the
+    names set aside."""
+    root = Path(run_dir) / CKPT_DIR
+    moved = []
+    for path in list_checkpoints(run_dir, NAME):
+        if checkpoint_state(path).get("step") == step:
+            target = root / f"diverged-{path.name}"
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(path, target)
+            moved.append(path.name)
+    if moved:
+        remaining = list_checkpoints(run_dir, NAME)
+        pointer = root / "latest"
+        if remaining:
+            _point_latest(root, max(remaining, key=lambda p: checkpoint_state(p).get("step", -1)).name)
+        else:
+            pointer.unlink(missing_ok=True)
+            _fsync_dir(root)
+    return moved
 
 
 def remove_stale(run_dir) -> list[str]:

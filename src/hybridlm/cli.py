@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -84,9 +85,13 @@ def _lm(a):
 
 
 def _check_json_target(path):
-    """Fail before the work, not after it, when --json cannot be written."""
+    """Fail before the work, not after it, when --json cannot be written or would land on an input."""
+    from hybridlm.files import check_output_file
+
     if path and (Path(path).is_dir() or Path(path).is_symlink()):
         raise UserError(f"--json {path} is a folder or a link; give a file name")
+    if path:
+        check_output_file(path)
 
 
 def _write_json(path, obj, a=None, name=None):
@@ -104,7 +109,7 @@ def cmd_perplexity(a):
     from hybridlm.runs import RunDir
 
     for flag, value in (("--samples", a.samples), ("--max-tokens", a.max_tokens + 1), ("--seq-len", a.seq_len or 2)):
-        if value <= 0 or (flag == "--seq-len" and value < 2):
+        if value <= 0 or (flag == "--seq-len" and value < 2) or (flag == "--samples" and value > MAX_SAMPLES):
             raise UserError(f"{flag} is out of range (got {getattr(a, flag[2:].replace('-', '_'))})")
     _check_json_target(a.json)
     lm = _lm(a)
@@ -128,8 +133,8 @@ def cmd_blimp(a):
 
     if a.limit is not None and a.limit <= 0:
         raise UserError(f"--limit must be positive (got {a.limit})")
-    if a.samples <= 0:
-        raise UserError(f"--samples must be positive (got {a.samples})")
+    if not 0 < a.samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must lie in 1 ... {MAX_SAMPLES:,} (got {a.samples})")
     _check_json_target(a.json)
     pairs = load_pairs(a.data, a.limit)
     lm = _lm(a)
@@ -149,12 +154,18 @@ def cmd_blimp(a):
     _write_json(a.json, result, a, f"blimp-{result['scorer']}.json")  # one file per scorer: a hybrid has two
 
 
+MAX_STEPS = 100_000  # generation: network calls, new tokens
+MAX_SAMPLES = 10_000  # samples drawn in one command, Monte-Carlo samples per score
+
+
 def _check_sampling(a):
-    checks = [("--temperature", a.temperature >= 0, ">= 0 (0 = greedy)"), ("--top-k", a.top_k >= 0, ">= 0 (0 = off)"),
+    checks = [("--temperature", 0 <= a.temperature < float("inf"), "finite and >= 0 (0 = greedy)"),
+              ("--top-k", a.top_k >= 0, ">= 0 (0 = off)"),
               ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"), ("--min-p", 0 <= a.min_p < 1, "in [0, 1)"),
-              ("--steps", a.steps is None or a.steps > 0, "positive")]
-    checks += [("--max-new-tokens", a.max_new_tokens > 0, "positive"), ("--num-samples", a.num_samples > 0, "positive")] \
-        if hasattr(a, "max_new_tokens") else [("--span", a.span > 0, "positive")]
+              ("--steps", a.steps is None or 0 < a.steps <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,} (one network call each)")]
+    checks += [("--max-new-tokens", 0 < a.max_new_tokens <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}"),
+               ("--num-samples", 0 < a.num_samples <= MAX_SAMPLES, f"in 1 ... {MAX_SAMPLES:,}")] \
+        if hasattr(a, "max_new_tokens") else [("--span", 0 < a.span <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}")]
     for flag, ok, want in checks:
         if not ok:
             raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
@@ -166,8 +177,8 @@ def cmd_babylm(a):
     from hybridlm.runs import RunDir
 
     _check_json_target(a.json)
-    if a.samples <= 0:
-        raise UserError(f"--samples must be positive (got {a.samples})")
+    if not 0 < a.samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must lie in 1 ... {MAX_SAMPLES:,} (got {a.samples})")
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
     for task, folder in find_tasks(a.data, tasks).items():  # bad data fails before the model loads
         read_task(task, folder)
@@ -416,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    if hasattr(signal, "SIGXFSZ"):  # past a file-size limit a write fails (EFBIG, one line) instead of killing hlm
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -426,6 +439,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("hlm: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # a full disk or a file-size limit anywhere: one line naming where, not a traceback
+        from hybridlm.files import no_space
+
+        err = no_space(getattr(e, "filename", None) or "a file", e)
+        if err is None:
+            raise
+        print(f"hlm: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,18 @@ class TrainConfig:
                 raise UserError(f"unknown {name} {getattr(self, name)!r} (choose one of: {', '.join(allowed)})")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise UserError(f"unknown device {self.device!r} (choose auto, cpu or cuda)")
+        # every number finite (nan and inf pass most range checks), the seed a generator's seed
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{f.name} must be a finite number (got {value})")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"seed must lie in [0, 2**63) (got {self.seed})")
+        if self.batch_size * self.seq_len > MAX_TOKENS_PER_STEP:  # the host builds the whole global batch each step
+            raise UserError(f"batch_size x seq_len = {self.batch_size * self.seq_len:,} tokens a step is more than hlm builds "
+                            f"({MAX_TOKENS_PER_STEP:,}, ~16M: GPT-3's batch was 3.2M tokens); lower --batch-size or --seq-len")
+        if self.z_loss > 1:
+            raise UserError(f"z_loss must lie in [0, 1] (PaLM uses 1e-4; got {self.z_loss})")
         for name in ("seq_len", "batch_size", "max_steps", "eval_batches", "checkpoint_interval", "log_interval"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive (got {getattr(self, name)})")
@@ -167,6 +179,8 @@ class TrainConfig:
             raise UserError(f"mtp_heads needs causal rows to train them: use --objective causal, or a mix with causal (not {self.objective})")
         return self
 
+
+MAX_TOKENS_PER_STEP = 2**24
 
 # what `hlm train --help` says beside the default, for the keys whose name does not say it all
 HELP = {

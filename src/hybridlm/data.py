@@ -12,10 +12,10 @@ Layout of a prepared directory:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
+from hybridlm.files import atomic_write_bytes, atomic_write_json, refuse_links_in
 from hybridlm.tokenizer import BOS, TOKENIZER_FILE, check_text_files, load_tokenizer, tokenizer_hash
 
 MANIFEST = "manifest.json"
@@ -124,11 +125,11 @@ def _write_split(out: Path, name: str, arr: np.ndarray, shard_tokens: int, words
     shards = []
     for k, start in enumerate(range(0, len(arr), shard_tokens)):
         fname = f"{name}_{k:03d}.bin"
-        arr[start : start + shard_tokens].tofile(out / fname)
+        atomic_write_bytes(out / fname, arr[start : start + shard_tokens].tobytes())
         shard = {"file": fname, "tokens": int(min(shard_tokens, len(arr) - start))}
         if words is not None:
             shard["words_file"] = f"{name}_{k:03d}.words"
-            words[start : start + shard_tokens].astype(np.uint8).tofile(out / shard["words_file"])
+            atomic_write_bytes(out / shard["words_file"], words[start : start + shard_tokens].astype(np.uint8).tobytes())
         shards.append(shard)
     return shards
 
@@ -159,6 +160,7 @@ def prepare(
     if out.is_dir() and any(out.iterdir()) and not force:
         what = "prepared data" if (out / MANIFEST).exists() else "files"
         raise UserError(f"--out {out} already holds {what}; pass --force to replace it, or choose a new --out")
+    refuse_links_in(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a folder being rewritten is not prepared data until its new manifest lands
 
@@ -208,9 +210,11 @@ def prepare(
     if len(train_arr) < 2 or len(val_arr) < 2:
         raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
 
-    np.save(out / "unigram.npy", np.bincount(train_arr, minlength=vocab).astype(np.int64))
-    shutil.copyfile(Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else tokenizer_dir,
-                    out / TOKENIZER_FILE)
+    buf = io.BytesIO()
+    np.save(buf, np.bincount(train_arr, minlength=vocab).astype(np.int64))
+    atomic_write_bytes(out / "unigram.npy", buf.getvalue())
+    atomic_write_bytes(out / TOKENIZER_FILE, (Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir()
+                                              else Path(tokenizer_dir)).read_bytes())
     manifest = {
         "format": "hybridlm-tokens-v1",
         "dtype": np.dtype(dtype).name,
@@ -224,9 +228,7 @@ def prepare(
         },
         "inputs": [str(f) for f in files],
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_json(out / MANIFEST, manifest)  # last: the folder is prepared data once it lands
     return manifest
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import tempfile
 from pathlib import Path
 
 from hybridlm.errors import UserError
@@ -17,19 +20,93 @@ def refuse_symlink(path: Path) -> Path:
     return path
 
 
+# the files of a tokenizer or model folder (an export, a tokenizer, a run): never an output's name
+OWN_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "model.safetensors",
+             "generation_config.json", "hybridlm.json", "manifest.json", "metrics.jsonl")
+
+
+def folder_kind(folder: Path) -> str | None:
+    """'run' or 'prepared data' when `folder` is one of those hlm folders, else None."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file() and ((folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file()):
+        return "run"
+    if (folder / "manifest.json").is_file():
+        return "prepared data"
+    return None
+
+
+def inside_hlm_folder(path) -> tuple[Path, str] | None:
+    """The run or prepared-data folder that `path` is in (or is), if any."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        kind = folder_kind(folder)
+        if kind:
+            return folder, kind
+    return None
+
+
+def check_output_file(path, flag: str = "--json") -> None:
+    """An output file never lands on an input: not inside a run or prepared data (their own files,
+    whatever the name), never named as a tokenizer's or model's own file."""
+    path = Path(path)
+    found = inside_hlm_folder(path.parent)
+    if found:
+        folder, kind = found
+        raise UserError(f"{flag} {path} is inside the {kind} folder {folder}, whose files hlm manages (a run keeps its "
+                        f"results in RUN/eval/ by itself); write it elsewhere")
+    if path.name in OWN_FILES and (path.parent / "tokenizer.json").is_file():
+        raise UserError(f"{flag} {path} would replace a file of the model or tokenizer in {path.parent}; write it elsewhere")
+
+
+def no_space(path, e: BaseException) -> UserError | None:
+    """A full disk or a file-size limit, as one line naming where (None for other errors). Also
+    read from the "(os error N)" of errors raised in Rust (safetensors, tokenizers)."""
+    code = getattr(e, "errno", None)
+    if code is None and (m := re.search(r"os error (\d+)", str(e))):
+        code = int(m.group(1))
+    if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return UserError(f"could not write {path}: {os.strerror(code).lower()} (a full disk or a file-size limit); "
+                         "free space and run it again (nothing already there was changed)")
+    return None
+
+
+def temp_file(folder: Path, name: str) -> tuple[int, Path]:
+    """A new file for `name`'s next version, in `folder`: an unpredictable name, created exclusively
+    (O_EXCL: a link planted there is never followed)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    return fd, Path(tmp)
+
+
+def refuse_links_in(folder, flag: str = "--out") -> None:
+    """A folder hlm is about to (re)write must not be, or hold, a symbolic link: writing there
+    would change files elsewhere."""
+    folder = Path(folder)
+    links = [p.name for p in folder.iterdir() if p.is_symlink()] if folder.is_dir() and not folder.is_symlink() else []
+    if folder.is_symlink() or links:
+        what = f"{folder} is a symbolic link" if folder.is_symlink() else f"{folder} holds symbolic links ({', '.join(sorted(links)[:3])})"
+        raise UserError(f"{flag}: {what}; hlm does not write through links (remove them, or choose a new {flag})")
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write `data` to `path` via a temporary file in the same folder and an atomic rename, so a
-    kill leaves either the old file or the new one, never a part."""
+    kill leaves either the old file or the new one, never a part; a failure leaves no temporary file."""
     path = refuse_symlink(Path(path))
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd, tmp = temp_file(path.parent, path.name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise no_space(path, e) or e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 from pathlib import Path
 
 from hybridlm.errors import UserError
-from hybridlm.files import atomic_write_text
+from hybridlm.files import atomic_write_bytes, atomic_write_text, refuse_links_in
 from hybridlm.runs import RunDir
 
 
@@ -45,6 +46,12 @@ def _curves(run: RunDir) -> dict:
     return {s: {task: sorted(points) for task, points in tasks.items()} for s, tasks in curves.items()}
 
 
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())  # never through a link planted in the report folder
+
+
 def _plots(runs: list[dict], out: Path) -> list[str]:
     try:
         import matplotlib
@@ -70,7 +77,7 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=110)
+    _save(fig, out / "loss.png")
     plt.close(fig)
     made.append("loss.png")
 
@@ -90,7 +97,7 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         ax.set_title("minimal pairs by field (dashed: chance)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "blimp_fields.png", dpi=110)
+        _save(fig, out / "blimp_fields.png")
         plt.close(fig)
         made.append("blimp_fields.png")
     with_babylm = [(r["name"], b) for r in runs for b in r["babylm"]]
@@ -109,7 +116,7 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
             if metric == "accuracy":
                 ax.axhline(0.5 if task != "entity_tracking" else 0.2, color="grey", ls="--", lw=1)
         fig.tight_layout()
-        fig.savefig(out / "babylm.png", dpi=110)
+        _save(fig, out / "babylm.png")
         plt.close(fig)
         made.append("babylm.png")
     lines = [(f"{r['name']} ({scorer})", tasks) for r in runs for scorer, tasks in r["curves"].items()]
@@ -132,7 +139,7 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         axes[0][0].legend(fontsize=7)
         fig.suptitle("learning curves (hlm eval babylm --all-checkpoints; dashed: chance)", fontsize=9)
         fig.tight_layout()
-        fig.savefig(out / "learning_curves.png", dpi=110)
+        _save(fig, out / "learning_curves.png")
         plt.close(fig)
         made.append("learning_curves.png")
     with_aoa = [(r["name"], a) for r in runs for a in r["aoa"]]
@@ -147,7 +154,7 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
             ax.set_ylabel("model AoA (log10 words seen)", fontsize=8)
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out / "aoa.png", dpi=110)
+        _save(fig, out / "aoa.png")
         plt.close(fig)
         made.append("aoa.png")
     return made
@@ -234,6 +241,7 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
 def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: int = 0) -> Path:
     runs = [_read_run(Path(r)) for r in run_dirs]
     out = Path(out_dir)
+    refuse_links_in(out)
     out.mkdir(parents=True, exist_ok=True)
     images = _plots(runs, out)
     sample_text = {r["name"]: _sample(r, seed) for r in runs} if samples else {}

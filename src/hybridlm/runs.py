@@ -113,6 +113,10 @@ class RunDir:
         return ckpt.latest_checkpoint(self.path)
 
     def checkpoint(self, name: str | None = None) -> Path:
+        if name is not None and (not ckpt.NAME.fullmatch(str(name)) or (self.path / ckpt.CKPT_DIR / name).is_symlink()):
+            have = ", ".join(p.name for p in ckpt.list_checkpoints(self.path, ckpt.NAME)) or "none yet"
+            raise UserError(f"--checkpoint takes the name of one of this run's own checkpoints (got {name!r}; {self.path} has: "
+                            f"{have})")
         path = self.path / ckpt.CKPT_DIR / name if name else self.latest_checkpoint()
         if path is None or not path.is_dir() or not ckpt.NAME.fullmatch(path.name):
             raise UserError(f"run {self.path} has no checkpoint {name or 'yet'}; train it (hlm train --out {self.path})")
@@ -212,6 +216,10 @@ class RunDir:
         path = self.checkpoint(checkpoint)
         tokenizer = load_tokenizer(self.tokenizer_path)
         weights = ckpt.load_weights(path, self.path)
+        bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise UserError(f"checkpoint {path} holds non-finite weights ({bad} has nan or inf): training diverged before it "
+                            "was written; use an earlier checkpoint (--checkpoint NAME)")
         vocab = weights["embed.weight"].shape[0] if "embed.weight" in weights else tokenizer.get_vocab_size()
         if vocab != tokenizer.get_vocab_size():
             raise UserError(f"run {self.path}: the checkpoint has {vocab} tokens but the tokenizer {tokenizer.get_vocab_size()}; "

@@ -52,6 +52,11 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
     if min_frequency < 1:
         raise UserError(f"--min-frequency must be at least 1 (got {min_frequency})")
     out = Path(out_dir)
+    from hybridlm.files import inside_hlm_folder
+
+    if found := inside_hlm_folder(out):  # its tokenizer is what its files were made with: never replaced
+        raise UserError(f"--out {out} is inside the {found[1]} folder {found[0]}, whose tokenizer its files depend on "
+                        f"(--force or not); write the tokenizer to a new folder")
     if (out / TOKENIZER_FILE).exists() and not force:
         raise UserError(f"{out / TOKENIZER_FILE} already exists; pass --force to replace it, or choose a new --out")
     if out.exists() and not out.is_dir():

@@ -459,15 +459,16 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
         values = torch.stack([v.detach().double() for pair in metrics.values() for v in pair])
         sums = values if sums is None else sums + values
     reduced = dist.all_reduce_sum(sums)  # the same numbers on every process: all skip a bad step together
-    bad = ~torch.isfinite(reduced[0])  # the loss: checked before the optimizer step, which it may skip
+    grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; its plain value may be one shard's part
+        grad_norm = grad_norm.full_tensor()
+    # a non-finite loss or gradient never reaches the weights: checked before the optimizer step, which it skips
+    bad = ~torch.isfinite(reduced[0]) | ~torch.isfinite(grad_norm.to(reduced.device))
     t.first_bad = torch.where(bad & (t.first_bad < 0), step + 1, t.first_bad)
     if t.optimizer.defaults.get("fused"):
         t.optimizer.found_inf = bad.float()  # the fused AdamW skips the whole update on the device
     else:  # FSDP2's (foreach) AdamW has no found_inf: this path waits for the device
         check_finite(t)
-    grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
-    if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; its plain value may be one shard's part
-        grad_norm = grad_norm.full_tensor()
     t.optimizer.step()
     t.optimizer.zero_grad(set_to_none=True)
     t.step += 1
@@ -478,13 +479,42 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
     return {"stats": reduced, "names": list(metrics), "lr": lr, "grad_norm": grad_norm}
 
 
+def _divergence_advice(t: Trainer) -> str:
+    """What to do after a divergence, true for this run: the checkpoint it resumes from, and the
+    fixes that apply at its precision."""
+    latest = ckpt.latest_checkpoint(t.run.path)
+    kept = f"the last checkpoint, {latest.name}, is kept" if latest is not None else "no checkpoint was written"
+    fixes = "lower --lr" + (" or use --precision fp32" if t.precision != "fp32" else "") + (
+        f" (resume: hlm train --out {t.run.path} --resume --lr LOWER)" if latest is not None else "")
+    return f"{kept}; {fixes}"
+
+
 def check_finite(t: Trainer) -> None:
-    """Stop at the first non-finite loss (its optimizer step was skipped; the last checkpoint is kept).
-    Waits for the device: called at log steps, evaluations and checkpoints."""
+    """Stop at the first non-finite loss or gradient (its optimizer step was skipped, so the weights
+    and every checkpoint stay finite). Waits for the device: called at log steps, evaluations and
+    checkpoints."""
     if (bad := int(t.first_bad)) >= 0:
         t.optimizer.zero_grad(set_to_none=True)
-        raise UserError(f"loss became non-finite (nan or inf) at step {bad}; lower --lr or use --precision fp32 "
-                        "(that step never reached the weights; last checkpoint kept)")
+        # the weights of step bad-1 gave the bad step: a checkpoint of them is no place to resume from
+        aside = ckpt.set_aside(t.run.path, bad - 1) if t.dist.main else []
+        note = f" (checkpoint {', '.join(aside)} of those weights set aside as diverged-*)" if aside else ""
+        raise UserError(f"training diverged: the loss or its gradient became non-finite (nan or inf) at step {bad}, "
+                        f"which never reached the weights{note}; {_divergence_advice(t)}")
+
+
+def _all_finite(*state_dicts) -> bool:
+    return all(bool(torch.isfinite(v).all()) for sd in state_dicts for v in _tensors(sd) if v.is_floating_point())
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
 
 
 def read_record(t: Trainer, record: dict) -> dict:
@@ -540,6 +570,9 @@ def save(t: Trainer, names=(None,)):
     check_finite(t)  # a run that went bad is never checkpointed
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_model_state_dict(t.model, options=opts), get_optimizer_state_dict(t.model, t.optimizer, options=opts)
+    if not _all_finite(msd, osd):  # an update overflowed: never saved, so the last checkpoint stays a finite one
+        raise UserError(f"training diverged: the weights or optimizer state became non-finite (nan or inf) by step "
+                        f"{t.step}; nothing was saved for it; {_divergence_advice(t)}")
     if t.dist.main:
         first, L, n_rows = t.stage_at(t.step)
         # the data position: batches are a pure function of (seed, stage, step in stage)

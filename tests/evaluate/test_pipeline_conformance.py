@@ -64,6 +64,7 @@ def run_pipeline(model_dir, backend, data, out, tasks=tuple(SENTENCE_TASKS), rea
     """)
     env = {**os.environ, "PYTHONPATH": str(PIPELINE), "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1"}
+    out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([sys.executable, "-c", script], cwd=out.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     base = out / model_dir.name / "main" / "zero_shot" / backend

@@ -94,8 +94,8 @@ class DiffusionObjective(Objective):
             raise UserError("diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no frequency_masking")
         if not 0 < cfg.diffusion_eps < 1:
             raise UserError(f"diffusion_eps must lie in (0, 1) (got {cfg.diffusion_eps})")
-        if cfg.frequency_masking < 0:
-            raise UserError(f"frequency_masking must be >= 0 (got {cfg.frequency_masking})")
+        if not 0 <= cfg.frequency_masking <= 10:  # an exponent on surprisal ratios: far past 10 every rate is 0 or 1
+            raise UserError(f"frequency_masking must lie in [0, 10] (got {cfg.frequency_masking})")
 
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
