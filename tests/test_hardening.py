@@ -386,3 +386,72 @@ def test_a_file_size_limit_is_one_line_and_loses_nothing(run_copy, tmp_path):
     assert {k: v for k, v in after.items() if k in before} == before  # every earlier checkpoint intact
     leftovers = [p.name for p in (run_copy / "checkpoints").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+HOSTILE = "<script>alert(1)</script> | **bold** [link](http://x) `code`\nnext"
+
+
+def test_report_skips_bad_result_rows_and_escapes_what_it_quotes(run_copy, tmp_path, capsys):
+    good = {"scorer": "causal", "macro_accuracy": 0.5, "n_pairs": 2, "ties": 0, "paradigms": {"a": {}}, "fields": {"f": {"accuracy": 0.5}}}
+    bad_rows = {  # the shapes a crafted or damaged result file takes
+        "blimp-missing.json": {k: v for k, v in good.items() if k != "macro_accuracy"},
+        "blimp-string.json": {**good, "macro_accuracy": "high"},
+        "blimp-field.json": {**good, "fields": {"f": "x"}},
+        "blimp-stderr.json": {**good, "macro_stderr": "x"},
+        "blimp-bool.json": {**good, "n_pairs": True},
+        "babylm-task.json": {"scorer": "causal", "convention": "hlm", "tasks": {"blimp": {"metric": "accuracy", "value": "x", "n": 1, "ties": 0}}},
+        "babylm-tasks.json": {"scorer": "causal", "convention": "hlm", "tasks": []},
+        "finetune-x.json": {"task": "rte", "seeds": [1], "metric": "accuracy", "value": None, "stdev": 0},
+        "perplexity.json": {"file": "x", "bytes": 1, "causal": {"perplexity": 2.0, "measure": 3}},
+    }
+    (run_copy / "eval").mkdir(exist_ok=True)
+    for name, row in bad_rows.items():
+        (run_copy / "eval" / name).write_text(json.dumps(row))
+    (run_copy / "eval" / "blimp-hostile.json").write_text(json.dumps({**good, "scorer": HOSTILE}))
+    result = run_cli(capsys, "report", run_copy, "--out", tmp_path / "md", "--no-samples")
+    assert result.returncode == 0
+    for name in bad_rows:
+        assert name in result.stderr and "skipped" in result.stderr
+    md = (tmp_path / "md" / "report.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md and "\\| \\*\\*bold\\*\\*" in md
+    assert sum(line.startswith("| run_copy |") or line.startswith("| run |") for line in md.splitlines() if "macro" not in line) >= 1
+    result = run_cli(capsys, "report", run_copy, "--out", tmp_path / "html", "--format", "html")
+    page = (tmp_path / "html" / "report.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; | **bold**" in page
+    assert "- **" not in page and "<p><b>run</b>: " in page  # the sample is HTML, not Markdown source
+
+
+def test_prepare_force_never_rewrites_data_a_run_is_reading(data_dir, tokenizer_dir, corpus, tmp_path):
+    from hybridlm.files import data_lock
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    before = _snapshot(data)
+    with data_lock(data, exclusive=False):  # what every training process holds while it reads DATA
+        proc = hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force", check=False)
+    assert_one_line_error(proc, "being read by a training run")
+    assert _snapshot(data) == before
+    hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force")  # once the run has ended
+
+
+def test_folders_being_written_are_complete_or_absent(run_copy, corpus, tmp_path, monkeypatch):
+    from hybridlm import export, files, tokenizer
+    from hybridlm.errors import UserError
+
+    def die(*a, **k):  # the process dies while writing (a kill leaves only a hidden .NAME.*.incomplete folder)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer, "_write_hf_files", die)
+    with pytest.raises(KeyboardInterrupt):
+        tokenizer.train_tokenizer([corpus], 300, tmp_path / "tok")
+    monkeypatch.setattr(export, "_write_tokenizer", die)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_run(run_copy, tmp_path / "hf")
+    assert not (tmp_path / "tok").exists() and not (tmp_path / "hf").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(UserError, match="filled by another process"):  # two writers of one new folder: the second fails
+        with files.building(tmp_path / "out") as tmp:
+            (tmp / "mine").write_text("x")
+            (tmp_path / "out").mkdir()
+            (tmp_path / "out" / "theirs").write_text("y")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["theirs"]

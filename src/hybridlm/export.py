@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from hybridlm.errors import UserError
+from hybridlm.files import building
 from hybridlm.runs import load_run
 from hybridlm.tokenizer import TOKENIZER_FILE, _write_hf_files, load_tokenizer, special_ids, with_bos
 
@@ -115,8 +116,8 @@ def export_run(run_dir, out_dir, checkpoint: str | None = None) -> Path:
     run = load_run(run_dir, checkpoint=checkpoint)
     if not run.objective.export_causal_lm and run.objective.export_masked_lm is None:
         raise UserError(f"a {run.objective.name} run has no Hugging Face export")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_export(run, out)
+    with building(out) as tmp:  # complete, or not there at all
+        _write_export(run, tmp)
     return out
 
 
@@ -172,26 +173,26 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list
     plan = [(p.name, "chck_" + p.name[len("words_"):], s.get("words_seen")) for p, s in found]
     if latest is not None and checkpoint_state(latest).get("step", 0) > found[-1][1].get("step", 0):
         plan.append((latest.name, None, None))  # the final weights, past the last threshold: main only
-    out.mkdir(parents=True, exist_ok=True)
-    _git(out, "init", "-q")
-    _git(out, "symbolic-ref", "HEAD", "refs/heads/main")
-    (out / ".git" / "info").mkdir(parents=True, exist_ok=True)
-    with open(out / ".git" / "info" / "exclude", "a") as f:
-        f.write(f"/{HUB_CACHE}/\n")
-    (out / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")  # as hub repositories have
-    cache = out / HUB_CACHE / ("models--" + repo_id.replace("/", "--"))
-    (cache / "refs").mkdir(parents=True)
-    for name, branch, words in plan:
-        for p in out.iterdir():  # replace, never rewrite in place: the cache's snapshots may share the files
-            if p.name not in (".git", HUB_CACHE, ".gitattributes"):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        _write_export(load_run(run_dir, checkpoint=name), out)
-        _git(out, "add", "-A")
-        _git(out, "commit", "-q", "-m", f"{name}" + (f": {words:,} words seen" if words is not None else " (final)"))
-        sha = _git(out, "rev-parse", "HEAD")
-        if branch:
-            _git(out, "branch", "-f", branch)
-            (cache / "refs" / branch).write_text(sha)
-        shutil.copytree(out, cache / "snapshots" / sha, ignore=shutil.ignore_patterns(".git", HUB_CACHE))
-    (cache / "refs" / "main").write_text(sha)
+    with building(out) as repo:  # a killed export leaves no repository that looks complete at OUT
+        _git(repo, "init", "-q")
+        _git(repo, "symbolic-ref", "HEAD", "refs/heads/main")
+        (repo / ".git" / "info").mkdir(parents=True, exist_ok=True)
+        with open(repo / ".git" / "info" / "exclude", "a") as f:
+            f.write(f"/{HUB_CACHE}/\n")
+        (repo / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")  # as hub repositories have
+        cache = repo / HUB_CACHE / ("models--" + repo_id.replace("/", "--"))
+        (cache / "refs").mkdir(parents=True)
+        for name, branch, words in plan:
+            for p in repo.iterdir():  # replace, never rewrite in place: the cache's snapshots may share the files
+                if p.name not in (".git", HUB_CACHE, ".gitattributes"):
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            _write_export(load_run(run_dir, checkpoint=name), repo)
+            _git(repo, "add", "-A")
+            _git(repo, "commit", "-q", "-m", f"{name}" + (f": {words:,} words seen" if words is not None else " (final)"))
+            sha = _git(repo, "rev-parse", "HEAD")
+            if branch:
+                _git(repo, "branch", "-f", branch)
+                (cache / "refs" / branch).write_text(sha)
+            shutil.copytree(repo, cache / "snapshots" / sha, ignore=shutil.ignore_patterns(".git", HUB_CACHE))
+        (cache / "refs" / "main").write_text(sha)
     return [branch for _, branch, _ in plan if branch]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -85,6 +87,55 @@ def refuse_links_in(folder, flag: str = "--out") -> None:
     if folder.is_symlink() or links:
         what = f"{folder} is a symbolic link" if folder.is_symlink() else f"{folder} holds symbolic links ({', '.join(sorted(links)[:3])})"
         raise UserError(f"{flag}: {what}; hlm does not write through links (remove them, or choose a new {flag})")
+
+
+DATA_LOCK = ".hlm-data-lock"
+
+
+@contextlib.contextmanager
+def data_lock(folder, exclusive: bool):
+    """An advisory lock on a prepared-data folder: shared while a run reads it (every process),
+    exclusive while `prepare --force` rewrites it, so that a rewrite never pulls the memory-mapped
+    shards from under a trainer (SIGBUS). Released by the OS when a process dies; a folder hlm
+    cannot write to is not locked (nor can hlm rewrite it)."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(folder) / DATA_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{folder} is being read by a training run; let it finish (or stop it) before rewriting the "
+                            "data, or prepare into a new --out" if exclusive else
+                            f"{folder} is being rewritten by hlm prepare; train once it has finished") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def building(out: Path):
+    """A new folder OUT built under a temporary name beside it and renamed into place when complete:
+    a kill or an error leaves nothing at OUT (an empty OUT that existed is replaced), and when
+    another process fills OUT meanwhile this one fails instead of mixing files."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".incomplete", dir=out.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, out)  # replaces an empty folder, never a filled one
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise UserError(f"{out} was filled by another process meanwhile; choose a new --out") from None
+            raise no_space(out, e) or e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

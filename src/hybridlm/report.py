@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
+import sys
 from pathlib import Path
 
 from hybridlm.errors import UserError
@@ -16,21 +18,64 @@ from hybridlm.files import atomic_write_bytes, atomic_write_text, refuse_links_i
 from hybridlm.runs import RunDir
 
 
+NUMBER, OPTIONAL_NUMBER = (int, float), (int, float, type(None))
+# what the report reads of each kind of result: key -> the types it may have (a row that does not fit is skipped)
+SHAPES = {
+    "blimp": {"scorer": str, "macro_accuracy": NUMBER, "n_pairs": int, "ties": int, "paradigms": dict, "fields": dict},
+    "babylm": {"scorer": str, "convention": str, "tasks": dict},
+    "babylm task": {"metric": str, "value": OPTIONAL_NUMBER, "n": int, "ties": int},
+    "perplexity": {"measure": str, "tokens": int, "nll_per_token": NUMBER, "perplexity": NUMBER, "bits_per_byte": NUMBER},
+    "finetune": {"task": str, "metric": str, "value": NUMBER, "seeds": list, "stdev": NUMBER},
+    "aoa": {"words": dict, "value": OPTIONAL_NUMBER, "n_words": int},
+    "checkpoint": {"tasks": dict, "words_seen": (int, type(None))},
+    "checkpoint task": {"metric": str, "value": OPTIONAL_NUMBER},
+}
+
+
+def _misfit(kind: str, data) -> str | None:
+    """Why `data` is not a result of `kind` the report can show (None when it is)."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key, types in SHAPES[kind].items():
+        value = data.get(key)
+        if not isinstance(value, types) or (isinstance(value, bool) and types in (NUMBER, OPTIONAL_NUMBER, int)):
+            return f"{key!r} is missing or of the wrong type"
+    for key in ("macro_stderr", "nll_per_token_stderr", "majority_baseline"):  # optional, but numbers when there
+        if key in data and not isinstance(data[key], OPTIONAL_NUMBER):
+            return f"{key!r} is not a number"
+    inner = {"babylm": "babylm task", "checkpoint": "checkpoint task"}.get(kind)
+    if inner:
+        return next((f"task {t!r}: {why}" for t, v in data["tasks"].items() if (why := _misfit(inner, v))), None)
+    if kind == "blimp":
+        return next((f"field {f!r} has no accuracy" for f, v in data["fields"].items()
+                     if not isinstance(v, dict) or not isinstance(v.get("accuracy"), NUMBER)), None)
+    return None
+
+
+def _keep(kind: str, data, where: str) -> bool:
+    why = _misfit(kind, data)
+    if why:
+        print(f"hlm: warning: {where}: skipped, not a {kind} result hlm report can show ({why})", file=sys.stderr)
+    return why is None
+
+
 def _read_run(path: Path) -> dict:
     run = RunDir(path).require()
     cfg = run.read_config()
     blimp, ppl, babylm, finetuned, aoa = [], None, [], [], []  # every result the run holds (a hybrid has causal and MNTP scores)
-    for _, data in run.read_evals():
-        if data.get("task") == "aoa" and isinstance(data.get("words"), dict):
-            aoa.append(data)
+    for name, data in run.read_evals():
+        where = str(run.eval_dir / name)
+        if data.get("task") == "aoa" and "words" in data:
+            aoa += [data] if _keep("aoa", data, where) else []
         elif "seeds" in data and "task" in data:
-            finetuned.append(data)
+            finetuned += [data] if _keep("finetune", data, where) else []
         elif "paradigms" in data:
-            blimp.append(data)
+            blimp += [data] if _keep("blimp", data, where) else []
         elif "tasks" in data and "convention" in data:
-            babylm.append(data)
+            babylm += [data] if _keep("babylm", data, where) else []
         elif "file" in data and "bytes" in data:
-            ppl = data
+            ppl = {k: v for k, v in data.items() if not (isinstance(v, dict) and "perplexity" in v)
+                   or _keep("perplexity", v, f"{where} ({k})")}
     return {"name": run.path.name, "path": run.path, "config": cfg.to_dict(), "metrics": run.read_metrics(), "blimp": blimp, "ppl": ppl,
             "babylm": babylm, "finetune": finetuned, "curves": _curves(run), "aoa": aoa}
 
@@ -39,10 +84,12 @@ def _curves(run: RunDir) -> dict:
     """Learning curves from hlm eval babylm --all-checkpoints: {scorer: {task: [(words seen, value, metric)]}}."""
     curves: dict = {}
     for result in run.read_checkpoint_evals():
+        if not _keep("checkpoint", result, f"{run.eval_dir / 'checkpoints'} ({result.get('checkpoint', '?')})"):
+            continue
         for task, t in result["tasks"].items():
             if result.get("words_seen") is not None and t.get("value") is not None:
-                curves.setdefault(result.get("scorer", "?"), {}).setdefault(task, []).append((result["words_seen"], t["value"], t["metric"],
-                                                                               result.get("checkpoint", "")))
+                curves.setdefault(str(result.get("scorer", "?")), {}).setdefault(task, []).append(
+                    (result["words_seen"], t["value"], t["metric"], str(result.get("checkpoint", ""))))
     return {s: {task: sorted(points) for task, points in tasks.items()} for s, tasks in curves.items()}
 
 
@@ -179,6 +226,17 @@ def _value(value, metric: str) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%" if metric == "accuracy" else f"{value:.3f}"
 
 
+def _md(value) -> str:
+    """A string from a run or a result file, safe in Markdown (a table cell too): one line, HTML
+    escaped, Markdown's own characters backslash-escaped."""
+    return re.sub(r"([\\`*_\[\]|#])", r"\\\1", html.escape(" ".join(str(value).split())))
+
+
+def _plain(cell: str) -> str:
+    """A cell of the Markdown text back to plain text (for the HTML report, which escapes it itself)."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", cell))
+
+
 def _tables(runs: list[dict], samples: dict) -> list[str]:
     lines = ["| run | objective | preset | steps | tokens seen | last val loss | val bits/byte |", "|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -188,21 +246,21 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
         def fmt(key):  # bits per byte exists only where the loss is a likelihood (or its bound)
             return f"{last[key]:.4f}" if key in last else "—"
 
-        lines.append(f"| {r['name']} | {r['config']['objective']} | {r['config']['preset']} | {train[-1]['step'] if train else 0} | "
+        lines.append(f"| {_md(r['name'])} | {_md(r['config']['objective'])} | {_md(r['config']['preset'])} | {train[-1]['step'] if train else 0} | "
                      f"{train[-1]['tokens'] if train else 0:,} | {fmt('val_loss')} | {fmt('val_bpb')} |")
     ppl_rows = [(r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v]
     if ppl_rows:
         lines += ["", "| run | measure | tokens | nats/token | perplexity | bits/byte |", "|---|---|---|---|---|---|"]
         for r, k, v in ppl_rows:
             se = f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""
-            lines.append(f"| {r['name']} | {k} ({v['measure']}) | {v['tokens']:,} | {v['nll_per_token']:.4f}{se} | "
+            lines.append(f"| {_md(r['name'])} | {_md(k)} ({_md(v['measure'])}) | {v['tokens']:,} | {v['nll_per_token']:.4f}{se} | "
                          f"{v['perplexity']:.2f} | {v['bits_per_byte']:.4f} |")
     blimp_rows = [(r["name"], b) for r in runs for b in r["blimp"]]
     if blimp_rows:
         lines += ["", "| run | scorer | macro accuracy | pairs | paradigms | ties |", "|---|---|---|---|---|---|"]
         for name, b in blimp_rows:
             se = f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""
-            lines.append(f"| {name} | {b['scorer']} | {100 * b['macro_accuracy']:.1f}%{se} | {b['n_pairs']:,} | {len(b['paradigms'])} | {b['ties']} |")
+            lines.append(f"| {_md(name)} | {_md(b['scorer'])} | {100 * b['macro_accuracy']:.1f}%{se} | {b['n_pairs']:,} | {len(b['paradigms'])} | {b['ties']} |")
     babylm_rows = [(r["name"], b) for r in runs for b in r["babylm"]]
     if babylm_rows:
         lines += ["", "BabyLM 2025 zero-shot (hlm eval babylm):", "",
@@ -210,21 +268,21 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
         for name, b in babylm_rows:
             for task, t in b["tasks"].items():
                 value = _value(t["value"], t["metric"])
-                lines.append(f"| {name} | {b['scorer']} | {b['convention']} | {task} | {t['metric']} | {value} | {t['n']:,} | {t['ties']} |")
+                lines.append(f"| {_md(name)} | {_md(b['scorer'])} | {_md(b['convention'])} | {_md(task)} | {_md(t['metric'])} | {value} | {t['n']:,} | {t['ties']} |")
     curve_rows = [(r["name"], scorer, task, points) for r in runs for scorer, tasks in r["curves"].items() for task, points in tasks.items()]
     if curve_rows:
         lines += ["", "Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:", "",
                   "| run | scorer | task | " + " | ".join(["checkpoint: value, in order of words seen"]) + " |", "|---|---|---|---|"]
         for name, scorer, task, points in curve_rows:
-            cells = ", ".join(f"{c.removeprefix('words_') or w}: {_value(v, m)}" for w, v, m, c in points)
-            lines.append(f"| {name} | {scorer} | {task} | {cells} |")
+            cells = ", ".join(f"{_md(c.removeprefix('words_') or w)}: {_value(v, m)}" for w, v, m, c in points)
+            lines.append(f"| {_md(name)} | {_md(scorer)} | {_md(task)} | {cells} |")
     aoa_rows = [(r["name"], a) for r in runs for a in r["aoa"]]
     if aoa_rows:
         lines += ["", "Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):", "",
                   "| run | scorer | Pearson r (model vs child AoA) | words | note |", "|---|---|---|---|---|"]
         for name, a in aoa_rows:
             r = "n/a" if a.get("value") is None else f"{a['value']:.3f}"
-            lines.append(f"| {name} | {a.get('scorer', '?')} | {r} | {a.get('n_words', 0)} | {a.get('note', '')} |")
+            lines.append(f"| {_md(name)} | {_md(a.get('scorer', '?'))} | {r} | {a.get('n_words', 0)} | {_md(a.get('note', ''))} |")
     ft_rows = [(r["name"], f) for r in runs for f in r["finetune"]]
     if ft_rows:
         lines += ["", "Fine-tuning (hlm finetune; best epoch on validation):", "",
@@ -232,9 +290,9 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
         for name, f in ft_rows:
             sd = f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""
             majority = f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—"
-            lines.append(f"| {name} | {f['task']} | {f['metric']} | {f['value']:.3f}{sd} | {len(f['seeds'])} | {majority} |")
+            lines.append(f"| {_md(name)} | {_md(f['task'])} | {_md(f['metric'])} | {f['value']:.3f}{sd} | {len(f['seeds'])} | {majority} |")
     if samples:
-        lines += ["", "Samples:", ""] + [f"- **{name}**: {text}" for name, text in samples.items()]
+        lines += ["", "Samples:", ""] + [f"- **{_md(name)}**: {_md(text)}" for name, text in samples.items()]
     return lines
 
 
@@ -261,12 +319,14 @@ def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: 
         if line.startswith("|---"):
             continue
         if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            cells = [html.escape(_plain(c.strip())) for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
             table.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         else:
             flush()
-            if line:
-                parts.append(f"<p>{html.escape(line)}</p>")
+            if m := re.fullmatch(r"- \*\*(.*?)\*\*: (.*)", line):  # a sample: its run in bold
+                parts.append(f"<p><b>{html.escape(_plain(m[1]))}</b>: {html.escape(_plain(m[2]))}</p>")
+            elif line:
+                parts.append(f"<p>{html.escape(_plain(line))}</p>")
     flush()
     doc = (f"<!doctype html><meta charset=utf-8><title>hybridlm report</title><style>body{{font-family:sans-serif;"
            f"max-width:1100px;margin:auto}}td{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse;"

@@ -17,8 +17,13 @@ SPECIAL_TOKENS = [PAD, BOS, EOS, MASK, UNK]  # ids 0..4 in every hybridlm tokeni
 TOKENIZER_FILE = "tokenizer.json"
 
 
+MAX_VOCAB = 2**20  # ~1M: far past any LM vocabulary, and what the Rust trainer handles without aborting
+MAX_LINE_BYTES = 4 * 2**20  # one paragraph per line: a longer line is a file without line breaks
+
+
 def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
-    """Every input exists, is non-empty and (when scanned) UTF-8; returns them as Paths."""
+    """Every input exists, is non-empty and (when scanned) UTF-8 with lines of at most 4 MiB;
+    returns them as Paths."""
     checked = []
     for p in map(Path, paths):
         if not p.is_file():
@@ -29,7 +34,10 @@ def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
             checked.append(p)
             continue
         with open(p, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
+            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise UserError(f"{p}:{lineno}: a line of more than {MAX_LINE_BYTES // 2**20} MiB; hlm reads one paragraph "
+                                    "per line: break the text into lines (e.g. fold -s -w 2000)")
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -47,8 +55,8 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
         raise UserError(f"unknown tokenizer kind {kind!r} (choose bpe or wordpiece)")
     if vocab_size < len(SPECIAL_TOKENS) + 256 and kind == "bpe":
         raise UserError(f"--vocab-size {vocab_size} is too small for byte-level BPE (use at least 261)")
-    if not len(SPECIAL_TOKENS) < vocab_size <= 2**31 - 1:
-        raise UserError(f"--vocab-size must be larger than {len(SPECIAL_TOKENS)} (got {vocab_size})")
+    if not len(SPECIAL_TOKENS) < vocab_size <= MAX_VOCAB:
+        raise UserError(f"--vocab-size must lie in {len(SPECIAL_TOKENS) + 1} ... {MAX_VOCAB:,} (got {vocab_size})")
     if min_frequency < 1:
         raise UserError(f"--min-frequency must be at least 1 (got {min_frequency})")
     out = Path(out_dir)
@@ -89,11 +97,7 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
     # template; byte-level offsets are still trimmed for readable offsets.
     if kind == "bpe":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
-    out.mkdir(parents=True, exist_ok=True)
-    from hybridlm.files import atomic_write_text
-
-    atomic_write_text(out / TOKENIZER_FILE, tok.to_str())
-    _write_hf_files(out)
+    _write_tokenizer_folder(tok, out)
     return tok
 
 
@@ -101,6 +105,23 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
 HF_SPECIAL = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "mask_token": MASK, "unk_token": UNK}
 HF_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast", **HF_SPECIAL, "model_max_length": 1_000_000_000,
              "clean_up_tokenization_spaces": False}
+
+
+def _write_tokenizer_folder(tok: Tokenizer, out: Path) -> None:
+    """OUT/tokenizer.json (and the files transformers reads), tokenizer.json last: a folder with
+    it is complete. A new OUT is built under a temporary name and renamed into place (a kill leaves
+    nothing; of two trainings into one new OUT the second fails instead of mixing files)."""
+    from hybridlm.files import atomic_write_text, building
+
+    def write(folder):
+        _write_hf_files(folder)
+        atomic_write_text(folder / TOKENIZER_FILE, tok.to_str())
+
+    if out.exists():
+        write(out)
+    else:
+        with building(out) as tmp:
+            write(tmp)
 
 
 def _write_hf_files(out: Path) -> None:

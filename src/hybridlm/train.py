@@ -33,6 +33,7 @@ from hybridlm import checkpoint as ckpt
 from hybridlm.config import TrainConfig, merge_config, word_label
 from hybridlm.data import PackedTokens, load_manifest
 from hybridlm.errors import UserError
+from hybridlm.files import data_lock
 from hybridlm.model import build_model
 from hybridlm.objectives import Objective, build_objective, objective_class
 from hybridlm.runs import RunDir
@@ -615,6 +616,7 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
                 run.create(cfg, Path(cfg.data) / TOKENIZER_FILE)
             stack.enter_context(run.lock())
             ckpt.remove_stale(run.path)
+        stack.enter_context(data_lock(cfg.data, exclusive=False))  # prepare --force waits for the run to end
         dist.barrier()
         return _loop(cfg, dist, run, resume, quiet)
 
