@@ -455,3 +455,62 @@ def test_folders_being_written_are_complete_or_absent(run_copy, corpus, tmp_path
             (tmp_path / "out").mkdir()
             (tmp_path / "out" / "theirs").write_text("y")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["theirs"]
+
+
+def _edit_json(path, change):
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+CRAFTED_DATA = {
+    "manifest []": lambda d: (d / "manifest.json").write_text("[]"),
+    "vocab_size 0": lambda d: _edit_json(d / "manifest.json", lambda m: {**m, "vocab_size": 0}),
+    "split without shards": lambda d: _edit_json(d / "manifest.json", lambda m: {**m, "splits": {**m["splits"], "train": {
+        k: v for k, v in m["splits"]["train"].items() if k != "shards"}}}),
+    "shard outside the folder": lambda d: _edit_json(d / "manifest.json", lambda m: {**m, "splits": {**m["splits"], "train": {
+        **m["splits"]["train"], "shards": [{**m["splits"]["train"]["shards"][0], "file": "../../etc/passwd"}]}}}),
+    "token ids past the vocabulary": lambda d: (d / "train_000.bin").write_bytes(
+        b"\xff\xff" * ((d / "train_000.bin").stat().st_size // 2)),
+    "short unigram.npy": lambda d: __import__("numpy").save(d / "unigram.npy", __import__("numpy").ones(3, dtype="int64")),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED_DATA))
+def test_crafted_prepared_data_is_one_line(case, data_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    CRAFTED_DATA[case](data)
+    objective = ["--objective", "diffusion", "--frequency-masking", "1"] if "unigram" in case else []
+    assert_one_line_error(run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", *TRAIN, *objective), "re-run hlm prepare")
+    assert not (tmp_path / "run").exists()
+
+
+CRAFTED_RUN = {
+    "seq_len 10^12": ("config.json", lambda c: {**c, "seq_len": 10**12}, "tokens a step"),
+    "tokens_seen a": ("state.json", lambda s: {**s, "tokens_seen": "a"}, "corrupt"),
+    "wrong-shaped RNG state": ("rng.json", lambda r: {**r, "torch": r["torch"][:10]}, "corrupt"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED_RUN))
+def test_crafted_run_files_are_one_line(case, run_copy, capsys):
+    name, change, needle = CRAFTED_RUN[case]
+    latest = run_copy / "checkpoints" / (run_copy / "checkpoints" / "latest").read_text().strip()
+    _edit_json(run_copy / name if name == "config.json" else latest / name, change)
+    assert_one_line_error(run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "40"), needle)
+
+
+def test_a_damaged_optimizer_state_is_named_not_blamed_on_the_learning_rate(run_copy, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    latest = run_copy / "checkpoints" / (run_copy / "checkpoints" / "latest").read_text().strip()
+    with safe_open(str(latest / "optimizer.safetensors"), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    key = next(k for k in tensors if k.endswith("exp_avg") and tensors[k].dim() == 2)
+    tensors[key] = tensors[key][:, :3].contiguous()
+    save_file(tensors, str(latest / "optimizer.safetensors"), metadata=meta)
+    assert_one_line_error(run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "40"), "optimizer state")
+    meta["param_groups"] = json.dumps({"not": "a list"})
+    tensors[key] = tensors[key]
+    save_file(tensors, str(latest / "optimizer.safetensors"), metadata=meta)
+    assert_one_line_error(run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "40"), "param_groups")

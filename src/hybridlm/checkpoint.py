@@ -230,6 +230,28 @@ def load_weights(path: Path, run_dir=None) -> dict:
         raise _corrupt(path, str(e).splitlines()[0][:120], run_dir or path.parent.parent) from None
 
 
+def _check_state(state: dict) -> None:
+    """The counters of state.json: whole numbers (or finite seconds and FLOPs), never negative."""
+    for key in ("step", "tokens_seen", "words_seen", "stage", "step_in_stage", "seq_len"):
+        if key in state and (not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0):
+            raise ValueError(f"state.json: {key} is {state[key]!r}, not a count")
+    for key in ("elapsed", "teacher_flops"):
+        if key in state and (not isinstance(state[key], (int, float)) or not 0 <= state[key] < float("inf")):
+            raise ValueError(f"state.json: {key} is {state[key]!r}, not a finite number")
+
+
+def _check_rng(rng) -> None:
+    """RNG states of the shapes this process's generators take (set_rng_state would fail mid-way)."""
+    mine = rng_state()
+    ok = isinstance(rng, dict) and isinstance(rng.get("torch"), list) and len(rng["torch"]) == len(mine["torch"])
+    ok = ok and isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 5 and isinstance(rng["numpy"][1], list) \
+        and len(rng["numpy"][1]) == len(mine["numpy"][1])
+    ok = ok and isinstance(rng.get("python"), list) and len(rng["python"]) == 3 and isinstance(rng["python"][1], list) \
+        and len(rng["python"][1]) == len(mine["python"][1])
+    if not ok or not all(isinstance(v, int) and 0 <= v < 256 for v in rng["torch"]):
+        raise ValueError("rng.json does not hold the random generators' states")
+
+
 def load_training_state(path: Path, run_dir) -> tuple[dict, dict, dict]:
     """(optimizer state, rng state, state.json) of a checkpoint, with a clear error if damaged."""
     if (path / "rng.pt").exists() and not (path / "rng.json").exists():
@@ -239,8 +261,12 @@ def load_training_state(path: Path, run_dir) -> tuple[dict, dict, dict]:
         state = json.loads((path / "state.json").read_text())
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
             raise ValueError("state.json has no step")
+        _check_state(state)
         optimizer = _load_optimizer(path / "optimizer.safetensors")
+        if not isinstance(optimizer["param_groups"], list) or not all(isinstance(g, dict) for g in optimizer["param_groups"]):
+            raise ValueError("the optimizer's param_groups are not a list of groups")
         rng = json.loads((path / "rng.json").read_text())
+        _check_rng(rng)
     except FileNotFoundError as e:
         raise _corrupt(path, f"{Path(e.filename).name} missing", run_dir) from None
     except Exception as e:

@@ -242,9 +242,37 @@ def load_manifest(data_dir) -> dict:
         manifest = json.loads(f.read_text())
     except json.JSONDecodeError:
         raise UserError(f"{f} is corrupt; re-run hlm prepare") from None
+    _check_manifest(manifest, f)
     if not (d / TOKENIZER_FILE).is_file() or tokenizer_hash(d / TOKENIZER_FILE) != manifest.get("tokenizer_hash"):
         raise UserError(f"the tokenizer in {d} does not match the one its shards were made with; re-run hlm prepare")
     return manifest
+
+
+def _check_manifest(m, f: Path) -> None:
+    """Every field hlm reads, of the type it needs (a crafted or damaged manifest is one line)."""
+    def bad(what):
+        raise UserError(f"{f}: {what}; re-run hlm prepare")
+
+    if not isinstance(m, dict):
+        bad("not a JSON object")
+    if m.get("dtype") not in ("uint16", "uint32"):
+        bad("dtype must be uint16 or uint32")
+    vocab = m.get("vocab_size")
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or not 5 < vocab <= np.iinfo(m["dtype"]).max + 1:
+        bad(f"vocab_size {vocab!r} is not a vocabulary size for {m['dtype']} tokens")
+    if not isinstance(m.get("bos_id"), int) or not 0 <= m["bos_id"] < vocab:
+        bad("bos_id is not a token id")
+    splits = m.get("splits")
+    if not isinstance(splits, dict) or not all(k in splits for k in ("train", "val")):
+        bad("splits must hold train and val")
+    for name, split in splits.items():
+        if not isinstance(split, dict) or not isinstance(split.get("tokens"), int) or not isinstance(split.get("shards"), list):
+            bad(f"split {name!r} needs tokens and a list of shards")
+        for sh in split["shards"]:
+            names = [sh.get("file")] + ([sh["words_file"]] if "words_file" in sh else []) if isinstance(sh, dict) else [None]
+            if not isinstance(sh, dict) or not isinstance(sh.get("tokens"), int) or sh["tokens"] < 0 or not all(
+                    isinstance(n, str) and n and Path(n).name == n and not n.startswith(".") for n in names):
+                bad(f"a shard of split {name!r} is not a file name in the folder with its token count")
 
 
 class PackedTokens:
@@ -274,6 +302,9 @@ class PackedTokens:
             if not path.is_file() or path.stat().st_size != sh["tokens"] * dtype.itemsize:
                 raise UserError(f"shard {path} is missing or truncated; re-run hlm prepare")
             mm = np.memmap(path, dtype=dtype, mode="r")
+            if len(mm) and int(mm.max()) >= self.manifest["vocab_size"]:  # a crafted shard: the embedding would fault
+                raise UserError(f"shard {path} holds token ids beyond the vocabulary ({self.manifest['vocab_size']}); "
+                                "re-run hlm prepare")
             self.shards.append(mm)
             counts.append(max(0, (len(mm) - 1) // seq_len))
             if self.has_words:
@@ -341,6 +372,10 @@ def load_unigram(data_dir) -> np.ndarray:
     """Token counts of the train split (written by prepare), loaded without pickle."""
     f = Path(data_dir) / "unigram.npy"
     try:
-        return np.load(f, allow_pickle=False)
+        counts = np.load(f, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise UserError(f"{f} is missing or corrupt ({str(e).splitlines()[0][:60]}); re-run hlm prepare") from None
+    vocab = load_manifest(data_dir)["vocab_size"]
+    if counts.shape != (vocab,) or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise UserError(f"{f} holds {counts.shape} {counts.dtype} values, not {vocab} token counts; re-run hlm prepare")
+    return counts

@@ -202,6 +202,11 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
 
         attention = build_objective(cfg, manifest["vocab_size"], cfg.data).attention
         Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], attention)
+    # the shards and the objective's own data (unigram counts) are read once here, so that damaged or
+    # crafted data is one line before anything is written
+    for split in ("train", "val"):
+        PackedTokens(cfg.data, split, cfg.seq_len)
+    build_objective(cfg, manifest["vocab_size"], cfg.data)
     if cfg.word_thresholds() and not PackedTokens(cfg.data, "train", cfg.seq_len).has_words:
         raise UserError(f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
                         "re-run hlm prepare (with --force)")
@@ -353,8 +358,13 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
 
         try:
             set_optimizer_state_dict(model, optimizer, opt_state, options=StateDictOptions(full_state_dict=True))
-        except (RuntimeError, ValueError, KeyError) as e:
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})") from None
+        for param, moments in optimizer.state.items():  # a crafted or damaged state would train on garbage
+            for key, value in moments.items():
+                if key != "step" and isinstance(value, torch.Tensor) and (value.shape != param.shape or not bool(torch.isfinite(value).all())):
+                    raise UserError(f"the optimizer state in {path} is damaged ({key} of shape {tuple(value.shape)} for a "
+                                    f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint")
         for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
             g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
         t.step, t.tokens_seen, t.elapsed_before = state["step"], state.get("tokens_seen", 0), state.get("elapsed", 0.0)
