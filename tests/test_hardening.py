@@ -514,3 +514,104 @@ def test_a_damaged_optimizer_state_is_named_not_blamed_on_the_learning_rate(run_
     tensors[key] = tensors[key]
     save_file(tensors, str(latest / "optimizer.safetensors"), metadata=meta)
     assert_one_line_error(run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "40"), "param_groups")
+
+
+@pytest.mark.parametrize("command", ["export", "eval", "prepare", "tokenizer", "report"])
+def test_a_file_size_limit_in_every_command_is_one_line_with_nothing_left(command, run_copy, data_dir, tokenizer_dir, corpus,
+                                                                           tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n' * 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {"export": ["export", "--run", run_copy, "--out", out / "hf"],
+            "eval": ["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", out / "r.json", "--keep-pairs"],
+            "prepare": ["prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", out / "data"],
+            "tokenizer": ["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", out / "tok"],
+            "report": ["report", run_copy, "--out", out / "rep", "--no-samples"]}[command]
+    before = _snapshot(run_copy)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))  # bytes: less than any output, more than a lock file
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-m", "hybridlm.cli", *map(str, args)], capture_output=True, text=True,
+                          preexec_fn=small_files, env=env, timeout=300)
+    proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if "seq/s]" not in ln)  # eval's progress bars
+    assert_one_line_error(proc, "file-size limit")
+    left = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".hlm-data-lock"]
+    assert all(not p.startswith(".") and "/." not in p for p in left), left  # no temporary file left behind
+    assert _snapshot(run_copy) == before or command == "eval"  # eval may keep its result in RUN/eval: never a part of one
+    if command == "eval":
+        for p in (run_copy / "eval").glob("*"):
+            json.loads(p.read_text())
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=8)
+
+
+def _paths(obj, prefix=()):
+    """Every key path of a JSON object (where a hostile value can go)."""
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+def _replaced(obj, path, value):
+    if not path:
+        return value
+    copy = list(obj) if isinstance(obj, list) else dict(obj)
+    copy[path[0]] = _replaced(obj[path[0]], path[1:], value)
+    return copy
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_files_at_the_loaders_are_accepted_or_one_clear_error(tmp_path_factory, data_dir, runs, data):
+    """Generated manifests, run configs, checkpoint state and result rows: each loader either accepts the
+    file or raises hlm's one-line UserError, never another exception."""
+    from hybridlm.data import PackedTokens
+    from hybridlm.errors import UserError
+    from hybridlm.report import make_report
+
+    kind = data.draw(st.sampled_from(["manifest", "config", "state", "result"]))
+    root = tmp_path_factory.mktemp("hostile")
+    if kind == "manifest":
+        folder = root / "data"
+        shutil.copytree(data_dir, folder)
+        target = folder / "manifest.json"
+    else:
+        folder = root / "run"
+        shutil.copytree(runs["causal"], folder)
+        latest = folder / "checkpoints" / (folder / "checkpoints" / "latest").read_text().strip()
+        target = {"config": folder / "config.json", "state": latest / "state.json",
+                  "result": folder / "eval" / "blimp-causal.json"}[kind]
+        if kind == "result":
+            target.parent.mkdir(exist_ok=True)
+            target.write_text(json.dumps({"scorer": "causal", "macro_accuracy": 0.5, "n_pairs": 2, "ties": 0,
+                                          "paradigms": {"a": {"accuracy": 0.5, "n": 2}}, "fields": {"f": {"accuracy": 0.5, "n": 2}}}))
+    original = json.loads(target.read_text())
+    path = data.draw(st.sampled_from(list(_paths(original))))
+    target.write_text(json.dumps(_replaced(original, path, data.draw(JSON))))
+    try:
+        if kind == "manifest":
+            PackedTokens(folder, "train", 16)
+        elif kind == "config":
+            RunDir(folder).read_config().validate()
+        elif kind == "state":
+            from hybridlm.checkpoint import load_training_state
+
+            load_training_state(latest, folder)
+        else:
+            make_report([folder], root / "rep", samples=False)
+    except UserError as e:
+        assert "\n" not in str(e)
