@@ -574,7 +574,7 @@ def _replaced(obj, path, value):
     return copy
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_hostile_files_at_the_loaders_are_accepted_or_one_clear_error(tmp_path_factory, data_dir, runs, data):
     """Generated manifests, run configs, checkpoint state and result rows: each loader either accepts the

@@ -237,60 +237,52 @@ def _plain(cell: str) -> str:
     return html.unescape(re.sub(r"\\(.)", r"\1", cell))
 
 
+def _section(title: str | None, header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table (after a blank line and its title); text cells are escaped, numbers are given formatted."""
+    if not rows:
+        return []
+    lines = [""] + ([title, ""] if title else [])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def _tables(runs: list[dict], samples: dict) -> list[str]:
-    lines = ["| run | objective | preset | steps | tokens seen | last val loss | val bits/byte |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for r in runs:
         val = [m for m in r["metrics"] if "val_loss" in m]
         train = [m for m in r["metrics"] if "loss" in m]
         last = val[-1] if val else {}
-        def fmt(key):  # bits per byte exists only where the loss is a likelihood (or its bound)
-            return f"{last[key]:.4f}" if key in last else "—"
-
-        lines.append(f"| {_md(r['name'])} | {_md(r['config']['objective'])} | {_md(r['config']['preset'])} | {train[-1]['step'] if train else 0} | "
-                     f"{train[-1]['tokens'] if train else 0:,} | {fmt('val_loss')} | {fmt('val_bpb')} |")
-    ppl_rows = [(r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v]
-    if ppl_rows:
-        lines += ["", "| run | measure | tokens | nats/token | perplexity | bits/byte |", "|---|---|---|---|---|---|"]
-        for r, k, v in ppl_rows:
-            se = f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""
-            lines.append(f"| {_md(r['name'])} | {_md(k)} ({_md(v['measure'])}) | {v['tokens']:,} | {v['nll_per_token']:.4f}{se} | "
-                         f"{v['perplexity']:.2f} | {v['bits_per_byte']:.4f} |")
-    blimp_rows = [(r["name"], b) for r in runs for b in r["blimp"]]
-    if blimp_rows:
-        lines += ["", "| run | scorer | macro accuracy | pairs | paradigms | ties |", "|---|---|---|---|---|---|"]
-        for name, b in blimp_rows:
-            se = f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""
-            lines.append(f"| {_md(name)} | {_md(b['scorer'])} | {100 * b['macro_accuracy']:.1f}%{se} | {b['n_pairs']:,} | {len(b['paradigms'])} | {b['ties']} |")
-    babylm_rows = [(r["name"], b) for r in runs for b in r["babylm"]]
-    if babylm_rows:
-        lines += ["", "BabyLM 2025 zero-shot (hlm eval babylm):", "",
-                  "| run | scorer | convention | task | metric | value | n | ties |", "|---|---|---|---|---|---|---|---|"]
-        for name, b in babylm_rows:
-            for task, t in b["tasks"].items():
-                value = _value(t["value"], t["metric"])
-                lines.append(f"| {_md(name)} | {_md(b['scorer'])} | {_md(b['convention'])} | {_md(task)} | {_md(t['metric'])} | {value} | {t['n']:,} | {t['ties']} |")
-    curve_rows = [(r["name"], scorer, task, points) for r in runs for scorer, tasks in r["curves"].items() for task, points in tasks.items()]
-    if curve_rows:
-        lines += ["", "Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:", "",
-                  "| run | scorer | task | " + " | ".join(["checkpoint: value, in order of words seen"]) + " |", "|---|---|---|---|"]
-        for name, scorer, task, points in curve_rows:
-            cells = ", ".join(f"{_md(c.removeprefix('words_') or w)}: {_value(v, m)}" for w, v, m, c in points)
-            lines.append(f"| {_md(name)} | {_md(scorer)} | {_md(task)} | {cells} |")
-    aoa_rows = [(r["name"], a) for r in runs for a in r["aoa"]]
-    if aoa_rows:
-        lines += ["", "Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):", "",
-                  "| run | scorer | Pearson r (model vs child AoA) | words | note |", "|---|---|---|---|---|"]
-        for name, a in aoa_rows:
-            r = "n/a" if a.get("value") is None else f"{a['value']:.3f}"
-            lines.append(f"| {_md(name)} | {_md(a.get('scorer', '?'))} | {r} | {a.get('n_words', 0)} | {_md(a.get('note', ''))} |")
-    ft_rows = [(r["name"], f) for r in runs for f in r["finetune"]]
-    if ft_rows:
-        lines += ["", "Fine-tuning (hlm finetune; best epoch on validation):", "",
-                  "| run | task | metric | value | seeds | majority class |", "|---|---|---|---|---|---|"]
-        for name, f in ft_rows:
-            sd = f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""
-            majority = f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—"
-            lines.append(f"| {_md(name)} | {_md(f['task'])} | {_md(f['metric'])} | {f['value']:.3f}{sd} | {len(f['seeds'])} | {majority} |")
+        fmt = lambda key: f"{last[key]:.4f}" if key in last else "—"  # noqa: E731 (bits per byte: likelihoods and bounds)
+        rows.append([_md(r["name"]), _md(r["config"]["objective"]), _md(r["config"]["preset"]), train[-1]["step"] if train else 0,
+                     f"{train[-1]['tokens'] if train else 0:,}", fmt("val_loss"), fmt("val_bpb")])
+    lines = _section(None, ["run", "objective", "preset", "steps", "tokens seen", "last val loss", "val bits/byte"], rows)[1:]
+    ppl = [(r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v]
+    lines += _section(None, ["run", "measure", "tokens", "nats/token", "perplexity", "bits/byte"], [
+        [_md(r["name"]), f"{_md(k)} ({_md(v['measure'])})", f"{v['tokens']:,}",
+         f"{v['nll_per_token']:.4f}" + (f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""),
+         f"{v['perplexity']:.2f}", f"{v['bits_per_byte']:.4f}"] for r, k, v in ppl])
+    lines += _section(None, ["run", "scorer", "macro accuracy", "pairs", "paradigms", "ties"], [
+        [_md(r["name"]), _md(b["scorer"]),
+         f"{100 * b['macro_accuracy']:.1f}%" + (f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""),
+         f"{b['n_pairs']:,}", len(b["paradigms"]), b["ties"]] for r in runs for b in r["blimp"]])
+    lines += _section("BabyLM 2025 zero-shot (hlm eval babylm):",
+                      ["run", "scorer", "convention", "task", "metric", "value", "n", "ties"], [
+        [_md(r["name"]), _md(b["scorer"]), _md(b["convention"]), _md(task), _md(t["metric"]), _value(t["value"], t["metric"]),
+         f"{t['n']:,}", t["ties"]] for r in runs for b in r["babylm"] for task, t in b["tasks"].items()])
+    lines += _section("Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:",
+                      ["run", "scorer", "task", "checkpoint: value, in order of words seen"], [
+        [_md(r["name"]), _md(scorer), _md(task),
+         ", ".join(f"{_md(c.removeprefix('words_') or w)}: {_value(v, m)}" for w, v, m, c in points)]
+        for r in runs for scorer, tasks in r["curves"].items() for task, points in tasks.items()])
+    lines += _section("Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):",
+                      ["run", "scorer", "Pearson r (model vs child AoA)", "words", "note"], [
+        [_md(r["name"]), _md(a.get("scorer", "?")), "n/a" if a.get("value") is None else f"{a['value']:.3f}",
+         a.get("n_words", 0), _md(a.get("note", ""))] for r in runs for a in r["aoa"]])
+    lines += _section("Fine-tuning (hlm finetune; best epoch on validation):",
+                      ["run", "task", "metric", "value", "seeds", "majority class"], [
+        [_md(r["name"]), _md(f["task"]), _md(f["metric"]),
+         f"{f['value']:.3f}" + (f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""), len(f["seeds"]),
+         f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—"] for r in runs for f in r["finetune"]])
     if samples:
         lines += ["", "Samples:", ""] + [f"- **{_md(name)}**: {_md(text)}" for name, text in samples.items()]
     return lines

@@ -70,8 +70,10 @@ def read_aoa(folder) -> AoAData:
     for word, entries in raw.items():
         if len(word) <= 1:  # as the pipeline's load_eval
             continue
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("context"), str) for e in entries):
-            raise UserError(f"{words_file}: word {word!r} needs a list of {{\"context\": ...}} entries")
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("context"), str) for e in entries
+        ):
+            raise UserError(f'{words_file}: word {word!r} needs a list of {{"context": ...}} entries')
         words.append(word)
         contexts.append([e["context"] for e in entries])
     if not words:
@@ -170,7 +172,9 @@ def curve_fitness(data: AoAData, checkpoints: list[tuple[str, list[float]]]) -> 
     per_word: dict[str, tuple[list, list]] = {w: ([], []) for w in data.words}
     for name, surprisals in checkpoints:
         if len(surprisals) != n:
-            raise UserError(f"AoA: checkpoint {name} has {len(surprisals)} surprisals for {n} contexts; evaluate it again")
+            raise UserError(
+                f"AoA: checkpoint {name} has {len(surprisals)} surprisals for {n} contexts; evaluate it again"
+            )
         words = words_in_name(name)
         k = 0
         for word, contexts in zip(data.words, data.contexts):
@@ -191,7 +195,19 @@ def curve_fitness(data: AoAData, checkpoints: list[tuple[str, list[float]]]) -> 
         r = pearsonr([p["model"] for p in pairs.values()], [p["child"] for p in pairs.values()])
         value, p_value = float(r[0]), float(r[1])
         value, p_value = (None, None) if not math.isfinite(value) else (value, p_value)
-    note = (f"children's AoA from {data.child_file}" + (", rebuilt from Wordbank's published proportions (not the official "
-            "cdi_human.csv): close to, not identical with, the official numbers" if data.rebuilt else ""))
-    return {"task": "aoa", "metric": "pearson r (model vs child AoA)", "value": value, "p_value": p_value,
-            "n_words": len(pairs), "checkpoints": [name for name, _ in checkpoints], "words": pairs, "note": note}
+    note = f"children's AoA from {data.child_file}" + (
+        ", rebuilt from Wordbank's published proportions (not the official "
+        "cdi_human.csv): close to, not identical with, the official numbers"
+        if data.rebuilt
+        else ""
+    )
+    return {
+        "task": "aoa",
+        "metric": "pearson r (model vs child AoA)",
+        "value": value,
+        "p_value": p_value,
+        "n_words": len(pairs),
+        "checkpoints": [name for name, _ in checkpoints],
+        "words": pairs,
+        "note": note,
+    }

@@ -29,8 +29,10 @@ READING_MASKS = 3  # the pipeline's --number_of_mask_tokens_to_append
 
 def backend_for(scorer: str) -> str:
     if scorer not in BACKENDS:
-        raise UserError(f"the official BabyLM pipeline has no backend for the {scorer} scorer (its backends: causal, "
-                        f"mlm = pll, mntp); score it with --convention hlm")
+        raise UserError(
+            f"the official BabyLM pipeline has no backend for the {scorer} scorer (its backends: causal, "
+            f"mlm = pll, mntp); score it with --convention hlm"
+        )
     return BACKENDS[scorer]
 
 
@@ -74,7 +76,9 @@ def completion_scores(lm, texts: list[tuple[str, int, object]], backend: str, pr
     """Per (text, completion start, _): the summed log-probability of the completion as the official
     backend computes it (fp32 logits; sums in fp64)."""
     tok = lm.pipeline_tokenizer()
-    copies = [c for i, (text, start, _) in enumerate(texts) for c in _completion_copies(lm, tok, i, text, start, backend)]
+    copies = [
+        c for i, (text, start, _) in enumerate(texts) for c in _completion_copies(lm, tok, i, text, start, backend)
+    ]
     return score_copies(lm, copies, len(texts), backend == "causal", progress=progress, desc=f"official {backend}")
 
 
@@ -115,12 +119,18 @@ def reading_surprisals(lm, rows: list[dict], backend: str, progress: bool = Fals
 
     tok = lm.pipeline_tokenizer()
     prev = [i for i, r in enumerate(rows) if r.get("prev_item")]
-    copies = [c for i, r in enumerate(rows) for c in reading_copies(lm, tok, i, r["item"] or "None", r["word"], backend)]
-    copies += [c for k, i in enumerate(prev)
-               for c in reading_copies(lm, tok, len(rows) + k, rows[i]["prev_item"], rows[i]["prev_word"], backend)]
-    scores = score_copies(lm, copies, len(rows) + len(prev), backend == "causal", progress=progress,
-                          desc=f"official {backend} reading")
+    copies = [
+        c for i, r in enumerate(rows) for c in reading_copies(lm, tok, i, r["item"] or "None", r["word"], backend)
+    ]
+    copies += [
+        c
+        for k, i in enumerate(prev)
+        for c in reading_copies(lm, tok, len(rows) + k, rows[i]["prev_item"], rows[i]["prev_word"], backend)
+    ]
+    scores = score_copies(
+        lm, copies, len(rows) + len(prev), backend == "causal", progress=progress, desc=f"official {backend} reading"
+    )
     surprisal = -np.asarray(scores[: len(rows)])
     prev_surprisal = np.full(len(rows), np.nan)
-    prev_surprisal[prev] = -np.asarray(scores[len(rows):])
+    prev_surprisal[prev] = -np.asarray(scores[len(rows) :])
     return surprisal, prev_surprisal
