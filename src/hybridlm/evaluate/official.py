@@ -62,8 +62,10 @@ def _completion_copies(lm, tok, index: int, text: str, start: int, backend: str)
     scored = [j for j, (_, end) in enumerate(offsets) if end > start]
     shift = 1 if backend == "mntp" else 0
     if shift and 0 in scored:
-        # the pipeline would read index -1 (the last padded position): refuse rather than imitate
-        raise UserError(f"{lm.name}: the mntp backend needs a tokenizer that adds a BOS/CLS token before each text")
+        if tok.cls_token_id is None and tok.bos_token_id is None:
+            scored.remove(0)  # the pipeline never scores a first token it cannot read one position earlier
+        else:  # it would read index -1 (the last padded position): refuse rather than imitate
+            raise UserError(f"{lm.name}: the mntp backend needs a tokenizer that adds its BOS/CLS token first")
     out = []
     for j in scored:
         masked = list(ids)
