@@ -145,26 +145,21 @@ def _point_latest(root: Path, name: str) -> None:
 
 def set_aside(run_dir, step: int) -> list[str]:
     """The checkpoints of `step` renamed to diverged-NAME (kept to look at, never loaded: training
-    from their weights diverged), and `latest` pointed at the newest remaining one. Returns the
-    names set aside."""
+    from their weights diverged), and `latest` pointed at the newest remaining one, when an older
+    checkpoint remains to resume from. Returns the names set aside."""
     root = Path(run_dir) / CKPT_DIR
-    moved = []
-    for path in list_checkpoints(run_dir, NAME):
-        if checkpoint_state(path).get("step") == step:
-            target = root / f"diverged-{path.name}"
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(path, target)
-            moved.append(path.name)
-    if moved:
-        remaining = list_checkpoints(run_dir, NAME)
-        pointer = root / "latest"
-        if remaining:
-            _point_latest(root, max(remaining, key=lambda p: checkpoint_state(p).get("step", -1)).name)
-        else:
-            pointer.unlink(missing_ok=True)
-            _fsync_dir(root)
-    return moved
+    every = list_checkpoints(run_dir, NAME)
+    at_step = [p for p in every if checkpoint_state(p).get("step") == step]
+    if not at_step or len(at_step) == len(every):
+        return []  # nothing older to fall back to: the only checkpoint stays (the error says what happened)
+    for path in at_step:
+        target = root / f"diverged-{path.name}"
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(path, target)
+    remaining = [p for p in every if p not in at_step]
+    _point_latest(root, max(remaining, key=lambda p: checkpoint_state(p).get("step", -1)).name)
+    return [p.name for p in at_step]
 
 
 def remove_stale(run_dir) -> list[str]:

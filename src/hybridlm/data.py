@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
-from hybridlm.files import atomic_write_bytes, atomic_write_json, data_lock, refuse_links_in
+from hybridlm.files import DATA_LOCK, atomic_write_bytes, atomic_write_json, data_lock, refuse_links_in
 from hybridlm.tokenizer import BOS, TOKENIZER_FILE, check_text_files, load_tokenizer, tokenizer_hash
 
 MANIFEST = "manifest.json"
@@ -157,7 +157,7 @@ def prepare(
         raise UserError(f"--out {out} is the tokenizer's folder; give prepared data its own folder")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if out.is_dir() and any(p.name != DATA_LOCK for p in out.iterdir()) and not force:
         what = "prepared data" if (out / MANIFEST).exists() else "files"
         raise UserError(f"--out {out} already holds {what}; pass --force to replace it, or choose a new --out")
     refuse_links_in(out)
