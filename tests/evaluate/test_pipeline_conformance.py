@@ -127,6 +127,7 @@ def run_pipeline(model_dir, backend, data, out, tasks=tuple(SENTENCE_TASKS), rea
 
 
 # ---------------------------------------------------------------- data and models
+TINY = dict(preset="tiny", seq_len=128, batch_size=16, lr=3e-3, eval_interval=0)  # a few seconds a run
 def _subset(src, dst, every=1, limit=None, files=None):
     dst.mkdir(parents=True)
     for f in sorted(src.glob("*.jsonl"))[:files]:
@@ -214,17 +215,8 @@ def models(tmp_path_factory):
     for objective in ("causal", "masked", "hybrid", "mntp"):
         # 512 positions, as `small`: entity tracking's longest items are ~270 tokens with this vocabulary
         cfg = TrainConfig(
-            data=str(root / "data"),
-            out=str(root / "runs" / objective),
-            objective=objective,
-            preset="tiny",
-            model={"max_seq_len": 512},
-            seq_len=128,
-            batch_size=16,
-            max_steps=40,
-            lr=3e-3,
-            eval_interval=0,
-            log_interval=20,
+            data=str(root / "data"), out=str(root / "runs" / objective), objective=objective, model={"max_seq_len": 512},
+            max_steps=40, log_interval=20, **TINY
         )
         train(cfg, quiet=True)
         out[objective] = (root / "runs" / objective, export_run(root / "runs" / objective, root / "hf" / objective))
@@ -339,17 +331,8 @@ def test_age_of_acquisition_equals_the_pipelines(models, tmp_path):
     run = tmp_path / "run"
     train(
         TrainConfig(
-            data=str(root / "data"),
-            out=str(run),
-            objective="causal",
-            preset="tiny",
-            seq_len=128,
-            batch_size=16,
-            max_steps=120,
-            lr=3e-3,
-            eval_interval=0,
-            log_interval=40,
-            checkpoint_words=["5K", "10K", "20K", "40K", "80K"],
+            data=str(root / "data"), out=str(run), objective="causal", max_steps=120, log_interval=40,
+            checkpoint_words=["5K", "10K", "20K", "40K", "80K"], **TINY
         ),
         quiet=True,
     )
