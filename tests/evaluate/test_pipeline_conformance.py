@@ -215,8 +215,8 @@ def models(tmp_path_factory):
     for objective in ("causal", "masked", "hybrid", "mntp"):
         # 512 positions, as `small`: entity tracking's longest items are ~270 tokens with this vocabulary
         cfg = TrainConfig(
-            data=str(root / "data"), out=str(root / "runs" / objective), objective=objective, model={"max_seq_len": 512},
-            max_steps=40, log_interval=20, **TINY
+            data=str(root / "data"), out=str(root / "runs" / objective), objective=objective,
+            model={"max_seq_len": 512}, max_steps=40, log_interval=20, **TINY
         )
         train(cfg, quiet=True)
         out[objective] = (root / "runs" / objective, export_run(root / "runs" / objective, root / "hf" / objective))
