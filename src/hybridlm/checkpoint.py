@@ -225,6 +225,14 @@ def load_weights(path: Path, run_dir=None) -> dict:
         raise _corrupt(path, str(e).splitlines()[0][:120], run_dir or path.parent.parent) from None
 
 
+def first_non_finite(state, name: str = "") -> str | None:
+    """The name of the first floating-point tensor holding nan or inf in a (nested) state dict, or None."""
+    if isinstance(state, torch.Tensor):
+        return name if state.is_floating_point() and not bool(torch.isfinite(state).all()) else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    return next((bad for k, v in items if (bad := first_non_finite(v, f"{name}.{k}" if name else str(k)))), None)
+
+
 def _check_state(state: dict) -> None:
     """The counters of state.json: whole numbers (or finite seconds and FLOPs), never negative."""
     for key in ("step", "tokens_seen", "words_seen", "stage", "step_in_stage", "seq_len"):

@@ -108,8 +108,9 @@ def cmd_perplexity(a):
     from hybridlm.evaluate.perplexity import evaluate_file
     from hybridlm.runs import RunDir
 
-    for flag, value in (("--samples", a.samples), ("--max-tokens", a.max_tokens + 1), ("--seq-len", a.seq_len or 2)):
-        if value <= 0 or (flag == "--seq-len" and value < 2) or (flag == "--samples" and value > MAX_SAMPLES):
+    _check_samples(a.samples)
+    for flag, value in (("--max-tokens", a.max_tokens + 1), ("--seq-len", a.seq_len or 2)):
+        if value <= 0 or (flag == "--seq-len" and value < 2):
             raise UserError(f"{flag} is out of range (got {getattr(a, flag[2:].replace('-', '_'))})")
     _check_json_target(a.json)
     lm = _lm(a)
@@ -133,8 +134,7 @@ def cmd_blimp(a):
 
     if a.limit is not None and a.limit <= 0:
         raise UserError(f"--limit must be positive (got {a.limit})")
-    if not 0 < a.samples <= MAX_SAMPLES:
-        raise UserError(f"--samples must lie in 1 ... {MAX_SAMPLES:,} (got {a.samples})")
+    _check_samples(a.samples)
     _check_json_target(a.json)
     pairs = load_pairs(a.data, a.limit)
     lm = _lm(a)
@@ -158,6 +158,11 @@ MAX_STEPS = 100_000  # generation: network calls, new tokens
 MAX_SAMPLES = 10_000  # samples drawn in one command, Monte-Carlo samples per score
 
 
+def _check_samples(samples: int) -> None:
+    if not 0 < samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must lie in 1 ... {MAX_SAMPLES:,} (got {samples})")
+
+
 def _check_sampling(a):
     checks = [("--temperature", 0 <= a.temperature < float("inf"), "finite and >= 0 (0 = greedy)"),
               ("--top-k", a.top_k >= 0, ">= 0 (0 = off)"),
@@ -177,8 +182,7 @@ def cmd_babylm(a):
     from hybridlm.runs import RunDir
 
     _check_json_target(a.json)
-    if not 0 < a.samples <= MAX_SAMPLES:
-        raise UserError(f"--samples must lie in 1 ... {MAX_SAMPLES:,} (got {a.samples})")
+    _check_samples(a.samples)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
     for task, folder in find_tasks(a.data, tasks).items():  # bad data fails before the model loads
         read_task(task, folder)

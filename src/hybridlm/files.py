@@ -85,7 +85,8 @@ def refuse_links_in(folder, flag: str = "--out") -> None:
     folder = Path(folder)
     links = [p.name for p in folder.iterdir() if p.is_symlink()] if folder.is_dir() and not folder.is_symlink() else []
     if folder.is_symlink() or links:
-        what = f"{folder} is a symbolic link" if folder.is_symlink() else f"{folder} holds symbolic links ({', '.join(sorted(links)[:3])})"
+        what = (f"{folder} is a symbolic link" if folder.is_symlink()
+                else f"{folder} holds symbolic links ({', '.join(sorted(links)[:3])})")
         raise UserError(f"{flag}: {what}; hlm does not write through links (remove them, or choose a new {flag})")
 
 
@@ -152,11 +153,10 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:  # a full disk, a kill: no temporary file stays, the old file is untouched
         tmp.unlink(missing_ok=True)
-        raise no_space(path, e) or e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and (err := no_space(path, e)):
+            raise err from None
         raise
     return path
 

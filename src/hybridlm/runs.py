@@ -216,8 +216,7 @@ class RunDir:
         path = self.checkpoint(checkpoint)
         tokenizer = load_tokenizer(self.tokenizer_path)
         weights = ckpt.load_weights(path, self.path)
-        bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
-        if bad is not None:
+        if bad := ckpt.first_non_finite(weights):
             raise UserError(f"checkpoint {path} holds non-finite weights ({bad} has nan or inf): training diverged before it "
                             "was written; use an earlier checkpoint (--checkpoint NAME)")
         vocab = weights["embed.weight"].shape[0] if "embed.weight" in weights else tokenizer.get_vocab_size()

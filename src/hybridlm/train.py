@@ -197,17 +197,16 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     """Everything that can be checked before the run folder is touched; returns the data manifest."""
     manifest = load_manifest(cfg.data)
     attention_backend(cfg, dist.device, compiled=cfg.compile is not False)  # --attention flex needs CUDA
+    # the shards and the objective's own data (unigram counts) are read here, so that damaged or
+    # crafted data is one line before anything is written
+    objective = build_objective(cfg, manifest["vocab_size"], cfg.data)
+    train_data = PackedTokens(cfg.data, "train", cfg.seq_len)
+    PackedTokens(cfg.data, "val", cfg.seq_len)
     if cfg.distill_from:
         from hybridlm.objectives.distill import Distiller
 
-        attention = build_objective(cfg, manifest["vocab_size"], cfg.data).attention
-        Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], attention)
-    # the shards and the objective's own data (unigram counts) are read once here, so that damaged or
-    # crafted data is one line before anything is written
-    for split in ("train", "val"):
-        PackedTokens(cfg.data, split, cfg.seq_len)
-    build_objective(cfg, manifest["vocab_size"], cfg.data)
-    if cfg.word_thresholds() and not PackedTokens(cfg.data, "train", cfg.seq_len).has_words:
+        Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.attention)
+    if cfg.word_thresholds() and not train_data.has_words:
         raise UserError(f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
                         "re-run hlm prepare (with --force)")
     for _, L, rows in cfg.stages():
@@ -362,7 +361,8 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
             raise UserError(f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})") from None
         for param, moments in optimizer.state.items():  # a crafted or damaged state would train on garbage
             for key, value in moments.items():
-                if key != "step" and isinstance(value, torch.Tensor) and (value.shape != param.shape or not bool(torch.isfinite(value).all())):
+                if key != "step" and isinstance(value, torch.Tensor) and (
+                        value.shape != param.shape or ckpt.first_non_finite({key: value}) is not None):
                     raise UserError(f"the optimizer state in {path} is damaged ({key} of shape {tuple(value.shape)} for a "
                                     f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint")
         for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
@@ -513,21 +513,6 @@ def check_finite(t: Trainer) -> None:
                         f"which never reached the weights{note}; {_divergence_advice(t)}")
 
 
-def _all_finite(*state_dicts) -> bool:
-    return all(bool(torch.isfinite(v).all()) for sd in state_dicts for v in _tensors(sd) if v.is_floating_point())
-
-
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)
-
-
 def read_record(t: Trainer, record: dict) -> dict:
     """The numbers of a step's record (a device synchronisation: log steps only)."""
     check_finite(t)
@@ -581,7 +566,7 @@ def save(t: Trainer, names=(None,)):
     check_finite(t)  # a run that went bad is never checkpointed
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_model_state_dict(t.model, options=opts), get_optimizer_state_dict(t.model, t.optimizer, options=opts)
-    if not _all_finite(msd, osd):  # an update overflowed: never saved, so the last checkpoint stays a finite one
+    if ckpt.first_non_finite({"model": msd, "optimizer": osd}):  # an overflowed update is never saved
         raise UserError(f"training diverged: the weights or optimizer state became non-finite (nan or inf) by step "
                         f"{t.step}; nothing was saved for it; {_divergence_advice(t)}")
     if t.dist.main:

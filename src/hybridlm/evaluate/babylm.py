@@ -124,9 +124,7 @@ def read_task(task: str, folder: Path) -> TaskData:
     if task.startswith("reading"):
         return TaskData(rows=_read_reading(folder))
     if task == "aoa":
-        from hybridlm.evaluate.aoa import read_aoa
-
-        read_aoa(folder)  # checked here; used by evaluate_checkpoints
+        aoa.read_aoa(folder)  # checked here; used by evaluate_checkpoints
         return TaskData()
     files = sorted(folder.glob("*.jsonl"))
     if not files:
@@ -189,14 +187,16 @@ def _read_reading(folder: Path) -> list[dict]:
 
 # ---------------------------------------------------------------- metrics
 def _accuracy(scores: list[list[float]], items: list[Item], official: bool):
-    """Accuracy and ties per subset (texts[0] strictly best; official: ties go to index 0, as the
-    pipeline's torch.max picks)."""
+    """Accuracy, ties and items per subset (texts[0] strictly best; official: ties go to index 0, as
+    the pipeline's torch.max picks)."""
     by, ties = defaultdict(list), defaultdict(int)
     for it, s in zip(items, scores):
         best_other = max(s[1:])
         ties[it.subset] += int(s[0] == best_other)
         by[it.subset].append(s[0] >= best_other if official else s[0] > best_other)
-    return {k: sum(v) / len(v) for k, v in sorted(by.items())}, {k: ties[k] for k in sorted(by)}
+    subsets = sorted(by)
+    accuracy = {k: sum(by[k]) / len(by[k]) for k in subsets}
+    return accuracy, {k: ties[k] for k in subsets}, {k: len(by[k]) for k in subsets}
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -278,8 +278,12 @@ def evaluate_babylm(lm, data_dir, tasks=None, scorer=None, convention: str = "hl
         t0 = time.time()
         if task.startswith("reading"):
             if reading_scores is None:
-                reading_scores = official.reading_surprisals(lm, d.rows, backend, progress) if backend else \
-                    _reading_surprisals(lm, d.rows, scorer, samples, progress)
+                if backend:
+                    reading_scores = _reading_surprisals(
+                        d.rows, lambda p: official.reading_scores(lm, p, backend, progress))
+                else:  # hlm's convention: " word" as the completion of its context
+                    reading_scores = _reading_surprisals(d.rows, lambda p: score_completions(
+                        lm, [(c + " " + w, len(c), 1) for c, w in p], scorer, samples=samples, progress=progress))
             result = _reading_result(task, d.rows, *reading_scores)
         else:
             texts = [(text, start, 7919 * i + 1) for i, it in enumerate(d.items) for text, start in zip(it.texts, it.starts)]
@@ -377,7 +381,7 @@ def _task_result(task: str, items: list[Item], scores: list[list[float]], offici
         prefs = [1 / (1 + math.exp(min(700.0, s[1] - s[0]))) for s in scores]  # softmax over the two, first entry
         return {"metric": "spearman", "value": spearman(prefs, [it.ratio for it in items]), "n": len(items),
                 "ties": int(sum(s[0] == s[1] for s in scores)), "subsets": {}}
-    subsets, subset_ties = _accuracy(scores, items, official)
+    subsets, subset_ties, subset_n = _accuracy(scores, items, official)
     if task == "entity_tracking":
         splits = {}
         for split in ENTITY_SPLITS:
@@ -389,18 +393,16 @@ def _task_result(task: str, items: list[Item], scores: list[list[float]], offici
     else:
         value = sum(subsets.values()) / len(subsets)
     return {"metric": "accuracy", "value": value, "n": len(items), "ties": sum(subset_ties.values()), "subsets": subsets,
-            "subset_ties": subset_ties, "subset_n": {k: sum(it.subset == k for it in items) for k in subset_ties}}
+            "subset_ties": subset_ties, "subset_n": subset_n}
 
 
-def _reading_surprisals(lm, rows, scorer, samples, progress):
-    """Surprisal (nats) of each word given its context, and of the previous word given its own."""
-    def completion(context, word):
-        return (context + " " + word, len(context), 1)
-
-    texts = [completion(r["item"] or "None", r["word"]) for r in rows]
+def _reading_surprisals(rows, log_probs):
+    """Surprisal (nats) of each word given its context, and of the previous word given its own;
+    `log_probs` scores (context, word) pairs by a convention."""
     prev = [i for i, r in enumerate(rows) if r.get("prev_item")]
-    texts += [completion(rows[i]["prev_item"], rows[i]["prev_word"]) for i in prev]
-    scores = score_completions(lm, texts, scorer, samples=samples, progress=progress)
+    pairs = [(r["item"] or "None", r["word"]) for r in rows]
+    pairs += [(rows[i]["prev_item"], rows[i]["prev_word"]) for i in prev]
+    scores = log_probs(pairs)
     surprisal = -np.asarray(scores[: len(rows)])
     prev_surprisal = np.full(len(rows), np.nan)
     prev_surprisal[prev] = -np.asarray(scores[len(rows):])

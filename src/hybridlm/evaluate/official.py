@@ -84,55 +84,43 @@ def completion_scores(lm, texts: list[tuple[str, int, object]], backend: str, pr
     return score_copies(lm, copies, len(texts), backend == "causal", progress=progress, desc=f"official {backend}")
 
 
-def _next_token_copy(lm, tok, index: int, context: str, piece: str, backend: str) -> Copy:
-    """The pipeline's reading `get_p` / `get_p_mlm` / `get_p_mntp`: log p(first token of `piece`)
-    right after `context`."""
-    target = tok(piece, add_special_tokens=False)["input_ids"]
-    if not target:
-        raise UserError(f"reading data: the word {piece!r} has no tokens")
+def _next_token_copy(lm, tok, index: int, context: str, target: int, backend: str) -> Copy:
+    """The pipeline's reading `get_p` / `get_p_mlm` / `get_p_mntp`: log p(`target`) right after `context`."""
     if backend == "causal":
         ids, _ = _encode(lm, tok, context)
-        return Copy(index, ids, [len(ids) - 1], [target[0]])
+        return Copy(index, ids, [len(ids) - 1], [target])
     mask = _mask_id(lm, tok)
     ids, _ = _encode(lm, tok, context + tok.mask_token * READING_MASKS)
     from_end = READING_MASKS + (1 if backend == "mntp" else 0) + (0 if ids[-1] == mask else 1)
-    return Copy(index, ids, [len(ids) - from_end], [target[0]])
+    return Copy(index, ids, [len(ids) - from_end], [target])
+
+
+def _first_token(tok, piece: str) -> int:
+    ids = tok(piece, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise UserError(f"reading data: the word {piece!r} has no tokens")
+    return ids[0]
 
 
 def reading_copies(lm, tok, index: int, context: str, word: str, backend: str) -> list[Copy]:
     """The pipeline's `get_p2*`: the word's first token after the context, then each further token
-    after the context extended by the decoded tokens before it (their log-probabilities summed)."""
+    (the first token of its decoded text) after the context extended by the decoded tokens before
+    it; their log-probabilities summed."""
     target = tok(word, add_special_tokens=False)["input_ids"]
     if not target:
         raise UserError(f"reading data: the word {word!r} has no tokens")
-    copies = [_next_token_copy(lm, tok, index, context, word, backend)]
+    copies = [_next_token_copy(lm, tok, index, context, target[0], backend)]
     context += tok.decode(target[0])
     for t in target[1:]:
         piece = tok.decode(t)
-        copies.append(_next_token_copy(lm, tok, index, context, piece, backend))
+        copies.append(_next_token_copy(lm, tok, index, context, _first_token(tok, piece), backend))
         context += piece
     return copies
 
 
-def reading_surprisals(lm, rows: list[dict], backend: str, progress: bool = False):
-    """Surprisal (nats) of each word given its context and of the previous word given its own, as
-    the pipeline's reading task computes them (`reading/run.py`)."""
-    import numpy as np
-
+def reading_scores(lm, pairs: list[tuple[str, str]], backend: str, progress: bool = False) -> list[float]:
+    """log p(word | context) per (context, word), as the pipeline's reading task computes it (`reading/run.py`)."""
     tok = lm.pipeline_tokenizer()
-    prev = [i for i, r in enumerate(rows) if r.get("prev_item")]
-    copies = [
-        c for i, r in enumerate(rows) for c in reading_copies(lm, tok, i, r["item"] or "None", r["word"], backend)
-    ]
-    copies += [
-        c
-        for k, i in enumerate(prev)
-        for c in reading_copies(lm, tok, len(rows) + k, rows[i]["prev_item"], rows[i]["prev_word"], backend)
-    ]
-    scores = score_copies(
-        lm, copies, len(rows) + len(prev), backend == "causal", progress=progress, desc=f"official {backend} reading"
-    )
-    surprisal = -np.asarray(scores[: len(rows)])
-    prev_surprisal = np.full(len(rows), np.nan)
-    prev_surprisal[prev] = -np.asarray(scores[len(rows) :])
-    return surprisal, prev_surprisal
+    copies = [c for i, (context, word) in enumerate(pairs) for c in reading_copies(lm, tok, i, context, word, backend)]
+    desc = f"official {backend} reading"
+    return score_copies(lm, copies, len(pairs), backend == "causal", progress=progress, desc=desc)
