@@ -108,7 +108,8 @@ def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
         _save_optimizer(optimizer_state, tmp / "optimizer.safetensors")
-        (tmp / "rng.json").write_text(json.dumps(rng_state()))
+        state = dict(state)
+        (tmp / "rng.json").write_text(json.dumps(state.pop("rng", None) or rng_state()))
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:

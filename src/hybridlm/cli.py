@@ -118,7 +118,9 @@ def cmd_perplexity(a):
         RunDir(a.run).check_eval_writable("perplexity.json")
     result = evaluate_file(lm, a.input, scorer=a.scorer, seq_len=a.seq_len, max_tokens=a.max_tokens, samples=a.samples,
                            seed=a.seed, progress=True)
-    for kind in ("causal", "pll", "pll-word", "mntp", "mntp-word", "elbo"):
+    from hybridlm.evaluate.scoring import SCORERS
+
+    for kind in SCORERS:
         if kind in result:
             r = result[kind]
             se = f" ± {r['nll_per_token_stderr']:.4f}" if "nll_per_token_stderr" in r else ""

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from hybridlm.errors import UserError
+from hybridlm.model import PRESETS, check_model_overrides
+from hybridlm.objectives import objective_class, option_fields, option_owners
+from hybridlm.objectives.base import option_default
 
 
 @dataclass
@@ -39,31 +42,10 @@ class TrainConfig:
     beta2: float = 0.98
     grad_clip: float = 2.0
     z_loss: float = 0.0
-    # objective options (each objective class names the ones it reads in its `config_keys`)
-    mask_ratio_start: float = 0.3
-    mask_ratio_end: float = 0.15
-    max_span: int = 3
-    causal_fraction: float = 1 / 16
-    schedule: str = "loglinear"
-    diffusion_eps: float = 1e-3
-    diffusion_estimator: str = "time"  # time: t ~ U(eps, 1), weight -a'/(1-a); count: k masked ~ U{1..n}, weight 1/k (log-linear only)
-    frequency_masking: float = 0.0
-    # mix: objectives mixed per sequence, "causal:1,mntp:15"; mix_end: the mix at the end of training
-    # (shares move linearly); mix_phases: [[fraction, mix], ...] switched at fractions of training (AntLM)
-    mix: str = ""
-    mix_end: str = ""
-    mix_phases: list = field(default_factory=list)
-    # multi-token prediction (causal, and causal rows of a mix): output heads in all (1 = next token only)
-    # and the loss weight of each extra head (default 1 each)
-    mtp_heads: int = 1
-    mtp_weights: list = field(default_factory=list)
     # distillation (BabyLlama): loss = alpha * CE + (1 - alpha) * T^2 * KL(mean of the teachers || student)
     distill_from: list = field(default_factory=list)  # teacher runs, or local HF causal LMs (same tokenizer as the data)
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
-    # prefix LM: the prefix is a uniform fraction of the row in [prefix_min, prefix_max]
-    prefix_min: float = 0.1
-    prefix_max: float = 0.9
     document_mask: bool = True
     # run mechanics
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
@@ -83,9 +65,27 @@ class TrainConfig:
     log_interval: int = 10
     log: list = field(default_factory=list)  # extra loggers: tensorboard, wandb
     max_seconds: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    # the objectives' options given (flat keys, e.g. mask_ratio_start): each objective's Options
+    # dataclass defines them, their defaults and checks; they read as attributes too (cfg.max_span)
+    options: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        fields_ = option_fields()
+        if name in fields_:  # an objective's option: the value given, else its default
+            return self.options.get(name, option_default(fields_[name]))
+        raise AttributeError(name)
+
+    def objective_options(self) -> dict:
+        """The options that make this run what it is: its objective's (and a mix's objectives'), resolved."""
+        return objective_class(self.objective).identity(self.options)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Flat keys, as config files write them: the general keys and the objective's options."""
+        out = {k: v for k, v in asdict(self).items() if k != "options"}
+        try:
+            return {**out, **self.objective_options()}
+        except UserError:  # options that do not validate (a config being reported as refused): as given
+            return {**out, **self.options}
 
     def stages(self) -> list[tuple[int, int, int]]:
         """(first step, seq_len, sequences per step) of each sequence-length stage."""
@@ -105,16 +105,14 @@ class TrainConfig:
 
     def model_overrides(self) -> dict:
         """The preset's overrides with what the objective adds to the model (extra MTP heads)."""
-        return {**self.model, "mtp_heads": self.mtp_heads} if self.mtp_heads > 1 else dict(self.model)
+        heads = self.options.get("mtp_heads", 1)
+        return {**self.model, "mtp_heads": heads} if heads > 1 else dict(self.model)
 
     def max_len(self) -> int:
         return max(L for _, L, _ in self.stages())
 
     def validate(self) -> "TrainConfig":
         """Every value checked before anything is written: a bad one is a one-line error, never a stub run."""
-        from hybridlm.model import PRESETS, check_model_overrides
-        from hybridlm.objectives import objective_class
-
         objective = objective_class(self.objective)
         if self.preset not in PRESETS:
             raise UserError(f"unknown preset {self.preset!r} (choose one of: {', '.join(PRESETS)})")
@@ -168,31 +166,43 @@ class TrainConfig:
         self.word_thresholds()  # each entry parses
         if not (self.max_epochs >= 0 and math.isfinite(self.max_epochs)):
             raise UserError(f"max_epochs must be >= 0 (0 = no cap; got {self.max_epochs})")
+        objective.read_options(self.options)  # the objective's options, checked by its Options
+        read = self.objective_options()
+        for key, value in self.options.items():  # an option set for another objective is a mistake, not a no-op
+            if key not in read and value != option_default(option_fields()[key]):
+                raise UserError(f"{key} is an option of {', '.join(option_owners(key))}; objective {self.objective} "
+                                "does not read it (drop it, or choose one of those objectives)")
         if not 0 <= self.distill_alpha <= 1 or not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
             raise UserError(f"distill_alpha must lie in [0, 1] and distill_temperature be positive (got {self.distill_alpha}, "
                             f"{self.distill_temperature})")
         unknown = set(self.log) - {"tensorboard", "wandb"}
         if unknown:
             raise UserError(f"unknown logger {sorted(unknown)[0]!r} (choose tensorboard or wandb)")
-        objective.check_config(self)
-        if self.mtp_heads != 1 and "mtp_heads" not in objective.identity_keys(self):
-            raise UserError(f"mtp_heads needs causal rows to train them: use --objective causal, or a mix with causal (not {self.objective})")
         return self
 
 
 MAX_TOKENS_PER_STEP = 2**24
+GENERAL_KEYS = frozenset(f.name for f in fields(TrainConfig))
+_init_fields = TrainConfig.__init__  # the dataclass's own
+
+
+def _init(self, options: dict | None = None, **values):
+    """TrainConfig(objective="masked", max_span=5): an objective's option keys go to `options`."""
+    general = {k: values.pop(k) for k in list(values) if k in GENERAL_KEYS}
+    known = option_fields()
+    for key in values:
+        if key not in known:
+            raise TypeError(f"TrainConfig got an unknown key {key!r}")
+    _init_fields(self, **general, options={**(options or {}), **values})
+
+
+TrainConfig.__init__ = _init
+
 
 # what `hlm train --help` says beside the default, for the keys whose name does not say it all
 HELP = {
     "objective": "a registered objective: causal, masked, hybrid, diffusion, mntp, prefix, mix",
-    "mix": "mix: objectives per row with relative weights, e.g. causal:1,mntp:15",
-    "mix_end": "mix: the mix at the end of training (the shares move linearly from --mix)",
-    "mix_phases": "mix: repeatable FRACTION@MIX, e.g. --mix-phases 0@causal:1 --mix-phases 0.5@mntp:1 (AntLM)",
-    "mtp_heads": "output heads in all: N-1 extra heads predict t+2..t+N (causal rows)",
-    "mtp_weights": "repeatable: the loss weight of each extra head (default 1 each)",
     "distill_from": "repeatable: a teacher run or local HF causal LM (same tokenizer); loss alpha*CE + (1-alpha)*T^2*KL",
-    "prefix_min": "prefix LM: the shortest prefix, as a fraction of the row",
-    "prefix_max": "prefix LM: the longest prefix, as a fraction of the row",
     "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
     "compile": "torch.compile each transformer block (default: on CUDA, off on CPU)",
@@ -253,21 +263,30 @@ def _read_file(path: Path) -> dict:
     raise UserError(f"config {path} must be .toml, .yaml/.yml or .json")
 
 
+def config_keys() -> dict:
+    """Every key of `hlm train` -> its default: the general keys and every registered objective's options."""
+    defaults = TrainConfig()
+    out = {f.name: getattr(defaults, f.name) for f in fields(TrainConfig) if f.name != "options"}
+    return {**out, **{k: option_default(f) for k, f in option_fields().items()}}
+
+
 def merge_config(values: dict, base: TrainConfig | None = None, source: str = "config") -> TrainConfig:
     """Apply `values` over `base`, rejecting unknown keys with the closest valid one."""
-    valid = {f.name: f for f in fields(TrainConfig)}
+    defaults = config_keys()
     for key in values:
-        if key not in valid:
-            close = difflib.get_close_matches(key, list(valid), n=1)
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UserError(f"unknown key {key!r} in {source}{hint}")
     cfg = asdict(base) if base is not None else asdict(TrainConfig())
+    options = dict(cfg.pop("options"))
     for key, value in values.items():
-        default = getattr(TrainConfig(), key)
+        default = defaults[key]
+        into = cfg if key in GENERAL_KEYS else options
         if default is None:  # a bool that defaults to "decided by the device" (compile)
             if value is not None and not isinstance(value, bool):
                 raise UserError(f"{key} in {source} must be true or false (got {value!r})")
-            cfg[key] = value
+            into[key] = value
             continue
         if isinstance(default, bool) != isinstance(value, bool):
             what = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
@@ -276,8 +295,8 @@ def merge_config(values: dict, base: TrainConfig | None = None, source: str = "c
             value = float(value)
         if type(default) in (int, float, str, list, dict) and not isinstance(value, type(default)):
             raise UserError(f"{key} in {source} must be a {type(default).__name__} (got {value!r})")
-        cfg[key] = value
-    return TrainConfig(**cfg)
+        into[key] = value
+    return TrainConfig(**cfg, options=options)
 
 
 def read_config_file(path) -> dict:

@@ -17,7 +17,7 @@ from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
 from hybridlm.evaluate.blimp import evaluate_pairs
 from hybridlm.evaluate.lm import RunLM
-from hybridlm.generate import generate_text, infill_text
+from hybridlm.generate import sample_text
 from hybridlm.finetune import FinetuneConfig, RunClassifier, finetune
 from hybridlm.grammar import minimal_pairs, write_corpus, write_grammaticality
 from hybridlm.runs import load_run
@@ -63,10 +63,10 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
             summary = train(cfg, quiet=True)
             lm = RunLM(cfg.out)
             result = evaluate_pairs(lm, pairs)
-            sample = _sample(lm.run, seed)
+            sample = sample_text(lm.run, "the", lm.run.objective.demo_sample_text, 16, seed, temperature=0.7)
             tuned = finetune(lambda n, run=cfg.out: RunClassifier(load_run(run), n, 0.1), "grammar", grammar_task,
                              FinetuneConfig(lr=5e-4, epochs=3, seed=seed), progress=False)
-            rows.append({**summary, "pair_accuracy": result["macro_accuracy"], "scorer": result["scorer"], "sample": sample,
+            rows.append({**summary, "loss_label": lm.run.objective.capabilities.loss_label, "pair_accuracy": result["macro_accuracy"], "scorer": result["scorer"], "sample": sample,
                          "finetune_accuracy": tuned["value"]})
             print(f"  {objective:<9} val {summary.get('val_loss', float('nan')):.3f}  pairs {result['macro_accuracy']:.1%} "
                   f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  {summary['seconds']:.0f}s")
@@ -75,23 +75,13 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
     return rows
 
 
-def _sample(run, seed) -> str:
-    if run.objective.generation == "causal":
-        return "the" + generate_text(run, "the", max_new_tokens=16, temperature=0.7, seed=seed).rstrip()
-    if run.objective.generation is not None:
-        return generate_text(run, "", max_new_tokens=16, steps=16, temperature=0.7, seed=seed).strip()
-    if run.objective.infill_shift is not None:
-        return infill_text(run, run.objective.demo_sample_text, temperature=0.0, seed=seed).strip()
-    return "(this objective neither generates nor infills)"
-
-
 def _print_table(rows):
     head = (f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} "
             f"{'fine-tuned':>10} {'time':>6}")
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         print(f"{r['objective']:<10} {r['parameters']:>8,} {r['tokens_seen']:>9,} {r.get('val_loss', float('nan')):>9.3f} "
-              f"{objective_class(r['objective']).loss_label:<22} {r['pair_accuracy']:>9.1%} {r['finetune_accuracy']:>10.1%} "
+              f"{r['loss_label']:<22} {r['pair_accuracy']:>9.1%} {r['finetune_accuracy']:>10.1%} "
               f"{r['seconds']:>5.0f}s")
     print("\nsamples:")
     for r in rows:

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from hybridlm.errors import UserError
 from hybridlm.files import building
+from hybridlm.objectives import ExportView, Infill
 from hybridlm.runs import load_run
 from hybridlm.tokenizer import TOKENIZER_FILE, _write_hf_files, load_tokenizer, special_ids, with_bos
 
@@ -85,7 +86,7 @@ def _export_masked(run, out: Path):
         "objective": run.objective.name,
         # GPT-BERT's layout: an MNTP model's logits at position i predict token i+1 (no shift in the
         # export), which the official pipeline's mntp backend reads at i-1 (score it with --backend mntp)
-        "mntp": run.objective.infill_shift == 1,
+        "mntp": run.objective.capabilities.infill is Infill.NEXT_TOKEN,
         "auto_map": {"AutoConfig": "configuration_hybridlm.HybridLMConfig",
                      "AutoModelForMaskedLM": "modeling_hybridlm.HybridLMForMaskedLM"},
         "bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"],
@@ -114,7 +115,7 @@ def export_run(run_dir, out_dir, checkpoint: str | None = None) -> Path:
     out = Path(out_dir)
     _check_out(out)
     run = load_run(run_dir, checkpoint=checkpoint)
-    if not run.objective.export_causal_lm and run.objective.export_masked_lm is None:
+    if not run.objective.capabilities.export:
         raise UserError(f"a {run.objective.name} run has no Hugging Face export")
     with building(out) as tmp:  # complete, or not there at all
         _write_export(run, tmp)
@@ -122,17 +123,18 @@ def export_run(run_dir, out_dir, checkpoint: str | None = None) -> Path:
 
 
 def _write_export(run, out: Path) -> None:
-    objective = run.objective
-    if objective.export_causal_lm:
+    objective, caps = run.objective, run.objective.capabilities
+    if ExportView.CAUSAL_LM in caps.export:
         save_file(llama_state_dict(run.model), str(out / "model.safetensors"), metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(llama_config(run.model), indent=2))
         (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2))
-    if objective.export_masked_lm is not None:
+    if caps.masked_lm_folder is not None:
         # bidirectional attention: a small trust_remote_code class (AutoModelForMaskedLM); a hybrid
         # run gets both, the masked view in a sub-folder (GPT-BERT's two modes of one model)
-        _export_masked(run, out / objective.export_masked_lm if objective.export_masked_lm else out)
+        _export_masked(run, out / caps.masked_lm_folder)
     _write_tokenizer(run.run.tokenizer_path, out)
-    (out / "hybridlm.json").write_text(json.dumps({"objective": objective.name, "step": run.step, "words_seen": run.words_seen,
+    (out / "hybridlm.json").write_text(json.dumps({"objective": objective.name, "options": run.cfg.objective_options(),
+                                                   "step": run.step, "words_seen": run.words_seen,
                                                    "source": str(run.path)}, indent=2))
 
 

@@ -27,6 +27,9 @@ from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.files import read_jsonl
+from hybridlm.model import AttentionSpec
+from hybridlm.objectives import Attention
+from hybridlm.runtime import autocast_for, warmup_cosine
 
 # task -> (text fields, number of labels, selection metric)
 TASKS = {
@@ -104,7 +107,7 @@ class RunClassifier(nn.Module):
     def __init__(self, run, n_labels: int, dropout: float):
         super().__init__()
         self.body, self.tok = run.model, run.tokenizer
-        self.causal = run.objective.attention == "causal"
+        self.causal = run.objective.capabilities.attention is Attention.CAUSAL
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.body.cfg.d_model, n_labels)
         nn.init.normal_(self.head.weight, std=0.02)
@@ -121,7 +124,7 @@ class RunClassifier(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(ids.shape[1], device=ids.device)
         real = pos[None] < lengths[:, None]
-        h = self.body(ids, is_causal=self.causal, document_ids=None if self.causal else (~real).int())
+        h = self.body(ids, AttentionSpec(self.causal, None if self.causal else (~real).int()))
         if self.causal:
             pooled = h[torch.arange(len(ids), device=ids.device), lengths - 1]
         else:
@@ -210,17 +213,8 @@ def finetune_once(make_model, task: str, train, valid, cfg: FinetuneConfig, seed
     valid_x = [(model.encode(t, cfg.max_length), y) for t, y in valid]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(train_x) / cfg.batch_size)
-    warmup = max(1, round(cfg.warmup_fraction * steps))
-
-    def lr_scale(step):  # linear warmup, cosine to min_lr_ratio
-        if step < warmup:
-            return (step + 1) / warmup
-        p = (step - warmup) / max(1, steps - warmup)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_scale)
-    from hybridlm.train import autocast_for
-
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, steps, 1.0, cfg.warmup_fraction, cfg.min_lr_ratio))
     amp, _ = autocast_for(cfg.precision, torch.device(device))
     g = torch.Generator().manual_seed(seed)
     history, best = [], None

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.model import KVCache
+from hybridlm.model import AttentionSpec, KVCache
+from hybridlm.objectives import Generation, Infill
 from hybridlm.tokenizer import BOS, EOS, MASK
 
 
@@ -46,7 +47,7 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature
     bidirectionally (a prefix LM), what follows it left to right."""
     limit = model.cfg.max_seq_len
     ids = list(prompt_ids)[-limit:]
-    prefix = torch.tensor([len(ids)]) if prompt_as_prefix else None
+    attention = AttentionSpec(True, prefix_lengths=torch.tensor([len(ids)]) if prompt_as_prefix else None)
     new: list[int] = []
     caches = [KVCache() for _ in model.blocks] if use_cache else None
     x = torch.tensor([ids])
@@ -55,10 +56,10 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature
         if len(ids) >= limit:
             break
         if use_cache:
-            logits = model.head(model(x, is_causal=True, kv_caches=caches, start_pos=pos, prefix_lengths=prefix)[:, -1])
+            logits = model.head(model(x, attention, kv_caches=caches, start_pos=pos)[:, -1])
             pos += x.shape[1]
         else:
-            logits = model.head(model(torch.tensor([ids]), is_causal=True, prefix_lengths=prefix)[:, -1])
+            logits = model.head(model(torch.tensor([ids]), attention)[:, -1])
         probs = filter_logits(_forbid(logits.float(), list(forbid_ids)), temperature, top_k, top_p, min_p)
         tok = int(torch.multinomial(probs[0], 1, generator=generator))
         if tok in stop_ids:
@@ -94,7 +95,7 @@ def unmask(model, ids: list[int], mask_id: int, steps=32, order="confidence", te
         if n_unmask == 0:
             continue
         if probs is None:
-            logits = model(x, is_causal=False, logits=True)[0].float()
+            logits = model(x, False, logits=True)[0].float()
             if shift:
                 logits = torch.cat([logits[:1], logits[:-1]], 0)  # position i is predicted at i-1
             probs = filter_logits(_forbid(logits, forbid), temperature, top_k, top_p, min_p)
@@ -120,18 +121,19 @@ def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confiden
     g = torch.Generator().manual_seed(seed)
     stop, specials = _stop_and_forbid(tok)
     prompt_ids = [tok.token_to_id(BOS)] + (tok.encode(prompt, add_special_tokens=False).ids if prompt else [])
-    if objective.generation == "causal":
+    caps = objective.capabilities
+    if caps.generation is Generation.CAUSAL:
         new = generate_causal(model, prompt_ids, max_new_tokens, stop_ids=stop, forbid_ids=[i for i in specials if i not in stop],
-                              generator=g, prompt_as_prefix=objective.prompt_as_prefix, **sampling)
-    elif objective.generation == "unmask":
+                              generator=g, prompt_as_prefix=caps.prompt_as_prefix, **sampling)
+    elif caps.generation is Generation.UNMASK:
         mask = tok.token_to_id(MASK)
         n = min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
         out = unmask(model, prompt_ids + [mask] * n, mask, steps, order, forbid_ids=specials, generator=g,
-                     unmask_fraction=objective.unmask_fraction, shift=objective.infill_shift or 0, **sampling)
+                     unmask_fraction=objective.unmask_fraction, shift=caps.infill.shift or 0, **sampling)
         new = out[len(prompt_ids):]
     else:
         raise UserError(f"a {objective.name} model does not generate text; use hlm infill"
-                        if objective.infill_shift is not None else f"a {objective.name} model does not generate text")
+                        if caps.infill is not Infill.NONE else f"a {objective.name} model does not generate text")
     # decoded together with the prompt: a first token that continues the prompt's last word stays
     # attached to it, and one that starts a new word keeps its space
     before, after = tok.decode(prompt_ids[1:]), tok.decode(prompt_ids[1:] + new)
@@ -141,7 +143,7 @@ def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confiden
 def infill_text(run, text: str, span: int = 1, steps=None, order="confidence", seed=0, **sampling) -> str:
     """Fill each <mask> in `text` (each stands for `span` tokens)."""
     tok, model, objective = run.tokenizer, run.model, run.objective
-    if objective.infill_shift is None:
+    if objective.capabilities.infill is Infill.NONE:
         raise UserError(f"a {objective.name} model cannot fill masks; use hlm generate, or a model trained to unmask")
     if MASK not in text:
         raise UserError("the text has no <mask> to fill, e.g. --text 'The <mask> sat on the <mask>.'")
@@ -157,6 +159,18 @@ def infill_text(run, text: str, span: int = 1, steps=None, order="confidence", s
         raise UserError(f"the text is {len(ids)} tokens, longer than the model's {model.cfg.max_seq_len}")
     _, specials = _stop_and_forbid(tok)
     n_masks = ids.count(mask)
-    out = unmask(model, ids, mask, steps or n_masks, order, shift=objective.infill_shift, forbid_ids=specials,
+    out = unmask(model, ids, mask, steps or n_masks, order, shift=objective.capabilities.infill.shift, forbid_ids=specials,
                  generator=torch.Generator().manual_seed(seed), unmask_fraction=objective.unmask_fraction, **sampling)
     return tok.decode(out[1:]).strip()
+
+
+def sample_text(run, prompt: str, infill_template: str, max_new_tokens: int, seed: int = 0, **sampling) -> str:
+    """A sample to show (demo, report): the prompt and its continuation where the objective
+    generates, the template's <mask>s filled where it only infills (greedily)."""
+    caps = run.objective.capabilities
+    if caps.generation is not Generation.NONE:
+        return prompt + generate_text(run, prompt, max_new_tokens=max_new_tokens, steps=max_new_tokens, seed=seed,
+                                      **sampling).rstrip()
+    if caps.infill is not Infill.NONE:
+        return infill_text(run, infill_template, temperature=0.0, seed=seed).strip()
+    return "(this objective neither generates nor infills)"

@@ -142,49 +142,79 @@ def values_on_host(*tensors) -> bool:
     return all(x.device.type == "cpu" for x in tensors if isinstance(x, torch.Tensor))
 
 
-def simplify_attention(is_causal, document_ids, prefix_lengths):
-    """(is_causal, document_ids, prefix_lengths) with what changes nothing dropped: one mode for
-    every row becomes a bool, one document per row and all-zero prefixes become None, so that SDPA's
-    mask-free (flash) kernels apply. It reads the tensors' values: training calls it on the host
-    (`Batch.to`), where that costs no device synchronisation."""
-    if prefix_lengths is not None and not bool((prefix_lengths > 0).any()):
-        prefix_lengths = None
-    if document_ids is not None and bool((document_ids == document_ids[:, :1]).all()):
-        document_ids = None
-    if not isinstance(is_causal, bool) and bool((is_causal == is_causal[:1]).all()):
-        is_causal = bool(is_causal[0]) if len(is_causal) else True
-    return is_causal, document_ids, prefix_lengths
+@dataclass
+class AttentionSpec:
+    """Who attends to whom in a batch: the one description every caller gives the model.
+
+    is_causal: one mode for every row (a bool) or per row ([B] bool: causal or bidirectional).
+    document_ids: [B, T] ints; a position sees only positions of its own packed document.
+    prefix_lengths: [B] ints; a causal row also sees its first prefix_lengths[b] positions whatever
+    its place (a prefix LM: bidirectional inside the prefix, causal after it); 0 = plain causal.
+    """
+
+    is_causal: torch.Tensor | bool = True
+    document_ids: torch.Tensor | None = None
+    prefix_lengths: torch.Tensor | None = None
+
+    def tensors(self) -> tuple:
+        return self.is_causal, self.document_ids, self.prefix_lengths
+
+    def simplify(self) -> "AttentionSpec":
+        """The same attention with what changes nothing dropped: one mode for every row becomes a
+        bool, one document per row and all-zero prefixes become None, so that SDPA's mask-free (flash)
+        kernels apply. It reads the tensors' values, so callers do it where they live (the host, in
+        training: no device synchronisation); a spec on a device is returned as it is."""
+        if not values_on_host(*self.tensors()):
+            return self
+        is_causal, document_ids, prefix_lengths = self.tensors()
+        if prefix_lengths is not None and not bool((prefix_lengths > 0).any()):
+            prefix_lengths = None
+        if document_ids is not None and bool((document_ids == document_ids[:, :1]).all()):
+            document_ids = None
+        if not isinstance(is_causal, bool) and bool((is_causal == is_causal[:1]).all()):
+            is_causal = bool(is_causal[0]) if len(is_causal) else True
+        return AttentionSpec(is_causal, document_ids, prefix_lengths)
+
+    def map(self, fn) -> "AttentionSpec":
+        """The spec with `fn` applied to each of its tensors (moving, selecting rows)."""
+        return AttentionSpec(*(fn(x) if isinstance(x, torch.Tensor) else x for x in self.tensors()))
+
+    def causal_rows(self, n: int, device) -> torch.Tensor:
+        """[n] float: 1 for a causal row, 0 for a bidirectional one."""
+        if isinstance(self.is_causal, bool):
+            return torch.full((n,), float(self.is_causal), device=device)
+        return self.is_causal.float()
+
+    def mask(self, seq_len: int, device, backend: str = "sdpa"):
+        """(mask, is_causal) for attention: (None, flag) when no mask is needed, else a boolean SDPA
+        mask [B, 1, T, T] (True = may attend) or, with backend="flex", a FlexAttention BlockMask of
+        the same rule."""
+        is_causal, document_ids, prefix_lengths = self.simplify().tensors()
+        if document_ids is None and prefix_lengths is None and isinstance(is_causal, bool):
+            return None, is_causal
+        if isinstance(is_causal, bool):
+            is_causal = torch.full((1,), is_causal, device=device)
+        if backend == "flex":
+            return _block_mask(is_causal, document_ids, prefix_lengths, seq_len, device), False
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+        # Rows in bidirectional mode see everything (in their document); causal rows the past only.
+        mask = causal[None] | ~is_causal.view(-1, 1, 1)
+        if prefix_lengths is not None:
+            mask = mask | (torch.arange(seq_len, device=device)[None, None, :] < prefix_lengths.view(-1, 1, 1))
+        if document_ids is not None:
+            mask = mask & (document_ids[:, :, None] == document_ids[:, None, :])
+        return mask[:, None], False
 
 
-def attention_mask(is_causal: torch.Tensor | bool, document_ids, seq_len: int, device, prefix_lengths=None,
-                   backend: str = "sdpa"):
-    """(mask, is_causal) for attention: (None, flag) when no mask is needed, else a boolean SDPA mask
-    [B, 1, T, T] (True = may attend) or, with backend="flex", a FlexAttention BlockMask of the same rule.
-
-    prefix_lengths [B]: a causal row also sees the first prefix_lengths[b] positions whatever its
-    place (a prefix LM: bidirectional inside the prefix, causal after it); 0 = plain causal.
-    Tensors on the CPU are simplified here; elsewhere they are taken as given (see simplify_attention)."""
-    if values_on_host(is_causal, document_ids, prefix_lengths):
-        is_causal, document_ids, prefix_lengths = simplify_attention(is_causal, document_ids, prefix_lengths)
-    if document_ids is None and prefix_lengths is None and isinstance(is_causal, bool):
-        return None, is_causal
-    if isinstance(is_causal, bool):
-        is_causal = torch.full((1,), is_causal, device=device)
-    if backend == "flex":
-        return _block_mask(is_causal, document_ids, prefix_lengths, seq_len, device), False
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
-    # Rows in bidirectional mode see everything (in their document); causal rows the past only.
-    mask = causal[None] | ~is_causal.view(-1, 1, 1)
-    if prefix_lengths is not None:
-        mask = mask | (torch.arange(seq_len, device=device)[None, None, :] < prefix_lengths.view(-1, 1, 1))
-    if document_ids is not None:
-        mask = mask & (document_ids[:, :, None] == document_ids[:, None, :])
-    return mask[:, None], False
+def as_attention(attention) -> AttentionSpec:
+    """An AttentionSpec from a spec or a bool (one mode for every row, no documents)."""
+    return attention if isinstance(attention, AttentionSpec) else AttentionSpec(bool(attention))
 
 
 def _block_mask(is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: int, device) -> BlockMask:
     """The dense mask's rule as a FlexAttention mask_mod, evaluated block-sparsely."""
-    rows = max(len(is_causal), 1 if document_ids is None else len(document_ids), 1 if prefix_lengths is None else len(prefix_lengths))
+    rows = max(len(is_causal), 1 if document_ids is None else len(document_ids),
+               1 if prefix_lengths is None else len(prefix_lengths))
     is_causal = is_causal.expand(rows)
     prefix = prefix_lengths if prefix_lengths is not None else torch.zeros(rows, dtype=torch.long, device=device)
 
@@ -237,15 +267,13 @@ class Transformer(nn.Module):
                 return F.linear(hidden.float(), self.embed.weight.float())
         return F.linear(hidden, self.embed.weight)
 
-    def forward(self, input_ids, is_causal=True, document_ids=None, kv_caches=None, start_pos: int = 0, logits: bool = False,
-                prefix_lengths=None, mtp: bool = False):
+    def forward(self, input_ids, attention: AttentionSpec | bool = True, kv_caches=None, start_pos: int = 0,
+                logits: bool = False, mtp: bool = False):
         """Final hidden states [B, T, D] (after the last norm); with logits=True the logits [B, T, V].
 
-        The loss is not computed here: objectives call the fused head + cross-entropy
-        (hybridlm.ops.linear_cross_entropy) on the hidden states of the positions they score.
-        is_causal: a bool for the whole batch or a bool tensor [B] (mixed causal/bidirectional rows).
-        document_ids: [B, T] ints; attention is restricted to positions of the same document.
-        prefix_lengths: [B] ints; causal rows see their first prefix_lengths positions bidirectionally.
+        The loss is not computed here: the training loss calls the fused head + cross-entropy
+        (hybridlm.ops.linear_cross_entropy) on the hidden states of the positions it scores.
+        attention: an AttentionSpec (modes per row, documents, prefixes), or a bool for one mode.
         mtp: also return the extra heads' hidden states (a list, t+2 first) when the model has them.
         """
         B, T = input_ids.shape
@@ -260,8 +288,7 @@ class Transformer(nn.Module):
             if T > 1:
                 raise ValueError("incremental decoding takes one token at a time")
         else:
-            mask, causal_flag = attention_mask(is_causal, document_ids, T, input_ids.device, prefix_lengths,
-                                               self.attention_backend)
+            mask, causal_flag = as_attention(attention).mask(T, input_ids.device, self.attention_backend)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
         out = self.head(self.norm(x)) if logits else self.norm(x)

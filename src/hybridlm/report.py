@@ -15,7 +15,8 @@ from pathlib import Path
 
 from hybridlm.errors import UserError
 from hybridlm.files import atomic_write_bytes, atomic_write_text, refuse_links_in
-from hybridlm.runs import RunDir
+from hybridlm.generate import sample_text
+from hybridlm.runs import RunDir, load_run
 
 
 NUMBER, OPTIONAL_NUMBER = (int, float), (int, float, type(None))
@@ -208,18 +209,11 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
 
 
 def _sample(run: dict, seed: int) -> str:
-    from hybridlm.generate import generate_text, infill_text
-    from hybridlm.runs import load_run
-
     try:
         loaded = load_run(run["path"])
     except UserError as e:
         return f"(no sample: {e})"
-    if loaded.objective.generation is not None:
-        return "The" + generate_text(loaded, "The", max_new_tokens=40, steps=40, temperature=0.8, top_p=0.95, seed=seed).rstrip()
-    if loaded.objective.infill_shift is not None:
-        return infill_text(loaded, "The <mask> was <mask> in the <mask> .", temperature=0.0, seed=seed)
-    return "(this objective neither generates nor infills)"
+    return sample_text(loaded, "The", "The <mask> was <mask> in the <mask> .", 40, seed, temperature=0.8, top_p=0.95)
 
 
 def _value(value, metric: str) -> str:

@@ -35,8 +35,11 @@ from hybridlm.data import PackedTokens, load_manifest
 from hybridlm.errors import UserError
 from hybridlm.files import data_lock
 from hybridlm.model import build_model
-from hybridlm.objectives import Objective, build_objective, objective_class
+from hybridlm.distill import Distiller
+from hybridlm.losses import build_loss
+from hybridlm.objectives import Likelihood, Objective, build_objective
 from hybridlm.runs import RunDir
+from hybridlm.runtime import Dist, autocast_for, warmup_cosine
 from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, tokenizer_hash
 
 # What a run *is*: refused on --resume when they differ from the saved run (the objective's own
@@ -45,106 +48,14 @@ IDENTITY_KEYS = ("objective", "preset", "model", "seq_len", "seq_len_schedule", 
                  "distill_from", "distill_alpha", "distill_temperature")
 
 
-# ---------------------------------------------------------------- environment
-class Dist:
-    """The process group from torchrun's environment, or a single process."""
-
-    def __init__(self, device_pref: str = "auto"):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = resolve_device(device_pref, self.local_rank)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """The sum over processes, on this process's device (NCCL reduces device tensors, gloo host ones)."""
-        if self.world > 1:
-            t = t.to(self.device, copy=True)
-            torch.distributed.all_reduce(t)
-        return t
-
-    def barrier(self):
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def rows(self, n: int) -> slice:
-        """This process's share of a global batch of n rows."""
-        per = n // self.world
-        return slice(self.rank * per, (self.rank + 1) * per)
-
-
-def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        pref = f"cuda:{local_rank}"
-    try:
-        device = torch.device(pref)
-    except (RuntimeError, ValueError):
-        raise UserError(f"unknown device {pref!r} (choose auto, cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but this PyTorch has no CUDA device; use --device cpu (or install a CUDA build)")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"device {pref!r} is not supported (choose auto, cpu or cuda)")
-    return device
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except Exception:
-            return False
-    return False
-
-
-def autocast_for(precision: str, device: torch.device):
-    use = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    if not use:
-        return contextlib.nullcontext(), "fp32"
-    return torch.autocast(device.type, dtype=torch.bfloat16), "bf16"
-
-
+# ---------------------------------------------------------------- schedule and randomness
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, cosine decay to min_lr_ratio * lr, then an optional linear cooldown to 0."""
-    warmup = max(1, round(cfg.warmup_fraction * cfg.max_steps))
-    cooldown = round(cfg.cooldown_fraction * cfg.max_steps)
-    floor = cfg.lr * cfg.min_lr_ratio
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    decay_end = cfg.max_steps - cooldown
-    if step >= decay_end:
-        return floor * (cfg.max_steps - step) / max(1, cooldown)
-    progress = min(1.0, (step - warmup) / max(1, decay_end - warmup))
-    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, cfg.max_steps, cfg.lr, cfg.warmup_fraction, cfg.min_lr_ratio, cfg.cooldown_fraction)
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """The corruption RNG of one step: a pure function of (seed, step), so resume is exact."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
-
-
-class ObjectiveLoss(torch.nn.Module):
-    """The model and its objective's loss as one module: batch -> (loss, metrics)."""
-
-    def __init__(self, model: torch.nn.Module, objective: Objective):
-        super().__init__()
-        self.model = model
-        self.objective = objective
-
-    def forward(self, batch, objective: Objective | None = None):
-        """objective: another view of the same model (validation of the hybrid's two readings)."""
-        return (objective or self.objective).loss(self.model, batch)
 
 
 # ---------------------------------------------------------------- configuration
@@ -167,10 +78,11 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
         if not run.is_run():
             raise UserError(f"nothing to resume in {run} (no {RunDir.CONFIG}); drop --resume to start a new run")
         saved = run.read_config()
-        identity = IDENTITY_KEYS + objective_class(saved.objective).identity_keys(saved)
+        kept = {**{k: getattr(saved, k) for k in IDENTITY_KEYS}, **saved.objective_options()}
+        identity = tuple(kept)
         for key in identity:
-            if key in given and given[key] != getattr(saved, key):
-                raise UserError(f"--resume with {key}={given[key]!r} but the run has {getattr(saved, key)!r}; "
+            if key in given and given[key] != kept[key]:
+                raise UserError(f"--resume with {key}={given[key]!r} but the run has {kept[key]!r}; "
                                 "drop that flag or start a new run with a new --out")
         cfg = merge_config({k: v for k, v in given.items() if k not in identity}, saved, source="command line")
         if "data" not in given:
@@ -203,9 +115,7 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     train_data = PackedTokens(cfg.data, "train", cfg.seq_len)
     PackedTokens(cfg.data, "val", cfg.seq_len)
     if cfg.distill_from:
-        from hybridlm.objectives.distill import Distiller
-
-        Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.attention)
+        Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
     if cfg.word_thresholds() and not train_data.has_words:
         raise UserError(f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
                         "re-run hlm prepare (with --force)")
@@ -262,40 +172,78 @@ class MetricsLog:
 
 # ---------------------------------------------------------------- set-up
 @dataclass
+class TrainState:
+    """Where a run is: its counters, the data position (a function of the step) and the processes'
+    RNG, saved and restored as one object (state.json and rng.json of a checkpoint)."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    words_seen: int = 0  # whitespace-separated words in the windows trained on (BabyLM's count)
+    teacher_flops: float = 0.0  # distillation: forward FLOPs spent in the teachers so far
+    elapsed_before: float = 0.0  # seconds trained before this process started
+
+    def state_dict(self, cfg: TrainConfig, world: int, elapsed: float) -> dict:
+        first, L, n_rows = stage_at(cfg, self.step)
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "words_seen": self.words_seen,
+                "teacher_flops": self.teacher_flops, "elapsed": elapsed,
+                # the data position: batches are a pure function of (seed, stage, step in stage)
+                "stage": cfg.stages().index((first, L, n_rows)), "step_in_stage": self.step - first, "seq_len": L,
+                "world_size": world, "rng": ckpt.rng_state()}
+
+    def load_state_dict(self, state: dict, words_before=None) -> None:
+        """From a checkpoint's state (older checkpoints lack some counters: words_before(step) counts them)."""
+        self.step, self.tokens_seen = state["step"], state.get("tokens_seen", 0)
+        self.elapsed_before = state.get("elapsed", 0.0)
+        self.words_seen = state["words_seen"] if "words_seen" in state else words_before(self.step)
+        self.teacher_flops = state.get("teacher_flops", 0.0)
+        ckpt.set_rng_state(state["rng"])
+
+
+def stage_at(cfg: TrainConfig, step: int) -> tuple[int, int, int]:
+    """(first step, seq_len, sequences per step) of the sequence-length stage that holds `step`."""
+    return [s for s in cfg.stages() if s[0] <= step][-1]
+
+
+@dataclass
 class Trainer:
     cfg: TrainConfig
     dist: Dist
     run: RunDir
     model: torch.nn.Module  # the transformer (unwrapped: state dicts and the optimizer use it)
     objective: Objective
-    module: torch.nn.Module  # ObjectiveLoss, wrapped by DDP / FSDP2 when distributed
+    module: torch.nn.Module  # TrainingLoss, wrapped by DDP / FSDP2 when distributed
     optimizer: torch.optim.Optimizer
     amp: object
     precision: str
     train_data: dict
     val_data: PackedTokens
     token_bytes: torch.Tensor
-    step: int = 0
-    tokens_seen: int = 0
-    words_seen: int = 0  # whitespace-separated words in the windows trained on (BabyLM's count)
-    teacher_flops: float = 0.0  # distillation: forward FLOPs spent in the teachers so far
+    state: TrainState
     first_bad: torch.Tensor | None = None  # on the device: the first step whose loss was not finite (-1: none)
-    elapsed_before: float = 0.0
     started: float = 0.0
 
     def __post_init__(self):
         self.first_bad = torch.full((), -1, dtype=torch.long, device=self.dist.device)
 
     @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def loss(self):
+        """The training loss (unwrapped from DDP)."""
+        return getattr(self.module, "module", self.module)
+
+    @property
     def counts_words(self) -> bool:
         return all(d.has_words for d in self.train_data.values())
 
     def stage_at(self, step: int) -> tuple[int, int, int]:
-        return [s for s in self.cfg.stages() if s[0] <= step][-1]
+        return stage_at(self.cfg, step)
 
     @property
     def elapsed(self) -> float:
-        return self.elapsed_before + time.time() - self.started
+        return self.state.elapsed_before + time.time() - self.started
 
 
 def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
@@ -303,11 +251,6 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone
     model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
     objective = build_objective(cfg, vocab, cfg.data)
-    if cfg.distill_from:
-        from hybridlm.objectives.distill import Distiller
-
-        objective.distiller = Distiller.from_runs(cfg.distill_from, cfg.data, cfg.max_len(),
-                                                  dist.device, cfg.distill_alpha, cfg.distill_temperature)
     train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
     val_data = PackedTokens(cfg.data, "val", cfg.seq_len)
     model.to(dist.device)
@@ -320,11 +263,11 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
         try:
             model.load_state_dict(weights)
         except (RuntimeError, ValueError) as e:
-            raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model") from None
-        ckpt.set_rng_state(rng)
-        resumed = (path, opt_state, state)
+            raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); "
+                            "check --preset/--model") from None
+        resumed = (path, opt_state, {**state, "rng": rng})
 
-    module = ObjectiveLoss(model, objective)
+    module = build_loss(cfg, model, objective, dist.device)
     fsdp = dist.world > 1 and cfg.distributed == "fsdp"
     if fsdp:  # shard first: the optimizer must hold the sharded parameters
         from torch.distributed.fsdp import fully_shard
@@ -349,7 +292,8 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
     amp, precision = autocast_for(cfg.precision, dist.device)
     token_bytes = torch.from_numpy(token_byte_lengths(load_tokenizer(run.tokenizer_path))).to(torch.float64)
-    t = Trainer(cfg, dist, run, model, objective, module, optimizer, amp, precision, train_data, val_data, token_bytes)
+    t = Trainer(cfg, dist, run, model, objective, module, optimizer, amp, precision, train_data, val_data, token_bytes,
+                TrainState())
     if resumed is not None:
         path, opt_state, state = resumed
         # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
@@ -367,9 +311,7 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
                                     f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint")
         for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
             g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
-        t.step, t.tokens_seen, t.elapsed_before = state["step"], state.get("tokens_seen", 0), state.get("elapsed", 0.0)
-        t.words_seen = state["words_seen"] if "words_seen" in state else sum(step_words(t, s) for s in range(t.step))
-        t.teacher_flops = state.get("teacher_flops", 0.0)
+        t.state.load_state_dict(state, words_before=lambda step: sum(step_words(t, s) for s in range(step)))
     return t
 
 
@@ -417,7 +359,8 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
     batch = batch.rows(dist.rows(n_rows))
     micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
     # scored positions and attention found here on the host; on CUDA pinned and copied without waiting
-    parts = [batch.rows(slice(m, m + micro)).to(dist.device, non_blocking=True) for m in range(0, len(batch) - micro + 1, micro)]
+    parts = [batch.rows(slice(m, m + micro)).prepared().to(dist.device, non_blocking=True)
+             for m in range(0, len(batch) - micro + 1, micro)]
     return HostBatch(step, parts, data.words(windows))
 
 
@@ -482,11 +425,10 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
         check_finite(t)
     t.optimizer.step()
     t.optimizer.zero_grad(set_to_none=True)
-    t.step += 1
-    t.tokens_seen += cfg.batch_size * cfg.seq_len
-    t.words_seen += host.words
-    if "kl" in metrics:  # distillation: what the teachers cost, for comparisons at equal compute
-        t.teacher_flops += t.objective.distiller.flops(cfg.batch_size * cfg.seq_len)
+    t.state.step += 1
+    t.state.tokens_seen += cfg.batch_size * cfg.seq_len
+    t.state.words_seen += host.words
+    t.state.teacher_flops += t.loss.flops(cfg.batch_size * cfg.seq_len)  # for comparisons at equal compute
     return {"stats": reduced, "names": list(metrics), "lr": lr, "grad_norm": grad_norm}
 
 
@@ -520,7 +462,7 @@ def read_record(t: Trainer, record: dict) -> dict:
     out = {"loss": stats["loss"][0], "lr": record["lr"], "grad_norm": float(record["grad_norm"])}
     out.update({k: v / max(c, 1) for k, (v, c) in stats.items() if k.startswith("ce_")})
     if "kl" in stats:
-        out.update(kl=stats["kl"][0], teacher_flops=t.teacher_flops)
+        out.update(kl=stats["kl"][0], teacher_flops=t.state.teacher_flops)
     return out
 
 
@@ -536,12 +478,12 @@ def evaluate(t: Trainer) -> dict:
         loss_sum, nats, n_bytes, n = 0.0, 0.0, 0.0, 0
         for i, ids in enumerate(t.val_data.eval_batches(cfg.batch_size, cfg.eval_batches)):
             batch = view.corrupt(ids, step_generator(cfg.seed, i, stream=99), train=False)
-            batch = batch.rows(dist.rows(len(batch)))
+            batch = batch.rows(dist.rows(len(batch))).prepared()
             counted = batch.token_mask
             local = torch.stack([torch.zeros((), dtype=torch.float64), counted.sum().double(),
                                  t.token_bytes[batch.targets[counted]].sum()])
             with t.amp:
-                _, metrics = t.module(batch.to(dist.device), view)
+                _, metrics = t.module(batch.to(dist.device), view, train=False)
             local[0] = metrics["nll"][0].double().cpu()
             nll, tokens, byte_count = dist.all_reduce_sum(local).tolist()  # nll: the global per-token mean
             loss_sum += nll
@@ -553,8 +495,9 @@ def evaluate(t: Trainer) -> dict:
     result = {"val_loss": sum(w * out[name][0] for name, (_, w) in views.items())}
     if len(views) > 1:
         result.update({f"val_ce_{name}": out[name][0] for name in views})
-    if t.objective.likelihood is not None:  # exact, or an upper bound (NELBO): bits per byte means something
-        result["val_bpb"] = out[t.objective.likelihood_view][1]
+    caps = t.objective.capabilities
+    if caps.likelihood is not Likelihood.NONE:  # exact, or an upper bound (NELBO): bits per byte means something
+        result["val_bpb"] = out[caps.likelihood_view][1]
     return result
 
 
@@ -570,10 +513,7 @@ def save(t: Trainer, names=(None,)):
         raise UserError(f"training diverged: the weights or optimizer state became non-finite (nan or inf) by step "
                         f"{t.step}; nothing was saved for it; {_divergence_advice(t)}")
     if t.dist.main:
-        first, L, n_rows = t.stage_at(t.step)
-        # the data position: batches are a pure function of (seed, stage, step in stage)
-        state = {"tokens_seen": t.tokens_seen, "words_seen": t.words_seen, "teacher_flops": t.teacher_flops, "stage": t.cfg.stages().index((first, L, n_rows)),
-                 "step_in_stage": t.step - first, "seq_len": L, "elapsed": t.elapsed, "world_size": t.dist.world}
+        state = t.state.state_dict(t.cfg, t.dist.world, t.elapsed)
         for name in names:
             ckpt.save_checkpoint(t.run.path, t.step, msd, osd, state, keep=t.cfg.keep_checkpoints, name=name)
     t.dist.barrier()
@@ -585,8 +525,9 @@ def _given(config) -> tuple[dict, str]:
         return dict(config), config.get("out", "")
     # a TrainConfig from Python: every key that differs from its default counts as given
     default = TrainConfig()
-    given = {f.name: getattr(config, f.name) for f in fields(TrainConfig) if getattr(config, f.name) != getattr(default, f.name)}
-    return given, config.out
+    given = {f.name: getattr(config, f.name) for f in fields(TrainConfig)
+             if f.name != "options" and getattr(config, f.name) != getattr(default, f.name)}
+    return {**given, **config.options}, config.out
 
 
 def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False) -> dict:
@@ -640,7 +581,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
         if t.step >= cap:
             stopped = f"stopped at step {t.step} of {cfg.max_steps}: --max-epochs {cfg.max_epochs:g} reached"
             break
-        words_before = t.words_seen
+        words_before = t.state.words_seen
         record = train_step(t, prefetch.get(t.step))
         bar.update(1)
         window_tokens += cfg.batch_size * cfg.seq_len
@@ -649,18 +590,18 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
             tps = window_tokens / max(now - window_t, 1e-9)
             window_t, window_tokens = now, 0
             record = read_record(t, record)
-            words = {"words": t.words_seen} if t.counts_words else {}  # data prepared by an older hlm has no word counts
-            log.write({"step": t.step, "tokens": t.tokens_seen, **words, **record, "tokens_per_s": tps, "elapsed": t.elapsed})
+            words = {"words": t.state.words_seen} if t.counts_words else {}  # data prepared by an older hlm has no word counts
+            log.write({"step": t.step, "tokens": t.state.tokens_seen, **words, **record, "tokens_per_s": tps, "elapsed": t.elapsed})
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
         if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or t.step in (cfg.max_steps, cap)):
             check_finite(t)
             last = evaluate(t)
-            log.write({"step": t.step, "tokens": t.tokens_seen, **last})
+            log.write({"step": t.step, "tokens": t.state.tokens_seen, **last})
             if dist.main and not quiet:
                 bar.write(f"step {t.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()))
         out_of_time = cfg.max_seconds and time.time() - t.started > cfg.max_seconds
         # BabyLM: a checkpoint at the first step whose words seen reach each threshold, kept forever
-        names = [f"words_{word_label(w)}" for w in thresholds if words_before < w <= t.words_seen]
+        names = [f"words_{word_label(w)}" for w in thresholds if words_before < w <= t.state.words_seen]
         if t.step % cfg.checkpoint_interval == 0 or t.step in (cfg.max_steps, cap) or out_of_time:
             names.append(None)
         if names:
@@ -671,15 +612,15 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
     prefetch.close()
     check_finite(t)
     if stopped and dist.main and not quiet:
-        print(f"hlm: {stopped} ({t.tokens_seen:,} tokens, {t.words_seen:,} words seen); "
+        print(f"hlm: {stopped} ({t.state.tokens_seen:,} tokens, {t.state.words_seen:,} words seen); "
               f"set --max-steps {cap} to fit the learning-rate schedule inside the cap", file=sys.stderr)
     if start >= cfg.max_steps and dist.main and not quiet:
         print(f"run {run} is already complete at step {start}")
     log.close()
-    summary = {"objective": cfg.objective, "parameters": n_params, "steps": t.step, "tokens_seen": t.tokens_seen,
-               "words_seen": t.words_seen, "seconds": t.elapsed, "precision": t.precision, **last}
-    if t.teacher_flops:
-        summary["teacher_flops"] = t.teacher_flops
+    summary = {"objective": cfg.objective, "parameters": n_params, "steps": t.step, "tokens_seen": t.state.tokens_seen,
+               "words_seen": t.state.words_seen, "seconds": t.elapsed, "precision": t.precision, **last}
+    if t.state.teacher_flops:
+        summary["teacher_flops"] = t.state.teacher_flops
     if stopped:
         summary["stopped"] = stopped
     if dist.world > 1:

@@ -42,9 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from hybridlm.errors import UserError
-from hybridlm.files import read_jsonl
 from hybridlm.evaluate import aoa, official
-from hybridlm.evaluate.scoring import check_scorer, score_completions
+from hybridlm.evaluate.lm import RunLM
+from hybridlm.evaluate.scoring import SCORERS, check_scorer, score_completions
+from hybridlm.files import read_json, read_jsonl
+from hybridlm.objectives import build_objective
+from hybridlm.runs import RunDir
+from hybridlm.tokenizer import load_tokenizer
 
 TASKS = ("blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "comps", "reading_eye_tracking",
          "reading_self_paced", "aoa")
@@ -310,13 +314,6 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
     as soon as it is done, and a later call scores only what is missing. With an `aoa` folder, each
     checkpoint's word surprisals are kept there too, and the age-of-acquisition score computed from
     all of them lands in RUN/eval/aoa-SCORER.json."""
-    from hybridlm.evaluate.lm import RunLM
-    from hybridlm.evaluate.scoring import SCORERS
-    from hybridlm.files import read_json
-    from hybridlm.objectives import build_objective
-    from hybridlm.runs import RunDir
-    from hybridlm.tokenizer import load_tokenizer
-
     run = RunDir(run_dir).require()
     found = run.words_checkpoints()
     if not found:
@@ -326,7 +323,7 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
     aoa_data = aoa.read_aoa(found_tasks["aoa"]) if "aoa" in found_tasks else None
     key = {"data": str(Path(data_dir).resolve()), "samples": samples, "precision": precision}  # what a kept result must match
     # the objective's scorers, known without loading weights
-    allowed = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()).scorers
+    allowed = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()).capabilities.scorers
     resolved = scorer or allowed[0]
     if resolved not in allowed:
         raise UserError(f"scorer {resolved!r} is not one of this run's: {', '.join(allowed)}"

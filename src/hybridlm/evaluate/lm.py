@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from hybridlm.errors import UserError
+from hybridlm.model import AttentionSpec
 from hybridlm.objectives import Objective, objective_class
 from hybridlm.tokenizer import BOS, MASK
 
@@ -43,7 +44,7 @@ def check_export_layout(path) -> None:
 class ScoringLM:
     """tokenize(text) -> (ids, word starts); logits at selected positions of padded batches.
 
-    `objective` answers which scorers the model has (`objective.scorers`, the first the default)
+    `objective` answers which scorers the model has (`capabilities.scorers`, the first the default)
     and, for diffusion, how its bound is drawn."""
 
     name: str
@@ -58,7 +59,7 @@ class ScoringLM:
 
     @property
     def scorers(self) -> tuple[str, ...]:
-        return self.objective.scorers
+        return self.objective.capabilities.scorers
 
     def tokenize(self, text: str) -> tuple[list[int], list[bool]]:
         """Token ids (without specials) and whether each token begins a word (for within-word PLL)."""
@@ -115,7 +116,7 @@ class RunLM(ScoringLM):
         # padding is its own "document": real tokens never attend to it in either mode
         doc = (pos[None] >= lengths.to(self.device)[:, None]).int()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            hidden = self.model(ids, is_causal=is_causal, document_ids=None if is_causal else doc, prefix_lengths=prefix_lengths)
+            hidden = self.model(ids, AttentionSpec(is_causal, None if is_causal else doc, prefix_lengths))
             return self.model.head(hidden[select], fp32=True)
 
 

@@ -5,7 +5,8 @@
 - hybrid: both its causal perplexity and its MNTP pseudo-perplexity.
 - diffusion: an upper bound: the NELBO, Monte Carlo over t (stratified, fixed seed; masks and
   weights from the diffusion objective) with its standard error over windows.
-Which measures a model reports is its objective's answer (`Objective.perplexity_scorers`).
+Which measures a model reports is its objective's answer (`capabilities.perplexity_scorers`); how
+each is computed follows its scorer's record (exact, pseudo or bound).
 Bits per byte (total nats / ln 2 / UTF-8 bytes) does not depend on the tokenizer, so it compares
 runs with different tokenizers; it is only a likelihood for causal (exact) and diffusion (bound).
 """
@@ -19,7 +20,7 @@ import torch
 
 from hybridlm.data import _tokenize_files
 from hybridlm.errors import UserError
-from hybridlm.evaluate.scoring import Copy, masked_copies, score_copies
+from hybridlm.evaluate.scoring import SCORERS, Copy, masked_copies, score_copies
 from hybridlm.objectives.diffusion import sample_times
 from hybridlm.tokenizer import check_text_files
 
@@ -66,27 +67,29 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
     if length < 2:
         raise UserError(f"--seq-len must be at least 2 (got {length})")
     windows, start_windows = _windows(tokens, length), _windows(starts, length)
-    kinds = list(lm.objective.perplexity_scorers)
+    # a sum of scorers (fused) is no measure of the text; a prefix reading of windows is the causal one
+    usable = [k for k in lm.scorers if not SCORERS[k].parts and k != "prefix"]
+    kinds = list(lm.objective.capabilities.perplexity_scorers)
     if scorer:
-        if scorer not in lm.scorers or scorer == "fused":
+        if scorer not in usable:
             raise UserError(f"scorer {scorer!r} is not available for perplexity of a {lm.kind} model "
-                            f"(choose from {', '.join(k for k in lm.scorers if k != 'fused')})")
+                            f"(choose from {', '.join(usable)})")
         kinds = [scorer]
     out = {"model": lm.name, "file": str(path), "bytes": n_bytes, "words": n_words}
     for kind in kinds:
-        if kind == "causal":
+        s = SCORERS[kind]
+        if s.measure == "exact":
             copies = [Copy(i, w, list(range(len(w) - 1)), w[1:]) for i, w in enumerate(windows)]
             nll = -sum(score_copies(lm, copies, len(windows), True, progress=progress, desc=kind))
             out[kind] = _summary(nll, sum(len(w) - 1 for w in windows), n_bytes, n_words, "exact")
-        elif kind in ("pll", "pll-word", "mntp", "mntp-word"):
+        elif s.measure == "pseudo":
             # every token is masked once: read in place (pll) or from the position before (mntp);
             # position 0 is <s> or the previous window's last token
-            copies = [c for wi, (w, s) in enumerate(zip(windows, start_windows))
-                      for c in masked_copies(wi, w, s, range(1, len(w)), lm.mask_id, shift=1 if kind.startswith("mntp") else 0,
-                                             whole_word=kind.endswith("-word"))]
+            copies = [c for wi, (w, st) in enumerate(zip(windows, start_windows))
+                      for c in masked_copies(wi, w, st, range(1, len(w)), lm.mask_id, s.shift, s.whole_word)]
             nll = -sum(score_copies(lm, copies, len(windows), False, progress=progress, desc=kind))
             out[kind] = _summary(nll, len(copies), n_bytes, n_words, "pseudo")
-        elif kind == "elbo":
+        else:
             out[kind] = _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress)
     return out
 

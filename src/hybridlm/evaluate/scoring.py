@@ -19,21 +19,20 @@ prepended and never scored.
   sentences of a pair share their random numbers); the <mask> token is never a prediction
   (SUBS). Reported as -NELBO.
 
-Which scorers a model has, and its default, is the objective's answer (`Objective.scorers`).
+Each is a `Scorer` record in the registry `SCORERS` (`register_scorer` adds one); which scorers a
+model has, and its default, is its objective's answer (`capabilities.scorers`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import ScoringLM, word_starts  # noqa: F401 (word_starts: the one definition of a word)
-
-SCORERS = ("causal", "pll", "pll-word", "mntp", "mntp-word", "fused", "elbo", "prefix")
-
 
 @dataclass
 class Copy:
@@ -62,7 +61,69 @@ def masked_copies(index: int, ids: list[int], starts: list[bool], positions, mas
     return out
 
 
-def _copies(scorer: str, lm: ScoringLM, index: int, text: str, samples: int = 1, seed: int = 0,
+@dataclass(frozen=True)
+class Scorer:
+    """A way to score a text: the copies it runs, how they attend, what their sum means.
+
+    copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed): the copies that score
+    positions `scored` of `ids` (<s> first; positions up to `first` are the visible context)."""
+
+    name: str
+    measure: str  # "exact" (a log-likelihood), "pseudo" (a pseudo-log-likelihood) or "bound" (-NELBO)
+    causal: bool  # its copies read with causal attention
+    copies: Callable | None = None
+    shift: int = 0  # masked copies: read position i's prediction at i - shift
+    whole_word: bool = False  # masked copies: also mask the rest of the word to the right
+    forbid_mask: bool = False  # <mask> is never a prediction (MDLM's SUBS)
+    parts: tuple[str, ...] = ()  # a sum of other scorers' scores (fused)
+
+
+def _causal_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
+    prefix = first + 1 if scorer.name == "prefix" else 0
+    return [Copy(index, ids, [i - 1 for i in scored], [ids[i] for i in scored], prefix=prefix)]
+
+
+def _masked_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
+    return masked_copies(index, ids, starts, scored, lm.mask_id, shift=scorer.shift, whole_word=scorer.whole_word)
+
+
+def _bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
+    """The diffusion objective's bound by subset size, over the scored tokens only (see `subset_masks`)."""
+    g = torch.Generator().manual_seed(draw_seed)
+    masks, weights = lm.objective.subset_masks(len(scored), g, samples)
+    out = []
+    for mask, w in zip(masks, weights.tolist()):
+        chosen = [scored[j] for j in mask.nonzero().flatten().tolist()]
+        masked = list(ids)
+        for j in chosen:
+            masked[j] = lm.mask_id
+        out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
+    return out
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(scorer: Scorer) -> Scorer:
+    """Make `scorer` available by name (to objectives' capabilities, --scorer and perplexity)."""
+    SCORERS[scorer.name] = scorer
+    return scorer
+
+
+for _scorer in (
+    Scorer("causal", "exact", True, _causal_copies),
+    Scorer("pll", "pseudo", False, _masked_copies),
+    Scorer("pll-word", "pseudo", False, _masked_copies, whole_word=True),
+    Scorer("mntp", "pseudo", False, _masked_copies, shift=1),
+    Scorer("mntp-word", "pseudo", False, _masked_copies, shift=1, whole_word=True),
+    Scorer("fused", "pseudo", False, parts=("causal", "mntp")),
+    Scorer("elbo", "bound", False, _bound_copies, forbid_mask=True),
+    Scorer("prefix", "exact", True, _causal_copies),
+):
+    register_scorer(_scorer)
+
+
+def _copies(scorer: Scorer, lm: ScoringLM, index: int, text: str, samples: int = 1, seed: int = 0,
             completion_start: int = 0, draw_seed: int | None = None) -> list[Copy]:
     """The copies that score `text` (all of it), or only its completion: the tokens whose character
     span ends after `completion_start` (the official BabyLM rule), with everything before visible."""
@@ -85,26 +146,10 @@ def _copies(scorer: str, lm: ScoringLM, index: int, text: str, samples: int = 1,
     scored = list(range(first + 1, n))
     if not scored:
         return []
-    if scorer in ("causal", "prefix"):
-        return [Copy(index, ids, [i - 1 for i in scored], [ids[i] for i in scored], prefix=first + 1 if scorer == "prefix" else 0)]
-    if scorer in ("pll", "pll-word", "mntp", "mntp-word"):
-        return masked_copies(index, ids, starts, scored, lm.mask_id, shift=1 if scorer.startswith("mntp") else 0,
-                             whole_word=scorer.endswith("-word"))
-    if scorer == "elbo":
-        # the diffusion objective's bound by subset size, over the scored tokens only. Seeded by length
-        # (sentences of equal length, a minimal pair usually, share their masks) or by the item, so
-        # that every option of a completion item is scored with the same draws
-        g = torch.Generator().manual_seed(1_000_003 * n + seed if draw_seed is None else draw_seed)
-        masks, weights = lm.objective.subset_masks(len(scored), g, samples)
-        out = []
-        for mask, w in zip(masks, weights.tolist()):
-            chosen = [scored[j] for j in mask.nonzero().flatten().tolist()]
-            masked = list(ids)
-            for j in chosen:
-                masked[j] = lm.mask_id
-            out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
-        return out
-    raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")
+    # random draws (a bound) seeded by length (sentences of equal length, a minimal pair usually, share
+    # their masks) or by the item, so that every option of a completion item has the same draws
+    draw_seed = 1_000_003 * n + seed if draw_seed is None else draw_seed
+    return scorer.copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed)
 
 
 def check_scorer(lm: ScoringLM, scorer: str | None) -> str:
@@ -126,14 +171,13 @@ def score_completions(lm: ScoringLM, texts: list[tuple[str, int, int | None]], s
                       max_batch_tokens: int = 2048, samples: int = 1, progress: bool = False) -> list[float]:
     """Per (text, completion_start, draw_seed): the score of the text's completion (from character
     completion_start; 0: the whole text) given what comes before it, after an explicit <s>."""
-    scorer = check_scorer(lm, scorer)
-    if scorer == "fused":
-        a = score_completions(lm, texts, "causal", max_batch_tokens, samples, progress)
-        b = score_completions(lm, texts, "mntp", max_batch_tokens, samples, progress)
-        return [x + y for x, y in zip(a, b)]
+    scorer = SCORERS[check_scorer(lm, scorer)]
+    if scorer.parts:
+        parts = [score_completions(lm, texts, p, max_batch_tokens, samples, progress) for p in scorer.parts]
+        return [sum(values) for values in zip(*parts)]
     copies = [c for i, (text, start, seed) in enumerate(texts)
               for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)]
-    return score_copies(lm, copies, len(texts), scorer in ("causal", "prefix"), scorer == "elbo", max_batch_tokens, progress, scorer)
+    return score_copies(lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name)
 
 
 @torch.no_grad()

@@ -1,11 +1,13 @@
-"""What every objective shares: the corrupted `Batch`, the `Objective` interface and its loss.
+"""What every objective shares: the corrupted `Batch`, the `Options` and `Capabilities` records, and
+the `Objective` interface.
 
 An objective is one class in one file. It turns clean windows of L+1 token ids into a Batch
-(inputs, targets, attention mode per row, per-token loss weights) and answers every question the
-rest of the package asks about it: its options (read from the training config by the class
-itself), its validation views, whether its loss is a likelihood or a bound (so bits per byte is
-reported only where it means something), its sentence scorers, how it generates, how it exports
-and how the demo shows it. Nothing outside `objectives/` switches on an objective's name.
+(inputs, targets, attention, per-token loss weights); its options are a dataclass in the same file
+(`Options`: defaults, help, checks), from which the CLI flags, config keys, the resume check and
+export metadata are made; what the rest of the package may ask of it is one frozen record
+(`capabilities`: scorers, generation, infilling, export views, what its loss is). Nothing outside
+`objectives/` switches on an objective's name. The loss is not the objective's: the training loss
+(hybridlm.losses) reads the batch it makes.
 
 The loss weights are normalised over the *global* batch, so the batch loss is simply
 sum(weight * CE): any split of the rows into micro-batches or processes sums to the same loss
@@ -14,62 +16,60 @@ and the same gradient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import ClassVar
+import enum
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, Callable, ClassVar
 
 import torch
 
-from hybridlm.ops import linear_cross_entropy
+from hybridlm.errors import UserError
+from hybridlm.model import AttentionSpec
 from hybridlm.tokenizer import special_ids
 
 SPECIAL = special_ids()
 
 
+# ---------------------------------------------------------------- the batch
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # [B, L] long — what the model sees
     targets: torch.Tensor  # [B, L] long — token to predict at each position
     loss_weights: torch.Tensor  # [B, L] float — 0 where there is no loss; sums to the batch loss
-    is_causal: torch.Tensor  # [B] bool — causal or bidirectional attention, per row (a bool once moved by `to`, when uniform)
     # [B, L] bool — the targets whose likelihood the loss is a per-token average of (bits per byte
     # counts their UTF-8 bytes); for a bound (diffusion) every token the bound covers
     token_mask: torch.Tensor
-    document_ids: torch.Tensor | None = None  # [B, L] — packed-document attention, when set
+    attention: AttentionSpec  # modes per row, packed documents, prefixes
     # multi-token prediction: [B, L, H] the tokens t+2.. each extra head predicts, and their loss weights
     extra_targets: torch.Tensor | None = None
     extra_weights: torch.Tensor | None = None
-    prefix_lengths: torch.Tensor | None = None  # [B] — causal rows see this many first positions bidirectionally (prefix LM)
-
-    # flat indices of the positions with a loss (weight > 0), found on the host by `to` so that the
-    # device never waits for a data-dependent shape (boolean indexing syncs a GPU with its host)
+    # flat indices of the positions with a loss (weight > 0), found on the host by `prepared` so that
+    # the device never waits for a data-dependent shape (boolean indexing syncs a GPU with its host)
     scored: torch.Tensor | None = None
 
+    def _map(self, fn, scored=None) -> "Batch":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in values.items() if k not in ("attention", "scored")}
+        return Batch(**out, attention=self.attention.map(fn), scored=scored)
+
     def rows(self, sl: slice) -> "Batch":
-        """Rows `sl` (host batches: `scored` is found again by `to`)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scored"}
-        return Batch(**{k: v[sl] if isinstance(v, torch.Tensor) else v for k, v in values.items()})
+        """Rows `sl` (host batches: `scored` is found again by `prepared`)."""
+        return self._map(lambda x: x[sl])
+
+    def prepared(self) -> "Batch":
+        """The batch with what the device should not have to find out computed here, on the host:
+        `scored`, and the attention simplified (see AttentionSpec.simplify)."""
+        return replace(self, attention=self.attention.simplify(), scored=scored_positions(self.loss_weights))
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
-        """The batch on `device`, with what the device should not have to find out computed where the
-        batch is (the host, in training): `scored`, and the attention simplified (a uniform mode
-        becomes a bool, one document per row or no prefix becomes None). On CUDA the host tensors are
-        pinned first, so non_blocking copies overlap compute."""
-        from hybridlm import model
-
-        is_causal, document_ids, prefix_lengths, scored = self.is_causal, self.document_ids, self.prefix_lengths, self.scored
-        if scored is None:  # not done yet (a batch moved once is not looked at again)
-            scored = scored_positions(self.loss_weights)
-            if model.values_on_host(is_causal, document_ids, prefix_lengths):
-                is_causal, document_ids, prefix_lengths = model.simplify_attention(is_causal, document_ids, prefix_lengths)
-        given = {"scored": scored, "is_causal": is_causal, "document_ids": document_ids, "prefix_lengths": prefix_lengths}
+        """The batch's tensors on `device`. On CUDA host tensors are pinned first, so non_blocking
+        copies overlap compute."""
         pin = non_blocking and torch.device(device).type == "cuda"
-        moved = {}
-        for f in fields(self):
-            value = given[f.name] if f.name in given else getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                value = (value.pin_memory() if pin and value.device.type == "cpu" else value).to(device, non_blocking=non_blocking)
-            moved[f.name] = value
-        return Batch(**moved)
+
+        def move(x):
+            return (x.pin_memory() if pin and x.device.type == "cpu" else x).to(device, non_blocking=non_blocking)
+
+        return self._map(move, scored=None if self.scored is None else move(self.scored))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -80,60 +80,177 @@ def scored_positions(loss_weights: torch.Tensor) -> torch.Tensor:
     return (loss_weights > 0).reshape(-1).nonzero().squeeze(1)
 
 
+def mean_weights(counted: torch.Tensor) -> torch.Tensor:
+    """Loss weights of a per-token mean over the `counted` positions of the whole batch."""
+    w = counted.float()
+    return w / w.sum().clamp(min=1)
+
+
+def rows_in_mode(n: int, causal: bool) -> torch.Tensor:
+    return torch.full((n,), causal, dtype=torch.bool)
+
+
 def maskable(ids: torch.Tensor) -> torch.Tensor:
     """Special tokens (<pad>, <s>, </s>, <mask>, <unk>) are never corrupted."""
     return ids >= len(SPECIAL)
 
 
+# ---------------------------------------------------------------- options
+def option(default, help: str, check: Callable[[Any], bool] | None = None, rule: str = ""):
+    """A field of an objective's Options: its default, the --help text, and a check of its value
+    (`rule` says what the check requires, for the one-line error)."""
+    kw = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return field(metadata={"help": help, "check": check, "rule": rule}, **kw)
+
+
+def in_range(lo, hi, lo_open=False, hi_open=False) -> tuple[Callable[[Any], bool], str]:
+    """(check, rule) for a number in [lo, hi] (open ends where asked)."""
+    def check(v):
+        return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+
+    rule = f"lie in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    return check, rule
+
+
+def one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), f"be one of: {', '.join(choices)}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """An objective's options. Subclasses add fields made with `option(...)`; each field is a CLI flag
+    (--mask-ratio-start) and a config key (mask_ratio_start) of `hlm train`. Objectives may share a
+    key (masked, mntp and hybrid all read mask_ratio_start): it is one key, with one default."""
+
+    @classmethod
+    def from_values(cls, values: dict) -> "Options":
+        """The options from config values (keys of other objectives are ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def check(self) -> None:
+        """Raise UserError for a value this objective cannot use: the one place options are validated."""
+        for f in fields(self):
+            value, check = getattr(self, f.name), f.metadata.get("check")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{f.name} must be a finite number (got {value})")
+            if check is not None and not check(value):
+                raise UserError(f"{f.name} must {f.metadata['rule']} (got {value!r})")
+        self.check_together()
+
+    def check_together(self) -> None:
+        """Checks that involve several options (override)."""
+
+    def values(self) -> dict:
+        return asdict(self)
+
+
+def option_default(f):
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+# ---------------------------------------------------------------- capabilities
+class Attention(enum.Enum):
+    CAUSAL = "causal"
+    BIDIRECTIONAL = "bidirectional"
+    MIXED = "mixed"  # per row
+
+
+class Likelihood(enum.Enum):
+    EXACT = "exact"  # the validation loss is a likelihood: bits per byte
+    BOUND = "bound"  # an upper bound on the NLL (a NELBO): bits per byte, labelled as a bound
+    NONE = "none"  # a pseudo-likelihood: no bits per byte
+
+
+class Generation(enum.Enum):
+    NONE = "none"
+    CAUSAL = "causal"  # left to right, with a KV cache
+    UNMASK = "unmask"  # iterative unmasking
+
+
+class Infill(enum.Enum):
+    """Where position i's prediction of a <mask> is read."""
+
+    NONE = None  # cannot infill
+    IN_PLACE = 0  # at i (BERT, diffusion)
+    NEXT_TOKEN = 1  # at i-1 (GPT-BERT's masked next-token form)
+
+    @property
+    def shift(self) -> int | None:
+        return self.value
+
+
+class ExportView(enum.Enum):
+    CAUSAL_LM = "causal_lm"  # a LlamaForCausalLM
+    MASKED_LM = "masked_lm"  # a masked LM (the export's root, or a sub-folder beside a causal LM)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Everything the rest of the package asks an objective, as one record."""
+
+    attention: Attention
+    likelihood: Likelihood
+    scorers: tuple[str, ...]  # sentence scorers (hybridlm.evaluate.scoring.SCORERS); the first is the default
+    perplexity_scorers: tuple[str, ...]  # what `hlm eval perplexity` reports by default
+    generation: Generation
+    infill: Infill
+    export: frozenset  # of ExportView
+    loss_label: str = "CE (nats/token)"  # what the validation loss measures, for tables
+    likelihood_view: str = ""  # the validation view whose loss `likelihood` describes
+    prompt_as_prefix: bool = False  # causal generation reads the prompt bidirectionally (prefix LM)
+    forbid_mask_prediction: bool = False  # MDLM's SUBS: the <mask> token is never a prediction
+
+    @property
+    def masked_lm_folder(self) -> str | None:
+        """Where the masked-LM view is exported: None (not at all), "" (the root) or "masked_lm"."""
+        if ExportView.MASKED_LM not in self.export:
+            return None
+        return "masked_lm" if ExportView.CAUSAL_LM in self.export else ""
+
+    def with_(self, **changes) -> "Capabilities":
+        return replace(self, **changes)
+
+
+# ---------------------------------------------------------------- the interface
+@dataclass(frozen=True)
+class NoOptions(Options):
+    """An objective without options."""
+
+
 class Objective:
-    """The interface. Subclasses set the class attributes and implement `corrupt`."""
+    """The interface. Subclasses set `name`, `Options` and `capabilities`, and implement `corrupt`."""
 
     name: ClassVar[str] = "base"
-    # TrainConfig keys this objective reads (beyond document_mask and z_loss, which all read)
-    config_keys: ClassVar[tuple[str, ...]] = ()
-    # the attention it trains with: "causal", "bidirectional" or "mixed" (per row)
-    attention: ClassVar[str] = "causal"
-    # what its validation loss is: "exact" (a likelihood), "bound" (an upper bound on the NLL) or
-    # None (a pseudo-likelihood or a mix: no bits per byte)
-    likelihood: ClassVar[str | None] = None
-    loss_label: ClassVar[str] = "CE (nats/token)"  # what the validation loss measures, for tables
-    # sentence scorers (hybridlm.evaluate.scoring), the first is the default; `perplexity_scorers`
-    # are the ones `hlm eval perplexity` reports by default
-    scorers: ClassVar[tuple[str, ...]] = ("causal",)
-    perplexity_scorers: ClassVar[tuple[str, ...]] = ("causal",)
-    # generation: "causal" (left to right, KV cache), "unmask" (iterative unmasking) or None
-    generation: ClassVar[str | None] = "causal"
-    prompt_as_prefix: ClassVar[bool] = False  # causal generation reads the prompt bidirectionally (prefix LM)
-    # infilling of <mask> tokens: None (cannot), or the offset at which position i's prediction is
-    # read (0: in place; 1: at i-1, GPT-BERT's masked next-token form)
-    infill_shift: ClassVar[int | None] = None
-    # export: as a LlamaForCausalLM, and/or as a masked LM (None: no; "": the export's root;
-    # "masked_lm": a sub-folder, beside a causal LM)
-    export_causal_lm: ClassVar[bool] = True
-    export_masked_lm: ClassVar[str | None] = None
-    forbid_mask_prediction: ClassVar[bool] = False  # MDLM's SUBS: the <mask> token is never a prediction
+    Options: ClassVar[type[Options]] = NoOptions
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        Attention.CAUSAL, Likelihood.NONE, ("causal",), ("causal",), Generation.CAUSAL, Infill.NONE,
+        frozenset({ExportView.CAUSAL_LM}))
+    demo_config: ClassVar[dict] = {}  # config keys the demo sets for this objective (e.g. the mix's ratios)
+    demo_sample_text: ClassVar[str] = "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate
 
-    def __init__(self, vocab_size: int, document_mask: bool = True, z_loss: float = 0.0):
+    def __init__(self, vocab_size: int, options: Options | None = None, document_mask: bool = True):
         self.vocab_size = vocab_size
+        self.options = options if options is not None else self.Options()
         self.document_mask = document_mask
-        self.z_loss = z_loss
-        self.distiller = None  # hybridlm.objectives.distill.Distiller, set by training with --distill-from
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def identity_keys(cls, cfg) -> tuple[str, ...]:
-        """The config keys that make a run of this objective what it is (refused on --resume when changed)."""
-        return cls.config_keys
+    def read_options(cls, values: dict) -> Options:
+        """This objective's options from config values, checked."""
+        options = cls.Options.from_values(values)
+        options.check()
+        return options
 
     @classmethod
-    def check_config(cls, cfg) -> None:
-        """Raise UserError for option values this objective cannot use (called before a run starts)."""
+    def identity(cls, values: dict) -> dict:
+        """The option values that make a run of this objective what it is (refused on --resume when
+        changed): all of its options."""
+        return cls.Options.from_values(values).values()
 
     @classmethod
     def from_config(cls, cfg, vocab_size: int, data_dir=None) -> "Objective":
         """The objective with the options of a TrainConfig (data_dir: for corpus statistics)."""
-        return cls(vocab_size, document_mask=cfg.document_mask, z_loss=cfg.z_loss,
-                   **{k: getattr(cfg, k) for k in cls.config_keys})
+        return cls(vocab_size, cls.read_options(cfg.options), document_mask=cfg.document_mask)
 
     # ------------------------------------------------------------ training
     def corrupt(self, ids: torch.Tensor, generator: torch.Generator, progress: float = 1.0, train: bool = True) -> Batch:
@@ -142,60 +259,14 @@ class Objective:
     def _doc_ids(self, inputs: torch.Tensor):
         return torch.cumsum((inputs == SPECIAL["bos"]).int(), -1) if self.document_mask else None
 
-    def loss(self, model, batch: Batch):
-        """(loss, metrics): the weighted CE over the positions with weight > 0, computed by the fused
-        head (no [N, V] logits), plus PaLM's z-loss when set (GPT-BERT uses 1e-4).
-
-        metrics map names to (sum, count) tensors, so micro-batches and processes aggregate exactly:
-        "loss" is what is optimised; "nll" the likelihood term alone (no z-loss penalty); "ce_causal"
-        and "ce_masked" the CE by attention mode of the rows.
-        """
-        # only what the batch needs is passed, so a model without these modes (a test's stand-in) still serves
-        optional = {"prefix_lengths": batch.prefix_lengths} if batch.prefix_lengths is not None else {}  # a prefix LM's rows
-        if batch.extra_targets is not None:
-            optional["mtp"] = True  # multi-token prediction: the extra heads' hidden states too
-        hidden = model(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids, **optional)
-        hidden, heads = hidden if batch.extra_targets is not None else (hidden, [])
-        # no data-dependent shapes from here on: gathers by host-computed indices, masks as products
-        scored = batch.scored if batch.scored is not None else scored_positions(batch.loss_weights)
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        # every position scored (causal): a reshape, not a gather whose backward zero-fills and scatters
-        h = flat if scored.numel() == flat.shape[0] else flat.index_select(0, scored)
-        weights = batch.loss_weights.reshape(-1).index_select(0, scored)
-        targets = batch.targets.reshape(-1).index_select(0, scored)
-        masked_column = SPECIAL["mask"] if self.forbid_mask_prediction else None
-        loss, ce = linear_cross_entropy(h, model.output_weight, targets, weights, self.z_loss, masked_column)
-        if isinstance(batch.is_causal, bool):  # one mode for every row (see Batch.to)
-            causal_rows = torch.full(scored.shape, float(batch.is_causal), device=scored.device)
-        else:
-            causal_rows = batch.is_causal[:, None].expand(batch.loss_weights.shape).reshape(-1).index_select(0, scored).float()
-        one = torch.ones((), device=loss.device)
-        extra = {}
-        if self.distiller is not None and torch.is_grad_enabled():  # alpha * CE + (1 - alpha) * T^2 * KL(teachers || student)
-            d = self.distiller
-            kl = d.kl(model.head(h), d.teacher_probs(batch, scored, masked_column), masked_column)
-            loss = d.alpha * loss + (1 - d.alpha) * d.temperature**2 * (weights.float() * kl).sum()
-            extra["kl"] = ((weights.float() * kl).sum().detach(), one)
-        for k, head in enumerate(heads):  # multi-token prediction: the extra heads' weighted CE, optimised, not reported as nll
-            # every position, weight 0 where a head has no target (nearly all positions have one)
-            head_weights = batch.extra_weights[..., k].reshape(-1)
-            head_loss, head_ce = linear_cross_entropy(head.reshape(-1, head.shape[-1]), model.output_weight,
-                                                      batch.extra_targets[..., k].reshape(-1), head_weights, 0.0, masked_column)
-            loss = loss + head_loss
-            has = (head_weights > 0).float()
-            extra[f"ce_mtp{k + 2}"] = ((head_ce * has).sum(), has.sum())
-        metrics = {"loss": (loss.detach(), one), "nll": ((weights.float() * ce).sum(), one), **extra}
-        for mode, rows in (("causal", causal_rows), ("masked", 1 - causal_rows)):
-            # always both keys, so every process all-reduces the same tensor shape
-            metrics[f"ce_{mode}"] = ((ce * rows).sum(), rows.sum())
-        return loss, metrics
+    def attention_of(self, inputs: torch.Tensor, causal: bool, prefix_lengths=None) -> AttentionSpec:
+        """Every row in one mode, packed documents kept apart (when document_mask is on)."""
+        return AttentionSpec(rows_in_mode(len(inputs), causal), self._doc_ids(inputs), prefix_lengths)
 
     # ------------------------------------------------------------ evaluation
     def validation_views(self) -> dict[str, tuple["Objective", float]]:
         """name -> (objective to validate with, its weight in val_loss). One view: the objective itself."""
         return {"": (self, 1.0)}
-
-    likelihood_view: ClassVar[str] = ""  # the view whose loss `likelihood` describes
 
     # ------------------------------------------------------------ sampling
     def unmask_fraction(self, t: float, t_next: float) -> float:
@@ -203,6 +274,3 @@ class Objective:
         unmasking: (alpha(t_next) - alpha(t)) / (1 - alpha(t)). Objectives without a noise schedule
         use the log-linear one (alpha = 1 - t): an even number of tokens per round."""
         return (t - t_next) / t
-
-    demo_config: ClassVar[dict] = {}  # config keys the demo sets for this objective (e.g. the mix's ratios)
-    demo_sample_text: ClassVar[str] = "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate

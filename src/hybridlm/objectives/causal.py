@@ -5,55 +5,51 @@ with its own mean CE scaled by its weight in mtp_weights (default 1 each); valid
 byte, scoring and generation read the next-token head alone.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.objectives.base import SPECIAL, Batch, Objective
+from hybridlm.objectives.base import (
+    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options,
+    in_range, mean_weights, option,
+)
+
+
+@dataclass(frozen=True)
+class CausalOptions(Options):
+    mtp_heads: int = option(1, "output heads in all: N-1 extra heads predict t+2..t+N (causal rows)", *in_range(1, 16))
+    mtp_weights: list = option([], "repeatable: the loss weight of each extra head (default 1 each)")
+
+    def check_together(self):
+        if self.mtp_weights and (len(self.mtp_weights) != self.mtp_heads - 1 or not all(_weight(w) >= 0 for w in self.mtp_weights)):
+            raise UserError(f"mtp_weights needs one weight >= 0 per extra head ({self.mtp_heads - 1}; got {self.mtp_weights})")
+
+    def head_weights(self) -> list[float]:
+        return [_weight(w) for w in self.mtp_weights] or [1.0] * (self.mtp_heads - 1)
 
 
 class CausalObjective(Objective):
     name = "causal"
-    config_keys = ("mtp_heads", "mtp_weights")
-    attention = "causal"
-    likelihood = "exact"
-    scorers = ("causal",)
-    perplexity_scorers = ("causal",)
-    generation = "causal"
-    export_causal_lm = True
-
-    def __init__(self, vocab_size, mtp_heads=1, mtp_weights=(), **kw):
-        super().__init__(vocab_size, **kw)
-        self.mtp_heads = mtp_heads
-        self.mtp_weights = [_weight(w) for w in mtp_weights] or [1.0] * (mtp_heads - 1)
-
-    @classmethod
-    def check_config(cls, cfg):
-        if not 1 <= cfg.mtp_heads <= 16:
-            raise UserError(f"mtp_heads must lie in 1..16 (got {cfg.mtp_heads})")
-        if cfg.mtp_weights and (len(cfg.mtp_weights) != cfg.mtp_heads - 1 or not all(_weight(w) >= 0 for w in cfg.mtp_weights)):
-            raise UserError(f"mtp_weights needs one weight >= 0 per extra head ({cfg.mtp_heads - 1}; got {cfg.mtp_weights})")
+    Options = CausalOptions
+    capabilities = Capabilities(Attention.CAUSAL, Likelihood.EXACT, ("causal",), ("causal",), Generation.CAUSAL,
+                                Infill.NONE, frozenset({ExportView.CAUSAL_LM}))
 
     def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
         inputs, targets = ids[:, :-1], ids[:, 1:]
         valid = targets != SPECIAL["pad"]
-        w = valid.float()
-        batch = Batch(
-            input_ids=inputs,
-            targets=targets,
-            loss_weights=w / w.sum().clamp(min=1),
-            is_causal=torch.ones(len(ids), dtype=torch.bool),
-            token_mask=valid,
-            document_ids=self._doc_ids(inputs),
-        )
-        if self.mtp_heads > 1:
+        batch = Batch(input_ids=inputs, targets=targets, loss_weights=mean_weights(valid), token_mask=valid,
+                      attention=self.attention_of(inputs, causal=True))
+        heads = self.options.mtp_heads
+        if heads > 1:
             # head k predicts token i+k at position i, where the window still holds it
             B, L = inputs.shape
-            pad = torch.full((B, self.mtp_heads), SPECIAL["pad"], dtype=ids.dtype)
+            pad = torch.full((B, heads), SPECIAL["pad"], dtype=ids.dtype)
             longer = torch.cat([ids, pad], 1)
-            extra = torch.stack([longer[:, k : k + L] for k in range(2, self.mtp_heads + 1)], -1)
+            extra = torch.stack([longer[:, k : k + L] for k in range(2, heads + 1)], -1)
             ok = (extra != SPECIAL["pad"]).float()
-            weights = ok / ok.sum((0, 1), keepdim=True).clamp(min=1) * torch.tensor(self.mtp_weights, dtype=torch.float32)
-            batch.extra_targets, batch.extra_weights = extra, weights
+            scale = torch.tensor(self.options.head_weights(), dtype=torch.float32)
+            batch.extra_targets, batch.extra_weights = extra, ok / ok.sum((0, 1), keepdim=True).clamp(min=1) * scale
         return batch
 
 

@@ -12,12 +12,17 @@ This file is the one home of the diffusion maths: training (`corrupt`), validati
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from hybridlm.data import load_unigram
 from hybridlm.errors import UserError
-from hybridlm.objectives.base import SPECIAL, Batch, Objective, maskable
+from hybridlm.objectives.base import (
+    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, in_range,
+    maskable, one_of, option,
+)
 
 SCHEDULES = ("loglinear", "linear", "cosine")
 ESTIMATORS = ("time", "count")
@@ -56,56 +61,44 @@ def random_subsets(k: torch.Tensor, can: torch.Tensor, generator) -> torch.Tenso
     return (rank < k[:, None]) & can
 
 
+@dataclass(frozen=True)
+class DiffusionOptions(Options):
+    schedule: str = option("loglinear", "diffusion noise schedule: loglinear (MDLM), linear or cosine (MD4)",
+                           *one_of(*SCHEDULES))
+    diffusion_eps: float = option(1e-3, "diffusion: t ~ U(eps, 1)", *in_range(0, 1, lo_open=True, hi_open=True))
+    # an exponent on surprisal ratios: far past 10 every rate is 0 or 1
+    frequency_masking: float = option(0.0, "diffusion: rarer tokens masked earlier, alpha(t) ** s(token)",
+                                      *in_range(0, 10))
+    diffusion_estimator: str = option("time", "diffusion: time (t ~ U(eps, 1), weight -a'/(1-a)) or count "
+                                      "(k masked ~ U{1..n}, weight 1/k; log-linear only)", *one_of(*ESTIMATORS))
+
+    def check_together(self):
+        if self.diffusion_estimator == "count" and (self.schedule != "loglinear" or self.frequency_masking):
+            raise UserError("diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no "
+                            "frequency_masking")
+
+
 class DiffusionObjective(Objective):
     name = "diffusion"
-    config_keys = ("schedule", "diffusion_eps", "frequency_masking", "diffusion_estimator")
-    attention = "bidirectional"
-    likelihood = "bound"  # the NELBO: an upper bound on the NLL
-    loss_label = "NELBO (nats/token)"
-    scorers = ("elbo",)
-    perplexity_scorers = ("elbo",)
-    generation = "unmask"
-    infill_shift = 0
-    export_causal_lm = False
-    export_masked_lm = ""
-    forbid_mask_prediction = True
+    Options = DiffusionOptions
+    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.BOUND, ("elbo",), ("elbo",), Generation.UNMASK,
+                                Infill.IN_PLACE, frozenset({ExportView.MASKED_LM}), loss_label="NELBO (nats/token)",
+                                forbid_mask_prediction=True)
 
-    def __init__(self, vocab_size, schedule="loglinear", eps=1e-3, frequency_masking=0.0, unigram=None, estimator="time", **kw):
-        super().__init__(vocab_size, **kw)
-        if schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {schedule!r} (choose one of: {', '.join(SCHEDULES)})")
-        if estimator not in ESTIMATORS:
-            raise UserError(f"unknown diffusion estimator {estimator!r} (choose time or count)")
-        if estimator == "count" and (schedule != "loglinear" or frequency_masking):
-            raise UserError("the count estimator is the log-linear NELBO: use schedule loglinear and no frequency_masking")
-        self.schedule, self.eps, self.estimator = schedule, eps, estimator
-        self.frequency_masking = frequency_masking
+    def __init__(self, vocab_size, options: DiffusionOptions | None = None, unigram=None, **kw):
+        super().__init__(vocab_size, options, **kw)
+        o = self.options
+        self.schedule, self.eps, self.estimator = o.schedule, o.diffusion_eps, o.diffusion_estimator
         # per-token schedule exponents; without corpus counts (evaluating a run) the plain schedule
         # is used, which gives a valid bound too
-        self.token_exponent = frequency_exponents(unigram, frequency_masking) if frequency_masking and unigram is not None else None
-
-    @classmethod
-    def check_config(cls, cfg):
-        if cfg.schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {cfg.schedule!r} (choose one of: {', '.join(SCHEDULES)})")
-        if cfg.diffusion_estimator not in ESTIMATORS:
-            raise UserError(f"unknown diffusion_estimator {cfg.diffusion_estimator!r} (choose time or count)")
-        if cfg.diffusion_estimator == "count" and (cfg.schedule != "loglinear" or cfg.frequency_masking):
-            raise UserError("diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no frequency_masking")
-        if not 0 < cfg.diffusion_eps < 1:
-            raise UserError(f"diffusion_eps must lie in (0, 1) (got {cfg.diffusion_eps})")
-        if not 0 <= cfg.frequency_masking <= 10:  # an exponent on surprisal ratios: far past 10 every rate is 0 or 1
-            raise UserError(f"frequency_masking must lie in [0, 10] (got {cfg.frequency_masking})")
+        self.token_exponent = (frequency_exponents(unigram, o.frequency_masking)
+                               if o.frequency_masking and unigram is not None else None)
 
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
-        unigram = None
-        if cfg.frequency_masking and data_dir is not None:
-            from hybridlm.data import load_unigram
-
-            unigram = load_unigram(data_dir)
-        return cls(vocab_size, schedule=cfg.schedule, eps=cfg.diffusion_eps, frequency_masking=cfg.frequency_masking,
-                   unigram=unigram, estimator=cfg.diffusion_estimator, document_mask=cfg.document_mask, z_loss=cfg.z_loss)
+        options = cls.read_options(cfg.options)
+        unigram = load_unigram(data_dir) if options.frequency_masking and data_dir is not None else None
+        return cls(vocab_size, options, unigram=unigram, document_mask=cfg.document_mask)
 
     # ------------------------------------------------------------ the forward process
     def time_mask(self, ids: torch.Tensor, t: torch.Tensor, generator, can=None, per_token_schedule: bool = False):
@@ -147,8 +140,7 @@ class DiffusionObjective(Objective):
         inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
         n_tokens = can.sum().clamp(min=1)
         w = torch.where(mask, weight, torch.zeros_like(weight)) / n_tokens
-        return Batch(input_ids=inputs, targets=ids, loss_weights=w, is_causal=torch.zeros(B, dtype=torch.bool),
-                     token_mask=can, document_ids=self._doc_ids(ids))
+        return Batch(input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False))
 
     def _corrupt_count(self, ids, can, generator) -> Batch:
         """The same NELBO, sampled by the number of masked tokens k ~ U{1..n} (see subset_masks):
@@ -163,8 +155,7 @@ class DiffusionObjective(Objective):
         has = (n > 0).float()
         per_seq = (n.float() / k.float()) * has / n.sum().clamp(min=1)  # per-token normalisation over the batch
         w = mask.float() * per_seq[:, None]
-        return Batch(input_ids=inputs, targets=ids, loss_weights=w, is_causal=torch.zeros(B, dtype=torch.bool),
-                     token_mask=can, document_ids=self._doc_ids(ids))
+        return Batch(input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False))
 
     # ------------------------------------------------------------ sampling
     def unmask_fraction(self, t: float, t_next: float) -> float:

@@ -10,47 +10,42 @@ are plain next-token prediction. Each step draws round(B * causal_fraction) caus
 the causal one is a likelihood (bits per byte), and it exports as a causal LM plus a masked-LM view.
 """
 
-from hybridlm.errors import UserError
+from dataclasses import dataclass, fields
+
+from hybridlm.objectives.base import in_range, option
 from hybridlm.objectives.causal import CausalObjective
-from hybridlm.objectives.masked import check_span_options
-from hybridlm.objectives.mix import MixObjective
+from hybridlm.objectives.masked import SpanMaskingOptions
+from hybridlm.objectives.mix import MixObjective, mix_capabilities
 from hybridlm.objectives.mntp import MntpObjective
+
+
+@dataclass(frozen=True)
+class HybridOptions(SpanMaskingOptions):
+    causal_fraction: float = option(1 / 16, "hybrid: the share of rows trained causally (GPT-BERT: 1/16)",
+                                    *in_range(0, 1))
 
 
 class HybridObjective(MixObjective):
     name = "hybrid"
-    config_keys = ("mask_ratio_start", "mask_ratio_end", "max_span", "causal_fraction")
-    derive_from_components = False
+    Options = HybridOptions
+    # the mix's record, with the masked reading's scorers first whatever the shares, and causal
+    # perplexity first (the likelihood)
+    capabilities = mix_capabilities([("masked", MntpObjective.capabilities), ("causal", CausalObjective.capabilities)],
+                                    loss_label="causal + MNTP CE").with_(perplexity_scorers=("causal", "mntp"))
     demo_config = {}
-    attention = "mixed"
-    likelihood = "exact"  # of the causal reading (likelihood_view)
-    likelihood_view = "causal"
-    loss_label = "causal + MNTP CE"
-    scorers = ("mntp", "mntp-word", "causal", "fused")
-    perplexity_scorers = ("causal", "mntp")
-    generation = "causal"
-    infill_shift = 1
-    export_causal_lm = True
-    export_masked_lm = "masked_lm"
-    forbid_mask_prediction = False
 
-    def __init__(self, vocab_size, causal_fraction=1 / 16, mask_ratio_start=0.3, mask_ratio_end=0.15, max_span=3, **kw):
-        components = {"causal": CausalObjective(vocab_size, **kw),
-                      "mntp": MntpObjective(vocab_size, mask_ratio_start, mask_ratio_end, max_span, **kw)}
-        super().__init__(vocab_size, components, {"causal": causal_fraction, "mntp": 1 - causal_fraction},
-                         labels={"mntp": "masked"}, **kw)
-        self.causal_fraction = causal_fraction
+    def __init__(self, vocab_size, options: HybridOptions | None = None, **kw):
+        options = options if options is not None else HybridOptions()
+        span = SpanMaskingOptions(**{f.name: getattr(options, f.name) for f in fields(SpanMaskingOptions)})
+        components = {"causal": CausalObjective(vocab_size, **kw), "mntp": MntpObjective(vocab_size, span, **kw)}
+        f = options.causal_fraction
+        super().__init__(vocab_size, components, {"causal": f, "mntp": 1 - f}, labels={"mntp": "masked"},
+                         options=options, **kw)
 
     @classmethod
-    def identity_keys(cls, cfg):
-        return cls.config_keys
-
-    @classmethod
-    def check_config(cls, cfg):
-        check_span_options(cfg)
-        if not 0 <= cfg.causal_fraction <= 1:
-            raise UserError(f"causal_fraction must lie in [0, 1] (got {cfg.causal_fraction})")
+    def component_names(cls, options):
+        return []  # its components are built from its own options
 
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
-        return cls(vocab_size, document_mask=cfg.document_mask, z_loss=cfg.z_loss, **{k: getattr(cfg, k) for k in cls.config_keys})
+        return cls(vocab_size, cls.read_options(cfg.options), document_mask=cfg.document_mask)

@@ -4,10 +4,14 @@ Spans have a length uniform in 1..max_span; the masked fraction follows a linear
 (GPT-BERT anneals 30% -> 15%); each span's tokens are all masked, all random or all kept.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from hybridlm.errors import UserError
-from hybridlm.objectives.base import SPECIAL, Batch, Objective, maskable
+from hybridlm.objectives.base import (
+    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, in_range,
+    maskable, mean_weights, option,
+)
 
 
 def _start_rate(p: float, max_span: int) -> float:
@@ -61,48 +65,29 @@ def mask_rate(progress: float, start: float, end: float) -> float:
     return start + (end - start) * progress
 
 
+@dataclass(frozen=True)
+class SpanMaskingOptions(Options):
+    """Span masking (GPT-BERT): the masked fraction annealed linearly from start to end."""
+
+    mask_ratio_start: float = option(0.3, "masked fraction at the start of training (annealed linearly)",
+                                     *in_range(0, 1, lo_open=True, hi_open=True))
+    mask_ratio_end: float = option(0.15, "masked fraction at the end of training (and in validation)",
+                                   *in_range(0, 1, lo_open=True, hi_open=True))
+    max_span: int = option(3, "spans are 1..max_span tokens long", *in_range(1, 64))
+
+    def rate(self, progress: float, train: bool) -> float:
+        return mask_rate(progress, self.mask_ratio_start, self.mask_ratio_end) if train else self.mask_ratio_end
+
+
 class MaskedObjective(Objective):
     name = "masked"
-    config_keys = ("mask_ratio_start", "mask_ratio_end", "max_span")
-    attention = "bidirectional"
-    likelihood = None  # masked CE: not a likelihood of the text
-    loss_label = "masked CE"
-    scorers = ("pll", "pll-word")
-    perplexity_scorers = ("pll",)
-    generation = None
-    infill_shift = 0
-    export_causal_lm = False
-    export_masked_lm = ""
-
-    def __init__(self, vocab_size, mask_ratio_start=0.3, mask_ratio_end=0.15, max_span=3, **kw):
-        super().__init__(vocab_size, **kw)
-        self.mask_ratio_start, self.mask_ratio_end, self.max_span = mask_ratio_start, mask_ratio_end, max_span
-
-    @classmethod
-    def check_config(cls, cfg):
-        check_span_options(cfg)
-
-    def rate(self, progress, train):
-        return mask_rate(progress, self.mask_ratio_start, self.mask_ratio_end) if train else self.mask_ratio_end
+    Options = SpanMaskingOptions
+    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.NONE, ("pll", "pll-word"), ("pll",), Generation.NONE,
+                                Infill.IN_PLACE, frozenset({ExportView.MASKED_LM}), loss_label="masked CE")
 
     def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
         ids = ids[:, :-1]  # windows are L+1 long for the shifted objectives; BERT predicts in place
-        corrupted, mask = span_mask(ids, self.rate(progress, train), generator, self.max_span, vocab_size=self.vocab_size)
-        w = mask.float()
-        return Batch(
-            input_ids=corrupted,
-            targets=ids,
-            loss_weights=w / w.sum().clamp(min=1),
-            is_causal=torch.zeros(len(ids), dtype=torch.bool),
-            token_mask=mask,
-            document_ids=self._doc_ids(ids),
-        )
-
-
-def check_span_options(cfg):
-    """The span-masking options shared by the masked and hybrid objectives."""
-    for name in ("mask_ratio_start", "mask_ratio_end"):
-        if not 0 < getattr(cfg, name) < 1:
-            raise UserError(f"{name} must lie in (0, 1) (got {getattr(cfg, name)})")
-    if not 1 <= cfg.max_span <= 64:
-        raise UserError(f"max_span must lie in 1..64 (got {cfg.max_span})")
+        o = self.options
+        corrupted, mask = span_mask(ids, o.rate(progress, train), generator, o.max_span, vocab_size=self.vocab_size)
+        return Batch(input_ids=corrupted, targets=ids, loss_weights=mean_weights(mask), token_mask=mask,
+                     attention=self.attention_of(ids, causal=False))

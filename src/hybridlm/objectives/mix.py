@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.objectives.base import Batch, Objective
+from hybridlm.model import AttentionSpec
+from hybridlm.objectives.base import (
+    Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, option,
+)
+from hybridlm.objectives.registry import objective_class
 
 _ITEM = re.compile(r"\s*([A-Za-z][\w-]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*")
 
@@ -67,67 +72,107 @@ def _restrict(weights: torch.Tensor, counted: torch.Tensor, rows: torch.Tensor, 
     return out
 
 
+@dataclass(frozen=True)
+class MixOptions(Options):
+    mix: str = option("", "mix: objectives per row with relative weights, e.g. causal:1,mntp:15")
+    mix_end: str = option("", "mix: the mix at the end of training (the shares move linearly from --mix)")
+    mix_phases: list = option([], "mix: repeatable FRACTION@MIX, e.g. --mix-phases 0@causal:1 --mix-phases "
+                                  "0.5@mntp:1 (AntLM)")
+
+    def check_together(self):
+        self.schedule()
+        for n in self.names():
+            if issubclass(objective_class(n), MixObjective):
+                raise UserError(f"a mix cannot contain {n!r} (itself a mix); list its objectives instead")
+
+    def schedule(self) -> tuple[dict, dict | None, list]:
+        """(start mix, end mix or None, phases)."""
+        if not self.mix and not self.mix_phases:
+            raise UserError("the mix objective needs --mix, e.g. --mix causal:1,mntp:15 (or mix_phases)")
+        phases = parse_phases(self.mix_phases)
+        if phases and self.mix_end:
+            raise UserError("give mix_end (a linear schedule) or mix_phases (phases), not both")
+        start = parse_mix(self.mix) if self.mix else phases[0][1]
+        return start, parse_mix(self.mix_end) if self.mix_end else None, phases
+
+    def names(self) -> list[str]:
+        start, end, phases = self.schedule()
+        return list(dict.fromkeys([*start, *(end or {}), *(n for _, m in phases for n in m)]))
+
+
+def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str = "mixed CE") -> Capabilities:
+    """A mix's record, a pure function of its components' records ((label, record), largest final share first)."""
+    caps = [c for _, c in by_share]
+    scorers = tuple(dict.fromkeys(s for c in caps for s in c.scorers))
+    if "causal" in scorers and "mntp" in scorers:
+        scorers += ("fused",)
+    generation = next((c.generation for c in caps if c.generation is Generation.CAUSAL), None) or next(
+        (c.generation for c in caps if c.generation is not Generation.NONE), Generation.NONE)
+    likelihood, view = Likelihood.NONE, ""
+    for kind in (Likelihood.EXACT, Likelihood.BOUND):
+        found = next((label for label, c in by_share if c.likelihood is kind), None)
+        if found is not None:
+            likelihood, view = kind, found
+            break
+    return Capabilities(
+        attention=Attention.MIXED if len({c.attention for c in caps}) > 1 else caps[0].attention,
+        likelihood=likelihood, likelihood_view=view, scorers=scorers, loss_label=loss_label,
+        perplexity_scorers=tuple(dict.fromkeys(s for c in caps for s in c.perplexity_scorers)),
+        generation=generation,
+        prompt_as_prefix=next((c.prompt_as_prefix for c in caps if c.generation is generation), False),
+        infill=next((c.infill for c in caps if c.infill is not Infill.NONE), Infill.NONE),
+        export=frozenset(v for c in caps for v in c.export),
+        forbid_mask_prediction=any(c.forbid_mask_prediction for c in caps))
+
+
 class MixObjective(Objective):
     name = "mix"
-    config_keys = ("mix", "mix_end", "mix_phases")
-    attention = "mixed"
-    loss_label = "mixed CE"
+    Options = MixOptions
+    capabilities = Capabilities(Attention.MIXED, Likelihood.NONE, ("causal",), ("causal",), Generation.CAUSAL,
+                                Infill.NONE, frozenset({ExportView.CAUSAL_LM}), loss_label="mixed CE")  # per instance
     # the demo: GPT-BERT's two modes, moving from mostly masked to even over training
     demo_config = {"mix": "causal:1,mntp:3", "mix_end": "causal:1,mntp:1"}
-    derive_from_components = True  # a preset (hybrid) states its answers as class attributes instead
 
     def __init__(self, vocab_size, components: dict[str, Objective], start: dict[str, float], end: dict[str, float] | None = None,
-                 phases=None, labels: dict[str, str] | None = None, **kw):
-        super().__init__(vocab_size, **kw)
+                 phases=None, labels: dict[str, str] | None = None, options: Options | None = None, **kw):
+        super().__init__(vocab_size, options, **kw)
         self.components = components  # in the order rows are assigned
         self.order = list(components)
         self.start, self.end, self.phases = start, end, list(phases or [])
         self.labels = {k: (labels or {}).get(k, k) for k in self.order}
-        if self.derive_from_components:
-            self._derive()
+        if type(self).capabilities is MixObjective.capabilities:  # a preset (hybrid) states its own record
+            final = dict(zip(self.order, self.shares(1.0)))
+            by_share = sorted(self.order, key=lambda n: -final[n])
+            self.capabilities = mix_capabilities([(self.labels[n], self.components[n].capabilities) for n in by_share])
+            self.demo_sample_text = self.components[by_share[0]].demo_sample_text
 
     # ------------------------------------------------------------ construction
-    @staticmethod
-    def _mixes(cfg) -> tuple[dict, dict | None, list]:
-        if not cfg.mix and not cfg.mix_phases:
-            raise UserError("the mix objective needs --mix, e.g. --mix causal:1,mntp:15 (or mix_phases)")
-        phases = parse_phases(cfg.mix_phases)
-        if phases and cfg.mix_end:
-            raise UserError("give mix_end (a linear schedule) or mix_phases (phases), not both")
-        start = parse_mix(cfg.mix) if cfg.mix else phases[0][1]
-        return start, parse_mix(cfg.mix_end) if cfg.mix_end else None, phases
+    @classmethod
+    def component_names(cls, options) -> list[str]:
+        """The objectives whose own options the mix reads from the same config values."""
+        return options.names()
 
     @classmethod
-    def _names(cls, cfg) -> list[str]:
-        start, end, phases = cls._mixes(cfg)
-        names = list(dict.fromkeys([*start, *(end or {}), *(n for _, m in phases for n in m)]))
-        from hybridlm.objectives import objective_class
-
-        for n in names:
-            if issubclass(objective_class(n), MixObjective):
-                raise UserError(f"a mix cannot contain {n!r} (itself a mix); list its objectives instead")
-        return names
+    def read_options(cls, values):
+        options = super().read_options(values)
+        for n in cls.component_names(options):
+            objective_class(n).read_options(values)
+        return options
 
     @classmethod
-    def identity_keys(cls, cfg) -> tuple[str, ...]:
-        from hybridlm.objectives import objective_class
-
-        return cls.config_keys + tuple(k for n in cls._names(cfg) for k in objective_class(n).identity_keys(cfg))
-
-    @classmethod
-    def check_config(cls, cfg):
-        from hybridlm.objectives import objective_class
-
-        for n in cls._names(cfg):
-            objective_class(n).check_config(cfg)
+    def identity(cls, values):
+        options = cls.Options.from_values(values)
+        out = options.values()
+        for n in cls.component_names(options):
+            out.update(objective_class(n).identity(values))
+        return out
 
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
-        from hybridlm.objectives import objective_class
-
-        start, end, phases = cls._mixes(cfg)
-        components = {n: objective_class(n).from_config(cfg, vocab_size, data_dir) for n in cls._names(cfg)}
-        return cls(vocab_size, components, start, end, phases, document_mask=cfg.document_mask, z_loss=cfg.z_loss)
+        options = cls.read_options(cfg.options)
+        start, end, phases = options.schedule()
+        components = {n: objective_class(n).from_config(cfg, vocab_size, data_dir) for n in options.names()}
+        return cls(vocab_size, components, start, end, phases, options=options, document_mask=cfg.document_mask)
 
     # ------------------------------------------------------------ the schedule
     def shares(self, progress: float) -> list[float]:
@@ -164,22 +209,22 @@ class MixObjective(Objective):
             part.loss_weights = _restrict(part.loss_weights, part.token_mask, rows, len(rows) / B)
             if part.extra_weights is not None:  # multi-token heads: each head normalised over its own targets
                 part.extra_weights = _restrict(part.extra_weights, part.extra_weights > 0, rows, len(rows) / B)
+            part = _columns(part)
             if out is None:  # its tensors may be views of `ids`: copied before other rows are written in
-                out = Batch(**{k: None if v is None else v.clone() for k, v in vars(part).items()})
-                if out.prefix_lengths is None:
-                    out.prefix_lengths = torch.zeros(B, dtype=torch.long)
+                out = {k: None if v is None else v.clone() for k, v in part.items()}
+                if out["prefix_lengths"] is None:
+                    out["prefix_lengths"] = torch.zeros(B, dtype=torch.long)
                 continue
-            for field in ("extra_targets", "extra_weights"):  # only some objectives have them: zeros elsewhere
-                if getattr(out, field) is None and getattr(part, field) is not None:
-                    setattr(out, field, torch.zeros_like(getattr(part, field)))
-            for field in ("input_ids", "targets", "loss_weights", "is_causal", "token_mask", "document_ids", "prefix_lengths",
-                          "extra_targets", "extra_weights"):
-                target, source = getattr(out, field), getattr(part, field)
+            for key in ("extra_targets", "extra_weights"):  # only some objectives have them: zeros elsewhere
+                if out[key] is None and part[key] is not None:
+                    out[key] = torch.zeros_like(part[key])
+            for key, target in out.items():
                 if target is not None:
-                    target[rows] = source[rows] if source is not None else 0
-        if not bool(out.prefix_lengths.any()):
-            out.prefix_lengths = None
-        return out
+                    target[rows] = part[key][rows] if part[key] is not None else 0
+        if not bool(out["prefix_lengths"].any()):
+            out["prefix_lengths"] = None
+        attention = AttentionSpec(out.pop("is_causal"), out.pop("document_ids"), out.pop("prefix_lengths"))
+        return Batch(**out, attention=attention)
 
     # ------------------------------------------------------------ what the rest of the package asks
     def validation_views(self):
@@ -189,39 +234,14 @@ class MixObjective(Objective):
         return {self.labels[n]: (self._alone(n), final[n]) for n in self.order}
 
     def _alone(self, name) -> "MixObjective":
-        view = MixObjective.__new__(type(self))
+        view = MixObjective.__new__(type(self))  # the same components, options and record
         view.__dict__.update(self.__dict__)
         view.start, view.end, view.phases = {name: 1.0}, None, []
         return view
 
-    def _derive(self):
-        final = dict(zip(self.order, self.shares(1.0)))
-        by_share = sorted(self.order, key=lambda n: -final[n])
-        comps = [self.components[n] for n in by_share]
-        self.scorers = tuple(dict.fromkeys(s for c in comps for s in c.scorers))
-        if "causal" in self.scorers and "mntp" in self.scorers:
-            self.scorers += ("fused",)
-        self.perplexity_scorers = tuple(dict.fromkeys(s for c in comps for s in c.perplexity_scorers))
-        self.generation = next((c.generation for c in comps if c.generation == "causal"), None) or next(
-            (c.generation for c in comps if c.generation), None)
-        self.prompt_as_prefix = next((c.prompt_as_prefix for c in comps if c.generation == self.generation), False)
-        self.infill_shift = next((c.infill_shift for c in comps if c.infill_shift is not None), None)
-        self.export_causal_lm = any(c.export_causal_lm for c in comps)
-        masked = any(c.export_masked_lm is not None for c in comps)
-        self.export_masked_lm = ("masked_lm" if self.export_causal_lm else "") if masked else None
-        self.forbid_mask_prediction = any(c.forbid_mask_prediction for c in comps)
-        self.likelihood, self.likelihood_view = None, ""
-        for kind in ("exact", "bound"):
-            found = next((n for n in by_share if self.components[n].likelihood == kind), None)
-            if found:
-                self.likelihood, self.likelihood_view = kind, self.labels[found]
-                break
-        self.demo_sample_text = comps[0].demo_sample_text
-        self.attention = "mixed" if len({c.attention for c in comps}) > 1 else comps[0].attention
-
     def _diffusion(self):
         for c in self.components.values():
-            if hasattr(c, "subset_masks"):
+            if c.capabilities.likelihood is Likelihood.BOUND:
                 return c
         raise UserError("this mix has no diffusion objective: the elbo scorer and unmasking schedule need one")
 
@@ -236,3 +256,11 @@ class MixObjective(Objective):
             return self._diffusion().unmask_fraction(t, t_next)
         except UserError:
             return super().unmask_fraction(t, t_next)
+
+
+def _columns(batch: Batch) -> dict:
+    """A batch's per-row tensors by name (the attention's too), for merging rows of several batches."""
+    a = batch.attention
+    return {"input_ids": batch.input_ids, "targets": batch.targets, "loss_weights": batch.loss_weights,
+            "token_mask": batch.token_mask, "is_causal": a.is_causal, "document_ids": a.document_ids,
+            "prefix_lengths": a.prefix_lengths, "extra_targets": batch.extra_targets, "extra_weights": batch.extra_weights}

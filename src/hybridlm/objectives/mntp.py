@@ -6,23 +6,18 @@ masked — the same shift as next-token prediction, so one head serves both read
 mixed with causal rows (`hybrid`, or `mix = "causal:1,mntp:15"`).
 """
 
-import torch
-
-from hybridlm.objectives.base import Batch
+from hybridlm.objectives.base import Batch, Infill, mean_weights
 from hybridlm.objectives.masked import MaskedObjective, span_mask
 
 
 class MntpObjective(MaskedObjective):
     name = "mntp"
-    loss_label = "MNTP CE"
-    scorers = ("mntp", "mntp-word")
-    perplexity_scorers = ("mntp",)
-    infill_shift = 1
+    capabilities = MaskedObjective.capabilities.with_(loss_label="MNTP CE", scorers=("mntp", "mntp-word"),
+                                                      perplexity_scorers=("mntp",), infill=Infill.NEXT_TOKEN)
 
     def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
-        corrupted, mask = span_mask(ids, self.rate(progress, train), generator, self.max_span, vocab_size=self.vocab_size)
+        o = self.options
+        corrupted, mask = span_mask(ids, o.rate(progress, train), generator, o.max_span, vocab_size=self.vocab_size)
         masked = mask[:, 1:]  # position i is scored where token i+1 was masked
-        w = masked.float()
-        return Batch(input_ids=corrupted[:, :-1], targets=ids[:, 1:], loss_weights=w / w.sum().clamp(min=1),
-                     is_causal=torch.zeros(len(ids), dtype=torch.bool), token_mask=masked,
-                     document_ids=self._doc_ids(ids[:, :-1]))
+        return Batch(input_ids=corrupted[:, :-1], targets=ids[:, 1:], loss_weights=mean_weights(masked), token_mask=masked,
+                     attention=self.attention_of(ids[:, :-1], causal=False))

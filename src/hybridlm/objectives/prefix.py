@@ -10,45 +10,47 @@ With an empty prefix the model is a causal LM, which is how validation reports b
 context as a bidirectional prefix (EWoK, entity tracking).
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.objectives.base import SPECIAL, Batch, Objective
+from hybridlm.objectives.base import (
+    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, mean_weights,
+    option,
+)
+
+
+@dataclass(frozen=True)
+class PrefixOptions(Options):
+    prefix_min: float = option(0.1, "prefix LM: the shortest prefix, as a fraction of the row")
+    prefix_max: float = option(0.9, "prefix LM: the longest prefix, as a fraction of the row")
+
+    def check_together(self):
+        if not 0 <= self.prefix_min <= self.prefix_max < 1:
+            raise UserError(f"prefix_min and prefix_max must satisfy 0 <= min <= max < 1 (got {self.prefix_min}, "
+                            f"{self.prefix_max})")
 
 
 class PrefixObjective(Objective):
     name = "prefix"
-    config_keys = ("prefix_min", "prefix_max")
-    attention = "causal"  # causal after the prefix: a classifier reads the last token
-    likelihood = "exact"  # of the empty-prefix (causal) reading
-    likelihood_view = "causal"
-    loss_label = "continuation CE"
-    scorers = ("causal", "prefix")
-    perplexity_scorers = ("causal",)
-    generation = "causal"
-    prompt_as_prefix = True  # the prompt is the prefix: read bidirectionally, then left to right (KV cache)
-    export_causal_lm = True  # a Llama sees the prompt causally: the empty-prefix reading
-
-    def __init__(self, vocab_size, prefix_min=0.1, prefix_max=0.9, **kw):
-        super().__init__(vocab_size, **kw)
-        self.prefix_min, self.prefix_max = prefix_min, prefix_max
-
-    @classmethod
-    def check_config(cls, cfg):
-        if not 0 <= cfg.prefix_min <= cfg.prefix_max < 1:
-            raise UserError(f"prefix_min and prefix_max must satisfy 0 <= min <= max < 1 (got {cfg.prefix_min}, {cfg.prefix_max})")
+    Options = PrefixOptions
+    # causal after the prefix (a classifier reads the last token); the likelihood is the empty-prefix
+    # (causal) reading's, which is also what a Llama export sees; generation reads the prompt as the
+    # prefix (bidirectionally), then left to right with a KV cache
+    capabilities = Capabilities(Attention.CAUSAL, Likelihood.EXACT, ("causal", "prefix"), ("causal",), Generation.CAUSAL,
+                                Infill.NONE, frozenset({ExportView.CAUSAL_LM}), loss_label="continuation CE",
+                                likelihood_view="causal", prompt_as_prefix=True)
 
     def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
         inputs, targets = ids[:, :-1], ids[:, 1:]
         B, L = inputs.shape
-        lo, hi = round(self.prefix_min * L), round(self.prefix_max * L)
+        lo, hi = round(self.options.prefix_min * L), round(self.options.prefix_max * L)
         prefix = torch.randint(lo, hi + 1, (B,), generator=generator)
         scored = (torch.arange(L)[None] >= prefix[:, None] - 1) & (targets != SPECIAL["pad"])
-        w = scored.float()
-        return Batch(input_ids=inputs, targets=targets, loss_weights=w / w.sum().clamp(min=1),
-                     is_causal=torch.ones(B, dtype=torch.bool), token_mask=scored, document_ids=self._doc_ids(inputs),
-                     prefix_lengths=prefix)
+        return Batch(input_ids=inputs, targets=targets, loss_weights=mean_weights(scored), token_mask=scored,
+                     attention=self.attention_of(inputs, causal=True, prefix_lengths=prefix))
 
     def validation_views(self):
-        causal = PrefixObjective(self.vocab_size, 0.0, 0.0, document_mask=self.document_mask, z_loss=self.z_loss)
+        causal = PrefixObjective(self.vocab_size, PrefixOptions(0.0, 0.0), document_mask=self.document_mask)
         return {"prefix": (self, 1.0), "causal": (causal, 0.0)}

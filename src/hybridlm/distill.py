@@ -12,20 +12,22 @@ The student's logits are materialised for the scored positions only.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 from hybridlm.errors import UserError
-from hybridlm.model import attention_mask
+from hybridlm.objectives.base import Attention
+from hybridlm.runs import RunDir
+from hybridlm.tokenizer import load_tokenizer, tokenizer_hash
 
 
 def hf_config(path) -> dict | None:
     """The config.json of a Hugging Face model folder (it names a model_type; an hlm run's names an
     objective), or None when `path` is not one."""
-    import json
-
     try:
         config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -62,7 +64,7 @@ class HFTeacher(torch.nn.Module):
     def scored_logits(self, batch, scored: torch.Tensor) -> torch.Tensor:
         T = batch.input_ids.shape[1]
         # no mask: plain causal attention, the model's own (bidirectional students are refused by `check`)
-        mask, _ = attention_mask(batch.is_causal, batch.document_ids, T, batch.input_ids.device, batch.prefix_lengths)
+        mask, _ = batch.attention.mask(T, batch.input_ids.device)
         dtype = next(self.model.parameters()).dtype
         additive = None if mask is None else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
         logits = self.model(input_ids=batch.input_ids, attention_mask=additive).logits
@@ -74,8 +76,7 @@ def _scored_logits(teacher, batch, scored: torch.Tensor) -> torch.Tensor:
     """The teacher's fp32 logits at the scored positions (flat indices) of the student's batch."""
     if isinstance(teacher, HFTeacher):
         return teacher.scored_logits(batch, scored)
-    hidden = teacher(batch.input_ids, is_causal=batch.is_causal, document_ids=batch.document_ids,
-                     prefix_lengths=batch.prefix_lengths)
+    hidden = teacher(batch.input_ids, batch.attention)
     return teacher.head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored), fp32=True)
 
 
@@ -87,11 +88,8 @@ class Distiller:
         self.parameters = sum(t.num_parameters() for t in teachers)
 
     @classmethod
-    def from_runs(cls, paths, data_dir, seq_len: int, device, alpha: float, temperature: float) -> "Distiller":
+    def from_paths(cls, paths, data_dir, seq_len: int, device, alpha: float, temperature: float) -> "Distiller":
         """Teachers from hlm run directories and/or local Hugging Face causal LM folders."""
-        from hybridlm.runs import RunDir
-        from hybridlm.tokenizer import load_tokenizer
-
         teachers = []
         for path in paths:
             if hf_config(path) is not None:
@@ -106,12 +104,9 @@ class Distiller:
         return cls(teachers, alpha, temperature)
 
     @staticmethod
-    def check(paths, data_dir, tokenizer_hash: str, attention: str) -> None:
+    def check(paths, data_dir, data_tokenizer: str, attention: str) -> None:
         """Every teacher is a run trained with the data's tokenizer, or a Hugging Face causal LM with
         its vocabulary for a causal student (checked before anything is written)."""
-        from hybridlm.runs import RunDir
-        from hybridlm.tokenizer import load_tokenizer, tokenizer_hash as hash_of
-
         for path in paths:
             config = hf_config(path)
             if config is not None:
@@ -119,8 +114,8 @@ class Distiller:
                 if "CausalLM" not in archs:
                     raise UserError(f"teacher {path} is a {archs or 'model of no stated architecture'}; a Hugging Face teacher "
                                     "must be a causal LM (distil other objectives from hlm runs)")
-                if attention != "causal":
-                    raise UserError(f"teacher {path} is a Hugging Face causal LM and the objective trains {attention} rows; "
+                if attention is not Attention.CAUSAL:
+                    raise UserError(f"teacher {path} is a Hugging Face causal LM and the objective trains {attention.value} rows; "
                                     "distil it into a causal or prefix student, or distil from hlm runs")
                 weights = sorted(Path(path).glob("*.safetensors"))
                 if not weights:
@@ -128,8 +123,6 @@ class Distiller:
                                     "(save it with save_pretrained(safe_serialization=True))")
                 for w in weights:  # the header and the data's extent, read before the run folder is made
                     try:
-                        from safetensors import safe_open
-
                         with safe_open(str(w), "pt") as f:
                             f.keys()
                     except Exception as e:  # safetensors' own errors name the damage
@@ -142,7 +135,7 @@ class Distiller:
             if not run.is_run() or not run.tokenizer_path.is_file():
                 raise UserError(f"--distill-from {path} is neither a hybridlm run nor a Hugging Face model folder (no config.json); "
                                 "give a trained run directory or a local causal LM")
-            if hash_of(run.tokenizer_path) != tokenizer_hash:
+            if tokenizer_hash(run.tokenizer_path) != data_tokenizer:
                 raise UserError(f"teacher {path} was trained with another tokenizer than the data; distil from runs on the same tokenizer")
             if run.latest_checkpoint() is None:
                 raise UserError(f"teacher {path} has no checkpoint yet; train it first")

@@ -1,0 +1,148 @@
+"""The training loss: one forward pass, then loss terms folded over it (torchtitan's "the loss owns
+the head").
+
+The objective makes the batch (inputs, targets, weights, attention); the loss runs the model once,
+gathers the scored positions and lets each term add to the loss, report its own metrics and say what
+it costs beyond the model:
+- `TokenCE`: the weighted CE of the targets by the fused head (no [N, V] logits), with PaLM's
+  z-loss when set (GPT-BERT uses 1e-4); metrics "nll" and the CE by attention mode of the rows;
+- `MultiTokenHeads`: the extra heads' weighted CE (multi-token prediction), when the batch has them;
+- `Distillation`: alpha * loss + (1 - alpha) * T^2 * KL(teachers || student), in training only, at
+  the teachers' forward FLOPs.
+Which terms a run has comes from its config (`build_loss`); nothing is attached to an objective.
+
+metrics map names to (sum, count) tensors, so micro-batches and processes aggregate exactly: "loss"
+is what is optimised, "nll" the likelihood term alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hybridlm.distill import Distiller
+from hybridlm.objectives.base import SPECIAL, Batch, Objective, scored_positions
+from hybridlm.ops import linear_cross_entropy
+
+
+@dataclass
+class Scored:
+    """What every term reads: the batch, the hidden states of its scored positions and their weights."""
+
+    batch: Batch
+    hidden: torch.Tensor  # [N, D] at the scored positions
+    heads: list  # the extra heads' hidden states [B, L, D] (multi-token prediction), else empty
+    scored: torch.Tensor  # [N] flat indices of the scored positions
+    weights: torch.Tensor  # [N]
+    targets: torch.Tensor  # [N]
+    masked_column: int | None  # the <mask> token, never a prediction (MDLM's SUBS), or None
+
+
+class LossTerm:
+    train_only = False  # applied in training steps only (not in validation)
+
+    def __call__(self, model, s: Scored, loss: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """(the loss with this term folded in, this term's metrics)."""
+        raise NotImplementedError
+
+    def flops(self, tokens: int) -> float:
+        """FLOPs this term spends beyond the model's own forward and backward (for equal-compute comparisons)."""
+        return 0.0
+
+
+class TokenCE(LossTerm):
+    def __init__(self, z_loss: float = 0.0):
+        self.z_loss = z_loss
+
+    def __call__(self, model, s, loss):
+        loss, ce = linear_cross_entropy(s.hidden, model.output_weight, s.targets, s.weights, self.z_loss, s.masked_column)
+        causal_rows = s.batch.attention.causal_rows(len(s.batch), s.scored.device)
+        L = s.batch.loss_weights.shape[1]
+        causal = causal_rows.repeat_interleave(L).index_select(0, s.scored)
+        one = torch.ones((), device=loss.device)
+        metrics = {"nll": ((s.weights.float() * ce).sum(), one)}
+        for mode, rows in (("causal", causal), ("masked", 1 - causal)):
+            # always both keys, so every process all-reduces the same tensor shape
+            metrics[f"ce_{mode}"] = ((ce * rows).sum(), rows.sum())
+        return loss, metrics
+
+
+class MultiTokenHeads(LossTerm):
+    """The extra heads' weighted CE, optimised, not reported as nll: every position, weight 0 where a
+    head has no target (nearly all positions have one)."""
+
+    def __call__(self, model, s, loss):
+        metrics = {}
+        for k, head in enumerate(s.heads):
+            head_weights = s.batch.extra_weights[..., k].reshape(-1)
+            head_loss, head_ce = linear_cross_entropy(head.reshape(-1, head.shape[-1]), model.output_weight,
+                                                      s.batch.extra_targets[..., k].reshape(-1), head_weights, 0.0,
+                                                      s.masked_column)
+            loss = loss + head_loss
+            has = (head_weights > 0).float()
+            metrics[f"ce_mtp{k + 2}"] = ((head_ce * has).sum(), has.sum())
+        return loss, metrics
+
+
+class Distillation(LossTerm):
+    train_only = True
+
+    def __init__(self, distiller: Distiller):
+        self.distiller = distiller
+
+    def __call__(self, model, s, loss):
+        d = self.distiller
+        kl = d.kl(model.head(s.hidden), d.teacher_probs(s.batch, s.scored, s.masked_column), s.masked_column)
+        weighted = (s.weights.float() * kl).sum()
+        loss = d.alpha * loss + (1 - d.alpha) * d.temperature**2 * weighted
+        return loss, {"kl": (weighted.detach(), torch.ones((), device=loss.device))}
+
+    def flops(self, tokens):
+        return self.distiller.flops(tokens)
+
+
+class TrainingLoss(torch.nn.Module):
+    """The model and the loss terms as one module (what DDP / FSDP2 wrap): batch -> (loss, metrics)."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective, terms: list[LossTerm]):
+        super().__init__()
+        self.model, self.objective, self.terms = model, objective, terms
+
+    def forward(self, batch: Batch, objective: Objective | None = None, train: bool = True):
+        """objective: another view of the same model (validation of the hybrid's two readings);
+        train=False leaves out the training-only terms (distillation)."""
+        objective = objective or self.objective
+        mtp = batch.extra_targets is not None
+        hidden = self.model(batch.input_ids, batch.attention, mtp=mtp)
+        hidden, heads = hidden if mtp else (hidden, [])
+        # no data-dependent shapes from here on: gathers by host-computed indices, masks as products
+        scored = batch.scored if batch.scored is not None else scored_positions(batch.loss_weights)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        # every position scored (causal): a reshape, not a gather whose backward zero-fills and scatters
+        h = flat if scored.numel() == flat.shape[0] else flat.index_select(0, scored)
+        masked_column = SPECIAL["mask"] if objective.capabilities.forbid_mask_prediction else None
+        s = Scored(batch, h, heads, scored, batch.loss_weights.reshape(-1).index_select(0, scored),
+                   batch.targets.reshape(-1).index_select(0, scored), masked_column)
+        loss, metrics = None, {}
+        for term in self.terms:
+            if train or not term.train_only:
+                loss, more = term(self.model, s, loss)
+                metrics.update(more)
+        return loss, {"loss": (loss.detach(), torch.ones((), device=loss.device)), **metrics}
+
+    def flops(self, tokens: int, train: bool = True) -> float:
+        """What the terms spend beyond the model on a step of `tokens` tokens."""
+        return sum(t.flops(tokens) for t in self.terms if train or not t.train_only)
+
+
+def build_loss(cfg, model, objective: Objective, device) -> TrainingLoss:
+    """The training loss a config asks for: token CE (with z_loss), distillation from its teachers,
+    multi-token heads when the model has them."""
+    terms: list[LossTerm] = [TokenCE(cfg.z_loss)]
+    if cfg.distill_from:
+        terms.append(Distillation(Distiller.from_paths(cfg.distill_from, cfg.data, cfg.max_len(), device,
+                                                       cfg.distill_alpha, cfg.distill_temperature)))
+    if len(model.mtp):
+        terms.append(MultiTokenHeads())
+    return TrainingLoss(model, objective, terms)
