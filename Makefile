@@ -12,6 +12,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/hlm demo
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check -q src tests bench
 	$(PY) -m pytest -q
 
 setup: $(VENV)/.installed

@@ -26,8 +26,10 @@ def machine() -> str:
         pass
     import transformers
 
-    return (f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"transformers {transformers.__version__}, Python {platform.python_version()}")
+    return (
+        f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"transformers {transformers.__version__}, Python {platform.python_version()}"
+    )
 
 
 def synchronize(device="cpu") -> None:
@@ -72,7 +74,14 @@ def alternate(fns: dict, repeats: int = 5, warmup: int = 1, device="cpu") -> dic
 
 def append_results(title: str, table: list[str], notes: list[str] = ()):
     command = " ".join([Path(sys.executable).name] + [os.path.relpath(sys.argv[0])] + sys.argv[1:])
-    block = [f"## {title} — {datetime.date.today().isoformat()}", "", f"Machine: {machine()}", "", f"Command: `{command}`", ""]
+    block = [
+        f"## {title} — {datetime.date.today().isoformat()}",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Command: `{command}`",
+        "",
+    ]
     block += table + [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
     with open(RESULTS, "a") as f:
         f.write("\n".join(block) + "\n")
@@ -83,6 +92,8 @@ def append_results(title: str, table: list[str], notes: list[str] = ()):
 
 def git_rev() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent
+        ).stdout.strip()
     except OSError:
         return "?"

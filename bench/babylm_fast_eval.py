@@ -27,7 +27,9 @@ from hybridlm.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--objectives", default="causal", help="comma-separated; each is timed with each of its scorers in --scorers")
+    ap.add_argument(
+        "--objectives", default="causal", help="comma-separated; each is timed with each of its scorers in --scorers"
+    )
     ap.add_argument("--scorers", default=None, help="comma-separated (default: each objective's default scorer)")
     ap.add_argument("--tasks", default=None)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
@@ -41,7 +43,7 @@ def main():
     for objective in a.objectives.split(","):
         run = make_run(tmp / objective, objective, "small", tmp / "tok", V)
         lm = RunLM(run, precision=a.precision)
-        for scorer in (a.scorers.split(",") if a.scorers else [objective_class(objective).scorers[0]]):
+        for scorer in a.scorers.split(",") if a.scorers else [objective_class(objective).scorers[0]]:
             t0 = time.time()
             result = evaluate_babylm(lm, a.data, tasks, scorer)
             for task, r in result["tasks"].items():
@@ -50,8 +52,10 @@ def main():
                 print(rows[-1], flush=True)
             rows.append(f"| {objective} | {scorer} | **all** | | **{time.time() - t0:.0f}** | |")
             print(rows[-1], flush=True)
-    notes = [f"data: {a.data}; model: small preset (random weights), vocab {V}; scoring precision {a.precision}",
-             "reading_self_paced reuses the surprisals computed for reading_eye_tracking (its time is the regression)"]
+    notes = [
+        f"data: {a.data}; model: small preset (random weights), vocab {V}; scoring precision {a.precision}",
+        "reading_self_paced reuses the surprisals computed for reading_eye_tracking (its time is the regression)",
+    ]
     append_results("BabyLM fast_eval time per task (bench/babylm_fast_eval.py)", rows, notes)
 
 

@@ -48,13 +48,19 @@ def main():
         if part.is_file():
             done = json.loads(part.read_text())
             if (done["scorer"], done["precision"]) != (scorer, a.precision):
-                raise SystemExit(f"{part} was scored with {done['scorer']} ({done['precision']}), not {scorer} "
-                                 f"({a.precision}): use another --out")
+                raise SystemExit(
+                    f"{part} was scored with {done['scorer']} ({done['precision']}), not {scorer} "
+                    f"({a.precision}): use another --out"
+                )
         else:
             t0 = time.perf_counter()
             r = evaluate_pairs(lm, rows, scorer)
-            done = {"seconds": time.perf_counter() - t0, "scorer": r["scorer"], "precision": a.precision,
-                    "pairs": r["pairs"]}
+            done = {
+                "seconds": time.perf_counter() - t0,
+                "scorer": r["scorer"],
+                "precision": a.precision,
+                "pairs": r["pairs"],
+            }
             tmp = part.with_suffix(".tmp")
             tmp.write_text(json.dumps(done))
             os.replace(tmp, part)
@@ -67,9 +73,11 @@ def main():
     result = aggregate(pairs, good, bad, scorer, lm.name)
     result.update(precision=a.precision, seconds=seconds)
     (out / "blimp.json").write_text(json.dumps({k: v for k, v in result.items() if k != "pairs"}, indent=1))
-    print(f"macro accuracy {result['macro_accuracy']:.1%} ± {result['macro_stderr']:.1%} over {len(result['paradigms'])} "
-          f"paradigms, {result['n_pairs']} pairs, {result['ties']} ties, scorer {result['scorer']} ({a.precision}), "
-          f"{seconds / 60:.1f} min of scoring")
+    print(
+        f"macro accuracy {result['macro_accuracy']:.1%} ± {result['macro_stderr']:.1%} over {len(result['paradigms'])} "
+        f"paradigms, {result['n_pairs']} pairs, {result['ties']} ties, scorer {result['scorer']} ({a.precision}), "
+        f"{seconds / 60:.1f} min of scoring"
+    )
 
 
 if __name__ == "__main__":

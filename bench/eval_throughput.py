@@ -22,12 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, append_results  # noqa: E402
 
-import transformers  # noqa: E402
-
 from hybridlm.evaluate.blimp import load_pairs  # noqa: E402
 from hybridlm.evaluate.lm import HFLM, RunLM  # noqa: E402
-from hybridlm.export import export_run  # noqa: E402
 from hybridlm.evaluate.scoring import score_sentences  # noqa: E402
+from hybridlm.export import export_run  # noqa: E402
 from hybridlm.grammar import write_minimal_pairs  # noqa: E402
 from hybridlm.model import build_model  # noqa: E402
 
@@ -94,10 +92,15 @@ def main():
     from hybridlm.tokenizer import load_tokenizer
 
     V = load_tokenizer(tok_dir).get_vocab_size()
-    rows = ["| scorer | pairs | hybridlm s | hybridlm pairs/s | baseline | baseline s | baseline pairs/s | speed-up | max abs diff |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for objective, kind, naive, name in (("causal", "causal", naive_causal, "transformers loop, one sentence per forward"),
-                                         ("masked", "pll", naive_pll, "naive PLL, one mask per forward")):
+    rows = [
+        "| scorer | pairs | hybridlm s | hybridlm pairs/s | baseline | baseline s | baseline pairs/s | speed-up "
+        "| max abs diff |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for objective, kind, naive, name in (
+        ("causal", "causal", naive_causal, "transformers loop, one sentence per forward"),
+        ("masked", "pll", naive_pll, "naive PLL, one mask per forward"),
+    ):
         run = make_run(tmp / objective, objective, a.preset, tok_dir, V)
         export_run(run, tmp / f"{objective}-hf")
         ours_lm, hf_lm = RunLM(run), HFLM(tmp / f"{objective}-hf", trust_remote_code=True)  # our own export
@@ -112,19 +115,28 @@ def main():
         diff = max(abs(x - y) for x, y in zip(ours, ref))
         assert diff < 1e-3, f"{kind}: scores differ by {diff}"
         n = len(some)
-        rows.append(f"| {kind} | {n:,} | {t_ours:.1f} | {n / t_ours:.1f} | {name} | {t_ref:.1f} | {n / t_ref:.1f} | {t_ref / t_ours:.1f}x | {diff:.1e} |")
+        rows.append(
+            f"| {kind} | {n:,} | {t_ours:.1f} | {n / t_ours:.1f} | {name} | {t_ref:.1f} | {n / t_ref:.1f} | "
+            f"{t_ref / t_ours:.1f}x | {diff:.1e} |"
+        )
         print(rows[-1], flush=True)
         # for reference only: bf16 scoring (not the fp32 convention), with its deviation from fp32
         t = time.perf_counter()
         fast = score_sentences(RunLM(run, precision="bf16"), sub, kind)
         t_fast = time.perf_counter() - t
         dev = max(abs(x - y) for x, y in zip(fast, ours))
-        rows.append(f"| {kind}, bf16 (reference) | {n:,} | {t_fast:.1f} | {n / t_fast:.1f} | {name} | {t_ref:.1f} | {n / t_ref:.1f} | {t_ref / t_fast:.1f}x | {dev:.1e} (vs fp32) |")
+        rows.append(
+            f"| {kind}, bf16 (reference) | {n:,} | {t_fast:.1f} | {n / t_fast:.1f} | {name} | {t_ref:.1f} | "
+            f"{n / t_ref:.1f} | {t_ref / t_fast:.1f}x | {dev:.1e} (vs fp32) |"
+        )
         print(rows[-1], flush=True)
-    notes = [f"pairs: {source}; model: {a.preset} shape, random weights (speed does not depend on training), fp32 scoring",
-             "scores are checked equal (max abs diff column) before the timings count",
-             "bf16 rows (`--precision bf16`: body in bf16, head and log-probs in fp32): faster, scores move by the deviation shown "
-             "(summed over a sentence, random weights); BabyLM scores in fp32, so fp32 is the default"]
+    notes = [
+        f"pairs: {source}; model: {a.preset} shape, random weights (speed does not depend on training), fp32 scoring",
+        "scores are checked equal (max abs diff column) before the timings count",
+        "bf16 rows (`--precision bf16`: body in bf16, head and log-probs in fp32): faster, scores move by the "
+        "deviation shown "
+        "(summed over a sentence, random weights); BabyLM scores in fp32, so fp32 is the default",
+    ]
     append_results("Evaluation throughput (bench/eval_throughput.py)", rows, notes)
 
 

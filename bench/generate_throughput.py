@@ -1,6 +1,6 @@
 """Generation tokens/s: causal decoding with and without the KV cache; diffusion sampling by steps.
 
-    python bench/generate_throughput.py [--preset small] [--new-tokens 128]
+python bench/generate_throughput.py [--preset small] [--new-tokens 128]
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ def main():
             t = time.perf_counter()
             out[cache] = generate_causal(model, prompt, a.new_tokens, temperature=0, use_cache=cache)
             dt = time.perf_counter() - t
-            rows.append(f"| causal, {'KV cache' if cache else 'no cache (full recompute)'} | {len(out[cache])} | {dt:.2f} | {len(out[cache]) / dt:,.1f} | greedy |")
+            rows.append(
+                f"| causal, {'KV cache' if cache else 'no cache (full recompute)'} | {len(out[cache])} | "
+                f"{dt:.2f} | {len(out[cache]) / dt:,.1f} | greedy |"
+            )
             print(rows[-1], flush=True)
         assert out[True] == out[False], "the KV cache changed the greedy output"
         for steps in (8, 32, 128):
@@ -44,10 +47,16 @@ def main():
             filled = unmask(model, ids, 3, steps=steps, generator=torch.Generator().manual_seed(0))
             dt = time.perf_counter() - t
             assert 3 not in filled
-            rows.append(f"| diffusion, {steps} unmasking steps | {a.new_tokens} | {dt:.2f} | {a.new_tokens / dt:,.1f} | confidence order, float64 sampling |")
+            rows.append(
+                f"| diffusion, {steps} unmasking steps | {a.new_tokens} | {dt:.2f} | {a.new_tokens / dt:,.1f} | "
+                "confidence order, float64 sampling |"
+            )
             print(rows[-1], flush=True)
-    append_results("Generation throughput (bench/generate_throughput.py)", rows,
-                   [f"{a.preset} preset, random weights, batch 1, fp32; greedy outputs checked equal with and without the cache"])
+    append_results(
+        "Generation throughput (bench/generate_throughput.py)",
+        rows,
+        [f"{a.preset} preset, random weights, batch 1, fp32; greedy outputs checked equal with and without the cache"],
+    )
 
 
 if __name__ == "__main__":

@@ -30,11 +30,16 @@ from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
 from hybridlm.grammar import write_corpus
 from hybridlm.model import attention_mask, build_model
+from hybridlm.runs import RunDir
 from hybridlm.tokenizer import train_tokenizer
 from hybridlm.train import Dist, prepare_batch, read_record, setup, train, train_step
-from hybridlm.runs import RunDir
 
-OBJECTIVES = ("causal", "hybrid", "diffusion", "prefix")  # every attention mode and loss shape, kept short: compilation costs
+OBJECTIVES = (
+    "causal",
+    "hybrid",
+    "diffusion",
+    "prefix",
+)  # every attention mode and loss shape, kept short: compilation costs
 failed = []
 
 
@@ -51,7 +56,11 @@ def flex_equals_sdpa():
     torch.manual_seed(0)
     B, T = 8, 256
     docs = torch.cumsum((torch.rand(B, T) < 0.03).int(), -1).cuda()
-    kw = dict(is_causal=torch.tensor([True, False] * 4).cuda(), document_ids=docs, prefix_lengths=torch.tensor([0, 0, 40, 0, 100, 0, 0, 7]).cuda())
+    kw = dict(
+        is_causal=torch.tensor([True, False] * 4).cuda(),
+        document_ids=docs,
+        prefix_lengths=torch.tensor([0, 0, 40, 0, 100, 0, 0, 7]).cuda(),
+    )
     ids = torch.randint(5, 1000, (B, T)).cuda()
     out = {}
     for backend in ("sdpa", "flex"):
@@ -65,8 +74,14 @@ def flex_equals_sdpa():
         hidden.float().pow(2).mean().backward()
         out[backend] = (hidden.detach(), [p.grad.clone() for p in model.parameters()])
     diff = (out["flex"][0] - out["sdpa"][0]).abs().max().item()
-    gdiff = max((a - b).abs().max().item() / (b.abs().max().item() + 1e-12) for a, b in zip(out["flex"][1], out["sdpa"][1]))
-    report("flex = sdpa (fp32, outputs and gradients)", diff < 1e-4 and gdiff < 1e-3, f"max |diff| {diff:.2e}, max relative grad diff {gdiff:.2e}")
+    gdiff = max(
+        (a - b).abs().max().item() / (b.abs().max().item() + 1e-12) for a, b in zip(out["flex"][1], out["sdpa"][1])
+    )
+    report(
+        "flex = sdpa (fp32, outputs and gradients)",
+        diff < 1e-4 and gdiff < 1e-3,
+        f"max |diff| {diff:.2e}, max relative grad diff {gdiff:.2e}",
+    )
     mask, _ = attention_mask(kw["is_causal"], docs, T, "cuda", kw["prefix_lengths"], backend="flex")
     report("flex block sparsity", True, f"{mask.sparsity():.1f}% of blocks skipped")
 
@@ -74,8 +89,17 @@ def flex_equals_sdpa():
 def no_host_sync(data: Path, work: Path):
     for objective in ("causal", "hybrid", "diffusion"):
         out = work / f"sync-{objective}"
-        cfg = TrainConfig(data=str(data), out=str(out), objective=objective, preset="tiny", seq_len=128, batch_size=32, max_steps=1,
-                          eval_interval=0, device="cuda")
+        cfg = TrainConfig(
+            data=str(data),
+            out=str(out),
+            objective=objective,
+            preset="tiny",
+            seq_len=128,
+            batch_size=32,
+            max_steps=1,
+            eval_interval=0,
+            device="cuda",
+        )
         train(cfg, quiet=True)
         run = RunDir(out)
         t = setup(run.read_config(), Dist("cuda"), run, resume=True)
@@ -93,7 +117,11 @@ def no_host_sync(data: Path, work: Path):
             error = str(e).splitlines()[0]
         finally:
             torch.cuda.set_sync_debug_mode("default")
-        report(f"no host sync in the step ({objective})", error is None, error or f"3 steps, loss {read_record(t, record)['loss']:.4f}")
+        report(
+            f"no host sync in the step ({objective})",
+            error is None,
+            error or f"3 steps, loss {read_record(t, record)['loss']:.4f}",
+        )
 
 
 def cuda_equals_cpu(data: Path, work: Path):
@@ -101,13 +129,30 @@ def cuda_equals_cpu(data: Path, work: Path):
         losses = {}
         for device, precision in (("cpu", "fp32"), ("cuda", "bf16")):
             out = work / f"eq-{objective}-{device}"
-            train(TrainConfig(data=str(data), out=str(out), objective=objective, preset="tiny", seq_len=64, batch_size=16,
-                              max_steps=5, eval_interval=0, log_interval=1, device=device, precision=precision), quiet=True)
+            train(
+                TrainConfig(
+                    data=str(data),
+                    out=str(out),
+                    objective=objective,
+                    preset="tiny",
+                    seq_len=64,
+                    batch_size=16,
+                    max_steps=5,
+                    eval_interval=0,
+                    log_interval=1,
+                    device=device,
+                    precision=precision,
+                ),
+                quiet=True,
+            )
             rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
             losses[device] = [r["loss"] for r in rows if "loss" in r]
         worst = max(abs(a - b) / abs(a) for a, b in zip(losses["cpu"], losses["cuda"]))
-        report(f"CUDA bf16 loss = CPU fp32 loss, 5 steps ({objective})", worst < 2e-2,
-               f"worst relative diff {worst:.2e}: cpu {losses['cpu'][-1]:.4f}, cuda {losses['cuda'][-1]:.4f}")
+        report(
+            f"CUDA bf16 loss = CPU fp32 loss, 5 steps ({objective})",
+            worst < 2e-2,
+            f"worst relative diff {worst:.2e}: cpu {losses['cpu'][-1]:.4f}, cuda {losses['cuda'][-1]:.4f}",
+        )
 
 
 def graph_breaks():
@@ -119,8 +164,11 @@ def graph_breaks():
     mask, flag = attention_mask(torch.ones(4, dtype=torch.bool, device="cuda"), docs, 512, "cuda", None, backend="flex")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         explained = torch._dynamo.explain(model.blocks[0])(x, cos, sin, mask, flag)
-    report("graph breaks in a compiled block", explained.graph_break_count == 0,
-           f"{explained.graph_break_count} ({'; '.join(str(b.reason) for b in explained.break_reasons)[:300] or 'none'})")
+    report(
+        "graph breaks in a compiled block",
+        explained.graph_break_count == 0,
+        f"{explained.graph_break_count} ({'; '.join(str(b.reason) for b in explained.break_reasons)[:300] or 'none'})",
+    )
 
 
 def main():

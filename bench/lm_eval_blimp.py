@@ -73,8 +73,14 @@ def main():
     import time
 
     t = time.perf_counter()
-    res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={a.hf_model},dtype=float32", tasks=tasks,
-                                  task_manager=TaskManager(include_path=str(tmp)), batch_size=32, device="cpu")
+    res = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={a.hf_model},dtype=float32",
+        tasks=tasks,
+        task_manager=TaskManager(include_path=str(tmp)),
+        batch_size=32,
+        device="cpu",
+    )
     t_theirs = time.perf_counter() - t
     theirs = {name.removeprefix("blimp_local_"): res["results"][name]["acc,none"] for name in tasks}
     t = time.perf_counter()
@@ -89,11 +95,21 @@ def main():
     if a.results:
         from _common import append_results
 
-        append_results("Causal BLiMP scoring vs lm-evaluation-harness (bench/lm_eval_blimp.py)", [
-            "| scorer | pairs | seconds | pairs/s | accuracy equal |", "|---|---|---|---|---|",
-            f"| hlm eval blimp (causal, fp32) | {ours['n_pairs']:,} | {t_ours:.1f} | {ours['n_pairs'] / t_ours:,.1f} | {equal} |",
-            f"| lm-eval simple_evaluate (hf, float32, batch 32) | {ours['n_pairs']:,} | {t_theirs:.1f} | {ours['n_pairs'] / t_theirs:,.1f} | |",
-        ], [f"same exported model ({a.hf_model}); speed-up {t_theirs / t_ours:.1f}x; lm-eval's time includes its task setup"])
+        append_results(
+            "Causal BLiMP scoring vs lm-evaluation-harness (bench/lm_eval_blimp.py)",
+            [
+                "| scorer | pairs | seconds | pairs/s | accuracy equal |",
+                "|---|---|---|---|---|",
+                f"| hlm eval blimp (causal, fp32) | {ours['n_pairs']:,} | {t_ours:.1f} | "
+                f"{ours['n_pairs'] / t_ours:,.1f} | {equal} |",
+                f"| lm-eval simple_evaluate (hf, float32, batch 32) | {ours['n_pairs']:,} | {t_theirs:.1f} | "
+                f"{ours['n_pairs'] / t_theirs:,.1f} | |",
+            ],
+            [
+                f"same exported model ({a.hf_model}); speed-up {t_theirs / t_ours:.1f}x; lm-eval's time includes "
+                "its task setup"
+            ],
+        )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ RUNS = [  # name, objective options, model
     ("mix-linear", {"objective": "mix", "mix": "causal:1,mntp:3", "mix_end": "causal:1,mntp:1"}, MODEL),
     ("mix-antlm", {"objective": "mix", "mix_phases": [[0.0, "causal:1"], [0.25, "mntp:1"], [0.75, "causal:1"]]}, MODEL),
     ("student", {"objective": "causal"}, STUDENT),
-    ("student-distilled", {"objective": "causal", "distill_from": ["@causal"], "distill_alpha": 0.5, "distill_temperature": 2.0},
-     STUDENT),
+    (
+        "student-distilled",
+        {"objective": "causal", "distill_from": ["@causal"], "distill_alpha": 0.5, "distill_temperature": 2.0},
+        STUDENT,
+    ),
 ]
 
 
@@ -72,12 +75,30 @@ def main():
         if a.only and name not in a.only.split(","):
             continue
         out = root / "runs" / name
-        options = {k: ([str(root / "runs" / t[1:]) for t in v] if k == "distill_from" else v) for k, v in options.items()}
+        options = {
+            k: ([str(root / "runs" / t[1:]) for t in v] if k == "distill_from" else v) for k, v in options.items()
+        }
         t0 = time.time()
         if not (out / "config.json").is_file():
-            summary = train(TrainConfig(data=str(root / "data"), out=str(out), preset="tiny", model=model, seq_len=a.seq_len,
-                                        batch_size=a.batch_size, max_steps=a.steps, lr=a.lr, eval_interval=a.steps, eval_batches=16,
-                                        checkpoint_interval=a.steps, seed=0, log_interval=50, **options), quiet=True)
+            summary = train(
+                TrainConfig(
+                    data=str(root / "data"),
+                    out=str(out),
+                    preset="tiny",
+                    model=model,
+                    seq_len=a.seq_len,
+                    batch_size=a.batch_size,
+                    max_steps=a.steps,
+                    lr=a.lr,
+                    eval_interval=a.steps,
+                    eval_batches=16,
+                    checkpoint_interval=a.steps,
+                    seed=0,
+                    log_interval=50,
+                    **options,
+                ),
+                quiet=True,
+            )
         else:
             import json
 
@@ -86,14 +107,20 @@ def main():
         lm = RunLM(out)
         result = evaluate_pairs(lm, pairs)
         rows.append((name, summary, result, time.time() - t0))
-        print(f"{name}: val {summary['val_loss']:.3f}  bpb {summary.get('val_bpb', float('nan')):.3f}  "
-              f"pairs {result['macro_accuracy']:.1%} ({result['scorer']})  {time.time() - t0:.0f}s", flush=True)
+        print(
+            f"{name}: val {summary['val_loss']:.3f}  bpb {summary.get('val_bpb', float('nan')):.3f}  "
+            f"pairs {result['macro_accuracy']:.1%} ({result['scorer']})  {time.time() - t0:.0f}s",
+            flush=True,
+        )
     print("\n| run | parameters | val loss | val bits/byte | minimal pairs (scorer) | teacher FLOPs |")
     print("|---|---|---|---|---|---|")
     for name, s, r, _ in rows:
         bpb = f"{s['val_bpb']:.3f}" if "val_bpb" in s else "—"
         teacher = f"{s['teacher_flops']:.2e}" if s.get("teacher_flops") else "—"
-        print(f"| {name} | {s['parameters']:,} | {s['val_loss']:.3f} | {bpb} | {r['macro_accuracy']:.1%} ({r['scorer']}) | {teacher} |")
+        print(
+            f"| {name} | {s['parameters']:,} | {s['val_loss']:.3f} | {bpb} | {r['macro_accuracy']:.1%} "
+            f"({r['scorer']}) | {teacher} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,17 +50,29 @@ def main():
     t = time.perf_counter()
     ds = datasets.load_dataset("text", data_files=str(src), split="train", cache_dir=str(tmp / "hf-cache"))
     ds = ds.filter(lambda b: [bool(x.strip()) for x in b["text"]], batched=True, num_proc=a.num_proc)
-    ds = ds.map(lambda b: {"input_ids": hf_tok([x.strip() for x in b["text"]], add_special_tokens=False)["input_ids"]},
-                batched=True, num_proc=a.num_proc, remove_columns=["text"])
+    ds = ds.map(
+        lambda b: {"input_ids": hf_tok([x.strip() for x in b["text"]], add_special_tokens=False)["input_ids"]},
+        batched=True,
+        num_proc=a.num_proc,
+        remove_columns=["text"],
+    )
     hf_tokens = sum(len(x) for x in ds["input_ids"])
     t_hf = time.perf_counter() - t
     # hybridlm: + one <s> per document (and at most one more at the validation cut)
     assert 0 <= ours_tokens - docs - hf_tokens <= 1, (ours_tokens, docs, hf_tokens)
-    rows = ["| tool | tokens | seconds | tokens/s | speed-up |", "|---|---|---|---|---|",
-            f"| hlm prepare (uint16 memmap shards + manifest) | {ours_tokens:,} | {t_ours:.1f} | {ours_tokens / t_ours:,.0f} | {t_hf / t_ours:.1f}x |",
-            f"| datasets.load_dataset + filter + map(num_proc={a.num_proc}) | {hf_tokens:,} | {t_hf:.1f} | {hf_tokens / t_hf:,.0f} | 1.0x |"]
-    notes = [f"input: {src.name} ({src.stat().st_size / 1e6:.1f} MB), byte-level BPE {a.vocab_size:,}; token counts checked equal",
-             "datasets' side stops at tokenized Arrow columns; hlm prepare also writes the shards"]
+    rows = [
+        "| tool | tokens | seconds | tokens/s | speed-up |",
+        "|---|---|---|---|---|",
+        f"| hlm prepare (uint16 memmap shards + manifest) | {ours_tokens:,} | {t_ours:.1f} | "
+        f"{ours_tokens / t_ours:,.0f} | {t_hf / t_ours:.1f}x |",
+        f"| datasets.load_dataset + filter + map(num_proc={a.num_proc}) | {hf_tokens:,} | {t_hf:.1f} | "
+        f"{hf_tokens / t_hf:,.0f} | 1.0x |",
+    ]
+    notes = [
+        f"input: {src.name} ({src.stat().st_size / 1e6:.1f} MB), byte-level BPE {a.vocab_size:,}; token counts "
+        "checked equal",
+        "datasets' side stops at tokenized Arrow columns; hlm prepare also writes the shards",
+    ]
     append_results("Preparation throughput (bench/prepare_throughput.py)", rows, notes)
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -3,10 +3,16 @@ AdamW), fp32, for each objective: tokens/s (median of 7). For before/after compa
 itself on CPUs whose bf16 is too slow for bench/train_throughput.py: run it on two trees, alternating,
     PYTHONPATH=OLD_TREE/src python bench/train_step_fp32.py; python bench/train_step_fp32.py
 """
-import json, statistics, sys, time
+
+import json
+import statistics
+import time
+
 import torch
+
 from hybridlm.model import build_model
 from hybridlm.objectives import objective_class
+
 torch.set_num_threads(2)
 V, B, L = 4096, 8, 128
 out = {}
@@ -20,15 +26,21 @@ for name in ("causal", "masked", "hybrid", "diffusion", "mntp", "prefix"):
     ids[:, 1:][torch.rand(B, L, generator=g) < 1 / 40] = 1  # packed documents
     batch = obj.corrupt(ids, torch.Generator().manual_seed(1))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
     def step():
         mb = batch.to("cpu")
         loss = obj.loss(model, mb)[0]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-    step(); step()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    step()
     ts = []
     for _ in range(7):
-        t = time.perf_counter(); step(); ts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t)
     out[name] = statistics.median(ts)
 print(json.dumps({k: round(B * L / v) for k, v in out.items()}))

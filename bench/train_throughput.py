@@ -26,9 +26,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternate, append_results, bf16_peak_tflops  # noqa: E402
-
 import transformers  # noqa: E402
+from _common import alternate, append_results, bf16_peak_tflops  # noqa: E402
 
 from hybridlm.export import llama_config, llama_state_dict  # noqa: E402
 from hybridlm.model import build_model  # noqa: E402
@@ -38,7 +37,9 @@ V = 16384
 
 
 def hf_llama(model):
-    cfg = transformers.LlamaConfig(**{k: v for k, v in llama_config(model).items() if k not in ("architectures", "model_type", "torch_dtype")})
+    cfg = transformers.LlamaConfig(
+        **{k: v for k, v in llama_config(model).items() if k not in ("architectures", "model_type", "torch_dtype")}
+    )
     cfg._attn_implementation = "sdpa"
     hf = transformers.LlamaForCausalLM(cfg)
     hf.load_state_dict(llama_state_dict(model), strict=False)
@@ -48,10 +49,21 @@ def hf_llama(model):
 
 def hf_modernbert(model):
     c = model.cfg
-    cfg = transformers.ModernBertConfig(vocab_size=V, hidden_size=c.d_model, intermediate_size=c.d_ffn, num_hidden_layers=c.n_layer,
-                                        num_attention_heads=c.n_head, max_position_embeddings=c.max_seq_len,
-                                        global_attn_every_n_layers=1, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                                        cls_token_id=1, sep_token_id=2, mask_token_id=3)
+    cfg = transformers.ModernBertConfig(
+        vocab_size=V,
+        hidden_size=c.d_model,
+        intermediate_size=c.d_ffn,
+        num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head,
+        max_position_embeddings=c.max_seq_len,
+        global_attn_every_n_layers=1,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=2,
+        mask_token_id=3,
+    )
     cfg._attn_implementation = "sdpa"
     return transformers.ModernBertForMaskedLM(cfg)
 
@@ -65,6 +77,7 @@ def step_fn(model, opt, run, device="cpu"):
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
+
     return fn
 
 
@@ -81,10 +94,15 @@ def main():
     ap.add_argument("--seq-len", type=int, default=None, help="default 128 (cuda: 512)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--large", action="store_true", help="also the larger shape (base preset, seq 256) for MFU")
-    ap.add_argument("--compile", action="store_true", help="torch.compile both models (each side's best setting on some machines)")
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile both models (each side's best setting on some machines)"
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda: compiled, every objective at small and base)")
-    ap.add_argument("--objectives", default="causal,masked,hybrid,diffusion,mntp,prefix",
-                    help="comma-separated (a GPU session's time is short: each row compiles two models)")
+    ap.add_argument(
+        "--objectives",
+        default="causal,masked,hybrid,diffusion,mntp,prefix",
+        help="comma-separated (a GPU session's time is short: each row compiles two models)",
+    )
     ap.add_argument("--presets", default="small,base", help="with --large or on cuda: which of small,base to run")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
@@ -96,10 +114,18 @@ def main():
     peak = bf16_peak_tflops(device=a.device)
     g = torch.Generator().manual_seed(0)
     mode = "torch.compile" if a.compile else "eager"
-    rows = ["| objective | preset | tokens/step | hybridlm tok/s | HF model | HF tok/s | speed-up | HF/hybridlm FLOPs | hybridlm MFU | HF MFU |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    notes = [f"both sides {mode}; bf16 autocast, fused AdamW, clip 2.0", f"bf16 matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)"]
-    shapes = [("small", a.seq_len, a.batch)] + ([("base", a.seq_len if cuda else 256, a.batch // 4 if cuda else 8)] if a.large else [])
+    rows = [
+        "| objective | preset | tokens/step | hybridlm tok/s | HF model | HF tok/s | speed-up | HF/hybridlm "
+        "FLOPs | hybridlm MFU | HF MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = [
+        f"both sides {mode}; bf16 autocast, fused AdamW, clip 2.0",
+        f"bf16 matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)",
+    ]
+    shapes = [("small", a.seq_len, a.batch)] + (
+        [("base", a.seq_len if cuda else 256, a.batch // 4 if cuda else 8)] if a.large else []
+    )
     shapes = [sh for sh in shapes if sh[0] in a.presets.split(",")]
     every = tuple(x for x in a.objectives.split(",") if x)
     for preset, L, B in shapes:
@@ -107,7 +133,7 @@ def main():
         ids[:, 0] = 1
         if cuda:  # packed documents, as prepared data has them (a BabyLM line is ~20 tokens; here ~128)
             ids[:, 1:][torch.rand(B, L, generator=g) < 1 / 128] = 1
-        for objective in (every if preset == "small" or cuda else every[:1]):
+        for objective in every if preset == "small" or cuda else every[:1]:
             torch.manual_seed(0)
             ours = build_model(preset, V, min_seq_len=L).to(a.device)
             obj = objective_class(objective)(V)
@@ -121,12 +147,17 @@ def main():
                         b_loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss.item()
                         logits = ours(ids[:, :-1], logits=True)
                     # HF shifts labels itself: its loss covers L-1 targets, ours L; compare on the same targets
-                    ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:-1].reshape(-1)).item()
+                    ref = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].reshape(-1, V), ids[:, 1:-1].reshape(-1)
+                    ).item()
                     assert abs(b_loss - ref) < 1e-4, (b_loss, ref)
                     # and hybridlm's training loss (fused head + CE) is the plain CE over all its targets
                     full = torch.nn.functional.cross_entropy(logits.reshape(-1, V), ids[:, 1:].reshape(-1)).item()
                     assert abs(a_loss - full) < 1e-4, (a_loss, full)
-                    notes.append(f"{preset}: causal loss check passed (hybridlm {ref:.5f} = Llama {b_loss:.5f} on the same targets)")
+                    notes.append(
+                        f"{preset}: causal loss check passed (hybridlm {ref:.5f} = Llama {b_loss:.5f} on the "
+                        "same targets)"
+                    )
                 hf_run = lambda hf: hf(input_ids=dev_ids[:, :-1], labels=dev_ids[:, :-1]).loss
             else:
                 hf, hf_name = hf_modernbert(ours).to(a.device), "ModernBertForMaskedLM"
@@ -144,15 +175,20 @@ def main():
                 ours_fwd, hf_fwd = (torch.compile(ours), torch.compile(hf)) if a.compile else (ours, hf)
             ours_step = step_fn(ours, opt_a, lambda: obj.loss(ours_fwd, batch)[0], a.device)
             hf_step = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device)
-            t = alternate({"ours": ours_step, "hf": hf_step}, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device)
+            t = alternate(
+                {"ours": ours_step, "hf": hf_step}, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device
+            )
             tokens = B * L
             head = V * ours.cfg.d_model  # tied: the embedding matrix is the head
             flops_ours = step_flops(ours.num_parameters(), head, ours.cfg, B, L, int(batch.scored.numel()))
             flops_hf = step_flops(hf.num_parameters(), head, ours.cfg, B, L, tokens)  # HF: logits everywhere
             mfu_ours = flops_ours / t["ours"] / 1e12 / peak
             mfu_hf = flops_hf / t["hf"] / 1e12 / peak
-            rows.append(f"| {objective} | {preset} (L={L}) | {tokens:,} | {tokens / t['ours']:,.0f} | {hf_name} | {tokens / t['hf']:,.0f} | "
-                        f"{t['hf'] / t['ours']:.2f}x | {flops_hf / flops_ours:.2f} | {mfu_ours:.0%} | {mfu_hf:.0%} |")
+            rows.append(
+                f"| {objective} | {preset} (L={L}) | {tokens:,} | {tokens / t['ours']:,.0f} | {hf_name} | "
+                f"{tokens / t['hf']:,.0f} | "
+                f"{t['hf'] / t['ours']:.2f}x | {flops_hf / flops_ours:.2f} | {mfu_ours:.0%} | {mfu_hf:.0%} |"
+            )
             print(rows[-1], flush=True)
     append_results(f"Training throughput (bench/train_throughput.py{' --device cuda' if cuda else ''})", rows, notes)
 

@@ -39,8 +39,14 @@ def data_dir(tmp_path_factory, corpus, tokenizer_dir) -> Path:
 def hlm(*args, check=True, timeout=300, **kw):
     """Run the CLI in a subprocess (as a user would); returns the CompletedProcess."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "hybridlm.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, **kw)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybridlm.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kw,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"hlm {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -64,8 +70,18 @@ def runs(tmp_path_factory, data_dir) -> dict:
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for objective in ("causal", "masked", "hybrid", "diffusion"):
-        cfg = TrainConfig(data=str(data_dir), out=str(root / objective), objective=objective, preset="tiny", seq_len=32,
-                          batch_size=8, max_steps=30, lr=3e-3, eval_interval=0, log_interval=10)
+        cfg = TrainConfig(
+            data=str(data_dir),
+            out=str(root / objective),
+            objective=objective,
+            preset="tiny",
+            seq_len=32,
+            batch_size=8,
+            max_steps=30,
+            lr=3e-3,
+            eval_interval=0,
+            log_interval=10,
+        )
         train(cfg, quiet=True)
         out[objective] = root / objective
     return out

@@ -7,7 +7,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED, assert_one_line_error, hlm
 from safetensors.torch import load_file
+from test_distributed import torchrun
 
 from hybridlm.config import TrainConfig, parse_word_count, word_label
 from hybridlm.data import PackedTokens, prepare, words_per_token
@@ -15,11 +17,26 @@ from hybridlm.grammar import write_corpus
 from hybridlm.tokenizer import load_tokenizer, train_tokenizer
 from hybridlm.train import train
 
-from conftest import SHARED, assert_one_line_error, hlm
-from test_distributed import torchrun
-
-ARGS = ["--preset", "tiny", "--seq-len", 64, "--batch-size", 64, "--log-interval", 1, "--eval-interval", 0,
-        "--checkpoint-interval", 20, "--precision", "fp32", "--seed", 3, "--checkpoint-words", "50k,100K"]
+ARGS = [
+    "--preset",
+    "tiny",
+    "--seq-len",
+    64,
+    "--batch-size",
+    64,
+    "--log-interval",
+    1,
+    "--eval-interval",
+    0,
+    "--checkpoint-interval",
+    20,
+    "--precision",
+    "fp32",
+    "--seed",
+    3,
+    "--checkpoint-words",
+    "50k,100K",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +86,18 @@ def test_words_per_token_gives_each_word_to_one_token(tokenizer_dir):
 
 
 def test_word_counts_parse_and_name_as_babylm_branches():
-    assert [parse_word_count(v) for v in ("1M", "50k", "1.5M", 20000, " 2B ")] == [10**6, 50_000, 1_500_000, 20_000, 2 * 10**9]
+    assert [parse_word_count(v) for v in ("1M", "50k", "1.5M", 20000, " 2B ")] == [
+        10**6,
+        50_000,
+        1_500_000,
+        20_000,
+        2 * 10**9,
+    ]
     assert [word_label(n) for n in (10**6, 20 * 10**6, 50_000, 1_500_000, 123)] == ["1M", "20M", "50K", "1500K", "123"]
     cfg = TrainConfig(checkpoint_schedule="babylm-strict-small")
-    assert [word_label(n) for n in cfg.word_thresholds()] == [f"{n}M" for n in range(1, 11)] + [f"{n}M" for n in range(20, 101, 10)]
+    assert [word_label(n) for n in cfg.word_thresholds()] == [f"{n}M" for n in range(1, 11)] + [
+        f"{n}M" for n in range(20, 101, 10)
+    ]
     assert len(TrainConfig(checkpoint_schedule="babylm-strict").word_thresholds()) == 28
 
 
@@ -101,7 +126,10 @@ def test_the_same_checkpoints_after_a_kill_and_resume(words_run, tmp_path):
     (ckpts / "latest").write_text("words_50K\n")
     assert "words_100K" not in _words_checkpoints(killed)
     hlm("train", "--out", killed, "--resume")
-    position = lambda run: {k: (v["step"], v["words_seen"], v["tokens_seen"]) for k, v in _words_checkpoints(run).items()}  # noqa: E731
+
+    def position(run):
+        return {k: (v["step"], v["words_seen"], v["tokens_seen"]) for k, v in _words_checkpoints(run).items()}
+
     assert position(killed) == position(words_run)
     for name in _words_checkpoints(words_run):
         a, b = (load_file(str(r / "checkpoints" / name / "model.safetensors")) for r in (killed, words_run))
@@ -111,28 +139,77 @@ def test_the_same_checkpoints_after_a_kill_and_resume(words_run, tmp_path):
 def test_the_same_checkpoints_under_two_processes(words_data, words_run, tmp_path):
     torchrun(2, "--data", words_data[1], "--out", tmp_path / "two", "--max-steps", 72, *ARGS)
     two, one = _words_checkpoints(tmp_path / "two"), _words_checkpoints(words_run)
-    assert {k: (v["step"], v["words_seen"]) for k, v in two.items()} == {k: (v["step"], v["words_seen"]) for k, v in one.items()}
+    assert {k: (v["step"], v["words_seen"]) for k, v in two.items()} == {
+        k: (v["step"], v["words_seen"]) for k, v in one.items()
+    }
 
 
 def test_max_epochs_stops_after_one_pass(data_dir, tmp_path):
     windows = PackedTokens(data_dir, "train", 64)
-    summary = train({"data": str(data_dir), "out": str(tmp_path / "one"), "preset": "tiny", "seq_len": 64, "batch_size": 32,
-                     "max_epochs": 1.0, "eval_interval": 0, "log_interval": 50}, quiet=True)
+    summary = train(
+        {
+            "data": str(data_dir),
+            "out": str(tmp_path / "one"),
+            "preset": "tiny",
+            "seq_len": 64,
+            "batch_size": 32,
+            "max_epochs": 1.0,
+            "eval_interval": 0,
+            "log_interval": 50,
+        },
+        quiet=True,
+    )
     epoch_tokens = windows.n_windows * 64
     assert summary["steps"] == windows.n_windows // 32  # --max-epochs alone sets the run's length
     assert epoch_tokens - 32 * 64 < summary["tokens_seen"] <= epoch_tokens
     manifest = json.loads((data_dir / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["words"] - 32 * 64 < summary["words_seen"] <= manifest["splits"]["train"]["words"]
+    assert (
+        manifest["splits"]["train"]["words"] - 32 * 64 < summary["words_seen"] <= manifest["splits"]["train"]["words"]
+    )
     # a longer --max-steps stops at the cap with one line saying so
-    proc = hlm("train", "--data", data_dir, "--out", tmp_path / "capped", "--preset", "tiny", "--seq-len", 64, "--batch-size", 32,
-               "--max-epochs", 0.5, "--max-steps", 1000, "--eval-interval", 0)
+    proc = hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "capped",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        64,
+        "--batch-size",
+        32,
+        "--max-epochs",
+        0.5,
+        "--max-steps",
+        1000,
+        "--eval-interval",
+        0,
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == int(0.5 * windows.n_windows) // 32
     assert "--max-epochs 0.5 reached" in proc.stderr
 
 
 def test_schedule_without_cap_warns_and_old_data_is_refused(words_data, tmp_path):
-    proc = hlm("train", "--data", words_data[1], "--out", tmp_path / "r", "--preset", "tiny", "--seq-len", 64, "--batch-size", 8,
-               "--max-steps", 1, "--eval-interval", 0, "--checkpoint-schedule", "babylm-strict-small")
+    proc = hlm(
+        "train",
+        "--data",
+        words_data[1],
+        "--out",
+        tmp_path / "r",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        64,
+        "--batch-size",
+        8,
+        "--max-steps",
+        1,
+        "--eval-interval",
+        0,
+        "--checkpoint-schedule",
+        "babylm-strict-small",
+    )
     assert "warning" in proc.stderr and "--max-epochs 10" in proc.stderr
     old = tmp_path / "old"
     shutil.copytree(words_data[1], old)
@@ -140,10 +217,14 @@ def test_schedule_without_cap_warns_and_old_data_is_refused(words_data, tmp_path
     for sh in manifest["splits"]["train"]["shards"]:
         del sh["words_file"]
     (old / "manifest.json").write_text(json.dumps(manifest))
-    assert_one_line_error(hlm("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "1M", check=False),
-                          "re-run hlm prepare")
-    assert_one_line_error(hlm("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "lots", check=False),
-                          "not a count of words")
+    assert_one_line_error(
+        hlm("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "1M", check=False),
+        "re-run hlm prepare",
+    )
+    assert_one_line_error(
+        hlm("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "lots", check=False),
+        "not a count of words",
+    )
 
 
 def test_export_has_a_branch_per_checkpoint_that_transformers_loads(words_run, tmp_path):
@@ -154,8 +235,9 @@ def test_export_has_a_branch_per_checkpoint_that_transformers_loads(words_run, t
     hlm("export", "--run", words_run, "--out", out, "--all-checkpoints", "--repo-id", "me/words")
     ids = torch.tensor([[1, 40, 41, 42, 43]])
     for label in ("50K", "100K"):
-        model = transformers.AutoModelForCausalLM.from_pretrained("me/words", revision=f"chck_{label}",
-                                                                  cache_dir=out / ".hub-cache", local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            "me/words", revision=f"chck_{label}", cache_dir=out / ".hub-cache", local_files_only=True
+        )
         ours = load_run(words_run, checkpoint=f"words_{label}").model
         with torch.no_grad():
             assert torch.allclose(model(ids).logits, ours(ids, logits=True), atol=1e-4), label
@@ -164,7 +246,9 @@ def test_export_has_a_branch_per_checkpoint_that_transformers_loads(words_run, t
         assert torch.allclose(main(ids).logits, load_run(words_run).model(ids, logits=True), atol=1e-4)
     import subprocess
 
-    branches = subprocess.run(["git", "-C", str(out), "branch", "--format=%(refname:short)"], capture_output=True, text=True).stdout.split()
+    branches = subprocess.run(
+        ["git", "-C", str(out), "branch", "--format=%(refname:short)"], capture_output=True, text=True
+    ).stdout.split()
     assert sorted(branches) == ["chck_100K", "chck_50K", "main"]
 
 
@@ -176,7 +260,9 @@ def test_eval_all_checkpoints_is_resumable_and_reported(words_run, tmp_path):
     for folder in ("blimp_fast", "supplement_fast"):
         (data / folder).mkdir(parents=True)
         for f in sorted((FAST / folder).glob("*.jsonl"))[:3]:
-            (data / folder / f.name).write_text("\n".join(f.read_text(encoding="utf-8").splitlines()[:5]) + "\n", encoding="utf-8")
+            (data / folder / f.name).write_text(
+                "\n".join(f.read_text(encoding="utf-8").splitlines()[:5]) + "\n", encoding="utf-8"
+            )
     run = tmp_path / "run"
     shutil.copytree(words_run, run)
     hlm("eval", "babylm", "--run", run, "--all-checkpoints", "--data", data)

@@ -3,12 +3,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, hlm
 
 from hybridlm.data import PackedTokens, load_manifest, prepare
 from hybridlm.errors import UserError
 from hybridlm.tokenizer import load_tokenizer, train_tokenizer
-
-from conftest import assert_one_line_error, hlm
 
 
 def test_manifest_and_documents(data_dir, corpus):
@@ -51,9 +50,27 @@ def test_prepare_rejects_bad_corpora(tmp_path, tokenizer_dir):
         prepare([blank], tokenizer_dir, tmp_path / "d")
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine line\n\xff\xfe broken\n")
-    assert_one_line_error(hlm("prepare", "--input", bad, "--tokenizer", tokenizer_dir, "--out", tmp_path / "d", check=False), "bad.txt:2", "UTF-8")
-    assert_one_line_error(hlm("prepare", "--input", tmp_path / "missing.txt", "--tokenizer", tokenizer_dir, "--out", tmp_path / "d", check=False), "not found")
-    assert_one_line_error(hlm("prepare", "--input", blank, "--tokenizer", tmp_path, "--out", tmp_path / "d", check=False), "no tokenizer")
+    assert_one_line_error(
+        hlm("prepare", "--input", bad, "--tokenizer", tokenizer_dir, "--out", tmp_path / "d", check=False),
+        "bad.txt:2",
+        "UTF-8",
+    )
+    assert_one_line_error(
+        hlm(
+            "prepare",
+            "--input",
+            tmp_path / "missing.txt",
+            "--tokenizer",
+            tokenizer_dir,
+            "--out",
+            tmp_path / "d",
+            check=False,
+        ),
+        "not found",
+    )
+    assert_one_line_error(
+        hlm("prepare", "--input", blank, "--tokenizer", tmp_path, "--out", tmp_path / "d", check=False), "no tokenizer"
+    )
 
 
 def test_tokenizer_mismatch_is_detected(tmp_path, data_dir, corpus):

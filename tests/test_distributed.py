@@ -7,11 +7,30 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import hlm
 
-ARGS = ["--objective", "hybrid", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8, "--log-interval", 1,
-        "--eval-interval", 3, "--eval-batches", 2, "--precision", "fp32", "--seed", 5, "--causal-fraction", 0.25]
+ARGS = [
+    "--objective",
+    "hybrid",
+    "--preset",
+    "tiny",
+    "--seq-len",
+    32,
+    "--batch-size",
+    8,
+    "--log-interval",
+    1,
+    "--eval-interval",
+    3,
+    "--eval-batches",
+    2,
+    "--precision",
+    "fp32",
+    "--seed",
+    5,
+    "--causal-fraction",
+    0.25,
+]
 
 
 def _free_port():
@@ -22,8 +41,18 @@ def _free_port():
 
 def torchrun(n, *args):
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={n}", "--master-addr=127.0.0.1",
-           f"--master-port={_free_port()}", "-m", "hybridlm.cli", "train", *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={n}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={_free_port()}",
+        "-m",
+        "hybridlm.cli",
+        "train",
+        *map(str, args),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import assert_one_line_error, hlm
 
 from hybridlm.evaluate.lm import HFLM, RunLM
 from hybridlm.evaluate.scoring import score_sentences
 from hybridlm.runs import load_run
-
-from conftest import assert_one_line_error, hlm
 
 transformers = pytest.importorskip("transformers")
 
@@ -34,7 +33,9 @@ def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
         scorer = "pll" if objective == "masked" else "mntp"
         exported = HFLM(path, trust_remote_code=True)
         assert exported.scorers[0] == scorer
-        assert score_sentences(exported, sentences) == pytest.approx(score_sentences(RunLM(runs[objective]), sentences, scorer), abs=1e-4)
+        assert score_sentences(exported, sentences) == pytest.approx(
+            score_sentences(RunLM(runs[objective]), sentences, scorer), abs=1e-4
+        )
 
 
 def test_model_code_runs_only_when_asked(runs, tmp_path):
@@ -42,8 +43,9 @@ def test_model_code_runs_only_when_asked(runs, tmp_path):
     out = tmp_path / "m"
     hlm("export", "--run", runs["masked"], "--out", out)
     marker = tmp_path / "pwned"
-    (out / "configuration_hybridlm.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n"
-                                                   + (out / "configuration_hybridlm.py").read_text())
+    (out / "configuration_hybridlm.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\n" + (out / "configuration_hybridlm.py").read_text()
+    )
     pairs = tmp_path / "p.jsonl"
     pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
     proc = hlm("eval", "blimp", "--hf-model", out, "--data", pairs, check=False)

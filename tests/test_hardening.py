@@ -7,13 +7,12 @@ import shutil
 
 import pytest
 import torch
+from conftest import assert_one_line_error, hlm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hybridlm.cli import main
 from hybridlm.runs import RunDir
-
-from conftest import assert_one_line_error, hlm
 
 TRAIN = ["--seq-len", "32", "--batch-size", "8", "--max-steps", "2", "--eval-interval", "0"]
 
@@ -64,16 +63,51 @@ def _cases(tmp, data, tok, run, pairs, corpus):
         "eval batches 0": (train + ["--eval-batches", "0"], "eval_batches"),
         "negative warmup": (train + ["--warmup-fraction", "-0.1"], "warmup_fraction"),
         "negative weight decay": (train + ["--weight-decay", "-1"], "weight_decay"),
-        "wordpiece vocab -1": (["tokenizer", "train", "--input", tmp / "blank.txt", "--vocab-size", "-1", "--kind", "wordpiece",
-                                "--out", tmp / "tk"], "vocab-size"),
-        "min frequency -1": (["tokenizer", "train", "--input", corpus, "--vocab-size", "300",
-                              "--min-frequency", "-1", "--out", tmp / "tk"], "min-frequency"),
-        "corpus of blank lines": (["tokenizer", "train", "--input", tmp / "blank.txt", "--vocab-size", "300", "--out", tmp / "tk"], "blank"),
-        "prepare into the tokenizer folder": (["prepare", "--input", tmp / "afile", "--tokenizer", tok, "--out", tok], "tokenizer"),
+        "wordpiece vocab -1": (
+            [
+                "tokenizer",
+                "train",
+                "--input",
+                tmp / "blank.txt",
+                "--vocab-size",
+                "-1",
+                "--kind",
+                "wordpiece",
+                "--out",
+                tmp / "tk",
+            ],
+            "vocab-size",
+        ),
+        "min frequency -1": (
+            [
+                "tokenizer",
+                "train",
+                "--input",
+                corpus,
+                "--vocab-size",
+                "300",
+                "--min-frequency",
+                "-1",
+                "--out",
+                tmp / "tk",
+            ],
+            "min-frequency",
+        ),
+        "corpus of blank lines": (
+            ["tokenizer", "train", "--input", tmp / "blank.txt", "--vocab-size", "300", "--out", tmp / "tk"],
+            "blank",
+        ),
+        "prepare into the tokenizer folder": (
+            ["prepare", "--input", tmp / "afile", "--tokenizer", tok, "--out", tok],
+            "tokenizer",
+        ),
         "blimp limit 0": (["eval", "blimp", "--run", run, "--data", pairs, "--limit", "0"], "--limit"),
         "blimp line not UTF-8": (["eval", "blimp", "--run", run, "--data", tmp / "latin1.jsonl"], "UTF-8"),
         "blimp line not an object": (["eval", "blimp", "--run", run, "--data", tmp / "array.jsonl"], "object"),
-        "perplexity seq-len 1": (["eval", "perplexity", "--run", run, "--input", tmp / "afile", "--seq-len", "1"], "seq-len"),
+        "perplexity seq-len 1": (
+            ["eval", "perplexity", "--run", run, "--input", tmp / "afile", "--seq-len", "1"],
+            "seq-len",
+        ),
         "--json a folder": (["eval", "blimp", "--run", run, "--data", pairs, "--json", tmp / "folder"], "folder"),
         "top-p -1": (["generate", "--run", run, "--top-p", "-1"], "--top-p"),
         "top-k -1": (["generate", "--run", run, "--top-k", "-1"], "--top-k"),
@@ -86,26 +120,72 @@ def _cases(tmp, data, tok, run, pairs, corpus):
         "unknown objective": (train + ["--objective", "gpt"], "unknown objective"),
         # issue 26: every numeric flag finite and in range, resources bounded before anything is allocated
         "seed -1": (train + ["--seed=-1"], "seed"),
-        "frequency masking nan": (train + ["--objective", "diffusion", "--frequency-masking", "nan"], "frequency_masking"),
-        "frequency masking inf": (train + ["--objective", "diffusion", "--frequency-masking", "inf"], "frequency_masking"),
-        "frequency masking 1e30": (train + ["--objective", "diffusion", "--frequency-masking", "1e30"], "frequency_masking"),
+        "frequency masking nan": (
+            train + ["--objective", "diffusion", "--frequency-masking", "nan"],
+            "frequency_masking",
+        ),
+        "frequency masking inf": (
+            train + ["--objective", "diffusion", "--frequency-masking", "inf"],
+            "frequency_masking",
+        ),
+        "frequency masking 1e30": (
+            train + ["--objective", "diffusion", "--frequency-masking", "1e30"],
+            "frequency_masking",
+        ),
         "z-loss 1e30": (train + ["--z-loss", "1e30"], "z_loss"),
         "batch of a million rows": (train + ["--batch-size", "1000000"], "--batch-size"),
         "generate temperature inf": (["generate", "--run", run, "--temperature=inf"], "--temperature"),
         "generate a billion steps": (["generate", "--run", run, "--steps", "1000000000"], "--steps"),
         "a billion samples": (["generate", "--run", run, "--num-samples", "1000000000"], "--num-samples"),
-        "blimp a billion mc samples": (["eval", "blimp", "--run", run, "--data", pairs, "--samples", "1000000000"], "--samples"),
+        "blimp a billion mc samples": (
+            ["eval", "blimp", "--run", run, "--data", pairs, "--samples", "1000000000"],
+            "--samples",
+        ),
     }
 
 
-CASES = ["negative lr", "beta1 above 1", "checkpoint interval 0", "log interval 0", "max span 0", "device tpu",
-         "model value not a number", "n_layer 0", "config that is a list", "eval batches 0", "negative warmup",
-         "negative weight decay", "wordpiece vocab -1", "min frequency -1", "corpus of blank lines",
-         "prepare into the tokenizer folder", "blimp limit 0", "blimp line not UTF-8", "blimp line not an object",
-         "perplexity seq-len 1", "--json a folder", "top-p -1", "top-k -1", "min-p 2", "generate steps 0", "infill top-p -1",
-         "infill span 0", "export onto a file", "demo steps 0", "unknown objective", "seed -1", "frequency masking nan",
-         "frequency masking inf", "frequency masking 1e30", "z-loss 1e30", "batch of a million rows", "generate temperature inf",
-         "generate a billion steps", "a billion samples", "blimp a billion mc samples"]
+CASES = [
+    "negative lr",
+    "beta1 above 1",
+    "checkpoint interval 0",
+    "log interval 0",
+    "max span 0",
+    "device tpu",
+    "model value not a number",
+    "n_layer 0",
+    "config that is a list",
+    "eval batches 0",
+    "negative warmup",
+    "negative weight decay",
+    "wordpiece vocab -1",
+    "min frequency -1",
+    "corpus of blank lines",
+    "prepare into the tokenizer folder",
+    "blimp limit 0",
+    "blimp line not UTF-8",
+    "blimp line not an object",
+    "perplexity seq-len 1",
+    "--json a folder",
+    "top-p -1",
+    "top-k -1",
+    "min-p 2",
+    "generate steps 0",
+    "infill top-p -1",
+    "infill span 0",
+    "export onto a file",
+    "demo steps 0",
+    "unknown objective",
+    "seed -1",
+    "frequency masking nan",
+    "frequency masking inf",
+    "frequency masking 1e30",
+    "z-loss 1e30",
+    "batch of a million rows",
+    "generate temperature inf",
+    "generate a billion steps",
+    "a billion samples",
+    "blimp a billion mc samples",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -118,7 +198,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, capsys, tmp_path, data_d
 
 
 def test_argument_errors_are_one_line_too(capsys, tmp_path, data_dir):
-    assert_one_line_error(run_cli(capsys, "train", "--data", data_dir, "--out", tmp_path / "x", "--lr", "-1e+16"), "--lr=-1e-3")
+    assert_one_line_error(
+        run_cli(capsys, "train", "--data", data_dir, "--out", tmp_path / "x", "--lr", "-1e+16"), "--lr=-1e-3"
+    )
     assert_one_line_error(run_cli(capsys, "train", "--max-steps", "ten"), "invalid int value")
     assert_one_line_error(run_cli(capsys, "frobnicate"), "invalid choice")
 
@@ -126,7 +208,9 @@ def test_argument_errors_are_one_line_too(capsys, tmp_path, data_dir):
 def test_cuda_on_a_cpu_build_is_one_line(capsys, tmp_path, data_dir):
     if torch.cuda.is_available():
         pytest.skip("this build has CUDA")
-    assert_one_line_error(run_cli(capsys, "train", "--data", data_dir, "--out", tmp_path / "x", *TRAIN, "--device", "cuda"), "cuda")
+    assert_one_line_error(
+        run_cli(capsys, "train", "--data", data_dir, "--out", tmp_path / "x", *TRAIN, "--device", "cuda"), "cuda"
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -144,7 +228,9 @@ def test_damaged_run_files_are_one_line(capsys, run_copy, tmp_path):
     (run_copy / "eval" / "blimp-causal.json").unlink()
     lines = (run_copy / "metrics.jsonl").read_text().splitlines()
     (run_copy / "metrics.jsonl").write_text("\n".join([lines[0], "{cut", *lines[1:]]) + "\n")
-    assert_one_line_error(run_cli(capsys, "report", run_copy, "--out", tmp_path / "rep", "--no-samples"), "metrics.jsonl:2")
+    assert_one_line_error(
+        run_cli(capsys, "report", run_copy, "--out", tmp_path / "rep", "--no-samples"), "metrics.jsonl:2"
+    )
 
 
 # ---------------------------------------------------------------- finding 3: relative paths, other working directory
@@ -160,7 +246,20 @@ def test_a_kill_during_the_metrics_rewrite_keeps_the_history(tmp_path, data_dir,
     from hybridlm.train import train
 
     run = tmp_path / "r"
-    hlm("train", "--data", data_dir, "--out", run, *TRAIN, "--log-interval", 1, "--max-steps", 4, "--checkpoint-interval", 2)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        run,
+        *TRAIN,
+        "--log-interval",
+        1,
+        "--max-steps",
+        4,
+        "--checkpoint-interval",
+        2,
+    )
     (run / "checkpoints" / "latest").write_text("step_0000002\n")  # as if killed after step 4's log, before its save
     shutil.rmtree(run / "checkpoints" / "step_0000004")
     history = (run / "metrics.jsonl").read_bytes()
@@ -206,11 +305,23 @@ def test_a_folder_that_is_not_a_run_is_never_written(capsys, tmp_path, data_dir,
     mine.mkdir()
     (mine / "tokenizer.json").write_text("my notes")
     assert_one_line_error(run_cli(capsys, "train", "--data", data_dir, "--out", mine, *TRAIN), "not a run")
-    assert sorted(p.name for p in mine.iterdir()) == ["tokenizer.json"] and (mine / "tokenizer.json").read_text() == "my notes"
-    assert_one_line_error(run_cli(capsys, "tokenizer", "train", "--input", corpus, "--vocab-size", 300, "--out", mine), "--force")
+    assert (
+        sorted(p.name for p in mine.iterdir()) == ["tokenizer.json"]
+        and (mine / "tokenizer.json").read_text() == "my notes"
+    )
+    assert_one_line_error(
+        run_cli(capsys, "tokenizer", "train", "--input", corpus, "--vocab-size", 300, "--out", mine), "--force"
+    )
     assert (mine / "tokenizer.json").read_text() == "my notes"
-    assert_one_line_error(run_cli(capsys, "prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data_dir), "--force")
-    assert run_cli(capsys, "tokenizer", "train", "--input", corpus, "--vocab-size", 300, "--out", mine, "--force").returncode == 0
+    assert_one_line_error(
+        run_cli(capsys, "prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data_dir), "--force"
+    )
+    assert (
+        run_cli(
+            capsys, "tokenizer", "train", "--input", corpus, "--vocab-size", 300, "--out", mine, "--force"
+        ).returncode
+        == 0
+    )
 
 
 # ---------------------------------------------------------------- finding 9: one trainer per run
@@ -239,27 +350,69 @@ def test_leftover_and_renamed_checkpoint_folders(capsys, run_copy, tmp_path):
 
 # ---------------------------------------------------------------- random values for every numeric option
 NUMERIC = {
-    "lr": st.floats(allow_nan=True, allow_infinity=True), "beta1": st.floats(-2, 2), "beta2": st.floats(-2, 2),
-    "warmup-fraction": st.floats(-1, 2), "cooldown-fraction": st.floats(-1, 2), "min-lr-ratio": st.floats(-1, 2),
-    "weight-decay": st.floats(-1, 1), "grad-clip": st.floats(-1, 10), "z-loss": st.floats(-1, 1),
-    "seq-len": st.integers(-2, 80), "batch-size": st.integers(-2, 12), "max-steps": st.integers(-2, 3),
-    "micro-batch-size": st.integers(-2, 9), "eval-interval": st.integers(-2, 3), "eval-batches": st.integers(-2, 3),
-    "checkpoint-interval": st.integers(-2, 3), "keep-checkpoints": st.integers(-2, 3), "log-interval": st.integers(-2, 3),
-    "max-span": st.integers(-2, 70), "mask-ratio-start": st.floats(-1, 2), "mask-ratio-end": st.floats(-1, 2),
-    "causal-fraction": st.floats(-1, 2), "diffusion-eps": st.floats(-1, 2), "frequency-masking": st.floats(-1, 3),
-    "max-seconds": st.floats(-1, 1), "max-epochs": st.floats(allow_nan=True, allow_infinity=True, min_value=None, max_value=None),
-    "mtp-heads": st.integers(-2, 20), "prefix-min": st.floats(-1, 2), "prefix-max": st.floats(-1, 2),
-    "distill-alpha": st.floats(-1, 2), "distill-temperature": st.floats(allow_nan=True, allow_infinity=True),
+    "lr": st.floats(allow_nan=True, allow_infinity=True),
+    "beta1": st.floats(-2, 2),
+    "beta2": st.floats(-2, 2),
+    "warmup-fraction": st.floats(-1, 2),
+    "cooldown-fraction": st.floats(-1, 2),
+    "min-lr-ratio": st.floats(-1, 2),
+    "weight-decay": st.floats(-1, 1),
+    "grad-clip": st.floats(-1, 10),
+    "z-loss": st.floats(-1, 1),
+    "seq-len": st.integers(-2, 80),
+    "batch-size": st.integers(-2, 12),
+    "max-steps": st.integers(-2, 3),
+    "micro-batch-size": st.integers(-2, 9),
+    "eval-interval": st.integers(-2, 3),
+    "eval-batches": st.integers(-2, 3),
+    "checkpoint-interval": st.integers(-2, 3),
+    "keep-checkpoints": st.integers(-2, 3),
+    "log-interval": st.integers(-2, 3),
+    "max-span": st.integers(-2, 70),
+    "mask-ratio-start": st.floats(-1, 2),
+    "mask-ratio-end": st.floats(-1, 2),
+    "causal-fraction": st.floats(-1, 2),
+    "diffusion-eps": st.floats(-1, 2),
+    "frequency-masking": st.floats(-1, 3),
+    "max-seconds": st.floats(-1, 1),
+    "max-epochs": st.floats(allow_nan=True, allow_infinity=True, min_value=None, max_value=None),
+    "mtp-heads": st.integers(-2, 20),
+    "prefix-min": st.floats(-1, 2),
+    "prefix-max": st.floats(-1, 2),
+    "distill-alpha": st.floats(-1, 2),
+    "distill-temperature": st.floats(allow_nan=True, allow_infinity=True),
 }
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(option=st.sampled_from(sorted(NUMERIC)), data=st.data(), objective=st.sampled_from(["causal", "masked", "hybrid", "diffusion", "mntp", "prefix"]))
+@given(
+    option=st.sampled_from(sorted(NUMERIC)),
+    data=st.data(),
+    objective=st.sampled_from(["causal", "masked", "hybrid", "diffusion", "mntp", "prefix"]),
+)
 def test_any_numeric_option_runs_or_fails_in_one_line(capsys, tmp_path_factory, data_dir, option, data, objective):
     value = data.draw(NUMERIC[option])
     out = tmp_path_factory.mktemp("prop") / "run"
-    args = ["train", "--data", data_dir, "--out", out, "--objective", objective, "--seq-len", "16", "--batch-size", "4",
-            "--max-steps", "2", "--eval-interval", "2", "--eval-batches", "1", f"--{option}={value!r}"]
+    args = [
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--objective",
+        objective,
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--eval-interval",
+        "2",
+        "--eval-batches",
+        "1",
+        f"--{option}={value!r}",
+    ]
     result = run_cli(capsys, *args)
     if result.returncode != 0:
         assert_one_line_error(result)
@@ -267,8 +420,22 @@ def test_any_numeric_option_runs_or_fails_in_one_line(capsys, tmp_path_factory, 
 
 
 # ---------------------------------------------------------------- issue 26: never lose a run, never write on an input
-TR = ["--preset", "tiny", "--batch-size", "4", "--seq-len", "32", "--checkpoint-interval", "10", "--eval-interval", "10",
-      "--eval-batches", "2", "--log-interval", "5"]
+TR = [
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "32",
+    "--checkpoint-interval",
+    "10",
+    "--eval-interval",
+    "10",
+    "--eval-batches",
+    "2",
+    "--log-interval",
+    "5",
+]
 
 
 def _snapshot(folder) -> dict:
@@ -281,8 +448,24 @@ def test_divergence_keeps_a_finite_checkpoint_to_resume_from(tmp_path, data_dir,
 
     run = tmp_path / "run"
     hlm("train", "--data", data_dir, "--out", run, "--max-steps", "20", "--precision", precision, *TR)
-    proc = hlm("train", "--data", data_dir, "--out", run, "--resume", "--lr", "1e30", "--checkpoint-interval", "1",
-               "--max-steps", "40", "--precision", precision, *TR, check=False)
+    proc = hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        run,
+        "--resume",
+        "--lr",
+        "1e30",
+        "--checkpoint-interval",
+        "1",
+        "--max-steps",
+        "40",
+        "--precision",
+        precision,
+        *TR,
+        check=False,
+    )
     assert_one_line_error(proc, "diverged", "is kept")
     assert ("--precision fp32" in proc.stderr) == (precision != "fp32")  # the advice is true for the precision used
     checkpoints = [p for p in (run / "checkpoints").iterdir() if p.is_dir() and not p.name.startswith("diverged-")]
@@ -292,7 +475,21 @@ def test_divergence_keeps_a_finite_checkpoint_to_resume_from(tmp_path, data_dir,
         assert all(torch.isfinite(v).all() for v in load_file(str(path / "optimizer.safetensors")).values()), path
     latest = (run / "checkpoints" / "latest").read_text().strip()
     assert latest in proc.stderr
-    hlm("train", "--data", data_dir, "--out", run, "--resume", "--lr", "1e-3", "--max-steps", "30", "--precision", precision, *TR)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        run,
+        "--resume",
+        "--lr",
+        "1e-3",
+        "--max-steps",
+        "30",
+        "--precision",
+        precision,
+        *TR,
+    )
 
 
 def test_non_finite_weights_are_refused_by_eval_generate_and_export(run_copy, tmp_path):
@@ -304,8 +501,11 @@ def test_non_finite_weights_are_refused_by_eval_generate_and_export(run_copy, tm
     save_file(weights, str(latest / "model.safetensors"))
     pairs = tmp_path / "p.jsonl"
     pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
-    for args in (["eval", "blimp", "--run", run_copy, "--data", pairs], ["generate", "--run", run_copy, "--prompt", "the"],
-                 ["export", "--run", run_copy, "--out", tmp_path / "hf"]):
+    for args in (
+        ["eval", "blimp", "--run", run_copy, "--data", pairs],
+        ["generate", "--run", run_copy, "--prompt", "the"],
+        ["export", "--run", run_copy, "--out", tmp_path / "hf"],
+    ):
         assert_one_line_error(hlm(*args, check=False), "non-finite")
     assert not (tmp_path / "hf").exists()
 
@@ -318,19 +518,37 @@ def test_outputs_never_land_on_inputs(run_copy, data_dir, corpus, tmp_path):
     before_run, before_data = _snapshot(run_copy), _snapshot(data)
     cases = [
         (["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", run_copy / "config.json"], "inside the run"),
-        (["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", data / "manifest.json"], "inside the prepared data"),
-        (["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", run_copy, "--force"], "inside the run"),
+        (
+            ["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", data / "manifest.json"],
+            "inside the prepared data",
+        ),
+        (
+            ["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", run_copy, "--force"],
+            "inside the run",
+        ),
         (["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", data, "--force"], "prepared data"),
-        (["export", "--run", run_copy, "--out", tmp_path / "hf", "--checkpoint", "../../other/checkpoints/step_0000030"],
-         "own checkpoints"),
+        (
+            [
+                "export",
+                "--run",
+                run_copy,
+                "--out",
+                tmp_path / "hf",
+                "--checkpoint",
+                "../../other/checkpoints/step_0000030",
+            ],
+            "own checkpoints",
+        ),
     ]
     for args, needle in cases:
         assert_one_line_error(hlm(*args, check=False), needle)
     assert _snapshot(run_copy) == before_run and _snapshot(data) == before_data
     tok = tmp_path / "tok"  # a tokenizer folder: an output never takes the name of its files
     shutil.copytree(data_dir, tok, ignore=lambda d, names: [n for n in names if n != "tokenizer.json"])
-    assert_one_line_error(hlm("eval", "blimp", "--run", run_copy, "--data", pairs, "--json", tok / "tokenizer.json",
-                              check=False), "would replace")
+    assert_one_line_error(
+        hlm("eval", "blimp", "--run", run_copy, "--data", pairs, "--json", tok / "tokenizer.json", check=False),
+        "would replace",
+    )
 
 
 def test_no_write_follows_a_link_planted_in_data_report_or_run(run_copy, data_dir, tokenizer_dir, corpus, tmp_path):
@@ -340,8 +558,10 @@ def test_no_write_follows_a_link_planted_in_data_report_or_run(run_copy, data_di
     shutil.copytree(data_dir, data)
     (data / "train_000.bin").unlink()
     (data / "train_000.bin").symlink_to(victim)
-    assert_one_line_error(hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force",
-                              check=False), "symbolic link")
+    assert_one_line_error(
+        hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force", check=False),
+        "symbolic link",
+    )
     report = tmp_path / "report"
     report.mkdir()
     (report / "loss.png").symlink_to(victim)
@@ -379,8 +599,13 @@ def test_a_file_size_limit_is_one_line_and_loses_nothing(run_copy, tmp_path):
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "hybridlm.cli", "train", "--out", run_copy, "--resume", "--max-steps", "40"],
-                          capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybridlm.cli", "train", "--out", run_copy, "--resume", "--max-steps", "40"],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        timeout=300,
+    )
     assert_one_line_error(proc, "file-size limit")
     after = _snapshot(run_copy / "checkpoints")
     assert {k: v for k, v in after.items() if k in before} == before  # every earlier checkpoint intact
@@ -392,14 +617,25 @@ HOSTILE = "<script>alert(1)</script> | **bold** [link](http://x) `code`\nnext"
 
 
 def test_report_skips_bad_result_rows_and_escapes_what_it_quotes(run_copy, tmp_path, capsys):
-    good = {"scorer": "causal", "macro_accuracy": 0.5, "n_pairs": 2, "ties": 0, "paradigms": {"a": {}}, "fields": {"f": {"accuracy": 0.5}}}
+    good = {
+        "scorer": "causal",
+        "macro_accuracy": 0.5,
+        "n_pairs": 2,
+        "ties": 0,
+        "paradigms": {"a": {}},
+        "fields": {"f": {"accuracy": 0.5}},
+    }
     bad_rows = {  # the shapes a crafted or damaged result file takes
         "blimp-missing.json": {k: v for k, v in good.items() if k != "macro_accuracy"},
         "blimp-string.json": {**good, "macro_accuracy": "high"},
         "blimp-field.json": {**good, "fields": {"f": "x"}},
         "blimp-stderr.json": {**good, "macro_stderr": "x"},
         "blimp-bool.json": {**good, "n_pairs": True},
-        "babylm-task.json": {"scorer": "causal", "convention": "hlm", "tasks": {"blimp": {"metric": "accuracy", "value": "x", "n": 1, "ties": 0}}},
+        "babylm-task.json": {
+            "scorer": "causal",
+            "convention": "hlm",
+            "tasks": {"blimp": {"metric": "accuracy", "value": "x", "n": 1, "ties": 0}},
+        },
         "babylm-tasks.json": {"scorer": "causal", "convention": "hlm", "tasks": []},
         "finetune-x.json": {"task": "rte", "seeds": [1], "metric": "accuracy", "value": None, "stdev": 0},
         "perplexity.json": {"file": "x", "bytes": 1, "causal": {"perplexity": 2.0, "measure": 3}},
@@ -414,7 +650,14 @@ def test_report_skips_bad_result_rows_and_escapes_what_it_quotes(run_copy, tmp_p
         assert name in result.stderr and "skipped" in result.stderr
     md = (tmp_path / "md" / "report.md").read_text()
     assert "<script>" not in md and "&lt;script&gt;" in md and "\\| \\*\\*bold\\*\\*" in md
-    assert sum(line.startswith("| run_copy |") or line.startswith("| run |") for line in md.splitlines() if "macro" not in line) >= 1
+    assert (
+        sum(
+            line.startswith("| run_copy |") or line.startswith("| run |")
+            for line in md.splitlines()
+            if "macro" not in line
+        )
+        >= 1
+    )
     result = run_cli(capsys, "report", run_copy, "--out", tmp_path / "html", "--format", "html")
     page = (tmp_path / "html" / "report.html").read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; | **bold**" in page
@@ -441,7 +684,7 @@ def test_folders_being_written_are_complete_or_absent(run_copy, corpus, tmp_path
     def die(*a, **k):  # the process dies while writing (a kill leaves only a hidden .NAME.*.incomplete folder)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tokenizer, "_write_hf_files", die)
+    monkeypatch.setattr(tokenizer, "write_hf_files", die)
     with pytest.raises(KeyboardInterrupt):
         tokenizer.train_tokenizer([corpus], 300, tmp_path / "tok")
     monkeypatch.setattr(export, "_write_tokenizer", die)
@@ -464,13 +707,32 @@ def _edit_json(path, change):
 CRAFTED_DATA = {
     "manifest []": lambda d: (d / "manifest.json").write_text("[]"),
     "vocab_size 0": lambda d: _edit_json(d / "manifest.json", lambda m: {**m, "vocab_size": 0}),
-    "split without shards": lambda d: _edit_json(d / "manifest.json", lambda m: {**m, "splits": {**m["splits"], "train": {
-        k: v for k, v in m["splits"]["train"].items() if k != "shards"}}}),
-    "shard outside the folder": lambda d: _edit_json(d / "manifest.json", lambda m: {**m, "splits": {**m["splits"], "train": {
-        **m["splits"]["train"], "shards": [{**m["splits"]["train"]["shards"][0], "file": "../../etc/passwd"}]}}}),
+    "split without shards": lambda d: _edit_json(
+        d / "manifest.json",
+        lambda m: {
+            **m,
+            "splits": {**m["splits"], "train": {k: v for k, v in m["splits"]["train"].items() if k != "shards"}},
+        },
+    ),
+    "shard outside the folder": lambda d: _edit_json(
+        d / "manifest.json",
+        lambda m: {
+            **m,
+            "splits": {
+                **m["splits"],
+                "train": {
+                    **m["splits"]["train"],
+                    "shards": [{**m["splits"]["train"]["shards"][0], "file": "../../etc/passwd"}],
+                },
+            },
+        },
+    ),
     "token ids past the vocabulary": lambda d: (d / "train_000.bin").write_bytes(
-        b"\xff\xff" * ((d / "train_000.bin").stat().st_size // 2)),
-    "short unigram.npy": lambda d: __import__("numpy").save(d / "unigram.npy", __import__("numpy").ones(3, dtype="int64")),
+        b"\xff\xff" * ((d / "train_000.bin").stat().st_size // 2)
+    ),
+    "short unigram.npy": lambda d: __import__("numpy").save(
+        d / "unigram.npy", __import__("numpy").ones(3, dtype="int64")
+    ),
 }
 
 
@@ -480,7 +742,9 @@ def test_crafted_prepared_data_is_one_line(case, data_dir, tmp_path, capsys):
     shutil.copytree(data_dir, data)
     CRAFTED_DATA[case](data)
     objective = ["--objective", "diffusion", "--frequency-masking", "1"] if "unigram" in case else []
-    assert_one_line_error(run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", *TRAIN, *objective), "re-run hlm prepare")
+    assert_one_line_error(
+        run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", *TRAIN, *objective), "re-run hlm prepare"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -509,7 +773,9 @@ def test_a_damaged_optimizer_state_is_named_not_blamed_on_the_learning_rate(run_
     key = next(k for k in tensors if k.endswith("exp_avg") and tensors[k].dim() == 2)
     tensors[key] = tensors[key][:, :3].contiguous()
     save_file(tensors, str(latest / "optimizer.safetensors"), metadata=meta)
-    assert_one_line_error(run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "40"), "optimizer state")
+    assert_one_line_error(
+        run_cli(capsys, "train", "--out", run_copy, "--resume", "--max-steps", "40"), "optimizer state"
+    )
     meta["param_groups"] = json.dumps({"not": "a list"})
     tensors[key] = tensors[key]
     save_file(tensors, str(latest / "optimizer.safetensors"), metadata=meta)
@@ -517,8 +783,9 @@ def test_a_damaged_optimizer_state_is_named_not_blamed_on_the_learning_rate(run_
 
 
 @pytest.mark.parametrize("command", ["export", "eval", "prepare", "tokenizer", "report"])
-def test_a_file_size_limit_in_every_command_is_one_line_with_nothing_left(command, run_copy, data_dir, tokenizer_dir, corpus,
-                                                                           tmp_path):
+def test_a_file_size_limit_in_every_command_is_one_line_with_nothing_left(
+    command, run_copy, data_dir, tokenizer_dir, corpus, tmp_path
+):
     import resource
     import subprocess
     import sys
@@ -527,32 +794,44 @@ def test_a_file_size_limit_in_every_command_is_one_line_with_nothing_left(comman
     pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n' * 20)
     out = tmp_path / "out"
     out.mkdir()
-    args = {"export": ["export", "--run", run_copy, "--out", out / "hf"],
-            "eval": ["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", out / "r.json", "--keep-pairs"],
-            "prepare": ["prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", out / "data"],
-            "tokenizer": ["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", out / "tok"],
-            "report": ["report", run_copy, "--out", out / "rep", "--no-samples"]}[command]
+    args = {
+        "export": ["export", "--run", run_copy, "--out", out / "hf"],
+        "eval": ["eval", "blimp", "--run", run_copy, "--data", pairs, "--json", out / "r.json", "--keep-pairs"],
+        "prepare": ["prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", out / "data"],
+        "tokenizer": ["tokenizer", "train", "--input", corpus, "--vocab-size", "300", "--out", out / "tok"],
+        "report": ["report", run_copy, "--out", out / "rep", "--no-samples"],
+    }[command]
     before = _snapshot(run_copy)
 
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))  # bytes: less than any output, more than a lock file
 
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, "-m", "hybridlm.cli", *map(str, args)], capture_output=True, text=True,
-                          preexec_fn=small_files, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybridlm.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        env=env,
+        timeout=300,
+    )
     proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if "seq/s]" not in ln)  # eval's progress bars
     assert_one_line_error(proc, "file-size limit")
     left = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".hlm-data-lock"]
     assert all(not p.startswith(".") and "/." not in p for p in left), left  # no temporary file left behind
-    assert _snapshot(run_copy) == before or command == "eval"  # eval may keep its result in RUN/eval: never a part of one
+    assert (
+        _snapshot(run_copy) == before or command == "eval"
+    )  # eval may keep its result in RUN/eval: never a part of one
     if command == "eval":
         for p in (run_copy / "eval").glob("*"):
             json.loads(p.read_text())
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                    max_leaves=8)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _paths(obj, prefix=()):
@@ -593,12 +872,25 @@ def test_hostile_files_at_the_loaders_are_accepted_or_one_clear_error(tmp_path_f
         folder = root / "run"
         shutil.copytree(runs["causal"], folder)
         latest = folder / "checkpoints" / (folder / "checkpoints" / "latest").read_text().strip()
-        target = {"config": folder / "config.json", "state": latest / "state.json",
-                  "result": folder / "eval" / "blimp-causal.json"}[kind]
+        target = {
+            "config": folder / "config.json",
+            "state": latest / "state.json",
+            "result": folder / "eval" / "blimp-causal.json",
+        }[kind]
         if kind == "result":
             target.parent.mkdir(exist_ok=True)
-            target.write_text(json.dumps({"scorer": "causal", "macro_accuracy": 0.5, "n_pairs": 2, "ties": 0,
-                                          "paradigms": {"a": {"accuracy": 0.5, "n": 2}}, "fields": {"f": {"accuracy": 0.5, "n": 2}}}))
+            target.write_text(
+                json.dumps(
+                    {
+                        "scorer": "causal",
+                        "macro_accuracy": 0.5,
+                        "n_pairs": 2,
+                        "ties": 0,
+                        "paradigms": {"a": {"accuracy": 0.5, "n": 2}},
+                        "fields": {"f": {"accuracy": 0.5, "n": 2}},
+                    }
+                )
+            )
     original = json.loads(target.read_text())
     path = data.draw(st.sampled_from(list(_paths(original))))
     target.write_text(json.dumps(_replaced(original, path, data.draw(JSON))))

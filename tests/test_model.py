@@ -68,7 +68,9 @@ def test_forward_returns_hidden_states_and_logits_when_asked(model):
     with torch.no_grad():
         hidden, logits = model(ids, is_causal=False), model(ids, is_causal=False, logits=True)
     assert hidden.shape == (2, 6, model.cfg.d_model) and logits.shape == (2, 6, 300)
-    assert torch.allclose(model.head(hidden), logits) and torch.allclose(model.head(hidden, fp32=True), logits, atol=1e-6)
+    assert torch.allclose(model.head(hidden), logits) and torch.allclose(
+        model.head(hidden, fp32=True), logits, atol=1e-6
+    )
 
 
 def test_preset_sizes():
@@ -91,11 +93,16 @@ def test_flex_attention_equals_sdpa(case):
     B, T = 4, 48
     ids = torch.randint(5, 300, (B, T), generator=torch.Generator().manual_seed(1))
     docs = torch.cumsum((torch.rand(B, T, generator=torch.Generator().manual_seed(2)) < 0.08).int(), -1)
-    kw = {"documents": dict(is_causal=True, document_ids=docs),
-          "mixed_rows": dict(is_causal=torch.tensor([True, False, True, False])),
-          "prefix": dict(is_causal=True, prefix_lengths=torch.tensor([0, 5, 17, 47])),
-          "everything": dict(is_causal=torch.tensor([True, False, True, True]), document_ids=docs,
-                             prefix_lengths=torch.tensor([3, 0, 0, 20]))}[case]
+    kw = {
+        "documents": dict(is_causal=True, document_ids=docs),
+        "mixed_rows": dict(is_causal=torch.tensor([True, False, True, False])),
+        "prefix": dict(is_causal=True, prefix_lengths=torch.tensor([0, 5, 17, 47])),
+        "everything": dict(
+            is_causal=torch.tensor([True, False, True, True]),
+            document_ids=docs,
+            prefix_lengths=torch.tensor([3, 0, 0, 20]),
+        ),
+    }[case]
     with torch.no_grad():
         dense = model(ids, **kw)
         model.attention_backend = "flex"
@@ -122,7 +129,10 @@ def test_a_block_compiles_without_graph_breaks(backend):
     B, T = 4, 64
     x, cos, sin = torch.randn(B, T, 64), model.rope_cos[:T], model.rope_sin[:T]
     docs = torch.cumsum((torch.rand(B, T) < 0.05).int(), -1)
-    for rows, documents, prefix in ((True, None, None), (torch.tensor([True, False, True, True]), docs, torch.tensor([0, 0, 5, 0]))):
+    for rows, documents, prefix in (
+        (True, None, None),
+        (torch.tensor([True, False, True, True]), docs, torch.tensor([0, 0, 5, 0])),
+    ):
         mask, flag = attention_mask(rows, documents, T, "cpu", prefix, backend=backend)
         explained = torch._dynamo.explain(model.blocks[0])(x, cos, sin, mask, flag)
         assert explained.graph_break_count == 0, explained.break_reasons

@@ -1,8 +1,8 @@
 import json
 
-from hybridlm.grammar import write_minimal_pairs
-
 from conftest import hlm
+
+from hybridlm.grammar import write_minimal_pairs
 
 
 def test_report_with_curves_blimp_perplexity_and_samples(tmp_path, runs, corpus):
@@ -14,7 +14,7 @@ def test_report_with_curves_blimp_perplexity_and_samples(tmp_path, runs, corpus)
         hlm("eval", "perplexity", "--run", runs[obj], "--input", text, "--samples", 2)
     blimp = json.loads((runs["diffusion"] / "eval" / "blimp-elbo.json").read_text())
     assert blimp["n_pairs"] == 18 and blimp["scorer"] == "elbo"
-    p = hlm("report", runs["causal"], runs["diffusion"], runs["masked"], "--out", tmp_path / "rep")
+    hlm("report", runs["causal"], runs["diffusion"], runs["masked"], "--out", tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     for png in ("loss.png", "blimp_fields.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

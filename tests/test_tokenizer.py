@@ -1,9 +1,8 @@
 import pytest
+from conftest import assert_one_line_error, hlm
 
 from hybridlm.errors import UserError
 from hybridlm.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
-
-from conftest import assert_one_line_error, hlm
 
 
 def test_special_tokens_have_fixed_ids(tokenizer_dir):
@@ -44,5 +43,22 @@ def test_bad_inputs(tmp_path):
         train_tokenizer([empty], 300, tmp_path / "o")
     with pytest.raises(UserError, match="not UTF-8"):
         train_tokenizer([latin], 300, tmp_path / "o")
-    assert_one_line_error(hlm("tokenizer", "train", "--input", tmp_path / "nope.txt", "--vocab-size", 300, "--out", tmp_path / "o", check=False), "not found")
-    assert_one_line_error(hlm("tokenizer", "train", "--input", latin, "--vocab-size", 300, "--out", tmp_path / "o", check=False), "latin.txt:1", "UTF-8")
+    assert_one_line_error(
+        hlm(
+            "tokenizer",
+            "train",
+            "--input",
+            tmp_path / "nope.txt",
+            "--vocab-size",
+            300,
+            "--out",
+            tmp_path / "o",
+            check=False,
+        ),
+        "not found",
+    )
+    assert_one_line_error(
+        hlm("tokenizer", "train", "--input", latin, "--vocab-size", 300, "--out", tmp_path / "o", check=False),
+        "latin.txt:1",
+        "UTF-8",
+    )

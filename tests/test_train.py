@@ -8,12 +8,11 @@ import time
 
 import pytest
 import torch
+from conftest import assert_one_line_error, hlm
 
 from hybridlm.config import TrainConfig, load_config, merge_config
 from hybridlm.errors import UserError
 from hybridlm.train import train
-
-from conftest import assert_one_line_error, hlm
 
 FAST = dict(preset="tiny", seq_len=32, batch_size=8, lr=3e-3, eval_interval=0, log_interval=1)
 
@@ -25,8 +24,13 @@ def _losses(run, key="loss"):
 
 @pytest.mark.parametrize("objective", ["causal", "masked", "hybrid", "diffusion"])
 def test_validation_loss_falls(tmp_path, data_dir, objective):
-    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / objective), objective=objective, max_steps=40,
-                      **{**FAST, "eval_interval": 20, "eval_batches": 4, "lr": 1e-2})
+    cfg = TrainConfig(
+        data=str(data_dir),
+        out=str(tmp_path / objective),
+        objective=objective,
+        max_steps=40,
+        **{**FAST, "eval_interval": 20, "eval_batches": 4, "lr": 1e-2},
+    )
     summary = train(cfg, quiet=True)
     val = _losses(tmp_path / objective, "val_loss")
     assert val[40] < val[20] < 5.8  # log(320) = 5.77 is a uniform guess
@@ -35,7 +39,9 @@ def test_validation_loss_falls(tmp_path, data_dir, objective):
 
 
 def test_gradient_accumulation_does_not_change_the_run(tmp_path, data_dir):
-    a = TrainConfig(data=str(data_dir), out=str(tmp_path / "a"), objective="hybrid", max_steps=6, precision="fp32", **FAST)
+    a = TrainConfig(
+        data=str(data_dir), out=str(tmp_path / "a"), objective="hybrid", max_steps=6, precision="fp32", **FAST
+    )
     b = TrainConfig(**{**a.to_dict(), "out": str(tmp_path / "b"), "micro_batch_size": 2})
     train(a, quiet=True), train(b, quiet=True)
     la, lb = _losses(tmp_path / "a"), _losses(tmp_path / "b")
@@ -45,12 +51,36 @@ def test_gradient_accumulation_does_not_change_the_run(tmp_path, data_dir):
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
-    args = ["--data", data_dir, "--objective", "hybrid", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8,
-            "--max-steps", 300, "--log-interval", 1, "--eval-interval", 0, "--checkpoint-interval", 5, "--seed", 11]
+    args = [
+        "--data",
+        data_dir,
+        "--objective",
+        "hybrid",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--max-steps",
+        300,
+        "--log-interval",
+        1,
+        "--eval-interval",
+        0,
+        "--checkpoint-interval",
+        5,
+        "--seed",
+        11,
+    ]
     killed = tmp_path / "killed"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "hybridlm.cli", "train", *map(str, args), "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridlm.cli", "train", *map(str, args), "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "step_0000010").is_dir():
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
@@ -84,7 +114,9 @@ def test_existing_run_is_never_overwritten(tmp_path, data_dir):
 
 
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, data_dir):
-    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=4, checkpoint_interval=2, keep_checkpoints=3, **FAST)
+    cfg = TrainConfig(
+        data=str(data_dir), out=str(tmp_path / "r"), max_steps=4, checkpoint_interval=2, keep_checkpoints=3, **FAST
+    )
     train(cfg, quiet=True)
     f = tmp_path / "r" / "checkpoints" / "step_0000004" / "model.safetensors"
     f.write_bytes(f.read_bytes()[:50])
@@ -94,9 +126,17 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, data_dir):
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, data_dir):
-    assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--objective", "gpt", check=False), "unknown objective", "causal")
-    assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown preset")
-    assert_one_line_error(hlm("train", "--data", tmp_path / "none", "--out", tmp_path / "x", check=False), "hlm prepare")
+    assert_one_line_error(
+        hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--objective", "gpt", check=False),
+        "unknown objective",
+        "causal",
+    )
+    assert_one_line_error(
+        hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown preset"
+    )
+    assert_one_line_error(
+        hlm("train", "--data", tmp_path / "none", "--out", tmp_path / "x", check=False), "hlm prepare"
+    )
     assert_one_line_error(hlm("train", "--out", tmp_path / "nothing", "--resume", check=False), "nothing to resume")
 
 
@@ -120,8 +160,14 @@ def test_config_file_and_flags_are_resolved_into_the_run(tmp_path, data_dir):
 
 
 def test_sequence_length_schedule_keeps_tokens_per_step(tmp_path, data_dir):
-    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), objective="masked", max_steps=10,
-                      seq_len_schedule=[[0, 16], [0.5, 32], [0.8, 64]], **{**FAST, "seq_len": 16, "batch_size": 16})
+    cfg = TrainConfig(
+        data=str(data_dir),
+        out=str(tmp_path / "r"),
+        objective="masked",
+        max_steps=10,
+        seq_len_schedule=[[0, 16], [0.5, 32], [0.8, 64]],
+        **{**FAST, "seq_len": 16, "batch_size": 16},
+    )
     summary = train(cfg, quiet=True)
     rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["tokens"] for r in rows if "loss" in r] == [256 * s for s in range(1, 11)]
@@ -156,7 +202,21 @@ def test_tensorboard_and_yaml_config(tmp_path, data_dir):
 # ---------------------------------------------------------------- resume honours what the user typed
 def test_resume_extends_a_finished_run_even_to_the_default_length(tmp_path, data_dir):
     run = tmp_path / "r"
-    hlm("train", "--data", data_dir, "--out", run, "--max-steps", 3, "--seq-len", 32, "--batch-size", 8, "--eval-interval", 0)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        run,
+        "--max-steps",
+        3,
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--eval-interval",
+        0,
+    )
     # 1000 is TrainConfig's default max_steps: an explicit flag equal to a default is still applied
     hlm("train", "--out", run, "--resume", "--max-steps", 1000, "--log-interval", 500, "--checkpoint-interval", 1000)
     assert json.loads((run / "config.json").read_text())["max_steps"] == 1000
@@ -166,7 +226,21 @@ def test_resume_extends_a_finished_run_even_to_the_default_length(tmp_path, data
 
 def test_resume_refuses_another_objective_even_the_default_one(tmp_path, data_dir):
     run = tmp_path / "r"
-    hlm("train", "--data", data_dir, "--out", run, "--objective", "hybrid", "--max-steps", 2, "--seq-len", 32, "--batch-size", 8)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        run,
+        "--objective",
+        "hybrid",
+        "--max-steps",
+        2,
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+    )
     proc = hlm("train", "--out", run, "--resume", "--objective", "causal", "--max-steps", 4, check=False)
     assert_one_line_error(proc, "objective='causal'", "'hybrid'")
     proc = hlm("train", "--out", run, "--resume", "--seq-len", 128, check=False)  # 128 is the default seq_len
@@ -178,7 +252,21 @@ def test_resume_trains_the_folder_given_not_the_one_saved(tmp_path, data_dir):
     import shutil
 
     orig = tmp_path / "orig"
-    hlm("train", "--data", data_dir, "--out", orig, "--max-steps", 2, "--seq-len", 32, "--batch-size", 8, "--eval-interval", 0)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        orig,
+        "--max-steps",
+        2,
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--eval-interval",
+        0,
+    )
     before = {p.name: p.stat().st_mtime_ns for p in orig.rglob("*")}
     shutil.copytree(orig, tmp_path / "copy")
     hlm("train", "--out", tmp_path / "copy", "--resume", "--max-steps", 4, cwd=tmp_path)
@@ -191,8 +279,14 @@ def test_z_loss_is_optimised_but_not_reported(tmp_path, data_dir):
     from hybridlm.runs import RunDir
     from hybridlm.train import Dist, evaluate, setup
 
-    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "z"), objective="causal", max_steps=4, z_loss=0.05,
-                      **{**FAST, "eval_interval": 4, "eval_batches": 3})
+    cfg = TrainConfig(
+        data=str(data_dir),
+        out=str(tmp_path / "z"),
+        objective="causal",
+        max_steps=4,
+        z_loss=0.05,
+        **{**FAST, "eval_interval": 4, "eval_batches": 3},
+    )
     logged = train(cfg, quiet=True)
     run = RunDir(tmp_path / "z")
     plain = run.read_config()
@@ -228,7 +322,9 @@ def test_a_non_finite_loss_never_reaches_the_weights(tmp_path, data_dir):
     t.objective.z_loss = float("nan")  # poisons the loss of the next step
     record = train_step(t)  # the step is skipped on the device, without waiting for it
     assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
-    assert all(torch.equal(moments[k], v) for k, v in t.optimizer.state_dict()["state"][0].items())  # Adam's step count too
+    assert all(
+        torch.equal(moments[k], v) for k, v in t.optimizer.state_dict()["state"][0].items()
+    )  # Adam's step count too
     t.objective.z_loss = 0.0
     train_step(t)  # a later finite step trains, but the run still stops, naming the bad step
     with pytest.raises(UserError, match="non-finite .* at step 3"):
@@ -291,8 +387,17 @@ class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
     """Records the ops that make a GPU wait for its host: reading a value (item, bool, float),
     and shapes that depend on data (nonzero, boolean indexing, masked_select, unique)."""
 
-    SYNC = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2", "unique_consecutive",
-            "repeat_interleave", "is_nonzero", "equal"}
+    SYNC = {
+        "_local_scalar_dense",
+        "nonzero",
+        "masked_select",
+        "unique_dim",
+        "_unique2",
+        "unique_consecutive",
+        "repeat_interleave",
+        "is_nonzero",
+        "equal",
+    }
 
     def __init__(self):
         super().__init__()
@@ -301,14 +406,17 @@ class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name.split("::")[-1]
         boolean_index = name in ("index", "index_put", "index_put_") and any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else []) or [])
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else []) or []
+        )
         if name in self.SYNC or boolean_index:
             self.seen.append(name)
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("objective,extra", [("causal", {"mtp_heads": 2}), ("hybrid", {}), ("diffusion", {}),
-                                             ("mix", {"mix": "causal:1,prefix:1,masked:1"})])
+@pytest.mark.parametrize(
+    "objective,extra",
+    [("causal", {"mtp_heads": 2}), ("hybrid", {}), ("diffusion", {}), ("mix", {"mix": "causal:1,prefix:1,masked:1"})],
+)
 def test_the_device_part_of_a_step_never_waits_for_the_host(tmp_path, data_dir, objective, extra, monkeypatch):
     """Everything after the host's batch preparation (forward, loss, backward, statistics, the
     finiteness check, clipping, the optimizer) runs without an op that would synchronise a GPU.
@@ -317,7 +425,9 @@ def test_the_device_part_of_a_step_never_waits_for_the_host(tmp_path, data_dir, 
     from hybridlm.runs import RunDir
     from hybridlm.train import Dist, prepare_batch, read_record, setup, train_step
 
-    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), objective=objective, max_steps=1, z_loss=1e-4, **FAST, **extra)
+    cfg = TrainConfig(
+        data=str(data_dir), out=str(tmp_path / "r"), objective=objective, max_steps=1, z_loss=1e-4, **FAST, **extra
+    )
     train(cfg, quiet=True)
     run = RunDir(tmp_path / "r")
     t = setup(run.read_config(), Dist("cpu"), run, resume=True)
@@ -357,8 +467,12 @@ def test_attention_backend_and_compile_follow_the_device(tmp_path, data_dir):
     assert attention_backend(TrainConfig(), cuda, compiled=False) == "sdpa"  # eager FlexAttention is a slow reference
     assert attention_backend(TrainConfig(), cpu, compiled=True) == "sdpa"
     assert attention_backend(TrainConfig(attention="sdpa"), cuda, compiled=True) == "sdpa"
-    proc = hlm("train", "--data", data_dir, "--out", tmp_path / "f", "--attention", "flex", "--device", "cpu", check=False)
+    proc = hlm(
+        "train", "--data", data_dir, "--out", tmp_path / "f", "--attention", "flex", "--device", "cpu", check=False
+    )
     assert_one_line_error(proc, "--attention flex", "CUDA only")
     assert not (tmp_path / "f").exists()
-    assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "g", "--attention", "fast", check=False),
-                          "unknown attention")
+    assert_one_line_error(
+        hlm("train", "--data", data_dir, "--out", tmp_path / "g", "--attention", "fast", check=False),
+        "unknown attention",
+    )

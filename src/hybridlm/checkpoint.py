@@ -92,14 +92,17 @@ def _load_optimizer(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- saving and finding
-def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict, state: dict, keep: int = 2,
-                    name: str | None = None) -> Path:
+def save_checkpoint(
+    run_dir, step: int, model_state: dict, optimizer_state: dict, state: dict, keep: int = 2, name: str | None = None
+) -> Path:
     """Write checkpoint `name` (default step_NNNNNNN) atomically and point `latest` at it; prune
     the step_N checkpoints to the newest `keep`, never fewer than two, so that a divergence found
     at the next step can fall back (words_N ones are never pruned)."""
     root = Path(run_dir) / CKPT_DIR
     if root.is_symlink():  # writing (and pruning) there would act on another folder
-        raise UserError(f"{root} is a symbolic link; hlm writes checkpoints only into the run's own folder (replace the link)")
+        raise UserError(
+            f"{root} is a symbolic link; hlm writes checkpoints only into the run's own folder (replace the link)"
+        )
     root.mkdir(parents=True, exist_ok=True)
     name = name or f"step_{step:07d}"
     if not NAME.fullmatch(name):
@@ -114,7 +117,9 @@ def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-    except BaseException as e:  # a full disk, a kill: no half-written folder stays, the previous checkpoint is untouched
+    except (
+        BaseException
+    ) as e:  # a full disk, a kill: no half-written folder stays, the previous checkpoint is untouched
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, Exception) and (err := no_space(root / name, e)):
             raise err from None
@@ -130,7 +135,7 @@ def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict
     else:
         os.replace(tmp, final)
     _point_latest(root, name)
-    for old in list_checkpoints(run_dir)[:-max(keep, 2)] if keep > 0 else []:
+    for old in list_checkpoints(run_dir)[: -max(keep, 2)] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -248,10 +253,20 @@ def _check_rng(rng) -> None:
     """RNG states of the shapes this process's generators take (set_rng_state would fail mid-way)."""
     mine = rng_state()
     ok = isinstance(rng, dict) and isinstance(rng.get("torch"), list) and len(rng["torch"]) == len(mine["torch"])
-    ok = ok and isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 5 and isinstance(rng["numpy"][1], list) \
+    ok = (
+        ok
+        and isinstance(rng.get("numpy"), list)
+        and len(rng["numpy"]) == 5
+        and isinstance(rng["numpy"][1], list)
         and len(rng["numpy"][1]) == len(mine["numpy"][1])
-    ok = ok and isinstance(rng.get("python"), list) and len(rng["python"]) == 3 and isinstance(rng["python"][1], list) \
+    )
+    ok = (
+        ok
+        and isinstance(rng.get("python"), list)
+        and len(rng["python"]) == 3
+        and isinstance(rng["python"][1], list)
         and len(rng["python"][1]) == len(mine["python"][1])
+    )
     if not ok or not all(isinstance(v, int) and 0 <= v < 256 for v in rng["torch"]):
         raise ValueError("rng.json does not hold the random generators' states")
 
@@ -259,15 +274,19 @@ def _check_rng(rng) -> None:
 def load_training_state(path: Path, run_dir) -> tuple[dict, dict, dict]:
     """(optimizer state, rng state, state.json) of a checkpoint, with a clear error if damaged."""
     if (path / "rng.pt").exists() and not (path / "rng.json").exists():
-        raise UserError(f"checkpoint {path} is in the old pickle format, which hlm no longer loads (it could run code); "
-                        "its weights still evaluate and export, but to train on start a new run")
+        raise UserError(
+            f"checkpoint {path} is in the old pickle format, which hlm no longer loads (it could run code); "
+            "its weights still evaluate and export, but to train on start a new run"
+        )
     try:
         state = json.loads((path / "state.json").read_text())
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
             raise ValueError("state.json has no step")
         _check_state(state)
         optimizer = _load_optimizer(path / "optimizer.safetensors")
-        if not isinstance(optimizer["param_groups"], list) or not all(isinstance(g, dict) for g in optimizer["param_groups"]):
+        if not isinstance(optimizer["param_groups"], list) or not all(
+            isinstance(g, dict) for g in optimizer["param_groups"]
+        ):
             raise ValueError("the optimizer's param_groups are not a list of groups")
         rng = json.loads((path / "rng.json").read_text())
         _check_rng(rng)

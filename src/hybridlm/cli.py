@@ -14,32 +14,32 @@ from hybridlm.errors import UserError
 
 
 def _train_args(p: argparse.ArgumentParser):
-    from hybridlm.config import HELP, TrainConfig
+    from hybridlm.config import config_help
 
     p.add_argument("--config", help="TOML/YAML/JSON file of config keys (flags given here override it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        say = f"{HELP[f.name]}; " if f.name in HELP else ""
+    for name, default, say in config_help():  # the general keys and every registered objective's options
+        flag = "--" + name.replace("_", "-")
+        say = f"{say}; " if say else ""
         if isinstance(default, bool) or default is None:  # None: a bool whose default the device decides
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=say or None)
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=say or None)
         elif isinstance(default, list):
-            p.add_argument(flag, dest=f.name, action="append", default=None, help=f"{say or 'repeatable '}(default: {default})")
+            p.add_argument(
+                flag, dest=name, action="append", default=None, help=f"{say or 'repeatable '}(default: {default})"
+            )
         elif isinstance(default, dict):
-            p.add_argument(flag, dest=f.name, type=json.loads, default=None, help='JSON, e.g. \'{"n_layer": 4}\'')
+            p.add_argument(flag, dest=name, type=json.loads, default=None, help="JSON, e.g. '{\"n_layer\": 4}'")
         else:
-            p.add_argument(flag, dest=f.name, type=type(default), default=None, help=f"{say}default: {default!r}")
+            p.add_argument(flag, dest=name, type=type(default), default=None, help=f"{say}default: {default!r}")
 
 
 def cmd_train(a):
-    from hybridlm.config import TrainConfig, merge_config, read_config_file
+    from hybridlm.config import config_keys, merge_config, read_config_file
     from hybridlm.train import train
 
     # exactly what the user gave (config file, then flags over it): --resume checks and applies these
     given = read_config_file(a.config) if a.config else {}
-    flags = {f.name: getattr(a, f.name) for f in fields(TrainConfig) if getattr(a, f.name) is not None}
+    flags = {k: getattr(a, k) for k in config_keys() if getattr(a, k) is not None}
     merge_config(flags, source="command line")  # names and types, before anything else
     summary = train({**given, **flags}, resume=a.resume)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
@@ -57,8 +57,10 @@ def cmd_prepare(a):
 
     m = prepare(a.input, a.tokenizer, a.out, valid_inputs=a.valid, val_fraction=a.val_fraction, force=a.force)
     tr, va = m["splits"]["train"], m["splits"]["val"]
-    print(f"prepared {tr['tokens']:,} train tokens ({tr['documents']} documents, {tr['words']:,} words) and "
-          f"{va['tokens']:,} validation tokens ({va['source']}) in {a.out}")
+    print(
+        f"prepared {tr['tokens']:,} train tokens ({tr['documents']} documents, {tr['words']:,} words) and "
+        f"{va['tokens']:,} validation tokens ({va['source']}) in {a.out}"
+    )
 
 
 def cmd_demo(a):
@@ -72,9 +74,19 @@ def _model_args(p):
     g.add_argument("--run", help="a hybridlm run directory")
     g.add_argument("--hf-model", help="a local Hugging Face model directory (causal or masked LM)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="--hf-model: run the model code shipped in the folder (only for folders you trust; hlm's masked exports need it)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="fp32 (the BabyLM convention) or bf16: the transformer body in bf16, the output head and log-probs in fp32 (about 2x faster on CPUs with bf16 units)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="--hf-model: run the model code shipped in the folder (only for folders you trust; hlm's masked "
+        "exports need it)",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="fp32 (the BabyLM convention) or bf16: the transformer body in bf16, the output head and log-probs "
+        "in fp32 (about 2x faster on CPUs with bf16 units)",
+    )
 
 
 def _lm(a):
@@ -116,16 +128,26 @@ def cmd_perplexity(a):
     lm = _lm(a)
     if a.run:
         RunDir(a.run).check_eval_writable("perplexity.json")
-    result = evaluate_file(lm, a.input, scorer=a.scorer, seq_len=a.seq_len, max_tokens=a.max_tokens, samples=a.samples,
-                           seed=a.seed, progress=True)
+    result = evaluate_file(
+        lm,
+        a.input,
+        scorer=a.scorer,
+        seq_len=a.seq_len,
+        max_tokens=a.max_tokens,
+        samples=a.samples,
+        seed=a.seed,
+        progress=True,
+    )
     from hybridlm.evaluate.scoring import SCORERS
 
     for kind in SCORERS:
         if kind in result:
             r = result[kind]
             se = f" ± {r['nll_per_token_stderr']:.4f}" if "nll_per_token_stderr" in r else ""
-            print(f"{kind:<10} {r['measure']:<20} tokens {r['tokens']:>9,}  nats/token {r['nll_per_token']:.4f}{se}  "
-                  f"ppl {r['perplexity']:.3f}  bits/byte {r['bits_per_byte']:.4f}  word ppl {r['word_perplexity']:.2f}")
+            print(
+                f"{kind:<10} {r['measure']:<20} tokens {r['tokens']:>9,}  nats/token {r['nll_per_token']:.4f}{se}  "
+                f"ppl {r['perplexity']:.3f}  bits/byte {r['bits_per_byte']:.4f}  word ppl {r['word_perplexity']:.2f}"
+            )
     _write_json(a.json, result, a, "perplexity.json")
 
 
@@ -149,8 +171,12 @@ def cmd_blimp(a):
     print("-" * (width + 18))
     for name, r in result["fields"].items():
         print(f"{'field: ' + name:<{width}}  {r['accuracy']:6.1%}  (n={r['n']})")
-    print(f"{'macro accuracy (' + str(len(result['paradigms'])) + ' paradigms)':<{width}}  {result['macro_accuracy']:6.1%}"
-          f"  ± {result['macro_stderr']:.1%} (s.e.)  scorer {result['scorer']}, {result['ties']} ties (never counted correct)")
+    print(
+        f"{'macro accuracy (' + str(len(result['paradigms'])) + ' paradigms)':<{width}}  "
+        f"{result['macro_accuracy']:6.1%}"
+        f"  ± {result['macro_stderr']:.1%} (s.e.)  scorer {result['scorer']}, {result['ties']} ties (never "
+        "counted correct)"
+    )
     if not a.keep_pairs:
         result = {k: v for k, v in result.items() if k != "pairs"}
     _write_json(a.json, result, a, f"blimp-{result['scorer']}.json")  # one file per scorer: a hybrid has two
@@ -166,13 +192,21 @@ def _check_samples(samples: int) -> None:
 
 
 def _check_sampling(a):
-    checks = [("--temperature", 0 <= a.temperature < float("inf"), "finite and >= 0 (0 = greedy)"),
-              ("--top-k", a.top_k >= 0, ">= 0 (0 = off)"),
-              ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"), ("--min-p", 0 <= a.min_p < 1, "in [0, 1)"),
-              ("--steps", a.steps is None or 0 < a.steps <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,} (one network call each)")]
-    checks += [("--max-new-tokens", 0 < a.max_new_tokens <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}"),
-               ("--num-samples", 0 < a.num_samples <= MAX_SAMPLES, f"in 1 ... {MAX_SAMPLES:,}")] \
-        if hasattr(a, "max_new_tokens") else [("--span", 0 < a.span <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}")]
+    checks = [
+        ("--temperature", 0 <= a.temperature < float("inf"), "finite and >= 0 (0 = greedy)"),
+        ("--top-k", a.top_k >= 0, ">= 0 (0 = off)"),
+        ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"),
+        ("--min-p", 0 <= a.min_p < 1, "in [0, 1)"),
+        ("--steps", a.steps is None or 0 < a.steps <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,} (one network call each)"),
+    ]
+    checks += (
+        [
+            ("--max-new-tokens", 0 < a.max_new_tokens <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}"),
+            ("--num-samples", 0 < a.num_samples <= MAX_SAMPLES, f"in 1 ... {MAX_SAMPLES:,}"),
+        ]
+        if hasattr(a, "max_new_tokens")
+        else [("--span", 0 < a.span <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}")]
+    )
     for flag, ok, want in checks:
         if not ok:
             raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
@@ -193,14 +227,20 @@ def cmd_babylm(a):
         from hybridlm.runs import default_device
 
         if not a.run or a.convention != "hlm":
-            raise UserError("--all-checkpoints evaluates the words_N checkpoints of a --run, with the default convention")
-        results = evaluate_checkpoints(a.run, a.data, tasks, a.scorer, a.samples, a.device or default_device(), a.precision,
-                                       progress=True)
+            raise UserError(
+                "--all-checkpoints evaluates the words_N checkpoints of a --run, with the default convention"
+            )
+        results = evaluate_checkpoints(
+            a.run, a.data, tasks, a.scorer, a.samples, a.device or default_device(), a.precision, progress=True
+        )
         if a.json:
             from hybridlm.files import atomic_write_json
 
             atomic_write_json(a.json, {"run": a.run, "checkpoints": results})
-        print(f"{len(results)} checkpoints evaluated; results in {RunDir(a.run).eval_dir / 'checkpoints'} (hlm report draws the learning curves)")
+        print(
+            f"{len(results)} checkpoints evaluated; results in {RunDir(a.run).eval_dir / 'checkpoints'} (hlm "
+            "report draws the learning curves)"
+        )
         return
     lm = _lm(a)
     if a.run:
@@ -211,15 +251,15 @@ def cmd_babylm(a):
 
 
 def cmd_finetune(a):
-    from dataclasses import fields as dc_fields
-
-    from hybridlm.finetune import TASKS, FinetuneConfig, HFClassifier, RunClassifier, finetune, find_files, load_split
+    from hybridlm.finetune import TASKS, FinetuneConfig, HFClassifier, RunClassifier, find_files, finetune, load_split
     from hybridlm.runs import RunDir, default_device, load_run
 
     _check_json_target(a.json)
     if a.task not in TASKS:
         raise UserError(f"unknown task {a.task!r} (choose from: {', '.join(TASKS)})")
-    cfg = FinetuneConfig(**{f.name: getattr(a, f.name) for f in dc_fields(FinetuneConfig) if getattr(a, f.name) is not None})
+    cfg = FinetuneConfig(
+        **{f.name: getattr(a, f.name) for f in fields(FinetuneConfig) if getattr(a, f.name) is not None}
+    )
     cfg.resolved(a.task)  # the numbers, checked before anything runs
     for f in find_files(a.data, a.task):
         load_split(f, a.task)  # bad data fails before the model loads
@@ -243,8 +283,18 @@ def cmd_generate(a):
     _check_sampling(a)
     run = load_run(a.run, a.device or default_device())
     for i in range(a.num_samples):
-        text = generate_text(run, a.prompt, a.max_new_tokens, steps=a.steps, order=a.order, seed=a.seed + i,
-                             temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p)
+        text = generate_text(
+            run,
+            a.prompt,
+            a.max_new_tokens,
+            steps=a.steps,
+            order=a.order,
+            seed=a.seed + i,
+            temperature=a.temperature,
+            top_k=a.top_k,
+            top_p=a.top_p,
+            min_p=a.min_p,
+        )
         print((a.prompt + text).strip())
 
 
@@ -254,8 +304,20 @@ def cmd_infill(a):
 
     _check_sampling(a)
     run = load_run(a.run, a.device or default_device())
-    print(infill_text(run, a.text, span=a.span, steps=a.steps, order=a.order, seed=a.seed, temperature=a.temperature,
-                      top_k=a.top_k, top_p=a.top_p, min_p=a.min_p))
+    print(
+        infill_text(
+            run,
+            a.text,
+            span=a.span,
+            steps=a.steps,
+            order=a.order,
+            seed=a.seed,
+            temperature=a.temperature,
+            top_k=a.top_k,
+            top_p=a.top_p,
+            min_p=a.min_p,
+        )
+    )
 
 
 def _sampling_args(p):
@@ -270,16 +332,24 @@ def _sampling_args(p):
 
 
 def _add_eval_commands(sub):
-    ev = sub.add_parser("eval", help="evaluate a run or a local HF model").add_subparsers(dest="eval_command", required=True)
+    ev = sub.add_parser("eval", help="evaluate a run or a local HF model").add_subparsers(
+        dest="eval_command", required=True
+    )
     pp = ev.add_parser("perplexity", help="perplexity (or its bound) and bits per byte of a text file")
     _model_args(pp)
     pp.add_argument("--input", required=True)
-    pp.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | elbo (default: by objective)")
+    pp.add_argument(
+        "--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | elbo (default: by objective)"
+    )
     pp.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's context)")
     pp.add_argument("--max-tokens", type=int, default=0, help="evaluate only the first N tokens (0 = all)")
     pp.add_argument("--samples", type=int, default=8, help="diffusion: Monte Carlo samples of t per window")
     pp.add_argument("--seed", type=int, default=0)
-    pp.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/perplexity.json)")
+    pp.add_argument(
+        "--json",
+        default=None,
+        help="also write the result here (with --run it is always kept in RUN/eval/perplexity.json)",
+    )
     pp.set_defaults(func=cmd_perplexity)
 
     bl = ev.add_parser("blimp", help="accuracy on BLiMP-format minimal pairs")
@@ -288,23 +358,50 @@ def _add_eval_commands(sub):
     bl.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo")
     bl.add_argument("--limit", type=int, default=None, help="first N pairs of each paradigm")
     bl.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
-    bl.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/blimp-SCORER.json)")
+    bl.add_argument(
+        "--json",
+        default=None,
+        help="also write the result here (with --run it is always kept in RUN/eval/blimp-SCORER.json)",
+    )
     bl.add_argument("--keep-pairs", action="store_true", help="include per-pair scores in --json")
     bl.set_defaults(func=cmd_blimp)
 
-    bb = ev.add_parser("babylm", help="the BabyLM 2025 zero-shot suite (BLiMP, supplement, EWoK, entity tracking, WUG, reading)")
+    bb = ev.add_parser(
+        "babylm", help="the BabyLM 2025 zero-shot suite (BLiMP, supplement, EWoK, entity tracking, WUG, reading)"
+    )
     _model_args(bb)
-    bb.add_argument("--data", required=True, help="a BabyLM evaluation folder, e.g. ../shared/data/babylm-2025/fast_eval")
-    bb.add_argument("--tasks", default=None, help="comma-separated: blimp,supplement,ewok,entity_tracking,wug_adj,wug_past,"
-                    "comps,reading_eye_tracking,reading_self_paced,aoa (default: every task found; aoa with --all-checkpoints)")
-    bb.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo (default: by objective)")
-    bb.add_argument("--convention", default="hlm", choices=["hlm", "official"],
-                    help="hlm: explicit <s>, fp32, ties never correct (default); official: the official pipeline's numbers "
-                    "on its backends (scorer causal = causal, pll = mlm, mntp = mntp; ties counted correct)")
+    bb.add_argument(
+        "--data", required=True, help="a BabyLM evaluation folder, e.g. ../shared/data/babylm-2025/fast_eval"
+    )
+    bb.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated: blimp,supplement,ewok,entity_tracking,wug_adj,wug_past,"
+        "comps,reading_eye_tracking,reading_self_paced,aoa (default: every task found; aoa with --all-checkpoints)",
+    )
+    bb.add_argument(
+        "--scorer",
+        default=None,
+        help="causal | pll | pll-word | mntp | mntp-word | fused | elbo (default: by objective)",
+    )
+    bb.add_argument(
+        "--convention",
+        default="hlm",
+        choices=["hlm", "official"],
+        help="hlm: explicit <s>, fp32, ties never correct (default); official: the official pipeline's numbers "
+        "on its backends (scorer causal = causal, pll = mlm, mntp = mntp; ties counted correct)",
+    )
     bb.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
-    bb.add_argument("--all-checkpoints", action="store_true",
-                    help="BabyLM 2025 learning curves: every words_N checkpoint of --run, resumably (RUN/eval/checkpoints/)")
-    bb.add_argument("--json", default=None, help="also write the result here (with --run it is always kept in RUN/eval/babylm-SCORER.json)")
+    bb.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="BabyLM 2025 learning curves: every words_N checkpoint of --run, resumably (RUN/eval/checkpoints/)",
+    )
+    bb.add_argument(
+        "--json",
+        default=None,
+        help="also write the result here (with --run it is always kept in RUN/eval/babylm-SCORER.json)",
+    )
     bb.set_defaults(func=cmd_babylm)
 
     ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
@@ -313,15 +410,29 @@ def _add_eval_commands(sub):
     g_model.add_argument("--hf-model", help="a local Hugging Face model directory")
     ft.add_argument("--trust-remote-code", action="store_true", help="--hf-model: run the code shipped in the folder")
     ft.add_argument("--task", required=True, help="rte | mrpc | qqp | mnli | wsc | boolq | multirc | grammar")
-    ft.add_argument("--data", required=True, help="folder with TASK.train.jsonl and TASK.valid.jsonl (e.g. .../full_eval/glue_filtered)")
+    ft.add_argument(
+        "--data",
+        required=True,
+        help="folder with TASK.train.jsonl and TASK.valid.jsonl (e.g. .../full_eval/glue_filtered)",
+    )
     ft.add_argument("--device", default=None)
-    for flag, typ, help_ in (("--lr", float, "3e-5"), ("--batch-size", int, "32; 16 for boolq, multirc"),
-                             ("--epochs", int, "10; 30 for wsc"), ("--max-length", int, "512"), ("--weight-decay", float, "0.01"),
-                             ("--warmup-fraction", float, "0.06"), ("--min-lr-ratio", float, "0.1 (cosine decay to it)"),
-                             ("--dropout", float, "0.1"), ("--seed", int, "42"), ("--seeds", int, "1: mean ± s.d. over this many seeds"),
-                             ("--precision", str, "auto (bf16 autocast where supported) | bf16 | fp32")):
+    for flag, typ, help_ in (
+        ("--lr", float, "3e-5"),
+        ("--batch-size", int, "32; 16 for boolq, multirc"),
+        ("--epochs", int, "10; 30 for wsc"),
+        ("--max-length", int, "512"),
+        ("--weight-decay", float, "0.01"),
+        ("--warmup-fraction", float, "0.06"),
+        ("--min-lr-ratio", float, "0.1 (cosine decay to it)"),
+        ("--dropout", float, "0.1"),
+        ("--seed", int, "42"),
+        ("--seeds", int, "1: mean ± s.d. over this many seeds"),
+        ("--precision", str, "auto (bf16 autocast where supported) | bf16 | fp32"),
+    ):
         ft.add_argument(flag, type=typ, default=None, help=f"default: {help_}")
-    ft.add_argument("--json", default=None, help="also write the result here (with --run it is kept in RUN/eval/finetune-TASK.json)")
+    ft.add_argument(
+        "--json", default=None, help="also write the result here (with --run it is kept in RUN/eval/finetune-TASK.json)"
+    )
     ft.set_defaults(func=cmd_finetune)
 
     g = sub.add_parser("generate", help="sample text (causal, hybrid: left to right; diffusion: iterative unmasking)")
@@ -347,13 +458,15 @@ def cmd_export(a):
         repo_id = a.repo_id or f"hybridlm/{Path(a.run).resolve().name}"
         branches = export_all_checkpoints(a.run, a.out, repo_id)
         out = Path(a.out)
-        print(f"exported {a.run} to {out}: a git repository with branches {', '.join(branches)} and main (the final weights)\n"
-              f"load a branch: AutoModelForCausalLM.from_pretrained({repo_id!r}, revision={branches[0]!r}, "
-              f"cache_dir={str(out / HUB_CACHE)!r})")
+        print(
+            f"exported {a.run} to {out}: a git repository with branches {', '.join(branches)} and main (the "
+            "final weights)\n"
+            f"load a branch: AutoModelForCausalLM.from_pretrained({repo_id!r}, revision={branches[0]!r}, "
+            f"cache_dir={str(out / HUB_CACHE)!r})"
+        )
         return
     out = export_run(a.run, a.out, checkpoint=a.checkpoint)
     print(f"exported {a.run} to {out}")
-
 
 
 def cmd_report(a):
@@ -375,10 +488,21 @@ def _add_export_report_commands(sub):
     e = sub.add_parser("export", help="write a run as a Hugging Face transformers model directory")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True)
-    e.add_argument("--checkpoint", default=None, help="a checkpoint of the run, e.g. step_0000200 or words_2M (default: the latest)")
-    e.add_argument("--all-checkpoints", action="store_true",
-                   help="BabyLM 2025: a git repository with a branch chck_NM per words_NM checkpoint and main the final weights")
-    e.add_argument("--repo-id", default=None, help="--all-checkpoints: the name the local hub cache uses (default: hybridlm/RUN_NAME)")
+    e.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a checkpoint of the run, e.g. step_0000200 or words_2M (default: the latest)",
+    )
+    e.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="BabyLM 2025: a git repository with a branch chck_NM per words_NM checkpoint and main the final weights",
+    )
+    e.add_argument(
+        "--repo-id",
+        default=None,
+        help="--all-checkpoints: the name the local hub cache uses (default: hybridlm/RUN_NAME)",
+    )
     e.set_defaults(func=cmd_export)
 
 
@@ -407,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_tokenizer_train)
 
     pr = sub.add_parser("prepare", help="tokenize text into memmapped token shards")
-    pr.add_argument("--input", nargs="+", required=True, help="text: a paragraph a line, a blank line between documents")
+    pr.add_argument(
+        "--input", nargs="+", required=True, help="text: a paragraph a line, a blank line between documents"
+    )
     pr.add_argument("--tokenizer", required=True, help="directory with tokenizer.json")
     pr.add_argument("--out", required=True)
     pr.add_argument("--valid", nargs="+", help="validation text (default: hold out the corpus tail)")
@@ -422,7 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train all four objectives on built-in grammar text and compare them")
     d.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
     d.add_argument("--steps", type=int, default=None, help="training steps per objective")
-    d.add_argument("--objectives", nargs="+", default=None, help="e.g. causal,hybrid,prefix,mix (default: causal masked hybrid diffusion)")
+    from hybridlm.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
+
+    d.add_argument(
+        "--objectives",
+        nargs="+",
+        default=None,
+        help=f"any of {', '.join(OBJECTIVES)}, e.g. causal,hybrid,prefix,mix (default: {' '.join(DEFAULT_OBJECTIVES)})",
+    )
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
-import json
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from hybridlm.errors import UserError
 from hybridlm.model import PRESETS, check_model_overrides
-from hybridlm.objectives import objective_class, option_fields, option_owners
+from hybridlm.objectives import OBJECTIVES, objective_class, option_fields, option_owners
 from hybridlm.objectives.base import option_default
 
 
@@ -43,7 +43,9 @@ class TrainConfig:
     grad_clip: float = 2.0
     z_loss: float = 0.0
     # distillation (BabyLlama): loss = alpha * CE + (1 - alpha) * T^2 * KL(mean of the teachers || student)
-    distill_from: list = field(default_factory=list)  # teacher runs, or local HF causal LMs (same tokenizer as the data)
+    distill_from: list = field(
+        default_factory=list
+    )  # teacher runs, or local HF causal LMs (same tokenizer as the data)
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     document_mask: bool = True
@@ -98,7 +100,7 @@ class TrainConfig:
         """The words-seen counts to checkpoint at: checkpoint_words and the named schedule, sorted."""
         values = set(CHECKPOINT_SCHEDULES[self.checkpoint_schedule]) if self.checkpoint_schedule else set()
         for item in self.checkpoint_words:
-            for part in (str(item).split(",") if isinstance(item, str) else [item]):
+            for part in str(item).split(",") if isinstance(item, str) else [item]:
                 if str(part).strip():
                     values.add(parse_word_count(part))
         return sorted(values)
@@ -111,7 +113,7 @@ class TrainConfig:
     def max_len(self) -> int:
         return max(L for _, L, _ in self.stages())
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Every value checked before anything is written: a bad one is a one-line error, never a stub run."""
         objective = objective_class(self.objective)
         if self.preset not in PRESETS:
@@ -120,8 +122,11 @@ class TrainConfig:
         shape = {**PRESETS[self.preset], **self.model}
         if shape["d_model"] % shape["n_head"] or (shape["d_model"] // shape["n_head"]) % 2:
             raise UserError(f"d_model {shape['d_model']} must split into {shape['n_head']} heads of even size")
-        for name, allowed in (("precision", ("auto", "bf16", "fp32")), ("distributed", ("ddp", "fsdp")),
-                              ("attention", ("auto", "sdpa", "flex"))):
+        for name, allowed in (
+            ("precision", ("auto", "bf16", "fp32")),
+            ("distributed", ("ddp", "fsdp")),
+            ("attention", ("auto", "sdpa", "flex")),
+        ):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r} (choose one of: {', '.join(allowed)})")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
@@ -134,14 +139,24 @@ class TrainConfig:
         if not 0 <= self.seed < 2**63:
             raise UserError(f"seed must lie in [0, 2**63) (got {self.seed})")
         if self.batch_size * self.seq_len > MAX_TOKENS_PER_STEP:  # the host builds the whole global batch each step
-            raise UserError(f"batch_size x seq_len = {self.batch_size * self.seq_len:,} tokens a step is more than hlm builds "
-                            f"({MAX_TOKENS_PER_STEP:,}, ~16M: GPT-3's batch was 3.2M tokens); lower --batch-size or --seq-len")
+            raise UserError(
+                f"batch_size x seq_len = {self.batch_size * self.seq_len:,} tokens a step is more than hlm builds "
+                f"({MAX_TOKENS_PER_STEP:,}, ~16M: GPT-3's batch was 3.2M tokens); lower --batch-size or --seq-len"
+            )
         if self.z_loss > 1:
             raise UserError(f"z_loss must lie in [0, 1] (PaLM uses 1e-4; got {self.z_loss})")
         for name in ("seq_len", "batch_size", "max_steps", "eval_batches", "checkpoint_interval", "log_interval"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive (got {getattr(self, name)})")
-        for name in ("eval_interval", "micro_batch_size", "keep_checkpoints", "max_seconds", "weight_decay", "grad_clip", "z_loss"):
+        for name in (
+            "eval_interval",
+            "micro_batch_size",
+            "keep_checkpoints",
+            "max_seconds",
+            "weight_decay",
+            "grad_clip",
+            "z_loss",
+        ):
             if not getattr(self, name) >= 0:
                 raise UserError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -153,16 +168,27 @@ class TrainConfig:
             raise UserError(f"min_lr_ratio must lie in [0, 1] (got {self.min_lr_ratio})")
         if self.warmup_fraction + self.cooldown_fraction > 1:
             raise UserError("warmup_fraction + cooldown_fraction must not exceed 1")
-        for i, stage in enumerate(self.seq_len_schedule):
-            if not (isinstance(stage, (list, tuple)) and len(stage) == 2 and all(isinstance(v, (int, float)) for v in stage)
-                    and 0 <= stage[0] < 1 and int(stage[1]) > 0):
+        for stage in self.seq_len_schedule:
+            if not (
+                isinstance(stage, (list, tuple))
+                and len(stage) == 2
+                and all(isinstance(v, (int, float)) for v in stage)
+                and 0 <= stage[0] < 1
+                and int(stage[1]) > 0
+            ):
                 raise UserError(f"seq_len_schedule entry {stage!r} must be [fraction in [0, 1), seq_len]")
             if (self.batch_size * self.seq_len) % int(stage[1]):
-                raise UserError(f"seq_len_schedule length {stage[1]} must divide batch_size * seq_len = {self.batch_size * self.seq_len}")
+                raise UserError(
+                    f"seq_len_schedule length {stage[1]} must divide batch_size * seq_len = "
+                    f"{self.batch_size * self.seq_len}"
+                )
         if self.seq_len_schedule and self.seq_len_schedule[0][0] != 0:
             raise UserError("seq_len_schedule must start at fraction 0")
         if self.checkpoint_schedule and self.checkpoint_schedule not in CHECKPOINT_SCHEDULES:
-            raise UserError(f"unknown checkpoint_schedule {self.checkpoint_schedule!r} (choose one of: {', '.join(CHECKPOINT_SCHEDULES)})")
+            raise UserError(
+                f"unknown checkpoint_schedule {self.checkpoint_schedule!r} (choose one of: "
+                f"{', '.join(CHECKPOINT_SCHEDULES)})"
+            )
         self.word_thresholds()  # each entry parses
         if not (self.max_epochs >= 0 and math.isfinite(self.max_epochs)):
             raise UserError(f"max_epochs must be >= 0 (0 = no cap; got {self.max_epochs})")
@@ -170,11 +196,17 @@ class TrainConfig:
         read = self.objective_options()
         for key, value in self.options.items():  # an option set for another objective is a mistake, not a no-op
             if key not in read and value != option_default(option_fields()[key]):
-                raise UserError(f"{key} is an option of {', '.join(option_owners(key))}; objective {self.objective} "
-                                "does not read it (drop it, or choose one of those objectives)")
-        if not 0 <= self.distill_alpha <= 1 or not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
-            raise UserError(f"distill_alpha must lie in [0, 1] and distill_temperature be positive (got {self.distill_alpha}, "
-                            f"{self.distill_temperature})")
+                raise UserError(
+                    f"{key} is an option of {', '.join(option_owners(key))}; objective {self.objective} "
+                    "does not read it (drop it, or choose one of those objectives)"
+                )
+        if not 0 <= self.distill_alpha <= 1 or not (
+            self.distill_temperature > 0 and math.isfinite(self.distill_temperature)
+        ):
+            raise UserError(
+                f"distill_alpha must lie in [0, 1] and distill_temperature be positive (got {self.distill_alpha}, "
+                f"{self.distill_temperature})"
+            )
         unknown = set(self.log) - {"tensorboard", "wandb"}
         if unknown:
             raise UserError(f"unknown logger {sorted(unknown)[0]!r} (choose tensorboard or wandb)")
@@ -201,8 +233,8 @@ TrainConfig.__init__ = _init
 
 # what `hlm train --help` says beside the default, for the keys whose name does not say it all
 HELP = {
-    "objective": "a registered objective: causal, masked, hybrid, diffusion, mntp, prefix, mix",
-    "distill_from": "repeatable: a teacher run or local HF causal LM (same tokenizer); loss alpha*CE + (1-alpha)*T^2*KL",
+    "distill_from": "repeatable: a teacher run or local HF causal LM (same tokenizer); "
+    "loss alpha*CE + (1-alpha)*T^2*KL",
     "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
     "compile": "torch.compile each transformer block (default: on CUDA, off on CPU)",
@@ -216,7 +248,9 @@ _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
 # (the strict-small track, 10 epochs of 10M words, stops at 100M)
 CHECKPOINT_SCHEDULES = {
     "babylm-strict-small": [n * 10**6 for n in range(1, 10)] + [n * 10**7 for n in range(1, 11)],
-    "babylm-strict": [n * 10**6 for n in range(1, 10)] + [n * 10**7 for n in range(1, 10)] + [n * 10**8 for n in range(1, 11)],
+    "babylm-strict": [n * 10**6 for n in range(1, 10)]
+    + [n * 10**7 for n in range(1, 10)]
+    + [n * 10**8 for n in range(1, 11)],
 }
 
 
@@ -263,11 +297,25 @@ def _read_file(path: Path) -> dict:
     raise UserError(f"config {path} must be .toml, .yaml/.yml or .json")
 
 
+def config_help() -> list[tuple[str, object, str]]:
+    """Every key of `hlm train` as (name, default, help), in --help order: the general keys, with every
+    registered objective's options after z_loss."""
+    defaults, out = TrainConfig(), []
+    for f in fields(TrainConfig):
+        if f.name == "options":
+            continue
+        say = HELP.get(f.name, "")
+        if f.name == "objective":
+            say = f"a registered objective: {', '.join(OBJECTIVES)}"
+        out.append((f.name, getattr(defaults, f.name), say))
+        if f.name == "z_loss":
+            out += [(k, option_default(o), o.metadata.get("help", "")) for k, o in option_fields().items()]
+    return out
+
+
 def config_keys() -> dict:
-    """Every key of `hlm train` -> its default: the general keys and every registered objective's options."""
-    defaults = TrainConfig()
-    out = {f.name: getattr(defaults, f.name) for f in fields(TrainConfig) if f.name != "options"}
-    return {**out, **{k: option_default(f) for k, f in option_fields().items()}}
+    """Every key of `hlm train` -> its default."""
+    return {name: default for name, default, _ in config_help()}
 
 
 def merge_config(values: dict, base: TrainConfig | None = None, source: str = "config") -> TrainConfig:

@@ -63,7 +63,7 @@ class _Split:
     per_token: list[np.ndarray] | None = None  # per document: the array encode_batch gave beside the ids
 
 
-def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str, bos_value=True) -> _Split:
+def tokenize_files(files, encode_batch, bos: int, dtype, desc: str, bos_value=True) -> _Split:
     """Documents of `files` as token arrays, each starting with `bos`.
 
     encode_batch(lines) -> per line a list of ids, or (ids, per-token values) to keep an array
@@ -80,7 +80,9 @@ def _tokenize_files(files, encode_batch, bos: int, dtype, desc: str, bos_value=T
             lines = encs[i : i + n_lines]
             i += n_lines
             with_starts = bool(lines) and isinstance(lines[0], tuple)
-            parts = [np.array([bos], dtype=dtype)] + [np.asarray(e[0] if with_starts else e, dtype=dtype) for e in lines]
+            parts = [np.array([bos], dtype=dtype)] + [
+                np.asarray(e[0] if with_starts else e, dtype=dtype) for e in lines
+            ]
             doc = np.concatenate(parts)
             if with_starts:
                 first = np.asarray([bos_value])
@@ -121,7 +123,9 @@ def words_per_token(text: str, offsets) -> np.ndarray:
     return counts
 
 
-def _write_split(out: Path, name: str, arr: np.ndarray, shard_tokens: int, words: np.ndarray | None = None) -> list[dict]:
+def _write_split(
+    out: Path, name: str, arr: np.ndarray, shard_tokens: int, words: np.ndarray | None = None
+) -> list[dict]:
     shards = []
     for k, start in enumerate(range(0, len(arr), shard_tokens)):
         fname = f"{name}_{k:03d}.bin"
@@ -129,7 +133,9 @@ def _write_split(out: Path, name: str, arr: np.ndarray, shard_tokens: int, words
         shard = {"file": fname, "tokens": int(min(shard_tokens, len(arr) - start))}
         if words is not None:
             shard["words_file"] = f"{name}_{k:03d}.words"
-            atomic_write_bytes(out / shard["words_file"], words[start : start + shard_tokens].astype(np.uint8).tobytes())
+            atomic_write_bytes(
+                out / shard["words_file"], words[start : start + shard_tokens].astype(np.uint8).tobytes()
+            )
         shards.append(shard)
     return shards
 
@@ -163,20 +169,25 @@ def prepare(
     refuse_links_in(out)
     out.mkdir(parents=True, exist_ok=True)
     with data_lock(out, exclusive=True):  # never rewritten under a training run that reads it
-        (out / MANIFEST).unlink(missing_ok=True)  # a folder being rewritten is not prepared data until its new manifest lands
+        (out / MANIFEST).unlink(
+            missing_ok=True
+        )  # a folder being rewritten is not prepared data until its new manifest lands
 
         # the tokenizers library encodes a batch on all cores (Rust threads); the character offsets
         # give each token the words that begin in it (words seen during training are then exact)
         def encode_batch(lines):
-            return [(e.ids, words_per_token(line, e.offsets)) for line, e in zip(lines, tokenizer.encode_batch(lines, add_special_tokens=False))]
+            return [
+                (e.ids, words_per_token(line, e.offsets))
+                for line, e in zip(lines, tokenizer.encode_batch(lines, add_special_tokens=False))
+            ]
 
         bos = tokenizer.token_to_id(BOS)
-        train = _tokenize_files(files, encode_batch, bos, dtype, "tokenize train", bos_value=np.uint8(0))
+        train = tokenize_files(files, encode_batch, bos, dtype, "tokenize train", bos_value=np.uint8(0))
         if train.n_tokens == 0:
             raise UserError(f"no text found in {', '.join(map(str, files))} (the corpus has only blank lines)")
         train_arr, train_words = np.concatenate(train.tokens), np.concatenate(train.per_token)
         if valid_files:
-            val = _tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid", bos_value=np.uint8(0))
+            val = tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid", bos_value=np.uint8(0))
             if val.n_tokens == 0:
                 raise UserError("the --valid files hold no text")
             val_arr, val_words = np.concatenate(val.tokens), np.concatenate(val.per_token)
@@ -209,13 +220,19 @@ def prepare(
                 "words": int(train_words.sum()),
             }
         if len(train_arr) < 2 or len(val_arr) < 2:
-            raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
+            raise UserError(
+                "the corpus is too small to split into train and validation; give more text or --valid FILE"
+            )
 
         buf = io.BytesIO()
         np.save(buf, np.bincount(train_arr, minlength=vocab).astype(np.int64))
         atomic_write_bytes(out / "unigram.npy", buf.getvalue())
-        atomic_write_bytes(out / TOKENIZER_FILE, (Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir()
-                                                  else Path(tokenizer_dir)).read_bytes())
+        atomic_write_bytes(
+            out / TOKENIZER_FILE,
+            (
+                Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
+            ).read_bytes(),
+        )
         manifest = {
             "format": "hybridlm-tokens-v1",
             "dtype": np.dtype(dtype).name,
@@ -223,9 +240,16 @@ def prepare(
             "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
             "bos_id": bos,
             "splits": {
-                "train": {"tokens": int(len(train_arr)), **train_meta,
-                          "shards": _write_split(out, "train", train_arr, shard_tokens, train_words)},
-                "val": {"tokens": int(len(val_arr)), **val_meta, "shards": _write_split(out, "val", val_arr, shard_tokens, val_words)},
+                "train": {
+                    "tokens": int(len(train_arr)),
+                    **train_meta,
+                    "shards": _write_split(out, "train", train_arr, shard_tokens, train_words),
+                },
+                "val": {
+                    "tokens": int(len(val_arr)),
+                    **val_meta,
+                    "shards": _write_split(out, "val", val_arr, shard_tokens, val_words),
+                },
             },
             "inputs": [str(f) for f in files],
         }
@@ -237,7 +261,10 @@ def load_manifest(data_dir) -> dict:
     d = Path(data_dir)
     f = d / MANIFEST
     if not f.is_file():
-        raise UserError(f"{d} is not a prepared data directory (no {MANIFEST}); run: hlm prepare --input FILE --tokenizer DIR --out {d}")
+        raise UserError(
+            f"{d} is not a prepared data directory (no {MANIFEST}); run: hlm prepare --input FILE --tokenizer "
+            f"DIR --out {d}"
+        )
     try:
         manifest = json.loads(f.read_text())
     except json.JSONDecodeError:
@@ -250,6 +277,7 @@ def load_manifest(data_dir) -> dict:
 
 def _check_manifest(m, f: Path) -> None:
     """Every field hlm reads, of the type it needs (a crafted or damaged manifest is one line)."""
+
     def bad(what):
         raise UserError(f"{f}: {what}; re-run hlm prepare")
 
@@ -266,12 +294,24 @@ def _check_manifest(m, f: Path) -> None:
     if not isinstance(splits, dict) or not all(k in splits for k in ("train", "val")):
         bad("splits must hold train and val")
     for name, split in splits.items():
-        if not isinstance(split, dict) or not isinstance(split.get("tokens"), int) or not isinstance(split.get("shards"), list):
+        if (
+            not isinstance(split, dict)
+            or not isinstance(split.get("tokens"), int)
+            or not isinstance(split.get("shards"), list)
+        ):
             bad(f"split {name!r} needs tokens and a list of shards")
         for sh in split["shards"]:
-            names = [sh.get("file")] + ([sh["words_file"]] if "words_file" in sh else []) if isinstance(sh, dict) else [None]
-            if not isinstance(sh, dict) or not isinstance(sh.get("tokens"), int) or sh["tokens"] < 0 or not all(
-                    isinstance(n, str) and n and Path(n).name == n and not n.startswith(".") for n in names):
+            names = (
+                [sh.get("file")] + ([sh["words_file"]] if "words_file" in sh else [])
+                if isinstance(sh, dict)
+                else [None]
+            )
+            if (
+                not isinstance(sh, dict)
+                or not isinstance(sh.get("tokens"), int)
+                or sh["tokens"] < 0
+                or not all(isinstance(n, str) and n and Path(n).name == n and not n.startswith(".") for n in names)
+            ):
                 bad(f"a shard of split {name!r} is not a file name in the folder with its token count")
 
 
@@ -303,8 +343,10 @@ class PackedTokens:
                 raise UserError(f"shard {path} is missing or truncated; re-run hlm prepare")
             mm = np.memmap(path, dtype=dtype, mode="r")
             if len(mm) and int(mm.max()) >= self.manifest["vocab_size"]:  # a crafted shard: the embedding would fault
-                raise UserError(f"shard {path} holds token ids beyond the vocabulary ({self.manifest['vocab_size']}); "
-                                "re-run hlm prepare")
+                raise UserError(
+                    f"shard {path} holds token ids beyond the vocabulary ({self.manifest['vocab_size']}); "
+                    "re-run hlm prepare"
+                )
             self.shards.append(mm)
             counts.append(max(0, (len(mm) - 1) // seq_len))
             if self.has_words:

@@ -15,14 +15,15 @@ import torch
 
 from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
+from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs
 from hybridlm.evaluate.lm import RunLM
-from hybridlm.generate import sample_text
+from hybridlm.files import check_out_folder
 from hybridlm.finetune import FinetuneConfig, RunClassifier, finetune
+from hybridlm.generate import sample_text
 from hybridlm.grammar import minimal_pairs, write_corpus, write_grammaticality
-from hybridlm.runs import load_run
-from hybridlm.errors import UserError
 from hybridlm.objectives import DEFAULT_OBJECTIVES, objective_class
+from hybridlm.runs import load_run
 from hybridlm.tokenizer import train_tokenizer
 from hybridlm.train import train
 
@@ -37,8 +38,8 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
     steps = DEMO_STEPS if steps is None else steps
     if steps <= 0:
         raise UserError(f"--steps must be positive (got {steps})")
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
-        raise UserError(f"--out {out} is not empty (a previous demo?); choose a new --out or remove it")
+    if out is not None:
+        check_out_folder(out, "a previous demo? choose a new --out or remove it")
     ctx = tempfile.TemporaryDirectory(prefix="hlm-demo-") if out is None else contextlib.nullcontext(out)
     with ctx as root:
         root = Path(root)
@@ -49,43 +50,89 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
         with contextlib.redirect_stderr(io.StringIO()):  # no progress bars for the tiny corpus
             manifest = prepare([corpus], root / "tokenizer", root / "data", val_fraction=0.02)
         grammar_task = write_grammaticality(root / "grammaticality", n_train=2000, n_valid=400, seed=seed + 7)
-        pairs = [{"good": p["sentence_good"], "bad": p["sentence_bad"], "UID": p["UID"], "field": p["field"], "term": p["linguistics_term"]}
-                 for p in minimal_pairs(pairs_per_paradigm, seed=seed + 1)]
-        print(f"demo: {words:,} words of grammar text -> {manifest['splits']['train']['tokens']:,} tokens "
-              f"({time.time() - t0:.1f}s); {len(pairs)} minimal pairs in {len(pairs) // pairs_per_paradigm} paradigms; "
-              f"{steps} steps per objective on {torch.get_num_threads()} threads")
+        pairs = [
+            {
+                "good": p["sentence_good"],
+                "bad": p["sentence_bad"],
+                "UID": p["UID"],
+                "field": p["field"],
+                "term": p["linguistics_term"],
+            }
+            for p in minimal_pairs(pairs_per_paradigm, seed=seed + 1)
+        ]
+        print(
+            f"demo: {words:,} words of grammar text -> {manifest['splits']['train']['tokens']:,} tokens "
+            f"({time.time() - t0:.1f}s); {len(pairs)} minimal pairs in {len(pairs) // pairs_per_paradigm} paradigms; "
+            f"{steps} steps per objective on {torch.get_num_threads()} threads"
+        )
         rows = []
         for objective in objectives:
-            cfg = TrainConfig(data=str(root / "data"), out=str(root / "runs" / objective), objective=objective, preset="tiny",
-                              model={"d_model": 128, "n_head": 4, "d_ffn": 384, "n_layer": 3}, seq_len=64, batch_size=32,
-                              max_steps=steps, lr=1.5e-3, eval_interval=steps, eval_batches=8, checkpoint_interval=steps,
-                              seed=seed, log_interval=max(1, steps // 10), **objective_class(objective).demo_config)
+            cfg = TrainConfig(
+                data=str(root / "data"),
+                out=str(root / "runs" / objective),
+                objective=objective,
+                preset="tiny",
+                model={"d_model": 128, "n_head": 4, "d_ffn": 384, "n_layer": 3},
+                seq_len=64,
+                batch_size=32,
+                max_steps=steps,
+                lr=1.5e-3,
+                eval_interval=steps,
+                eval_batches=8,
+                checkpoint_interval=steps,
+                seed=seed,
+                log_interval=max(1, steps // 10),
+                **objective_class(objective).demo_config,
+            )
             summary = train(cfg, quiet=True)
             lm = RunLM(cfg.out)
             result = evaluate_pairs(lm, pairs)
             sample = sample_text(lm.run, "the", lm.run.objective.demo_sample_text, 16, seed, temperature=0.7)
-            tuned = finetune(lambda n, run=cfg.out: RunClassifier(load_run(run), n, 0.1), "grammar", grammar_task,
-                             FinetuneConfig(lr=5e-4, epochs=3, seed=seed), progress=False)
-            rows.append({**summary, "loss_label": lm.run.objective.capabilities.loss_label, "pair_accuracy": result["macro_accuracy"], "scorer": result["scorer"], "sample": sample,
-                         "finetune_accuracy": tuned["value"]})
-            print(f"  {objective:<9} val {summary.get('val_loss', float('nan')):.3f}  pairs {result['macro_accuracy']:.1%} "
-                  f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  {summary['seconds']:.0f}s")
+            tuned = finetune(
+                lambda n, run=cfg.out: RunClassifier(load_run(run), n, 0.1),
+                "grammar",
+                grammar_task,
+                FinetuneConfig(lr=5e-4, epochs=3, seed=seed),
+                progress=False,
+            )
+            rows.append(
+                {
+                    **summary,
+                    "loss_label": lm.run.objective.capabilities.loss_label,
+                    "pair_accuracy": result["macro_accuracy"],
+                    "scorer": result["scorer"],
+                    "sample": sample,
+                    "finetune_accuracy": tuned["value"],
+                }
+            )
+            print(
+                f"  {objective:<9} val {summary.get('val_loss', float('nan')):.3f}  pairs "
+                f"{result['macro_accuracy']:.1%} "
+                f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  {summary['seconds']:.0f}s"
+            )
         _print_table(rows)
         print(f"demo finished in {time.time() - t0:.0f}s" + (f"; runs kept in {root / 'runs'}" if out else ""))
     return rows
 
 
 def _print_table(rows):
-    head = (f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} "
-            f"{'fine-tuned':>10} {'time':>6}")
+    head = (
+        f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} "
+        f"{'fine-tuned':>10} {'time':>6}"
+    )
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['objective']:<10} {r['parameters']:>8,} {r['tokens_seen']:>9,} {r.get('val_loss', float('nan')):>9.3f} "
-              f"{r['loss_label']:<22} {r['pair_accuracy']:>9.1%} {r['finetune_accuracy']:>10.1%} "
-              f"{r['seconds']:>5.0f}s")
+        print(
+            f"{r['objective']:<10} {r['parameters']:>8,} {r['tokens_seen']:>9,} "
+            f"{r.get('val_loss', float('nan')):>9.3f} "
+            f"{r['loss_label']:<22} {r['pair_accuracy']:>9.1%} {r['finetune_accuracy']:>10.1%} "
+            f"{r['seconds']:>5.0f}s"
+        )
     print("\nsamples:")
     for r in rows:
         print(f"  {r['objective']:<10} {r['sample']}")
-    print("\n(val loss measures differ by objective: only a likelihood or its bound (causal CE, the diffusion"
-          " NELBO) compares across objectives; pairs: macro accuracy on 6 grammar paradigms, chance 50%;"
-          " fine-tuned: grammatical-or-not classification of held-out sentences, 3 epochs, chance 50%)")
+    print(
+        "\n(val loss measures differ by objective: only a likelihood or its bound (causal CE, the diffusion"
+        " NELBO) compares across objectives; pairs: macro accuracy on 6 grammar paradigms, chance 50%;"
+        " fine-tuned: grammatical-or-not classification of held-out sentences, 3 epochs, chance 50%)"
+    )

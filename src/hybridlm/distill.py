@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from hybridlm.errors import UserError
+from hybridlm.hf import load_hf_model
 from hybridlm.objectives.base import Attention
 from hybridlm.runs import RunDir
 from hybridlm.tokenizer import load_tokenizer, tokenizer_hash
@@ -45,16 +46,10 @@ class HFTeacher(torch.nn.Module):
 
     def __init__(self, path, vocab_size: int, device):
         super().__init__()
-        import transformers
-
-        p = Path(path)
-        try:
-            config = transformers.AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                p, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=torch.float32).to(device).eval()
-        except Exception as e:  # a model folder from elsewhere can fail in any layer of transformers: one line, not a traceback
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"cannot load the teacher in {p} as a causal LM: {msg[:160]}") from None
+        config, model = load_hf_model(
+            path, "AutoModelForCausalLM", "the teacher (a causal LM)", use_safetensors=True, dtype=torch.float32
+        )
+        self.model = model.to(device).eval()
         self.vocab_size = vocab_size
         self.max_len = getattr(config, "max_position_embeddings", None) or 0
 
@@ -66,7 +61,11 @@ class HFTeacher(torch.nn.Module):
         # no mask: plain causal attention, the model's own (bidirectional students are refused by `check`)
         mask, _ = batch.attention.mask(T, batch.input_ids.device)
         dtype = next(self.model.parameters()).dtype
-        additive = None if mask is None else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        additive = (
+            None
+            if mask is None
+            else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        )
         logits = self.model(input_ids=batch.input_ids, attention_mask=additive).logits
         logits = logits.reshape(-1, logits.shape[-1]).index_select(0, scored)
         return logits[:, : self.vocab_size].float()  # a padded embedding's extra rows are no tokens of ours
@@ -88,7 +87,7 @@ class Distiller:
         self.parameters = sum(t.num_parameters() for t in teachers)
 
     @classmethod
-    def from_paths(cls, paths, data_dir, seq_len: int, device, alpha: float, temperature: float) -> "Distiller":
+    def from_paths(cls, paths, data_dir, seq_len: int, device, alpha: float, temperature: float) -> Distiller:
         """Teachers from hlm run directories and/or local Hugging Face causal LM folders."""
         teachers = []
         for path in paths:
@@ -112,31 +111,48 @@ class Distiller:
             if config is not None:
                 archs = " ".join(config.get("architectures") or [])
                 if "CausalLM" not in archs:
-                    raise UserError(f"teacher {path} is a {archs or 'model of no stated architecture'}; a Hugging Face teacher "
-                                    "must be a causal LM (distil other objectives from hlm runs)")
+                    raise UserError(
+                        f"teacher {path} is a {archs or 'model of no stated architecture'}; a Hugging Face teacher "
+                        "must be a causal LM (distil other objectives from hlm runs)"
+                    )
                 if attention is not Attention.CAUSAL:
-                    raise UserError(f"teacher {path} is a Hugging Face causal LM and the objective trains {attention.value} rows; "
-                                    "distil it into a causal or prefix student, or distil from hlm runs")
+                    raise UserError(
+                        f"teacher {path} is a Hugging Face causal LM and the objective trains {attention.value} rows; "
+                        "distil it into a causal or prefix student, or distil from hlm runs"
+                    )
                 weights = sorted(Path(path).glob("*.safetensors"))
                 if not weights:
-                    raise UserError(f"teacher {path} has no .safetensors weights; hlm loads no pickled weights "
-                                    "(save it with save_pretrained(safe_serialization=True))")
+                    raise UserError(
+                        f"teacher {path} has no .safetensors weights; hlm loads no pickled weights "
+                        "(save it with save_pretrained(safe_serialization=True))"
+                    )
                 for w in weights:  # the header and the data's extent, read before the run folder is made
                     try:
                         with safe_open(str(w), "pt") as f:
                             f.keys()
                     except Exception as e:  # safetensors' own errors name the damage
-                        raise UserError(f"teacher {path}: {w.name} is not a readable safetensors file "
-                                        f"({str(e).splitlines()[0][:100]}); re-save the model") from None
+                        raise UserError(
+                            f"teacher {path}: {w.name} is not a readable safetensors file "
+                            f"({str(e).splitlines()[0][:100]}); re-save the model"
+                        ) from None
                 if load_tokenizer(path).get_vocab() != load_tokenizer(Path(data_dir)).get_vocab():
-                    raise UserError(f"teacher {path} has another vocabulary than the data's tokenizer; distil from models on the same tokenizer")
+                    raise UserError(
+                        f"teacher {path} has another vocabulary than the data's tokenizer; distil from models on "
+                        "the same tokenizer"
+                    )
                 continue
             run = RunDir(path)
             if not run.is_run() or not run.tokenizer_path.is_file():
-                raise UserError(f"--distill-from {path} is neither a hybridlm run nor a Hugging Face model folder (no config.json); "
-                                "give a trained run directory or a local causal LM")
+                raise UserError(
+                    f"--distill-from {path} is neither a hybridlm run nor a Hugging Face model folder (no "
+                    "config.json); "
+                    "give a trained run directory or a local causal LM"
+                )
             if tokenizer_hash(run.tokenizer_path) != data_tokenizer:
-                raise UserError(f"teacher {path} was trained with another tokenizer than the data; distil from runs on the same tokenizer")
+                raise UserError(
+                    f"teacher {path} was trained with another tokenizer than the data; distil from runs on the "
+                    "same tokenizer"
+                )
             if run.latest_checkpoint() is None:
                 raise UserError(f"teacher {path} has no checkpoint yet; train it first")
 
@@ -156,7 +172,9 @@ class Distiller:
         """KL(teacher || student) per position, of the tempered distributions (fp32)."""
         logits = student_logits.float() / self.temperature
         if masked_column is not None:
-            logits = logits.masked_fill(torch.arange(logits.shape[-1], device=logits.device) == masked_column, float("-inf"))
+            logits = logits.masked_fill(
+                torch.arange(logits.shape[-1], device=logits.device) == masked_column, float("-inf")
+            )
         log_q = F.log_softmax(logits, -1)
         log_p = teacher_p.clamp_min(1e-30).log()
         return torch.where(teacher_p > 0, teacher_p * (log_p - log_q), torch.zeros_like(log_q)).sum(-1)

@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from hybridlm.checkpoint import checkpoint_state
 from hybridlm.errors import UserError
-from hybridlm.files import building
+from hybridlm.files import building, check_out_folder
 from hybridlm.objectives import ExportView, Infill
-from hybridlm.runs import load_run
-from hybridlm.tokenizer import TOKENIZER_FILE, _write_hf_files, load_tokenizer, special_ids, with_bos
+from hybridlm.runs import RunDir, load_run
+from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, special_ids, with_bos, write_hf_files
 
 
 def llama_state_dict(model) -> dict[str, torch.Tensor]:
@@ -33,12 +34,19 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
         pre = f"model.layers.{i}."
         q, k, v = b.attn.qkv.weight.split(cfg.d_model, 0)
         gate, up = b.mlp.gate_up.weight.split(cfg.d_ffn, 0)
-        sd.update({
-            pre + "self_attn.q_proj.weight": q, pre + "self_attn.k_proj.weight": k, pre + "self_attn.v_proj.weight": v,
-            pre + "self_attn.o_proj.weight": b.attn.proj.weight,
-            pre + "mlp.gate_proj.weight": gate, pre + "mlp.up_proj.weight": up, pre + "mlp.down_proj.weight": b.mlp.down.weight,
-            pre + "input_layernorm.weight": b.attn_norm.weight, pre + "post_attention_layernorm.weight": b.mlp_norm.weight,
-        })
+        sd.update(
+            {
+                pre + "self_attn.q_proj.weight": q,
+                pre + "self_attn.k_proj.weight": k,
+                pre + "self_attn.v_proj.weight": v,
+                pre + "self_attn.o_proj.weight": b.attn.proj.weight,
+                pre + "mlp.gate_proj.weight": gate,
+                pre + "mlp.up_proj.weight": up,
+                pre + "mlp.down_proj.weight": b.mlp.down.weight,
+                pre + "input_layernorm.weight": b.attn_norm.weight,
+                pre + "post_attention_layernorm.weight": b.mlp_norm.weight,
+            }
+        )
     return {k: v.detach().float().contiguous().clone() for k, v in sd.items()}
 
 
@@ -76,7 +84,11 @@ def _export_masked(run, out: Path):
     for name in ("configuration_hybridlm.py", "modeling_hybridlm.py"):
         shutil.copyfile(templates / name, out / name)
     # the extra multi-token heads are training-only: an export is the next-token model
-    state = {k: v.detach().float().contiguous().clone() for k, v in run.model.state_dict().items() if not k.startswith("mtp.")}
+    state = {
+        k: v.detach().float().contiguous().clone()
+        for k, v in run.model.state_dict().items()
+        if not k.startswith("mtp.")
+    }
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     ids = special_ids()
     config = {
@@ -87,33 +99,30 @@ def _export_masked(run, out: Path):
         # GPT-BERT's layout: an MNTP model's logits at position i predict token i+1 (no shift in the
         # export), which the official pipeline's mntp backend reads at i-1 (score it with --backend mntp)
         "mntp": run.objective.capabilities.infill is Infill.NEXT_TOKEN,
-        "auto_map": {"AutoConfig": "configuration_hybridlm.HybridLMConfig",
-                     "AutoModelForMaskedLM": "modeling_hybridlm.HybridLMForMaskedLM"},
-        "bos_token_id": ids["bos"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"],
+        "auto_map": {
+            "AutoConfig": "configuration_hybridlm.HybridLMConfig",
+            "AutoModelForMaskedLM": "modeling_hybridlm.HybridLMForMaskedLM",
+        },
+        "bos_token_id": ids["bos"],
+        "eos_token_id": ids["eos"],
+        "pad_token_id": ids["pad"],
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
     }
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    _write_tokenizer(run.run.tokenizer_path, out)
+    _write_tokenizer(run.dir.tokenizer_path, out)
 
 
 def _write_tokenizer(src: Path, out: Path):
     with_bos(load_tokenizer(src)).save(str(out / TOKENIZER_FILE))
-    _write_hf_files(out)
-
-
-def _check_out(out: Path) -> None:
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise UserError(f"--out {out} exists and is not a folder; choose a new --out")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose a new --out")
+    write_hf_files(out)
 
 
 def export_run(run_dir, out_dir, checkpoint: str | None = None) -> Path:
     """Write the run (its latest checkpoint, or `checkpoint`) as the Hugging Face model(s) its
     objective exports to (`Objective.export_*`)."""
     out = Path(out_dir)
-    _check_out(out)
+    check_out_folder(out)
     run = load_run(run_dir, checkpoint=checkpoint)
     if not run.objective.capabilities.export:
         raise UserError(f"a {run.objective.name} run has no Hugging Face export")
@@ -127,15 +136,26 @@ def _write_export(run, out: Path) -> None:
     if ExportView.CAUSAL_LM in caps.export:
         save_file(llama_state_dict(run.model), str(out / "model.safetensors"), metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(llama_config(run.model), indent=2))
-        (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2))
+        (out / "generation_config.json").write_text(
+            json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2)
+        )
     if caps.masked_lm_folder is not None:
         # bidirectional attention: a small trust_remote_code class (AutoModelForMaskedLM); a hybrid
         # run gets both, the masked view in a sub-folder (GPT-BERT's two modes of one model)
         _export_masked(run, out / caps.masked_lm_folder)
-    _write_tokenizer(run.run.tokenizer_path, out)
-    (out / "hybridlm.json").write_text(json.dumps({"objective": objective.name, "options": run.cfg.objective_options(),
-                                                   "step": run.step, "words_seen": run.words_seen,
-                                                   "source": str(run.path)}, indent=2))
+    _write_tokenizer(run.dir.tokenizer_path, out)
+    (out / "hybridlm.json").write_text(
+        json.dumps(
+            {
+                "objective": objective.name,
+                "options": run.config.objective_options(),
+                "step": run.step,
+                "words_seen": run.words_seen,
+                "source": str(run.path),
+            },
+            indent=2,
+        )
+    )
 
 
 # ---------------------------------------------------------------- BabyLM 2025: one branch per checkpoint
@@ -143,14 +163,28 @@ HUB_CACHE = ".hub-cache"  # inside the exported repository, ignored by its git
 
 
 def _git(repo: Path, *args) -> str:
-    cmd = ["git", "-C", str(repo), "-c", "user.name=hybridlm", "-c", "user.email=hybridlm@localhost",
-           "-c", "commit.gpgsign=false", *args]
+    cmd = [
+        "git",
+        "-C",
+        str(repo),
+        "-c",
+        "user.name=hybridlm",
+        "-c",
+        "user.email=hybridlm@localhost",
+        "-c",
+        "commit.gpgsign=false",
+        *args,
+    ]
     try:
         return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
     except FileNotFoundError:
-        raise UserError("--all-checkpoints needs git on the PATH (it writes a git repository with one branch per checkpoint)") from None
+        raise UserError(
+            "--all-checkpoints needs git on the PATH (it writes a git repository with one branch per checkpoint)"
+        ) from None
     except subprocess.CalledProcessError as e:
-        raise UserError(f"git {args[0]} failed in {repo}: {(e.stderr or e.stdout).strip().splitlines()[-1][:160]}") from None
+        raise UserError(
+            f"git {args[0]} failed in {repo}: {(e.stderr or e.stdout).strip().splitlines()[-1][:160]}"
+        ) from None
 
 
 def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list[str]:
@@ -161,18 +195,17 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list
     `from_pretrained(repo_id, revision="chck_2M", cache_dir="OUT/.hub-cache")` loads a branch with
     no network (and the official pipeline's --revision_name works with HF_HUB_CACHE=OUT/.hub-cache).
     Returns the branches written besides main."""
-    from hybridlm.checkpoint import checkpoint_state
-    from hybridlm.runs import RunDir
-
     run = RunDir(run_dir).require()
     found = run.words_checkpoints()
     if not found:
-        raise UserError(f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule")
+        raise UserError(
+            f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule"
+        )
     out = Path(out_dir)
-    _check_out(out)
+    check_out_folder(out)
     repo_id = repo_id or f"hybridlm/{Path(run_dir).resolve().name}"
     latest = run.latest_checkpoint()
-    plan = [(p.name, "chck_" + p.name[len("words_"):], s.get("words_seen")) for p, s in found]
+    plan = [(p.name, "chck_" + p.name[len("words_") :], s.get("words_seen")) for p, s in found]
     if latest is not None and checkpoint_state(latest).get("step", 0) > found[-1][1].get("step", 0):
         plan.append((latest.name, None, None))  # the final weights, past the last threshold: main only
     with building(out) as repo:  # a killed export leaves no repository that looks complete at OUT
@@ -181,7 +214,9 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list
         (repo / ".git" / "info").mkdir(parents=True, exist_ok=True)
         with open(repo / ".git" / "info" / "exclude", "a") as f:
             f.write(f"/{HUB_CACHE}/\n")
-        (repo / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")  # as hub repositories have
+        (repo / ".gitattributes").write_text(
+            "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+        )  # as hub repositories have
         cache = repo / HUB_CACHE / ("models--" + repo_id.replace("/", "--"))
         (cache / "refs").mkdir(parents=True)
         for name, branch, words in plan:
@@ -190,7 +225,9 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
             _write_export(load_run(run_dir, checkpoint=name), repo)
             _git(repo, "add", "-A")
-            _git(repo, "commit", "-q", "-m", f"{name}" + (f": {words:,} words seen" if words is not None else " (final)"))
+            _git(
+                repo, "commit", "-q", "-m", f"{name}" + (f": {words:,} words seen" if words is not None else " (final)")
+            )
             sha = _git(repo, "rev-parse", "HEAD")
             if branch:
                 _git(repo, "branch", "-f", branch)

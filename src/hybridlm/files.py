@@ -23,14 +23,25 @@ def refuse_symlink(path: Path) -> Path:
 
 
 # the files of a tokenizer or model folder (an export, a tokenizer, a run): never an output's name
-OWN_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json", "model.safetensors",
-             "generation_config.json", "hybridlm.json", "manifest.json", "metrics.jsonl")
+OWN_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config.json",
+    "model.safetensors",
+    "generation_config.json",
+    "hybridlm.json",
+    "manifest.json",
+    "metrics.jsonl",
+)
 
 
 def folder_kind(folder: Path) -> str | None:
     """'run' or 'prepared data' when `folder` is one of those hlm folders, else None."""
     folder = Path(folder)
-    if (folder / "config.json").is_file() and ((folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file()):
+    if (folder / "config.json").is_file() and (
+        (folder / "checkpoints").is_dir() or (folder / "metrics.jsonl").is_file()
+    ):
         return "run"
     if (folder / "manifest.json").is_file():
         return "prepared data"
@@ -47,6 +58,16 @@ def inside_hlm_folder(path) -> tuple[Path, str] | None:
     return None
 
 
+def check_out_folder(out, busy: str = "choose a new --out", ignore=()) -> None:
+    """An --out folder hlm may fill: absent or empty (names in `ignore` aside), never a file or a link.
+    busy: what to say when it holds files."""
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out} is not a folder; choose a new --out")
+    if out.is_dir() and any(p.name not in ignore for p in out.iterdir()):
+        raise UserError(f"--out {out} is not empty; {busy}")
+
+
 def check_output_file(path, flag: str = "--json") -> None:
     """An output file never lands on an input: not inside a run or prepared data (their own files,
     whatever the name), never named as a tokenizer's or model's own file."""
@@ -54,10 +75,14 @@ def check_output_file(path, flag: str = "--json") -> None:
     found = inside_hlm_folder(path.parent)
     if found:
         folder, kind = found
-        raise UserError(f"{flag} {path} is inside the {kind} folder {folder}, whose files hlm manages (a run keeps its "
-                        f"results in RUN/eval/ by itself); write it elsewhere")
+        raise UserError(
+            f"{flag} {path} is inside the {kind} folder {folder}, whose files hlm manages (a run keeps its "
+            f"results in RUN/eval/ by itself); write it elsewhere"
+        )
     if path.name in OWN_FILES and (path.parent / "tokenizer.json").is_file():
-        raise UserError(f"{flag} {path} would replace a file of the model or tokenizer in {path.parent}; write it elsewhere")
+        raise UserError(
+            f"{flag} {path} would replace a file of the model or tokenizer in {path.parent}; write it elsewhere"
+        )
 
 
 def no_space(path, e: BaseException) -> UserError | None:
@@ -67,8 +92,10 @@ def no_space(path, e: BaseException) -> UserError | None:
     if code is None and (m := re.search(r"os error (\d+)", str(e))):
         code = int(m.group(1))
     if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return UserError(f"could not write {path}: {os.strerror(code).lower()} (a full disk or a file-size limit); "
-                         "free space and run it again (nothing already there was changed)")
+        return UserError(
+            f"could not write {path}: {os.strerror(code).lower()} (a full disk or a file-size limit); "
+            "free space and run it again (nothing already there was changed)"
+        )
     return None
 
 
@@ -85,8 +112,11 @@ def refuse_links_in(folder, flag: str = "--out") -> None:
     folder = Path(folder)
     links = [p.name for p in folder.iterdir() if p.is_symlink()] if folder.is_dir() and not folder.is_symlink() else []
     if folder.is_symlink() or links:
-        what = (f"{folder} is a symbolic link" if folder.is_symlink()
-                else f"{folder} holds symbolic links ({', '.join(sorted(links)[:3])})")
+        what = (
+            f"{folder} is a symbolic link"
+            if folder.is_symlink()
+            else f"{folder} holds symbolic links ({', '.join(sorted(links)[:3])})"
+        )
         raise UserError(f"{flag}: {what}; hlm does not write through links (remove them, or choose a new {flag})")
 
 
@@ -110,9 +140,12 @@ def data_lock(folder, exclusive: bool):
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{folder} is being read by a training run; let it finish (or stop it) before rewriting the "
-                            "data, or prepare into a new --out" if exclusive else
-                            f"{folder} is being rewritten by hlm prepare; train once it has finished") from None
+            raise UserError(
+                f"{folder} is being read by a training run; let it finish (or stop it) before rewriting the "
+                "data, or prepare into a new --out"
+                if exclusive
+                else f"{folder} is being rewritten by hlm prepare; train once it has finished"
+            ) from None
         yield
     finally:
         os.close(fd)
@@ -133,7 +166,7 @@ def building(out: Path):
         except OSError as e:
             if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                 raise UserError(f"{out} was filled by another process meanwhile; choose a new --out") from None
-            raise no_space(out, e) or e
+            raise no_space(out, e) or e from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.files import read_jsonl
+from hybridlm.hf import load_hf_model, load_hf_tokenizer
 from hybridlm.model import AttentionSpec
 from hybridlm.objectives import Attention
 from hybridlm.runtime import autocast_for, warmup_cosine
@@ -58,7 +59,7 @@ class FinetuneConfig:
     seeds: int = 1
     precision: str = "auto"  # auto: bf16 autocast where the hardware has it (as training), else fp32
 
-    def resolved(self, task: str) -> "FinetuneConfig":
+    def resolved(self, task: str) -> FinetuneConfig:
         c = FinetuneConfig(**asdict(self))
         c.batch_size = c.batch_size or (16 if task in ("boolq", "multirc") else 32)
         c.epochs = c.epochs or (30 if task == "wsc" else 10)
@@ -68,7 +69,9 @@ class FinetuneConfig:
         if c.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"unknown precision {c.precision!r} (choose auto, bf16 or fp32)")
         if not (0 <= c.dropout < 1 and 0 <= c.warmup_fraction < 1 and 0 <= c.min_lr_ratio <= 1 and c.weight_decay >= 0):
-            raise UserError("--dropout and --warmup-fraction must lie in [0, 1), --min-lr-ratio in [0, 1], --weight-decay >= 0")
+            raise UserError(
+                "--dropout and --warmup-fraction must lie in [0, 1), --min-lr-ratio in [0, 1], --weight-decay >= 0"
+            )
         return c
 
 
@@ -97,7 +100,10 @@ def find_files(data_dir, task: str) -> tuple[Path, Path]:
         train, valid = folder / f"{task}.train.jsonl", folder / f"{task}.valid.jsonl"
         if train.is_file() and valid.is_file():
             return train, valid
-    raise UserError(f"no {task}.train.jsonl and {task}.valid.jsonl under {root} (e.g. ../shared/data/babylm-2025/full_eval/glue_filtered)")
+    raise UserError(
+        f"no {task}.train.jsonl and {task}.valid.jsonl under {root} (e.g. "
+        "../shared/data/babylm-2025/full_eval/glue_filtered)"
+    )
 
 
 # ---------------------------------------------------------------- models
@@ -135,16 +141,14 @@ class RunClassifier(nn.Module):
 class HFClassifier(nn.Module):
     def __init__(self, path, n_labels: int, dropout: float, trust_remote_code: bool = False):
         super().__init__()
-        import transformers
-
-        try:
-            self.tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-            self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=n_labels, local_files_only=True, trust_remote_code=trust_remote_code)
-        except (ValueError, OSError, KeyError) as e:
-            raise UserError(f"cannot load {path} as a sequence classifier: {str(e).splitlines()[0][:160]}") from None
+        _, self.model = load_hf_model(
+            path, "AutoModelForSequenceClassification", "a sequence classifier", trust_remote_code, num_labels=n_labels
+        )
+        self.tok = load_hf_tokenizer(path, trust_remote_code)
         if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+            self.model.config.pad_token_id = (
+                self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+            )
         self.max_len = getattr(self.model.config, "max_position_embeddings", 512)
 
     def encode(self, texts, max_length):
@@ -157,7 +161,9 @@ class HFClassifier(nn.Module):
 
 
 # ---------------------------------------------------------------- training
-def majority_baseline(train_labels: list[int], valid_labels: list[int], n_classes: int, metric: str) -> tuple[int, float]:
+def majority_baseline(
+    train_labels: list[int], valid_labels: list[int], n_classes: int, metric: str
+) -> tuple[int, float]:
     """(class, score): the baseline a classifier must beat — always the training set's most frequent
     class, scored on the validation labels with the task's metric (for MRPC and QQP, the F1 of
     always answering "paraphrase" / "duplicate" when that is the more frequent class)."""
@@ -182,7 +188,11 @@ def _batches(examples, size, generator=None):
     if generator is not None:
         order = torch.randperm(len(examples), generator=generator).tolist()
         window = 50 * size
-        order = [j for w in range(0, len(order), window) for j in sorted(order[w : w + window], key=lambda j: len(examples[j][0]))]
+        order = [
+            j
+            for w in range(0, len(order), window)
+            for j in sorted(order[w : w + window], key=lambda j: len(examples[j][0]))
+        ]
         chunks = [order[i : i + size] for i in range(0, len(order), size)]
         order = [j for k in torch.randperm(len(chunks), generator=generator).tolist() for j in chunks[k]]
     for i in range(0, len(order), size):
@@ -205,7 +215,9 @@ def _predict(model, examples, device, amp, size=64) -> list[int]:
     return out
 
 
-def finetune_once(make_model, task: str, train, valid, cfg: FinetuneConfig, seed: int, device="cpu", progress=True) -> dict:
+def finetune_once(
+    make_model, task: str, train, valid, cfg: FinetuneConfig, seed: int, device="cpu", progress=True
+) -> dict:
     _, n_labels, metric = TASKS[task]
     torch.manual_seed(seed)
     model = make_model(n_labels).to(device)
@@ -214,7 +226,8 @@ def finetune_once(make_model, task: str, train, valid, cfg: FinetuneConfig, seed
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(train_x) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: warmup_cosine(step, steps, 1.0, cfg.warmup_fraction, cfg.min_lr_ratio))
+        opt, lambda step: warmup_cosine(step, steps, 1.0, cfg.warmup_fraction, cfg.min_lr_ratio)
+    )
     amp, _ = autocast_for(cfg.precision, torch.device(device))
     g = torch.Generator().manual_seed(seed)
     history, best = [], None
@@ -246,10 +259,22 @@ def finetune(make_model, task: str, data_dir, cfg: FinetuneConfig, device="cpu",
     cfg = cfg.resolved(task)
     train_file, valid_file = find_files(data_dir, task)
     train, valid = load_split(train_file, task), load_split(valid_file, task)
-    runs = [finetune_once(make_model, task, train, valid, cfg, cfg.seed + k, device, progress) for k in range(cfg.seeds)]
+    runs = [
+        finetune_once(make_model, task, train, valid, cfg, cfg.seed + k, device, progress) for k in range(cfg.seeds)
+    ]
     values = [r["value"] for r in runs]
     _, _, metric = TASKS[task]
     majority_class, majority = majority_baseline([y for _, y in train], [y for _, y in valid], TASKS[task][1], metric)
-    return {"model": name, "task": task, "metric": metric, "value": statistics.mean(values),
-            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0, "n_train": len(train), "n_valid": len(valid),
-            "majority_baseline": majority, "majority_class": majority_class, "config": asdict(cfg), "seeds": runs}
+    return {
+        "model": name,
+        "task": task,
+        "metric": metric,
+        "value": statistics.mean(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "majority_baseline": majority,
+        "majority_class": majority_class,
+        "config": asdict(cfg),
+        "seeds": runs,
+    }

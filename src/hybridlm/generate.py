@@ -41,8 +41,20 @@ def _forbid(logits, ids):
 
 
 @torch.no_grad()
-def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
-                    use_cache=True, stop_ids=(), forbid_ids=(), generator=None, prompt_as_prefix=False) -> list[int]:
+def generate_causal(
+    model,
+    prompt_ids: list[int],
+    max_new_tokens=50,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    use_cache=True,
+    stop_ids=(),
+    forbid_ids=(),
+    generator=None,
+    prompt_as_prefix=False,
+) -> list[int]:
     """Autoregressive sampling; returns the new token ids. prompt_as_prefix: the prompt is read
     bidirectionally (a prefix LM), what follows it left to right."""
     limit = model.cfg.max_seq_len
@@ -71,8 +83,21 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, temperature
 
 
 @torch.no_grad()
-def unmask(model, ids: list[int], mask_id: int, steps=32, order="confidence", temperature=1.0, top_k=0, top_p=1.0,
-           min_p=0.0, shift=0, forbid_ids=(), generator=None, unmask_fraction=None) -> list[int]:
+def unmask(
+    model,
+    ids: list[int],
+    mask_id: int,
+    steps=32,
+    order="confidence",
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    shift=0,
+    forbid_ids=(),
+    generator=None,
+    unmask_fraction=None,
+) -> list[int]:
     """Fill every <mask> in `ids` over `steps` rounds of iterative unmasking (MDLM-style).
 
     Round t -> t_next reveals the share unmask_fraction(t, t_next) of the masked positions: the
@@ -123,21 +148,42 @@ def generate_text(run, prompt: str, max_new_tokens=50, steps=32, order="confiden
     prompt_ids = [tok.token_to_id(BOS)] + (tok.encode(prompt, add_special_tokens=False).ids if prompt else [])
     caps = objective.capabilities
     if caps.generation is Generation.CAUSAL:
-        new = generate_causal(model, prompt_ids, max_new_tokens, stop_ids=stop, forbid_ids=[i for i in specials if i not in stop],
-                              generator=g, prompt_as_prefix=caps.prompt_as_prefix, **sampling)
+        new = generate_causal(
+            model,
+            prompt_ids,
+            max_new_tokens,
+            stop_ids=stop,
+            forbid_ids=[i for i in specials if i not in stop],
+            generator=g,
+            prompt_as_prefix=caps.prompt_as_prefix,
+            **sampling,
+        )
     elif caps.generation is Generation.UNMASK:
         mask = tok.token_to_id(MASK)
         n = min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
-        out = unmask(model, prompt_ids + [mask] * n, mask, steps, order, forbid_ids=specials, generator=g,
-                     unmask_fraction=objective.unmask_fraction, shift=caps.infill.shift or 0, **sampling)
-        new = out[len(prompt_ids):]
+        out = unmask(
+            model,
+            prompt_ids + [mask] * n,
+            mask,
+            steps,
+            order,
+            forbid_ids=specials,
+            generator=g,
+            unmask_fraction=objective.unmask_fraction,
+            shift=caps.infill.shift or 0,
+            **sampling,
+        )
+        new = out[len(prompt_ids) :]
     else:
-        raise UserError(f"a {objective.name} model does not generate text; use hlm infill"
-                        if caps.infill is not Infill.NONE else f"a {objective.name} model does not generate text")
+        raise UserError(
+            f"a {objective.name} model does not generate text; use hlm infill"
+            if caps.infill is not Infill.NONE
+            else f"a {objective.name} model does not generate text"
+        )
     # decoded together with the prompt: a first token that continues the prompt's last word stays
     # attached to it, and one that starts a new word keeps its space
     before, after = tok.decode(prompt_ids[1:]), tok.decode(prompt_ids[1:] + new)
-    return after[len(before):] if after.startswith(before) else " " + tok.decode(new)
+    return after[len(before) :] if after.startswith(before) else " " + tok.decode(new)
 
 
 def infill_text(run, text: str, span: int = 1, steps=None, order="confidence", seed=0, **sampling) -> str:
@@ -159,8 +205,18 @@ def infill_text(run, text: str, span: int = 1, steps=None, order="confidence", s
         raise UserError(f"the text is {len(ids)} tokens, longer than the model's {model.cfg.max_seq_len}")
     _, specials = _stop_and_forbid(tok)
     n_masks = ids.count(mask)
-    out = unmask(model, ids, mask, steps or n_masks, order, shift=objective.capabilities.infill.shift, forbid_ids=specials,
-                 generator=torch.Generator().manual_seed(seed), unmask_fraction=objective.unmask_fraction, **sampling)
+    out = unmask(
+        model,
+        ids,
+        mask,
+        steps or n_masks,
+        order,
+        shift=objective.capabilities.infill.shift,
+        forbid_ids=specials,
+        generator=torch.Generator().manual_seed(seed),
+        unmask_fraction=objective.unmask_fraction,
+        **sampling,
+    )
     return tok.decode(out[1:]).strip()
 
 
@@ -169,8 +225,12 @@ def sample_text(run, prompt: str, infill_template: str, max_new_tokens: int, see
     generates, the template's <mask>s filled where it only infills (greedily)."""
     caps = run.objective.capabilities
     if caps.generation is not Generation.NONE:
-        return prompt + generate_text(run, prompt, max_new_tokens=max_new_tokens, steps=max_new_tokens, seed=seed,
-                                      **sampling).rstrip()
+        return (
+            prompt
+            + generate_text(
+                run, prompt, max_new_tokens=max_new_tokens, steps=max_new_tokens, seed=seed, **sampling
+            ).rstrip()
+        )
     if caps.infill is not Infill.NONE:
         return infill_text(run, infill_template, temperature=0.0, seed=seed).strip()
     return "(this objective neither generates nor infills)"

@@ -13,28 +13,84 @@ import random
 from pathlib import Path
 
 # (singular, plural, gender: m/f/n for reflexives)
-PEOPLE = [("boy", "boys", "m"), ("girl", "girls", "f"), ("man", "men", "m"), ("woman", "women", "f"),
-          ("king", "kings", "m"), ("queen", "queens", "f"), ("teacher", "teachers", "n"), ("farmer", "farmers", "n"),
-          ("child", "children", "n"), ("doctor", "doctors", "n"), ("sailor", "sailors", "n"), ("baker", "bakers", "n")]
-ANIMALS = [("cat", "cats"), ("dog", "dogs"), ("bird", "birds"), ("horse", "horses"), ("mouse", "mice"),
-           ("fox", "foxes"), ("rabbit", "rabbits"), ("sheep", "sheep"), ("wolf", "wolves"), ("goose", "geese")]
-THINGS = [("ball", "balls"), ("book", "books"), ("apple", "apples"), ("house", "houses"), ("tree", "trees"),
-          ("box", "boxes"), ("letter", "letters"), ("garden", "gardens"), ("river", "rivers"), ("cake", "cakes"),
-          ("window", "windows"), ("song", "songs"), ("stone", "stones"), ("bridge", "bridges")]
+PEOPLE = [
+    ("boy", "boys", "m"),
+    ("girl", "girls", "f"),
+    ("man", "men", "m"),
+    ("woman", "women", "f"),
+    ("king", "kings", "m"),
+    ("queen", "queens", "f"),
+    ("teacher", "teachers", "n"),
+    ("farmer", "farmers", "n"),
+    ("child", "children", "n"),
+    ("doctor", "doctors", "n"),
+    ("sailor", "sailors", "n"),
+    ("baker", "bakers", "n"),
+]
+ANIMALS = [
+    ("cat", "cats"),
+    ("dog", "dogs"),
+    ("bird", "birds"),
+    ("horse", "horses"),
+    ("mouse", "mice"),
+    ("fox", "foxes"),
+    ("rabbit", "rabbits"),
+    ("sheep", "sheep"),
+    ("wolf", "wolves"),
+    ("goose", "geese"),
+]
+THINGS = [
+    ("ball", "balls"),
+    ("book", "books"),
+    ("apple", "apples"),
+    ("house", "houses"),
+    ("tree", "trees"),
+    ("box", "boxes"),
+    ("letter", "letters"),
+    ("garden", "gardens"),
+    ("river", "rivers"),
+    ("cake", "cakes"),
+    ("window", "windows"),
+    ("song", "songs"),
+    ("stone", "stones"),
+    ("bridge", "bridges"),
+]
 DET_SG = ["the", "a", "this", "that", "every", "one"]
 DET_PL = ["the", "these", "those", "some", "many", "two", "few"]
 ADJ = ["big", "small", "old", "young", "red", "green", "quiet", "happy", "tired", "clever", "brave", "little", "dark"]
 # (3sg, plural/base, past)
-TRANSITIVE = [("sees", "see", "saw"), ("likes", "like", "liked"), ("finds", "find", "found"), ("holds", "hold", "held"),
-              ("watches", "watch", "watched"), ("wants", "want", "wanted"), ("carries", "carry", "carried"),
-              ("follows", "follow", "followed"), ("remembers", "remember", "remembered")]
-INTRANSITIVE = [("sleeps", "sleep", "slept"), ("runs", "run", "ran"), ("sings", "sing", "sang"), ("laughs", "laugh", "laughed"),
-                ("waits", "wait", "waited"), ("arrives", "arrive", "arrived"), ("falls", "fall", "fell"), ("smiles", "smile", "smiled")]
+TRANSITIVE = [
+    ("sees", "see", "saw"),
+    ("likes", "like", "liked"),
+    ("finds", "find", "found"),
+    ("holds", "hold", "held"),
+    ("watches", "watch", "watched"),
+    ("wants", "want", "wanted"),
+    ("carries", "carry", "carried"),
+    ("follows", "follow", "followed"),
+    ("remembers", "remember", "remembered"),
+]
+INTRANSITIVE = [
+    ("sleeps", "sleep", "slept"),
+    ("runs", "run", "ran"),
+    ("sings", "sing", "sang"),
+    ("laughs", "laugh", "laughed"),
+    ("waits", "wait", "waited"),
+    ("arrives", "arrive", "arrived"),
+    ("falls", "fall", "fell"),
+    ("smiles", "smile", "smiled"),
+]
 PREP = ["near", "behind", "under", "beside", "with", "by"]
 ADV = ["quickly", "slowly", "often", "again", "today", "quietly"]
 PLACES = ["in the garden", "by the river", "at home", "in the morning", "after dinner", "near the bridge"]
-REFLEXIVE = {("m", False): "himself", ("f", False): "herself", ("n", False): None, ("m", True): "themselves",
-             ("f", True): "themselves", ("n", True): "themselves"}
+REFLEXIVE = {
+    ("m", False): "himself",
+    ("f", False): "herself",
+    ("n", False): None,
+    ("m", True): "themselves",
+    ("f", True): "themselves",
+    ("n", True): "themselves",
+}
 
 
 class Grammar:
@@ -187,8 +243,16 @@ def minimal_pairs(n_per_paradigm: int, seed: int = 1) -> list[dict]:
     for uid, (field, make) in PARADIGMS.items():
         for i in range(n_per_paradigm):
             good, bad = make(g)
-            rows.append({"sentence_good": good[0].upper() + good[1:], "sentence_bad": bad[0].upper() + bad[1:],
-                         "UID": uid, "field": field, "linguistics_term": uid.split("_")[0], "pairID": str(i)})
+            rows.append(
+                {
+                    "sentence_good": good[0].upper() + good[1:],
+                    "sentence_bad": bad[0].upper() + bad[1:],
+                    "UID": uid,
+                    "field": field,
+                    "linguistics_term": uid.split("_")[0],
+                    "pairID": str(i),
+                }
+            )
     return rows
 
 

@@ -56,7 +56,9 @@ class TokenCE(LossTerm):
         self.z_loss = z_loss
 
     def __call__(self, model, s, loss):
-        loss, ce = linear_cross_entropy(s.hidden, model.output_weight, s.targets, s.weights, self.z_loss, s.masked_column)
+        loss, ce = linear_cross_entropy(
+            s.hidden, model.output_weight, s.targets, s.weights, self.z_loss, s.masked_column
+        )
         causal_rows = s.batch.attention.causal_rows(len(s.batch), s.scored.device)
         L = s.batch.loss_weights.shape[1]
         causal = causal_rows.repeat_interleave(L).index_select(0, s.scored)
@@ -76,9 +78,14 @@ class MultiTokenHeads(LossTerm):
         metrics = {}
         for k, head in enumerate(s.heads):
             head_weights = s.batch.extra_weights[..., k].reshape(-1)
-            head_loss, head_ce = linear_cross_entropy(head.reshape(-1, head.shape[-1]), model.output_weight,
-                                                      s.batch.extra_targets[..., k].reshape(-1), head_weights, 0.0,
-                                                      s.masked_column)
+            head_loss, head_ce = linear_cross_entropy(
+                head.reshape(-1, head.shape[-1]),
+                model.output_weight,
+                s.batch.extra_targets[..., k].reshape(-1),
+                head_weights,
+                0.0,
+                s.masked_column,
+            )
             loss = loss + head_loss
             has = (head_weights > 0).float()
             metrics[f"ce_mtp{k + 2}"] = ((head_ce * has).sum(), has.sum())
@@ -122,8 +129,15 @@ class TrainingLoss(torch.nn.Module):
         # every position scored (causal): a reshape, not a gather whose backward zero-fills and scatters
         h = flat if scored.numel() == flat.shape[0] else flat.index_select(0, scored)
         masked_column = SPECIAL["mask"] if objective.capabilities.forbid_mask_prediction else None
-        s = Scored(batch, h, heads, scored, batch.loss_weights.reshape(-1).index_select(0, scored),
-                   batch.targets.reshape(-1).index_select(0, scored), masked_column)
+        s = Scored(
+            batch,
+            h,
+            heads,
+            scored,
+            batch.loss_weights.reshape(-1).index_select(0, scored),
+            batch.targets.reshape(-1).index_select(0, scored),
+            masked_column,
+        )
         loss, metrics = None, {}
         for term in self.terms:
             if train or not term.train_only:
@@ -141,8 +155,13 @@ def build_loss(cfg, model, objective: Objective, device) -> TrainingLoss:
     multi-token heads when the model has them."""
     terms: list[LossTerm] = [TokenCE(cfg.z_loss)]
     if cfg.distill_from:
-        terms.append(Distillation(Distiller.from_paths(cfg.distill_from, cfg.data, cfg.max_len(), device,
-                                                       cfg.distill_alpha, cfg.distill_temperature)))
+        terms.append(
+            Distillation(
+                Distiller.from_paths(
+                    cfg.distill_from, cfg.data, cfg.max_len(), device, cfg.distill_alpha, cfg.distill_temperature
+                )
+            )
+        )
     if len(model.mtp):
         terms.append(MultiTokenHeads())
     return TrainingLoss(model, objective, terms)

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+from hybridlm.errors import UserError
+
 
 @dataclass
 class ModelConfig:
@@ -159,7 +161,7 @@ class AttentionSpec:
     def tensors(self) -> tuple:
         return self.is_causal, self.document_ids, self.prefix_lengths
 
-    def simplify(self) -> "AttentionSpec":
+    def simplify(self) -> AttentionSpec:
         """The same attention with what changes nothing dropped: one mode for every row becomes a
         bool, one document per row and all-zero prefixes become None, so that SDPA's mask-free (flash)
         kernels apply. It reads the tensors' values, so callers do it where they live (the host, in
@@ -175,7 +177,7 @@ class AttentionSpec:
             is_causal = bool(is_causal[0]) if len(is_causal) else True
         return AttentionSpec(is_causal, document_ids, prefix_lengths)
 
-    def map(self, fn) -> "AttentionSpec":
+    def map(self, fn) -> AttentionSpec:
         """The spec with `fn` applied to each of its tensors (moving, selecting rows)."""
         return AttentionSpec(*(fn(x) if isinstance(x, torch.Tensor) else x for x in self.tensors()))
 
@@ -213,8 +215,11 @@ def as_attention(attention) -> AttentionSpec:
 
 def _block_mask(is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: int, device) -> BlockMask:
     """The dense mask's rule as a FlexAttention mask_mod, evaluated block-sparsely."""
-    rows = max(len(is_causal), 1 if document_ids is None else len(document_ids),
-               1 if prefix_lengths is None else len(prefix_lengths))
+    rows = max(
+        len(is_causal),
+        1 if document_ids is None else len(document_ids),
+        1 if prefix_lengths is None else len(prefix_lengths),
+    )
     is_causal = is_causal.expand(rows)
     prefix = prefix_lengths if prefix_lengths is not None else torch.zeros(rows, dtype=torch.long, device=device)
 
@@ -233,8 +238,10 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         # extra heads for t+2.. (training only: generation, scoring and exports use the next-token head)
-        self.mtp = nn.ModuleList(nn.ModuleDict({"block": Block(cfg), "norm": RMSNorm(cfg.d_model, cfg.norm_eps)})
-                                 for _ in range(cfg.mtp_heads - 1))
+        self.mtp = nn.ModuleList(
+            nn.ModuleDict({"block": Block(cfg), "norm": RMSNorm(cfg.d_model, cfg.norm_eps)})
+            for _ in range(cfg.mtp_heads - 1)
+        )
         cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -267,8 +274,15 @@ class Transformer(nn.Module):
                 return F.linear(hidden.float(), self.embed.weight.float())
         return F.linear(hidden, self.embed.weight)
 
-    def forward(self, input_ids, attention: AttentionSpec | bool = True, kv_caches=None, start_pos: int = 0,
-                logits: bool = False, mtp: bool = False):
+    def forward(
+        self,
+        input_ids,
+        attention: AttentionSpec | bool = True,
+        kv_caches=None,
+        start_pos: int = 0,
+        logits: bool = False,
+        mtp: bool = False,
+    ):
         """Final hidden states [B, T, D] (after the last norm); with logits=True the logits [B, T, V].
 
         The loss is not computed here: the training loss calls the fused head + cross-entropy
@@ -299,8 +313,6 @@ class Transformer(nn.Module):
 
 def check_model_overrides(overrides) -> None:
     """Keys and values of `model = {...}` overrides, checked before anything is built or written."""
-    from hybridlm.errors import UserError
-
     if not isinstance(overrides, dict):
         raise UserError(f"model overrides must be a table / mapping, e.g. {{n_layer = 4}} (got {overrides!r})")
     valid = {k: f.type for k, f in ModelConfig.__dataclass_fields__.items() if k != "vocab_size"}
@@ -308,7 +320,11 @@ def check_model_overrides(overrides) -> None:
         if key not in valid:
             raise UserError(f"unknown model key {key!r} (valid: {', '.join(valid)})")
         want = int if valid[key] in (int, "int") else float
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not isinstance(value, int)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (want is int and not isinstance(value, int))
+        ):
             raise UserError(f"model key {key} must be a positive {want.__name__} (got {value!r})")
         if not value > 0 or not math.isfinite(value) or (want is int and value > 1_000_000):
             raise UserError(f"model key {key} must be a positive {want.__name__} (got {value!r})")
@@ -316,8 +332,6 @@ def check_model_overrides(overrides) -> None:
 
 def build_model(preset: str, vocab_size: int, overrides: dict | None = None, min_seq_len: int = 0) -> Transformer:
     """The preset with `overrides`; the context is at least min_seq_len (the training length)."""
-    from hybridlm.errors import UserError
-
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (choose one of: {', '.join(PRESETS)})")
     check_model_overrides(overrides or {})

@@ -61,8 +61,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_ce):
         grad_h, grad_w = ctx.saved_tensors
-        return ((grad_h * grad_loss).to(ctx.hidden_dtype), (grad_w * grad_loss).to(ctx.weight_dtype),
-                None, None, None, None, None, None)
+        return (
+            (grad_h * grad_loss).to(ctx.hidden_dtype),
+            (grad_w * grad_loss).to(ctx.weight_dtype),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def linear_cross_entropy(hidden, weight, targets, weights, z_loss: float = 0.0, masked_column: int | None = None):
@@ -79,5 +87,6 @@ def linear_cross_entropy(hidden, weight, targets, weights, z_loss: float = 0.0, 
     # for two more matmuls per chunk
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(device_type, enabled=False):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, weights, float(z_loss), masked_column, compute_dtype,
-                                         needs_grad)
+        return _LinearCrossEntropy.apply(
+            hidden, weight, targets, weights, float(z_loss), masked_column, compute_dtype, needs_grad
+        )

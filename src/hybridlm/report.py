@@ -18,14 +18,19 @@ from hybridlm.files import atomic_write_bytes, atomic_write_text, refuse_links_i
 from hybridlm.generate import sample_text
 from hybridlm.runs import RunDir, load_run
 
-
 NUMBER, OPTIONAL_NUMBER = (int, float), (int, float, type(None))
 # what the report reads of each kind of result: key -> the types it may have (a row that does not fit is skipped)
 SHAPES = {
     "blimp": {"scorer": str, "macro_accuracy": NUMBER, "n_pairs": int, "ties": int, "paradigms": dict, "fields": dict},
     "babylm": {"scorer": str, "convention": str, "tasks": dict},
     "babylm task": {"metric": str, "value": OPTIONAL_NUMBER, "n": int, "ties": int},
-    "perplexity": {"measure": str, "tokens": int, "nll_per_token": NUMBER, "perplexity": NUMBER, "bits_per_byte": NUMBER},
+    "perplexity": {
+        "measure": str,
+        "tokens": int,
+        "nll_per_token": NUMBER,
+        "perplexity": NUMBER,
+        "bits_per_byte": NUMBER,
+    },
     "finetune": {"task": str, "metric": str, "value": NUMBER, "seeds": list, "stdev": NUMBER},
     "aoa": {"words": dict, "value": OPTIONAL_NUMBER, "n_words": int},
     "checkpoint": {"tasks": dict, "words_seen": (int, type(None))},
@@ -48,8 +53,14 @@ def _misfit(kind: str, data) -> str | None:
     if inner:
         return next((f"task {t!r}: {why}" for t, v in data["tasks"].items() if (why := _misfit(inner, v))), None)
     if kind == "blimp":
-        return next((f"field {f!r} has no accuracy" for f, v in data["fields"].items()
-                     if not isinstance(v, dict) or not isinstance(v.get("accuracy"), NUMBER)), None)
+        return next(
+            (
+                f"field {f!r} has no accuracy"
+                for f, v in data["fields"].items()
+                if not isinstance(v, dict) or not isinstance(v.get("accuracy"), NUMBER)
+            ),
+            None,
+        )
     return None
 
 
@@ -63,7 +74,13 @@ def _keep(kind: str, data, where: str) -> bool:
 def _read_run(path: Path) -> dict:
     run = RunDir(path).require()
     cfg = run.read_config()
-    blimp, ppl, babylm, finetuned, aoa = [], None, [], [], []  # every result the run holds (a hybrid has causal and MNTP scores)
+    blimp, ppl, babylm, finetuned, aoa = (
+        [],
+        None,
+        [],
+        [],
+        [],
+    )  # every result the run holds (a hybrid has causal and MNTP scores)
     for name, data in run.read_evals():
         where = str(run.eval_dir / name)
         if data.get("task") == "aoa" and "words" in data:
@@ -75,10 +92,23 @@ def _read_run(path: Path) -> dict:
         elif "tasks" in data and "convention" in data:
             babylm += [data] if _keep("babylm", data, where) else []
         elif "file" in data and "bytes" in data:
-            ppl = {k: v for k, v in data.items() if not (isinstance(v, dict) and "perplexity" in v)
-                   or _keep("perplexity", v, f"{where} ({k})")}
-    return {"name": run.path.name, "path": run.path, "config": cfg.to_dict(), "metrics": run.read_metrics(), "blimp": blimp, "ppl": ppl,
-            "babylm": babylm, "finetune": finetuned, "curves": _curves(run), "aoa": aoa}
+            ppl = {
+                k: v
+                for k, v in data.items()
+                if not (isinstance(v, dict) and "perplexity" in v) or _keep("perplexity", v, f"{where} ({k})")
+            }
+    return {
+        "name": run.path.name,
+        "path": run.path,
+        "config": cfg.to_dict(),
+        "metrics": run.read_metrics(),
+        "blimp": blimp,
+        "ppl": ppl,
+        "babylm": babylm,
+        "finetune": finetuned,
+        "curves": _curves(run),
+        "aoa": aoa,
+    }
 
 
 def _curves(run: RunDir) -> dict:
@@ -90,7 +120,8 @@ def _curves(run: RunDir) -> dict:
         for task, t in result["tasks"].items():
             if result.get("words_seen") is not None and t.get("value") is not None:
                 curves.setdefault(str(result.get("scorer", "?")), {}).setdefault(task, []).append(
-                    (result["words_seen"], t["value"], t["metric"], str(result.get("checkpoint", ""))))
+                    (result["words_seen"], t["value"], t["metric"], str(result.get("checkpoint", "")))
+                )
     return {s: {task: sorted(points) for task, points in tasks.items()} for s, tasks in curves.items()}
 
 
@@ -136,8 +167,12 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         width = 0.8 / len(with_blimp)
         for i, (name, b) in enumerate(with_blimp):
             xs = [j + i * width for j in range(len(fields))]
-            ax.bar(xs, [100 * b["fields"].get(f, {}).get("accuracy", 0) for f in fields], width,
-                   label=f"{name} ({b['scorer']}, macro {100 * b['macro_accuracy']:.1f}%)")
+            ax.bar(
+                xs,
+                [100 * b["fields"].get(f, {}).get("accuracy", 0) for f in fields],
+                width,
+                label=f"{name} ({b['scorer']}, macro {100 * b['macro_accuracy']:.1f}%)",
+            )
         ax.axhline(50, color="grey", ls="--", lw=1)
         ax.set_xticks([j + width * (len(with_blimp) - 1) / 2 for j in range(len(fields))], fields, rotation=20)
         ax.set_ylabel("accuracy (%)")
@@ -246,37 +281,125 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
         val = [m for m in r["metrics"] if "val_loss" in m]
         train = [m for m in r["metrics"] if "loss" in m]
         last = val[-1] if val else {}
-        fmt = lambda key: f"{last[key]:.4f}" if key in last else "—"  # noqa: E731 (bits per byte: likelihoods and bounds)
-        rows.append([_md(r["name"]), _md(r["config"]["objective"]), _md(r["config"]["preset"]), train[-1]["step"] if train else 0,
-                     f"{train[-1]['tokens'] if train else 0:,}", fmt("val_loss"), fmt("val_bpb")])
-    lines = _section(None, ["run", "objective", "preset", "steps", "tokens seen", "last val loss", "val bits/byte"], rows)[1:]
-    ppl = [(r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v]
-    lines += _section(None, ["run", "measure", "tokens", "nats/token", "perplexity", "bits/byte"], [
-        [_md(r["name"]), f"{_md(k)} ({_md(v['measure'])})", f"{v['tokens']:,}",
-         f"{v['nll_per_token']:.4f}" + (f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""),
-         f"{v['perplexity']:.2f}", f"{v['bits_per_byte']:.4f}"] for r, k, v in ppl])
-    lines += _section(None, ["run", "scorer", "macro accuracy", "pairs", "paradigms", "ties"], [
-        [_md(r["name"]), _md(b["scorer"]),
-         f"{100 * b['macro_accuracy']:.1f}%" + (f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""),
-         f"{b['n_pairs']:,}", len(b["paradigms"]), b["ties"]] for r in runs for b in r["blimp"]])
-    lines += _section("BabyLM 2025 zero-shot (hlm eval babylm):",
-                      ["run", "scorer", "convention", "task", "metric", "value", "n", "ties"], [
-        [_md(r["name"]), _md(b["scorer"]), _md(b["convention"]), _md(task), _md(t["metric"]), _value(t["value"], t["metric"]),
-         f"{t['n']:,}", t["ties"]] for r in runs for b in r["babylm"] for task, t in b["tasks"].items()])
-    lines += _section("Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:",
-                      ["run", "scorer", "task", "checkpoint: value, in order of words seen"], [
-        [_md(r["name"]), _md(scorer), _md(task),
-         ", ".join(f"{_md(c.removeprefix('words_') or w)}: {_value(v, m)}" for w, v, m, c in points)]
-        for r in runs for scorer, tasks in r["curves"].items() for task, points in tasks.items()])
-    lines += _section("Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):",
-                      ["run", "scorer", "Pearson r (model vs child AoA)", "words", "note"], [
-        [_md(r["name"]), _md(a.get("scorer", "?")), "n/a" if a.get("value") is None else f"{a['value']:.3f}",
-         a.get("n_words", 0), _md(a.get("note", ""))] for r in runs for a in r["aoa"]])
-    lines += _section("Fine-tuning (hlm finetune; best epoch on validation):",
-                      ["run", "task", "metric", "value", "seeds", "majority class"], [
-        [_md(r["name"]), _md(f["task"]), _md(f["metric"]),
-         f"{f['value']:.3f}" + (f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""), len(f["seeds"]),
-         f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—"] for r in runs for f in r["finetune"]])
+
+        def fmt(key, last=last):  # bits per byte: likelihoods and bounds
+            return f"{last[key]:.4f}" if key in last else "—"
+
+        rows.append(
+            [
+                _md(r["name"]),
+                _md(r["config"]["objective"]),
+                _md(r["config"]["preset"]),
+                train[-1]["step"] if train else 0,
+                f"{train[-1]['tokens'] if train else 0:,}",
+                fmt("val_loss"),
+                fmt("val_bpb"),
+            ]
+        )
+    lines = _section(
+        None, ["run", "objective", "preset", "steps", "tokens seen", "last val loss", "val bits/byte"], rows
+    )[1:]
+    ppl = [
+        (r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v
+    ]
+    lines += _section(
+        None,
+        ["run", "measure", "tokens", "nats/token", "perplexity", "bits/byte"],
+        [
+            [
+                _md(r["name"]),
+                f"{_md(k)} ({_md(v['measure'])})",
+                f"{v['tokens']:,}",
+                f"{v['nll_per_token']:.4f}"
+                + (f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""),
+                f"{v['perplexity']:.2f}",
+                f"{v['bits_per_byte']:.4f}",
+            ]
+            for r, k, v in ppl
+        ],
+    )
+    lines += _section(
+        None,
+        ["run", "scorer", "macro accuracy", "pairs", "paradigms", "ties"],
+        [
+            [
+                _md(r["name"]),
+                _md(b["scorer"]),
+                f"{100 * b['macro_accuracy']:.1f}%"
+                + (f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""),
+                f"{b['n_pairs']:,}",
+                len(b["paradigms"]),
+                b["ties"],
+            ]
+            for r in runs
+            for b in r["blimp"]
+        ],
+    )
+    lines += _section(
+        "BabyLM 2025 zero-shot (hlm eval babylm):",
+        ["run", "scorer", "convention", "task", "metric", "value", "n", "ties"],
+        [
+            [
+                _md(r["name"]),
+                _md(b["scorer"]),
+                _md(b["convention"]),
+                _md(task),
+                _md(t["metric"]),
+                _value(t["value"], t["metric"]),
+                f"{t['n']:,}",
+                t["ties"],
+            ]
+            for r in runs
+            for b in r["babylm"]
+            for task, t in b["tasks"].items()
+        ],
+    )
+    lines += _section(
+        "Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:",
+        ["run", "scorer", "task", "checkpoint: value, in order of words seen"],
+        [
+            [
+                _md(r["name"]),
+                _md(scorer),
+                _md(task),
+                ", ".join(f"{_md(c.removeprefix('words_') or w)}: {_value(v, m)}" for w, v, m, c in points),
+            ]
+            for r in runs
+            for scorer, tasks in r["curves"].items()
+            for task, points in tasks.items()
+        ],
+    )
+    lines += _section(
+        "Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):",
+        ["run", "scorer", "Pearson r (model vs child AoA)", "words", "note"],
+        [
+            [
+                _md(r["name"]),
+                _md(a.get("scorer", "?")),
+                "n/a" if a.get("value") is None else f"{a['value']:.3f}",
+                a.get("n_words", 0),
+                _md(a.get("note", "")),
+            ]
+            for r in runs
+            for a in r["aoa"]
+        ],
+    )
+    lines += _section(
+        "Fine-tuning (hlm finetune; best epoch on validation):",
+        ["run", "task", "metric", "value", "seeds", "majority class"],
+        [
+            [
+                _md(r["name"]),
+                _md(f["task"]),
+                _md(f["metric"]),
+                f"{f['value']:.3f}" + (f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""),
+                len(f["seeds"]),
+                f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—",
+            ]
+            for r in runs
+            for f in r["finetune"]
+        ],
+    )
     if samples:
         lines += ["", "Samples:", ""] + [f"- **{_md(name)}**: {_md(text)}" for name, text in samples.items()]
     return lines
@@ -293,7 +416,10 @@ def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: 
     if fmt == "md":
         text = ["# hybridlm report", ""] + [f"![{i}]({i})" for i in images] + [""] + body
         return atomic_write_text(out / "report.md", "\n".join(text) + "\n")
-    imgs = "".join(f'<img src="data:image/png;base64,{base64.b64encode((out / i).read_bytes()).decode()}" alt="{i}"><br>' for i in images)
+    imgs = "".join(
+        f'<img src="data:image/png;base64,{base64.b64encode((out / i).read_bytes()).decode()}" alt="{i}"><br>'
+        for i in images
+    )
     parts, table = [], []  # Markdown tables become HTML tables, other lines paragraphs
 
     def flush():
@@ -314,7 +440,9 @@ def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: 
             elif line:
                 parts.append(f"<p>{html.escape(_plain(line))}</p>")
     flush()
-    doc = (f"<!doctype html><meta charset=utf-8><title>hybridlm report</title><style>body{{font-family:sans-serif;"
-           f"max-width:1100px;margin:auto}}td{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse;"
-           f"margin:1em 0}}</style><h1>hybridlm report</h1>{imgs}{''.join(parts)}")
+    doc = (
+        f"<!doctype html><meta charset=utf-8><title>hybridlm report</title><style>body{{font-family:sans-serif;"
+        f"max-width:1100px;margin:auto}}td{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse;"
+        f"margin:1em 0}}</style><h1>hybridlm report</h1>{imgs}{''.join(parts)}"
+    )
     return atomic_write_text(out / "report.html", doc)

@@ -23,8 +23,11 @@ from pathlib import Path
 import torch
 
 from hybridlm import checkpoint as ckpt
+from hybridlm.config import merge_config
 from hybridlm.errors import UserError
-from hybridlm.files import atomic_write_bytes, atomic_write_json, read_json, refuse_symlink
+from hybridlm.files import atomic_write_bytes, atomic_write_json, check_out_folder, read_json, refuse_symlink
+from hybridlm.model import build_model
+from hybridlm.objectives import build_objective
 from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer
 
 
@@ -64,7 +67,11 @@ class RunDir:
     def eval_path(self, name) -> Path:
         """An evaluation result: a name inside RUN/eval/, or a path already inside it."""
         name = Path(name)
-        return name if name.is_absolute() or name.parts[:len(self.eval_dir.parts)] == self.eval_dir.parts else self.eval_dir / name
+        return (
+            name
+            if name.is_absolute() or name.parts[: len(self.eval_dir.parts)] == self.eval_dir.parts
+            else self.eval_dir / name
+        )
 
     def checkpoint_eval_path(self, checkpoint: str, name: str) -> Path:
         """A result for one checkpoint (hlm eval babylm --all-checkpoints): RUN/eval/checkpoints/CKPT/NAME."""
@@ -73,15 +80,13 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
-    def require(self) -> "RunDir":
+    def require(self) -> RunDir:
         if not self.is_run():
             raise UserError(f"{self.path} is not a hybridlm run directory (no {self.CONFIG}); train one with hlm train")
         return self
 
     # ------------------------------------------------------------ config and creation
     def read_config(self):
-        from hybridlm.config import merge_config
-
         values = read_json(self.require().config_path, "run config")
         if not isinstance(values, dict):
             raise UserError(f"run config {self.config_path} is not a JSON object; restore it from a backup")
@@ -92,10 +97,7 @@ class RunDir:
 
     def create(self, cfg, tokenizer_file: Path) -> None:
         """Make a new run here: an absent or empty folder only (never a user's folder or a run)."""
-        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
-            raise UserError(f"--out {self.path} is not a folder; choose a new --out")
-        if self.path.is_dir() and any(self.path.iterdir()):
-            raise UserError(f"--out {self.path} is a folder with files in it that is not a run; choose a new or empty --out")
+        check_out_folder(self.path, "it holds files and is not a run; choose a new or empty --out")
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.tokenizer_path, Path(tokenizer_file).read_bytes())
         self.write_config(cfg)
@@ -115,11 +117,15 @@ class RunDir:
     def checkpoint(self, name: str | None = None) -> Path:
         if name is not None and (not ckpt.NAME.fullmatch(str(name)) or (self.path / ckpt.CKPT_DIR / name).is_symlink()):
             have = ", ".join(p.name for p in ckpt.list_checkpoints(self.path, ckpt.NAME)) or "none yet"
-            raise UserError(f"--checkpoint takes the name of one of this run's own checkpoints (got {name!r}; {self.path} has: "
-                            f"{have})")
+            raise UserError(
+                f"--checkpoint takes the name of one of this run's own checkpoints (got {name!r}; {self.path} has: "
+                f"{have})"
+            )
         path = self.path / ckpt.CKPT_DIR / name if name else self.latest_checkpoint()
         if path is None or not path.is_dir() or not ckpt.NAME.fullmatch(path.name):
-            raise UserError(f"run {self.path} has no checkpoint {name or 'yet'}; train it (hlm train --out {self.path})")
+            raise UserError(
+                f"run {self.path} has no checkpoint {name or 'yet'}; train it (hlm train --out {self.path})"
+            )
         return path
 
     # ------------------------------------------------------------ metrics
@@ -171,7 +177,10 @@ class RunDir:
         for f in sorted(root.glob("*/*.json")) if root.is_dir() else []:
             data = read_json(f, "evaluation result")
             if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
-                raise UserError(f"evaluation result {f} is not a BabyLM result; delete it and re-run hlm eval babylm --all-checkpoints")
+                raise UserError(
+                    f"evaluation result {f} is not a BabyLM result; delete it and re-run hlm eval babylm "
+                    "--all-checkpoints"
+                )
             out.append(data)
         return out
 
@@ -202,41 +211,48 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"another process is training in {self.path}; wait for it to finish (or stop it)") from None
+                raise UserError(
+                    f"another process is training in {self.path}; wait for it to finish (or stop it)"
+                ) from None
             yield
         finally:
             os.close(fd)
 
     # ------------------------------------------------------------ loading a trained model
-    def load(self, device: str = "cpu", checkpoint: str | None = None) -> "LoadedRun":
-        from hybridlm.model import build_model
-        from hybridlm.objectives import build_objective
-
+    def load(self, device: str = "cpu", checkpoint: str | None = None) -> LoadedRun:
         cfg = self.read_config()
         path = self.checkpoint(checkpoint)
         tokenizer = load_tokenizer(self.tokenizer_path)
         weights = ckpt.load_weights(path, self.path)
         if bad := ckpt.first_non_finite(weights):
-            raise UserError(f"checkpoint {path} holds non-finite weights ({bad} has nan or inf): training diverged before it "
-                            "was written; use an earlier checkpoint (--checkpoint NAME)")
+            raise UserError(
+                f"checkpoint {path} holds non-finite weights ({bad} has nan or inf): training diverged before it "
+                "was written; use an earlier checkpoint (--checkpoint NAME)"
+            )
         vocab = weights["embed.weight"].shape[0] if "embed.weight" in weights else tokenizer.get_vocab_size()
         if vocab != tokenizer.get_vocab_size():
-            raise UserError(f"run {self.path}: the checkpoint has {vocab} tokens but the tokenizer {tokenizer.get_vocab_size()}; "
-                            "the run directory is inconsistent")
+            raise UserError(
+                f"run {self.path}: the checkpoint has {vocab} tokens but the tokenizer {tokenizer.get_vocab_size()}; "
+                "the run directory is inconsistent"
+            )
         model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
         try:
             model.load_state_dict(weights)
         except RuntimeError as e:
-            raise UserError(f"checkpoint {path} does not fit the run's config ({str(e).splitlines()[0][:100]})") from None
+            raise UserError(
+                f"checkpoint {path} does not fit the run's config ({str(e).splitlines()[0][:100]})"
+            ) from None
         model.to(device).eval()
         state = read_json(path / "state.json", "checkpoint state") if (path / "state.json").is_file() else {}
         state = state if isinstance(state, dict) else {}
-        return LoadedRun(self, cfg, model, tokenizer, build_objective(cfg, vocab), state.get("step", 0), state.get("words_seen"))
+        return LoadedRun(
+            self, cfg, model, tokenizer, build_objective(cfg, vocab), state.get("step", 0), state.get("words_seen")
+        )
 
 
 @dataclass
 class LoadedRun:
-    run: RunDir
+    dir: RunDir
     config: object  # TrainConfig
     model: torch.nn.Module
     tokenizer: object
@@ -246,7 +262,7 @@ class LoadedRun:
 
     @property
     def path(self) -> Path:
-        return self.run.path
+        return self.dir.path
 
 
 def load_run(run_dir, device: str = "cpu", checkpoint: str | None = None) -> LoadedRun:

@@ -57,7 +57,9 @@ def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     except (RuntimeError, ValueError):
         raise UserError(f"unknown device {pref!r} (choose auto, cpu or cuda)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but this PyTorch has no CUDA device; use --device cpu (or install a CUDA build)")
+        raise UserError(
+            "--device cuda, but this PyTorch has no CUDA device; use --device cpu (or install a CUDA build)"
+        )
     if device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {pref!r} is not supported (choose auto, cpu or cuda)")
     return device
@@ -81,8 +83,9 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16), "bf16"
 
 
-def warmup_cosine(step: int, total: int, peak: float, warmup_fraction: float, min_ratio: float,
-                  cooldown_fraction: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total: int, peak: float, warmup_fraction: float, min_ratio: float, cooldown_fraction: float = 0.0
+) -> float:
     """Linear warmup to `peak`, cosine decay to min_ratio * peak, then an optional linear cooldown to 0."""
     warmup = max(1, round(warmup_fraction * total))
     cooldown = round(cooldown_fraction * total)

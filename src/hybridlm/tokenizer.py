@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from hybridlm.errors import UserError
+from hybridlm.files import atomic_write_json, atomic_write_text, building, inside_hlm_folder
 
 PAD, BOS, EOS, MASK, UNK = "<pad>", "<s>", "</s>", "<mask>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, MASK, UNK]  # ids 0..4 in every hybridlm tokenizer
@@ -36,20 +36,23 @@ def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
         with open(p, "rb") as f:
             for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
                 if len(raw) > MAX_LINE_BYTES:
-                    raise UserError(f"{p}:{lineno}: a line of more than {MAX_LINE_BYTES // 2**20} MiB; hlm reads one paragraph "
-                                    "per line: break the text into lines (e.g. fold -s -w 2000)")
+                    raise UserError(
+                        f"{p}:{lineno}: a line of more than {MAX_LINE_BYTES // 2**20} MiB; hlm reads one paragraph "
+                        "per line: break the text into lines (e.g. fold -s -w 2000)"
+                    )
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise UserError(
-                        f"{p}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file, "
-                        f"e.g. iconv -f latin1 -t utf-8"
+                        f"{p}:{lineno}: not UTF-8 (byte {e.start}); re-encode the file, e.g. iconv -f latin1 -t utf-8"
                     ) from None
         checked.append(p)
     return checked
 
 
-def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_frequency: int = 2, force: bool = False) -> Tokenizer:
+def train_tokenizer(
+    inputs, vocab_size: int, out_dir, kind: str = "bpe", min_frequency: int = 2, force: bool = False
+) -> Tokenizer:
     """Train a byte-level BPE (default) or WordPiece tokenizer and write OUT/tokenizer.json."""
     if kind not in ("bpe", "wordpiece"):
         raise UserError(f"unknown tokenizer kind {kind!r} (choose bpe or wordpiece)")
@@ -60,11 +63,11 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
     if min_frequency < 1:
         raise UserError(f"--min-frequency must be at least 1 (got {min_frequency})")
     out = Path(out_dir)
-    from hybridlm.files import inside_hlm_folder
-
     if found := inside_hlm_folder(out):  # its tokenizer is what its files were made with: never replaced
-        raise UserError(f"--out {out} is inside the {found[1]} folder {found[0]}, whose tokenizer its files depend on "
-                        f"(--force or not); write the tokenizer to a new folder")
+        raise UserError(
+            f"--out {out} is inside the {found[1]} folder {found[0]}, whose tokenizer its files depend on "
+            f"(--force or not); write the tokenizer to a new folder"
+        )
     if (out / TOKENIZER_FILE).exists() and not force:
         raise UserError(f"{out / TOKENIZER_FILE} already exists; pass --force to replace it, or choose a new --out")
     if out.exists() and not out.is_dir():
@@ -103,18 +106,21 @@ def train_tokenizer(inputs, vocab_size: int, out_dir, kind: str = "bpe", min_fre
 
 # what transformers needs besides tokenizer.json (tokenizer_config.json) to load an hlm tokenizer
 HF_SPECIAL = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "mask_token": MASK, "unk_token": UNK}
-HF_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast", **HF_SPECIAL, "model_max_length": 1_000_000_000,
-             "clean_up_tokenization_spaces": False}
+HF_CONFIG = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    **HF_SPECIAL,
+    "model_max_length": 1_000_000_000,
+    "clean_up_tokenization_spaces": False,
+}
 
 
 def _write_tokenizer_folder(tok: Tokenizer, out: Path) -> None:
     """OUT/tokenizer.json (and the files transformers reads), tokenizer.json last: a folder with
     it is complete. A new OUT is built under a temporary name and renamed into place (a kill leaves
     nothing; of two trainings into one new OUT the second fails instead of mixing files)."""
-    from hybridlm.files import atomic_write_text, building
 
     def write(folder):
-        _write_hf_files(folder)
+        write_hf_files(folder)
         atomic_write_text(folder / TOKENIZER_FILE, tok.to_str())
 
     if out.exists():
@@ -124,10 +130,8 @@ def _write_tokenizer_folder(tok: Tokenizer, out: Path) -> None:
             write(tmp)
 
 
-def _write_hf_files(out: Path) -> None:
+def write_hf_files(out: Path) -> None:
     """Small JSON files so `transformers.PreTrainedTokenizerFast.from_pretrained(out)` works."""
-    from hybridlm.files import atomic_write_json
-
     atomic_write_json(out / "tokenizer_config.json", HF_CONFIG)
     atomic_write_json(out / "special_tokens_map.json", HF_SPECIAL)
 
@@ -136,10 +140,13 @@ def with_bos(tok: Tokenizer) -> Tokenizer:
     """The tokenizer as exports write it: <s> added before each text (as every training document
     began), so tools that tokenize with special tokens (the BabyLM pipeline, lm-eval) condition on
     it as hlm does."""
-    template = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
-                                             special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))])
+    template = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))]
+    )
     tok = Tokenizer.from_str(tok.to_str())
-    tok.post_processor = processors.Sequence([tok.post_processor, template]) if tok.post_processor is not None else template
+    tok.post_processor = (
+        processors.Sequence([tok.post_processor, template]) if tok.post_processor is not None else template
+    )
     return tok
 
 
@@ -159,7 +166,9 @@ def load_tokenizer(path) -> Tokenizer:
     p = Path(path)
     f = p / TOKENIZER_FILE if p.is_dir() else p
     if not f.is_file():
-        raise UserError(f"no tokenizer at {p} (train one with: hlm tokenizer train --input FILE --vocab-size N --out DIR)")
+        raise UserError(
+            f"no tokenizer at {p} (train one with: hlm tokenizer train --input FILE --vocab-size N --out DIR)"
+        )
     try:
         tok = Tokenizer.from_file(str(f))
     except Exception as e:  # the Rust error is long; the cause is almost always a bad file

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -32,11 +31,11 @@ from tqdm import tqdm
 from hybridlm import checkpoint as ckpt
 from hybridlm.config import TrainConfig, merge_config, word_label
 from hybridlm.data import PackedTokens, load_manifest
+from hybridlm.distill import Distiller
 from hybridlm.errors import UserError
 from hybridlm.files import data_lock
-from hybridlm.model import build_model
-from hybridlm.distill import Distiller
 from hybridlm.losses import build_loss
+from hybridlm.model import build_model
 from hybridlm.objectives import Likelihood, Objective, build_objective
 from hybridlm.runs import RunDir
 from hybridlm.runtime import Dist, autocast_for, warmup_cosine
@@ -44,8 +43,19 @@ from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_length
 
 # What a run *is*: refused on --resume when they differ from the saved run (the objective's own
 # options are added to these). Every other key (length, optimiser, logging, device) may change.
-IDENTITY_KEYS = ("objective", "preset", "model", "seq_len", "seq_len_schedule", "batch_size", "seed", "document_mask",
-                 "distill_from", "distill_alpha", "distill_temperature")
+IDENTITY_KEYS = (
+    "objective",
+    "preset",
+    "model",
+    "seq_len",
+    "seq_len_schedule",
+    "batch_size",
+    "seed",
+    "document_mask",
+    "distill_from",
+    "distill_alpha",
+    "distill_temperature",
+)
 
 
 # ---------------------------------------------------------------- schedule and randomness
@@ -82,8 +92,10 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
         identity = tuple(kept)
         for key in identity:
             if key in given and given[key] != kept[key]:
-                raise UserError(f"--resume with {key}={given[key]!r} but the run has {kept[key]!r}; "
-                                "drop that flag or start a new run with a new --out")
+                raise UserError(
+                    f"--resume with {key}={given[key]!r} but the run has {kept[key]!r}; "
+                    "drop that flag or start a new run with a new --out"
+                )
         cfg = merge_config({k: v for k, v in given.items() if k not in identity}, saved, source="command line")
         if "data" not in given:
             data = Path(saved.data)
@@ -100,8 +112,10 @@ def epoch_cap_steps(cfg: TrainConfig) -> int:
     windows = PackedTokens(cfg.data, "train", cfg.seq_len)
     steps = int(cfg.max_epochs * windows.n_windows // cfg.batch_size)
     if steps < 1:
-        raise UserError(f"--max-epochs {cfg.max_epochs} is less than one step of {cfg.batch_size} sequences over "
-                        f"{windows.n_windows} training windows; raise it or lower --batch-size")
+        raise UserError(
+            f"--max-epochs {cfg.max_epochs} is less than one step of {cfg.batch_size} sequences over "
+            f"{windows.n_windows} training windows; raise it or lower --batch-size"
+        )
     return steps
 
 
@@ -117,14 +131,21 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     if cfg.distill_from:
         Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
     if cfg.word_thresholds() and not train_data.has_words:
-        raise UserError(f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
-                        "re-run hlm prepare (with --force)")
+        raise UserError(
+            f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
+            "re-run hlm prepare (with --force)"
+        )
     for _, L, rows in cfg.stages():
         if rows % dist.world:
-            raise UserError(f"the batch of {rows} sequences (length {L}) must be a multiple of the process count {dist.world}")
+            raise UserError(
+                f"the batch of {rows} sequences (length {L}) must be a multiple of the process count {dist.world}"
+            )
         micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else rows // dist.world
         if micro == 0 or (rows // dist.world) % micro:
-            raise UserError(f"micro_batch_size {cfg.micro_batch_size} must divide the {rows // dist.world} rows of each process at length {L}")
+            raise UserError(
+                f"micro_batch_size {cfg.micro_batch_size} must divide the {rows // dist.world} rows of each "
+                f"process at length {L}"
+            )
     return manifest
 
 
@@ -184,11 +205,19 @@ class TrainState:
 
     def state_dict(self, cfg: TrainConfig, world: int, elapsed: float) -> dict:
         first, L, n_rows = stage_at(cfg, self.step)
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "words_seen": self.words_seen,
-                "teacher_flops": self.teacher_flops, "elapsed": elapsed,
-                # the data position: batches are a pure function of (seed, stage, step in stage)
-                "stage": cfg.stages().index((first, L, n_rows)), "step_in_stage": self.step - first, "seq_len": L,
-                "world_size": world, "rng": ckpt.rng_state()}
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "words_seen": self.words_seen,
+            "teacher_flops": self.teacher_flops,
+            "elapsed": elapsed,
+            # the data position: batches are a pure function of (seed, stage, step in stage)
+            "stage": cfg.stages().index((first, L, n_rows)),
+            "step_in_stage": self.step - first,
+            "seq_len": L,
+            "world_size": world,
+            "rng": ckpt.rng_state(),
+        }
 
     def load_state_dict(self, state: dict, words_before=None) -> None:
         """From a checkpoint's state (older checkpoints lack some counters: words_before(step) counts them)."""
@@ -263,8 +292,9 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
         try:
             model.load_state_dict(weights)
         except (RuntimeError, ValueError) as e:
-            raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); "
-                            "check --preset/--model") from None
+            raise UserError(
+                f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model"
+            ) from None
         resumed = (path, opt_state, {**state, "rng": rng})
 
     module = build_loss(cfg, model, objective, dist.device)
@@ -292,8 +322,21 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
     amp, precision = autocast_for(cfg.precision, dist.device)
     token_bytes = torch.from_numpy(token_byte_lengths(load_tokenizer(run.tokenizer_path))).to(torch.float64)
-    t = Trainer(cfg, dist, run, model, objective, module, optimizer, amp, precision, train_data, val_data, token_bytes,
-                TrainState())
+    t = Trainer(
+        cfg,
+        dist,
+        run,
+        model,
+        objective,
+        module,
+        optimizer,
+        amp,
+        precision,
+        train_data,
+        val_data,
+        token_bytes,
+        TrainState(),
+    )
     if resumed is not None:
         path, opt_state, state = resumed
         # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
@@ -302,14 +345,23 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
         try:
             set_optimizer_state_dict(model, optimizer, opt_state, options=StateDictOptions(full_state_dict=True))
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})") from None
+            raise UserError(
+                f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})"
+            ) from None
         for param, moments in optimizer.state.items():  # a crafted or damaged state would train on garbage
             for key, value in moments.items():
-                if key != "step" and isinstance(value, torch.Tensor) and (
-                        value.shape != param.shape or ckpt.first_non_finite({key: value}) is not None):
-                    raise UserError(f"the optimizer state in {path} is damaged ({key} of shape {tuple(value.shape)} for a "
-                                    f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint")
-        for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
+                if (
+                    key != "step"
+                    and isinstance(value, torch.Tensor)
+                    and (value.shape != param.shape or ckpt.first_non_finite({key: value}) is not None)
+                ):
+                    raise UserError(
+                        f"the optimizer state in {path} is damaged ({key} of shape {tuple(value.shape)} for a "
+                        f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint"
+                    )
+        for g, wd in zip(
+            optimizer.param_groups, (cfg.weight_decay, 0.0)
+        ):  # the config's values, which may have changed
             g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
         t.state.load_state_dict(state, words_before=lambda step: sum(step_words(t, s) for s in range(step)))
     return t
@@ -320,8 +372,10 @@ def attention_backend(cfg: TrainConfig, device: torch.device, compiled: bool) ->
     if cfg.attention == "auto":
         return "flex" if compiled and device.type == "cuda" else "sdpa"
     if cfg.attention == "flex" and device.type != "cuda":
-        raise UserError("--attention flex trains on CUDA only (PyTorch's FlexAttention has no backward on the CPU); "
-                        "use --attention sdpa")
+        raise UserError(
+            "--attention flex trains on CUDA only (PyTorch's FlexAttention has no backward on the CPU); "
+            "use --attention sdpa"
+        )
     return cfg.attention
 
 
@@ -355,12 +409,15 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
     cfg, dist = t.cfg, t.dist
     _, L, n_rows = t.stage_at(step)
     data, windows = step_windows(t, step)
-    batch = t.objective.corrupt(data.windows(windows), step_generator(cfg.seed, step), progress=step / cfg.max_steps)
+    ids, generator = data.windows(windows), step_generator(cfg.seed, step)
+    batch = t.objective.corrupt(ids, generator, fraction_done=step / cfg.max_steps)
     batch = batch.rows(dist.rows(n_rows))
     micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
     # scored positions and attention found here on the host; on CUDA pinned and copied without waiting
-    parts = [batch.rows(slice(m, m + micro)).prepared().to(dist.device, non_blocking=True)
-             for m in range(0, len(batch) - micro + 1, micro)]
+    parts = [
+        batch.rows(slice(m, m + micro)).prepared().to(dist.device, non_blocking=True)
+        for m in range(0, len(batch) - micro + 1, micro)
+    ]
     return HostBatch(step, parts, data.words(windows))
 
 
@@ -380,13 +437,17 @@ class BatchPrefetcher:
             # the thread's CUDA device is this process's (as DataLoader's pin-memory thread does): a new
             # thread starts on cuda:0, and pinning there would open a context on another rank's GPU
             init = (torch.cuda.set_device, (t.dist.device,)) if t.dist.device.type == "cuda" else (None, ())
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hlm-batches", initializer=init[0], initargs=init[1])
+            self.pool = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="hlm-batches", initializer=init[0], initargs=init[1]
+            )
 
     def get(self, step: int) -> HostBatch:
         if not self.enabled:
             return prepare_batch(self.t, step)
         host = self.pending[1].result() if self.pending and self.pending[0] == step else prepare_batch(self.t, step)
-        self.pending = (step + 1, self.pool.submit(prepare_batch, self.t, step + 1)) if step + 1 < self.t.cfg.max_steps else None
+        self.pending = (
+            (step + 1, self.pool.submit(prepare_batch, self.t, step + 1)) if step + 1 < self.t.cfg.max_steps else None
+        )
         return host
 
     def close(self):
@@ -413,7 +474,9 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
         values = torch.stack([v.detach().double() for pair in metrics.values() for v in pair])
         sums = values if sums is None else sums + values
     reduced = dist.all_reduce_sum(sums)  # the same numbers on every process: all skip a bad step together
-    grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+    grad_norm = (
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.zeros(())
+    )
     if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor; its plain value may be one shard's part
         grad_norm = grad_norm.full_tensor()
     # a non-finite loss or gradient never reaches the weights: checked before the optimizer step, which it skips
@@ -437,8 +500,11 @@ def _divergence_advice(t: Trainer) -> str:
     fixes that apply at its precision."""
     latest = ckpt.latest_checkpoint(t.run.path)
     kept = f"the last checkpoint, {latest.name}, is kept" if latest is not None else "no checkpoint was written"
-    fixes = "lower --lr" + (" or use --precision fp32" if t.precision != "fp32" else "") + (
-        f" (resume: hlm train --out {t.run.path} --resume --lr LOWER)" if latest is not None else "")
+    fixes = (
+        "lower --lr"
+        + (" or use --precision fp32" if t.precision != "fp32" else "")
+        + (f" (resume: hlm train --out {t.run.path} --resume --lr LOWER)" if latest is not None else "")
+    )
     return f"{kept}; {fixes}"
 
 
@@ -451,8 +517,10 @@ def check_finite(t: Trainer) -> None:
         # the weights of step bad-1 gave the bad step: a checkpoint of them is no place to resume from
         aside = ckpt.set_aside(t.run.path, bad - 1) if t.dist.main else []
         note = f" (checkpoint {', '.join(aside)} of those weights set aside as diverged-*)" if aside else ""
-        raise UserError(f"training diverged: the loss or its gradient became non-finite (nan or inf) at step {bad}, "
-                        f"which never reached the weights{note}; {_divergence_advice(t)}")
+        raise UserError(
+            f"training diverged: the loss or its gradient became non-finite (nan or inf) at step {bad}, "
+            f"which never reached the weights{note}; {_divergence_advice(t)}"
+        )
 
 
 def read_record(t: Trainer, record: dict) -> dict:
@@ -480,8 +548,13 @@ def evaluate(t: Trainer) -> dict:
             batch = view.corrupt(ids, step_generator(cfg.seed, i, stream=99), train=False)
             batch = batch.rows(dist.rows(len(batch))).prepared()
             counted = batch.token_mask
-            local = torch.stack([torch.zeros((), dtype=torch.float64), counted.sum().double(),
-                                 t.token_bytes[batch.targets[counted]].sum()])
+            local = torch.stack(
+                [
+                    torch.zeros((), dtype=torch.float64),
+                    counted.sum().double(),
+                    t.token_bytes[batch.targets[counted]].sum(),
+                ]
+            )
             with t.amp:
                 _, metrics = t.module(batch.to(dist.device), view, train=False)
             local[0] = metrics["nll"][0].double().cpu()
@@ -510,8 +583,10 @@ def save(t: Trainer, names=(None,)):
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_model_state_dict(t.model, options=opts), get_optimizer_state_dict(t.model, t.optimizer, options=opts)
     if ckpt.first_non_finite({"model": msd, "optimizer": osd}):  # an overflowed update is never saved
-        raise UserError(f"training diverged: the weights or optimizer state became non-finite (nan or inf) by step "
-                        f"{t.step}; nothing was saved for it; {_divergence_advice(t)}")
+        raise UserError(
+            f"training diverged: the weights or optimizer state became non-finite (nan or inf) by step "
+            f"{t.step}; nothing was saved for it; {_divergence_advice(t)}"
+        )
     if t.dist.main:
         state = t.state.state_dict(t.cfg, t.dist.world, t.elapsed)
         for name in names:
@@ -525,8 +600,11 @@ def _given(config) -> tuple[dict, str]:
         return dict(config), config.get("out", "")
     # a TrainConfig from Python: every key that differs from its default counts as given
     default = TrainConfig()
-    given = {f.name: getattr(config, f.name) for f in fields(TrainConfig)
-             if f.name != "options" and getattr(config, f.name) != getattr(default, f.name)}
+    given = {
+        f.name: getattr(config, f.name)
+        for f in fields(TrainConfig)
+        if f.name != "options" and getattr(config, f.name) != getattr(default, f.name)
+    }
     return {**given, **config.options}, config.out
 
 
@@ -542,7 +620,10 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
     manifest = check_run_can_start(cfg, dist)
     if resume:
         if tokenizer_hash(run.tokenizer_path) != manifest["tokenizer_hash"]:
-            raise UserError(f"the tokenizer of run {run} does not match the data in {cfg.data}; re-prepare the data or use a new --out")
+            raise UserError(
+                f"the tokenizer of run {run} does not match the data in {cfg.data}; re-prepare the data or use a "
+                "new --out"
+            )
     elif run.is_run() or run.checkpoints():
         raise UserError(f"run directory {run} already holds a run; pass --resume to continue it or choose a new --out")
     dist.barrier()  # every process has checked before the first one writes
@@ -560,21 +641,35 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
 def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) -> dict:
     t = setup(cfg, dist, run, resume)
     if resume and dist.main:
-        run.write_config(cfg)  # once the checkpoint has loaded: the applied changes (e.g. a longer max_steps) are the run now
+        run.write_config(
+            cfg
+        )  # once the checkpoint has loaded: the applied changes (e.g. a longer max_steps) are the run now
     start = t.step
     thresholds = cfg.word_thresholds()
     if cfg.checkpoint_schedule and not cfg.max_epochs and dist.main and not quiet:
-        print(f"hlm: warning: --checkpoint-schedule {cfg.checkpoint_schedule} without --max-epochs; "
-              "BabyLM 2025 allows at most 10 epochs (--max-epochs 10)", file=sys.stderr)
+        print(
+            f"hlm: warning: --checkpoint-schedule {cfg.checkpoint_schedule} without --max-epochs; "
+            "BabyLM 2025 allows at most 10 epochs (--max-epochs 10)",
+            file=sys.stderr,
+        )
     cap = epoch_cap_steps(cfg) if cfg.max_epochs else cfg.max_steps
     log = MetricsLog(run, cfg, dist.main, start if resume else None)
     n_params = t.model.num_parameters()
     if dist.main and not quiet:
-        print(f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {t.precision} | "
-              f"{dist.world} process(es) on {dist.device.type} | {t.val_data.manifest['splits']['train']['tokens']:,} train tokens")
+        print(
+            f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {t.precision} | "
+            f"{dist.world} process(es) on {dist.device.type} | "
+            f"{t.val_data.manifest['splits']['train']['tokens']:,} train tokens"
+        )
     t.started = time.time()
     prefetch = BatchPrefetcher(t, enabled=dist.device.type == "cuda")
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not dist.main or quiet or None, desc=cfg.objective, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=start,
+        disable=not dist.main or quiet or None,
+        desc=cfg.objective,
+        dynamic_ncols=True,
+    )
     window_t, window_tokens, last = time.time(), 0, {}
     stopped = None
     while t.step < cfg.max_steps:
@@ -590,8 +685,19 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
             tps = window_tokens / max(now - window_t, 1e-9)
             window_t, window_tokens = now, 0
             record = read_record(t, record)
-            words = {"words": t.state.words_seen} if t.counts_words else {}  # data prepared by an older hlm has no word counts
-            log.write({"step": t.step, "tokens": t.state.tokens_seen, **words, **record, "tokens_per_s": tps, "elapsed": t.elapsed})
+            words = (
+                {"words": t.state.words_seen} if t.counts_words else {}
+            )  # data prepared by an older hlm has no word counts
+            log.write(
+                {
+                    "step": t.step,
+                    "tokens": t.state.tokens_seen,
+                    **words,
+                    **record,
+                    "tokens_per_s": tps,
+                    "elapsed": t.elapsed,
+                }
+            )
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
         if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or t.step in (cfg.max_steps, cap)):
             check_finite(t)
@@ -612,13 +718,24 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
     prefetch.close()
     check_finite(t)
     if stopped and dist.main and not quiet:
-        print(f"hlm: {stopped} ({t.state.tokens_seen:,} tokens, {t.state.words_seen:,} words seen); "
-              f"set --max-steps {cap} to fit the learning-rate schedule inside the cap", file=sys.stderr)
+        print(
+            f"hlm: {stopped} ({t.state.tokens_seen:,} tokens, {t.state.words_seen:,} words seen); "
+            f"set --max-steps {cap} to fit the learning-rate schedule inside the cap",
+            file=sys.stderr,
+        )
     if start >= cfg.max_steps and dist.main and not quiet:
         print(f"run {run} is already complete at step {start}")
     log.close()
-    summary = {"objective": cfg.objective, "parameters": n_params, "steps": t.step, "tokens_seen": t.state.tokens_seen,
-               "words_seen": t.state.words_seen, "seconds": t.elapsed, "precision": t.precision, **last}
+    summary = {
+        "objective": cfg.objective,
+        "parameters": n_params,
+        "steps": t.step,
+        "tokens_seen": t.state.tokens_seen,
+        "words_seen": t.state.words_seen,
+        "seconds": t.elapsed,
+        "precision": t.precision,
+        **last,
+    }
     if t.state.teacher_flops:
         summary["teacher_flops"] = t.state.teacher_flops
     if stopped:

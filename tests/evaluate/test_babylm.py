@@ -8,14 +8,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED, assert_one_line_error, hlm
+from test_scoring import SHAPE, FakeLM, _tiny_hf_model
 
 from hybridlm.evaluate.babylm import evaluate_babylm, r2_gain, spearman
 from hybridlm.evaluate.lm import HFLM, RunLM
 from hybridlm.evaluate.scoring import score_completions
 from hybridlm.objectives.diffusion import DiffusionObjective
-
-from conftest import SHARED, assert_one_line_error, hlm
-from test_scoring import SHAPE, FakeLM, _tiny_hf_model
 
 transformers = pytest.importorskip("transformers")
 FAST = SHARED / "babylm-2025" / "fast_eval"
@@ -23,7 +22,9 @@ FAST = SHARED / "babylm-2025" / "fast_eval"
 
 @pytest.fixture(scope="module")
 def hf_causal(tmp_path_factory, tokenizer_dir):
-    cfg = transformers.LlamaConfig(**{**SHAPE, "max_position_embeddings": 1024}, num_key_value_heads=4, bos_token_id=1, eos_token_id=2)
+    cfg = transformers.LlamaConfig(
+        **{**SHAPE, "max_position_embeddings": 1024}, num_key_value_heads=4, bos_token_id=1, eos_token_id=2
+    )
     return _tiny_hf_model(tmp_path_factory.mktemp("hf_causal"), transformers.LlamaForCausalLM, cfg, tokenizer_dir)
 
 
@@ -97,7 +98,9 @@ def small_fast_eval(tmp_path_factory):
         for f in src.iterdir():
             if f.suffix == ".jsonl":
                 lines = f.read_text(encoding="utf-8").splitlines()
-                (out / src.name / f.name).write_text("\n".join(lines[:: max(1, len(lines) // 4)][:4]) + "\n", encoding="utf-8")
+                (out / src.name / f.name).write_text(
+                    "\n".join(lines[:: max(1, len(lines) // 4)][:4]) + "\n", encoding="utf-8"
+                )
             elif f.suffix == ".csv":
                 lines = f.read_text(encoding="utf-8").splitlines()
                 (out / src.name / f.name).write_text("\n".join(lines[:121]) + "\n", encoding="utf-8")
@@ -107,17 +110,38 @@ def small_fast_eval(tmp_path_factory):
 def test_every_task_runs_for_every_objective_and_an_hf_model(runs, small_fast_eval, hf_causal, tmp_path):
     for objective in ("causal", "masked", "hybrid", "diffusion"):
         result = evaluate_babylm(RunLM(runs[objective]), small_fast_eval)
-        assert set(result["tasks"]) == {"blimp", "supplement", "entity_tracking", "wug_adj", "reading_eye_tracking",
-                                        "reading_self_paced"}, objective
+        assert set(result["tasks"]) == {
+            "blimp",
+            "supplement",
+            "entity_tracking",
+            "wug_adj",
+            "reading_eye_tracking",
+            "reading_self_paced",
+        }, objective
         for task, r in result["tasks"].items():
             assert (r["value"] is None and task == "wug_adj") or math.isfinite(r["value"]), (objective, task)
             if r["metric"] == "accuracy":
                 assert 0 <= r["value"] <= 1 and r["n"] > 0 and r["ties"] >= 0
         assert set(result["tasks"]["entity_tracking"]["subsets"]) >= {"regular"}
     out = tmp_path / "hf.json"
-    hlm("eval", "babylm", "--hf-model", hf_causal, "--data", small_fast_eval, "--tasks", "blimp,entity_tracking", "--json", out)
+    hlm(
+        "eval",
+        "babylm",
+        "--hf-model",
+        hf_causal,
+        "--data",
+        small_fast_eval,
+        "--tasks",
+        "blimp,entity_tracking",
+        "--json",
+        out,
+    )
     saved = json.loads(out.read_text())
-    assert saved["convention"] == "hlm" and saved["scorer"] == "causal" and set(saved["tasks"]) == {"blimp", "entity_tracking"}
+    assert (
+        saved["convention"] == "hlm"
+        and saved["scorer"] == "causal"
+        and set(saved["tasks"]) == {"blimp", "entity_tracking"}
+    )
     for r in saved["tasks"].values():
         assert set(r) >= {"metric", "value", "n", "ties", "subsets"}
 
@@ -136,12 +160,19 @@ def test_bad_task_data_is_one_line_naming_file_and_line(runs, tmp_path):
     bad = tmp_path / "bad"
     (bad / "ewok_filtered").mkdir(parents=True)
     (bad / "ewok_filtered" / "agents.jsonl").write_text('{"Context1": "a", "Target1": "b", "Domain": "d"}\n')
-    assert_one_line_error(hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, check=False), "agents.jsonl:1", "Target2")
+    assert_one_line_error(
+        hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, check=False), "agents.jsonl:1", "Target2"
+    )
     (bad / "ewok_filtered" / "agents.jsonl").write_text("\n")
     assert_one_line_error(hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, check=False), "no items")
     (tmp_path / "other").mkdir()
-    assert_one_line_error(hlm("eval", "babylm", "--run", runs["causal"], "--data", tmp_path / "other", check=False), "no BabyLM task folders")
-    assert_one_line_error(hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, "--tasks", "glue", check=False), "unknown task")
+    assert_one_line_error(
+        hlm("eval", "babylm", "--run", runs["causal"], "--data", tmp_path / "other", check=False),
+        "no BabyLM task folders",
+    )
+    assert_one_line_error(
+        hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, "--tasks", "glue", check=False), "unknown task"
+    )
 
 
 def test_exports_add_bos_so_the_official_convention_scores_like_hlm(runs, small_fast_eval, tmp_path):
@@ -153,5 +184,9 @@ def test_exports_add_bos_so_the_official_convention_scores_like_hlm(runs, small_
     from hybridlm.evaluate.official import completion_scores
 
     assert completion_scores(lm, texts, "causal") == pytest.approx(score_completions(lm, texts, "causal"), abs=1e-5)
-    assert completion_scores(RunLM(runs["causal"]), texts, "causal") == pytest.approx(score_completions(lm, texts, "causal"), abs=1e-4)
-    assert score_completions(lm, texts, "causal") == pytest.approx(score_completions(RunLM(runs["causal"]), texts, "causal"), abs=1e-4)
+    assert completion_scores(RunLM(runs["causal"]), texts, "causal") == pytest.approx(
+        score_completions(lm, texts, "causal"), abs=1e-4
+    )
+    assert score_completions(lm, texts, "causal") == pytest.approx(
+        score_completions(RunLM(runs["causal"]), texts, "causal"), abs=1e-4
+    )

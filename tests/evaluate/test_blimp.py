@@ -1,15 +1,13 @@
 import json
 
 import pytest
+from conftest import SHARED, assert_one_line_error, hlm
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
 from hybridlm.evaluate.lm import ScoringLM
 from hybridlm.grammar import write_minimal_pairs
-
 from hybridlm.objectives.causal import CausalObjective
-
-from conftest import SHARED, assert_one_line_error, hlm
 
 
 class LengthLM(ScoringLM):

@@ -18,6 +18,8 @@ import sys
 import textwrap
 
 import pytest
+from conftest import SHARED, assert_one_line_error, hlm
+from test_scoring import SHAPE, _tiny_hf_model
 
 from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
@@ -26,9 +28,6 @@ from hybridlm.evaluate.lm import HFLM, RunLM
 from hybridlm.export import export_run
 from hybridlm.tokenizer import train_tokenizer
 from hybridlm.train import train
-
-from conftest import SHARED, assert_one_line_error, hlm
-from test_scoring import SHAPE, _tiny_hf_model
 
 transformers = pytest.importorskip("transformers")
 PIPELINE = SHARED.parent / "reference" / "evaluation-pipeline-2025"
@@ -128,6 +127,8 @@ def run_pipeline(model_dir, backend, data, out, tasks=tuple(SENTENCE_TASKS), rea
 
 # ---------------------------------------------------------------- data and models
 TINY = dict(preset="tiny", seq_len=128, batch_size=16, lr=3e-3, eval_interval=0)  # a few seconds a run
+
+
 def _subset(src, dst, every=1, limit=None, files=None):
     dst.mkdir(parents=True)
     for f in sorted(src.glob("*.jsonl"))[:files]:
@@ -215,8 +216,13 @@ def models(tmp_path_factory):
     for objective in ("causal", "masked", "hybrid", "mntp"):
         # 512 positions, as `small`: entity tracking's longest items are ~270 tokens with this vocabulary
         cfg = TrainConfig(
-            data=str(root / "data"), out=str(root / "runs" / objective), objective=objective,
-            model={"max_seq_len": 512}, max_steps=40, log_interval=20, **TINY
+            data=str(root / "data"),
+            out=str(root / "runs" / objective),
+            objective=objective,
+            model={"max_seq_len": 512},
+            max_steps=40,
+            log_interval=20,
+            **TINY,
         )
         train(cfg, quiet=True)
         out[objective] = (root / "runs" / objective, export_run(root / "runs" / objective, root / "hf" / objective))
@@ -331,8 +337,13 @@ def test_age_of_acquisition_equals_the_pipelines(models, tmp_path):
     run = tmp_path / "run"
     train(
         TrainConfig(
-            data=str(root / "data"), out=str(run), objective="causal", max_steps=120, log_interval=40,
-            checkpoint_words=["5K", "10K", "20K", "40K", "80K"], **TINY
+            data=str(root / "data"),
+            out=str(run),
+            objective="causal",
+            max_steps=120,
+            log_interval=40,
+            checkpoint_words=["5K", "10K", "20K", "40K", "80K"],
+            **TINY,
         ),
         quiet=True,
     )

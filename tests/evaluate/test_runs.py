@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_one_line_error, hlm
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM
@@ -13,8 +14,6 @@ from hybridlm.evaluate.scoring import score_sentences
 from hybridlm.generate import generate_causal, generate_text, infill_text
 from hybridlm.grammar import write_minimal_pairs
 from hybridlm.runs import load_run
-
-from conftest import assert_one_line_error, hlm
 
 transformers = pytest.importorskip("transformers")
 
@@ -83,8 +82,10 @@ def test_blimp_cli_same_pairs_through_run_and_hf(runs, tmp_path):
         assert x["good"] == pytest.approx(y["good"], abs=1e-4) and x["bad"] == pytest.approx(y["bad"], abs=1e-4)
     for obj in ("masked", "hybrid", "diffusion"):
         hlm("eval", "blimp", "--run", runs[obj], "--data", pairs, "--limit", 2)
-    assert_one_line_error(hlm("eval", "blimp", "--run", runs["masked"], "--data", pairs, "--scorer", "causal", check=False),
-                          "supports pll")
+    assert_one_line_error(
+        hlm("eval", "blimp", "--run", runs["masked"], "--data", pairs, "--scorer", "causal", check=False),
+        "supports pll",
+    )
 
 
 def test_kv_cache_generation_equals_full_recompute(runs):
@@ -104,7 +105,21 @@ def test_generation_and_infill_per_objective(runs):
         assert "<mask>" not in out and out.startswith("the")
     with pytest.raises(UserError, match="cannot fill"):
         infill_text(load_run(runs["causal"]), "the <mask> .")
-    p = hlm("generate", "--run", runs["causal"], "--prompt", "the", "--max-new-tokens", 5, "--top-k", 5, "--top-p", 0.9, "--min-p", 0.05)
+    p = hlm(
+        "generate",
+        "--run",
+        runs["causal"],
+        "--prompt",
+        "the",
+        "--max-new-tokens",
+        5,
+        "--top-k",
+        5,
+        "--top-p",
+        0.9,
+        "--min-p",
+        0.05,
+    )
     assert p.stdout.startswith("the")
     p = hlm("infill", "--run", runs["diffusion"], "--text", "the <mask> sleeps .", "--span", 3)
     assert "<mask>" not in p.stdout

@@ -21,8 +21,15 @@ def _tiny_hf_model(out, model_cls, config, tokenizer_dir):
     return out
 
 
-SHAPE = dict(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=128, pad_token_id=0)
+SHAPE = dict(
+    vocab_size=320,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=128,
+    pad_token_id=0,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,40 +1,76 @@
-"""A fifth objective defined here, outside the package: it trains, validates, scores pairs and
-reports with no edit anywhere in hybridlm, because every part of the package asks the objective."""
+"""An objective defined here, outside the package, with two options: it trains from CLI flags and
+from TOML, refuses a changed option on --resume, validates its options, scores, says it cannot
+export or generate, reports and appears in the demo, with no edit anywhere in hybridlm, because
+every part of the package asks the objective (its Options and its Capabilities record)."""
+
+import json
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from hybridlm.config import TrainConfig
+from hybridlm import cli
+from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
 from hybridlm.evaluate.lm import RunLM
+from hybridlm.export import export_run
+from hybridlm.generate import generate_text, infill_text
 from hybridlm.grammar import write_minimal_pairs
-from hybridlm.objectives import OBJECTIVES, Batch, Objective, register
+from hybridlm.model import AttentionSpec
+from hybridlm.objectives import (
+    OBJECTIVES,
+    Attention,
+    Batch,
+    Capabilities,
+    Generation,
+    Infill,
+    Likelihood,
+    Objective,
+    Options,
+    option,
+    register,
+)
 from hybridlm.report import make_report
-from hybridlm.train import train
+from hybridlm.runs import load_run
+
+
+@dataclass(frozen=True)
+class PreviousTokenOptions(Options):
+    reverse_fraction: float = option(
+        1.0, "previous: the share of rows read right to left", check=lambda v: 0 <= v <= 1, rule="lie in [0, 1]"
+    )
+    skip_bos: bool = option(True, "previous: <s> is never a target")
 
 
 class PreviousTokenObjective(Objective):
-    """Predict the previous token: next-token prediction on the reversed window."""
+    """Predict the previous token (next-token prediction on the reversed window) on a share of the rows."""
 
     name = "previous"
-    attention = "causal"
-    likelihood = "exact"
-    loss_label = "previous-token CE"
-    scorers = ("causal",)
-    perplexity_scorers = ("causal",)
-    generation = None
-    infill_shift = None
-    export_causal_lm = False
+    Options = PreviousTokenOptions
+    capabilities = Capabilities(
+        Attention.CAUSAL,
+        Likelihood.EXACT,
+        ("causal",),
+        ("causal",),
+        Generation.NONE,
+        Infill.NONE,
+        frozenset(),
+        loss_label="previous-token CE",
+    )
 
-    def corrupt(self, ids, generator, progress=1.0, train=True):
-        reverse = ids.flip(1)
-        inputs, targets = reverse[:, :-1], reverse[:, 1:]
-        valid = targets != 0
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True):
+        n_reversed = round(self.options.reverse_fraction * len(ids))
+        rows = torch.cat([ids[:n_reversed].flip(1), ids[n_reversed:]])
+        inputs, targets = rows[:, :-1], rows[:, 1:]
+        valid = (targets != 0) & ((targets != 1) if self.options.skip_bos else True)
         w = valid.float()
-        docs = self._doc_ids(ids[:, 1:])
-        return Batch(input_ids=inputs, targets=targets, loss_weights=w / w.sum().clamp(min=1),
-                     is_causal=torch.ones(len(ids), dtype=torch.bool), token_mask=valid,
-                     document_ids=None if docs is None else docs.flip(1))
+        return Batch(
+            input_ids=inputs,
+            targets=targets,
+            loss_weights=w / w.sum().clamp(min=1),
+            token_mask=valid,
+            attention=AttentionSpec(torch.ones(len(ids), dtype=torch.bool)),
+        )
 
 
 @pytest.fixture
@@ -44,21 +80,120 @@ def registered():
     OBJECTIVES.pop("previous")
 
 
-def test_a_fifth_objective_needs_no_edit_in_the_package(registered, tmp_path, data_dir):
-    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "prev"), objective="previous", preset="tiny", seq_len=32,
-                      batch_size=8, max_steps=30, lr=1e-2, eval_interval=15, eval_batches=4, log_interval=5)
-    summary = train(cfg, quiet=True)
+def _hlm(capsys, *args) -> tuple[int, str, str]:
+    try:
+        cli.main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+TINY = [
+    "--preset",
+    "tiny",
+    "--seq-len",
+    32,
+    "--batch-size",
+    8,
+    "--lr",
+    1e-2,
+    "--eval-interval",
+    6,
+    "--eval-batches",
+    2,
+    "--log-interval",
+    3,
+]
+
+
+def test_an_objective_with_options_needs_no_edit_in_the_package(registered, tmp_path, data_dir, capsys):
+    # trains from flags: its options are flags of hlm train, and land in the run's config
+    flags = tmp_path / "flags"
+    code, out, err = _hlm(
+        capsys,
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        flags,
+        "--objective",
+        "previous",
+        *TINY,
+        "--max-steps",
+        6,
+        "--reverse-fraction",
+        0.5,
+        "--no-skip-bos",
+    )
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
     assert summary["objective"] == "previous" and summary["val_bpb"] > 0  # a likelihood: bits per byte reported
-    metrics = [ln for ln in (tmp_path / "prev" / "metrics.jsonl").read_text().splitlines() if "val_loss" in ln]
-    assert len(metrics) == 2
+    saved = json.loads((flags / "config.json").read_text())
+    assert saved["reverse_fraction"] == 0.5 and saved["skip_bos"] is False
+    assert "mask_ratio_start" not in saved  # only its own options
 
+    # ... and from TOML
+    toml = tmp_path / "previous.toml"
+    toml.write_text('objective = "previous"\nreverse_fraction = 0.25\nmax_steps = 6\n')
+    code, _, err = _hlm(capsys, "train", "--config", toml, "--data", data_dir, "--out", tmp_path / "toml", *TINY)
+    assert code == 0, err
+    assert json.loads((tmp_path / "toml" / "config.json").read_text())["reverse_fraction"] == 0.25
+    assert "--reverse-fraction" in _hlm(capsys, "train", "--help")[1]
+
+    # a changed option is refused on --resume (it would be another run); an unchanged one resumes
+    code, _, err = _hlm(capsys, "train", "--out", flags, "--resume", "--reverse-fraction", 0.9, "--max-steps", 8)
+    assert code == 2 and "reverse_fraction" in err and "0.5" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _hlm(capsys, "train", "--out", flags, "--resume", "--reverse-fraction", 0.5, "--max-steps", 8)
+    assert code == 0, err
+
+    # validated by its Options, before anything is written
+    code, _, err = _hlm(
+        capsys,
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "bad",
+        "--objective",
+        "previous",
+        *TINY,
+        "--reverse-fraction",
+        2,
+    )
+    assert code == 2 and "reverse_fraction must lie in [0, 1]" in err and not (tmp_path / "bad").exists()
+    code, _, err = _hlm(
+        capsys,
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "bad",
+        "--objective",
+        "causal",
+        *TINY,
+        "--reverse-fraction",
+        0.5,
+    )
+    assert code == 2 and "option of previous" in err
+
+    # scores (its capabilities name the scorer), says it cannot export, generate or infill, reports
     pairs = load_pairs([write_minimal_pairs(tmp_path / "pairs", n_per_paradigm=4)])
-    result = evaluate_pairs(RunLM(tmp_path / "prev"), pairs)
+    result = evaluate_pairs(RunLM(flags), pairs)
     assert result["scorer"] == "causal" and 0 <= result["macro_accuracy"] <= 1 and result["n_pairs"] == len(pairs)
+    with pytest.raises(UserError, match="has no Hugging Face export"):
+        export_run(flags, tmp_path / "export")
+    run = load_run(flags)
+    with pytest.raises(UserError, match="does not generate"):
+        generate_text(run, "the")
+    with pytest.raises(UserError, match="cannot fill masks"):
+        infill_text(run, "the <mask> .")
+    text = make_report([flags], tmp_path / "report").read_text()
+    assert "| flags | previous |" in text and "neither generates nor infills" in text
 
-    report = make_report([tmp_path / "prev"], tmp_path / "report")
-    text = report.read_text()
-    assert "| prev | previous |" in text and "neither generates nor infills" in text
+    # the demo lists it and runs it
+    assert "previous" in _hlm(capsys, "demo", "--help")[1]
 
 
 def test_the_registry_refuses_what_is_not_an_objective():
@@ -66,3 +201,14 @@ def test_the_registry_refuses_what_is_not_an_objective():
         register(int)
     with pytest.raises(TypeError):
         register(Objective)  # the base has no name of its own
+
+    @dataclass(frozen=True)
+    class Clashing(Options):
+        max_span: float = option(3.0, "a key another objective defines with another type")
+
+    class ClashingObjective(Objective):
+        name = "clashing"
+        Options = Clashing
+
+    with pytest.raises(TypeError, match="max_span"):
+        register(ClashingObjective)

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from hybridlm.model import build_model
 from hybridlm.errors import UserError
+from hybridlm.model import build_model
 from hybridlm.objectives.diffusion import DiffusionObjective, alpha_and_weight, frequency_exponents, sample_times
 
 

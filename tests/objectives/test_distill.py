@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
+from conftest import assert_one_line_error, hlm
 
 from hybridlm.config import TrainConfig
+from hybridlm.distill import Distiller
 from hybridlm.model import PRESETS, ModelConfig, Transformer
 from hybridlm.objectives import build_objective
-from hybridlm.objectives.distill import Distiller
-
-from conftest import assert_one_line_error, hlm
 
 
 @pytest.mark.parametrize("objective", ["causal", "masked", "mntp", "diffusion"])
@@ -43,9 +42,34 @@ def test_a_student_distils_from_teacher_runs(runs, data_dir, tmp_path):
     from pathlib import Path
 
     relative = os.path.relpath(runs["causal"], tmp_path)  # a teacher named relative to where hlm runs
-    hlm("train", "--data", data_dir, "--out", tmp_path / "student", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8,
-        "--max-steps", 4, "--log-interval", 1, "--eval-interval", 4, "--eval-batches", 2,
-        "--distill-from", relative, "--distill-from", runs["hybrid"], "--distill-alpha", 0.5, cwd=tmp_path)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "student",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--max-steps",
+        4,
+        "--log-interval",
+        1,
+        "--eval-interval",
+        4,
+        "--eval-batches",
+        2,
+        "--distill-from",
+        relative,
+        "--distill-from",
+        runs["hybrid"],
+        "--distill-alpha",
+        0.5,
+        cwd=tmp_path,
+    )
     saved = json.loads((tmp_path / "student" / "config.json").read_text())["distill_from"]
     assert saved == [str(Path(runs["causal"]).resolve()), str(Path(runs["hybrid"]).resolve())]  # resumes from anywhere
     rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
@@ -62,11 +86,15 @@ def test_a_teacher_on_another_tokenizer_is_refused(runs, tmp_path, corpus):
 
     train_tokenizer([corpus], vocab_size=400, out_dir=tmp_path / "tok")
     prepare([corpus], tmp_path / "tok", tmp_path / "data", val_fraction=0.05)
-    proc = hlm("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", runs["causal"], check=False)
+    proc = hlm(
+        "train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", runs["causal"], check=False
+    )
     assert_one_line_error(proc, "another tokenizer")
     assert not (tmp_path / "s").exists()
-    assert_one_line_error(hlm("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", tmp_path,
-                              check=False), "neither a hybridlm run nor a Hugging Face model")
+    assert_one_line_error(
+        hlm("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", tmp_path, check=False),
+        "neither a hybridlm run nor a Hugging Face model",
+    )
 
 
 def _packed_batch(objective: str, vocab: int):
@@ -83,8 +111,8 @@ def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(runs, data_d
     """The export of a run, read by transformers, teaches exactly what the run teaches: the same
     attention (packed documents, a prefix) reaches the HF model through its 4D mask."""
     from hybridlm.data import load_manifest
+    from hybridlm.distill import HFTeacher
     from hybridlm.export import export_run
-    from hybridlm.objectives.distill import HFTeacher
 
     export_run(runs["causal"], tmp_path / "hf")
     batch = _packed_batch(objective, load_manifest(data_dir)["vocab_size"])
@@ -105,14 +133,31 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
     from hybridlm.export import export_run
 
     hf = export_run(runs["causal"], tmp_path / "hf")
-    common = ("--data", data_dir, "--preset", "tiny", "--seq-len", 32, "--batch-size", 8, "--max-steps", 2, "--log-interval", 1,
-              "--eval-interval", 0)
+    common = (
+        "--data",
+        data_dir,
+        "--preset",
+        "tiny",
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--max-steps",
+        2,
+        "--log-interval",
+        1,
+        "--eval-interval",
+        0,
+    )
     hlm("train", *common, "--out", tmp_path / "student", "--distill-from", hf)
     rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     assert [r["kl"] > 0 for r in rows if "loss" in r] == [True, True]
     # a masked student cannot read a causal LM's predictions
-    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "m", "--objective", "masked", "--distill-from", hf,
-                              check=False), "Hugging Face causal LM", "bidirectional")
+    assert_one_line_error(
+        hlm("train", *common, "--out", tmp_path / "m", "--objective", "masked", "--distill-from", hf, check=False),
+        "Hugging Face causal LM",
+        "bidirectional",
+    )
     # another vocabulary: one token renamed in the teacher's tokenizer
     other = tmp_path / "other"
     export_run(runs["causal"], other)
@@ -120,23 +165,30 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
     word = next(w for w, i in tok["model"]["vocab"].items() if i == 100)
     tok["model"]["vocab"]["zz" + word] = tok["model"]["vocab"].pop(word)
     (other / "tokenizer.json").write_text(json.dumps(tok))
-    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "o", "--distill-from", other, check=False),
-                          "another vocabulary")
+    assert_one_line_error(
+        hlm("train", *common, "--out", tmp_path / "o", "--distill-from", other, check=False), "another vocabulary"
+    )
     # pickled weights only: refused, never unpickled
     pickled = tmp_path / "pickled"
     export_run(runs["causal"], pickled)
     torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
-    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "p", "--distill-from", pickled, check=False), ".safetensors")
+    assert_one_line_error(
+        hlm("train", *common, "--out", tmp_path / "p", "--distill-from", pickled, check=False), ".safetensors"
+    )
     # a masked LM folder is no causal teacher
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
-    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "b", "--distill-from", other, check=False), "causal LM")
+    assert_one_line_error(
+        hlm("train", *common, "--out", tmp_path / "b", "--distill-from", other, check=False), "causal LM"
+    )
     # damaged weights: refused from the header, before the run folder exists
     damaged = tmp_path / "damaged"
     export_run(runs["causal"], damaged)
     data = (damaged / "model.safetensors").read_bytes()
     (damaged / "model.safetensors").write_bytes(data[: len(data) // 2])
-    assert_one_line_error(hlm("train", *common, "--out", tmp_path / "d", "--distill-from", damaged, check=False),
-                          "not a readable safetensors file")
+    assert_one_line_error(
+        hlm("train", *common, "--out", tmp_path / "d", "--distill-from", damaged, check=False),
+        "not a readable safetensors file",
+    )
     assert not any((tmp_path / n).exists() for n in "mopbd")

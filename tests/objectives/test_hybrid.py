@@ -1,7 +1,6 @@
 import torch
 
 from hybridlm.objectives.hybrid import HybridObjective
-from hybridlm.objectives.masked import MaskedObjective
 
 
 def test_masked_next_token_alignment():

@@ -1,8 +1,7 @@
 import torch
 
 from hybridlm.objectives.hybrid import HybridObjective
-from hybridlm.objectives.masked import MaskedObjective
-from hybridlm.objectives.masked import span_mask
+from hybridlm.objectives.masked import MaskedObjective, span_mask
 
 
 def _ids(B=64, L=128, V=300, seed=0):
@@ -48,14 +47,14 @@ def test_replacement_is_80_10_10():
 def test_masked_objective_targets_only_masked_positions():
     obj = MaskedObjective(300)
     ids = _ids(16, 65)
-    b = obj.corrupt(ids, torch.Generator().manual_seed(0), progress=0.0)
+    b = obj.corrupt(ids, torch.Generator().manual_seed(0), fraction_done=0.0)
     scored = b.loss_weights > 0
     assert (b.targets == ids[:, :-1]).all()
     assert (b.input_ids[~scored] == ids[:, :-1][~scored]).all()
     assert abs(b.loss_weights.sum().item() - 1) < 1e-5
     assert not b.is_causal.any()
     rate0 = scored.float().mean().item()
-    b1 = obj.corrupt(ids, torch.Generator().manual_seed(0), progress=1.0)
+    b1 = obj.corrupt(ids, torch.Generator().manual_seed(0), fraction_done=1.0)
     assert rate0 > 0.25 and (b1.loss_weights > 0).float().mean().item() < 0.2  # 30% -> 15% anneal
     val = obj.corrupt(ids, torch.Generator().manual_seed(0), progress=0.0, train=False)
     assert (val.loss_weights > 0).float().mean().item() < 0.2  # validation uses the final ratio

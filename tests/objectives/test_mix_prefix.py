@@ -4,11 +4,12 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 import types
 
 import pytest
 import torch
+from conftest import assert_one_line_error, hlm
+from test_distributed import torchrun
 
 from hybridlm.config import TrainConfig
 from hybridlm.errors import UserError
@@ -17,9 +18,6 @@ from hybridlm.objectives import build_objective
 from hybridlm.objectives.mix import parse_mix, parse_phases
 from hybridlm.objectives.prefix import PrefixObjective
 
-from conftest import assert_one_line_error, hlm
-from test_distributed import torchrun
-
 
 def _mix(**kw):
     return build_objective(TrainConfig(objective="mix", **kw), 300)
@@ -27,8 +25,12 @@ def _mix(**kw):
 
 def _hybrid_at(commit: str):
     """The hybrid objective as it was before it became a preset of mix (its own file at `commit`)."""
-    src = subprocess.run(["git", "show", f"{commit}:src/hybridlm/objectives/hybrid.py"], capture_output=True, text=True,
-                         cwd=__file__.rsplit("/tests/", 1)[0])
+    src = subprocess.run(
+        ["git", "show", f"{commit}:src/hybridlm/objectives/hybrid.py"],
+        capture_output=True,
+        text=True,
+        cwd=__file__.rsplit("/tests/", 1)[0],
+    )
     if src.returncode != 0:
         pytest.skip("not a git checkout with the old hybrid objective")
     module = types.ModuleType("old_hybrid")
@@ -45,8 +47,10 @@ def test_hybrid_is_the_mix_preset_with_the_old_batches():
         ids[:, 0] = 1
         before = ids.clone()
         for step in range(6):
-            want = old.corrupt(ids, torch.Generator().manual_seed(step), progress=step / 5)
-            for got in (o.corrupt(ids, torch.Generator().manual_seed(step), progress=step / 5) for o in (new, mix)):
+            want = old.corrupt(ids, torch.Generator().manual_seed(step), fraction_done=step / 5)
+            for got in (
+                o.corrupt(ids, torch.Generator().manual_seed(step), fraction_done=step / 5) for o in (new, mix)
+            ):
                 assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.is_causal, want.is_causal)
                 assert torch.equal(got.token_mask, want.token_mask) and torch.equal(got.targets, want.targets)
                 assert torch.allclose(got.loss_weights, want.loss_weights, rtol=1e-6, atol=1e-9)
@@ -99,7 +103,7 @@ def test_schedules_linear_and_phases():
     assert lin.shares(0.5) == pytest.approx([0.375, 0.625])
     antlm = _mix(mix_phases=[[0.0, "causal:1"], [0.4, "mntp:1"], [0.8, "causal:1"]])
     assert antlm.shares(0.1) == [1.0, 0.0] and antlm.shares(0.5) == [0.0, 1.0] and antlm.shares(0.9) == [1.0, 0.0]
-    b = antlm.corrupt(torch.randint(5, 300, (8, 17)), torch.Generator().manual_seed(0), progress=0.5)
+    b = antlm.corrupt(torch.randint(5, 300, (8, 17)), torch.Generator().manual_seed(0), fraction_done=0.5)
     assert not b.is_causal.any()
     assert parse_phases(["0@causal:1", "0.5@mntp:1"]) == [(0.0, {"causal": 1.0}), (0.5, {"mntp": 1.0})]
     for bad in ([[0.2, "causal:1"]], [[0.0, "causal:1"], [0.0, "mntp:1"]], ["0:causal"]):
@@ -111,7 +115,7 @@ def test_schedules_linear_and_phases():
 def test_mntp_scores_where_the_next_token_was_masked():
     obj = build_objective(TrainConfig(objective="mntp"), 300)
     ids = torch.randint(5, 300, (8, 65), generator=torch.Generator().manual_seed(0))
-    b = obj.corrupt(ids, torch.Generator().manual_seed(1), progress=0.0)
+    b = obj.corrupt(ids, torch.Generator().manual_seed(1), fraction_done=0.0)
     assert (b.targets == ids[:, 1:]).all() and not b.is_causal.any()
     scored = b.loss_weights > 0
     assert (b.input_ids[:, 1:][scored[:, :-1]] != ids[:, 1:-1][scored[:, :-1]]).float().mean() > 0.8  # mostly hidden
@@ -161,7 +165,9 @@ def test_prefix_scorer_reads_the_context_as_a_prefix(runs_extra):
     full, _ = lm.tokenize(context + completion)
     ids = torch.tensor([[lm.bos_id] + full])
     with torch.no_grad():
-        logp = torch.log_softmax(lm.model(ids, prefix_lengths=torch.tensor([len(ctx) + 1]), logits=True)[0].double(), -1)
+        logp = torch.log_softmax(
+            lm.model(ids, prefix_lengths=torch.tensor([len(ctx) + 1]), logits=True)[0].double(), -1
+        )
     want = sum(logp[i - 1, ids[0, i]].item() for i in range(len(ctx) + 1, ids.shape[1]))
     assert got == pytest.approx(want, abs=1e-4)
 
@@ -172,10 +178,25 @@ def runs_extra(tmp_path_factory, data_dir):
 
     root = tmp_path_factory.mktemp("runs_extra")
     out = {}
-    for objective, extra in (("prefix", {}), ("mix", {"mix": "causal:1,prefix:1,mntp:2", "mix_end": "causal:1,mntp:1"}),
-                             ("mntp", {})):
-        cfg = TrainConfig(data=str(data_dir), out=str(root / objective), objective=objective, preset="tiny", seq_len=32,
-                          batch_size=8, max_steps=12, lr=3e-3, eval_interval=6, eval_batches=2, log_interval=2, **extra)
+    for objective, extra in (
+        ("prefix", {}),
+        ("mix", {"mix": "causal:1,prefix:1,mntp:2", "mix_end": "causal:1,mntp:1"}),
+        ("mntp", {}),
+    ):
+        cfg = TrainConfig(
+            data=str(data_dir),
+            out=str(root / objective),
+            objective=objective,
+            preset="tiny",
+            seq_len=32,
+            batch_size=8,
+            max_steps=12,
+            lr=3e-3,
+            eval_interval=6,
+            eval_batches=2,
+            log_interval=2,
+            **extra,
+        )
         out[objective] = (root / objective, train(cfg, quiet=True))
     return {k: v[0] for k, v in out.items()} | {f"{k}_summary": v[1] for k, v in out.items()}
 
@@ -191,7 +212,9 @@ def test_new_objectives_train_validate_score_and_generate(runs_extra, tmp_path):
     for name in ("prefix", "mix", "mntp"):
         summary = runs_extra[f"{name}_summary"]
         assert math.isfinite(summary["val_loss"]), name
-        assert ("val_bpb" in summary) == (name != "mntp"), name  # a likelihood reading: prefix's empty prefix, the mix's causal rows
+        assert ("val_bpb" in summary) == (name != "mntp"), (
+            name
+        )  # a likelihood reading: prefix's empty prefix, the mix's causal rows
         result = evaluate_pairs(RunLM(runs_extra[name]), pairs)
         assert 0 <= result["macro_accuracy"] <= 1, name
     assert {"val_ce_causal", "val_ce_prefix", "val_ce_mntp"} <= set(runs_extra["mix_summary"])
@@ -203,10 +226,32 @@ def test_new_objectives_train_validate_score_and_generate(runs_extra, tmp_path):
 def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, runs, setting):
     # a scheduled mix with prefix-LM rows (both new objectives in one run), and a causal student with
     # multi-token heads distilled from a teacher run: each resumed, and under 2 processes
-    objective = (["--objective", "mix", "--mix", "causal:1,prefix:1,mntp:2", "--mix-end", "causal:1,mntp:1"] if setting == "mix"
-                 else ["--objective", "causal", "--mtp-heads", 2, "--distill-from", runs["hybrid"]])
-    args = [*objective, "--preset", "tiny", "--seq-len", 32, "--batch-size", 8, "--log-interval", 1,
-            "--eval-interval", 0, "--precision", "fp32", "--seed", 5, "--max-steps", 8, "--checkpoint-interval", 4]
+    objective = (
+        ["--objective", "mix", "--mix", "causal:1,prefix:1,mntp:2", "--mix-end", "causal:1,mntp:1"]
+        if setting == "mix"
+        else ["--objective", "causal", "--mtp-heads", 2, "--distill-from", runs["hybrid"]]
+    )
+    args = [
+        *objective,
+        "--preset",
+        "tiny",
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--log-interval",
+        1,
+        "--eval-interval",
+        0,
+        "--precision",
+        "fp32",
+        "--seed",
+        5,
+        "--max-steps",
+        8,
+        "--checkpoint-interval",
+        4,
+    ]
     hlm("train", "--data", data_dir, "--out", tmp_path / "one", *args)
     torchrun(2, "--data", data_dir, "--out", tmp_path / "two", *args)
     shutil.copytree(tmp_path / "one", tmp_path / "resumed")
@@ -221,16 +266,25 @@ def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, runs, s
     for s in range(1, 9):
         assert losses["two"][s] == pytest.approx(losses["one"][s], rel=1e-5), s
         assert losses["resumed"][s] == pytest.approx(losses["one"][s], rel=1e-6), s
-    changes = (["--mix", "causal:1"], ["--prefix-min", 0.2]) if setting == "mix" else (["--distill-alpha", 0.9], ["--mtp-heads", 3])
+    changes = (
+        (["--mix", "causal:1"], ["--prefix-min", 0.2])
+        if setting == "mix"
+        else (["--distill-alpha", 0.9], ["--mtp-heads", 3])
+    )
     for changed in changes:  # the objectives' options (and the teachers) are the run's identity
-        assert_one_line_error(hlm("train", "--out", tmp_path / "one", "--resume", *changed, check=False), "--resume with")
+        assert_one_line_error(
+            hlm("train", "--out", tmp_path / "one", "--resume", *changed, check=False), "--resume with"
+        )
 
 
 def test_config_errors_are_one_line(data_dir, tmp_path):
-    for args, needle in ((["--objective", "mix"], "needs --mix"), (["--objective", "mix", "--mix", "hybrid:1"], "itself a mix"),
-                         (["--objective", "mix", "--mix", "causal:1,mntp:x"], "NAME:WEIGHT"),
-                         (["--objective", "mix", "--mix", "nothing:1"], "unknown objective"),
-                         (["--objective", "prefix", "--prefix-min", 0.9, "--prefix-max", 0.5], "prefix_min")):
+    for args, needle in (
+        (["--objective", "mix"], "needs --mix"),
+        (["--objective", "mix", "--mix", "hybrid:1"], "itself a mix"),
+        (["--objective", "mix", "--mix", "causal:1,mntp:x"], "NAME:WEIGHT"),
+        (["--objective", "mix", "--mix", "nothing:1"], "unknown objective"),
+        (["--objective", "prefix", "--prefix-min", 0.9, "--prefix-max", 0.5], "prefix_min"),
+    ):
         assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", *args, check=False), needle)
         assert not (tmp_path / "x").exists()
 

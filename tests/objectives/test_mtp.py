@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
+from conftest import assert_one_line_error, hlm
 
 from hybridlm.config import TrainConfig
 from hybridlm.objectives import build_objective
-
-from conftest import assert_one_line_error, hlm
 
 
 def test_extra_targets_are_the_later_tokens_and_weighted_only_where_they_exist():
@@ -25,7 +24,9 @@ def test_extra_targets_are_the_later_tokens_and_weighted_only_where_they_exist()
                 assert (b.extra_targets[:, i, head] == ids[:, i + k]).all() and (b.extra_weights[:, i, head] > 0).all()
             else:
                 assert (b.extra_weights[:, i, head] == 0).all()  # past the window: no target, no loss
-    assert b.extra_weights[..., 0].sum().item() == pytest.approx(0.5) and b.extra_weights[..., 1].sum().item() == pytest.approx(0.25)
+    assert b.extra_weights[..., 0].sum().item() == pytest.approx(0.5) and b.extra_weights[
+        ..., 1
+    ].sum().item() == pytest.approx(0.25)
     assert torch.equal(b.targets, ids[:, 1:]) and b.loss_weights.sum().item() == pytest.approx(1.0)
 
 
@@ -33,9 +34,33 @@ def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(data_di
     transformers = pytest.importorskip("transformers")
     from hybridlm.runs import load_run
 
-    hlm("train", "--data", data_dir, "--out", tmp_path / "run", "--preset", "tiny", "--seq-len", 32, "--batch-size", 8,
-        "--max-steps", 6, "--log-interval", 1, "--eval-interval", 6, "--eval-batches", 2, "--mtp-heads", 3,
-        "--mtp-weights", 0.5, "--mtp-weights", 0.5)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "run",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--max-steps",
+        6,
+        "--log-interval",
+        1,
+        "--eval-interval",
+        6,
+        "--eval-batches",
+        2,
+        "--mtp-heads",
+        3,
+        "--mtp-weights",
+        0.5,
+        "--mtp-weights",
+        0.5,
+    )
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all("ce_mtp2" in r and "ce_mtp3" in r for r in rows if "loss" in r)
     assert any("val_bpb" in r for r in rows)
@@ -46,14 +71,40 @@ def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(data_di
     ids = torch.tensor([[1, 40, 41, 42]])
     with torch.no_grad():
         assert torch.allclose(hf(ids).logits, run.model(ids, logits=True), atol=1e-4)
-    hlm("train", "--data", data_dir, "--out", tmp_path / "mix", "--objective", "mix", "--mix", "causal:1,mntp:1", "--preset", "tiny",
-        "--seq-len", 32, "--batch-size", 8, "--max-steps", 2, "--log-interval", 1, "--eval-interval", 0, "--mtp-heads", 2)
+    hlm(
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        tmp_path / "mix",
+        "--objective",
+        "mix",
+        "--mix",
+        "causal:1,mntp:1",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--max-steps",
+        2,
+        "--log-interval",
+        1,
+        "--eval-interval",
+        0,
+        "--mtp-heads",
+        2,
+    )
     rows = [json.loads(ln) for ln in (tmp_path / "mix" / "metrics.jsonl").read_text().splitlines()]
     assert all("ce_mtp2" in r for r in rows if "loss" in r)
 
 
 def test_mtp_needs_causal_rows(data_dir, tmp_path):
-    for args, needle in ((["--objective", "masked", "--mtp-heads", 2], "causal rows"), (["--mtp-heads", 0], "mtp_heads"),
-                         (["--mtp-heads", 3, "--mtp-weights", 1], "one weight"),
-                         (["--mtp-heads", 2, "--mtp-weights", "x"], "one weight")):
+    for args, needle in (
+        (["--objective", "masked", "--mtp-heads", 2], "causal rows"),
+        (["--mtp-heads", 0], "mtp_heads"),
+        (["--mtp-heads", 3, "--mtp-weights", 1], "one weight"),
+        (["--mtp-heads", 2, "--mtp-weights", "x"], "one weight"),
+    ):
         assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", *args, check=False), needle)

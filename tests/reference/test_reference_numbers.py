@@ -51,16 +51,42 @@ COMBINATIONS = {
 
 
 def _config(data_dir, out, options) -> TrainConfig:
-    return TrainConfig(data=str(data_dir), out=str(out), preset="tiny", seq_len=32, batch_size=8, max_steps=20,
-                       lr=3e-3, precision="fp32", eval_interval=20, eval_batches=2, log_interval=1,
-                       checkpoint_interval=20, seed=7, **options)
+    return TrainConfig(
+        data=str(data_dir),
+        out=str(out),
+        preset="tiny",
+        seq_len=32,
+        batch_size=8,
+        max_steps=20,
+        lr=3e-3,
+        precision="fp32",
+        eval_interval=20,
+        eval_batches=2,
+        log_interval=1,
+        checkpoint_interval=20,
+        seed=7,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("reference") / "teacher"
-    train(TrainConfig(data=str(data_dir), out=str(out), preset="tiny", seq_len=32, batch_size=8, max_steps=10,
-                      lr=3e-3, precision="fp32", eval_interval=0, seed=1), quiet=True)
+    train(
+        TrainConfig(
+            data=str(data_dir),
+            out=str(out),
+            preset="tiny",
+            seq_len=32,
+            batch_size=8,
+            max_steps=10,
+            lr=3e-3,
+            precision="fp32",
+            eval_interval=0,
+            seed=1,
+        ),
+        quiet=True,
+    )
     return out
 
 

@@ -50,8 +50,18 @@ from hybridlm.objectives import build_objective
 from hybridlm.runs import RunDir
 from hybridlm.tokenizer import load_tokenizer
 
-TASKS = ("blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "comps", "reading_eye_tracking",
-         "reading_self_paced", "aoa")
+TASKS = (
+    "blimp",
+    "supplement",
+    "ewok",
+    "entity_tracking",
+    "wug_adj",
+    "wug_past",
+    "comps",
+    "reading_eye_tracking",
+    "reading_self_paced",
+    "aoa",
+)
 CURVE_TASKS = ("aoa",)  # computed from every words_N checkpoint of a run, not from one model
 # task -> the folder names it is found under (full_eval first, then fast_eval)
 FOLDERS = {
@@ -113,7 +123,9 @@ def find_tasks(data_dir, tasks=None) -> dict[str, Path]:
             if tasks:  # asked for by name: its absence is an error
                 raise UserError(f"no folder for task {t!r} under {root} (looked for {', '.join(FOLDERS[t])})")
     if not found:
-        raise UserError(f"no BabyLM task folders under {root} (looked for {', '.join(sorted(set(sum(FOLDERS.values(), ()))))})")
+        raise UserError(
+            f"no BabyLM task folders under {root} (looked for {', '.join(sorted(set(sum(FOLDERS.values(), ()))))})"
+        )
     return found
 
 
@@ -143,7 +155,14 @@ def read_task(task: str, folder: Path) -> TaskData:
             elif task == "ewok":
                 _need(where, row, "Context1", "Target1", "Target2", "Domain")
                 c = row["Context1"]
-                data.items.append(Item([c + " " + row["Target1"], c + " " + row["Target2"]], [len(c), len(c)], row["Domain"], where=where))
+                data.items.append(
+                    Item(
+                        [c + " " + row["Target1"], c + " " + row["Target2"]],
+                        [len(c), len(c)],
+                        row["Domain"],
+                        where=where,
+                    )
+                )
             elif task == "entity_tracking":
                 _need(where, row, "input_prefix")
                 _need(where, row, "options", kind=list)
@@ -151,8 +170,14 @@ def read_task(task: str, folder: Path) -> TaskData:
                 p = row["input_prefix"]
                 if len(row["options"]) < 2 or not all(isinstance(o, str) for o in row["options"]):
                     raise UserError(f"{where}: 'options' must be two or more strings")
-                data.items.append(Item([p + o for o in row["options"]], [len(p)] * len(row["options"]),
-                                       f"{f.stem}_{row['numops']}_ops", where=where))
+                data.items.append(
+                    Item(
+                        [p + o for o in row["options"]],
+                        [len(p)] * len(row["options"]),
+                        f"{f.stem}_{row['numops']}_ops",
+                        where=where,
+                    )
+                )
             elif task in WUG:
                 _need(where, row, "sentences")
                 _need(where, row, "ratio", kind=(int, float))
@@ -163,8 +188,14 @@ def read_task(task: str, folder: Path) -> TaskData:
             elif task == "comps":
                 _need(where, row, "prefix_acceptable", "prefix_unacceptable", "property_phrase")
                 good, bad, phrase = row["prefix_acceptable"], row["prefix_unacceptable"], row["property_phrase"]
-                data.items.append(Item([good + " " + phrase, bad + " " + phrase], [len(good) + 1, len(bad) + 1],
-                                       COMPS_SUBSETS.get(f.stem, "wugs_dist_in_between"), where=where))
+                data.items.append(
+                    Item(
+                        [good + " " + phrase, bad + " " + phrase],
+                        [len(good) + 1, len(bad) + 1],
+                        COMPS_SUBSETS.get(f.stem, "wugs_dist_in_between"),
+                        where=where,
+                    )
+                )
     if not data.items:
         raise UserError(f"{folder}: task {task} has no items")
     return data
@@ -179,8 +210,18 @@ def _read_reading(folder: Path) -> list[dict]:
             rows = list(csv.DictReader(f))
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8; re-encode the file") from None
-    need = ("item", "word", "Subtlex_log10", "length", "context_length", "self_paced_reading_time", "prev_item", "prev_word",
-            "prev_length", *EYE_TRACKING)
+    need = (
+        "item",
+        "word",
+        "Subtlex_log10",
+        "length",
+        "context_length",
+        "self_paced_reading_time",
+        "prev_item",
+        "prev_word",
+        "prev_length",
+        *EYE_TRACKING,
+    )
     if not rows:
         raise UserError(f"{path}: no rows")
     missing = [k for k in need if k not in rows[0]]
@@ -259,8 +300,9 @@ def _num(rows, key):
 
 
 # ---------------------------------------------------------------- running
-def evaluate_babylm(lm, data_dir, tasks=None, scorer=None, convention: str = "hlm", samples: int = 1,
-                    progress: bool = False) -> dict:
+def evaluate_babylm(
+    lm, data_dir, tasks=None, scorer=None, convention: str = "hlm", samples: int = 1, progress: bool = False
+) -> dict:
     """Every task found under data_dir (or those named), scored with the model's scorer."""
     if convention not in ("hlm", "official"):
         raise UserError(f"unknown convention {convention!r} (choose hlm or official)")
@@ -284,13 +326,20 @@ def evaluate_babylm(lm, data_dir, tasks=None, scorer=None, convention: str = "hl
             if reading_scores is None:
                 if backend:
                     reading_scores = _reading_surprisals(
-                        d.rows, lambda p: official.reading_scores(lm, p, backend, progress))
+                        d.rows, lambda p: official.reading_scores(lm, p, backend, progress)
+                    )
                 else:  # hlm's convention: " word" as the completion of its context
-                    reading_scores = _reading_surprisals(d.rows, lambda p: score_completions(
-                        lm, [(c + " " + w, len(c), 1) for c, w in p], scorer, samples=samples, progress=progress))
+                    reading_scores = _reading_surprisals(
+                        d.rows,
+                        lambda p: score_completions(
+                            lm, [(c + " " + w, len(c), 1) for c, w in p], scorer, samples=samples, progress=progress
+                        ),
+                    )
             result = _reading_result(task, d.rows, *reading_scores)
         else:
-            texts = [(text, start, 7919 * i + 1) for i, it in enumerate(d.items) for text, start in zip(it.texts, it.starts)]
+            texts = [
+                (text, start, 7919 * i + 1) for i, it in enumerate(d.items) for text, start in zip(it.texts, it.starts)
+            ]
             if backend:
                 flat = official.completion_scores(lm, texts, backend, progress)
             else:
@@ -307,8 +356,17 @@ def evaluate_babylm(lm, data_dir, tasks=None, scorer=None, convention: str = "hl
     return out
 
 
-def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: int = 1, device: str = "cpu",
-                         precision: str = "fp32", progress: bool = False, log=print) -> list[dict]:
+def evaluate_checkpoints(
+    run_dir,
+    data_dir,
+    tasks=None,
+    scorer=None,
+    samples: int = 1,
+    device: str = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+    log=print,
+) -> list[dict]:
     """BabyLM 2025's learning curve: the suite on every words_N checkpoint of a run, in order of words
     seen. Resumable: each task's result is written (RUN/eval/checkpoints/words_N/babylm-SCORER.json)
     as soon as it is done, and a later call scores only what is missing. With an `aoa` folder, each
@@ -317,26 +375,48 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
     run = RunDir(run_dir).require()
     found = run.words_checkpoints()
     if not found:
-        raise UserError(f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule")
+        raise UserError(
+            f"run {run} has no words_N checkpoints; train it with --checkpoint-words or --checkpoint-schedule"
+        )
     found_tasks = find_tasks(data_dir, tasks)
     names = list(found_tasks)
     aoa_data = aoa.read_aoa(found_tasks["aoa"]) if "aoa" in found_tasks else None
-    key = {"data": str(Path(data_dir).resolve()), "samples": samples, "precision": precision}  # what a kept result must match
+    key = {
+        "data": str(Path(data_dir).resolve()),
+        "samples": samples,
+        "precision": precision,
+    }  # what a kept result must match
     # the objective's scorers, known without loading weights
-    allowed = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()).capabilities.scorers
+    allowed = build_objective(
+        run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()
+    ).capabilities.scorers
     resolved = scorer or allowed[0]
     if resolved not in allowed:
-        raise UserError(f"scorer {resolved!r} is not one of this run's: {', '.join(allowed)}"
-                        + ("" if resolved in SCORERS else f" (scorers: {', '.join(SCORERS)})"))
+        raise UserError(
+            f"scorer {resolved!r} is not one of this run's: {', '.join(allowed)}"
+            + ("" if resolved in SCORERS else f" (scorers: {', '.join(SCORERS)})")
+        )
     results = []
     for path, state in found:
         target = run.checkpoint_eval_path(path.name, f"babylm-{resolved}.json")
         run.check_eval_writable(target)
         done = read_json(target, "evaluation result") if target.is_file() else None
-        if not (isinstance(done, dict) and all(done.get(k) == v for k, v in key.items()) and isinstance(done.get("tasks"), dict)):
-            done = {"model": f"{run.path}@{path.name}", "scorer": resolved, "convention": "hlm", **key, "checkpoint": path.name,
-                    "step": state.get("step"), "words_seen": state.get("words_seen"), "tokens_seen": state.get("tokens_seen"),
-                    "tasks": {}}
+        if not (
+            isinstance(done, dict)
+            and all(done.get(k) == v for k, v in key.items())
+            and isinstance(done.get("tasks"), dict)
+        ):
+            done = {
+                "model": f"{run.path}@{path.name}",
+                "scorer": resolved,
+                "convention": "hlm",
+                **key,
+                "checkpoint": path.name,
+                "step": state.get("step"),
+                "words_seen": state.get("words_seen"),
+                "tokens_seen": state.get("tokens_seen"),
+                "tasks": {},
+            }
         todo = [t for t in names if t not in done["tasks"]]
         if todo:
             lm = RunLM(run.path, device, precision, checkpoint=path.name)
@@ -348,9 +428,14 @@ def evaluate_checkpoints(run_dir, data_dir, tasks=None, scorer=None, samples: in
                 else:
                     r = evaluate_babylm(lm, data_dir, group, resolved, "hlm", samples, progress)
                     done["tasks"].update({task: r["tasks"][task] for task in group})
-                run.write_eval(target, done)  # after each task: a killed evaluation loses at most one task (or the reading pair)
-        log(f"{path.name} ({state.get('words_seen', 0):,} words): " + ", ".join(
-            f"{t} {_fmt(done['tasks'][t])}" for t in names if t in done["tasks"]) + (" (kept)" if not todo else ""))
+                run.write_eval(
+                    target, done
+                )  # after each task: a killed evaluation loses at most one task (or the reading pair)
+        log(
+            f"{path.name} ({state.get('words_seen', 0):,} words): "
+            + ", ".join(f"{t} {_fmt(done['tasks'][t])}" for t in names if t in done["tasks"])
+            + (" (kept)" if not todo else "")
+        )
         results.append(done)
     if aoa_data is not None:
         fit = aoa.curve_fitness(aoa_data, [(r["checkpoint"], r["tasks"]["aoa"]["surprisals"]) for r in results])
@@ -365,19 +450,37 @@ def _aoa_surprisals(lm, data, scorer, samples, progress) -> dict:
     """One checkpoint's surprisal (nats) of each AoA word in each of its contexts."""
     t0 = time.time()
     scores = score_completions(lm, data.texts(), scorer, samples=samples, progress=progress)
-    return {"metric": "mean surprisal (nats)", "value": -float(np.mean(scores)), "n": len(scores), "ties": 0, "subsets": {},
-            "surprisals": [-s for s in scores], "seconds": round(time.time() - t0, 2)}
+    return {
+        "metric": "mean surprisal (nats)",
+        "value": -float(np.mean(scores)),
+        "n": len(scores),
+        "ties": 0,
+        "subsets": {},
+        "surprisals": [-s for s in scores],
+        "seconds": round(time.time() - t0, 2),
+    }
 
 
 def _fmt(r: dict) -> str:
-    return "n/a" if r["value"] is None else f"{100 * r['value']:.1f}%" if r["metric"] == "accuracy" else f"{r['value']:.3f}"
+    return (
+        "n/a"
+        if r["value"] is None
+        else f"{100 * r['value']:.1f}%"
+        if r["metric"] == "accuracy"
+        else f"{r['value']:.3f}"
+    )
 
 
 def _task_result(task: str, items: list[Item], scores: list[list[float]], official: bool) -> dict:
     if task in WUG:
         prefs = [1 / (1 + math.exp(min(700.0, s[1] - s[0]))) for s in scores]  # softmax over the two, first entry
-        return {"metric": "spearman", "value": spearman(prefs, [it.ratio for it in items]), "n": len(items),
-                "ties": int(sum(s[0] == s[1] for s in scores)), "subsets": {}}
+        return {
+            "metric": "spearman",
+            "value": spearman(prefs, [it.ratio for it in items]),
+            "n": len(items),
+            "ties": int(sum(s[0] == s[1] for s in scores)),
+            "subsets": {},
+        }
     subsets, subset_ties, subset_n = _accuracy(scores, items, official)
     if task == "entity_tracking":
         splits = {}
@@ -389,8 +492,15 @@ def _task_result(task: str, items: list[Item], scores: list[list[float]], offici
         subsets = {**subsets, **splits}
     else:
         value = sum(subsets.values()) / len(subsets)
-    return {"metric": "accuracy", "value": value, "n": len(items), "ties": sum(subset_ties.values()), "subsets": subsets,
-            "subset_ties": subset_ties, "subset_n": subset_n}
+    return {
+        "metric": "accuracy",
+        "value": value,
+        "n": len(items),
+        "ties": sum(subset_ties.values()),
+        "subsets": subsets,
+        "subset_ties": subset_ties,
+        "subset_n": subset_n,
+    }
 
 
 def _reading_surprisals(rows, log_probs):
@@ -402,7 +512,7 @@ def _reading_surprisals(rows, log_probs):
     scores = log_probs(pairs)
     surprisal = -np.asarray(scores[: len(rows)])
     prev_surprisal = np.full(len(rows), np.nan)
-    prev_surprisal[prev] = -np.asarray(scores[len(rows):])
+    prev_surprisal[prev] = -np.asarray(scores[len(rows) :])
     return surprisal, prev_surprisal
 
 
@@ -423,7 +533,11 @@ def format_table(result: dict) -> str:
     for task, r in result["tasks"].items():
         value = _fmt(r)
         lines.append(f"{task:<22} {r['metric']:<22} {value:>8} {r['n']:>7} {r['ties']:>5}")
-    rule = "ties counted correct, as the pipeline does" if result["convention"] == "official" else "ties are never counted correct"
+    rule = (
+        "ties counted correct, as the pipeline does"
+        if result["convention"] == "official"
+        else "ties are never counted correct"
+    )
     backend = f" (the pipeline's {result['backend']} backend)" if result.get("backend") else ""
     lines.append(f"scorer {result['scorer']}{backend}, convention {result['convention']} ({rule})")
     return "\n".join(lines)

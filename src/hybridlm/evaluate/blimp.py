@@ -10,8 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from hybridlm.errors import UserError
+from hybridlm.evaluate.scoring import check_scorer, score_sentences
 from hybridlm.files import read_jsonl
-from hybridlm.evaluate.scoring import score_sentences
 
 REQUIRED = ("sentence_good", "sentence_bad")
 
@@ -36,13 +36,22 @@ def load_pairs(sources, limit: int | None = None) -> list[dict]:
             n_lines += 1
             missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row.get(k).strip()]
             if missing:
-                raise UserError(f"{where}: missing field {missing[0]!r} (each line needs sentence_good and sentence_bad)")
+                raise UserError(
+                    f"{where}: missing field {missing[0]!r} (each line needs sentence_good and sentence_bad)"
+                )
             uid = row.get("UID") or f.stem
             if limit is not None and per_uid[uid] >= limit:
                 continue
             per_uid[uid] += 1
-            pairs.append({"good": row["sentence_good"], "bad": row["sentence_bad"], "UID": uid,
-                          "field": row.get("field", "unknown"), "term": row.get("linguistics_term", "unknown")})
+            pairs.append(
+                {
+                    "good": row["sentence_good"],
+                    "bad": row["sentence_bad"],
+                    "UID": uid,
+                    "field": row.get("field", "unknown"),
+                    "term": row.get("linguistics_term", "unknown"),
+                }
+            )
         if n_lines == 0:
             raise UserError(f"{f}: empty file (no minimal pairs)")
     return pairs
@@ -51,8 +60,6 @@ def load_pairs(sources, limit: int | None = None) -> list[dict]:
 def evaluate_pairs(lm, pairs: list[dict], scorer: str | None = None, progress: bool = False, **kw) -> dict:
     sentences = sorted({p["good"] for p in pairs} | {p["bad"] for p in pairs})
     index = {s: i for i, s in enumerate(sentences)}
-    from hybridlm.evaluate.scoring import check_scorer
-
     scorer = check_scorer(lm, scorer)
     scores = score_sentences(lm, sentences, scorer, progress=progress, **kw)
     good = [scores[index[p["good"]]] for p in pairs]

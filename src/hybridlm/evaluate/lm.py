@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from hybridlm.errors import UserError
+from hybridlm.hf import load_hf_model, load_hf_tokenizer
 from hybridlm.model import AttentionSpec
 from hybridlm.objectives import Objective, objective_class
-from hybridlm.tokenizer import BOS, MASK
+from hybridlm.runs import load_run
+from hybridlm.tokenizer import BOS, MASK, hf_tokenizer
 
 
 def word_starts(word_ids) -> list[bool]:
@@ -36,9 +38,11 @@ def check_export_layout(path) -> None:
                 run = " --run " + str(json.loads(source.read_text(encoding="utf-8")).get("source", "RUN"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
                 pass
-        raise UserError(f"{path} is an MNTP export from before hybridlm 0.2 (mntp_shift: its logits are shifted, so the "
-                        f"official mntp backend reads them one token off); export the run again: hlm export{run or ' --run RUN'}"
-                        " --out NEW_FOLDER")
+        raise UserError(
+            f"{path} is an MNTP export from before hybridlm 0.2 (mntp_shift: its logits are shifted, so the "
+            f"official mntp backend reads them one token off); export the run again: hlm export{run or ' --run RUN'}"
+            " --out NEW_FOLDER"
+        )
 
 
 class ScoringLM:
@@ -70,8 +74,14 @@ class ScoringLM:
         """As tokenize, plus each token's character span in `text` (for scoring a completion)."""
         raise NotImplementedError
 
-    def selected_logits(self, ids: torch.Tensor, lengths: torch.Tensor, is_causal: bool, select: torch.Tensor,
-                        prefix_lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def selected_logits(
+        self,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        is_causal: bool,
+        select: torch.Tensor,
+        prefix_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits at the `select`ed positions; prefix_lengths: causal rows see these first positions
         bidirectionally (only models trained as a prefix LM offer that scorer)."""
         raise NotImplementedError
@@ -87,8 +97,6 @@ class ScoringLM:
 
 class RunLM(ScoringLM):
     def __init__(self, run_dir, device="cpu", precision="fp32", checkpoint=None):
-        from hybridlm.runs import load_run
-
         self.run = load_run(run_dir, device=device, checkpoint=checkpoint)
         self.model, self.tok, self.objective = self.run.model, self.run.tokenizer, self.run.objective
         self.name = str(run_dir)
@@ -98,10 +106,8 @@ class RunLM(ScoringLM):
         self.autocast = precision == "bf16"
 
     def pipeline_tokenizer(self):
-        from hybridlm.tokenizer import hf_tokenizer
-
         if getattr(self, "_pipeline_tok", None) is None:
-            self._pipeline_tok = hf_tokenizer(self.run.run.tokenizer_path)
+            self._pipeline_tok = hf_tokenizer(self.run.dir.tokenizer_path)
         return self._pipeline_tok
 
     def tokenize_offsets(self, text):
@@ -120,32 +126,23 @@ class RunLM(ScoringLM):
             return self.model.head(hidden[select], fp32=True)
 
 
+def _auto_class(config) -> str:
+    """A masked LM by its architecture (or an encoder config), else a causal LM."""
+    archs = " ".join(config.architectures or [])
+    masked = "MaskedLM" in archs or getattr(config, "is_decoder", None) is False and "CausalLM" not in archs
+    return "AutoModelForMaskedLM" if masked else "AutoModelForCausalLM"
+
+
 class HFLM(ScoringLM):
     """A local `transformers` causal or masked LM (no hub access: a directory)."""
 
     def __init__(self, path, device="cpu", precision="fp32", trust_remote_code: bool = False):
-        try:
-            import transformers
-        except ImportError:
-            raise UserError("--hf-model needs transformers: pip install 'hybridlm[hf]'") from None
         p = Path(path)
-        if not (p / "config.json").is_file():
-            raise UserError(f"{p} is not a local Hugging Face model directory (no config.json)")
         check_export_layout(p)
-        # code shipped inside a model folder runs only when the user asks (--trust-remote-code)
-        trust = bool(trust_remote_code)
-        try:
-            config = transformers.AutoConfig.from_pretrained(p, trust_remote_code=trust, local_files_only=True)
-            archs = " ".join(config.architectures or [])
-            masked = "MaskedLM" in archs or getattr(config, "is_decoder", None) is False and "CausalLM" not in archs
-            cls = transformers.AutoModelForMaskedLM if masked else transformers.AutoModelForCausalLM
-            self.model = cls.from_pretrained(p, trust_remote_code=trust, dtype=torch.float32, local_files_only=True).to(device).eval()
-            self.tok = transformers.AutoTokenizer.from_pretrained(p, trust_remote_code=trust, local_files_only=True)
-        except (ValueError, OSError, KeyError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if "trust_remote_code" in str(e) or "custom code" in str(e):
-                raise UserError(f"{p} ships its own model code; read it, then pass --trust-remote-code to run it") from None
-            raise UserError(f"cannot load the Hugging Face model in {p}: {msg[:160]}") from None
+        config, model = load_hf_model(p, _auto_class, "the Hugging Face model", trust_remote_code, dtype=torch.float32)
+        self.model = model.to(device).eval()
+        self.tok = load_hf_tokenizer(p, trust_remote_code)
+        masked = _auto_class(config) == "AutoModelForMaskedLM"
         # a local HF model is scored as the objective of its kind (registry lookup, not a switch); an
         # hlm MNTP export (GPT-BERT's layout: position i predicts token i+1) as MNTP
         kind = "causal" if not masked else "mntp" if getattr(config, "mntp", False) is True else "masked"
@@ -164,7 +161,9 @@ class HFLM(ScoringLM):
         return self.tok
 
     def tokenize_offsets(self, text):
-        if not self.tok.is_fast:  # slow tokenizers have neither word ids nor offsets: each token its own word, spans unknown
+        if (
+            not self.tok.is_fast
+        ):  # slow tokenizers have neither word ids nor offsets: each token its own word, spans unknown
             ids = self.tok(text, add_special_tokens=False)["input_ids"]
             return ids, [True] * len(ids), [(0, len(text))] * len(ids)
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)

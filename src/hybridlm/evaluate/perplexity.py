@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from hybridlm.data import _tokenize_files
+from hybridlm.data import tokenize_files
 from hybridlm.errors import UserError
 from hybridlm.evaluate.scoring import SCORERS, Copy, masked_copies, score_copies
 from hybridlm.objectives.diffusion import sample_times
@@ -28,7 +28,11 @@ from hybridlm.tokenizer import check_text_files
 def _windows(tokens: np.ndarray, length: int) -> list[list[int]]:
     """Windows overlapping by one token, so every token after the first is a target exactly once."""
     step = length - 1
-    return [tokens[s : s + length].tolist() for s in range(0, max(1, len(tokens) - 1), step) if len(tokens[s : s + length]) > 1]
+    return [
+        tokens[s : s + length].tolist()
+        for s in range(0, max(1, len(tokens) - 1), step)
+        if len(tokens[s : s + length]) > 1
+    ]
 
 
 def _summary(nll: float, n_tokens: int, n_bytes: int, n_words: int, kind: str) -> dict:
@@ -46,7 +50,7 @@ def _tokens(lm, path, max_tokens):
     """(tokens, word starts, UTF-8 bytes, words) of a text file, documents starting with <s>. Bytes
     and words are those of the text the kept tokens cover (all of it, or the first max_tokens)."""
     check_text_files([path], scan_utf8=False)
-    split = _tokenize_files([path], lambda lines: [lm.tokenize(line) for line in lines], lm.bos_id, np.int64, "tokenize")
+    split = tokenize_files([path], lambda lines: [lm.tokenize(line) for line in lines], lm.bos_id, np.int64, "tokenize")
     if split.n_tokens == 0:
         raise UserError(f"{path}: no text to evaluate")
     tokens, starts = np.concatenate(split.tokens), np.concatenate(split.per_token)
@@ -72,8 +76,10 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
     kinds = list(lm.objective.capabilities.perplexity_scorers)
     if scorer:
         if scorer not in usable:
-            raise UserError(f"scorer {scorer!r} is not available for perplexity of a {lm.kind} model "
-                            f"(choose from {', '.join(usable)})")
+            raise UserError(
+                f"scorer {scorer!r} is not available for perplexity of a {lm.kind} model "
+                f"(choose from {', '.join(usable)})"
+            )
         kinds = [scorer]
     out = {"model": lm.name, "file": str(path), "bytes": n_bytes, "words": n_words}
     for kind in kinds:
@@ -85,8 +91,11 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
         elif s.measure == "pseudo":
             # every token is masked once: read in place (pll) or from the position before (mntp);
             # position 0 is <s> or the previous window's last token
-            copies = [c for wi, (w, st) in enumerate(zip(windows, start_windows))
-                      for c in masked_copies(wi, w, st, range(1, len(w)), lm.mask_id, s.shift, s.whole_word)]
+            copies = [
+                c
+                for wi, (w, st) in enumerate(zip(windows, start_windows))
+                for c in masked_copies(wi, w, st, range(1, len(w)), lm.mask_id, s.shift, s.whole_word)
+            ]
             nll = -sum(score_copies(lm, copies, len(windows), False, progress=progress, desc=kind))
             out[kind] = _summary(nll, len(copies), n_bytes, n_words, "pseudo")
         else:
@@ -116,6 +125,8 @@ def _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress):
     n_tokens = int(sum(per_window_tokens))
     out = _summary(total, n_tokens, n_bytes, n_words, "upper bound (NELBO)")
     per_tok = per_window / np.maximum(1, np.asarray(per_window_tokens))
-    out["nll_per_token_stderr"] = float(per_tok.std(ddof=1) / math.sqrt(len(per_tok))) if len(per_tok) > 1 else float("nan")
+    out["nll_per_token_stderr"] = (
+        float(per_tok.std(ddof=1) / math.sqrt(len(per_tok))) if len(per_tok) > 1 else float("nan")
+    )
     out["mc_samples_per_window"] = samples
     return out

@@ -25,14 +25,15 @@ model has, and its default, is its objective's answer (`capabilities.scorers`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import ScoringLM, word_starts  # noqa: F401 (word_starts: the one definition of a word)
+
 
 @dataclass
 class Copy:
@@ -44,8 +45,9 @@ class Copy:
     prefix: int = 0  # positions seen bidirectionally by a causal copy (prefix LM)
 
 
-def masked_copies(index: int, ids: list[int], starts: list[bool], positions, mask_id: int, shift: int = 0,
-                  whole_word: bool = False) -> list[Copy]:
+def masked_copies(
+    index: int, ids: list[int], starts: list[bool], positions, mask_id: int, shift: int = 0, whole_word: bool = False
+) -> list[Copy]:
     """PLL / within-word PLL / MNTP: for each position i, a copy with x_i masked, read at i - shift
     (0: in place, BERT; 1: at i-1, GPT-BERT's masked next-token form). whole_word: also mask the rest
     of x_i's word to the right (Kauf & Ivanova's within_word_l2r)."""
@@ -123,8 +125,16 @@ for _scorer in (
     register_scorer(_scorer)
 
 
-def _copies(scorer: Scorer, lm: ScoringLM, index: int, text: str, samples: int = 1, seed: int = 0,
-            completion_start: int = 0, draw_seed: int | None = None) -> list[Copy]:
+def _copies(
+    scorer: Scorer,
+    lm: ScoringLM,
+    index: int,
+    text: str,
+    samples: int = 1,
+    seed: int = 0,
+    completion_start: int = 0,
+    draw_seed: int | None = None,
+) -> list[Copy]:
     """The copies that score `text` (all of it), or only its completion: the tokens whose character
     span ends after `completion_start` (the official BabyLM rule), with everything before visible."""
     if completion_start:
@@ -133,7 +143,9 @@ def _copies(scorer: Scorer, lm: ScoringLM, index: int, text: str, samples: int =
         toks, starts = lm.tokenize(text)
     if not toks:
         return []
-    first = next((i for i, (_, end) in enumerate(offsets) if end > completion_start), len(toks)) if completion_start else 0
+    first = (
+        next((i for i, (_, end) in enumerate(offsets) if end > completion_start), len(toks)) if completion_start else 0
+    )
     if completion_start and len(toks) + 1 > lm.max_len and len(toks) - first + 1 < lm.max_len:
         # a context longer than the model's: keep the completion and the nearest context after <s>
         cut = len(toks) + 1 - lm.max_len
@@ -157,32 +169,59 @@ def check_scorer(lm: ScoringLM, scorer: str | None) -> str:
     if scorer not in SCORERS:
         raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")
     if scorer not in lm.scorers:
-        raise UserError(f"scorer {scorer!r} needs another kind of model: this {lm.kind} model supports {', '.join(lm.scorers)}")
+        raise UserError(
+            f"scorer {scorer!r} needs another kind of model: this {lm.kind} model supports {', '.join(lm.scorers)}"
+        )
     return scorer
 
 
-def score_sentences(lm: ScoringLM, sentences: list[str], scorer: str | None = None, max_batch_tokens: int = 2048,
-                    samples: int = 1, progress: bool = False) -> list[float]:
+def score_sentences(
+    lm: ScoringLM,
+    sentences: list[str],
+    scorer: str | None = None,
+    max_batch_tokens: int = 2048,
+    samples: int = 1,
+    progress: bool = False,
+) -> list[float]:
     """Per sentence: total log-likelihood (causal), PLL, MNTP, fused, or -NELBO (elbo), in nats."""
     return score_completions(lm, [(s, 0, None) for s in sentences], scorer, max_batch_tokens, samples, progress)
 
 
-def score_completions(lm: ScoringLM, texts: list[tuple[str, int, int | None]], scorer: str | None = None,
-                      max_batch_tokens: int = 2048, samples: int = 1, progress: bool = False) -> list[float]:
+def score_completions(
+    lm: ScoringLM,
+    texts: list[tuple[str, int, int | None]],
+    scorer: str | None = None,
+    max_batch_tokens: int = 2048,
+    samples: int = 1,
+    progress: bool = False,
+) -> list[float]:
     """Per (text, completion_start, draw_seed): the score of the text's completion (from character
     completion_start; 0: the whole text) given what comes before it, after an explicit <s>."""
     scorer = SCORERS[check_scorer(lm, scorer)]
     if scorer.parts:
         parts = [score_completions(lm, texts, p, max_batch_tokens, samples, progress) for p in scorer.parts]
         return [sum(values) for values in zip(*parts)]
-    copies = [c for i, (text, start, seed) in enumerate(texts)
-              for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)]
-    return score_copies(lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name)
+    copies = [
+        c
+        for i, (text, start, seed) in enumerate(texts)
+        for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)
+    ]
+    return score_copies(
+        lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name
+    )
 
 
 @torch.no_grad()
-def score_copies(lm: ScoringLM, copies: list[Copy], n_items: int, is_causal: bool, forbid_mask: bool = False,
-                 max_batch_tokens: int = 2048, progress: bool = False, desc: str = "score") -> list[float]:
+def score_copies(
+    lm: ScoringLM,
+    copies: list[Copy],
+    n_items: int,
+    is_causal: bool,
+    forbid_mask: bool = False,
+    max_batch_tokens: int = 2048,
+    progress: bool = False,
+    desc: str = "score",
+) -> list[float]:
     """sum(weight * log p(target)) per item, over copies batched by length."""
     copies = sorted(copies, key=lambda c: len(c.ids))
     totals = torch.zeros(n_items, dtype=torch.float64)

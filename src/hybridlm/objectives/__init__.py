@@ -8,7 +8,16 @@ generation, export, the demo and reports then ask the class what they need.
 """
 
 from hybridlm.objectives.base import (
-    Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, option,
+    Attention,
+    Batch,
+    Capabilities,
+    ExportView,
+    Generation,
+    Infill,
+    Likelihood,
+    Objective,
+    Options,
+    option,
 )
 from hybridlm.objectives.causal import CausalObjective
 from hybridlm.objectives.diffusion import DiffusionObjective
@@ -18,15 +27,43 @@ from hybridlm.objectives.mix import MixObjective
 from hybridlm.objectives.mntp import MntpObjective
 from hybridlm.objectives.prefix import PrefixObjective
 from hybridlm.objectives.registry import (
-    OBJECTIVES, build_objective, objective_class, option_fields, option_owners, register,
+    OBJECTIVES,
+    build_objective,
+    objective_class,
+    option_fields,
+    option_owners,
+    register,
 )
 
-for _cls in (CausalObjective, MaskedObjective, HybridObjective, DiffusionObjective, MntpObjective, PrefixObjective,
-             MixObjective):
+for _cls in (
+    CausalObjective,
+    MaskedObjective,
+    HybridObjective,
+    DiffusionObjective,
+    MntpObjective,
+    PrefixObjective,
+    MixObjective,
+):
     register(_cls)
 
 DEFAULT_OBJECTIVES = ("causal", "masked", "hybrid", "diffusion")  # the demo's default set
 
-__all__ = ["Attention", "Batch", "Capabilities", "ExportView", "Generation", "Infill", "Likelihood", "Objective",
-           "Options", "option", "OBJECTIVES", "DEFAULT_OBJECTIVES", "register", "objective_class", "build_objective",
-           "option_fields", "option_owners"]
+__all__ = [
+    "Attention",
+    "Batch",
+    "Capabilities",
+    "ExportView",
+    "Generation",
+    "Infill",
+    "Likelihood",
+    "Objective",
+    "Options",
+    "option",
+    "OBJECTIVES",
+    "DEFAULT_OBJECTIVES",
+    "register",
+    "objective_class",
+    "build_objective",
+    "option_fields",
+    "option_owners",
+]

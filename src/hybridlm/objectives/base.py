@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -47,21 +48,25 @@ class Batch:
     # the device never waits for a data-dependent shape (boolean indexing syncs a GPU with its host)
     scored: torch.Tensor | None = None
 
-    def _map(self, fn, scored=None) -> "Batch":
+    def _map(self, fn, scored=None) -> Batch:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        out = {k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in values.items() if k not in ("attention", "scored")}
+        out = {
+            k: fn(v) if isinstance(v, torch.Tensor) else v
+            for k, v in values.items()
+            if k not in ("attention", "scored")
+        }
         return Batch(**out, attention=self.attention.map(fn), scored=scored)
 
-    def rows(self, sl: slice) -> "Batch":
+    def rows(self, sl: slice) -> Batch:
         """Rows `sl` (host batches: `scored` is found again by `prepared`)."""
         return self._map(lambda x: x[sl])
 
-    def prepared(self) -> "Batch":
+    def prepared(self) -> Batch:
         """The batch with what the device should not have to find out computed here, on the host:
         `scored`, and the attention simplified (see AttentionSpec.simplify)."""
         return replace(self, attention=self.attention.simplify(), scored=scored_positions(self.loss_weights))
 
-    def to(self, device, non_blocking: bool = False) -> "Batch":
+    def to(self, device, non_blocking: bool = False) -> Batch:
         """The batch's tensors on `device`. On CUDA host tensors are pinned first, so non_blocking
         copies overlap compute."""
         pin = non_blocking and torch.device(device).type == "cuda"
@@ -105,6 +110,7 @@ def option(default, help: str, check: Callable[[Any], bool] | None = None, rule:
 
 def in_range(lo, hi, lo_open=False, hi_open=False) -> tuple[Callable[[Any], bool], str]:
     """(check, rule) for a number in [lo, hi] (open ends where asked)."""
+
     def check(v):
         return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
 
@@ -123,7 +129,7 @@ class Options:
     key (masked, mntp and hybrid all read mask_ratio_start): it is one key, with one default."""
 
     @classmethod
-    def from_values(cls, values: dict) -> "Options":
+    def from_values(cls, values: dict) -> Options:
         """The options from config values (keys of other objectives are ignored)."""
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
@@ -207,7 +213,7 @@ class Capabilities:
             return None
         return "masked_lm" if ExportView.CAUSAL_LM in self.export else ""
 
-    def with_(self, **changes) -> "Capabilities":
+    def with_(self, **changes) -> Capabilities:
         return replace(self, **changes)
 
 
@@ -223,10 +229,18 @@ class Objective:
     name: ClassVar[str] = "base"
     Options: ClassVar[type[Options]] = NoOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        Attention.CAUSAL, Likelihood.NONE, ("causal",), ("causal",), Generation.CAUSAL, Infill.NONE,
-        frozenset({ExportView.CAUSAL_LM}))
+        Attention.CAUSAL,
+        Likelihood.NONE,
+        ("causal",),
+        ("causal",),
+        Generation.CAUSAL,
+        Infill.NONE,
+        frozenset({ExportView.CAUSAL_LM}),
+    )
     demo_config: ClassVar[dict] = {}  # config keys the demo sets for this objective (e.g. the mix's ratios)
-    demo_sample_text: ClassVar[str] = "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate
+    demo_sample_text: ClassVar[str] = (
+        "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate
+    )
 
     def __init__(self, vocab_size: int, options: Options | None = None, document_mask: bool = True):
         self.vocab_size = vocab_size
@@ -248,12 +262,14 @@ class Objective:
         return cls.Options.from_values(values).values()
 
     @classmethod
-    def from_config(cls, cfg, vocab_size: int, data_dir=None) -> "Objective":
+    def from_config(cls, cfg, vocab_size: int, data_dir=None) -> Objective:
         """The objective with the options of a TrainConfig (data_dir: for corpus statistics)."""
         return cls(vocab_size, cls.read_options(cfg.options), document_mask=cfg.document_mask)
 
     # ------------------------------------------------------------ training
-    def corrupt(self, ids: torch.Tensor, generator: torch.Generator, progress: float = 1.0, train: bool = True) -> Batch:
+    def corrupt(
+        self, ids: torch.Tensor, generator: torch.Generator, fraction_done: float = 1.0, train: bool = True
+    ) -> Batch:
         raise NotImplementedError
 
     def _doc_ids(self, inputs: torch.Tensor):
@@ -264,7 +280,7 @@ class Objective:
         return AttentionSpec(rows_in_mode(len(inputs), causal), self._doc_ids(inputs), prefix_lengths)
 
     # ------------------------------------------------------------ evaluation
-    def validation_views(self) -> dict[str, tuple["Objective", float]]:
+    def validation_views(self) -> dict[str, tuple[Objective, float]]:
         """name -> (objective to validate with, its weight in val_loss). One view: the objective itself."""
         return {"": (self, 1.0)}
 

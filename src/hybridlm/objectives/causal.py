@@ -11,8 +11,19 @@ import torch
 
 from hybridlm.errors import UserError
 from hybridlm.objectives.base import (
-    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options,
-    in_range, mean_weights, option,
+    SPECIAL,
+    Attention,
+    Batch,
+    Capabilities,
+    ExportView,
+    Generation,
+    Infill,
+    Likelihood,
+    Objective,
+    Options,
+    in_range,
+    mean_weights,
+    option,
 )
 
 
@@ -22,8 +33,12 @@ class CausalOptions(Options):
     mtp_weights: list = option([], "repeatable: the loss weight of each extra head (default 1 each)")
 
     def check_together(self):
-        if self.mtp_weights and (len(self.mtp_weights) != self.mtp_heads - 1 or not all(_weight(w) >= 0 for w in self.mtp_weights)):
-            raise UserError(f"mtp_weights needs one weight >= 0 per extra head ({self.mtp_heads - 1}; got {self.mtp_weights})")
+        if self.mtp_weights and (
+            len(self.mtp_weights) != self.mtp_heads - 1 or not all(_weight(w) >= 0 for w in self.mtp_weights)
+        ):
+            raise UserError(
+                f"mtp_weights needs one weight >= 0 per extra head ({self.mtp_heads - 1}; got {self.mtp_weights})"
+            )
 
     def head_weights(self) -> list[float]:
         return [_weight(w) for w in self.mtp_weights] or [1.0] * (self.mtp_heads - 1)
@@ -32,14 +47,26 @@ class CausalOptions(Options):
 class CausalObjective(Objective):
     name = "causal"
     Options = CausalOptions
-    capabilities = Capabilities(Attention.CAUSAL, Likelihood.EXACT, ("causal",), ("causal",), Generation.CAUSAL,
-                                Infill.NONE, frozenset({ExportView.CAUSAL_LM}))
+    capabilities = Capabilities(
+        Attention.CAUSAL,
+        Likelihood.EXACT,
+        ("causal",),
+        ("causal",),
+        Generation.CAUSAL,
+        Infill.NONE,
+        frozenset({ExportView.CAUSAL_LM}),
+    )
 
-    def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         inputs, targets = ids[:, :-1], ids[:, 1:]
         valid = targets != SPECIAL["pad"]
-        batch = Batch(input_ids=inputs, targets=targets, loss_weights=mean_weights(valid), token_mask=valid,
-                      attention=self.attention_of(inputs, causal=True))
+        batch = Batch(
+            input_ids=inputs,
+            targets=targets,
+            loss_weights=mean_weights(valid),
+            token_mask=valid,
+            attention=self.attention_of(inputs, causal=True),
+        )
         heads = self.options.mtp_heads
         if heads > 1:
             # head k predicts token i+k at position i, where the window still holds it

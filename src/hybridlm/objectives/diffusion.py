@@ -20,8 +20,20 @@ import torch
 from hybridlm.data import load_unigram
 from hybridlm.errors import UserError
 from hybridlm.objectives.base import (
-    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, in_range,
-    maskable, one_of, option,
+    SPECIAL,
+    Attention,
+    Batch,
+    Capabilities,
+    ExportView,
+    Generation,
+    Infill,
+    Likelihood,
+    Objective,
+    Options,
+    in_range,
+    maskable,
+    one_of,
+    option,
 )
 
 SCHEDULES = ("loglinear", "linear", "cosine")
@@ -63,27 +75,41 @@ def random_subsets(k: torch.Tensor, can: torch.Tensor, generator) -> torch.Tenso
 
 @dataclass(frozen=True)
 class DiffusionOptions(Options):
-    schedule: str = option("loglinear", "diffusion noise schedule: loglinear (MDLM), linear or cosine (MD4)",
-                           *one_of(*SCHEDULES))
+    schedule: str = option(
+        "loglinear", "diffusion noise schedule: loglinear (MDLM), linear or cosine (MD4)", *one_of(*SCHEDULES)
+    )
     diffusion_eps: float = option(1e-3, "diffusion: t ~ U(eps, 1)", *in_range(0, 1, lo_open=True, hi_open=True))
     # an exponent on surprisal ratios: far past 10 every rate is 0 or 1
-    frequency_masking: float = option(0.0, "diffusion: rarer tokens masked earlier, alpha(t) ** s(token)",
-                                      *in_range(0, 10))
-    diffusion_estimator: str = option("time", "diffusion: time (t ~ U(eps, 1), weight -a'/(1-a)) or count "
-                                      "(k masked ~ U{1..n}, weight 1/k; log-linear only)", *one_of(*ESTIMATORS))
+    frequency_masking: float = option(
+        0.0, "diffusion: rarer tokens masked earlier, alpha(t) ** s(token)", *in_range(0, 10)
+    )
+    diffusion_estimator: str = option(
+        "time",
+        "diffusion: time (t ~ U(eps, 1), weight -a'/(1-a)) or count (k masked ~ U{1..n}, weight 1/k; log-linear only)",
+        *one_of(*ESTIMATORS),
+    )
 
     def check_together(self):
         if self.diffusion_estimator == "count" and (self.schedule != "loglinear" or self.frequency_masking):
-            raise UserError("diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no "
-                            "frequency_masking")
+            raise UserError(
+                "diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no frequency_masking"
+            )
 
 
 class DiffusionObjective(Objective):
     name = "diffusion"
     Options = DiffusionOptions
-    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.BOUND, ("elbo",), ("elbo",), Generation.UNMASK,
-                                Infill.IN_PLACE, frozenset({ExportView.MASKED_LM}), loss_label="NELBO (nats/token)",
-                                forbid_mask_prediction=True)
+    capabilities = Capabilities(
+        Attention.BIDIRECTIONAL,
+        Likelihood.BOUND,
+        ("elbo",),
+        ("elbo",),
+        Generation.UNMASK,
+        Infill.IN_PLACE,
+        frozenset({ExportView.MASKED_LM}),
+        loss_label="NELBO (nats/token)",
+        forbid_mask_prediction=True,
+    )
 
     def __init__(self, vocab_size, options: DiffusionOptions | None = None, unigram=None, **kw):
         super().__init__(vocab_size, options, **kw)
@@ -91,8 +117,9 @@ class DiffusionObjective(Objective):
         self.schedule, self.eps, self.estimator = o.schedule, o.diffusion_eps, o.diffusion_estimator
         # per-token schedule exponents; without corpus counts (evaluating a run) the plain schedule
         # is used, which gives a valid bound too
-        self.token_exponent = (frequency_exponents(unigram, o.frequency_masking)
-                               if o.frequency_masking and unigram is not None else None)
+        self.token_exponent = (
+            frequency_exponents(unigram, o.frequency_masking) if o.frequency_masking and unigram is not None else None
+        )
 
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
@@ -129,7 +156,7 @@ class DiffusionObjective(Objective):
         masks = random_subsets(k, torch.ones(len(k), n, dtype=torch.bool), generator)
         return masks, 1.0 / (k.double() * samples)
 
-    def corrupt(self, ids, generator, progress=1.0, train=True, t=None) -> Batch:
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True, t=None) -> Batch:
         ids = ids[:, :-1]
         B, L = ids.shape
         can = diffusable(ids)
@@ -140,7 +167,9 @@ class DiffusionObjective(Objective):
         inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
         n_tokens = can.sum().clamp(min=1)
         w = torch.where(mask, weight, torch.zeros_like(weight)) / n_tokens
-        return Batch(input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False))
+        return Batch(
+            input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False)
+        )
 
     def _corrupt_count(self, ids, can, generator) -> Batch:
         """The same NELBO, sampled by the number of masked tokens k ~ U{1..n} (see subset_masks):
@@ -155,7 +184,9 @@ class DiffusionObjective(Objective):
         has = (n > 0).float()
         per_seq = (n.float() / k.float()) * has / n.sum().clamp(min=1)  # per-token normalisation over the batch
         w = mask.float() * per_seq[:, None]
-        return Batch(input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False))
+        return Batch(
+            input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False)
+        )
 
     # ------------------------------------------------------------ sampling
     def unmask_fraction(self, t: float, t_next: float) -> float:

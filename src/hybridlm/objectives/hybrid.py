@@ -21,8 +21,9 @@ from hybridlm.objectives.mntp import MntpObjective
 
 @dataclass(frozen=True)
 class HybridOptions(SpanMaskingOptions):
-    causal_fraction: float = option(1 / 16, "hybrid: the share of rows trained causally (GPT-BERT: 1/16)",
-                                    *in_range(0, 1))
+    causal_fraction: float = option(
+        1 / 16, "hybrid: the share of rows trained causally (GPT-BERT: 1/16)", *in_range(0, 1)
+    )
 
 
 class HybridObjective(MixObjective):
@@ -30,8 +31,10 @@ class HybridObjective(MixObjective):
     Options = HybridOptions
     # the mix's record, with the masked reading's scorers first whatever the shares, and causal
     # perplexity first (the likelihood)
-    capabilities = mix_capabilities([("masked", MntpObjective.capabilities), ("causal", CausalObjective.capabilities)],
-                                    loss_label="causal + MNTP CE").with_(perplexity_scorers=("causal", "mntp"))
+    capabilities = mix_capabilities(
+        [("masked", MntpObjective.capabilities), ("causal", CausalObjective.capabilities)],
+        loss_label="causal + MNTP CE",
+    ).with_(perplexity_scorers=("causal", "mntp"))
     demo_config = {}
 
     def __init__(self, vocab_size, options: HybridOptions | None = None, **kw):
@@ -39,8 +42,9 @@ class HybridObjective(MixObjective):
         span = SpanMaskingOptions(**{f.name: getattr(options, f.name) for f in fields(SpanMaskingOptions)})
         components = {"causal": CausalObjective(vocab_size, **kw), "mntp": MntpObjective(vocab_size, span, **kw)}
         f = options.causal_fraction
-        super().__init__(vocab_size, components, {"causal": f, "mntp": 1 - f}, labels={"mntp": "masked"},
-                         options=options, **kw)
+        super().__init__(
+            vocab_size, components, {"causal": f, "mntp": 1 - f}, labels={"mntp": "masked"}, options=options, **kw
+        )
 
     @classmethod
     def component_names(cls, options):

@@ -9,8 +9,20 @@ from dataclasses import dataclass
 import torch
 
 from hybridlm.objectives.base import (
-    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, in_range,
-    maskable, mean_weights, option,
+    SPECIAL,
+    Attention,
+    Batch,
+    Capabilities,
+    ExportView,
+    Generation,
+    Infill,
+    Likelihood,
+    Objective,
+    Options,
+    in_range,
+    maskable,
+    mean_weights,
+    option,
 )
 
 
@@ -59,35 +71,52 @@ def span_mask(ids, rate: float, generator, max_span: int = 3, mask_p=0.8, random
     return corrupted, mask
 
 
-def mask_rate(progress: float, start: float, end: float) -> float:
-    """Linear anneal from `start` at progress 0 to `end` at progress 1."""
-    progress = min(max(progress, 0.0), 1.0)
-    return start + (end - start) * progress
+def mask_rate(fraction_done: float, start: float, end: float) -> float:
+    """Linear anneal from `start` at fraction_done 0 to `end` at 1."""
+    fraction_done = min(max(fraction_done, 0.0), 1.0)
+    return start + (end - start) * fraction_done
 
 
 @dataclass(frozen=True)
 class SpanMaskingOptions(Options):
     """Span masking (GPT-BERT): the masked fraction annealed linearly from start to end."""
 
-    mask_ratio_start: float = option(0.3, "masked fraction at the start of training (annealed linearly)",
-                                     *in_range(0, 1, lo_open=True, hi_open=True))
-    mask_ratio_end: float = option(0.15, "masked fraction at the end of training (and in validation)",
-                                   *in_range(0, 1, lo_open=True, hi_open=True))
+    mask_ratio_start: float = option(
+        0.3, "masked fraction at the start of training (annealed linearly)", *in_range(0, 1, lo_open=True, hi_open=True)
+    )
+    mask_ratio_end: float = option(
+        0.15, "masked fraction at the end of training (and in validation)", *in_range(0, 1, lo_open=True, hi_open=True)
+    )
     max_span: int = option(3, "spans are 1..max_span tokens long", *in_range(1, 64))
 
-    def rate(self, progress: float, train: bool) -> float:
-        return mask_rate(progress, self.mask_ratio_start, self.mask_ratio_end) if train else self.mask_ratio_end
+    def rate(self, fraction_done: float, train: bool) -> float:
+        return mask_rate(fraction_done, self.mask_ratio_start, self.mask_ratio_end) if train else self.mask_ratio_end
 
 
 class MaskedObjective(Objective):
     name = "masked"
     Options = SpanMaskingOptions
-    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.NONE, ("pll", "pll-word"), ("pll",), Generation.NONE,
-                                Infill.IN_PLACE, frozenset({ExportView.MASKED_LM}), loss_label="masked CE")
+    capabilities = Capabilities(
+        Attention.BIDIRECTIONAL,
+        Likelihood.NONE,
+        ("pll", "pll-word"),
+        ("pll",),
+        Generation.NONE,
+        Infill.IN_PLACE,
+        frozenset({ExportView.MASKED_LM}),
+        loss_label="masked CE",
+    )
 
-    def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         ids = ids[:, :-1]  # windows are L+1 long for the shifted objectives; BERT predicts in place
         o = self.options
-        corrupted, mask = span_mask(ids, o.rate(progress, train), generator, o.max_span, vocab_size=self.vocab_size)
-        return Batch(input_ids=corrupted, targets=ids, loss_weights=mean_weights(mask), token_mask=mask,
-                     attention=self.attention_of(ids, causal=False))
+        corrupted, mask = span_mask(
+            ids, o.rate(fraction_done, train), generator, o.max_span, vocab_size=self.vocab_size
+        )
+        return Batch(
+            input_ids=corrupted,
+            targets=ids,
+            loss_weights=mean_weights(mask),
+            token_mask=mask,
+            attention=self.attention_of(ids, causal=False),
+        )

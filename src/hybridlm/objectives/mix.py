@@ -25,7 +25,16 @@ import torch
 from hybridlm.errors import UserError
 from hybridlm.model import AttentionSpec
 from hybridlm.objectives.base import (
-    Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, option,
+    Attention,
+    Batch,
+    Capabilities,
+    ExportView,
+    Generation,
+    Infill,
+    Likelihood,
+    Objective,
+    Options,
+    option,
 )
 from hybridlm.objectives.registry import objective_class
 
@@ -33,7 +42,7 @@ _ITEM = re.compile(r"\s*([A-Za-z][\w-]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """"causal:1,mntp:15" -> {"causal": 1.0, "mntp": 15.0} (relative weights, not normalised)."""
+    """ "causal:1,mntp:15" -> {"causal": 1.0, "mntp": 15.0} (relative weights, not normalised)."""
     out: dict[str, float] = {}
     for part in str(text).split(","):
         m = _ITEM.fullmatch(part)
@@ -54,7 +63,9 @@ def parse_phases(phases) -> list[tuple[float, dict[str, float]]]:
         try:
             fraction, mix = float(entry[0]), parse_mix(entry[1])
         except (TypeError, ValueError, IndexError):
-            raise UserError(f"mix_phases entry {entry!r} must be [fraction, mix] or 'fraction@mix' (e.g. 0.5@mntp:1)") from None
+            raise UserError(
+                f"mix_phases entry {entry!r} must be [fraction, mix] or 'fraction@mix' (e.g. 0.5@mntp:1)"
+            ) from None
         out.append((fraction, mix))
     if out and (out[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(out, out[1:])) or out[-1][0] >= 1):
         raise UserError("mix_phases must start at fraction 0 and increase, below 1")
@@ -68,7 +79,11 @@ def _restrict(weights: torch.Tensor, counted: torch.Tensor, rows: torch.Tensor, 
     weight), so the factor is count(all rows) / count(these rows) — per head for [B, L, H] weights."""
     total, kept = counted.sum((0, 1)), counted[rows].sum((0, 1))
     out = torch.zeros_like(weights)
-    out[rows] = weights[rows] * torch.where(kept > 0, total / kept.clamp(min=1), torch.zeros_like(total, dtype=weights.dtype)) * share
+    out[rows] = (
+        weights[rows]
+        * torch.where(kept > 0, total / kept.clamp(min=1), torch.zeros_like(total, dtype=weights.dtype))
+        * share
+    )
     return out
 
 
@@ -76,8 +91,9 @@ def _restrict(weights: torch.Tensor, counted: torch.Tensor, rows: torch.Tensor, 
 class MixOptions(Options):
     mix: str = option("", "mix: objectives per row with relative weights, e.g. causal:1,mntp:15")
     mix_end: str = option("", "mix: the mix at the end of training (the shares move linearly from --mix)")
-    mix_phases: list = option([], "mix: repeatable FRACTION@MIX, e.g. --mix-phases 0@causal:1 --mix-phases "
-                                  "0.5@mntp:1 (AntLM)")
+    mix_phases: list = option(
+        [], "mix: repeatable FRACTION@MIX, e.g. --mix-phases 0@causal:1 --mix-phases 0.5@mntp:1 (AntLM)"
+    )
 
     def check_together(self):
         self.schedule()
@@ -107,7 +123,8 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
     if "causal" in scorers and "mntp" in scorers:
         scorers += ("fused",)
     generation = next((c.generation for c in caps if c.generation is Generation.CAUSAL), None) or next(
-        (c.generation for c in caps if c.generation is not Generation.NONE), Generation.NONE)
+        (c.generation for c in caps if c.generation is not Generation.NONE), Generation.NONE
+    )
     likelihood, view = Likelihood.NONE, ""
     for kind in (Likelihood.EXACT, Likelihood.BOUND):
         found = next((label for label, c in by_share if c.likelihood is kind), None)
@@ -116,25 +133,46 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
             break
     return Capabilities(
         attention=Attention.MIXED if len({c.attention for c in caps}) > 1 else caps[0].attention,
-        likelihood=likelihood, likelihood_view=view, scorers=scorers, loss_label=loss_label,
+        likelihood=likelihood,
+        likelihood_view=view,
+        scorers=scorers,
+        loss_label=loss_label,
         perplexity_scorers=tuple(dict.fromkeys(s for c in caps for s in c.perplexity_scorers)),
         generation=generation,
         prompt_as_prefix=next((c.prompt_as_prefix for c in caps if c.generation is generation), False),
         infill=next((c.infill for c in caps if c.infill is not Infill.NONE), Infill.NONE),
         export=frozenset(v for c in caps for v in c.export),
-        forbid_mask_prediction=any(c.forbid_mask_prediction for c in caps))
+        forbid_mask_prediction=any(c.forbid_mask_prediction for c in caps),
+    )
 
 
 class MixObjective(Objective):
     name = "mix"
     Options = MixOptions
-    capabilities = Capabilities(Attention.MIXED, Likelihood.NONE, ("causal",), ("causal",), Generation.CAUSAL,
-                                Infill.NONE, frozenset({ExportView.CAUSAL_LM}), loss_label="mixed CE")  # per instance
+    capabilities = Capabilities(
+        Attention.MIXED,
+        Likelihood.NONE,
+        ("causal",),
+        ("causal",),
+        Generation.CAUSAL,
+        Infill.NONE,
+        frozenset({ExportView.CAUSAL_LM}),
+        loss_label="mixed CE",
+    )  # per instance
     # the demo: GPT-BERT's two modes, moving from mostly masked to even over training
     demo_config = {"mix": "causal:1,mntp:3", "mix_end": "causal:1,mntp:1"}
 
-    def __init__(self, vocab_size, components: dict[str, Objective], start: dict[str, float], end: dict[str, float] | None = None,
-                 phases=None, labels: dict[str, str] | None = None, options: Options | None = None, **kw):
+    def __init__(
+        self,
+        vocab_size,
+        components: dict[str, Objective],
+        start: dict[str, float],
+        end: dict[str, float] | None = None,
+        phases=None,
+        labels: dict[str, str] | None = None,
+        options: Options | None = None,
+        **kw,
+    ):
         super().__init__(vocab_size, options, **kw)
         self.components = components  # in the order rows are assigned
         self.order = list(components)
@@ -175,13 +213,13 @@ class MixObjective(Objective):
         return cls(vocab_size, components, start, end, phases, options=options, document_mask=cfg.document_mask)
 
     # ------------------------------------------------------------ the schedule
-    def shares(self, progress: float) -> list[float]:
+    def shares(self, fraction_done: float) -> list[float]:
         """Each component's share of the rows at this point of training (in `order`)."""
         if self.phases:
-            mix = [m for f, m in self.phases if f <= progress][-1] if progress >= 0 else self.phases[0][1]
+            mix = [m for f, m in self.phases if f <= fraction_done][-1] if fraction_done >= 0 else self.phases[0][1]
             weights = [mix.get(n, 0.0) for n in self.order]
         elif self.end is not None:
-            p = min(max(progress, 0.0), 1.0)
+            p = min(max(fraction_done, 0.0), 1.0)
             a, b = (sum(m.values()) for m in (self.start, self.end))
             weights = [(1 - p) * self.start.get(n, 0.0) / a + p * self.end.get(n, 0.0) / b for n in self.order]
         else:
@@ -190,9 +228,9 @@ class MixObjective(Objective):
         return weights if total == 1 else [w / total for w in weights]
 
     # ------------------------------------------------------------ training
-    def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         B = len(ids)
-        shares = self.shares(progress if train else 1.0)
+        shares = self.shares(fraction_done if train else 1.0)
         u = torch.rand((), generator=generator).item()
         bounds, cum = [0], 0.0
         for s in shares[:-1]:
@@ -205,7 +243,7 @@ class MixObjective(Objective):
             rows = perm[bounds[i] : bounds[i + 1]]
             if len(rows) == 0:
                 continue
-            part = self.components[name].corrupt(ids, generator, progress, train)
+            part = self.components[name].corrupt(ids, generator, fraction_done, train)
             part.loss_weights = _restrict(part.loss_weights, part.token_mask, rows, len(rows) / B)
             if part.extra_weights is not None:  # multi-token heads: each head normalised over its own targets
                 part.extra_weights = _restrict(part.extra_weights, part.extra_weights > 0, rows, len(rows) / B)
@@ -233,7 +271,7 @@ class MixObjective(Objective):
         final = dict(zip(self.order, self.shares(1.0)))
         return {self.labels[n]: (self._alone(n), final[n]) for n in self.order}
 
-    def _alone(self, name) -> "MixObjective":
+    def _alone(self, name) -> MixObjective:
         view = MixObjective.__new__(type(self))  # the same components, options and record
         view.__dict__.update(self.__dict__)
         view.start, view.end, view.phases = {name: 1.0}, None, []
@@ -261,6 +299,14 @@ class MixObjective(Objective):
 def _columns(batch: Batch) -> dict:
     """A batch's per-row tensors by name (the attention's too), for merging rows of several batches."""
     a = batch.attention
-    return {"input_ids": batch.input_ids, "targets": batch.targets, "loss_weights": batch.loss_weights,
-            "token_mask": batch.token_mask, "is_causal": a.is_causal, "document_ids": a.document_ids,
-            "prefix_lengths": a.prefix_lengths, "extra_targets": batch.extra_targets, "extra_weights": batch.extra_weights}
+    return {
+        "input_ids": batch.input_ids,
+        "targets": batch.targets,
+        "loss_weights": batch.loss_weights,
+        "token_mask": batch.token_mask,
+        "is_causal": a.is_causal,
+        "document_ids": a.document_ids,
+        "prefix_lengths": a.prefix_lengths,
+        "extra_targets": batch.extra_targets,
+        "extra_weights": batch.extra_weights,
+    }

@@ -12,12 +12,19 @@ from hybridlm.objectives.masked import MaskedObjective, span_mask
 
 class MntpObjective(MaskedObjective):
     name = "mntp"
-    capabilities = MaskedObjective.capabilities.with_(loss_label="MNTP CE", scorers=("mntp", "mntp-word"),
-                                                      perplexity_scorers=("mntp",), infill=Infill.NEXT_TOKEN)
+    capabilities = MaskedObjective.capabilities.with_(
+        loss_label="MNTP CE", scorers=("mntp", "mntp-word"), perplexity_scorers=("mntp",), infill=Infill.NEXT_TOKEN
+    )
 
-    def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         o = self.options
-        corrupted, mask = span_mask(ids, o.rate(progress, train), generator, o.max_span, vocab_size=self.vocab_size)
+        rate = o.rate(fraction_done, train)
+        corrupted, mask = span_mask(ids, rate, generator, o.max_span, vocab_size=self.vocab_size)
         masked = mask[:, 1:]  # position i is scored where token i+1 was masked
-        return Batch(input_ids=corrupted[:, :-1], targets=ids[:, 1:], loss_weights=mean_weights(masked), token_mask=masked,
-                     attention=self.attention_of(ids[:, :-1], causal=False))
+        return Batch(
+            input_ids=corrupted[:, :-1],
+            targets=ids[:, 1:],
+            loss_weights=mean_weights(masked),
+            token_mask=masked,
+            attention=self.attention_of(ids[:, :-1], causal=False),
+        )

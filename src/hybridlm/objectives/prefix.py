@@ -16,7 +16,17 @@ import torch
 
 from hybridlm.errors import UserError
 from hybridlm.objectives.base import (
-    SPECIAL, Attention, Batch, Capabilities, ExportView, Generation, Infill, Likelihood, Objective, Options, mean_weights,
+    SPECIAL,
+    Attention,
+    Batch,
+    Capabilities,
+    ExportView,
+    Generation,
+    Infill,
+    Likelihood,
+    Objective,
+    Options,
+    mean_weights,
     option,
 )
 
@@ -28,8 +38,9 @@ class PrefixOptions(Options):
 
     def check_together(self):
         if not 0 <= self.prefix_min <= self.prefix_max < 1:
-            raise UserError(f"prefix_min and prefix_max must satisfy 0 <= min <= max < 1 (got {self.prefix_min}, "
-                            f"{self.prefix_max})")
+            raise UserError(
+                f"prefix_min and prefix_max must satisfy 0 <= min <= max < 1 (got {self.prefix_min}, {self.prefix_max})"
+            )
 
 
 class PrefixObjective(Objective):
@@ -38,18 +49,32 @@ class PrefixObjective(Objective):
     # causal after the prefix (a classifier reads the last token); the likelihood is the empty-prefix
     # (causal) reading's, which is also what a Llama export sees; generation reads the prompt as the
     # prefix (bidirectionally), then left to right with a KV cache
-    capabilities = Capabilities(Attention.CAUSAL, Likelihood.EXACT, ("causal", "prefix"), ("causal",), Generation.CAUSAL,
-                                Infill.NONE, frozenset({ExportView.CAUSAL_LM}), loss_label="continuation CE",
-                                likelihood_view="causal", prompt_as_prefix=True)
+    capabilities = Capabilities(
+        Attention.CAUSAL,
+        Likelihood.EXACT,
+        ("causal", "prefix"),
+        ("causal",),
+        Generation.CAUSAL,
+        Infill.NONE,
+        frozenset({ExportView.CAUSAL_LM}),
+        loss_label="continuation CE",
+        likelihood_view="causal",
+        prompt_as_prefix=True,
+    )
 
-    def corrupt(self, ids, generator, progress=1.0, train=True) -> Batch:
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         inputs, targets = ids[:, :-1], ids[:, 1:]
         B, L = inputs.shape
         lo, hi = round(self.options.prefix_min * L), round(self.options.prefix_max * L)
         prefix = torch.randint(lo, hi + 1, (B,), generator=generator)
         scored = (torch.arange(L)[None] >= prefix[:, None] - 1) & (targets != SPECIAL["pad"])
-        return Batch(input_ids=inputs, targets=targets, loss_weights=mean_weights(scored), token_mask=scored,
-                     attention=self.attention_of(inputs, causal=True, prefix_lengths=prefix))
+        return Batch(
+            input_ids=inputs,
+            targets=targets,
+            loss_weights=mean_weights(scored),
+            token_mask=scored,
+            attention=self.attention_of(inputs, causal=True, prefix_lengths=prefix),
+        )
 
     def validation_views(self):
         causal = PrefixObjective(self.vocab_size, PrefixOptions(0.0, 0.0), document_mask=self.document_mask)
