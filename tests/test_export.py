@@ -18,7 +18,7 @@ def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
     ours = load_run(runs[objective]).model
     ids = torch.randint(5, 320, (2, 20))
     with torch.no_grad():
-        want = ours(ids, is_causal=False, logits=True)
+        want = ours(ids, False, logits=True)
         got = hf(ids).logits
     # as the run computes them: for the hybrid's MNTP view, position i predicts token i+1 (GPT-BERT's
     # layout, which the official pipeline's mntp backend reads at i-1)

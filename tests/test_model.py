@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.model import KVCache, build_model
+from hybridlm.model import AttentionSpec, KVCache, build_model
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def test_causal_mode_never_sees_the_future(model):
     changed = ids.clone()
     changed[:, 15:] = torch.randint(5, 300, (2, 9))
     with torch.no_grad():
-        a, b = model(ids, is_causal=True, logits=True), model(changed, is_causal=True, logits=True)
+        a, b = model(ids, True, logits=True), model(changed, True, logits=True)
     assert torch.allclose(a[:, :15], b[:, :15], atol=1e-6)
     assert not torch.allclose(a[:, 15:], b[:, 15:], atol=1e-3)
 
@@ -26,7 +26,7 @@ def test_bidirectional_mode_sees_the_future(model):
     changed = ids.clone()
     changed[0, -1] = (ids[0, -1] + 1 - 5) % 295 + 5
     with torch.no_grad():
-        a, b = model(ids, is_causal=False, logits=True), model(changed, is_causal=False, logits=True)
+        a, b = model(ids, False, logits=True), model(changed, False, logits=True)
     assert not torch.allclose(a[:, 0], b[:, 0], atol=1e-5)
 
 
@@ -34,9 +34,9 @@ def test_per_row_modes_equal_separate_passes(model):
     ids = torch.randint(5, 300, (3, 12))
     mode = torch.tensor([True, False, True])
     with torch.no_grad():
-        mixed = model(ids, is_causal=mode, logits=True)
-        causal = model(ids, is_causal=True, logits=True)
-        bidi = model(ids, is_causal=False, logits=True)
+        mixed = model(ids, AttentionSpec(mode), logits=True)
+        causal = model(ids, True, logits=True)
+        bidi = model(ids, False, logits=True)
     assert torch.allclose(mixed[0], causal[0], atol=1e-5) and torch.allclose(mixed[2], causal[2], atol=1e-5)
     assert torch.allclose(mixed[1], bidi[1], atol=1e-5)
 
@@ -47,17 +47,17 @@ def test_document_mask_isolates_packed_documents(model):
     other_b = torch.cat([torch.tensor([[1]]), doc_a, torch.tensor([[1]]), torch.randint(5, 300, (1, 8))], 1)
     doc_ids = torch.cumsum((packed == 1).int(), -1)
     with torch.no_grad():
-        a = model(packed, is_causal=False, document_ids=doc_ids, logits=True)
-        b = model(other_b, is_causal=False, document_ids=doc_ids, logits=True)
+        a = model(packed, AttentionSpec(False, doc_ids), logits=True)
+        b = model(other_b, AttentionSpec(False, doc_ids), logits=True)
     assert torch.allclose(a[:, :8], b[:, :8], atol=1e-6)  # document A never saw document B
 
 
 def test_kv_cache_matches_full_forward(model):
     ids = torch.randint(5, 300, (2, 10))
     with torch.no_grad():
-        full = model(ids, is_causal=True, logits=True)
+        full = model(ids, True, logits=True)
         caches = [KVCache() for _ in model.blocks]
-        steps = [model(ids[:, :4], is_causal=True, kv_caches=caches, logits=True)]
+        steps = [model(ids[:, :4], True, kv_caches=caches, logits=True)]
         for i in range(4, 10):
             steps.append(model(ids[:, i : i + 1], kv_caches=caches, start_pos=i, logits=True))
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
@@ -66,7 +66,7 @@ def test_kv_cache_matches_full_forward(model):
 def test_forward_returns_hidden_states_and_logits_when_asked(model):
     ids = torch.randint(5, 300, (2, 6))
     with torch.no_grad():
-        hidden, logits = model(ids, is_causal=False), model(ids, is_causal=False, logits=True)
+        hidden, logits = model(ids, False), model(ids, False, logits=True)
     assert hidden.shape == (2, 6, model.cfg.d_model) and logits.shape == (2, 6, 300)
     assert torch.allclose(model.head(hidden), logits) and torch.allclose(
         model.head(hidden, fp32=True), logits, atol=1e-6
@@ -93,35 +93,29 @@ def test_flex_attention_equals_sdpa(case):
     B, T = 4, 48
     ids = torch.randint(5, 300, (B, T), generator=torch.Generator().manual_seed(1))
     docs = torch.cumsum((torch.rand(B, T, generator=torch.Generator().manual_seed(2)) < 0.08).int(), -1)
-    kw = {
-        "documents": dict(is_causal=True, document_ids=docs),
-        "mixed_rows": dict(is_causal=torch.tensor([True, False, True, False])),
-        "prefix": dict(is_causal=True, prefix_lengths=torch.tensor([0, 5, 17, 47])),
-        "everything": dict(
-            is_causal=torch.tensor([True, False, True, True]),
-            document_ids=docs,
-            prefix_lengths=torch.tensor([3, 0, 0, 20]),
-        ),
+    spec = {
+        "documents": AttentionSpec(True, docs),
+        "mixed_rows": AttentionSpec(torch.tensor([True, False, True, False])),
+        "prefix": AttentionSpec(True, prefix_lengths=torch.tensor([0, 5, 17, 47])),
+        "everything": AttentionSpec(torch.tensor([True, False, True, True]), docs, torch.tensor([3, 0, 0, 20])),
     }[case]
     with torch.no_grad():
-        dense = model(ids, **kw)
+        dense = model(ids, spec)
         model.attention_backend = "flex"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # eager FlexAttention's "compile me for speed"
-            flex = model(ids, **kw)
+            flex = model(ids, spec)
     assert torch.allclose(flex, dense, atol=2e-5), (flex - dense).abs().max()
     # and the mask matters: plain causal attention differs
     model.attention_backend = "sdpa"
     with torch.no_grad():
-        assert (model(ids, is_causal=True) - dense).abs().max() > 1e-3
+        assert (model(ids, True) - dense).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "flex"])
 def test_a_block_compiles_without_graph_breaks(backend):
     """What `--compile` compiles (each block) is one graph, whichever attention mask it is given;
     the masks themselves are built outside, once per forward. (Dynamo's tracing only: no codegen.)"""
-    from hybridlm.model import attention_mask
-
     torch.manual_seed(0)
     model = build_model("tiny", 300)
     if backend == "flex":
@@ -133,6 +127,6 @@ def test_a_block_compiles_without_graph_breaks(backend):
         (True, None, None),
         (torch.tensor([True, False, True, True]), docs, torch.tensor([0, 0, 5, 0])),
     ):
-        mask, flag = attention_mask(rows, documents, T, "cpu", prefix, backend=backend)
+        mask, flag = AttentionSpec(rows, documents, prefix).mask(T, "cpu", backend=backend)
         explained = torch._dynamo.explain(model.blocks[0])(x, cos, sin, mask, flag)
         assert explained.graph_break_count == 0, explained.break_reasons

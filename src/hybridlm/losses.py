@@ -150,6 +150,17 @@ class TrainingLoss(torch.nn.Module):
         return sum(t.flops(tokens) for t in self.terms if train or not t.train_only)
 
 
+def loss_of(model, objective: Objective, batch: Batch, z_loss: float = 0.0, teachers: Distiller | None = None):
+    """(loss, metrics) of one batch as training computes it: token CE (with z_loss), the extra heads'
+    CE when the batch has them, distillation when teachers are given (for tests and notebooks)."""
+    terms: list[LossTerm] = [TokenCE(z_loss)]
+    if teachers is not None:
+        terms.append(Distillation(teachers))
+    if batch.extra_targets is not None:
+        terms.append(MultiTokenHeads())
+    return TrainingLoss(model, objective, terms)(batch)
+
+
 def build_loss(cfg, model, objective: Objective, device) -> TrainingLoss:
     """The training loss a config asks for: token CE (with z_loss), distillation from its teachers,
     multi-token heads when the model has them."""

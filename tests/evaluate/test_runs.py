@@ -61,7 +61,7 @@ def test_export_matches_transformers_logits_and_scores(runs, tmp_path):
         ours = load_run(runs[objective]).model
         ids = torch.randint(5, 320, (2, 20))
         with torch.no_grad():
-            assert torch.allclose(hf(ids).logits, ours(ids, is_causal=True, logits=True), atol=1e-4)
+            assert torch.allclose(hf(ids).logits, ours(ids, True, logits=True), atol=1e-4)
     sentences = ["the cat sleeps .", "the cats sleeps ."]
     via_run = score_sentences(RunLM(runs["causal"]), sentences, "causal")
     from hybridlm.evaluate.lm import HFLM

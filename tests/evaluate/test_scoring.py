@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hybridlm.evaluate.lm import HFLM, ScoringLM
-from hybridlm.evaluate.scoring import _copies, score_sentences
+from hybridlm.evaluate.scoring import SCORERS, _copies, score_sentences
 from hybridlm.objectives.diffusion import DiffusionObjective
 from hybridlm.objectives.masked import MaskedObjective
 
@@ -102,12 +102,12 @@ def test_elbo_of_uniform_model_is_exact():
 
 def test_within_word_pll_masks_the_rest_of_the_word():
     lm = FakeLM(objective=MaskedObjective)
-    plain = _copies("pll", lm, 0, "abc de", 1)
-    word = _copies("pll-word", lm, 0, "abc de", 1)
+    plain = _copies(SCORERS["pll"], lm, 0, "abc de", 1)
+    word = _copies(SCORERS["pll-word"], lm, 0, "abc de", 1)
     assert len(plain) == len(word) == 5
     masks = [[i for i, t in enumerate(c.ids) if t == 3] for c in word]
     assert masks == [[1, 2, 3], [2, 3], [3], [4, 5], [5]]
-    mntp = _copies("mntp", lm, 0, "abc de", 1)
+    mntp = _copies(SCORERS["mntp"], lm, 0, "abc de", 1)
     assert [c.positions for c in mntp] == [[0], [1], [2], [3], [4]]  # read at i-1
 
 

@@ -3,6 +3,7 @@ gradient; a student trains from teacher runs and from local Hugging Face causal 
 a teacher on another tokenizer is refused."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from conftest import assert_one_line_error, hlm
 
 from hybridlm.config import TrainConfig
 from hybridlm.distill import Distiller
+from hybridlm.losses import loss_of
 from hybridlm.model import PRESETS, ModelConfig, Transformer
 from hybridlm.objectives import build_objective
 
@@ -20,21 +22,20 @@ def test_kl_to_an_identical_teacher_is_zero_with_no_gradient(objective):
     torch.manual_seed(0)
     student = Transformer(ModelConfig(vocab_size=300, **{**PRESETS["tiny"], "max_seq_len": 64}))
     obj = build_objective(TrainConfig(objective=objective), 300)
-    obj.distiller = Distiller([copy.deepcopy(student)], alpha=0.0, temperature=2.0)
     ids = torch.randint(5, 300, (4, 33), generator=torch.Generator().manual_seed(1))
     ids[:, 0] = 1
     batch = obj.corrupt(ids, torch.Generator().manual_seed(2))
-    loss, metrics = obj.loss(student, batch)
+    loss, metrics = loss_of(student, obj, batch, teachers=Distiller([copy.deepcopy(student)], 0.0, 2.0))
     assert abs(loss.item()) < 1e-6 and abs(metrics["kl"][0].item()) < 1e-6
     loss.backward()
     assert max(p.grad.abs().max().item() for p in student.parameters() if p.grad is not None) < 1e-6
     # a different teacher: a positive KL with a gradient; alpha = 1 is the plain loss
     other = Transformer(ModelConfig(vocab_size=300, **{**PRESETS["tiny"], "max_seq_len": 64}))
-    obj.distiller = Distiller([other], alpha=0.0, temperature=2.0)
-    assert obj.loss(student, batch)[0].item() > 1e-4
-    obj.distiller = Distiller([other], alpha=1.0, temperature=2.0)
-    plain = build_objective(TrainConfig(objective=objective), 300).loss(student, batch)[0]
-    assert obj.loss(student, batch)[0].item() == pytest.approx(plain.item(), rel=1e-6)
+    assert loss_of(student, obj, batch, teachers=Distiller([other], 0.0, 2.0))[0].item() > 1e-4
+    plain = loss_of(student, obj, batch)[0]
+    assert loss_of(student, obj, batch, teachers=Distiller([other], 1.0, 2.0))[0].item() == pytest.approx(
+        plain.item(), rel=1e-6
+    )
 
 
 def test_a_student_distils_from_teacher_runs(runs, data_dir, tmp_path):
@@ -117,13 +118,12 @@ def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(runs, data_d
     export_run(runs["causal"], tmp_path / "hf")
     batch = _packed_batch(objective, load_manifest(data_dir)["vocab_size"])
     select = (batch.loss_weights > 0).reshape(-1).nonzero().squeeze(1)
-    hf, run = (Distiller.from_runs([p], data_dir, 32, "cpu", 0.5, 2.0) for p in (tmp_path / "hf", runs["causal"]))
+    hf, run = (Distiller.from_paths([p], data_dir, 32, "cpu", 0.5, 2.0) for p in (tmp_path / "hf", runs["causal"]))
     assert isinstance(hf.teachers[0], HFTeacher) and hf.parameters == run.parameters
     p_hf, p_run = hf.teacher_probs(batch, select, None), run.teacher_probs(batch, select, None)
     assert torch.allclose(p_hf, p_run, atol=1e-5), (p_hf - p_run).abs().max()
     # the documents are really separated: without the mask the teacher's distribution moves
-    unmasked = copy.copy(batch)
-    unmasked.document_ids = None
+    unmasked = dataclasses.replace(batch, attention=dataclasses.replace(batch.attention, document_ids=None))
     assert (hf.teacher_probs(unmasked, select, None) - p_hf).abs().max() > 1e-3
 
 

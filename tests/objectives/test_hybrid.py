@@ -17,14 +17,14 @@ def test_masked_next_token_alignment():
     # and a scored target is never visible at its own input position unless kept/randomised
     visible = b.input_ids[:, 1:] == ids[:, 1:-1]
     assert (visible[scored[:, :-1]]).float().mean() < 0.2  # ~10% kept
-    assert not b.is_causal.any()
+    assert not b.attention.is_causal.any()
 
 
 def test_causal_rows_are_plain_next_token_prediction():
     obj = HybridObjective(300, causal_fraction=1.0)
     ids = torch.randint(5, 300, (4, 17))
     b = obj.corrupt(ids, torch.Generator().manual_seed(1))
-    assert b.is_causal.all() and (b.input_ids == ids[:, :-1]).all() and (b.loss_weights > 0).all()
+    assert b.attention.is_causal.all() and (b.input_ids == ids[:, :-1]).all() and (b.loss_weights > 0).all()
 
 
 def test_mix_ratio_per_sequence_and_loss_weights():
@@ -33,11 +33,11 @@ def test_mix_ratio_per_sequence_and_loss_weights():
     n_causal, rows = 0, 0
     for _ in range(200):
         b = obj.corrupt(torch.randint(5, 300, (8, 33), generator=g), g)
-        n_causal += int(b.is_causal.sum())
+        n_causal += int(b.attention.is_causal.sum())
         rows += len(b)
         w = b.loss_weights
         # each mode's weights sum to its share of the rows: GPT-BERT's per-objective means
-        c = b.is_causal
+        c = b.attention.is_causal
         assert abs(w[c].sum().item() - c.float().mean().item()) < 1e-5
         if (~c).any():
             assert abs(w[~c].sum().item() - (~c).float().mean().item()) < 1e-5

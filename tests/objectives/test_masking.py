@@ -52,11 +52,11 @@ def test_masked_objective_targets_only_masked_positions():
     assert (b.targets == ids[:, :-1]).all()
     assert (b.input_ids[~scored] == ids[:, :-1][~scored]).all()
     assert abs(b.loss_weights.sum().item() - 1) < 1e-5
-    assert not b.is_causal.any()
+    assert not b.attention.is_causal.any()
     rate0 = scored.float().mean().item()
     b1 = obj.corrupt(ids, torch.Generator().manual_seed(0), fraction_done=1.0)
     assert rate0 > 0.25 and (b1.loss_weights > 0).float().mean().item() < 0.2  # 30% -> 15% anneal
-    val = obj.corrupt(ids, torch.Generator().manual_seed(0), progress=0.0, train=False)
+    val = obj.corrupt(ids, torch.Generator().manual_seed(0), fraction_done=0.0, train=False)
     assert (val.loss_weights > 0).float().mean().item() < 0.2  # validation uses the final ratio
 
 
@@ -65,4 +65,4 @@ def test_corruption_is_reproducible():
     ids = _ids(8, 33)
     a = obj.corrupt(ids, torch.Generator().manual_seed(4))
     b = obj.corrupt(ids, torch.Generator().manual_seed(4))
-    assert (a.input_ids == b.input_ids).all() and (a.is_causal == b.is_causal).all()
+    assert (a.input_ids == b.input_ids).all() and (a.attention.is_causal == b.attention.is_causal).all()

@@ -3,8 +3,6 @@
 import json
 import math
 import shutil
-import subprocess
-import types
 
 import pytest
 import torch
@@ -13,8 +11,8 @@ from test_distributed import torchrun
 
 from hybridlm.config import TrainConfig
 from hybridlm.errors import UserError
-from hybridlm.model import PRESETS, ModelConfig, Transformer
-from hybridlm.objectives import build_objective
+from hybridlm.model import PRESETS, AttentionSpec, ModelConfig, Transformer
+from hybridlm.objectives import Likelihood, build_objective
 from hybridlm.objectives.mix import parse_mix, parse_phases
 from hybridlm.objectives.prefix import PrefixObjective
 
@@ -23,35 +21,19 @@ def _mix(**kw):
     return build_objective(TrainConfig(objective="mix", **kw), 300)
 
 
-def _hybrid_at(commit: str):
-    """The hybrid objective as it was before it became a preset of mix (its own file at `commit`)."""
-    src = subprocess.run(
-        ["git", "show", f"{commit}:src/hybridlm/objectives/hybrid.py"],
-        capture_output=True,
-        text=True,
-        cwd=__file__.rsplit("/tests/", 1)[0],
-    )
-    if src.returncode != 0:
-        pytest.skip("not a git checkout with the old hybrid objective")
-    module = types.ModuleType("old_hybrid")
-    exec(compile(src.stdout, "old_hybrid", "exec"), module.__dict__)
-    return module.HybridObjective
-
-
-def test_hybrid_is_the_mix_preset_with_the_old_batches():
-    old_cls = _hybrid_at("fc70279")
+def test_hybrid_is_the_mix_preset():
     for f in (1 / 16, 0.25, 0.5, 1.0):
-        old, new = old_cls(300, f), build_objective(TrainConfig(objective="hybrid", causal_fraction=f), 300)
+        new = build_objective(TrainConfig(objective="hybrid", causal_fraction=f), 300)
         mix = _mix(mix=f"causal:{f},mntp:{1 - f}")
         ids = torch.randint(5, 300, (16, 33), generator=torch.Generator().manual_seed(7))
         ids[:, 0] = 1
         before = ids.clone()
         for step in range(6):
-            want = old.corrupt(ids, torch.Generator().manual_seed(step), fraction_done=step / 5)
-            for got in (
-                o.corrupt(ids, torch.Generator().manual_seed(step), fraction_done=step / 5) for o in (new, mix)
-            ):
-                assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.is_causal, want.is_causal)
+            want = mix.corrupt(ids, torch.Generator().manual_seed(step), fraction_done=step / 5)
+            for got in (new.corrupt(ids, torch.Generator().manual_seed(step), fraction_done=step / 5),):
+                assert torch.equal(got.input_ids, want.input_ids) and torch.equal(
+                    got.attention.is_causal, want.attention.is_causal
+                )
                 assert torch.equal(got.token_mask, want.token_mask) and torch.equal(got.targets, want.targets)
                 assert torch.allclose(got.loss_weights, want.loss_weights, rtol=1e-6, atol=1e-9)
         assert torch.equal(ids, before)  # the windows are never written to
@@ -63,9 +45,9 @@ def test_rows_by_stochastic_rounding_and_weights_by_share():
     counts = torch.zeros(1)
     for _ in range(300):
         b = obj.corrupt(torch.randint(5, 300, (10, 33), generator=g), g)
-        n_causal = int(b.is_causal.sum())
+        n_causal = int(b.attention.is_causal.sum())
         # each objective's weights sum to its share of the rows (0 if its rows hold nothing to predict)
-        assert abs(b.loss_weights[b.is_causal].sum().item() - n_causal / 10) < 1e-5
+        assert abs(b.loss_weights[b.attention.is_causal].sum().item() - n_causal / 10) < 1e-5
         total = b.loss_weights.sum().item()
         assert min(abs(total - k / 10) for k in range(11)) < 1e-5 and total <= 1 + 1e-5
         counts[0] += n_causal
@@ -93,7 +75,7 @@ def test_each_objective_keeps_its_own_weights_inside_a_mix():
             assert got.extra_weights[..., 0].sum().item() == pytest.approx(0.5)
     # and within rows shared with another objective, diffusion's weights keep their ELBO proportions
     half = _mix(mix="causal:1,diffusion:1").corrupt(ids, torch.Generator().manual_seed(5))
-    d = ~half.is_causal
+    d = ~half.attention.is_causal
     assert half.loss_weights[d].sum().item() != pytest.approx(d.float().mean().item())  # not forced to a mean
 
 
@@ -104,19 +86,19 @@ def test_schedules_linear_and_phases():
     antlm = _mix(mix_phases=[[0.0, "causal:1"], [0.4, "mntp:1"], [0.8, "causal:1"]])
     assert antlm.shares(0.1) == [1.0, 0.0] and antlm.shares(0.5) == [0.0, 1.0] and antlm.shares(0.9) == [1.0, 0.0]
     b = antlm.corrupt(torch.randint(5, 300, (8, 17)), torch.Generator().manual_seed(0), fraction_done=0.5)
-    assert not b.is_causal.any()
+    assert not b.attention.is_causal.any()
     assert parse_phases(["0@causal:1", "0.5@mntp:1"]) == [(0.0, {"causal": 1.0}), (0.5, {"mntp": 1.0})]
     for bad in ([[0.2, "causal:1"]], [[0.0, "causal:1"], [0.0, "mntp:1"]], ["0:causal"]):
         with pytest.raises(UserError):
             parse_phases(bad)
-    assert set(antlm.validation_views()) == {"causal", "mntp"} and antlm.likelihood == "exact"
+    assert set(antlm.validation_views()) == {"causal", "mntp"} and antlm.capabilities.likelihood is Likelihood.EXACT
 
 
 def test_mntp_scores_where_the_next_token_was_masked():
     obj = build_objective(TrainConfig(objective="mntp"), 300)
     ids = torch.randint(5, 300, (8, 65), generator=torch.Generator().manual_seed(0))
     b = obj.corrupt(ids, torch.Generator().manual_seed(1), fraction_done=0.0)
-    assert (b.targets == ids[:, 1:]).all() and not b.is_causal.any()
+    assert (b.targets == ids[:, 1:]).all() and not b.attention.is_causal.any()
     scored = b.loss_weights > 0
     assert (b.input_ids[:, 1:][scored[:, :-1]] != ids[:, 1:-1][scored[:, :-1]]).float().mean() > 0.8  # mostly hidden
     assert 0.25 < scored.float().mean() < 0.35  # the 30% ratio at the start of training
@@ -126,8 +108,8 @@ def test_prefix_targets_only_after_the_prefix():
     obj = PrefixObjective(300, prefix_min=0.25, prefix_max=0.75)
     ids = torch.randint(5, 300, (64, 41), generator=torch.Generator().manual_seed(0))
     b = obj.corrupt(ids, torch.Generator().manual_seed(1))
-    assert b.is_causal.all() and (b.targets == ids[:, 1:]).all()
-    for row, p in enumerate(b.prefix_lengths.tolist()):
+    assert b.attention.is_causal.all() and (b.targets == ids[:, 1:]).all()
+    for row, p in enumerate(b.attention.prefix_lengths.tolist()):
         assert 10 <= p <= 30
         weights = b.loss_weights[row]
         assert (weights[: p - 1] == 0).all() and (weights[p - 1 :] > 0).all()  # from the last prefix token on
@@ -137,19 +119,21 @@ def test_prefix_attention_never_leaks_and_sees_the_whole_prefix():
     torch.manual_seed(0)
     model = Transformer(ModelConfig(vocab_size=300, **{**PRESETS["tiny"], "max_seq_len": 32})).eval()
     ids = torch.randint(5, 300, (1, 20))
-    p = torch.tensor([8])
-    base = model(ids, prefix_lengths=p)
+    p = AttentionSpec(True, prefix_lengths=torch.tensor([8]))
+    base = model(ids, p)
     later = ids.clone()
     later[0, 12] = (later[0, 12] + 1) % 300
-    moved = model(later, prefix_lengths=p)
+    moved = model(later, p)
     assert torch.allclose(moved[0, :12], base[0, :12], atol=1e-6)  # a token after the prefix moves nothing before it
     assert not torch.allclose(moved[0, 12], base[0, 12])
     early = ids.clone()
     early[0, 7] = (early[0, 7] + 1) % 300  # the prefix's last token
-    moved = model(early, prefix_lengths=p)
+    moved = model(early, p)
     assert not torch.allclose(moved[0, 0], base[0, 0], atol=1e-6)  # the prefix is bidirectional
     assert not torch.allclose(moved[0, 15], base[0, 15], atol=1e-6)  # and the continuation sees all of it
-    assert torch.allclose(model(ids, prefix_lengths=torch.tensor([0])), model(ids), atol=1e-6)  # empty prefix: causal
+    assert torch.allclose(
+        model(ids, AttentionSpec(True, prefix_lengths=torch.tensor([0]))), model(ids), atol=1e-6
+    )  # empty prefix: causal
 
 
 def test_prefix_scorer_reads_the_context_as_a_prefix(runs_extra):
@@ -166,7 +150,7 @@ def test_prefix_scorer_reads_the_context_as_a_prefix(runs_extra):
     ids = torch.tensor([[lm.bos_id] + full])
     with torch.no_grad():
         logp = torch.log_softmax(
-            lm.model(ids, prefix_lengths=torch.tensor([len(ctx) + 1]), logits=True)[0].double(), -1
+            lm.model(ids, AttentionSpec(True, prefix_lengths=torch.tensor([len(ctx) + 1])), logits=True)[0].double(), -1
         )
     want = sum(logp[i - 1, ids[0, i]].item() for i in range(len(ctx) + 1, ids.shape[1]))
     assert got == pytest.approx(want, abs=1e-4)

@@ -102,7 +102,7 @@ def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(data_di
 
 def test_mtp_needs_causal_rows(data_dir, tmp_path):
     for args, needle in (
-        (["--objective", "masked", "--mtp-heads", 2], "causal rows"),
+        (["--objective", "masked", "--mtp-heads", 2], "option of causal"),
         (["--mtp-heads", 0], "mtp_heads"),
         (["--mtp-heads", 3, "--mtp-weights", 1], "one weight"),
         (["--mtp-heads", 2, "--mtp-weights", "x"], "one weight"),

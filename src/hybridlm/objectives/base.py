@@ -242,9 +242,14 @@ class Objective:
         "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate
     )
 
-    def __init__(self, vocab_size: int, options: Options | None = None, document_mask: bool = True):
+    def __init__(self, vocab_size: int, options: Options | None = None, document_mask: bool = True, **values):
+        """options: an Options record; or option values as keywords, e.g. DiffusionObjective(V, schedule="cosine")."""
         self.vocab_size = vocab_size
-        self.options = options if options is not None else self.Options()
+        options = options if options is not None else self.Options()
+        if values:
+            options = replace(options, **values)
+            options.check()
+        self.options = options
         self.document_mask = document_mask
 
     # ------------------------------------------------------------ construction

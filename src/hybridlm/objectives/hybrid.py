@@ -10,7 +10,7 @@ are plain next-token prediction. Each step draws round(B * causal_fraction) caus
 the causal one is a likelihood (bits per byte), and it exports as a causal LM plus a masked-LM view.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from hybridlm.objectives.base import in_range, option
 from hybridlm.objectives.causal import CausalObjective
@@ -37,9 +37,13 @@ class HybridObjective(MixObjective):
     ).with_(perplexity_scorers=("causal", "mntp"))
     demo_config = {}
 
-    def __init__(self, vocab_size, options: HybridOptions | None = None, **kw):
+    def __init__(self, vocab_size, options: HybridOptions | None = None, document_mask: bool = True, **values):
         options = options if options is not None else HybridOptions()
+        if values:
+            options = replace(options, **values)
+            options.check()
         span = SpanMaskingOptions(**{f.name: getattr(options, f.name) for f in fields(SpanMaskingOptions)})
+        kw = {"document_mask": document_mask}
         components = {"causal": CausalObjective(vocab_size, **kw), "mntp": MntpObjective(vocab_size, span, **kw)}
         f = options.causal_fraction
         super().__init__(
