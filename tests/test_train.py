@@ -319,18 +319,18 @@ def test_a_non_finite_loss_never_reaches_the_weights(tmp_path, data_dir):
     t.cfg.max_steps = 4
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     moments = {k: v.clone() for k, v in t.optimizer.state_dict()["state"][0].items()}
-    t.objective.z_loss = float("nan")  # poisons the loss of the next step
+    t.loss.terms[0].z_loss = float("nan")  # poisons the loss of the next step (the token CE term)
     record = train_step(t)  # the step is skipped on the device, without waiting for it
     assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
     assert all(
         torch.equal(moments[k], v) for k, v in t.optimizer.state_dict()["state"][0].items()
     )  # Adam's step count too
-    t.objective.z_loss = 0.0
+    t.loss.terms[0].z_loss = 0.0
     train_step(t)  # a later finite step trains, but the run still stops, naming the bad step
     with pytest.raises(UserError, match="non-finite .* at step 3"):
         read_record(t, record)
     # the loop stops before a checkpoint is written: the run folder keeps its last good one
-    t.objective.z_loss = float("nan")
+    t.loss.terms[0].z_loss = float("nan")
     train_step(t)
     with pytest.raises(UserError, match="non-finite"):
         save(t)
@@ -476,3 +476,34 @@ def test_attention_backend_and_compile_follow_the_device(tmp_path, data_dir):
         hlm("train", "--data", data_dir, "--out", tmp_path / "g", "--attention", "fast", check=False),
         "unknown attention",
     )
+
+
+def test_a_run_saved_before_objectives_owned_their_options_resumes(tmp_path, data_dir):
+    """Run folders from before the redesign hold every objective's keys in config.json (and old hlm
+    accepted any of them): they resume, keep their own options, and a changed own option is refused."""
+    run = tmp_path / "r"
+    cfg = TrainConfig(data=str(data_dir), out=str(run), objective="masked", max_span=4, **FAST, max_steps=2)
+    train(cfg, quiet=True)
+    saved = json.loads((run / "config.json").read_text())
+    old = {
+        **saved,
+        "mask_ratio_start": 0.3,
+        "mask_ratio_end": 0.15,
+        "causal_fraction": 1 / 16,
+        "schedule": "loglinear",
+        "diffusion_eps": 1e-3,
+        "diffusion_estimator": "time",
+        "frequency_masking": 0.0,
+        "mix": "",
+        "mix_end": "",
+        "mix_phases": [],
+        "mtp_heads": 1,
+        "mtp_weights": [],
+        "prefix_min": 0.3,
+        "prefix_max": 0.9,
+    }
+    (run / "config.json").write_text(json.dumps(old))
+    hlm("train", "--out", run, "--resume", "--max-steps", 4)
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["max_span"] == 4 and resumed["max_steps"] == 4 and "prefix_min" not in resumed
+    assert_one_line_error(hlm("train", "--out", run, "--resume", "--max-span", 3, check=False), "max_span")

@@ -18,19 +18,23 @@ def _train_args(p: argparse.ArgumentParser):
 
     p.add_argument("--config", help="TOML/YAML/JSON file of config keys (flags given here override it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    for name, default, say in config_help():  # the general keys and every registered objective's options
+    groups = {"": p}
+    for name, default, say, group in config_help():  # the general keys and every registered objective's options
+        if group not in groups:
+            groups[group] = p.add_argument_group(group)
+        p_ = groups[group]
         flag = "--" + name.replace("_", "-")
         say = f"{say}; " if say else ""
         if isinstance(default, bool) or default is None:  # None: a bool whose default the device decides
-            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=say or None)
+            p_.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=say or None)
         elif isinstance(default, list):
-            p.add_argument(
+            p_.add_argument(
                 flag, dest=name, action="append", default=None, help=f"{say or 'repeatable '}(default: {default})"
             )
         elif isinstance(default, dict):
-            p.add_argument(flag, dest=name, type=json.loads, default=None, help="JSON, e.g. '{\"n_layer\": 4}'")
+            p_.add_argument(flag, dest=name, type=json.loads, default=None, help="JSON, e.g. '{\"n_layer\": 4}'")
         else:
-            p.add_argument(flag, dest=name, type=type(default), default=None, help=f"{say}default: {default!r}")
+            p_.add_argument(flag, dest=name, type=type(default), default=None, help=f"{say}default: {default!r}")
 
 
 def cmd_train(a):
@@ -345,11 +349,7 @@ def _add_eval_commands(sub):
     pp.add_argument("--max-tokens", type=int, default=0, help="evaluate only the first N tokens (0 = all)")
     pp.add_argument("--samples", type=int, default=8, help="diffusion: Monte Carlo samples of t per window")
     pp.add_argument("--seed", type=int, default=0)
-    pp.add_argument(
-        "--json",
-        default=None,
-        help="also write the result here (with --run it is always kept in RUN/eval/perplexity.json)",
-    )
+    _json_arg(pp, "perplexity.json")
     pp.set_defaults(func=cmd_perplexity)
 
     bl = ev.add_parser("blimp", help="accuracy on BLiMP-format minimal pairs")
@@ -358,11 +358,7 @@ def _add_eval_commands(sub):
     bl.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo")
     bl.add_argument("--limit", type=int, default=None, help="first N pairs of each paradigm")
     bl.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
-    bl.add_argument(
-        "--json",
-        default=None,
-        help="also write the result here (with --run it is always kept in RUN/eval/blimp-SCORER.json)",
-    )
+    _json_arg(bl, "blimp-SCORER.json")
     bl.add_argument("--keep-pairs", action="store_true", help="include per-pair scores in --json")
     bl.set_defaults(func=cmd_blimp)
 
@@ -397,11 +393,7 @@ def _add_eval_commands(sub):
         action="store_true",
         help="BabyLM 2025 learning curves: every words_N checkpoint of --run, resumably (RUN/eval/checkpoints/)",
     )
-    bb.add_argument(
-        "--json",
-        default=None,
-        help="also write the result here (with --run it is always kept in RUN/eval/babylm-SCORER.json)",
-    )
+    _json_arg(bb, "babylm-SCORER.json")
     bb.set_defaults(func=cmd_babylm)
 
     ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
@@ -430,9 +422,7 @@ def _add_eval_commands(sub):
         ("--precision", str, "auto (bf16 autocast where supported) | bf16 | fp32"),
     ):
         ft.add_argument(flag, type=typ, default=None, help=f"default: {help_}")
-    ft.add_argument(
-        "--json", default=None, help="also write the result here (with --run it is kept in RUN/eval/finetune-TASK.json)"
-    )
+    _json_arg(ft, "finetune-TASK.json")
     ft.set_defaults(func=cmd_finetune)
 
     g = sub.add_parser("generate", help="sample text (causal, hybrid: left to right; diffusion: iterative unmasking)")
@@ -514,6 +504,12 @@ class _Parser(argparse.ArgumentParser):
         if "expected one argument" in message:
             hint = "a negative number goes after '=', e.g. --lr=-1e-3; " + hint
         self.exit(2, f"hlm: error: {message} ({hint})\n")
+
+
+def _json_arg(p: argparse.ArgumentParser, kept_as: str) -> None:
+    p.add_argument(
+        "--json", default=None, help=f"also write the result here (with --run it is always kept in RUN/eval/{kept_as})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -297,9 +297,10 @@ def _read_file(path: Path) -> dict:
     raise UserError(f"config {path} must be .toml, .yaml/.yml or .json")
 
 
-def config_help() -> list[tuple[str, object, str]]:
-    """Every key of `hlm train` as (name, default, help), in --help order: the general keys, with every
-    registered objective's options after z_loss."""
+def config_help() -> list[tuple[str, object, str, str]]:
+    """Every key of `hlm train` as (name, default, help, group), in --help order: the general keys
+    (group ""), with every registered objective's options after z_loss (group: the objectives that
+    read it)."""
     defaults, out = TrainConfig(), []
     for f in fields(TrainConfig):
         if f.name == "options":
@@ -307,15 +308,17 @@ def config_help() -> list[tuple[str, object, str]]:
         say = HELP.get(f.name, "")
         if f.name == "objective":
             say = f"a registered objective: {', '.join(OBJECTIVES)}"
-        out.append((f.name, getattr(defaults, f.name), say))
+        out.append((f.name, getattr(defaults, f.name), say, ""))
         if f.name == "z_loss":
-            out += [(k, option_default(o), o.metadata.get("help", "")) for k, o in option_fields().items()]
+            for k, o in option_fields().items():
+                group = f"options of {', '.join(option_owners(k))}"
+                out.append((k, option_default(o), o.metadata.get("help", ""), group))
     return out
 
 
 def config_keys() -> dict:
     """Every key of `hlm train` -> its default."""
-    return {name: default for name, default, _ in config_help()}
+    return {name: default for name, default, _, _ in config_help()}
 
 
 def merge_config(values: dict, base: TrainConfig | None = None, source: str = "config") -> TrainConfig:

@@ -21,7 +21,7 @@ from safetensors import safe_open
 
 from hybridlm.errors import UserError
 from hybridlm.hf import load_hf_model
-from hybridlm.objectives.base import Attention
+from hybridlm.objectives.capabilities import Attention
 from hybridlm.runs import RunDir
 from hybridlm.tokenizer import load_tokenizer, tokenizer_hash
 

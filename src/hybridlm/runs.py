@@ -90,7 +90,14 @@ class RunDir:
         values = read_json(self.require().config_path, "run config")
         if not isinstance(values, dict):
             raise UserError(f"run config {self.config_path} is not a JSON object; restore it from a backup")
-        return merge_config(values, source=str(self.config_path))
+        cfg = merge_config(values, source=str(self.config_path))
+        # runs written before objectives owned their options saved every objective's keys: keep this one's
+        try:
+            own = cfg.objective_options()
+        except UserError:
+            return cfg  # validation says what is wrong with them
+        cfg.options = {k: v for k, v in cfg.options.items() if k in own}
+        return cfg
 
     def write_config(self, cfg) -> None:
         atomic_write_json(self.config_path, cfg.to_dict())

@@ -5,7 +5,7 @@ and step), corrupts it with a generator seeded by (seed, step), and trains on it
 Loss weights are normalised over the global batch, so the gradient does not depend on how rows
 are split over processes and micro-batches; DDP's gradient mean is undone by scaling by N.
 
-The model and the objective's loss are one module (`ObjectiveLoss`), which DDP and FSDP2 wrap,
+The model and the training loss are one module (`losses.TrainingLoss`), which DDP and FSDP2 wrap,
 as GIDD and torchtitan do; each transformer block is what `--compile` compiles (on by default on
 CUDA), so the attention mask is built once per forward outside the compiled graphs.
 

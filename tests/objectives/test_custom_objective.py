@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hybridlm import cli
+from hybridlm.demo import run_demo
 from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
 from hybridlm.evaluate.lm import RunLM
@@ -192,8 +193,12 @@ def test_an_objective_with_options_needs_no_edit_in_the_package(registered, tmp_
     text = make_report([flags], tmp_path / "report").read_text()
     assert "| flags | previous |" in text and "neither generates nor infills" in text
 
-    # the demo lists it and runs it
+    # the demo lists it, and takes it (an unknown name is refused before --steps is looked at)
     assert "previous" in _hlm(capsys, "demo", "--help")[1]
+    with pytest.raises(UserError, match="--steps must be positive"):
+        run_demo(objectives=["previous"], steps=0)
+    with pytest.raises(UserError, match="unknown objective"):
+        run_demo(objectives=["nonexistent"], steps=0)
 
 
 def test_the_registry_refuses_what_is_not_an_objective():

@@ -44,6 +44,7 @@ import numpy as np
 from hybridlm.errors import UserError
 from hybridlm.evaluate import aoa, official
 from hybridlm.evaluate.lm import RunLM
+from hybridlm.evaluate.scorers import available_scorers
 from hybridlm.evaluate.scoring import SCORERS, check_scorer, score_completions
 from hybridlm.files import read_json, read_jsonl
 from hybridlm.objectives import build_objective
@@ -387,9 +388,8 @@ def evaluate_checkpoints(
         "precision": precision,
     }  # what a kept result must match
     # the objective's scorers, known without loading weights
-    allowed = build_objective(
-        run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size()
-    ).capabilities.scorers
+    objective = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size())
+    allowed = available_scorers(objective.capabilities)
     resolved = scorer or allowed[0]
     if resolved not in allowed:
         raise UserError(

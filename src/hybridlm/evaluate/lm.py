@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from hybridlm.errors import UserError
+from hybridlm.evaluate.scorers import available_scorers
 from hybridlm.hf import load_hf_model, load_hf_tokenizer
 from hybridlm.model import AttentionSpec
 from hybridlm.objectives import Objective, objective_class
@@ -63,7 +64,7 @@ class ScoringLM:
 
     @property
     def scorers(self) -> tuple[str, ...]:
-        return self.objective.capabilities.scorers
+        return available_scorers(self.objective.capabilities)
 
     def tokenize(self, text: str) -> tuple[list[int], list[bool]]:
         """Token ids (without specials) and whether each token begins a word (for within-word PLL)."""

@@ -20,7 +20,8 @@ import torch
 
 from hybridlm.data import tokenize_files
 from hybridlm.errors import UserError
-from hybridlm.evaluate.scoring import SCORERS, Copy, masked_copies, score_copies
+from hybridlm.evaluate.scorers import SCORERS, Copy, masked_copies
+from hybridlm.evaluate.scoring import score_copies
 from hybridlm.objectives.diffusion import sample_times
 from hybridlm.tokenizer import check_text_files
 

@@ -19,110 +19,18 @@ prepended and never scored.
   sentences of a pair share their random numbers); the <mask> token is never a prediction
   (SUBS). Reported as -NELBO.
 
-Each is a `Scorer` record in the registry `SCORERS` (`register_scorer` adds one); which scorers a
-model has, and its default, is its objective's answer (`capabilities.scorers`).
+Each is a `Scorer` record in the registry (`evaluate/scorers.py`); which scorers a model has, and
+its default, is its objective's answer (`capabilities.scorers`, plus the sums of those: fused).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
-from hybridlm.evaluate.lm import ScoringLM, word_starts  # noqa: F401 (word_starts: the one definition of a word)
-
-
-@dataclass
-class Copy:
-    sentence: int
-    ids: list[int]
-    positions: list[int]
-    targets: list[int]
-    weight: float = 1.0
-    prefix: int = 0  # positions seen bidirectionally by a causal copy (prefix LM)
-
-
-def masked_copies(
-    index: int, ids: list[int], starts: list[bool], positions, mask_id: int, shift: int = 0, whole_word: bool = False
-) -> list[Copy]:
-    """PLL / within-word PLL / MNTP: for each position i, a copy with x_i masked, read at i - shift
-    (0: in place, BERT; 1: at i-1, GPT-BERT's masked next-token form). whole_word: also mask the rest
-    of x_i's word to the right (Kauf & Ivanova's within_word_l2r)."""
-    out = []
-    for i in positions:
-        masked = list(ids)
-        masked[i] = mask_id
-        j = i + 1
-        while whole_word and j < len(ids) and not starts[j]:
-            masked[j] = mask_id
-            j += 1
-        out.append(Copy(index, masked, [i - shift], [ids[i]]))
-    return out
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """A way to score a text: the copies it runs, how they attend, what their sum means.
-
-    copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed): the copies that score
-    positions `scored` of `ids` (<s> first; positions up to `first` are the visible context)."""
-
-    name: str
-    measure: str  # "exact" (a log-likelihood), "pseudo" (a pseudo-log-likelihood) or "bound" (-NELBO)
-    causal: bool  # its copies read with causal attention
-    copies: Callable | None = None
-    shift: int = 0  # masked copies: read position i's prediction at i - shift
-    whole_word: bool = False  # masked copies: also mask the rest of the word to the right
-    forbid_mask: bool = False  # <mask> is never a prediction (MDLM's SUBS)
-    parts: tuple[str, ...] = ()  # a sum of other scorers' scores (fused)
-
-
-def _causal_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
-    prefix = first + 1 if scorer.name == "prefix" else 0
-    return [Copy(index, ids, [i - 1 for i in scored], [ids[i] for i in scored], prefix=prefix)]
-
-
-def _masked_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
-    return masked_copies(index, ids, starts, scored, lm.mask_id, shift=scorer.shift, whole_word=scorer.whole_word)
-
-
-def _bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
-    """The diffusion objective's bound by subset size, over the scored tokens only (see `subset_masks`)."""
-    g = torch.Generator().manual_seed(draw_seed)
-    masks, weights = lm.objective.subset_masks(len(scored), g, samples)
-    out = []
-    for mask, w in zip(masks, weights.tolist()):
-        chosen = [scored[j] for j in mask.nonzero().flatten().tolist()]
-        masked = list(ids)
-        for j in chosen:
-            masked[j] = lm.mask_id
-        out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
-    return out
-
-
-SCORERS: dict[str, Scorer] = {}
-
-
-def register_scorer(scorer: Scorer) -> Scorer:
-    """Make `scorer` available by name (to objectives' capabilities, --scorer and perplexity)."""
-    SCORERS[scorer.name] = scorer
-    return scorer
-
-
-for _scorer in (
-    Scorer("causal", "exact", True, _causal_copies),
-    Scorer("pll", "pseudo", False, _masked_copies),
-    Scorer("pll-word", "pseudo", False, _masked_copies, whole_word=True),
-    Scorer("mntp", "pseudo", False, _masked_copies, shift=1),
-    Scorer("mntp-word", "pseudo", False, _masked_copies, shift=1, whole_word=True),
-    Scorer("fused", "pseudo", False, parts=("causal", "mntp")),
-    Scorer("elbo", "bound", False, _bound_copies, forbid_mask=True),
-    Scorer("prefix", "exact", True, _causal_copies),
-):
-    register_scorer(_scorer)
+from hybridlm.evaluate.lm import ScoringLM
+from hybridlm.evaluate.scorers import SCORERS, Copy, Scorer, masked_copies  # noqa: F401 (re-exported)
 
 
 def _copies(

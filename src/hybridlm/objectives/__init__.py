@@ -7,18 +7,8 @@ with `@register` (or `register(MyObjective)` from anywhere, e.g. a test, or the
 generation, export, the demo and reports then ask the class what they need.
 """
 
-from hybridlm.objectives.base import (
-    Attention,
-    Batch,
-    Capabilities,
-    ExportView,
-    Generation,
-    Infill,
-    Likelihood,
-    Objective,
-    Options,
-    option,
-)
+from hybridlm.objectives.base import Batch, Objective, Options, option
+from hybridlm.objectives.capabilities import Attention, Capabilities, ExportView, Generation, Infill, Likelihood
 from hybridlm.objectives.causal import CausalObjective
 from hybridlm.objectives.diffusion import DiffusionObjective
 from hybridlm.objectives.hybrid import HybridObjective
@@ -35,16 +25,9 @@ from hybridlm.objectives.registry import (
     register,
 )
 
-for _cls in (
-    CausalObjective,
-    MaskedObjective,
-    HybridObjective,
-    DiffusionObjective,
-    MntpObjective,
-    PrefixObjective,
-    MixObjective,
-):
+for _cls in (CausalObjective, MaskedObjective, HybridObjective, DiffusionObjective, MntpObjective, PrefixObjective):
     register(_cls)
+register(MixObjective)
 
 DEFAULT_OBJECTIVES = ("causal", "masked", "hybrid", "diffusion")  # the demo's default set
 

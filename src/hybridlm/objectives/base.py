@@ -16,7 +16,6 @@ and the same gradient.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -26,6 +25,7 @@ import torch
 
 from hybridlm.errors import UserError
 from hybridlm.model import AttentionSpec
+from hybridlm.objectives.capabilities import CAUSAL_LM, Capabilities, Generation
 from hybridlm.tokenizer import special_ids
 
 SPECIAL = special_ids()
@@ -154,69 +154,6 @@ def option_default(f):
     return f.default_factory() if f.default is MISSING else f.default
 
 
-# ---------------------------------------------------------------- capabilities
-class Attention(enum.Enum):
-    CAUSAL = "causal"
-    BIDIRECTIONAL = "bidirectional"
-    MIXED = "mixed"  # per row
-
-
-class Likelihood(enum.Enum):
-    EXACT = "exact"  # the validation loss is a likelihood: bits per byte
-    BOUND = "bound"  # an upper bound on the NLL (a NELBO): bits per byte, labelled as a bound
-    NONE = "none"  # a pseudo-likelihood: no bits per byte
-
-
-class Generation(enum.Enum):
-    NONE = "none"
-    CAUSAL = "causal"  # left to right, with a KV cache
-    UNMASK = "unmask"  # iterative unmasking
-
-
-class Infill(enum.Enum):
-    """Where position i's prediction of a <mask> is read."""
-
-    NONE = None  # cannot infill
-    IN_PLACE = 0  # at i (BERT, diffusion)
-    NEXT_TOKEN = 1  # at i-1 (GPT-BERT's masked next-token form)
-
-    @property
-    def shift(self) -> int | None:
-        return self.value
-
-
-class ExportView(enum.Enum):
-    CAUSAL_LM = "causal_lm"  # a LlamaForCausalLM
-    MASKED_LM = "masked_lm"  # a masked LM (the export's root, or a sub-folder beside a causal LM)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """Everything the rest of the package asks an objective, as one record."""
-
-    attention: Attention
-    likelihood: Likelihood
-    scorers: tuple[str, ...]  # sentence scorers (hybridlm.evaluate.scoring.SCORERS); the first is the default
-    perplexity_scorers: tuple[str, ...]  # what `hlm eval perplexity` reports by default
-    generation: Generation
-    infill: Infill
-    export: frozenset  # of ExportView
-    loss_label: str = "CE (nats/token)"  # what the validation loss measures, for tables
-    likelihood_view: str = ""  # the validation view whose loss `likelihood` describes
-    prompt_as_prefix: bool = False  # causal generation reads the prompt bidirectionally (prefix LM)
-    forbid_mask_prediction: bool = False  # MDLM's SUBS: the <mask> token is never a prediction
-
-    @property
-    def masked_lm_folder(self) -> str | None:
-        """Where the masked-LM view is exported: None (not at all), "" (the root) or "masked_lm"."""
-        if ExportView.MASKED_LM not in self.export:
-            return None
-        return "masked_lm" if ExportView.CAUSAL_LM in self.export else ""
-
-    def with_(self, **changes) -> Capabilities:
-        return replace(self, **changes)
-
-
 # ---------------------------------------------------------------- the interface
 @dataclass(frozen=True)
 class NoOptions(Options):
@@ -228,15 +165,7 @@ class Objective:
 
     name: ClassVar[str] = "base"
     Options: ClassVar[type[Options]] = NoOptions
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        Attention.CAUSAL,
-        Likelihood.NONE,
-        ("causal",),
-        ("causal",),
-        Generation.CAUSAL,
-        Infill.NONE,
-        frozenset({ExportView.CAUSAL_LM}),
-    )
+    capabilities: ClassVar[Capabilities] = Capabilities(generation=Generation.CAUSAL, export=CAUSAL_LM)
     demo_config: ClassVar[dict] = {}  # config keys the demo sets for this objective (e.g. the mix's ratios)
     demo_sample_text: ClassVar[str] = (
         "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate

@@ -10,21 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.objectives.base import (
-    SPECIAL,
-    Attention,
-    Batch,
-    Capabilities,
-    ExportView,
-    Generation,
-    Infill,
-    Likelihood,
-    Objective,
-    Options,
-    in_range,
-    mean_weights,
-    option,
-)
+from hybridlm.objectives.base import SPECIAL, Batch, Objective, Options, in_range, mean_weights, option
+from hybridlm.objectives.capabilities import CAUSAL_LM, Attention, Capabilities, Generation, Likelihood
 
 
 @dataclass(frozen=True)
@@ -47,15 +34,7 @@ class CausalOptions(Options):
 class CausalObjective(Objective):
     name = "causal"
     Options = CausalOptions
-    capabilities = Capabilities(
-        Attention.CAUSAL,
-        Likelihood.EXACT,
-        ("causal",),
-        ("causal",),
-        Generation.CAUSAL,
-        Infill.NONE,
-        frozenset({ExportView.CAUSAL_LM}),
-    )
+    capabilities = Capabilities(Attention.CAUSAL, Likelihood.EXACT, ("causal",), Generation.CAUSAL, export=CAUSAL_LM)
 
     def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         inputs, targets = ids[:, :-1], ids[:, 1:]

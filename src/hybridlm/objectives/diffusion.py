@@ -19,22 +19,8 @@ import torch
 
 from hybridlm.data import load_unigram
 from hybridlm.errors import UserError
-from hybridlm.objectives.base import (
-    SPECIAL,
-    Attention,
-    Batch,
-    Capabilities,
-    ExportView,
-    Generation,
-    Infill,
-    Likelihood,
-    Objective,
-    Options,
-    in_range,
-    maskable,
-    one_of,
-    option,
-)
+from hybridlm.objectives.base import SPECIAL, Batch, Objective, Options, in_range, maskable, one_of, option
+from hybridlm.objectives.capabilities import MASKED_LM, Attention, Capabilities, Generation, Infill, Likelihood
 
 SCHEDULES = ("loglinear", "linear", "cosine")
 ESTIMATORS = ("time", "count")
@@ -81,7 +67,7 @@ class DiffusionOptions(Options):
     diffusion_eps: float = option(1e-3, "diffusion: t ~ U(eps, 1)", *in_range(0, 1, lo_open=True, hi_open=True))
     # an exponent on surprisal ratios: far past 10 every rate is 0 or 1
     frequency_masking: float = option(
-        0.0, "diffusion: rarer tokens masked earlier, alpha(t) ** s(token)", *in_range(0, 10)
+        0.0, "diffusion: rarer tokens masked more, alpha(t) ** s(token)", *in_range(0, 10)
     )
     diffusion_estimator: str = option(
         "time",
@@ -99,17 +85,10 @@ class DiffusionOptions(Options):
 class DiffusionObjective(Objective):
     name = "diffusion"
     Options = DiffusionOptions
-    capabilities = Capabilities(
-        Attention.BIDIRECTIONAL,
-        Likelihood.BOUND,
-        ("elbo",),
-        ("elbo",),
-        Generation.UNMASK,
-        Infill.IN_PLACE,
-        frozenset({ExportView.MASKED_LM}),
-        loss_label="NELBO (nats/token)",
-        forbid_mask_prediction=True,
-    )
+    # the NELBO, an upper bound on the NLL; MDLM's SUBS: <mask> is never a prediction
+    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.BOUND, ("elbo",), Generation.UNMASK,
+                                Infill.IN_PLACE, MASKED_LM, "NELBO (nats/token)",
+                                forbid_mask_prediction=True)  # fmt: skip
 
     def __init__(self, vocab_size, options: DiffusionOptions | None = None, unigram=None, **kw):
         super().__init__(vocab_size, options, **kw)

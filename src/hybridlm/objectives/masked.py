@@ -8,22 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hybridlm.objectives.base import (
-    SPECIAL,
-    Attention,
-    Batch,
-    Capabilities,
-    ExportView,
-    Generation,
-    Infill,
-    Likelihood,
-    Objective,
-    Options,
-    in_range,
-    maskable,
-    mean_weights,
-    option,
-)
+from hybridlm.objectives.base import SPECIAL, Batch, Objective, Options, in_range, maskable, mean_weights, option
+from hybridlm.objectives.capabilities import MASKED_LM, Attention, Capabilities, Generation, Infill, Likelihood
 
 
 def _start_rate(p: float, max_span: int) -> float:
@@ -96,16 +82,8 @@ class SpanMaskingOptions(Options):
 class MaskedObjective(Objective):
     name = "masked"
     Options = SpanMaskingOptions
-    capabilities = Capabilities(
-        Attention.BIDIRECTIONAL,
-        Likelihood.NONE,
-        ("pll", "pll-word"),
-        ("pll",),
-        Generation.NONE,
-        Infill.IN_PLACE,
-        frozenset({ExportView.MASKED_LM}),
-        loss_label="masked CE",
-    )
+    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.NONE, ("pll", "pll-word"), Generation.NONE,
+                                Infill.IN_PLACE, MASKED_LM, "masked CE")  # fmt: skip
 
     def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         ids = ids[:, :-1]  # windows are L+1 long for the shifted objectives; BERT predicts in place

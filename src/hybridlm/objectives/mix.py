@@ -24,18 +24,8 @@ import torch
 
 from hybridlm.errors import UserError
 from hybridlm.model import AttentionSpec
-from hybridlm.objectives.base import (
-    Attention,
-    Batch,
-    Capabilities,
-    ExportView,
-    Generation,
-    Infill,
-    Likelihood,
-    Objective,
-    Options,
-    option,
-)
+from hybridlm.objectives.base import Batch, Objective, Options, option
+from hybridlm.objectives.capabilities import Attention, Capabilities, Generation, Infill, Likelihood
 from hybridlm.objectives.registry import objective_class
 
 _ITEM = re.compile(r"\s*([A-Za-z][\w-]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*")
@@ -120,8 +110,6 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
     """A mix's record, a pure function of its components' records ((label, record), largest final share first)."""
     caps = [c for _, c in by_share]
     scorers = tuple(dict.fromkeys(s for c in caps for s in c.scorers))
-    if "causal" in scorers and "mntp" in scorers:
-        scorers += ("fused",)
     generation = next((c.generation for c in caps if c.generation is Generation.CAUSAL), None) or next(
         (c.generation for c in caps if c.generation is not Generation.NONE), Generation.NONE
     )
@@ -149,16 +137,7 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
 class MixObjective(Objective):
     name = "mix"
     Options = MixOptions
-    capabilities = Capabilities(
-        Attention.MIXED,
-        Likelihood.NONE,
-        ("causal",),
-        ("causal",),
-        Generation.CAUSAL,
-        Infill.NONE,
-        frozenset({ExportView.CAUSAL_LM}),
-        loss_label="mixed CE",
-    )  # per instance
+    capabilities = Capabilities(Attention.MIXED, loss_label="mixed CE")  # each mix derives its own from its components
     # the demo: GPT-BERT's two modes, moving from mostly masked to even over training
     demo_config = {"mix": "causal:1,mntp:3", "mix_end": "causal:1,mntp:1"}
 

@@ -6,7 +6,8 @@ masked — the same shift as next-token prediction, so one head serves both read
 mixed with causal rows (`hybrid`, or `mix = "causal:1,mntp:15"`).
 """
 
-from hybridlm.objectives.base import Batch, Infill, mean_weights
+from hybridlm.objectives.base import Batch, mean_weights
+from hybridlm.objectives.capabilities import Infill
 from hybridlm.objectives.masked import MaskedObjective, span_mask
 
 

@@ -15,20 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.objectives.base import (
-    SPECIAL,
-    Attention,
-    Batch,
-    Capabilities,
-    ExportView,
-    Generation,
-    Infill,
-    Likelihood,
-    Objective,
-    Options,
-    mean_weights,
-    option,
-)
+from hybridlm.objectives.base import SPECIAL, Batch, Objective, Options, mean_weights, option
+from hybridlm.objectives.capabilities import CAUSAL_LM, Attention, Capabilities, Generation, Infill, Likelihood
 
 
 @dataclass(frozen=True)
@@ -49,18 +37,9 @@ class PrefixObjective(Objective):
     # causal after the prefix (a classifier reads the last token); the likelihood is the empty-prefix
     # (causal) reading's, which is also what a Llama export sees; generation reads the prompt as the
     # prefix (bidirectionally), then left to right with a KV cache
-    capabilities = Capabilities(
-        Attention.CAUSAL,
-        Likelihood.EXACT,
-        ("causal", "prefix"),
-        ("causal",),
-        Generation.CAUSAL,
-        Infill.NONE,
-        frozenset({ExportView.CAUSAL_LM}),
-        loss_label="continuation CE",
-        likelihood_view="causal",
-        prompt_as_prefix=True,
-    )
+    capabilities = Capabilities(Attention.CAUSAL, Likelihood.EXACT, ("causal", "prefix"), Generation.CAUSAL,
+                                Infill.NONE, CAUSAL_LM, "continuation CE", likelihood_view="causal",
+                                prompt_as_prefix=True)  # fmt: skip
 
     def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
         inputs, targets = ids[:, :-1], ids[:, 1:]

@@ -1,0 +1,76 @@
+"""What the rest of the package may ask an objective, as one frozen record of enums."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+
+class Attention(enum.Enum):
+    CAUSAL = "causal"
+    BIDIRECTIONAL = "bidirectional"
+    MIXED = "mixed"  # per row
+
+
+class Likelihood(enum.Enum):
+    EXACT = "exact"  # the validation loss is a likelihood: bits per byte
+    BOUND = "bound"  # an upper bound on the NLL (a NELBO): bits per byte, labelled as a bound
+    NONE = "none"  # a pseudo-likelihood: no bits per byte
+
+
+class Generation(enum.Enum):
+    NONE = "none"
+    CAUSAL = "causal"  # left to right, with a KV cache
+    UNMASK = "unmask"  # iterative unmasking
+
+
+class Infill(enum.Enum):
+    """Where position i's prediction of a <mask> is read."""
+
+    NONE = None  # cannot infill
+    IN_PLACE = 0  # at i (BERT, diffusion)
+    NEXT_TOKEN = 1  # at i-1 (GPT-BERT's masked next-token form)
+
+    @property
+    def shift(self) -> int | None:
+        return self.value
+
+
+class ExportView(enum.Enum):
+    CAUSAL_LM = "causal_lm"  # a LlamaForCausalLM
+    MASKED_LM = "masked_lm"  # a masked LM (the export's root, or a sub-folder beside a causal LM)
+
+
+CAUSAL_LM = frozenset({ExportView.CAUSAL_LM})
+MASKED_LM = frozenset({ExportView.MASKED_LM})
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Everything the rest of the package asks an objective, as one record."""
+
+    attention: Attention = Attention.CAUSAL
+    likelihood: Likelihood = Likelihood.NONE
+    scorers: tuple[str, ...] = ("causal",)  # sentence scorers (evaluate.scoring.SCORERS); the first is the default
+    generation: Generation = Generation.NONE
+    infill: Infill = Infill.NONE
+    export: frozenset = frozenset()  # of ExportView
+    loss_label: str = "CE (nats/token)"  # what the validation loss measures, for tables
+    perplexity_scorers: tuple[str, ...] = ()  # what `hlm eval perplexity` reports by default (): the first scorer
+    likelihood_view: str = ""  # the validation view whose loss `likelihood` describes
+    prompt_as_prefix: bool = False  # causal generation reads the prompt bidirectionally (prefix LM)
+    forbid_mask_prediction: bool = False  # MDLM's SUBS: the <mask> token is never a prediction
+
+    def __post_init__(self):
+        if not self.perplexity_scorers:
+            object.__setattr__(self, "perplexity_scorers", self.scorers[:1])
+
+    @property
+    def masked_lm_folder(self) -> str | None:
+        """Where the masked-LM view is exported: None (not at all), "" (the root) or "masked_lm"."""
+        if ExportView.MASKED_LM not in self.export:
+            return None
+        return "masked_lm" if ExportView.CAUSAL_LM in self.export else ""
+
+    def with_(self, **changes) -> Capabilities:
+        return replace(self, **changes)
