@@ -23,8 +23,6 @@ from hybridlm.objectives import (
     Attention,
     Batch,
     Capabilities,
-    Generation,
-    Infill,
     Likelihood,
     Objective,
     Options,
@@ -48,16 +46,8 @@ class PreviousTokenObjective(Objective):
 
     name = "previous"
     Options = PreviousTokenOptions
-    capabilities = Capabilities(
-        Attention.CAUSAL,
-        Likelihood.EXACT,
-        ("causal",),
-        ("causal",),
-        Generation.NONE,
-        Infill.NONE,
-        frozenset(),
-        loss_label="previous-token CE",
-    )
+    # a likelihood (bits per byte), scored with the causal scorer; it neither generates, infills nor exports
+    capabilities = Capabilities(Attention.CAUSAL, Likelihood.EXACT, ("causal",), loss_label="previous-token CE")
 
     def corrupt(self, ids, generator, fraction_done=1.0, train=True):
         n_reversed = round(self.options.reverse_fraction * len(ids))
