@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 
 from hybridlm.objectives.base import in_range, option
 from hybridlm.objectives.causal import CausalObjective
-from hybridlm.objectives.masked import SpanMaskingOptions
+from hybridlm.objectives.masked import SpanMaskingOptions, word_starts_for
 from hybridlm.objectives.mix import MixObjective, mix_capabilities
 from hybridlm.objectives.mntp import MntpObjective
 
@@ -37,14 +37,17 @@ class HybridObjective(MixObjective):
     ).with_(perplexity_scorers=("causal", "mntp"))
     demo_config = {}
 
-    def __init__(self, vocab_size, options: HybridOptions | None = None, document_mask: bool = True, **values):
+    def __init__(
+        self, vocab_size, options: HybridOptions | None = None, document_mask: bool = True, begins_word=None, **values
+    ):
         options = options if options is not None else HybridOptions()
         if values:
             options = replace(options, **values)
             options.check()
         span = SpanMaskingOptions(**{f.name: getattr(options, f.name) for f in fields(SpanMaskingOptions)})
         kw = {"document_mask": document_mask}
-        components = {"causal": CausalObjective(vocab_size, **kw), "mntp": MntpObjective(vocab_size, span, **kw)}
+        mntp = MntpObjective(vocab_size, span, begins_word=begins_word, **kw)
+        components = {"causal": CausalObjective(vocab_size, **kw), "mntp": mntp}
         f = options.causal_fraction
         super().__init__(
             vocab_size, components, {"causal": f, "mntp": 1 - f}, labels={"mntp": "masked"}, options=options, **kw
@@ -56,4 +59,6 @@ class HybridObjective(MixObjective):
 
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
-        return cls(vocab_size, cls.read_options(cfg.options), document_mask=cfg.document_mask)
+        options = cls.read_options(cfg.options)
+        begins = word_starts_for(options, data_dir)
+        return cls(vocab_size, options, document_mask=cfg.document_mask, begins_word=begins)

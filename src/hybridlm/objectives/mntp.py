@@ -8,7 +8,7 @@ mixed with causal rows (`hybrid`, or `mix = "causal:1,mntp:15"`).
 
 from hybridlm.objectives.base import Batch, mean_weights
 from hybridlm.objectives.capabilities import Infill
-from hybridlm.objectives.masked import MaskedObjective, span_mask
+from hybridlm.objectives.masked import MaskedObjective
 
 
 class MntpObjective(MaskedObjective):
@@ -18,9 +18,7 @@ class MntpObjective(MaskedObjective):
     )
 
     def corrupt(self, ids, generator, fraction_done=1.0, train=True) -> Batch:
-        o = self.options
-        rate = o.rate(fraction_done, train)
-        corrupted, mask = span_mask(ids, rate, generator, o.max_span, vocab_size=self.vocab_size)
+        corrupted, mask = self.options.mask(ids, fraction_done, train, generator, self.vocab_size, self.begins_word)
         masked = mask[:, 1:]  # position i is scored where token i+1 was masked
         return Batch(
             input_ids=corrupted[:, :-1],
