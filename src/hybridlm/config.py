@@ -67,6 +67,10 @@ class TrainConfig:
     log_interval: int = 10
     log: list = field(default_factory=list)  # extra loggers: tensorboard, wandb
     max_seconds: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    # warm starts: start from another run's weights (RUN or RUN:CHECKPOINT; any objective), and anneal a
+    # causal model's attention to full over the first N steps (DiffuLLaMA)
+    init_from: str = ""
+    attention_anneal_steps: int = 0
     # the objectives' options given (flat keys, e.g. mask_ratio_start): each objective's Options
     # dataclass defines them, their defaults and checks; they read as attributes too (cfg.max_span)
     options: dict = field(default_factory=dict)
@@ -145,6 +149,8 @@ class TrainConfig:
             )
         if self.z_loss > 1:
             raise UserError(f"z_loss must lie in [0, 1] (PaLM uses 1e-4; got {self.z_loss})")
+        if self.attention_anneal_steps < 0:
+            raise UserError(f"attention_anneal_steps must be >= 0 (got {self.attention_anneal_steps})")
         for name in ("seq_len", "batch_size", "max_steps", "eval_batches", "checkpoint_interval", "log_interval"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive (got {getattr(self, name)})")
@@ -239,6 +245,10 @@ HELP = {
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
     "compile": "torch.compile each transformer block (default: on CUDA, off on CPU)",
     "attention": "auto (FlexAttention when compiled on CUDA, else SDPA), sdpa or flex",
+    "init_from": "RUN or RUN:CHECKPOINT: start from that run's weights (same tokenizer and shape); words seen "
+    "continue from it",
+    "attention_anneal_steps": "bidirectional rows see a growing random share of later positions over the first N "
+    "steps (causal to full, DiffuLLaMA)",
     "max_epochs": "stop after this many passes over the training tokens (BabyLM 2025: 10); alone, it sets max_steps",
 }
 

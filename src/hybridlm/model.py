@@ -152,11 +152,13 @@ class AttentionSpec:
     document_ids: [B, T] ints; a position sees only positions of its own packed document.
     prefix_lengths: [B] ints; a causal row also sees its first prefix_lengths[b] positions whatever
     its place (a prefix LM: bidirectional inside the prefix, causal after it); 0 = plain causal.
+    visible: [T, T] bool; what bidirectional rows see, when not everything (a causal-to-full anneal).
     """
 
     is_causal: torch.Tensor | bool = True
     document_ids: torch.Tensor | None = None
     prefix_lengths: torch.Tensor | None = None
+    visible: torch.Tensor | None = None
 
     def tensors(self) -> tuple:
         return self.is_causal, self.document_ids, self.prefix_lengths
@@ -166,7 +168,7 @@ class AttentionSpec:
         bool, one document per row and all-zero prefixes become None, so that SDPA's mask-free (flash)
         kernels apply. It reads the tensors' values, so callers do it where they live (the host, in
         training: no device synchronisation); a spec on a device is returned as it is."""
-        if not values_on_host(*self.tensors()):
+        if not values_on_host(*self.tensors(), self.visible):
             return self
         is_causal, document_ids, prefix_lengths = self.tensors()
         if prefix_lengths is not None and not bool((prefix_lengths > 0).any()):
@@ -175,11 +177,15 @@ class AttentionSpec:
             document_ids = None
         if not isinstance(is_causal, bool) and bool((is_causal == is_causal[:1]).all()):
             is_causal = bool(is_causal[0]) if len(is_causal) else True
-        return AttentionSpec(is_causal, document_ids, prefix_lengths)
+        visible = None if self.visible is None or bool(self.visible.all()) else self.visible
+        return AttentionSpec(is_causal, document_ids, prefix_lengths, visible)
 
-    def map(self, fn) -> AttentionSpec:
-        """The spec with `fn` applied to each of its tensors (moving, selecting rows)."""
-        return AttentionSpec(*(fn(x) if isinstance(x, torch.Tensor) else x for x in self.tensors()))
+    def map(self, fn, rows: bool = False) -> AttentionSpec:
+        """The spec with `fn` applied to each of its tensors (moving them), or with rows=True to the
+        per-row ones (selecting rows)."""
+        per_row = (fn(x) if isinstance(x, torch.Tensor) else x for x in self.tensors())
+        visible = self.visible if rows or self.visible is None else fn(self.visible)
+        return AttentionSpec(*per_row, visible)
 
     def causal_rows(self, n: int, device) -> torch.Tensor:
         """[n] float: 1 for a causal row, 0 for a bidirectional one."""
@@ -191,16 +197,21 @@ class AttentionSpec:
         """(mask, is_causal) for attention: (None, flag) when no mask is needed, else a boolean SDPA
         mask [B, 1, T, T] (True = may attend) or, with backend="flex", a FlexAttention BlockMask of
         the same rule."""
-        is_causal, document_ids, prefix_lengths = self.simplify().tensors()
+        spec = self.simplify()
+        is_causal, document_ids, prefix_lengths = spec.tensors()
+        visible = spec.visible
         if document_ids is None and prefix_lengths is None and isinstance(is_causal, bool):
-            return None, is_causal
+            if visible is None or is_causal:
+                return None, is_causal
         if isinstance(is_causal, bool):
             is_causal = torch.full((1,), is_causal, device=device)
         if backend == "flex":
-            return _block_mask(is_causal, document_ids, prefix_lengths, seq_len, device), False
+            return _block_mask(is_causal, document_ids, prefix_lengths, seq_len, device, visible), False
         causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
-        # Rows in bidirectional mode see everything (in their document); causal rows the past only.
-        mask = causal[None] | ~is_causal.view(-1, 1, 1)
+        # Rows in bidirectional mode see everything (in their document, and what `visible` allows);
+        # causal rows the past only.
+        bidirectional = ~is_causal.view(-1, 1, 1)
+        mask = causal[None] | (bidirectional if visible is None else bidirectional & visible.to(device)[None])
         if prefix_lengths is not None:
             mask = mask | (torch.arange(seq_len, device=device)[None, None, :] < prefix_lengths.view(-1, 1, 1))
         if document_ids is not None:
@@ -213,7 +224,7 @@ def as_attention(attention) -> AttentionSpec:
     return attention if isinstance(attention, AttentionSpec) else AttentionSpec(bool(attention))
 
 
-def _block_mask(is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: int, device) -> BlockMask:
+def _block_mask(is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: int, device, visible=None) -> BlockMask:
     """The dense mask's rule as a FlexAttention mask_mod, evaluated block-sparsely."""
     rows = max(
         len(is_causal),
@@ -224,7 +235,8 @@ def _block_mask(is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: 
     prefix = prefix_lengths if prefix_lengths is not None else torch.zeros(rows, dtype=torch.long, device=device)
 
     def mask_mod(b, h, q, kv):
-        seen = (kv <= q) | ~is_causal[b] | (kv < prefix[b])
+        bidirectional = ~is_causal[b] if visible is None else ~is_causal[b] & visible[q, kv]
+        seen = (kv <= q) | bidirectional | (kv < prefix[b])
         return seen & (document_ids[b, q] == document_ids[b, kv]) if document_ids is not None else seen
 
     return create_block_mask(mask_mod, rows, None, seq_len, seq_len, device=device)

@@ -22,13 +22,14 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from hybridlm import checkpoint as ckpt
+from hybridlm import warmstart
 from hybridlm.config import TrainConfig, merge_config, word_label
 from hybridlm.data import PackedTokens, load_manifest
 from hybridlm.distill import Distiller
@@ -55,6 +56,8 @@ IDENTITY_KEYS = (
     "distill_from",
     "distill_alpha",
     "distill_temperature",
+    "init_from",
+    "attention_anneal_steps",
 )
 
 
@@ -84,10 +87,15 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
         if not cfg.data:
             raise UserError("--data is required (a directory made by hlm prepare)")
         cfg.data = str(Path(cfg.data).resolve())
+        if cfg.init_from:  # recorded as an absolute path and the checkpoint it resolves to now
+            cfg.init_from = warmstart.recorded(cfg.init_from)
     else:
         if not run.is_run():
             raise UserError(f"nothing to resume in {run} (no {RunDir.CONFIG}); drop --resume to start a new run")
         saved = run.read_config()
+        if given.get("init_from") and saved.init_from:  # compared as recorded: an absolute path and a checkpoint
+            source, name = warmstart.parse_source(given["init_from"])
+            given["init_from"] = f"{source.path.resolve()}:{name or saved.init_from.rpartition(':')[2]}"
         kept = {**{k: getattr(saved, k) for k in IDENTITY_KEYS}, **saved.objective_options()}
         identity = tuple(kept)
         for key in identity:
@@ -103,14 +111,17 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
     cfg.out = str(run.path)
     cfg.validate()
     if cfg.max_epochs and "max_steps" not in given and (not resume or "max_epochs" in given):
-        cfg.max_steps = epoch_cap_steps(cfg)  # --max-epochs alone sets the run's length (and its LR schedule)
+        # --max-epochs alone sets the run's length (and its LR schedule); a warm start's source counts
+        before = warmstart.source_tokens(cfg.init_from) if cfg.init_from else 0
+        cfg.max_steps = epoch_cap_steps(cfg, before)
     return cfg
 
 
-def epoch_cap_steps(cfg: TrainConfig) -> int:
-    """The steps that see the training tokens max_epochs times (BabyLM 2025 caps training at 10 epochs)."""
+def epoch_cap_steps(cfg: TrainConfig, tokens_before: int = 0) -> int:
+    """The steps that see the training tokens max_epochs times (BabyLM 2025 caps training at 10 epochs),
+    counting the tokens a warm start's source saw before (tokens_before)."""
     windows = PackedTokens(cfg.data, "train", cfg.seq_len)
-    steps = int(cfg.max_epochs * windows.n_windows // cfg.batch_size)
+    steps = int((cfg.max_epochs * windows.n_windows * cfg.seq_len - tokens_before) // (cfg.batch_size * cfg.seq_len))
     if steps < 1:
         raise UserError(
             f"--max-epochs {cfg.max_epochs} is less than one step of {cfg.batch_size} sequences over "
@@ -130,6 +141,8 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     PackedTokens(cfg.data, "val", cfg.seq_len)
     if cfg.distill_from:
         Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
+    if cfg.init_from:
+        warmstart.find_source(cfg, manifest["vocab_size"], manifest["tokenizer_hash"])
     if cfg.word_thresholds() and not train_data.has_words:
         raise UserError(
             f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
@@ -296,6 +309,11 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
                 f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model"
             ) from None
         resumed = (path, opt_state, {**state, "rng": rng})
+    source = None
+    if resumed is None and cfg.init_from:  # a warm start: the source's weights, its words and tokens seen
+        manifest = load_manifest(cfg.data)
+        source = warmstart.find_source(cfg, vocab, manifest["tokenizer_hash"])
+        warmstart.load_source_weights(model, source)
 
     module = build_loss(cfg, model, objective, dist.device)
     fsdp = dist.world > 1 and cfg.distributed == "fsdp"
@@ -337,6 +355,8 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
         token_bytes,
         TrainState(),
     )
+    if source is not None:
+        t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
     if resumed is not None:
         path, opt_state, state = resumed
         # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
@@ -411,6 +431,9 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
     data, windows = step_windows(t, step)
     ids, generator = data.windows(windows), step_generator(cfg.seed, step)
     batch = t.objective.corrupt(ids, generator, fraction_done=step / cfg.max_steps)
+    visible = warmstart.annealed_visibility(L, step, cfg.attention_anneal_steps, cfg.seed)
+    if visible is not None:  # causal to full attention over the first steps
+        batch = replace(batch, attention=replace(batch.attention, visible=visible))
     batch = batch.rows(dist.rows(n_rows))
     micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
     # scored positions and attention found here on the host; on CUDA pinned and copied without waiting
@@ -652,7 +675,9 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
             "BabyLM 2025 allows at most 10 epochs (--max-epochs 10)",
             file=sys.stderr,
         )
-    cap = epoch_cap_steps(cfg) if cfg.max_epochs else cfg.max_steps
+    # a warm start's source saw tokens before this run's first step: the cap counts them
+    tokens_before = t.state.tokens_seen - t.step * cfg.batch_size * cfg.seq_len
+    cap = epoch_cap_steps(cfg, tokens_before) if cfg.max_epochs else cfg.max_steps
     log = MetricsLog(run, cfg, dist.main, start if resume else None)
     n_params = t.model.num_parameters()
     if dist.main and not quiet:
@@ -662,6 +687,9 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) 
             f"{t.val_data.manifest['splits']['train']['tokens']:,} train tokens"
         )
     t.started = time.time()
+    if cfg.init_from and start == 0 and cfg.eval_interval:  # a warm start: where the source's weights begin
+        last = evaluate(t)
+        log.write({"step": 0, "tokens": t.state.tokens_seen, **last})
     prefetch = BatchPrefetcher(t, enabled=dist.device.type == "cuda")
     bar = tqdm(
         total=cfg.max_steps,

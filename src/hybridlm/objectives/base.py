@@ -48,18 +48,18 @@ class Batch:
     # the device never waits for a data-dependent shape (boolean indexing syncs a GPU with its host)
     scored: torch.Tensor | None = None
 
-    def _map(self, fn, scored=None) -> Batch:
+    def _map(self, fn, scored=None, rows: bool = False) -> Batch:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         out = {
             k: fn(v) if isinstance(v, torch.Tensor) else v
             for k, v in values.items()
             if k not in ("attention", "scored")
         }
-        return Batch(**out, attention=self.attention.map(fn), scored=scored)
+        return Batch(**out, attention=self.attention.map(fn, rows=rows), scored=scored)
 
     def rows(self, sl: slice) -> Batch:
         """Rows `sl` (host batches: `scored` is found again by `prepared`)."""
-        return self._map(lambda x: x[sl])
+        return self._map(lambda x: x[sl], rows=True)
 
     def prepared(self) -> Batch:
         """The batch with what the device should not have to find out computed here, on the host:
