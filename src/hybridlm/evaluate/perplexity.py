@@ -108,6 +108,7 @@ def _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress):
     """NELBO by Monte Carlo over t, `samples` stratified times per window, masks and weights from the
     diffusion objective (the run's own schedule); per-window estimates give the standard error."""
     objective = lm.objective
+    shift = objective.capabilities.infill.shift or 0
     g = torch.Generator().manual_seed(seed)
     copies, per_window_tokens = [], []
     for wi, w in enumerate(windows):
@@ -120,7 +121,8 @@ def _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress):
             chosen = (mask[s].nonzero().flatten() + 1).tolist()
             if chosen:
                 masked = [lm.mask_id if j in set(chosen) else tok for j, tok in enumerate(w)]
-                copies.append(Copy(wi, masked, chosen, [w[j] for j in chosen], float(weight[s, 0]) / samples))
+                read = [j - shift for j in chosen]  # a diffusion model in a causal model's layout reads at i-1
+                copies.append(Copy(wi, masked, read, [w[j] for j in chosen], float(weight[s, 0]) / samples))
     per_window = -np.asarray(score_copies(lm, copies, len(windows), False, True, progress=progress, desc="elbo"))
     total = float(per_window.sum())
     n_tokens = int(sum(per_window_tokens))

@@ -74,6 +74,9 @@ class DiffusionOptions(Options):
         "diffusion: time (t ~ U(eps, 1), weight -a'/(1-a)) or count (k masked ~ U{1..n}, weight 1/k; log-linear only)",
         *one_of(*ESTIMATORS),
     )
+    diffusion_shift: bool = option(
+        False, "diffusion: position i predicts token i+1, the layout of a causal model it adapts (DiffuGPT)"
+    )
 
     def check_together(self):
         if self.diffusion_estimator == "count" and (self.schedule != "loglinear" or self.frequency_masking):
@@ -94,6 +97,8 @@ class DiffusionObjective(Objective):
         super().__init__(vocab_size, options, **kw)
         o = self.options
         self.schedule, self.eps, self.estimator = o.schedule, o.diffusion_eps, o.diffusion_estimator
+        if o.diffusion_shift:  # a masked token is read one position earlier, in scoring, infilling and sampling
+            self.capabilities = type(self).capabilities.with_(infill=Infill.NEXT_TOKEN)
         # per-token schedule exponents; without corpus counts (evaluating a run) the plain schedule
         # is used, which gives a valid bound too
         self.token_exponent = (
@@ -136,21 +141,29 @@ class DiffusionObjective(Objective):
         return masks, 1.0 / (k.double() * samples)
 
     def corrupt(self, ids, generator, fraction_done=1.0, train=True, t=None) -> Batch:
-        ids = ids[:, :-1]
+        window, ids = ids, (ids[:, 1:] if self.options.diffusion_shift else ids[:, :-1])  # the tokens the bound covers
         B, L = ids.shape
         can = diffusable(ids)
         if self.estimator == "count" and t is None:
-            return self._corrupt_count(ids, can, generator)
+            return self._corrupt_count(ids, can, generator, window)
         t = sample_times(B, generator, self.eps) if t is None else t
         mask, weight = self.time_mask(ids, t, generator, can, per_token_schedule=train)
-        inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
         n_tokens = can.sum().clamp(min=1)
         w = torch.where(mask, weight, torch.zeros_like(weight)) / n_tokens
-        return Batch(
-            input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False)
-        )
+        return self._batch(window, ids, mask, w, can)
 
-    def _corrupt_count(self, ids, can, generator) -> Batch:
+    def _batch(self, window, ids, mask, w, can) -> Batch:
+        """Inputs with the masked tokens replaced; with diffusion_shift, read one position earlier
+        (position i, seeing token i masked or not, predicts token i+1)."""
+        if self.options.diffusion_shift:
+            seen = window[:, :-1]
+            hidden = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], 1)
+            inputs = torch.where(hidden, torch.full_like(seen, SPECIAL["mask"]), seen)
+            return Batch(inputs, ids, w, can, attention=self.attention_of(seen, False))
+        inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
+        return Batch(inputs, ids, w, can, attention=self.attention_of(ids, False))
+
+    def _corrupt_count(self, ids, can, generator, window) -> Batch:
         """The same NELBO, sampled by the number of masked tokens k ~ U{1..n} (see subset_masks):
         each sequence contributes the mean CE of its masked tokens, a bounded term, where the time
         form has weights up to 1/eps."""
@@ -159,13 +172,9 @@ class DiffusionObjective(Objective):
         u = (torch.rand((), generator=generator, dtype=torch.float64) + torch.arange(B, dtype=torch.float64) / B) % 1
         k = torch.minimum((u * n).floor().long() + 1, n.clamp(min=1))  # stratified over the batch, uniform on 1..n
         mask = random_subsets(k, can, generator)
-        inputs = torch.where(mask, torch.full_like(ids, SPECIAL["mask"]), ids)
         has = (n > 0).float()
         per_seq = (n.float() / k.float()) * has / n.sum().clamp(min=1)  # per-token normalisation over the batch
-        w = mask.float() * per_seq[:, None]
-        return Batch(
-            input_ids=inputs, targets=ids, loss_weights=w, token_mask=can, attention=self.attention_of(ids, False)
-        )
+        return self._batch(window, ids, mask, mask.float() * per_seq[:, None], can)
 
     # ------------------------------------------------------------ sampling
     def unmask_fraction(self, t: float, t_next: float) -> float:
