@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from hybridlm.errors import UserError
+from hybridlm.files import atomic_write_json, check_out_folder, check_output_file, no_space
 
 
 def _train_args(p: argparse.ArgumentParser):
@@ -18,6 +19,11 @@ def _train_args(p: argparse.ArgumentParser):
 
     p.add_argument("--config", help="TOML/YAML/JSON file of config keys (flags given here override it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="e.g. 1,2,3: one run per seed, side by side in OUT/seed_N (with --data-seed, only initialisation varies)",
+    )
     groups = {"": p}
     for name, default, say, group in config_help():  # the general keys and every registered objective's options
         if group not in groups:
@@ -45,8 +51,28 @@ def cmd_train(a):
     given = read_config_file(a.config) if a.config else {}
     flags = {k: getattr(a, k) for k in config_keys() if getattr(a, k) is not None}
     merge_config(flags, source="command line")  # names and types, before anything else
-    summary = train({**given, **flags}, resume=a.resume)
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
+    values = {**given, **flags}
+    runs = [values]
+    if a.seeds:  # the same run once per seed, side by side: OUT/seed_N
+        if not values.get("out"):
+            raise UserError("--seeds needs --out: the folder that holds one run per seed (OUT/seed_N)")
+        seeds = _seed_list(a.seeds)
+        runs = [{**values, "seed": s, "out": str(Path(values["out"]) / f"seed_{s}")} for s in seeds]
+        if not a.resume:
+            check_out_folder(values["out"], "--seeds writes OUT/seed_N into a new or empty folder")
+    for run in runs:
+        summary = train(run, resume=a.resume)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or len(seeds) > 100:
+        raise UserError(f"--seeds takes distinct seeds >= 0, comma-separated, e.g. --seeds 1,2,3 (got {text!r})")
+    return seeds
 
 
 def cmd_tokenizer_train(a):
@@ -102,8 +128,6 @@ def _lm(a):
 
 def _check_json_target(path):
     """Fail before the work, not after it, when --json cannot be written or would land on an input."""
-    from hybridlm.files import check_output_file
-
     if path and (Path(path).is_dir() or Path(path).is_symlink()):
         raise UserError(f"--json {path} is a folder or a link; give a file name")
     if path:
@@ -111,7 +135,6 @@ def _check_json_target(path):
 
 
 def _write_json(path, obj, a=None, name=None):
-    from hybridlm.files import atomic_write_json
     from hybridlm.runs import RunDir
 
     if path:
@@ -238,8 +261,6 @@ def cmd_babylm(a):
             a.run, a.data, tasks, a.scorer, a.samples, a.device or default_device(), a.precision, progress=True
         )
         if a.json:
-            from hybridlm.files import atomic_write_json
-
             atomic_write_json(a.json, {"run": a.run, "checkpoints": results})
         print(
             f"{len(results)} checkpoints evaluated; results in {RunDir(a.run).eval_dir / 'checkpoints'} (hlm "
@@ -462,7 +483,7 @@ def cmd_export(a):
 def cmd_report(a):
     from hybridlm.report import make_report
 
-    path = make_report(a.runs, a.out, fmt=a.format, samples=not a.no_samples, seed=a.seed)
+    path = make_report(a.runs, a.out, fmt=a.format, samples=not a.no_samples, seed=a.seed, group_by=a.group_by)
     print(f"report written to {path}")
 
 
@@ -473,6 +494,12 @@ def _add_export_report_commands(sub):
     r.add_argument("--format", default="md", choices=["md", "html"])
     r.add_argument("--no-samples", action="store_true")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--group-by",
+        default=None,
+        help="mean ± s.d. over seeds: group runs by config keys (e.g. objective or objective,masking), or auto "
+        "(runs that differ only in their seeds)",
+    )
     r.set_defaults(func=cmd_report)
 
     e = sub.add_parser("export", help="write a run as a Hugging Face transformers model directory")
@@ -575,8 +602,6 @@ def main(argv=None):
         print("hlm: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # a full disk or a file-size limit anywhere: one line naming where, not a traceback
-        from hybridlm.files import no_space
-
         err = no_space(getattr(e, "filename", None) or "a file", e)
         if err is None:
             raise

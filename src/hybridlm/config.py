@@ -23,7 +23,8 @@ class TrainConfig:
     objective: str = "causal"  # a registered objective: causal | masked | hybrid | diffusion | ...
     preset: str = "tiny"  # tiny | small | base
     model: dict = field(default_factory=dict)  # overrides of the preset, e.g. {n_layer = 4}
-    seed: int = 1337
+    seed: int = 1337  # initialisation, and the data's order and masking unless data_seed is set
+    data_seed: int = -1  # the data's order and masking (-1: seed): vary one and keep the other
     # batch: the global batch is batch_size sequences of seq_len tokens, whatever the process count
     seq_len: int = 128
     batch_size: int = 32
@@ -85,6 +86,11 @@ class TrainConfig:
         """The options that make this run what it is: its objective's (and a mix's objectives'), resolved."""
         return objective_class(self.objective).identity(self.options)
 
+    @property
+    def order_seed(self) -> int:
+        """The seed of the data's order and masking: data_seed, or the seed when it is not set."""
+        return self.seed if self.data_seed < 0 else self.data_seed
+
     def to_dict(self) -> dict:
         """Flat keys, as config files write them: the general keys and the objective's options."""
         out = {k: v for k, v in asdict(self).items() if k != "options"}
@@ -142,6 +148,8 @@ class TrainConfig:
                 raise UserError(f"{f.name} must be a finite number (got {value})")
         if not 0 <= self.seed < 2**63:
             raise UserError(f"seed must lie in [0, 2**63) (got {self.seed})")
+        if not -1 <= self.data_seed < 2**63:
+            raise UserError(f"data_seed must lie in [0, 2**63), or be -1 (the seed) (got {self.data_seed})")
         if self.batch_size * self.seq_len > MAX_TOKENS_PER_STEP:  # the host builds the whole global batch each step
             raise UserError(
                 f"batch_size x seq_len = {self.batch_size * self.seq_len:,} tokens a step is more than hlm builds "
@@ -245,6 +253,8 @@ HELP = {
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
     "compile": "torch.compile each transformer block (default: on CUDA, off on CPU)",
     "attention": "auto (FlexAttention when compiled on CUDA, else SDPA), sdpa or flex",
+    "seed": "initialisation, and the data's order and masking unless --data-seed is set",
+    "data_seed": "the data's order and masking (-1: --seed); fix it to vary only the initialisation",
     "init_from": "RUN or RUN:CHECKPOINT: start from that run's weights (same tokenizer and shape); words seen "
     "continue from it",
     "attention_anneal_steps": "bidirectional rows see a growing random share of later positions over the first N "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import re
 import sys
 from pathlib import Path
@@ -131,14 +132,19 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())  # never through a link planted in the report folder
 
 
-def _plots(runs: list[dict], out: Path) -> list[str]:
+def _pyplot():
     try:
-        import matplotlib
+        import matplotlib  # an optional extra: imported only when a report is drawn
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("hlm report needs matplotlib: pip install 'hybridlm[report]'") from None
+    return plt
+
+
+def _plots(runs: list[dict], out: Path) -> list[str]:
+    plt = _pyplot()
     made = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in runs:
@@ -405,14 +411,105 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
     return lines
 
 
-def make_report(run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: int = 0) -> Path:
+# ---------------------------------------------------------------- seeds: groups of runs
+SEED_KEYS = ("seed", "data_seed", "out")  # what runs that differ only by their seeds differ in
+GROUP_METRICS = (
+    ("val_loss", "last val loss", min),
+    ("val_bpb", "val bits/byte", min),
+    ("blimp", "pairs macro acc", max),
+)
+
+
+def group_runs(runs: list[dict], by: str) -> dict[str, list[dict]]:
+    """Runs grouped by config keys (`objective`, `objective,masking`), or with `auto` by everything but
+    their seeds; each group is labelled by the keys whose values tell the groups apart."""
+    keys = None if by == "auto" else [k.strip() for k in by.split(",") if k.strip()]
+    if keys is not None:
+        for k in keys:
+            if any(k not in r["config"] for r in runs):
+                raise UserError(f"--group-by {k}: not a config key of these runs (e.g. objective, masking, init_from)")
+    ident = [{k: v for k, v in r["config"].items() if k not in SEED_KEYS and (keys is None or k in keys)} for r in runs]
+    differ = [k for k in ident[0] if len({repr(i.get(k)) for i in ident}) > 1] if keys is None else keys
+    groups: dict[str, list[dict]] = {}
+    for r, i in zip(runs, ident):
+        label = ", ".join(f"{k}={i.get(k)}" for k in differ) or "all runs"
+        groups.setdefault(label, []).append(r)
+    return groups
+
+
+def _metric(r: dict, key: str) -> float | None:
+    if key == "blimp":
+        return r["blimp"][0]["macro_accuracy"] if r["blimp"] else None
+    val = [m for m in r["metrics"] if key in m]
+    return val[-1][key] if val else None
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return mean, sd
+
+
+def _group_section(groups: dict[str, list[dict]]) -> list[str]:
+    """mean ± s.d. over each group's runs (seeds); "≈" marks a group whose difference from the best is
+    smaller than two s.d. (pooled over the two groups): a difference the seeds do not support."""
+    stats = {}
+    for key, _, _ in GROUP_METRICS:
+        values = {g: [x for r in rs if (x := _metric(r, key)) is not None] for g, rs in groups.items()}
+        stats[key] = {g: _mean_sd(v) for g, v in values.items() if v}
+    rows = []
+    for g, rs in groups.items():
+        row = [_md(g), len(rs)]
+        for key, _, best_of in GROUP_METRICS:
+            if g not in stats[key]:
+                row.append("—")
+                continue
+            mean, sd = stats[key][g]
+            best = best_of(stats[key], key=lambda h: stats[key][h][0])
+            b_mean, b_sd = stats[key][best]
+            pooled = math.sqrt((sd**2 + b_sd**2) / 2) if not (math.isnan(sd) or math.isnan(b_sd)) else float("nan")
+            tied = g != best and not math.isnan(pooled) and abs(mean - b_mean) < 2 * pooled
+            scale = 100 if key == "blimp" else 1
+            text = f"{scale * mean:.4g}" + ("" if math.isnan(sd) else f" ± {scale * sd:.2g}")
+            row.append(("≈ " if tied else "") + text + (" (best)" if g == best and len(stats[key]) > 1 else ""))
+        rows.append(row)
+    header = ["group", "runs"] + [label for _, label, _ in GROUP_METRICS]
+    note = ("mean ± s.d. over the runs of each group (training seeds); ≈: differs from the best group by less than "
+            "two seed s.d. (pooled), a difference the seeds do not support")  # fmt: skip
+    return _section("## Groups over seeds", header, rows) + ["", note]
+
+
+def _group_plot(groups: dict[str, list[dict]], out: Path) -> list[str]:
+    plt = _pyplot()
+    key = "val_bpb" if any(_metric(r, "val_bpb") is not None for rs in groups.values() for r in rs) else "val_loss"
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(groups) + 2), 3.8))
+    for i, rs in enumerate(groups.values()):
+        values = [x for r in rs if (x := _metric(r, key)) is not None]
+        if not values:
+            continue
+        mean, sd = _mean_sd(values)
+        ax.bar(i, mean, yerr=0 if math.isnan(sd) else sd, capsize=4, alpha=0.6)
+        ax.plot([i] * len(values), values, "k.", ms=6)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=15, fontsize=8)
+    ax.set_ylabel(key)
+    ax.set_title(f"{key}: mean ± s.d. over seeds (dots: runs)")
+    fig.tight_layout()
+    _save(fig, out / "seeds.png")
+    plt.close(fig)
+    return ["seeds.png"]
+
+
+def make_report(
+    run_dirs, out_dir, fmt: str = "md", samples: bool = True, seed: int = 0, group_by: str | None = None
+) -> Path:
     runs = [_read_run(Path(r)) for r in run_dirs]
+    groups = group_runs(runs, group_by) if group_by else None
     out = Path(out_dir)
     refuse_links_in(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = _plots(runs, out)
+    images = _plots(runs, out) + (_group_plot(groups, out) if groups else [])
     sample_text = {r["name"]: _sample(r, seed) for r in runs} if samples else {}
-    body = _tables(runs, sample_text)
+    body = _tables(runs, sample_text) + (_group_section(groups) if groups else [])
     if fmt == "md":
         text = ["# hybridlm report", ""] + [f"![{i}]({i})" for i in images] + [""] + body
         return atomic_write_text(out / "report.md", "\n".join(text) + "\n")

@@ -58,6 +58,7 @@ IDENTITY_KEYS = (
     "distill_temperature",
     "init_from",
     "attention_anneal_steps",
+    "data_seed",
 )
 
 
@@ -290,7 +291,7 @@ class Trainer:
 
 def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     vocab = load_manifest(cfg.data)["vocab_size"]
-    torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone
+    torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone (data_seed: the data's order)
     model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
     objective = build_objective(cfg, vocab, cfg.data)
     train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
@@ -405,7 +406,7 @@ def step_windows(t: Trainer, step: int):
     # each stage has its own seeded order; within it, a batch is a pure function of the step
     stage = t.cfg.stages().index((first, L, n_rows))
     data = t.train_data[L]
-    return data, data.batch_windows(step - first, n_rows, t.cfg.seed + 1000 * stage)
+    return data, data.batch_windows(step - first, n_rows, t.cfg.order_seed + 1000 * stage)
 
 
 def step_words(t: Trainer, step: int) -> int:
@@ -429,9 +430,9 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
     cfg, dist = t.cfg, t.dist
     _, L, n_rows = t.stage_at(step)
     data, windows = step_windows(t, step)
-    ids, generator = data.windows(windows), step_generator(cfg.seed, step)
+    ids, generator = data.windows(windows), step_generator(cfg.order_seed, step)
     batch = t.objective.corrupt(ids, generator, fraction_done=step / cfg.max_steps)
-    visible = warmstart.annealed_visibility(L, step, cfg.attention_anneal_steps, cfg.seed)
+    visible = warmstart.annealed_visibility(L, step, cfg.attention_anneal_steps, cfg.order_seed)
     if visible is not None:  # causal to full attention over the first steps
         batch = replace(batch, attention=replace(batch.attention, visible=visible))
     batch = batch.rows(dist.rows(n_rows))
@@ -568,7 +569,7 @@ def evaluate(t: Trainer) -> dict:
     for name, (view, _) in views.items():
         loss_sum, nats, n_bytes, n = 0.0, 0.0, 0.0, 0
         for i, ids in enumerate(t.val_data.eval_batches(cfg.batch_size, cfg.eval_batches)):
-            batch = view.corrupt(ids, step_generator(cfg.seed, i, stream=99), train=False)
+            batch = view.corrupt(ids, step_generator(cfg.order_seed, i, stream=99), train=False)
             batch = batch.rows(dist.rows(len(batch))).prepared()
             counted = batch.token_mask
             local = torch.stack(
