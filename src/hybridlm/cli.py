@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from hybridlm.errors import UserError
-from hybridlm.files import atomic_write_json, check_out_folder, check_output_file, no_space
+from hybridlm.files import atomic_write_bytes, atomic_write_json, check_out_folder, check_output_file, no_space
 
 
 def _train_args(p: argparse.ArgumentParser):
@@ -480,11 +481,42 @@ def cmd_export(a):
     print(f"exported {a.run} to {out}")
 
 
+def cmd_score_windows(a):
+    import numpy as np
+
+    from hybridlm.curriculum import reference_losses
+    from hybridlm.runs import default_device, load_run
+
+    if not a.out.endswith(".npy"):
+        raise UserError(f"--out {a.out}: scores are written as a .npy file (e.g. --out scores.npy)")
+    check_output_file(a.out, "--out")
+    run = load_run(a.run, a.device or default_device())
+    seq_len = a.seq_len or run.config.seq_len
+    scores = reference_losses(run, a.data, seq_len, progress=True)
+    buf = io.BytesIO()
+    np.save(buf, scores, allow_pickle=False)
+    atomic_write_bytes(Path(a.out), buf.getvalue())
+    print(f"{len(scores):,} windows of {seq_len} tokens scored by {a.run} (mean loss {scores.mean():.4f}) in {a.out}; "
+          f"train on them with --curriculum {a.out} [--pacing ...] [--select-fraction F]")  # fmt: skip
+
+
 def cmd_report(a):
     from hybridlm.report import make_report
 
     path = make_report(a.runs, a.out, fmt=a.format, samples=not a.no_samples, seed=a.seed, group_by=a.group_by)
     print(f"report written to {path}")
+
+
+def _add_score_windows_command(sub):
+    s = sub.add_parser(
+        "score-windows", help="a reference run's loss on every training window, for --curriculum and --select-fraction"
+    )
+    s.add_argument("--run", required=True, help="the reference run")
+    s.add_argument("--data", required=True, help="the prepared data whose training windows are scored")
+    s.add_argument("--out", required=True, help="a .npy file: one score per window")
+    s.add_argument("--seq-len", type=int, default=0, help="window length (default: the reference run's)")
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=cmd_score_windows)
 
 
 def _add_export_report_commands(sub):
@@ -583,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     _add_eval_commands(sub)
+    _add_score_windows_command(sub)
     _add_export_report_commands(sub)
     return p
 

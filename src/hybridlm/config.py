@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from hybridlm.curriculum import parse_pacing
 from hybridlm.errors import UserError
 from hybridlm.model import PRESETS, check_model_overrides
 from hybridlm.objectives import OBJECTIVES, objective_class, option_fields, option_owners
@@ -72,6 +73,11 @@ class TrainConfig:
     # causal model's attention to full over the first N steps (DiffuLLaMA)
     init_from: str = ""
     attention_anneal_steps: int = 0
+    # curricula and selection: windows ordered by a difficulty score (length, unigram, or a .npy of scores
+    # from hlm score-windows), each step drawn from the easiest share the pacing allows (CLIMB)
+    curriculum: str = ""
+    pacing: str = "linear"
+    select_fraction: float = 1.0
     # the objectives' options given (flat keys, e.g. mask_ratio_start): each objective's Options
     # dataclass defines them, their defaults and checks; they read as attributes too (cfg.max_span)
     options: dict = field(default_factory=dict)
@@ -157,6 +163,12 @@ class TrainConfig:
             )
         if self.z_loss > 1:
             raise UserError(f"z_loss must lie in [0, 1] (PaLM uses 1e-4; got {self.z_loss})")
+        if self.curriculum:
+            parse_pacing(self.pacing)
+            if self.seq_len_schedule:
+                raise UserError("--curriculum orders windows of one length; drop seq_len_schedule or the curriculum")
+        if not 0 < self.select_fraction <= 1 or (self.select_fraction < 1 and not self.curriculum):
+            raise UserError(f"select_fraction must lie in (0, 1] and needs --curriculum (got {self.select_fraction})")
         if self.attention_anneal_steps < 0:
             raise UserError(f"attention_anneal_steps must be >= 0 (got {self.attention_anneal_steps})")
         for name in ("seq_len", "batch_size", "max_steps", "eval_batches", "checkpoint_interval", "log_interval"):
@@ -259,6 +271,12 @@ HELP = {
     "continue from it",
     "attention_anneal_steps": "bidirectional rows see a growing random share of later positions over the first N "
     "steps (causal to full, DiffuLLaMA)",
+    "curriculum": "order the data by a difficulty score: length (words), unigram (mean surprisal), or a .npy of "
+    "one score per window (hlm score-windows)",
+    "pacing": "with --curriculum: linear, quadratic, root, step, exponential, log or none, optionally :START,END "
+    "(fractions of training; default 0.1,0.7), as CLIMB",
+    "select_fraction": "with --curriculum: train on the easiest share of the windows only (selection by a "
+    "reference run's loss, cf. CoLoR-Filter)",
     "max_epochs": "stop after this many passes over the training tokens (BabyLM 2025: 10); alone, it sets max_steps",
 }
 

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from hybridlm import checkpoint as ckpt
 from hybridlm import warmstart
 from hybridlm.config import TrainConfig, merge_config, word_label
+from hybridlm.curriculum import CurriculumSampler, window_scores
 from hybridlm.data import PackedTokens, load_manifest
 from hybridlm.distill import Distiller
 from hybridlm.errors import UserError
@@ -59,6 +60,9 @@ IDENTITY_KEYS = (
     "init_from",
     "attention_anneal_steps",
     "data_seed",
+    "curriculum",
+    "pacing",
+    "select_fraction",
 )
 
 
@@ -144,6 +148,8 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
         Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
     if cfg.init_from:
         warmstart.find_source(cfg, manifest["vocab_size"], manifest["tokenizer_hash"])
+    if cfg.curriculum:
+        window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
     if cfg.word_thresholds() and not train_data.has_words:
         raise UserError(
             f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
@@ -262,6 +268,7 @@ class Trainer:
     val_data: PackedTokens
     token_bytes: torch.Tensor
     state: TrainState
+    curriculum: CurriculumSampler | None = None
     first_bad: torch.Tensor | None = None  # on the device: the first step whose loss was not finite (-1: none)
     started: float = 0.0
 
@@ -358,6 +365,9 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     )
     if source is not None:
         t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
+    if cfg.curriculum:
+        scores = window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
+        t.curriculum = CurriculumSampler(scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
     if resumed is not None:
         path, opt_state, state = resumed
         # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
@@ -406,6 +416,8 @@ def step_windows(t: Trainer, step: int):
     # each stage has its own seeded order; within it, a batch is a pure function of the step
     stage = t.cfg.stages().index((first, L, n_rows))
     data = t.train_data[L]
+    if t.curriculum is not None:  # the easiest share the pacing allows at this step
+        return data, t.curriculum.batch_windows(step, n_rows, t.cfg.order_seed)
     return data, data.batch_windows(step - first, n_rows, t.cfg.order_seed + 1000 * stage)
 
 
