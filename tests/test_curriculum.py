@@ -47,7 +47,8 @@ def test_early_steps_draw_from_the_easiest_windows(data_dir):
 
 def test_curriculum_batches_for_one_and_two_processes_and_after_a_resume(data_dir, tmp_path):
     args = ("--data", data_dir, "--curriculum", "length", "--pacing", "root:0,0.5", "--max-steps", 4, *TINY,
-            "--log-interval", 1, "--checkpoint-interval", 2, "--keep-checkpoints", 4)  # fmt: skip
+            "--log-interval", 1, "--checkpoint-interval", 2, "--keep-checkpoints", 4,
+            "--precision", "fp32")  # fmt: skip
     hlm("train", *args, "--out", tmp_path / "one")
     torchrun(2, *args, "--out", tmp_path / "two")
     shutil.copytree(tmp_path / "one", tmp_path / "cut")
