@@ -529,8 +529,8 @@ def _add_export_report_commands(sub):
     r.add_argument(
         "--group-by",
         default=None,
-        help="mean ± s.d. over seeds: group runs by config keys (e.g. objective or objective,masking), or auto "
-        "(runs that differ only in their seeds)",
+        help="mean ± s.d. over seeds: group runs by config keys (e.g. objective or objective,masking), auto "
+        "(runs that differ only in their seeds) or folder (hlm train --seeds: OUT/seed_N)",
     )
     r.set_defaults(func=cmd_report)
 

@@ -421,8 +421,14 @@ GROUP_METRICS = (
 
 
 def group_runs(runs: list[dict], by: str) -> dict[str, list[dict]]:
-    """Runs grouped by config keys (`objective`, `objective,masking`), or with `auto` by everything but
-    their seeds; each group is labelled by the keys whose values tell the groups apart."""
+    """Runs grouped by config keys (`objective`, `objective,masking`), with `auto` by everything but
+    their seeds, or with `folder` by the folder that holds them (hlm train --seeds: OUT/seed_N); each
+    group is labelled by the keys whose values tell the groups apart, or by its folder."""
+    if by == "folder":
+        groups: dict[str, list[dict]] = {}
+        for r in runs:
+            groups.setdefault(Path(r["path"]).parent.name, []).append(r)
+        return groups
     keys = None if by == "auto" else [k.strip() for k in by.split(",") if k.strip()]
     if keys is not None:
         for k in keys:
