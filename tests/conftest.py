@@ -15,6 +15,8 @@ from hybridlm.tokenizer import train_tokenizer
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# hlm runs in this process too (the `cli` fixture): no tokenizer threads that a later fork would warn about
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +52,38 @@ def hlm(*args, check=True, timeout=300, **kw):
     if check and proc.returncode != 0:
         raise AssertionError(f"hlm {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+class Result:
+    def __init__(self, code, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = code, stdout, stderr
+
+
+def run_cli(capsys, *args, check=False) -> Result:
+    """The CLI in this process (fast: no interpreter start-up): exit status, stdout and stderr, as a
+    subprocess would give them."""
+    from hybridlm.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    if check and code != 0:
+        raise AssertionError(f"hlm {' '.join(map(str, args))} failed:\n{out.out}\n{out.err}")
+    return Result(code, out.out, out.err)
+
+
+@pytest.fixture
+def cli(capsys):
+    """hlm in this process, like `hlm` (check=True by default)."""
+
+    def call(*args, check=True):
+        return run_cli(capsys, *args, check=check)
+
+    return call
 
 
 def assert_one_line_error(proc, *needles):

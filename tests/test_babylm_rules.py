@@ -113,7 +113,7 @@ def test_checkpoints_at_the_first_step_past_each_word_count(words_run):
     assert sorted(p.name for p in (words_run / "checkpoints").glob("step_*")) == ["step_0000060", "step_0000072"]
 
 
-def test_the_same_checkpoints_after_a_kill_and_resume(words_run, tmp_path):
+def test_the_same_checkpoints_after_a_kill_and_resume(cli, words_run, tmp_path):
     killed = tmp_path / "killed"
     shutil.copytree(words_run, killed)
     # as if killed soon after the first words checkpoint: what was written later is gone, and
@@ -125,7 +125,7 @@ def test_the_same_checkpoints_after_a_kill_and_resume(words_run, tmp_path):
             shutil.rmtree(p)
     (ckpts / "latest").write_text("words_50K\n")
     assert "words_100K" not in _words_checkpoints(killed)
-    hlm("train", "--out", killed, "--resume")
+    cli("train", "--out", killed, "--resume")
 
     def position(run):
         return {k: (v["step"], v["words_seen"], v["tokens_seen"]) for k, v in _words_checkpoints(run).items()}
@@ -144,7 +144,7 @@ def test_the_same_checkpoints_under_two_processes(words_data, words_run, tmp_pat
     }
 
 
-def test_max_epochs_stops_after_one_pass(data_dir, tmp_path):
+def test_max_epochs_stops_after_one_pass(cli, data_dir, tmp_path):
     windows = PackedTokens(data_dir, "train", 64)
     summary = train(
         {
@@ -167,7 +167,7 @@ def test_max_epochs_stops_after_one_pass(data_dir, tmp_path):
         manifest["splits"]["train"]["words"] - 32 * 64 < summary["words_seen"] <= manifest["splits"]["train"]["words"]
     )
     # a longer --max-steps stops at the cap with one line saying so
-    proc = hlm(
+    proc = cli(
         "train",
         "--data",
         data_dir,
@@ -190,8 +190,8 @@ def test_max_epochs_stops_after_one_pass(data_dir, tmp_path):
     assert "--max-epochs 0.5 reached" in proc.stderr
 
 
-def test_schedule_without_cap_warns_and_old_data_is_refused(words_data, tmp_path):
-    proc = hlm(
+def test_schedule_without_cap_warns_and_old_data_is_refused(cli, words_data, tmp_path):
+    proc = cli(
         "train",
         "--data",
         words_data[1],
@@ -218,11 +218,11 @@ def test_schedule_without_cap_warns_and_old_data_is_refused(words_data, tmp_path
         del sh["words_file"]
     (old / "manifest.json").write_text(json.dumps(manifest))
     assert_one_line_error(
-        hlm("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "1M", check=False),
+        cli("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "1M", check=False),
         "re-run hlm prepare",
     )
     assert_one_line_error(
-        hlm("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "lots", check=False),
+        cli("train", "--data", old, "--out", tmp_path / "o", "--checkpoint-words", "lots", check=False),
         "not a count of words",
     )
 
@@ -252,7 +252,7 @@ def test_export_has_a_branch_per_checkpoint_that_transformers_loads(words_run, t
     assert sorted(branches) == ["chck_100K", "chck_50K", "main"]
 
 
-def test_eval_all_checkpoints_is_resumable_and_reported(words_run, tmp_path):
+def test_eval_all_checkpoints_is_resumable_and_reported(cli, words_run, tmp_path):
     FAST = SHARED / "babylm-2025" / "fast_eval"
     if not FAST.is_dir():
         pytest.skip(f"{FAST} not found (BabyLM 2025 data lives in ../shared)")
@@ -265,7 +265,7 @@ def test_eval_all_checkpoints_is_resumable_and_reported(words_run, tmp_path):
             )
     run = tmp_path / "run"
     shutil.copytree(words_run, run)
-    hlm("eval", "babylm", "--run", run, "--all-checkpoints", "--data", data)
+    cli("eval", "babylm", "--run", run, "--all-checkpoints", "--data", data)
     files = {p.parent.name: p for p in (run / "eval" / "checkpoints").glob("*/babylm-causal.json")}
     assert set(files) == {"words_50K", "words_100K"}
     first = {k: json.loads(p.read_text()) for k, p in files.items()}
@@ -274,11 +274,11 @@ def test_eval_all_checkpoints_is_resumable_and_reported(words_run, tmp_path):
     partial = dict(first["words_100K"], tasks={"blimp": first["words_100K"]["tasks"]["blimp"]})
     files["words_100K"].write_text(json.dumps(partial))
     kept = files["words_50K"].stat().st_mtime_ns
-    proc = hlm("eval", "babylm", "--run", run, "--all-checkpoints", "--data", data)
+    proc = cli("eval", "babylm", "--run", run, "--all-checkpoints", "--data", data)
     assert "(kept)" in proc.stdout and files["words_50K"].stat().st_mtime_ns == kept
     again = json.loads(files["words_100K"].read_text())
     assert again["tasks"]["supplement"]["value"] == first["words_100K"]["tasks"]["supplement"]["value"]
-    hlm("report", run, "--out", tmp_path / "rep", "--no-samples")
+    cli("report", run, "--out", tmp_path / "rep", "--no-samples")
     assert (tmp_path / "rep" / "learning_curves.png").is_file()
     assert "| run | causal | blimp | 50K: " in (tmp_path / "rep" / "report.md").read_text()
 

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 from test_distributed import torchrun
 
 from hybridlm.config import TrainConfig
@@ -45,16 +45,16 @@ def test_early_steps_draw_from_the_easiest_windows(data_dir):
     assert not np.array_equal(sampler.batch_windows(5, 8, 1), sampler.batch_windows(5, 8, 2))
 
 
-def test_curriculum_batches_for_one_and_two_processes_and_after_a_resume(data_dir, tmp_path):
+def test_curriculum_batches_for_one_and_two_processes_and_after_a_resume(cli, data_dir, tmp_path):
     args = ("--data", data_dir, "--curriculum", "length", "--pacing", "root:0,0.5", "--max-steps", 4, *TINY,
             "--log-interval", 1, "--checkpoint-interval", 2, "--keep-checkpoints", 4,
             "--precision", "fp32")  # fmt: skip
-    hlm("train", *args, "--out", tmp_path / "one")
+    cli("train", *args, "--out", tmp_path / "one")
     torchrun(2, *args, "--out", tmp_path / "two")
     shutil.copytree(tmp_path / "one", tmp_path / "cut")
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step_0000004")
     (tmp_path / "cut" / "checkpoints" / "latest").write_text("step_0000002\n")
-    hlm("train", "--out", tmp_path / "cut", "--resume")
+    cli("train", "--out", tmp_path / "cut", "--resume")
     losses = {
         k: [json.loads(line)["loss"] for line in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
         for k in ("one", "two", "cut")
@@ -63,9 +63,9 @@ def test_curriculum_batches_for_one_and_two_processes_and_after_a_resume(data_di
     assert losses["one"] == pytest.approx(losses["two"], rel=1e-5)  # and on two processes
 
 
-def test_selection_by_a_reference_runs_loss(runs, data_dir, tmp_path):
+def test_selection_by_a_reference_runs_loss(cli, runs, data_dir, tmp_path):
     out = tmp_path / "scores.npy"
-    hlm("score-windows", "--run", runs["causal"], "--data", data_dir, "--out", out, "--seq-len", 32)
+    cli("score-windows", "--run", runs["causal"], "--data", data_dir, "--out", out, "--seq-len", 32)
     scores = np.load(out)
     assert scores.shape == (window_scores("length", data_dir, 32).shape[0],) and np.isfinite(scores).all()
     cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "sel"), curriculum=str(out), pacing="none",
@@ -75,7 +75,7 @@ def test_selection_by_a_reference_runs_loss(runs, data_dir, tmp_path):
     drawn = np.concatenate([kept.batch_windows(s, 64, 1) for s in range(4)])
     assert scores[drawn].max() <= np.sort(scores)[int(np.ceil(0.25 * len(scores))) - 1]
     bad = ("train", "--data", data_dir, "--out", tmp_path / "x", *TINY, "--max-steps", 1)
-    assert_one_line_error(hlm(*bad, "--curriculum", "length", "--pacing", "sideways", check=False), "pacing")
-    assert_one_line_error(hlm(*bad, "--select-fraction", 0.5, check=False), "needs --curriculum")
+    assert_one_line_error(cli(*bad, "--curriculum", "length", "--pacing", "sideways", check=False), "pacing")
+    assert_one_line_error(cli(*bad, "--select-fraction", 0.5, check=False), "needs --curriculum")
     np.save(tmp_path / "short.npy", scores[:5])
-    assert_one_line_error(hlm(*bad, "--curriculum", tmp_path / "short.npy", check=False), "score-windows")
+    assert_one_line_error(cli(*bad, "--curriculum", tmp_path / "short.npy", check=False), "score-windows")

@@ -3,7 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 from hybridlm.data import PackedTokens, load_manifest, prepare
 from hybridlm.errors import UserError
@@ -43,7 +43,7 @@ def test_epoch_visits_every_window_once(data_dir):
     assert set(seen) <= windows
 
 
-def test_prepare_rejects_bad_corpora(tmp_path, tokenizer_dir):
+def test_prepare_rejects_bad_corpora(cli, tmp_path, tokenizer_dir):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n\n\n")
     with pytest.raises(UserError, match="no text"):
@@ -51,12 +51,12 @@ def test_prepare_rejects_bad_corpora(tmp_path, tokenizer_dir):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine line\n\xff\xfe broken\n")
     assert_one_line_error(
-        hlm("prepare", "--input", bad, "--tokenizer", tokenizer_dir, "--out", tmp_path / "d", check=False),
+        cli("prepare", "--input", bad, "--tokenizer", tokenizer_dir, "--out", tmp_path / "d", check=False),
         "bad.txt:2",
         "UTF-8",
     )
     assert_one_line_error(
-        hlm(
+        cli(
             "prepare",
             "--input",
             tmp_path / "missing.txt",
@@ -69,18 +69,18 @@ def test_prepare_rejects_bad_corpora(tmp_path, tokenizer_dir):
         "not found",
     )
     assert_one_line_error(
-        hlm("prepare", "--input", blank, "--tokenizer", tmp_path, "--out", tmp_path / "d", check=False), "no tokenizer"
+        cli("prepare", "--input", blank, "--tokenizer", tmp_path, "--out", tmp_path / "d", check=False), "no tokenizer"
     )
 
 
-def test_tokenizer_mismatch_is_detected(tmp_path, data_dir, corpus):
+def test_tokenizer_mismatch_is_detected(cli, tmp_path, data_dir, corpus):
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
     train_tokenizer([corpus], vocab_size=300, out_dir=tmp_path / "other")
     shutil.copyfile(tmp_path / "other" / "tokenizer.json", copy / "tokenizer.json")
     with pytest.raises(UserError, match="does not match"):
         load_manifest(copy)
-    proc = hlm("train", "--data", copy, "--out", tmp_path / "run", "--max-steps", 1, check=False)
+    proc = cli("train", "--data", copy, "--out", tmp_path / "run", "--max-steps", 1, check=False)
     assert_one_line_error(proc, "does not match")
 
 

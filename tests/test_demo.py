@@ -1,8 +1,8 @@
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 
-def test_demo_runs_all_four_objectives(tmp_path):
-    p = hlm("demo", "--steps", 8, "--out", tmp_path)
+def test_demo_runs_all_four_objectives(cli, tmp_path):
+    p = cli("demo", "--steps", 8, "--out", tmp_path)
     table = p.stdout.split("samples:")[0]
     for objective in ("causal", "masked", "hybrid", "diffusion"):
         assert f"\n{objective} " in table
@@ -10,5 +10,5 @@ def test_demo_runs_all_four_objectives(tmp_path):
     assert (tmp_path / "runs" / "hybrid" / "checkpoints" / "latest").is_file()
 
 
-def test_demo_rejects_unknown_objective():
-    assert_one_line_error(hlm("demo", "--objectives", "gpt", check=False), "unknown objective")
+def test_demo_rejects_unknown_objective(cli):
+    assert_one_line_error(cli("demo", "--objectives", "gpt", check=False), "unknown objective")

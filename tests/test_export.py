@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 from hybridlm.evaluate.lm import HFLM, RunLM
 from hybridlm.evaluate.scoring import score_sentences
@@ -10,9 +10,9 @@ transformers = pytest.importorskip("transformers")
 
 
 @pytest.mark.parametrize("objective", ["masked", "diffusion", "hybrid"])
-def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
+def test_bidirectional_export_loads_as_masked_lm(cli, runs, tmp_path, objective):
     out = tmp_path / objective
-    hlm("export", "--run", runs[objective], "--out", out)
+    cli("export", "--run", runs[objective], "--out", out)
     path = out / "masked_lm" if objective == "hybrid" else out
     hf = transformers.AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True, dtype=torch.float32).eval()
     ours = load_run(runs[objective]).model
@@ -38,25 +38,25 @@ def test_bidirectional_export_loads_as_masked_lm(runs, tmp_path, objective):
         )
 
 
-def test_model_code_runs_only_when_asked(runs, tmp_path):
+def test_model_code_runs_only_when_asked(cli, runs, tmp_path):
     # a model folder whose configuration module writes a file when imported
     out = tmp_path / "m"
-    hlm("export", "--run", runs["masked"], "--out", out)
+    cli("export", "--run", runs["masked"], "--out", out)
     marker = tmp_path / "pwned"
     (out / "configuration_hybridlm.py").write_text(
         f"open({str(marker)!r}, 'w').write('x')\n" + (out / "configuration_hybridlm.py").read_text()
     )
     pairs = tmp_path / "p.jsonl"
     pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
-    proc = hlm("eval", "blimp", "--hf-model", out, "--data", pairs, check=False)
+    proc = cli("eval", "blimp", "--hf-model", out, "--data", pairs, check=False)
     assert_one_line_error(proc, "--trust-remote-code")
     assert not marker.exists()
-    hlm("eval", "blimp", "--hf-model", out, "--data", pairs, "--trust-remote-code")
+    cli("eval", "blimp", "--hf-model", out, "--data", pairs, "--trust-remote-code")
     assert marker.exists()  # the user asked: now it runs
 
 
-def test_export_refuses_to_overwrite(runs, tmp_path):
+def test_export_refuses_to_overwrite(cli, runs, tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    assert_one_line_error(hlm("export", "--run", runs["causal"], "--out", tmp_path / "x", check=False), "not empty")
+    assert_one_line_error(cli("export", "--run", runs["causal"], "--out", tmp_path / "x", check=False), "not empty")
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"

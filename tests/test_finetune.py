@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 from hybridlm.finetune import FinetuneConfig, RunClassifier, finetune
 from hybridlm.grammar import write_grammaticality
@@ -44,9 +44,9 @@ def test_pooling_follows_the_attention(runs):
     assert not RunClassifier(load_run(runs["hybrid"]), 2, 0.1).causal  # mixed attention: bidirectional, mean-pooled
 
 
-def test_finetune_cli_for_a_run_and_an_hf_export(runs, grammar_task, tmp_path):
+def test_finetune_cli_for_a_run_and_an_hf_export(cli, runs, grammar_task, tmp_path):
     out = tmp_path / "r.json"
-    hlm(
+    cli(
         "finetune",
         "--run",
         runs["causal"],
@@ -63,8 +63,8 @@ def test_finetune_cli_for_a_run_and_an_hf_export(runs, grammar_task, tmp_path):
     )
     saved = json.loads(out.read_text())
     assert saved["task"] == "grammar" and 0 <= saved["value"] <= 1
-    hlm("export", "--run", runs["causal"], "--out", tmp_path / "hf")
-    p = hlm(
+    cli("export", "--run", runs["causal"], "--out", tmp_path / "hf")
+    p = cli(
         "finetune",
         "--hf-model",
         tmp_path / "hf",
@@ -80,19 +80,19 @@ def test_finetune_cli_for_a_run_and_an_hf_export(runs, grammar_task, tmp_path):
     assert "best-epoch validation accuracy" in p.stdout
 
 
-def test_bad_fine_tuning_files_are_one_line(runs, tmp_path):
+def test_bad_fine_tuning_files_are_one_line(cli, runs, tmp_path):
     (tmp_path / "rte.train.jsonl").write_text(
         '{"sentence1": "a", "sentence2": "b", "label": 0}\n'
         '{"sentence1": "a", "sentence2": "b", "label": "entailment"}\n'
     )
     (tmp_path / "rte.valid.jsonl").write_text('{"sentence1": "a", "sentence2": "b", "label": 1}\n')
-    proc = hlm("finetune", "--run", runs["causal"], "--task", "rte", "--data", tmp_path, check=False)
+    proc = cli("finetune", "--run", runs["causal"], "--task", "rte", "--data", tmp_path, check=False)
     assert_one_line_error(proc, "rte.train.jsonl:2", "not an integer")
     assert_one_line_error(
-        hlm("finetune", "--run", runs["causal"], "--task", "cola", "--data", tmp_path, check=False), "unknown task"
+        cli("finetune", "--run", runs["causal"], "--task", "cola", "--data", tmp_path, check=False), "unknown task"
     )
     assert_one_line_error(
-        hlm("finetune", "--run", runs["causal"], "--task", "mrpc", "--data", tmp_path, check=False), "mrpc.train.jsonl"
+        cli("finetune", "--run", runs["causal"], "--task", "mrpc", "--data", tmp_path, check=False), "mrpc.train.jsonl"
     )
 
 

@@ -7,30 +7,13 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error, hlm, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hybridlm.cli import main
 from hybridlm.runs import RunDir
 
 TRAIN = ["--seq-len", "32", "--batch-size", "8", "--max-steps", "2", "--eval-interval", "0"]
-
-
-class Result:
-    def __init__(self, code, stderr):
-        self.returncode, self.stderr, self.stdout = code, stderr, ""
-
-
-def run_cli(capsys, *args) -> Result:
-    """The CLI in this process (fast): exit status and stderr, as a subprocess would give them."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return Result(code, capsys.readouterr().err)
 
 
 @pytest.fixture
@@ -241,12 +224,12 @@ def test_resume_from_another_working_directory(tmp_path, data_dir):
 
 
 # ---------------------------------------------------------------- finding 4: metrics history on a kill
-def test_a_kill_during_the_metrics_rewrite_keeps_the_history(tmp_path, data_dir, monkeypatch):
+def test_a_kill_during_the_metrics_rewrite_keeps_the_history(cli, tmp_path, data_dir, monkeypatch):
     from hybridlm import files
     from hybridlm.train import train
 
     run = tmp_path / "r"
-    hlm(
+    cli(
         "train",
         "--data",
         data_dir,
@@ -325,11 +308,11 @@ def test_a_folder_that_is_not_a_run_is_never_written(capsys, tmp_path, data_dir,
 
 
 # ---------------------------------------------------------------- finding 9: one trainer per run
-def test_a_run_is_locked_while_training(run_copy):
+def test_a_run_is_locked_while_training(cli, run_copy):
     with RunDir(run_copy).lock():
-        proc = hlm("train", "--out", run_copy, "--resume", "--max-steps", 31, check=False)
+        proc = cli("train", "--out", run_copy, "--resume", "--max-steps", 31, check=False)
     assert_one_line_error(proc, "another process")
-    hlm("train", "--out", run_copy, "--resume", "--max-steps", 31)  # the lock died with its holder
+    cli("train", "--out", run_copy, "--resume", "--max-steps", 31)  # the lock died with its holder
 
 
 # ---------------------------------------------------------------- finding 10: leftovers
@@ -443,12 +426,12 @@ def _snapshot(folder) -> dict:
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_divergence_keeps_a_finite_checkpoint_to_resume_from(tmp_path, data_dir, precision):
+def test_divergence_keeps_a_finite_checkpoint_to_resume_from(cli, tmp_path, data_dir, precision):
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
-    hlm("train", "--data", data_dir, "--out", run, "--max-steps", "20", "--precision", precision, *TR)
-    proc = hlm(
+    cli("train", "--data", data_dir, "--out", run, "--max-steps", "20", "--precision", precision, *TR)
+    proc = cli(
         "train",
         "--data",
         data_dir,
@@ -475,7 +458,7 @@ def test_divergence_keeps_a_finite_checkpoint_to_resume_from(tmp_path, data_dir,
         assert all(torch.isfinite(v).all() for v in load_file(str(path / "optimizer.safetensors")).values()), path
     latest = (run / "checkpoints" / "latest").read_text().strip()
     assert latest in proc.stderr
-    hlm(
+    cli(
         "train",
         "--data",
         data_dir,
@@ -492,7 +475,7 @@ def test_divergence_keeps_a_finite_checkpoint_to_resume_from(tmp_path, data_dir,
     )
 
 
-def test_non_finite_weights_are_refused_by_eval_generate_and_export(run_copy, tmp_path):
+def test_non_finite_weights_are_refused_by_eval_generate_and_export(cli, run_copy, tmp_path):
     from safetensors.torch import load_file, save_file
 
     latest = run_copy / "checkpoints" / (run_copy / "checkpoints" / "latest").read_text().strip()
@@ -506,11 +489,11 @@ def test_non_finite_weights_are_refused_by_eval_generate_and_export(run_copy, tm
         ["generate", "--run", run_copy, "--prompt", "the"],
         ["export", "--run", run_copy, "--out", tmp_path / "hf"],
     ):
-        assert_one_line_error(hlm(*args, check=False), "non-finite")
+        assert_one_line_error(cli(*args, check=False), "non-finite")
     assert not (tmp_path / "hf").exists()
 
 
-def test_outputs_never_land_on_inputs(run_copy, data_dir, corpus, tmp_path):
+def test_outputs_never_land_on_inputs(cli, run_copy, data_dir, corpus, tmp_path):
     pairs = tmp_path / "p.jsonl"
     pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
     data = tmp_path / "data"
@@ -541,17 +524,19 @@ def test_outputs_never_land_on_inputs(run_copy, data_dir, corpus, tmp_path):
         ),
     ]
     for args, needle in cases:
-        assert_one_line_error(hlm(*args, check=False), needle)
+        assert_one_line_error(cli(*args, check=False), needle)
     assert _snapshot(run_copy) == before_run and _snapshot(data) == before_data
     tok = tmp_path / "tok"  # a tokenizer folder: an output never takes the name of its files
     shutil.copytree(data_dir, tok, ignore=lambda d, names: [n for n in names if n != "tokenizer.json"])
     assert_one_line_error(
-        hlm("eval", "blimp", "--run", run_copy, "--data", pairs, "--json", tok / "tokenizer.json", check=False),
+        cli("eval", "blimp", "--run", run_copy, "--data", pairs, "--json", tok / "tokenizer.json", check=False),
         "would replace",
     )
 
 
-def test_no_write_follows_a_link_planted_in_data_report_or_run(run_copy, data_dir, tokenizer_dir, corpus, tmp_path):
+def test_no_write_follows_a_link_planted_in_data_report_or_run(
+    cli, run_copy, data_dir, tokenizer_dir, corpus, tmp_path
+):
     victim = tmp_path / "victim.bin"
     victim.write_bytes(b"keep me")
     data = tmp_path / "data"
@@ -559,18 +544,18 @@ def test_no_write_follows_a_link_planted_in_data_report_or_run(run_copy, data_di
     (data / "train_000.bin").unlink()
     (data / "train_000.bin").symlink_to(victim)
     assert_one_line_error(
-        hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force", check=False),
+        cli("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force", check=False),
         "symbolic link",
     )
     report = tmp_path / "report"
     report.mkdir()
     (report / "loss.png").symlink_to(victim)
-    assert_one_line_error(hlm("report", run_copy, "--out", report, "--no-samples", check=False), "symbolic link")
+    assert_one_line_error(cli("report", run_copy, "--out", report, "--no-samples", check=False), "symbolic link")
     elsewhere = tmp_path / "elsewhere"
     shutil.move(run_copy / "checkpoints", elsewhere)
     (run_copy / "checkpoints").symlink_to(elsewhere)
     before = _snapshot(elsewhere)
-    proc = hlm("train", "--out", run_copy, "--resume", "--max-steps", "40", check=False)
+    proc = cli("train", "--out", run_copy, "--resume", "--max-steps", "40", check=False)
     assert_one_line_error(proc, "symbolic link")
     assert victim.read_bytes() == b"keep me" and _snapshot(elsewhere) == before
 
@@ -664,17 +649,17 @@ def test_report_skips_bad_result_rows_and_escapes_what_it_quotes(run_copy, tmp_p
     assert "- **" not in page and "<p><b>run</b>: " in page  # the sample is HTML, not Markdown source
 
 
-def test_prepare_force_never_rewrites_data_a_run_is_reading(data_dir, tokenizer_dir, corpus, tmp_path):
+def test_prepare_force_never_rewrites_data_a_run_is_reading(cli, data_dir, tokenizer_dir, corpus, tmp_path):
     from hybridlm.files import data_lock
 
     data = tmp_path / "data"
     shutil.copytree(data_dir, data)
     before = _snapshot(data)
     with data_lock(data, exclusive=False):  # what every training process holds while it reads DATA
-        proc = hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force", check=False)
+        proc = cli("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force", check=False)
     assert_one_line_error(proc, "being read by a training run")
     assert _snapshot(data) == before
-    hlm("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force")  # once the run has ended
+    cli("prepare", "--input", corpus, "--tokenizer", tokenizer_dir, "--out", data, "--force")  # once the run has ended
 
 
 def test_folders_being_written_are_complete_or_absent(run_copy, corpus, tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ gives mean ± s.d. over seeds, marking differences the seeds do not support."""
 import json
 
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 from safetensors.torch import load_file
 
 from hybridlm.config import TrainConfig
@@ -20,25 +20,25 @@ def _weights(run):
     return load_file(str(run / "checkpoints" / "step_0000004" / "model.safetensors"))
 
 
-def test_seeds_make_one_run_each_and_the_report_groups_them(data_dir, tmp_path):
+def test_seeds_make_one_run_each_and_the_report_groups_them(cli, data_dir, tmp_path):
     for objective in ("causal", "diffusion"):
-        hlm("train", "--data", data_dir, "--out", tmp_path / objective, "--objective", objective, *TINY,
+        cli("train", "--data", data_dir, "--out", tmp_path / objective, "--objective", objective, *TINY,
             "--seeds", "1,2")  # fmt: skip
     runs = [tmp_path / o / f"seed_{s}" for o in ("causal", "diffusion") for s in (1, 2)]
     assert [json.loads((r / "config.json").read_text())["seed"] for r in runs[:2]] == [1, 2]
     a, b = _weights(runs[0]), _weights(runs[1])
     assert any(not torch.equal(a[k], b[k]) for k in a)  # other seeds, other runs
     # the report: one row per group, mean ± s.d. over its seeds, and the plot
-    hlm("report", *runs, "--out", tmp_path / "rep", "--group-by", "objective", "--no-samples")
+    cli("report", *runs, "--out", tmp_path / "rep", "--group-by", "objective", "--no-samples")
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| objective=causal | 2 |" in text and "| objective=diffusion | 2 |" in text and "±" in text
     assert (tmp_path / "rep" / "seeds.png").read_bytes()[:4] == b"\x89PNG"
-    assert_one_line_error(hlm("report", *runs, "--out", tmp_path / "r2", "--group-by", "colour", check=False), "colour")
+    assert_one_line_error(cli("report", *runs, "--out", tmp_path / "r2", "--group-by", "colour", check=False), "colour")
     # resume: every seed's run continues
-    hlm("train", "--out", tmp_path / "causal", "--seeds", "1,2", "--resume", "--max-steps", 5)
+    cli("train", "--out", tmp_path / "causal", "--seeds", "1,2", "--resume", "--max-steps", 5)
     assert all(json.loads((tmp_path / "causal" / f"seed_{s}" / "config.json").read_text())["max_steps"] == 5
                for s in (1, 2))  # fmt: skip
-    assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--seeds", "1,1", check=False),
+    assert_one_line_error(cli("train", "--data", data_dir, "--out", tmp_path / "x", "--seeds", "1,1", check=False),
                           "--seeds")  # fmt: skip
 
 

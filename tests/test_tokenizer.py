@@ -1,5 +1,5 @@
 import pytest
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
@@ -34,7 +34,7 @@ def test_wordpiece_option(tmp_path, corpus):
     assert "cat" in tok.decode(tok.encode("the cat sleeps").ids)
 
 
-def test_bad_inputs(tmp_path):
+def test_bad_inputs(cli, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     latin = tmp_path / "latin.txt"
@@ -44,7 +44,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(UserError, match="not UTF-8"):
         train_tokenizer([latin], 300, tmp_path / "o")
     assert_one_line_error(
-        hlm(
+        cli(
             "tokenizer",
             "train",
             "--input",
@@ -58,7 +58,7 @@ def test_bad_inputs(tmp_path):
         "not found",
     )
     assert_one_line_error(
-        hlm("tokenizer", "train", "--input", latin, "--vocab-size", 300, "--out", tmp_path / "o", check=False),
+        cli("tokenizer", "train", "--input", latin, "--vocab-size", 300, "--out", tmp_path / "o", check=False),
         "latin.txt:1",
         "UTF-8",
     )

@@ -104,57 +104,57 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed run's weights are bit-identical
 
 
-def test_existing_run_is_never_overwritten(tmp_path, data_dir):
+def test_existing_run_is_never_overwritten(cli, tmp_path, data_dir):
     cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=2, **FAST)
     train(cfg, quiet=True)
     before = (tmp_path / "r" / "checkpoints" / "step_0000002" / "model.safetensors").read_bytes()
-    proc = hlm("train", "--data", data_dir, "--out", tmp_path / "r", "--max-steps", 2, check=False)
+    proc = cli("train", "--data", data_dir, "--out", tmp_path / "r", "--max-steps", 2, check=False)
     assert_one_line_error(proc, "already holds a run", "--resume")
     assert (tmp_path / "r" / "checkpoints" / "step_0000002" / "model.safetensors").read_bytes() == before
 
 
-def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, data_dir):
+def test_corrupt_checkpoint_gives_a_clear_error(cli, tmp_path, data_dir):
     cfg = TrainConfig(
         data=str(data_dir), out=str(tmp_path / "r"), max_steps=4, checkpoint_interval=2, keep_checkpoints=3, **FAST
     )
     train(cfg, quiet=True)
     f = tmp_path / "r" / "checkpoints" / "step_0000004" / "model.safetensors"
     f.write_bytes(f.read_bytes()[:50])
-    proc = hlm("train", "--out", tmp_path / "r", "--resume", "--max-steps", 6, check=False)
+    proc = cli("train", "--out", tmp_path / "r", "--resume", "--max-steps", 6, check=False)
     assert_one_line_error(proc, "corrupt", "step_0000002")
     assert (tmp_path / "r" / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
 
 
-def test_bad_arguments_are_one_line_errors(tmp_path, data_dir):
+def test_bad_arguments_are_one_line_errors(cli, tmp_path, data_dir):
     assert_one_line_error(
-        hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--objective", "gpt", check=False),
+        cli("train", "--data", data_dir, "--out", tmp_path / "x", "--objective", "gpt", check=False),
         "unknown objective",
         "causal",
     )
     assert_one_line_error(
-        hlm("train", "--data", data_dir, "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown preset"
+        cli("train", "--data", data_dir, "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown preset"
     )
     assert_one_line_error(
-        hlm("train", "--data", tmp_path / "none", "--out", tmp_path / "x", check=False), "hlm prepare"
+        cli("train", "--data", tmp_path / "none", "--out", tmp_path / "x", check=False), "hlm prepare"
     )
-    assert_one_line_error(hlm("train", "--out", tmp_path / "nothing", "--resume", check=False), "nothing to resume")
+    assert_one_line_error(cli("train", "--out", tmp_path / "nothing", "--resume", check=False), "nothing to resume")
 
 
-def test_config_file_typo_names_the_closest_key(tmp_path, data_dir):
+def test_config_file_typo_names_the_closest_key(cli, tmp_path, data_dir):
     f = tmp_path / "c.toml"
     f.write_text('objective = "masked"\nmask_ratio_strat = 0.3\n')
     with pytest.raises(UserError, match="mask_ratio_strat.*did you mean 'mask_ratio_start'"):
         load_config(f)
-    proc = hlm("train", "--config", f, "--data", data_dir, "--out", tmp_path / "x", check=False)
+    proc = cli("train", "--config", f, "--data", data_dir, "--out", tmp_path / "x", check=False)
     assert_one_line_error(proc, "mask_ratio_strat", "mask_ratio_start")
     with pytest.raises(UserError, match="must be a int"):
         merge_config({"max_steps": "ten"})
 
 
-def test_config_file_and_flags_are_resolved_into_the_run(tmp_path, data_dir):
+def test_config_file_and_flags_are_resolved_into_the_run(cli, tmp_path, data_dir):
     f = tmp_path / "c.toml"
     f.write_text('objective = "masked"\nseq_len = 32\nbatch_size = 8\nmax_steps = 3\nlr = 0.01\n[model]\nn_layer = 1\n')
-    hlm("train", "--config", f, "--data", data_dir, "--out", tmp_path / "r", "--max-steps", 2)
+    cli("train", "--config", f, "--data", data_dir, "--out", tmp_path / "r", "--max-steps", 2)
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["objective"] == "masked" and saved["max_steps"] == 2 and saved["model"] == {"n_layer": 1}
 
@@ -187,10 +187,10 @@ def test_lr_schedule_warmup_cosine_cooldown():
     assert lr_at(80, cfg) == pytest.approx(0.1) and lr_at(99, cfg) == pytest.approx(0.1 / 20)
 
 
-def test_tensorboard_and_yaml_config(tmp_path, data_dir):
+def test_tensorboard_and_yaml_config(cli, tmp_path, data_dir):
     f = tmp_path / "c.yaml"
     f.write_text("objective: causal\nmax_steps: 3\nseq_len: 32\nbatch_size: 8\nlog: [tensorboard]\neval_interval: 3\n")
-    hlm("train", "--config", f, "--data", data_dir, "--out", tmp_path / "r")
+    cli("train", "--config", f, "--data", data_dir, "--out", tmp_path / "r")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
@@ -200,9 +200,9 @@ def test_tensorboard_and_yaml_config(tmp_path, data_dir):
 
 
 # ---------------------------------------------------------------- resume honours what the user typed
-def test_resume_extends_a_finished_run_even_to_the_default_length(tmp_path, data_dir):
+def test_resume_extends_a_finished_run_even_to_the_default_length(cli, tmp_path, data_dir):
     run = tmp_path / "r"
-    hlm(
+    cli(
         "train",
         "--data",
         data_dir,
@@ -218,15 +218,15 @@ def test_resume_extends_a_finished_run_even_to_the_default_length(tmp_path, data
         0,
     )
     # 1000 is TrainConfig's default max_steps: an explicit flag equal to a default is still applied
-    hlm("train", "--out", run, "--resume", "--max-steps", 1000, "--log-interval", 500, "--checkpoint-interval", 1000)
+    cli("train", "--out", run, "--resume", "--max-steps", 1000, "--log-interval", 500, "--checkpoint-interval", 1000)
     assert json.loads((run / "config.json").read_text())["max_steps"] == 1000
     assert (run / "checkpoints" / "step_0001000").is_dir()
     assert max(_losses(run)) == 1000
 
 
-def test_resume_refuses_another_objective_even_the_default_one(tmp_path, data_dir):
+def test_resume_refuses_another_objective_even_the_default_one(cli, tmp_path, data_dir):
     run = tmp_path / "r"
-    hlm(
+    cli(
         "train",
         "--data",
         data_dir,
@@ -241,11 +241,11 @@ def test_resume_refuses_another_objective_even_the_default_one(tmp_path, data_di
         "--batch-size",
         8,
     )
-    proc = hlm("train", "--out", run, "--resume", "--objective", "causal", "--max-steps", 4, check=False)
+    proc = cli("train", "--out", run, "--resume", "--objective", "causal", "--max-steps", 4, check=False)
     assert_one_line_error(proc, "objective='causal'", "'hybrid'")
-    proc = hlm("train", "--out", run, "--resume", "--seq-len", 128, check=False)  # 128 is the default seq_len
+    proc = cli("train", "--out", run, "--resume", "--seq-len", 128, check=False)  # 128 is the default seq_len
     assert_one_line_error(proc, "seq_len", "new --out")
-    hlm("train", "--out", run, "--resume", "--objective", "hybrid", "--max-steps", 4)  # the same value is fine
+    cli("train", "--out", run, "--resume", "--objective", "hybrid", "--max-steps", 4)  # the same value is fine
 
 
 def test_resume_trains_the_folder_given_not_the_one_saved(tmp_path, data_dir):
@@ -354,7 +354,7 @@ def test_checkpoints_load_without_pickle(tmp_path, data_dir, monkeypatch):
     assert (tmp_path / "r" / "checkpoints" / "step_0000003").is_dir()
 
 
-def test_a_crafted_rng_pickle_never_runs(tmp_path, data_dir):
+def test_a_crafted_rng_pickle_never_runs(cli, tmp_path, data_dir):
     cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), max_steps=2, **FAST)
     train(cfg, quiet=True)
     ckpt = tmp_path / "r" / "checkpoints" / "step_0000002"
@@ -366,7 +366,7 @@ def test_a_crafted_rng_pickle_never_runs(tmp_path, data_dir):
 
     torch.save(Payload(), ckpt / "rng.pt")  # a checkpoint in the old pickle layout, crafted
     (ckpt / "rng.json").unlink()
-    proc = hlm("train", "--out", tmp_path / "r", "--resume", "--max-steps", 3, check=False)
+    proc = cli("train", "--out", tmp_path / "r", "--resume", "--max-steps", 3, check=False)
     assert_one_line_error(proc, "pickle")
     assert not marker.exists()
 
@@ -459,7 +459,7 @@ def test_batches_prepared_ahead_are_the_batches_of_their_steps(tmp_path, data_di
             assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.loss_weights, b.loss_weights)
 
 
-def test_attention_backend_and_compile_follow_the_device(tmp_path, data_dir):
+def test_attention_backend_and_compile_follow_the_device(cli, tmp_path, data_dir):
     from hybridlm.train import attention_backend
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
@@ -467,18 +467,18 @@ def test_attention_backend_and_compile_follow_the_device(tmp_path, data_dir):
     assert attention_backend(TrainConfig(), cuda, compiled=False) == "sdpa"  # eager FlexAttention is a slow reference
     assert attention_backend(TrainConfig(), cpu, compiled=True) == "sdpa"
     assert attention_backend(TrainConfig(attention="sdpa"), cuda, compiled=True) == "sdpa"
-    proc = hlm(
+    proc = cli(
         "train", "--data", data_dir, "--out", tmp_path / "f", "--attention", "flex", "--device", "cpu", check=False
     )
     assert_one_line_error(proc, "--attention flex", "CUDA only")
     assert not (tmp_path / "f").exists()
     assert_one_line_error(
-        hlm("train", "--data", data_dir, "--out", tmp_path / "g", "--attention", "fast", check=False),
+        cli("train", "--data", data_dir, "--out", tmp_path / "g", "--attention", "fast", check=False),
         "unknown attention",
     )
 
 
-def test_a_run_saved_before_objectives_owned_their_options_resumes(tmp_path, data_dir):
+def test_a_run_saved_before_objectives_owned_their_options_resumes(cli, tmp_path, data_dir):
     """Run folders from before the redesign hold every objective's keys in config.json (and old hlm
     accepted any of them): they resume, keep their own options, and a changed own option is refused."""
     run = tmp_path / "r"
@@ -503,7 +503,7 @@ def test_a_run_saved_before_objectives_owned_their_options_resumes(tmp_path, dat
         "prefix_max": 0.9,
     }
     (run / "config.json").write_text(json.dumps(old))
-    hlm("train", "--out", run, "--resume", "--max-steps", 4)
+    cli("train", "--out", run, "--resume", "--max-steps", 4)
     resumed = json.loads((run / "config.json").read_text())
     assert resumed["max_span"] == 4 and resumed["max_steps"] == 4 and "prefix_min" not in resumed
-    assert_one_line_error(hlm("train", "--out", run, "--resume", "--max-span", 3, check=False), "max_span")
+    assert_one_line_error(cli("train", "--out", run, "--resume", "--max-span", 3, check=False), "max_span")

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 from safetensors.torch import load_file
 
 from hybridlm.config import TrainConfig
@@ -51,17 +51,17 @@ def test_a_warm_start_begins_exactly_where_its_source_ended(source, data_dir, tm
     assert saved["init_from"] == f"{source.resolve()}:step_0000020"  # recorded as the weights it means
 
 
-def test_any_objective_warm_starts_and_the_anneal_runs(source, data_dir, tmp_path):
+def test_any_objective_warm_starts_and_the_anneal_runs(cli, source, data_dir, tmp_path):
     out = tmp_path / "diffusion"
-    hlm("train", "--data", data_dir, "--out", out, "--objective", "diffusion", "--init-from", f"{source}:step_0000020",
+    cli("train", "--data", data_dir, "--out", out, "--objective", "diffusion", "--init-from", f"{source}:step_0000020",
         "--attention-anneal-steps", 3, "--max-steps", 4, "--seq-len", 32, "--batch-size", 8, "--eval-interval", 4,
         "--eval-batches", 2)  # fmt: skip
     records = _records(out)
     assert records[0]["step"] == 0 and "val_bpb" in records[0]
     # the run's identity: another source or anneal on --resume is refused
-    proc = hlm("train", "--out", out, "--resume", "--attention-anneal-steps", 5, "--max-steps", 6, check=False)
+    proc = cli("train", "--out", out, "--resume", "--attention-anneal-steps", 5, "--max-steps", 6, check=False)
     assert_one_line_error(proc, "attention_anneal_steps")
-    hlm("train", "--out", out, "--resume", "--init-from", f"{source}:step_0000020", "--max-steps", 5)
+    cli("train", "--out", out, "--resume", "--init-from", f"{source}:step_0000020", "--max-steps", 5)
 
 
 def test_the_annealed_mask_is_causal_at_first_and_full_after_n_steps():
@@ -79,22 +79,22 @@ def test_the_annealed_mask_is_causal_at_first_and_full_after_n_steps():
     assert full is None and flag is False
 
 
-def test_a_source_that_does_not_fit_is_refused_before_anything_is_written(source, data_dir, tmp_path, corpus):
+def test_a_source_that_does_not_fit_is_refused_before_anything_is_written(cli, source, data_dir, tmp_path, corpus):
     base = ("train", "--data", data_dir, "--seq-len", 32, "--batch-size", 8, "--max-steps", 2)
     out = tmp_path / "new"
-    assert_one_line_error(hlm(*base, "--out", out, "--init-from", tmp_path, check=False), "not a hybridlm run")
-    proc = hlm(*base, "--out", out, "--init-from", source, "--model", '{"n_layer": 3}', check=False)
+    assert_one_line_error(cli(*base, "--out", out, "--init-from", tmp_path, check=False), "not a hybridlm run")
+    proc = cli(*base, "--out", out, "--init-from", source, "--model", '{"n_layer": 3}', check=False)
     assert_one_line_error(proc, "another shape")
-    proc = hlm(*base, "--out", out, "--init-from", f"{source}:step_0000099", check=False)
+    proc = cli(*base, "--out", out, "--init-from", f"{source}:step_0000099", check=False)
     assert_one_line_error(proc, "step_0000099")
     train_tokenizer([corpus], vocab_size=300, out_dir=tmp_path / "tok")
     prepare([corpus], tmp_path / "tok", tmp_path / "other", val_fraction=0.05)
-    proc = hlm("train", "--data", tmp_path / "other", "--out", out, "--init-from", source, check=False)
+    proc = cli("train", "--data", tmp_path / "other", "--out", out, "--init-from", source, check=False)
     assert_one_line_error(proc, "another tokenizer")
     assert not out.exists()
 
 
-def test_a_warm_started_run_resumes_exactly(source, data_dir, tmp_path):
+def test_a_warm_started_run_resumes_exactly(cli, source, data_dir, tmp_path):
     whole = tmp_path / "whole"
     cfg = TrainConfig(data=str(data_dir), out=str(whole), objective="mntp", max_steps=4, eval_interval=0,
                       checkpoint_interval=2, keep_checkpoints=4, init_from=str(source), **TINY)  # fmt: skip
@@ -103,7 +103,7 @@ def test_a_warm_started_run_resumes_exactly(source, data_dir, tmp_path):
     shutil.copytree(whole, cut)
     shutil.rmtree(cut / "checkpoints" / "step_0000004")
     (cut / "checkpoints" / "latest").write_text("step_0000002\n")
-    hlm("train", "--out", cut, "--resume")
+    cli("train", "--out", cut, "--resume")
     a, b = (load_file(str(r / "checkpoints" / "step_0000004" / "model.safetensors")) for r in (whole, cut))
     assert all(torch.equal(a[k], b[k]) for k in a)
     losses = [[r["loss"] for r in _records(run) if "loss" in r] for run in (whole, cut)]

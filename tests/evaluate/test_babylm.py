@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, assert_one_line_error, hlm
+from conftest import SHARED, assert_one_line_error
 from test_scoring import SHAPE, FakeLM, _tiny_hf_model
 
 from hybridlm.evaluate.babylm import evaluate_babylm, r2_gain, spearman
@@ -107,7 +107,7 @@ def small_fast_eval(tmp_path_factory):
     return out
 
 
-def test_every_task_runs_for_every_objective_and_an_hf_model(runs, small_fast_eval, hf_causal, tmp_path):
+def test_every_task_runs_for_every_objective_and_an_hf_model(cli, runs, small_fast_eval, hf_causal, tmp_path):
     for objective in ("causal", "masked", "hybrid", "diffusion"):
         result = evaluate_babylm(RunLM(runs[objective]), small_fast_eval)
         assert set(result["tasks"]) == {
@@ -124,7 +124,7 @@ def test_every_task_runs_for_every_objective_and_an_hf_model(runs, small_fast_ev
                 assert 0 <= r["value"] <= 1 and r["n"] > 0 and r["ties"] >= 0
         assert set(result["tasks"]["entity_tracking"]["subsets"]) >= {"regular"}
     out = tmp_path / "hf.json"
-    hlm(
+    cli(
         "eval",
         "babylm",
         "--hf-model",
@@ -146,37 +146,37 @@ def test_every_task_runs_for_every_objective_and_an_hf_model(runs, small_fast_ev
         assert set(r) >= {"metric", "value", "n", "ties", "subsets"}
 
 
-def test_results_are_kept_in_the_run_and_reported(runs, small_fast_eval, tmp_path):
+def test_results_are_kept_in_the_run_and_reported(cli, runs, small_fast_eval, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(runs["hybrid"], run)
-    hlm("eval", "babylm", "--run", run, "--data", small_fast_eval, "--tasks", "blimp,wug_adj")
+    cli("eval", "babylm", "--run", run, "--data", small_fast_eval, "--tasks", "blimp,wug_adj")
     assert json.loads((run / "eval" / "babylm-mntp.json").read_text())["scorer"] == "mntp"
-    hlm("report", run, "--out", tmp_path / "rep", "--no-samples")
+    cli("report", run, "--out", tmp_path / "rep", "--no-samples")
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| run | mntp | hlm | blimp | accuracy |" in text and (tmp_path / "rep" / "babylm.png").is_file()
 
 
-def test_bad_task_data_is_one_line_naming_file_and_line(runs, tmp_path):
+def test_bad_task_data_is_one_line_naming_file_and_line(cli, runs, tmp_path):
     bad = tmp_path / "bad"
     (bad / "ewok_filtered").mkdir(parents=True)
     (bad / "ewok_filtered" / "agents.jsonl").write_text('{"Context1": "a", "Target1": "b", "Domain": "d"}\n')
     assert_one_line_error(
-        hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, check=False), "agents.jsonl:1", "Target2"
+        cli("eval", "babylm", "--run", runs["causal"], "--data", bad, check=False), "agents.jsonl:1", "Target2"
     )
     (bad / "ewok_filtered" / "agents.jsonl").write_text("\n")
-    assert_one_line_error(hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, check=False), "no items")
+    assert_one_line_error(cli("eval", "babylm", "--run", runs["causal"], "--data", bad, check=False), "no items")
     (tmp_path / "other").mkdir()
     assert_one_line_error(
-        hlm("eval", "babylm", "--run", runs["causal"], "--data", tmp_path / "other", check=False),
+        cli("eval", "babylm", "--run", runs["causal"], "--data", tmp_path / "other", check=False),
         "no BabyLM task folders",
     )
     assert_one_line_error(
-        hlm("eval", "babylm", "--run", runs["causal"], "--data", bad, "--tasks", "glue", check=False), "unknown task"
+        cli("eval", "babylm", "--run", runs["causal"], "--data", bad, "--tasks", "glue", check=False), "unknown task"
     )
 
 
-def test_exports_add_bos_so_the_official_convention_scores_like_hlm(runs, small_fast_eval, tmp_path):
-    hlm("export", "--run", runs["causal"], "--out", tmp_path / "hf")
+def test_exports_add_bos_so_the_official_convention_scores_like_hlm(cli, runs, small_fast_eval, tmp_path):
+    cli("export", "--run", runs["causal"], "--out", tmp_path / "hf")
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert tok("the cat sleeps .")["input_ids"][0] == 1  # <s>, as every training document began
     lm = HFLM(tmp_path / "hf")

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import SHARED, assert_one_line_error, hlm
+from conftest import SHARED, assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
@@ -53,7 +53,7 @@ def test_limit_and_directory_loading(tmp_path):
     assert len(pairs) == 6 * 3 and len({p["UID"] for p in pairs}) == 6
 
 
-def test_bad_files_name_file_and_line(tmp_path):
+def test_bad_files_name_file_and_line(cli, tmp_path):
     f = _write(tmp_path / "x.jsonl", [{"sentence_good": "a b", "sentence_bad": "b a"}, {"sentence_good": "only"}])
     with pytest.raises(UserError, match=r"x.jsonl:2: missing field 'sentence_bad'"):
         load_pairs([f])
@@ -63,7 +63,7 @@ def test_bad_files_name_file_and_line(tmp_path):
     (tmp_path / "broken.jsonl").write_text("{not json\n")
     with pytest.raises(UserError, match="broken.jsonl:1: not valid JSON"):
         load_pairs([tmp_path / "broken.jsonl"])
-    proc = hlm("eval", "blimp", "--run", tmp_path, "--data", f, check=False)
+    proc = cli("eval", "blimp", "--run", tmp_path, "--data", f, check=False)
     assert_one_line_error(proc)
 
 

@@ -299,14 +299,14 @@ def test_official_convention_on_an_hf_model_without_bos(tmp_path, data, models):
         _check(task, ours["tasks"][task], official[task])
 
 
-def test_an_mntp_export_from_before_the_fix_is_refused_with_what_to_do(models, tmp_path):
+def test_an_mntp_export_from_before_the_fix_is_refused_with_what_to_do(cli, models, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(models["hybrid"][1], old)
     config = json.loads((old / "masked_lm" / "config.json").read_text())
     (old / "masked_lm" / "config.json").write_text(json.dumps({**config, "mntp_shift": True}))
     pairs = tmp_path / "p.jsonl"
     pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
-    proc = hlm("eval", "blimp", "--hf-model", old / "masked_lm", "--trust-remote-code", "--data", pairs, check=False)
+    proc = cli("eval", "blimp", "--hf-model", old / "masked_lm", "--trust-remote-code", "--data", pairs, check=False)
     assert_one_line_error(proc, "export the run again", f"--run {models['hybrid'][0]}")
 
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM
@@ -53,10 +53,10 @@ def test_every_objective_has_a_perplexity(runs, corpus, tmp_path):
                 assert 1 < r[kind]["perplexity"] < 320 * 1.5, (obj, kind, r[kind])
 
 
-def test_export_matches_transformers_logits_and_scores(runs, tmp_path):
+def test_export_matches_transformers_logits_and_scores(cli, runs, tmp_path):
     for objective in ("causal", "hybrid"):
         out = tmp_path / objective
-        hlm("export", "--run", runs[objective], "--out", out)
+        cli("export", "--run", runs[objective], "--out", out)
         hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         ours = load_run(runs[objective]).model
         ids = torch.randint(5, 320, (2, 20))
@@ -70,20 +70,20 @@ def test_export_matches_transformers_logits_and_scores(runs, tmp_path):
     assert via_run == pytest.approx(via_hf, abs=1e-4)
 
 
-def test_blimp_cli_same_pairs_through_run_and_hf(runs, tmp_path):
+def test_blimp_cli_same_pairs_through_run_and_hf(cli, runs, tmp_path):
     pairs = write_minimal_pairs(tmp_path / "pairs", n_per_paradigm=5)
-    hlm("export", "--run", runs["causal"], "--out", tmp_path / "hf")
-    hlm("eval", "blimp", "--run", runs["causal"], "--data", pairs, "--json", tmp_path / "a.json", "--keep-pairs")
-    hlm("eval", "blimp", "--hf-model", tmp_path / "hf", "--data", pairs, "--json", tmp_path / "b.json", "--keep-pairs")
+    cli("export", "--run", runs["causal"], "--out", tmp_path / "hf")
+    cli("eval", "blimp", "--run", runs["causal"], "--data", pairs, "--json", tmp_path / "a.json", "--keep-pairs")
+    cli("eval", "blimp", "--hf-model", tmp_path / "hf", "--data", pairs, "--json", tmp_path / "b.json", "--keep-pairs")
     a, b = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "b.json").read_text())
     assert set(a) >= {"macro_accuracy", "paradigms", "fields", "scorer", "model"} and len(a["paradigms"]) == 6
     assert a["macro_accuracy"] == b["macro_accuracy"]
     for x, y in zip(a["pairs"], b["pairs"]):
         assert x["good"] == pytest.approx(y["good"], abs=1e-4) and x["bad"] == pytest.approx(y["bad"], abs=1e-4)
     for obj in ("masked", "hybrid", "diffusion"):
-        hlm("eval", "blimp", "--run", runs[obj], "--data", pairs, "--limit", 2)
+        cli("eval", "blimp", "--run", runs[obj], "--data", pairs, "--limit", 2)
     assert_one_line_error(
-        hlm("eval", "blimp", "--run", runs["masked"], "--data", pairs, "--scorer", "causal", check=False),
+        cli("eval", "blimp", "--run", runs["masked"], "--data", pairs, "--scorer", "causal", check=False),
         "supports pll",
     )
 
@@ -95,7 +95,7 @@ def test_kv_cache_generation_equals_full_recompute(runs):
     assert a == b and len(a) > 0
 
 
-def test_generation_and_infill_per_objective(runs):
+def test_generation_and_infill_per_objective(cli, runs):
     for obj in ("causal", "hybrid", "diffusion"):
         assert isinstance(generate_text(load_run(runs[obj]), "the cat", max_new_tokens=8, steps=4, seed=1), str)
     with pytest.raises(UserError, match="infill"):
@@ -105,7 +105,7 @@ def test_generation_and_infill_per_objective(runs):
         assert "<mask>" not in out and out.startswith("the")
     with pytest.raises(UserError, match="cannot fill"):
         infill_text(load_run(runs["causal"]), "the <mask> .")
-    p = hlm(
+    p = cli(
         "generate",
         "--run",
         runs["causal"],
@@ -121,7 +121,7 @@ def test_generation_and_infill_per_objective(runs):
         0.05,
     )
     assert p.stdout.startswith("the")
-    p = hlm("infill", "--run", runs["diffusion"], "--text", "the <mask> sleeps .", "--span", 3)
+    p = cli("infill", "--run", runs["diffusion"], "--text", "the <mask> sleeps .", "--span", 3)
     assert "<mask>" not in p.stdout
 
 

@@ -99,7 +99,7 @@ TINY = [
 ]
 
 
-def test_an_objective_with_options_needs_no_edit_in_the_package(registered, tmp_path, data_dir, capsys):
+def test_an_objective_with_options_needs_no_edit_in_the_package(cli, registered, tmp_path, data_dir, capsys):
     # trains from flags: its options are flags of hlm train, and land in the run's config
     flags = tmp_path / "flags"
     code, out, err = _hlm(

@@ -81,19 +81,19 @@ def test_a_student_distils_from_teacher_runs(runs, data_dir, tmp_path):
     assert any("val_bpb" in r for r in rows)
 
 
-def test_a_teacher_on_another_tokenizer_is_refused(runs, tmp_path, corpus):
+def test_a_teacher_on_another_tokenizer_is_refused(cli, runs, tmp_path, corpus):
     from hybridlm.data import prepare
     from hybridlm.tokenizer import train_tokenizer
 
     train_tokenizer([corpus], vocab_size=400, out_dir=tmp_path / "tok")
     prepare([corpus], tmp_path / "tok", tmp_path / "data", val_fraction=0.05)
-    proc = hlm(
+    proc = cli(
         "train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", runs["causal"], check=False
     )
     assert_one_line_error(proc, "another tokenizer")
     assert not (tmp_path / "s").exists()
     assert_one_line_error(
-        hlm("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", tmp_path, check=False),
+        cli("train", "--data", tmp_path / "data", "--out", tmp_path / "s", "--distill-from", tmp_path, check=False),
         "neither a hybridlm run nor a Hugging Face model",
     )
 
@@ -127,7 +127,7 @@ def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(runs, data_d
     assert (hf.teacher_probs(unmasked, select, None) - p_hf).abs().max() > 1e-3
 
 
-def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(runs, data_dir, tmp_path):
+def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(cli, runs, data_dir, tmp_path):
     from safetensors.torch import load_file
 
     from hybridlm.export import export_run
@@ -149,12 +149,12 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
         "--eval-interval",
         0,
     )
-    hlm("train", *common, "--out", tmp_path / "student", "--distill-from", hf)
+    cli("train", *common, "--out", tmp_path / "student", "--distill-from", hf)
     rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     assert [r["kl"] > 0 for r in rows if "loss" in r] == [True, True]
     # a masked student cannot read a causal LM's predictions
     assert_one_line_error(
-        hlm("train", *common, "--out", tmp_path / "m", "--objective", "masked", "--distill-from", hf, check=False),
+        cli("train", *common, "--out", tmp_path / "m", "--objective", "masked", "--distill-from", hf, check=False),
         "Hugging Face causal LM",
         "bidirectional",
     )
@@ -166,7 +166,7 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
     tok["model"]["vocab"]["zz" + word] = tok["model"]["vocab"].pop(word)
     (other / "tokenizer.json").write_text(json.dumps(tok))
     assert_one_line_error(
-        hlm("train", *common, "--out", tmp_path / "o", "--distill-from", other, check=False), "another vocabulary"
+        cli("train", *common, "--out", tmp_path / "o", "--distill-from", other, check=False), "another vocabulary"
     )
     # pickled weights only: refused, never unpickled
     pickled = tmp_path / "pickled"
@@ -174,13 +174,13 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
     torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
     assert_one_line_error(
-        hlm("train", *common, "--out", tmp_path / "p", "--distill-from", pickled, check=False), ".safetensors"
+        cli("train", *common, "--out", tmp_path / "p", "--distill-from", pickled, check=False), ".safetensors"
     )
     # a masked LM folder is no causal teacher
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
     assert_one_line_error(
-        hlm("train", *common, "--out", tmp_path / "b", "--distill-from", other, check=False), "causal LM"
+        cli("train", *common, "--out", tmp_path / "b", "--distill-from", other, check=False), "causal LM"
     )
     # damaged weights: refused from the header, before the run folder exists
     damaged = tmp_path / "damaged"
@@ -188,7 +188,7 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
     data = (damaged / "model.safetensors").read_bytes()
     (damaged / "model.safetensors").write_bytes(data[: len(data) // 2])
     assert_one_line_error(
-        hlm("train", *common, "--out", tmp_path / "d", "--distill-from", damaged, check=False),
+        cli("train", *common, "--out", tmp_path / "d", "--distill-from", damaged, check=False),
         "not a readable safetensors file",
     )
     assert not any((tmp_path / n).exists() for n in "mopbd")

@@ -5,7 +5,7 @@ mean it promises; and the options train from the command line."""
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 from hybridlm.config import TrainConfig
 from hybridlm.data import PackedTokens
@@ -77,10 +77,10 @@ def test_fixed_ratio_ignores_the_schedule():
         assert abs(b.token_mask.float().mean().item() - 0.2) < 0.005
 
 
-def test_masking_options_train_from_flags_and_are_checked(data_dir, tmp_path):
+def test_masking_options_train_from_flags_and_are_checked(cli, data_dir, tmp_path):
     tiny = ["--seq-len", 32, "--batch-size", 8, "--max-steps", 3, "--eval-interval", 0]
-    hlm("train", "--data", data_dir, "--out", tmp_path / "h", "--objective", "hybrid", *tiny, "--masking", "whole-word",
+    cli("train", "--data", data_dir, "--out", tmp_path / "h", "--objective", "hybrid", *tiny, "--masking", "whole-word",
         "--mask-ratio", "uniform:0.1,0.4")  # fmt: skip
     bad = ("train", "--data", data_dir, "--out", tmp_path / "x", "--objective", "masked", *tiny)
-    assert_one_line_error(hlm(*bad, "--mask-ratio", "uniform:0.5,0.1", check=False), "mask_ratio")
-    assert_one_line_error(hlm(*bad, "--masking", "words", check=False), "masking must be one of")
+    assert_one_line_error(cli(*bad, "--mask-ratio", "uniform:0.5,0.1", check=False), "mask_ratio")
+    assert_one_line_error(cli(*bad, "--masking", "words", check=False), "masking must be one of")

@@ -261,7 +261,7 @@ def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, runs, s
         )
 
 
-def test_config_errors_are_one_line(data_dir, tmp_path):
+def test_config_errors_are_one_line(cli, data_dir, tmp_path):
     for args, needle in (
         (["--objective", "mix"], "needs --mix"),
         (["--objective", "mix", "--mix", "hybrid:1"], "itself a mix"),
@@ -269,7 +269,7 @@ def test_config_errors_are_one_line(data_dir, tmp_path):
         (["--objective", "mix", "--mix", "nothing:1"], "unknown objective"),
         (["--objective", "prefix", "--prefix-min", 0.9, "--prefix-max", 0.5], "prefix_min"),
     ):
-        assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", *args, check=False), needle)
+        assert_one_line_error(cli("train", "--data", data_dir, "--out", tmp_path / "x", *args, check=False), needle)
         assert not (tmp_path / "x").exists()
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error
 
 from hybridlm.config import TrainConfig
 from hybridlm.objectives import build_objective
@@ -30,11 +30,11 @@ def test_extra_targets_are_the_later_tokens_and_weighted_only_where_they_exist()
     assert torch.equal(b.targets, ids[:, 1:]) and b.loss_weights.sum().item() == pytest.approx(1.0)
 
 
-def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(data_dir, tmp_path):
+def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(cli, data_dir, tmp_path):
     transformers = pytest.importorskip("transformers")
     from hybridlm.runs import load_run
 
-    hlm(
+    cli(
         "train",
         "--data",
         data_dir,
@@ -66,12 +66,12 @@ def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(data_di
     assert any("val_bpb" in r for r in rows)
     run = load_run(tmp_path / "run")
     assert len(run.model.mtp) == 2
-    hlm("export", "--run", tmp_path / "run", "--out", tmp_path / "hf")
+    cli("export", "--run", tmp_path / "run", "--out", tmp_path / "hf")
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
     ids = torch.tensor([[1, 40, 41, 42]])
     with torch.no_grad():
         assert torch.allclose(hf(ids).logits, run.model(ids, logits=True), atol=1e-4)
-    hlm(
+    cli(
         "train",
         "--data",
         data_dir,
@@ -100,11 +100,11 @@ def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(data_di
     assert all("ce_mtp2" in r for r in rows if "loss" in r)
 
 
-def test_mtp_needs_causal_rows(data_dir, tmp_path):
+def test_mtp_needs_causal_rows(cli, data_dir, tmp_path):
     for args, needle in (
         (["--objective", "masked", "--mtp-heads", 2], "option of causal"),
         (["--mtp-heads", 0], "mtp_heads"),
         (["--mtp-heads", 3, "--mtp-weights", 1], "one weight"),
         (["--mtp-heads", 2, "--mtp-weights", "x"], "one weight"),
     ):
-        assert_one_line_error(hlm("train", "--data", data_dir, "--out", tmp_path / "x", *args, check=False), needle)
+        assert_one_line_error(cli("train", "--data", data_dir, "--out", tmp_path / "x", *args, check=False), needle)
