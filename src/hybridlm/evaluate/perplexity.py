@@ -108,7 +108,7 @@ def _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress):
     """NELBO by Monte Carlo over t, `samples` stratified times per window, masks and weights from the
     diffusion objective (the run's own schedule); per-window estimates give the standard error."""
     objective = lm.objective
-    shift = objective.capabilities.infill.shift or 0
+    shift = objective.bound_shift
     g = torch.Generator().manual_seed(seed)
     copies, per_window_tokens = [], []
     for wi, w in enumerate(windows):

@@ -69,7 +69,7 @@ def _bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_s
     """The diffusion objective's bound by subset size, over the scored tokens only (see `subset_masks`)."""
     g = torch.Generator().manual_seed(draw_seed)
     masks, weights = lm.objective.subset_masks(len(scored), g, samples)
-    shift = lm.objective.capabilities.infill.shift or 0  # a diffusion model in a causal model's layout reads i-1
+    shift = lm.objective.bound_shift  # a diffusion model in a causal model's layout reads i-1
     out = []
     for mask, w in zip(masks, weights.tolist()):
         chosen = [scored[j] for j in mask.nonzero().flatten().tolist()]

@@ -105,6 +105,11 @@ class DiffusionObjective(Objective):
             frequency_exponents(unigram, o.frequency_masking) if o.frequency_masking and unigram is not None else None
         )
 
+    @property
+    def bound_shift(self) -> int:
+        """Where the bound reads a masked token's prediction: at its position (0) or one before (1)."""
+        return 1 if self.options.diffusion_shift else 0
+
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
         options = cls.read_options(cfg.options)

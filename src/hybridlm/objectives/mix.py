@@ -262,6 +262,10 @@ class MixObjective(Objective):
                 return c
         raise UserError("this mix has no diffusion objective: the elbo scorer and unmasking schedule need one")
 
+    @property
+    def bound_shift(self) -> int:
+        return self._diffusion().bound_shift
+
     def subset_masks(self, n, generator, samples=1):
         return self._diffusion().subset_masks(n, generator, samples)
 
