@@ -29,7 +29,7 @@ import torch
 from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
 from hybridlm.grammar import write_corpus
-from hybridlm.model import attention_mask, build_model
+from hybridlm.model import AttentionSpec, build_model
 from hybridlm.runs import RunDir
 from hybridlm.tokenizer import train_tokenizer
 from hybridlm.train import Dist, prepare_batch, read_record, setup, train, train_step
@@ -70,7 +70,7 @@ def flex_equals_sdpa():
         if backend == "flex":
             for block in model.blocks:
                 block.compile()
-        hidden = model(ids, **kw)
+        hidden = model(ids, AttentionSpec(**kw))
         hidden.float().pow(2).mean().backward()
         out[backend] = (hidden.detach(), [p.grad.clone() for p in model.parameters()])
     diff = (out["flex"][0] - out["sdpa"][0]).abs().max().item()
@@ -82,7 +82,7 @@ def flex_equals_sdpa():
         diff < 1e-4 and gdiff < 1e-3,
         f"max |diff| {diff:.2e}, max relative grad diff {gdiff:.2e}",
     )
-    mask, _ = attention_mask(kw["is_causal"], docs, T, "cuda", kw["prefix_lengths"], backend="flex")
+    mask, _ = AttentionSpec(**kw).mask(T, "cuda", backend="flex")
     report("flex block sparsity", True, f"{mask.sparsity():.1f}% of blocks skipped")
 
 
@@ -161,7 +161,7 @@ def graph_breaks():
     cos, sin = model.rope_cos[:512], model.rope_sin[:512]
     docs = torch.cumsum((torch.rand(4, 512) < 0.01).int(), -1).cuda()
     model.attention_backend = "flex"
-    mask, flag = attention_mask(torch.ones(4, dtype=torch.bool, device="cuda"), docs, 512, "cuda", None, backend="flex")
+    mask, flag = AttentionSpec(torch.ones(4, dtype=torch.bool, device="cuda"), docs).mask(512, "cuda", backend="flex")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         explained = torch._dynamo.explain(model.blocks[0])(x, cos, sin, mask, flag)
     report(

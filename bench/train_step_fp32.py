@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from hybridlm.losses import loss_of
 from hybridlm.model import build_model
 from hybridlm.objectives import objective_class
 
@@ -28,8 +29,8 @@ for name in ("causal", "masked", "hybrid", "diffusion", "mntp", "prefix"):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step():
-        mb = batch.to("cpu")
-        loss = obj.loss(model, mb)[0]
+        mb = batch.prepared().to("cpu")
+        loss = loss_of(model, obj, mb)[0]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

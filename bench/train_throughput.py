@@ -30,6 +30,7 @@ import transformers  # noqa: E402
 from _common import alternate, append_results, bf16_peak_tflops  # noqa: E402
 
 from hybridlm.export import llama_config, llama_state_dict  # noqa: E402
+from hybridlm.losses import loss_of
 from hybridlm.model import build_model  # noqa: E402
 from hybridlm.objectives import objective_class  # noqa: E402
 
@@ -137,13 +138,13 @@ def main():
             torch.manual_seed(0)
             ours = build_model(preset, V, min_seq_len=L).to(a.device)
             obj = objective_class(objective)(V)
-            batch = obj.corrupt(ids, torch.Generator().manual_seed(1)).to(a.device)
+            batch = obj.corrupt(ids, torch.Generator().manual_seed(1)).prepared().to(a.device)
             dev_ids = ids.to(a.device)
             if objective in ("causal", "hybrid", "prefix"):
                 hf, hf_name = hf_llama(ours).to(a.device), "LlamaForCausalLM"
                 if objective == "causal" and not cuda:  # same weights, same loss: the comparison is like for like
                     with torch.no_grad():
-                        a_loss = obj.loss(ours, batch)[0].item()
+                        a_loss = loss_of(ours, obj, batch)[0].item()
                         b_loss = hf(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss.item()
                         logits = ours(ids[:, :-1], logits=True)
                     # HF shifts labels itself: its loss covers L-1 targets, ours L; compare on the same targets
@@ -173,7 +174,7 @@ def main():
                 ours_fwd, hf_fwd = ours, torch.compile(hf)
             else:
                 ours_fwd, hf_fwd = (torch.compile(ours), torch.compile(hf)) if a.compile else (ours, hf)
-            ours_step = step_fn(ours, opt_a, lambda: obj.loss(ours_fwd, batch)[0], a.device)
+            ours_step = step_fn(ours, opt_a, lambda: loss_of(ours_fwd, obj, batch)[0], a.device)
             hf_step = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device)
             t = alternate(
                 {"ours": ours_step, "hf": hf_step}, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device
