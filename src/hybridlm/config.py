@@ -45,9 +45,8 @@ class TrainConfig:
     grad_clip: float = 2.0
     z_loss: float = 0.0
     # distillation (BabyLlama): loss = alpha * CE + (1 - alpha) * T^2 * KL(mean of the teachers || student)
-    distill_from: list = field(
-        default_factory=list
-    )  # teacher runs, or local HF causal LMs (same tokenizer as the data)
+    # teacher runs, or local HF causal LMs (same tokenizer as the data)
+    distill_from: list = field(default_factory=list)
     distill_alpha: float = 0.5
     distill_temperature: float = 2.0
     document_mask: bool = True

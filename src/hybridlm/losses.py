@@ -150,29 +150,25 @@ class TrainingLoss(torch.nn.Module):
         return sum(t.flops(tokens) for t in self.terms if train or not t.train_only)
 
 
+def loss_terms(z_loss: float, teachers: Distiller | None, heads: bool) -> list[LossTerm]:
+    """Token CE (with z_loss), distillation when there are teachers, the extra heads' CE when there are heads."""
+    return (
+        [TokenCE(z_loss)]
+        + ([Distillation(teachers)] if teachers is not None else [])
+        + ([MultiTokenHeads()] if heads else [])
+    )
+
+
 def loss_of(model, objective: Objective, batch: Batch, z_loss: float = 0.0, teachers: Distiller | None = None):
-    """(loss, metrics) of one batch as training computes it: token CE (with z_loss), the extra heads'
-    CE when the batch has them, distillation when teachers are given (for tests and notebooks)."""
-    terms: list[LossTerm] = [TokenCE(z_loss)]
-    if teachers is not None:
-        terms.append(Distillation(teachers))
-    if batch.extra_targets is not None:
-        terms.append(MultiTokenHeads())
-    return TrainingLoss(model, objective, terms)(batch)
+    """(loss, metrics) of one batch as training computes it (for tests and notebooks)."""
+    return TrainingLoss(model, objective, loss_terms(z_loss, teachers, batch.extra_targets is not None))(batch)
 
 
 def build_loss(cfg, model, objective: Objective, device) -> TrainingLoss:
-    """The training loss a config asks for: token CE (with z_loss), distillation from its teachers,
-    multi-token heads when the model has them."""
-    terms: list[LossTerm] = [TokenCE(cfg.z_loss)]
+    """The training loss a config asks for: its z_loss, its teachers, the model's extra heads."""
+    teachers = None
     if cfg.distill_from:
-        terms.append(
-            Distillation(
-                Distiller.from_paths(
-                    cfg.distill_from, cfg.data, cfg.max_len(), device, cfg.distill_alpha, cfg.distill_temperature
-                )
-            )
+        teachers = Distiller.from_paths(
+            cfg.distill_from, cfg.data, cfg.max_len(), device, cfg.distill_alpha, cfg.distill_temperature
         )
-    if len(model.mtp):
-        terms.append(MultiTokenHeads())
-    return TrainingLoss(model, objective, terms)
+    return TrainingLoss(model, objective, loss_terms(cfg.z_loss, teachers, len(model.mtp) > 0))

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -135,8 +136,18 @@ def epoch_cap_steps(cfg: TrainConfig, tokens_before: int = 0) -> int:
     return steps
 
 
-def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
-    """Everything that can be checked before the run folder is touched; returns the data manifest."""
+@dataclass
+class StartChecks:
+    """What check_run_can_start read, for setup to use rather than read again."""
+
+    manifest: dict
+    objective: Objective
+    source: warmstart.Source | None = None  # --init-from
+    scores: np.ndarray | None = None  # --curriculum: one difficulty score per training window
+
+
+def check_run_can_start(cfg: TrainConfig, dist: Dist) -> StartChecks:
+    """Everything that can be checked before the run folder is touched."""
     manifest = load_manifest(cfg.data)
     attention_backend(cfg, dist.device, compiled=cfg.compile is not False)  # --attention flex needs CUDA
     # the shards and the objective's own data (unigram counts) are read here, so that damaged or
@@ -146,10 +157,11 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
     PackedTokens(cfg.data, "val", cfg.seq_len)
     if cfg.distill_from:
         Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
+    checked = StartChecks(manifest, objective)
     if cfg.init_from:
-        warmstart.find_source(cfg, manifest["vocab_size"], manifest["tokenizer_hash"])
+        checked.source = warmstart.find_source(cfg, manifest["vocab_size"], manifest["tokenizer_hash"])
     if cfg.curriculum:
-        window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
+        checked.scores = window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
     if cfg.word_thresholds() and not train_data.has_words:
         raise UserError(
             f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
@@ -166,7 +178,7 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> dict:
                 f"micro_batch_size {cfg.micro_batch_size} must divide the {rows // dist.world} rows of each "
                 f"process at length {L}"
             )
-    return manifest
+    return checked
 
 
 # ---------------------------------------------------------------- metrics
@@ -296,11 +308,12 @@ class Trainer:
         return self.state.elapsed_before + time.time() - self.started
 
 
-def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
-    vocab = load_manifest(cfg.data)["vocab_size"]
+def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, checked: StartChecks | None = None) -> Trainer:
+    """The trainer of a run; `checked`: what check_run_can_start read (read here when not given)."""
+    checked = checked or check_run_can_start(cfg, dist)
+    vocab, objective = checked.manifest["vocab_size"], checked.objective
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone (data_seed: the data's order)
     model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
-    objective = build_objective(cfg, vocab, cfg.data)
     train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
     val_data = PackedTokens(cfg.data, "val", cfg.seq_len)
     model.to(dist.device)
@@ -317,10 +330,8 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
                 f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model"
             ) from None
         resumed = (path, opt_state, {**state, "rng": rng})
-    source = None
-    if resumed is None and cfg.init_from:  # a warm start: the source's weights, its words and tokens seen
-        manifest = load_manifest(cfg.data)
-        source = warmstart.find_source(cfg, vocab, manifest["tokenizer_hash"])
+    source = checked.source if resumed is None else None  # a warm start: its weights, words and tokens seen
+    if source is not None:
         warmstart.load_source_weights(model, source)
 
     module = build_loss(cfg, model, objective, dist.device)
@@ -365,9 +376,8 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool) -> Trainer:
     )
     if source is not None:
         t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
-    if cfg.curriculum:
-        scores = window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
-        t.curriculum = CurriculumSampler(scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
+    if checked.scores is not None:
+        t.curriculum = CurriculumSampler(checked.scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
     if resumed is not None:
         path, opt_state, state = resumed
         # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
@@ -653,9 +663,9 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
     run = RunDir(out)
     cfg = resolve_config(run, given, resume)  # validated whole before anything is written
     dist = Dist(cfg.device)
-    manifest = check_run_can_start(cfg, dist)
+    checked = check_run_can_start(cfg, dist)
     if resume:
-        if tokenizer_hash(run.tokenizer_path) != manifest["tokenizer_hash"]:
+        if tokenizer_hash(run.tokenizer_path) != checked.manifest["tokenizer_hash"]:
             raise UserError(
                 f"the tokenizer of run {run} does not match the data in {cfg.data}; re-prepare the data or use a "
                 "new --out"
@@ -671,11 +681,11 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
             ckpt.remove_stale(run.path)
         stack.enter_context(data_lock(cfg.data, exclusive=False))  # prepare --force waits for the run to end
         dist.barrier()
-        return _loop(cfg, dist, run, resume, quiet)
+        return _loop(cfg, dist, run, resume, quiet, checked)
 
 
-def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool) -> dict:
-    t = setup(cfg, dist, run, resume)
+def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, checked: StartChecks) -> dict:
+    t = setup(cfg, dist, run, resume, checked)
     if resume and dist.main:
         run.write_config(
             cfg

@@ -146,6 +146,14 @@ class Options:
     def check_together(self) -> None:
         """Checks that involve several options (override)."""
 
+    def with_values(self, **values) -> Options:
+        """These options with `values` changed, checked (none given: these options)."""
+        if not values:
+            return self
+        options = replace(self, **values)
+        options.check()
+        return options
+
     def values(self) -> dict:
         return asdict(self)
 
@@ -174,11 +182,7 @@ class Objective:
     def __init__(self, vocab_size: int, options: Options | None = None, document_mask: bool = True, **values):
         """options: an Options record; or option values as keywords, e.g. DiffusionObjective(V, schedule="cosine")."""
         self.vocab_size = vocab_size
-        options = options if options is not None else self.Options()
-        if values:
-            options = replace(options, **values)
-            options.check()
-        self.options = options
+        self.options = (options if options is not None else self.Options()).with_values(**values)
         self.document_mask = document_mask
 
     # ------------------------------------------------------------ construction

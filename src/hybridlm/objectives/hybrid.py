@@ -10,7 +10,7 @@ are plain next-token prediction. Each step draws round(B * causal_fraction) caus
 the causal one is a likelihood (bits per byte), and it exports as a causal LM plus a masked-LM view.
 """
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from hybridlm.objectives.base import in_range, option
 from hybridlm.objectives.causal import CausalObjective
@@ -40,10 +40,7 @@ class HybridObjective(MixObjective):
     def __init__(
         self, vocab_size, options: HybridOptions | None = None, document_mask: bool = True, begins_word=None, **values
     ):
-        options = options if options is not None else HybridOptions()
-        if values:
-            options = replace(options, **values)
-            options.check()
+        options = (options if options is not None else HybridOptions()).with_values(**values)
         span = SpanMaskingOptions(**{f.name: getattr(options, f.name) for f in fields(SpanMaskingOptions)})
         kw = {"document_mask": document_mask}
         mntp = MntpObjective(vocab_size, span, begins_word=begins_word, **kw)

@@ -23,7 +23,7 @@ def register(cls: type[Objective]) -> type[Objective]:
         raise TypeError("register an Objective subclass with its own `name`")
     if not (isinstance(cls.Options, type) and issubclass(cls.Options, Options)):
         raise TypeError(f"{cls.__name__}.Options must be an Options dataclass")
-    known = option_fields()
+    known = _registered_fields()  # (not option_fields: a plugin registering itself loads no plugins)
     for f in fields(cls.Options):  # a key shared by two objectives is one key: one type, one default
         other = known.get(f.name)
         if other is not None and (option_default(other), other.type) != (option_default(f), f.type):
@@ -52,6 +52,11 @@ def objective_class(name: str) -> type[Objective]:
 
 def option_fields() -> dict:
     """Every option key of the registered objectives -> its dataclass field (first definition)."""
+    _load_plugins()  # a plugin's options are flags and config keys too
+    return _registered_fields()
+
+
+def _registered_fields() -> dict:
     out = {}
     for cls in OBJECTIVES.values():
         for f in fields(cls.Options):
