@@ -225,6 +225,8 @@ class TrainConfig:
                     f"{key} is an option of {', '.join(option_owners(key))}; objective {self.objective} "
                     "does not read it (drop it, or choose one of those objectives)"
                 )
+        if self.distill_from and objective.two_stream:
+            raise UserError(f"--distill-from does not apply to {self.objective} (its rows are x_t and x_0); drop it")
         if not 0 <= self.distill_alpha <= 1 or not (
             self.distill_temperature > 0 and math.isfinite(self.distill_temperature)
         ):

@@ -125,7 +125,10 @@ def export_run(run_dir, out_dir, checkpoint: str | None = None) -> Path:
     check_out_folder(out)
     run = load_run(run_dir, checkpoint=checkpoint)
     if not run.objective.capabilities.export:
-        raise UserError(f"a {run.objective.name} run has no Hugging Face export")
+        raise UserError(
+            f"a {run.objective.name} run has no Hugging Face export (no transformers model holds what it learned); "
+            "evaluate and sample it with hlm eval and hlm generate"
+        )
     with building(out) as tmp:  # complete, or not there at all
         _write_export(run, tmp)
     return out

@@ -128,15 +128,25 @@ class Block(nn.Module):
 
 
 class KVCache:
-    """Per-layer key/value cache for incremental causal decoding."""
+    """Per-layer key/value cache for incremental decoding.
+
+    rows: read the cache of these batch rows only; commit=False: the new keys and values are used
+    but not kept (block diffusion's denoising steps, before a block is final)."""
 
     def __init__(self):
         self.k = self.v = None
+        self.rows: torch.Tensor | None = None
+        self.commit = True
 
     def update(self, k, v):
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+        if self.k is not None:
+            past_k, past_v = (self.k, self.v) if self.rows is None else (self.k[self.rows], self.v[self.rows])
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        if self.commit:
+            if self.rows is not None:
+                raise ValueError("commit a cache on all of its rows")
+            self.k, self.v = k, v
+        return k, v
 
 
 def values_on_host(*tensors) -> bool:
@@ -153,12 +163,24 @@ class AttentionSpec:
     prefix_lengths: [B] ints; a causal row also sees its first prefix_lengths[b] positions whatever
     its place (a prefix LM: bidirectional inside the prefix, causal after it); 0 = plain causal.
     visible: [T, T] bool; what bidirectional rows see, when not everything (a causal-to-full anneal).
+    block_ids: [T] ints; block attention (block diffusion), in place of the modes: a position sees its
+    own block and earlier ones. With noisy ([T] bool, BD3-LM's x_t ⊕ x_0 layout) a noisy position sees
+    the noisy positions of its own block and the clean positions of earlier blocks, and a clean one the
+    clean positions of its own and earlier blocks.
+    position_ids: [T] ints; rotary positions when they are not 0..T-1 (x_t and x_0 share theirs).
     """
 
     is_causal: torch.Tensor | bool = True
     document_ids: torch.Tensor | None = None
     prefix_lengths: torch.Tensor | None = None
     visible: torch.Tensor | None = None
+    block_ids: torch.Tensor | None = None
+    noisy: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+
+    def per_position(self) -> tuple:
+        """The tensors shared by every row ([T, T] or [T])."""
+        return self.visible, self.block_ids, self.noisy, self.position_ids
 
     def tensors(self) -> tuple:
         return self.is_causal, self.document_ids, self.prefix_lengths
@@ -168,7 +190,7 @@ class AttentionSpec:
         bool, one document per row and all-zero prefixes become None, so that SDPA's mask-free (flash)
         kernels apply. It reads the tensors' values, so callers do it where they live (the host, in
         training: no device synchronisation); a spec on a device is returned as it is."""
-        if not values_on_host(*self.tensors(), self.visible):
+        if not values_on_host(*self.tensors(), *self.per_position()):
             return self
         is_causal, document_ids, prefix_lengths = self.tensors()
         if prefix_lengths is not None and not bool((prefix_lengths > 0).any()):
@@ -178,14 +200,14 @@ class AttentionSpec:
         if not isinstance(is_causal, bool) and bool((is_causal == is_causal[:1]).all()):
             is_causal = bool(is_causal[0]) if len(is_causal) else True
         visible = None if self.visible is None or bool(self.visible.all()) else self.visible
-        return AttentionSpec(is_causal, document_ids, prefix_lengths, visible)
+        return AttentionSpec(is_causal, document_ids, prefix_lengths, visible, *self.per_position()[1:])
 
     def map(self, fn, rows: bool = False) -> AttentionSpec:
         """The spec with `fn` applied to each of its tensors (moving them), or with rows=True to the
         per-row ones (selecting rows)."""
         per_row = (fn(x) if isinstance(x, torch.Tensor) else x for x in self.tensors())
-        visible = self.visible if rows or self.visible is None else fn(self.visible)
-        return AttentionSpec(*per_row, visible)
+        shared = (x if rows or x is None else fn(x) for x in self.per_position())
+        return AttentionSpec(*per_row, *shared)
 
     def causal_rows(self, n: int, device) -> torch.Tensor:
         """[n] float: 1 for a causal row, 0 for a bidirectional one."""
@@ -200,6 +222,8 @@ class AttentionSpec:
         spec = self.simplify()
         is_causal, document_ids, prefix_lengths = spec.tensors()
         visible = spec.visible
+        if spec.block_ids is not None:
+            return spec._block_attention(seq_len, device, backend), False
         if document_ids is None and prefix_lengths is None and isinstance(is_causal, bool):
             if visible is None or is_causal:
                 return None, is_causal
@@ -217,6 +241,31 @@ class AttentionSpec:
         if document_ids is not None:
             mask = mask & (document_ids[:, :, None] == document_ids[:, None, :])
         return mask[:, None], False
+
+    def _block_attention(self, seq_len: int, device, backend: str):
+        """Block attention's mask (see block_ids and noisy), within packed documents."""
+        blocks = self.block_ids.to(device)
+        noisy = torch.zeros_like(blocks, dtype=torch.bool) if self.noisy is None else self.noisy.to(device)
+        documents = self.document_ids
+
+        def rule(q, kv):
+            same, earlier = blocks[kv] == blocks[q], blocks[kv] < blocks[q]
+            clean_kv = ~noisy[kv]
+            return torch.where(noisy[q], (noisy[kv] & same) | (clean_kv & earlier), clean_kv & (same | earlier))
+
+        if backend == "flex":
+            rows = 1 if documents is None else len(documents)
+
+            def mask_mod(b, h, q, kv):
+                seen = rule(q, kv)
+                return seen & (documents[b, q] == documents[b, kv]) if documents is not None else seen
+
+            return create_block_mask(mask_mod, rows, None, seq_len, seq_len, device=device)
+        positions = torch.arange(seq_len, device=device)
+        mask = rule(positions[:, None], positions[None, :])[None]
+        if documents is not None:
+            mask = mask & (documents[:, :, None] == documents[:, None, :])
+        return mask[:, None]
 
 
 def as_attention(attention) -> AttentionSpec:
@@ -303,18 +352,25 @@ class Transformer(nn.Module):
         mtp: also return the extra heads' hidden states (a list, t+2 first) when the model has them.
         """
         B, T = input_ids.shape
-        if start_pos + T > self.cfg.max_seq_len:
+        attention = as_attention(attention)
+        positions = attention.position_ids
+        if positions is None and start_pos + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start_pos + T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
         x = self.embed(input_ids)
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        cos = self.rope_cos[start_pos : start_pos + T].to(dtype)  # cast once, not in every layer
-        sin = self.rope_sin[start_pos : start_pos + T].to(dtype)
-        if kv_caches is not None and start_pos > 0:
-            mask, causal_flag = None, False  # one new token attends to the whole cached past
-            if T > 1:
-                raise ValueError("incremental decoding takes one token at a time")
+        if positions is not None:  # x_t and x_0 of block diffusion share their positions
+            cos, sin = self.rope_cos[positions].to(dtype), self.rope_sin[positions].to(dtype)
         else:
-            mask, causal_flag = as_attention(attention).mask(T, input_ids.device, self.attention_backend)
+            cos = self.rope_cos[start_pos : start_pos + T].to(dtype)  # cast once, not in every layer
+            sin = self.rope_sin[start_pos : start_pos + T].to(dtype)
+        if kv_caches is not None and start_pos > 0:
+            # new tokens attend to the whole cached past: one token (causal decoding), or a block
+            # that also sees itself whole (block diffusion); causal attention within new tokens is not offered
+            mask, causal_flag = None, False
+            if T > 1 and attention.is_causal is not False:
+                raise ValueError("incremental causal decoding takes one token at a time")
+        else:
+            mask, causal_flag = attention.mask(T, input_ids.device, self.attention_backend)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
         out = self.head(self.norm(x)) if logits else self.norm(x)

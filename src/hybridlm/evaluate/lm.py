@@ -82,9 +82,11 @@ class ScoringLM:
         is_causal: bool,
         select: torch.Tensor,
         prefix_lengths: torch.Tensor | None = None,
+        block_size: int = 0,
     ) -> torch.Tensor:
         """Logits at the `select`ed positions; prefix_lengths: causal rows see these first positions
-        bidirectionally (only models trained as a prefix LM offer that scorer)."""
+        bidirectionally (only models trained as a prefix LM offer that scorer); block_size: positions
+        attend block by block (only block diffusion runs offer that scorer)."""
         raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
@@ -116,14 +118,17 @@ class RunLM(ScoringLM):
         return enc.ids, word_starts(enc.word_ids if enc.word_ids is not None else [None] * len(enc.ids)), enc.offsets
 
     @torch.no_grad()
-    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
+    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0):
         ids, select = ids.to(self.device), select.to(self.device)
         prefix_lengths = None if prefix_lengths is None else prefix_lengths.to(self.device)
         pos = torch.arange(ids.shape[1], device=self.device)
         # padding is its own "document": real tokens never attend to it in either mode
         doc = (pos[None] >= lengths.to(self.device)[:, None]).int()
+        blocks = pos // block_size if block_size else None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            hidden = self.model(ids, AttentionSpec(is_causal, None if is_causal else doc, prefix_lengths))
+            hidden = self.model(
+                ids, AttentionSpec(is_causal, None if is_causal else doc, prefix_lengths, block_ids=blocks)
+            )
             return self.model.head(hidden[select], fp32=True)
 
 
@@ -171,7 +176,7 @@ class HFLM(ScoringLM):
         return enc["input_ids"], word_starts(enc.word_ids()), [tuple(o) for o in enc["offset_mapping"]]
 
     @torch.no_grad()
-    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
+    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0):
         ids = ids.to(self.device)
         attn = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long().to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):

@@ -54,6 +54,7 @@ class Scorer:
     whole_word: bool = False  # masked copies: also mask the rest of the word to the right
     forbid_mask: bool = False  # <mask> is never a prediction (MDLM's SUBS)
     parts: tuple[str, ...] = ()  # a sum of other scorers' scores (fused)
+    blocks: bool = False  # copies attend block by block (the objective's block_size): block diffusion
 
 
 def _causal_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
@@ -80,6 +81,21 @@ def _bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_s
     return out
 
 
+def _block_bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
+    """Block diffusion's bound, block by block: each block's scored tokens by subset size, the copy cut
+    after that block (what comes later is never seen), everything before it clean."""
+    g = torch.Generator().manual_seed(draw_seed)
+    out = []
+    for end, members, masks, weights in lm.objective.block_subsets(scored, g, samples):
+        for mask, w in zip(masks, weights.tolist()):
+            chosen = [members[j] for j in mask.nonzero().flatten().tolist()]
+            masked = list(ids[:end])
+            for j in chosen:
+                masked[j] = lm.mask_id
+            out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
+    return out
+
+
 SCORERS: dict[str, Scorer] = {}
 
 
@@ -98,6 +114,7 @@ for _scorer in (
     Scorer("fused", "pseudo", False, parts=("causal", "mntp")),
     Scorer("elbo", "bound", False, _bound_copies, forbid_mask=True),
     Scorer("prefix", "exact", True, _causal_copies),
+    Scorer("block-elbo", "bound", False, _block_bound_copies, forbid_mask=True, blocks=True),
 ):
     register_scorer(_scorer)
 

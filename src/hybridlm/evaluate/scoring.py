@@ -14,6 +14,7 @@ prepended and never scored.
 - fused: causal + mntp.
 - prefix: a prefix LM's reading of a completion: the context (with <s>) is a bidirectional prefix,
   the completion is scored left to right after it (for whole sentences: causal).
+- block-elbo: block diffusion's bound, the elbo of each block given the clean blocks before it.
 - elbo: the masked-diffusion NELBO, by the diffusion objective's `subset_masks` (exact in the
   number of masked tokens, one random subset per k from a fixed seed per sentence length, so both
   sentences of a pair share their random numbers); the <mask> token is never a prediction
@@ -114,8 +115,9 @@ def score_completions(
         for i, (text, start, seed) in enumerate(texts)
         for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)
     ]
+    block_size = lm.objective.block_size if scorer.blocks else 0
     return score_copies(
-        lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name
+        lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name, block_size
     )
 
 
@@ -129,8 +131,10 @@ def score_copies(
     max_batch_tokens: int = 2048,
     progress: bool = False,
     desc: str = "score",
+    block_size: int = 0,
 ) -> list[float]:
-    """sum(weight * log p(target)) per item, over copies batched by length."""
+    """sum(weight * log p(target)) per item, over copies batched by length (block_size: the copies
+    attend block by block, block diffusion's rule)."""
     copies = sorted(copies, key=lambda c: len(c.ids))
     totals = torch.zeros(n_items, dtype=torch.float64)
     bar = tqdm(total=len(copies), disable=not progress, desc=desc, unit="seq")
@@ -148,7 +152,7 @@ def score_copies(
             ids[r, : len(c.ids)] = torch.tensor(c.ids)
             select[r, c.positions] = True
         prefix = torch.tensor([c.prefix for c in chunk]) if any(c.prefix for c in chunk) else None
-        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix)
+        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix, block_size)
         if forbid_mask:
             logits[:, lm.mask_id] = float("-inf")
         # rows of `select` in order give the positions of each copy in order (positions are sorted)

@@ -8,6 +8,7 @@ generation, export, the demo and reports then ask the class what they need.
 """
 
 from hybridlm.objectives.base import Batch, Objective, Options, option
+from hybridlm.objectives.block_diffusion import BlockDiffusionObjective
 from hybridlm.objectives.capabilities import Attention, Capabilities, ExportView, Generation, Infill, Likelihood
 from hybridlm.objectives.causal import CausalObjective
 from hybridlm.objectives.diffusion import DiffusionObjective
@@ -28,6 +29,7 @@ from hybridlm.objectives.registry import (
 for _cls in (CausalObjective, MaskedObjective, HybridObjective, DiffusionObjective, MntpObjective, PrefixObjective):
     register(_cls)
 register(MixObjective)
+register(BlockDiffusionObjective)
 
 DEFAULT_OBJECTIVES = ("causal", "masked", "hybrid", "diffusion")  # the demo's default set
 

@@ -175,6 +175,9 @@ class Objective:
     Options: ClassVar[type[Options]] = NoOptions
     capabilities: ClassVar[Capabilities] = Capabilities(generation=Generation.CAUSAL, export=CAUSAL_LM)
     demo_config: ClassVar[dict] = {}  # config keys the demo sets for this objective (e.g. the mix's ratios)
+    # its rows are x_t ⊕ x_0 (block diffusion), twice the window: they share no batch with other
+    # objectives' rows (a mix) and no teacher's forward pass (distillation)
+    two_stream: ClassVar[bool] = False
     demo_sample_text: ClassVar[str] = (
         "the <mask> near the dogs <mask> ."  # infilled in the demo where it cannot generate
     )
@@ -223,8 +226,8 @@ class Objective:
         return {"": (self, 1.0)}
 
     # ------------------------------------------------------------ sampling
-    def unmask_fraction(self, t: float, t_next: float) -> float:
-        """Share of the still-masked positions to reveal going from time t to t_next < t in iterative
-        unmasking: (alpha(t_next) - alpha(t)) / (1 - alpha(t)). Objectives without a noise schedule
-        use the log-linear one (alpha = 1 - t): an even number of tokens per round."""
-        return (t - t_next) / t
+    def alpha(self, t: float) -> float:
+        """The noise schedule iterative unmasking reverses: the probability that a token is still clean
+        at time t in [0, 1]. Objectives without one use the log-linear schedule (alpha = 1 - t): an even
+        number of tokens revealed per round."""
+        return 1.0 - t

@@ -10,6 +10,7 @@ class Attention(enum.Enum):
     CAUSAL = "causal"
     BIDIRECTIONAL = "bidirectional"
     MIXED = "mixed"  # per row
+    BLOCK = "block"  # bidirectional within a block, causal across blocks (block diffusion)
 
 
 class Likelihood(enum.Enum):
@@ -21,7 +22,8 @@ class Likelihood(enum.Enum):
 class Generation(enum.Enum):
     NONE = "none"
     CAUSAL = "causal"  # left to right, with a KV cache
-    UNMASK = "unmask"  # iterative unmasking
+    UNMASK = "unmask"  # iterative unmasking of the whole answer (semi-autoregressive by --block-length if asked)
+    BLOCKS = "blocks"  # block by block, each unmasked with the previous blocks' keys and values cached
 
 
 class Infill(enum.Enum):

@@ -8,7 +8,7 @@ token gets its own schedule alpha(t) ** s(token), with s > 1 for rare tokens (ma
 the matching weight, so every token's term keeps the ELBO form.
 
 This file is the one home of the diffusion maths: training (`corrupt`), validation, perplexity
-(`time_mask`), sentence scoring (`subset_masks`) and the sampler (`unmask_fraction`) all call it.
+(`time_mask`), sentence scoring (`subset_masks`) and the samplers (`alpha`) all call it.
 """
 
 import math
@@ -182,11 +182,11 @@ class DiffusionObjective(Objective):
         return self._batch(window, ids, mask, mask.float() * per_seq[:, None], can)
 
     # ------------------------------------------------------------ sampling
-    def unmask_fraction(self, t: float, t_next: float) -> float:
-        """Reverse step t -> t_next of the schedule the run trained with: a masked token is revealed
-        with probability (alpha(t_next) - alpha(t)) / (1 - alpha(t))."""
-        a, _ = alpha_and_weight(torch.tensor([t, t_next], dtype=torch.float64), self.schedule)
-        return float((a[1] - a[0]) / (1 - a[0]).clamp(min=1e-12))
+    def alpha(self, t: float) -> float:
+        """The schedule the run trained with, reversed by the samplers."""
+        if t <= 0:
+            return 1.0
+        return float(alpha_and_weight(torch.tensor([t], dtype=torch.float64), self.schedule)[0][0])
 
 
 def frequency_exponents(unigram, strength: float) -> torch.Tensor:

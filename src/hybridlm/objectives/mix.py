@@ -90,6 +90,8 @@ class MixOptions(Options):
         for n in self.names():
             if issubclass(objective_class(n), MixObjective):
                 raise UserError(f"a mix cannot contain {n!r} (itself a mix); list its objectives instead")
+            if objective_class(n).two_stream:
+                raise UserError(f"a mix cannot contain {n!r}: its rows are twice a window long (x_t and x_0); train it alone")
 
     def schedule(self) -> tuple[dict, dict | None, list]:
         """(start mix, end mix or None, phases)."""
@@ -272,11 +274,11 @@ class MixObjective(Objective):
     def time_mask(self, *args, **kw):
         return self._diffusion().time_mask(*args, **kw)
 
-    def unmask_fraction(self, t, t_next):
+    def alpha(self, t):
         try:
-            return self._diffusion().unmask_fraction(t, t_next)
+            return self._diffusion().alpha(t)
         except UserError:
-            return super().unmask_fraction(t, t_next)
+            return super().alpha(t)
 
 
 def _columns(batch: Batch) -> dict:
