@@ -132,3 +132,14 @@ def test_bad_sampling_is_one_line():
         Sampling("confidence", eta=0.5).check()
     with pytest.raises(UserError, match="eta"):
         Sampling("remdm", eta=2.0, remdm_schedule="rescale").check()
+
+
+def test_generate_cli_draws_a_batch_with_every_sampler(runs, cli):
+    for sampler in ("ancestral", "first-hitting", "margin", "entropy"):
+        r = cli("generate", "--run", runs["diffusion"], "--prompt", "the", "--num-samples", 2, "--max-new-tokens", 6,
+                "--sampler", sampler, "--steps", 6, "--block-length", 3)  # fmt: skip
+        assert len(r.stdout.strip().split("\n")) == 2
+    r = cli("infill", "--run", runs["diffusion"], "--text", "the <mask> sat .", "--sampler", "first-hitting")
+    assert r.stdout.strip().startswith("the") and "<mask>" not in r.stdout
+    # the older --order still works: random = ancestral
+    assert cli("generate", "--run", runs["diffusion"], "--order", "random", "--max-new-tokens", 4).stdout.strip()

@@ -227,14 +227,12 @@ def _check_sampling(a):
         ("--min-p", 0 <= a.min_p < 1, "in [0, 1)"),
         ("--steps", a.steps is None or 0 < a.steps <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,} (one network call each)"),
     ]
-    checks += (
-        [
-            ("--max-new-tokens", 0 < a.max_new_tokens <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}"),
-            ("--num-samples", 0 < a.num_samples <= MAX_SAMPLES, f"in 1 ... {MAX_SAMPLES:,}"),
-        ]
-        if hasattr(a, "max_new_tokens")
-        else [("--span", 0 < a.span <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}")]
-    )
+    for flag in ("--max-new-tokens", "--span", "--length"):
+        value = getattr(a, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            checks.append((flag, 0 < value <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}"))
+    if getattr(a, "num_samples", None) is not None:
+        checks.append(("--num-samples", 0 < a.num_samples <= MAX_SAMPLES, f"in 1 ... {MAX_SAMPLES:,}"))
     for flag, ok, want in checks:
         if not ok:
             raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
@@ -302,26 +300,77 @@ def cmd_finetune(a):
     _write_json(a.json, result, a, f"finetune-{a.task}.json")
 
 
+def cmd_generation(a):
+    from hybridlm.evaluate.generation import check_judge, evaluate_generation, read_samples, result_name
+    from hybridlm.evaluate.lm import load_lm
+    from hybridlm.generate import check_generates
+    from hybridlm.runs import RunDir, default_device, load_run
+
+    _check_sampling(a)
+    sampling = _sampling(a)
+    _check_json_target(a.json)
+    if a.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {a.batch_size})")
+    texts = read_samples(a.samples) if a.samples else None
+    device = a.device or default_device()
+    run = load_run(a.run, device)
+    if texts is None:
+        check_generates(run.objective)
+    if a.length < 1 or a.length >= run.model.cfg.max_seq_len:
+        raise UserError(f"--length must lie in 1 ... {run.model.cfg.max_seq_len - 1} (the run's context, after <s>)")
+    judge = None
+    if a.judge or a.judge_hf:
+        judge = check_judge(
+            load_lm(run=a.judge, hf_model=a.judge_hf, device=device, trust_remote_code=a.trust_remote_code)
+        )
+    RunDir(a.run).check_eval_writable("generation.json")
+    result = evaluate_generation(
+        run, sampling, a.num_samples, a.length, a.seed, judge, texts, a.grammar, a.batch_size, progress=True
+    )
+    name = result_name(result)
+    if a.json:
+        atomic_write_json(a.json, result)
+    RunDir(a.run).write_eval(name, result)
+    shown = [
+        ("gen. perplexity", result.get("gen_ppl"), ".2f"),
+        ("entropy", result["entropy"], ".3f"),
+        ("data entropy", result["data_entropy"], ".3f"),
+        ("degenerate", result["degenerate"], ".1%"),
+        ("distinct-2", result["distinct_2"], ".3f"),
+        ("grammatical", result.get("grammatical"), ".1%"),
+        ("calls/sample", result["nfe"], ".1f"),
+        ("s/sample", result["seconds_per_sample"], ".3f"),
+    ]
+    print(
+        f"{result['sampler']} ({result['num_samples']} samples of {a.length} tokens"
+        + (f", {result['steps']} steps" if result["steps"] else "")
+        + "): "
+        + ", ".join(f"{k} {v:{f}}" for k, v, f in shown if v is not None)
+    )
+    print(f"(kept in {RunDir(a.run).eval_path(name)})", file=sys.stderr)
+
+
+def _sampling(a):
+    from hybridlm.generate import sampling_of
+
+    return sampling_of(
+        a.sampler, a.steps or 32, a.order, eta=a.eta, remdm_schedule=a.remdm_schedule, block_length=a.block_length,
+        temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
+    )  # fmt: skip
+
+
 def cmd_generate(a):
-    from hybridlm.generate import generate_text
+    from hybridlm.generate import generate_samples
     from hybridlm.runs import default_device, load_run
 
     _check_sampling(a)
+    sampling = _sampling(a)
     run = load_run(a.run, a.device or default_device())
-    for i in range(a.num_samples):
-        text = generate_text(
-            run,
-            a.prompt,
-            a.max_new_tokens,
-            steps=a.steps,
-            order=a.order,
-            seed=a.seed + i,
-            temperature=a.temperature,
-            top_k=a.top_k,
-            top_p=a.top_p,
-            min_p=a.min_p,
-        )
+    samples = generate_samples(run, a.prompt, a.max_new_tokens, sampling, a.num_samples, a.seed)
+    for text in samples.texts:
         print((a.prompt + text).strip())
+    calls = sum(samples.nfe) / len(samples.nfe)
+    print(f"({a.num_samples} sample(s) in {samples.seconds:.2f}s, {calls:.1f} network calls each)", file=sys.stderr)
 
 
 def cmd_infill(a):
@@ -329,30 +378,35 @@ def cmd_infill(a):
     from hybridlm.runs import default_device, load_run
 
     _check_sampling(a)
+    sampling = _sampling(a)
     run = load_run(a.run, a.device or default_device())
-    print(
-        infill_text(
-            run,
-            a.text,
-            span=a.span,
-            steps=a.steps,
-            order=a.order,
-            seed=a.seed,
-            temperature=a.temperature,
-            top_k=a.top_k,
-            top_p=a.top_p,
-            min_p=a.min_p,
-        )
-    )
+    knobs = {k: v for k, v in vars(sampling).items() if k not in ("sampler", "steps")}
+    print(infill_text(run, a.text, span=a.span, steps=a.steps, seed=a.seed, sampler=sampling.sampler, **knobs))
 
 
 def _sampling_args(p):
+    from hybridlm.samplers import REMDM_SCHEDULES, SAMPLERS
+
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--steps", type=int, default=None, help="diffusion: unmasking rounds")
-    p.add_argument("--order", default="confidence", choices=["confidence", "random"], help="diffusion unmasking order")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        choices=SAMPLERS,
+        help="diffusion and block diffusion: ancestral (MDLM), remdm (ReMDM remasking, --eta), first-hitting "
+        "(one call per token), confidence | margin | entropy (LLaDA's low-confidence remasking; default confidence)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="diffusion: unmasking rounds in all (not first-hitting)")
+    p.add_argument("--eta", type=float, default=0.0, help="remdm: remasking strength")
+    p.add_argument(
+        "--remdm-schedule", default="cap", choices=REMDM_SCHEDULES, help="remdm: sigma = min(eta, max) or eta*max"
+    )
+    p.add_argument(
+        "--block-length", type=int, default=0, help="diffusion: reveal the answer in blocks of N tokens, left to right"
+    )
+    p.add_argument("--order", default=None, choices=["confidence", "random"], help="older name: random = ancestral")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
 
@@ -418,6 +472,24 @@ def _add_eval_commands(sub):
     _json_arg(bb, "babylm-SCORER.json")
     bb.set_defaults(func=cmd_babylm)
 
+    gq = ev.add_parser(
+        "generation",
+        help="sample quality: generative perplexity under a judge, entropy, distinct-n, calls, time (and grammar)",
+    )
+    gq.add_argument("--run", required=True, help="the run that samples (results land in RUN/eval/)")
+    gq.add_argument("--samples", default=None, help="measure these texts (JSONL 'text' or a line each) instead")
+    gq.add_argument("--num-samples", type=int, default=64)
+    gq.add_argument("--length", type=int, default=64, help="tokens per sample")
+    gq.add_argument("--batch-size", type=int, default=32, help="samples drawn in one batch")
+    judge = gq.add_mutually_exclusive_group()
+    judge.add_argument("--judge", default=None, help="a causal hlm run that scores the samples")
+    judge.add_argument("--judge-hf", default=None, help="a local Hugging Face causal LM that scores the samples")
+    gq.add_argument("--trust-remote-code", action="store_true", help="--judge-hf: run the code shipped in the folder")
+    gq.add_argument("--grammar", action="store_true", help="samples of the built-in grammar (hlm demo): parse them")
+    _sampling_args(gq)
+    _json_arg(gq, "generation-SAMPLER-steps-N.json")
+    gq.set_defaults(func=cmd_generation, steps=32)
+
     ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
     g_model = ft.add_mutually_exclusive_group(required=True)
     g_model.add_argument("--run", help="a hybridlm run directory")
@@ -447,7 +519,10 @@ def _add_eval_commands(sub):
     _json_arg(ft, "finetune-TASK.json")
     ft.set_defaults(func=cmd_finetune)
 
-    g = sub.add_parser("generate", help="sample text (causal, hybrid: left to right; diffusion: iterative unmasking)")
+    g = sub.add_parser(
+        "generate",
+        help="sample text (causal, hybrid: left to right; diffusion: iterative unmasking; block diffusion: by blocks)",
+    )
     g.add_argument("--run", required=True)
     g.add_argument("--prompt", default="")
     g.add_argument("--max-new-tokens", type=int, default=50)

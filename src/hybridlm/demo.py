@@ -17,18 +17,21 @@ from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
 from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs
+from hybridlm.evaluate.generation import evaluate_generation
 from hybridlm.evaluate.lm import RunLM
 from hybridlm.files import check_out_folder
 from hybridlm.finetune import FinetuneConfig, RunClassifier, finetune
 from hybridlm.generate import sample_text
 from hybridlm.grammar import minimal_pairs, write_corpus, write_grammaticality
-from hybridlm.objectives import DEFAULT_OBJECTIVES, objective_class
+from hybridlm.objectives import DEFAULT_OBJECTIVES, Generation, objective_class
 from hybridlm.runs import load_run
+from hybridlm.samplers import Sampling
 from hybridlm.tokenizer import train_tokenizer
 from hybridlm.train import train
 
 DEMO_WORDS = 300_000
 DEMO_STEPS = 500
+SAMPLE_TOKENS = 48  # tokens per sample whose sentences the grammar parses
 
 
 def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pairs_per_paradigm=100) -> list[dict]:
@@ -88,6 +91,12 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
             lm = RunLM(cfg.out)
             result = evaluate_pairs(lm, pairs)
             sample = sample_text(lm.run, "the", lm.run.objective.demo_sample_text, 16, seed, temperature=0.7)
+            grammatical = None
+            if lm.run.objective.capabilities.generation is not Generation.NONE:  # true samples: temperature 1
+                drawn = evaluate_generation(
+                    lm.run, Sampling(steps=SAMPLE_TOKENS), 32, SAMPLE_TOKENS, seed, grammar=True
+                )
+                grammatical = drawn["grammatical"]
             tuned = finetune(
                 lambda n, run=cfg.out: RunClassifier(load_run(run), n, 0.1),
                 "grammar",
@@ -103,22 +112,28 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
                     "scorer": result["scorer"],
                     "sample": sample,
                     "finetune_accuracy": tuned["value"],
+                    "grammatical": grammatical,
                 }
             )
             print(
                 f"  {objective:<9} val {summary.get('val_loss', float('nan')):.3f}  pairs "
                 f"{result['macro_accuracy']:.1%} "
-                f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  {summary['seconds']:.0f}s"
+                f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  samples grammatical "
+                f"{_percent(grammatical)}  {summary['seconds']:.0f}s"
             )
         _print_table(rows)
         print(f"demo finished in {time.time() - t0:.0f}s" + (f"; runs kept in {root / 'runs'}" if out else ""))
     return rows
 
 
+def _percent(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
 def _print_table(rows):
     head = (
         f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} "
-        f"{'fine-tuned':>10} {'time':>6}"
+        f"{'fine-tuned':>10} {'grammatical':>11} {'time':>6}"
     )
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
@@ -126,7 +141,7 @@ def _print_table(rows):
             f"{r['objective']:<10} {r['parameters']:>8,} {r['tokens_seen']:>9,} "
             f"{r.get('val_loss', float('nan')):>9.3f} "
             f"{r['loss_label']:<22} {r['pair_accuracy']:>9.1%} {r['finetune_accuracy']:>10.1%} "
-            f"{r['seconds']:>5.0f}s"
+            f"{_percent(r.get('grammatical')):>11} {r['seconds']:>5.0f}s"
         )
     print("\nsamples:")
     for r in rows:
@@ -134,5 +149,7 @@ def _print_table(rows):
     print(
         "\n(val loss measures differ by objective: only a likelihood or its bound (causal CE, the diffusion"
         " NELBO) compares across objectives; pairs: macro accuracy on 6 grammar paradigms, chance 50%;"
-        " fine-tuned: grammatical-or-not classification of held-out sentences, 3 epochs, chance 50%)"
+        " fine-tuned: grammatical-or-not classification of held-out sentences, 3 epochs, chance 50%;"
+        f" grammatical: complete sentences the grammar parses in 32 samples of {SAMPLE_TOKENS} tokens at temperature 1,"
+        " — where the objective does not generate)"
     )

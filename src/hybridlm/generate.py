@@ -238,13 +238,20 @@ def generate_samples(
         new = [_until(row[len(prompt_ids) :], stop) for row in out.tolist()]
         nfe = calls.tolist()
     else:
+        check_generates(objective)
+    seconds = time.perf_counter() - t0
+    return Samples(new, [_continuation(tok, prompt_ids, ids) for ids in new], nfe, seconds)
+
+
+def check_generates(objective) -> None:
+    """Refuse, in one line, an objective that cannot generate."""
+    caps = objective.capabilities
+    if caps.generation is Generation.NONE:
         raise UserError(
             f"a {objective.name} model does not generate text; use hlm infill"
             if caps.infill is not Infill.NONE
             else f"a {objective.name} model does not generate text"
         )
-    seconds = time.perf_counter() - t0
-    return Samples(new, [_continuation(tok, prompt_ids, ids) for ids in new], nfe, seconds)
 
 
 def _until(ids: list[int], stops) -> list[int]:

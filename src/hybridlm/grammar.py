@@ -281,3 +281,87 @@ def write_grammaticality(out_dir, n_train: int = 2000, n_valid: int = 400, seed:
         random.Random(s).shuffle(rows)
         (out / f"grammar.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
+
+
+# ---------------------------------------------------------------- recognising the grammar's sentences
+def _entries(pool, plural: bool | None):
+    """{word: (entry, plural)} of a noun pool, both numbers unless `plural` says which."""
+    out: dict[str, list] = {}
+    for entry in pool:
+        for number in (False, True) if plural is None else (plural,):
+            out.setdefault(entry[1] if number else entry[0], []).append((entry, number))
+    return out
+
+
+_POOLS = {"person": PEOPLE, "animate": PEOPLE + ANIMALS, "any": PEOPLE + ANIMALS + THINGS, "thing": THINGS}
+
+
+def _noun_phrases(words, i, kind, adjectives=True):
+    """Every parse of a noun phrase at words[i:]: (end, head entry, plural)."""
+    if i >= len(words):
+        return
+    det = words[i]
+    numbers = [n for n, dets in ((False, DET_SG + ["an"]), (True, DET_PL)) if det in dets]
+    for plural in numbers:
+        j = i + 1
+        for with_adj in (False, True) if adjectives else (False,):
+            k = j + with_adj
+            if k >= len(words) or (with_adj and words[j] not in ADJ):
+                continue
+            following = words[j] if with_adj else words[k]
+            if det in ("a", "an") and (det == "an") != (following[0] in "aeiou"):
+                continue
+            for entry, number in _entries(_POOLS[kind], plural).get(words[k], []):
+                yield k + 1, entry, number
+
+
+def _subjects(words, i, kind):
+    """A subject: a noun phrase, maybe with a prepositional phrase or a relative clause after it."""
+    for j, entry, plural in _noun_phrases(words, i, kind):
+        yield j, entry, plural
+        if j < len(words) and words[j] in PREP:
+            for k, _, _ in _noun_phrases(words, j + 1, "any"):
+                yield k, entry, plural
+        if j < len(words) and words[j] == "that":
+            for k, _, rc_plural in _noun_phrases(words, j + 1, "animate", adjectives=False):
+                if k < len(words) and words[k] in {v[1] if rc_plural else v[0] for v in TRANSITIVE}:
+                    yield k + 1, entry, plural
+
+
+def _verb_forms(verbs, plural: bool) -> set[str]:
+    return {v[2] for v in verbs} | {v[1] if plural else v[0] for v in verbs}
+
+
+def _ends(words, i) -> bool:
+    """The rest is an optional place phrase."""
+    return words[i:] == [] or " ".join(words[i:]) in PLACES
+
+
+def is_grammatical(sentence: str) -> bool:
+    """Whether the grammar generates `sentence` (case and the final " ." aside): an exact check of a
+    sample's sentences, agreement (subject-verb, determiner-noun, reflexives) and transitivity included."""
+    words = sentence.lower().split()
+    if not words or words[-1] != ".":
+        return False
+    words = words[:-1]
+    for j, entry, plural in _subjects(words, 0, "animate"):
+        if j >= len(words):
+            continue
+        verb, rest = words[j], j + 1
+        if verb in _verb_forms(TRANSITIVE, plural):
+            if entry in PEOPLE and rest + 1 == len(words):  # a reflexive object
+                wanted = REFLEXIVE[(entry[2], plural)]
+                if words[rest] == wanted or (wanted is None and words[rest] in ("himself", "herself")):
+                    return True
+            if any(_ends(words, k) for k, _, _ in _noun_phrases(words, rest, "any")):
+                return True
+        if verb in _verb_forms(INTRANSITIVE, plural):
+            if _ends(words, rest) or (rest < len(words) and words[rest] in ADV and _ends(words, rest + 1)):
+                return True
+    return False
+
+
+def sentences_of(text: str) -> tuple[list[str], str]:
+    """The complete sentences of a text (each ending in " ."), and what is left after the last one."""
+    parts = text.replace("\n", " ").split(" .")
+    return [p.strip() + " ." for p in parts[:-1] if p.strip()], parts[-1].strip()

@@ -36,6 +36,7 @@ SHAPES = {
     "aoa": {"words": dict, "value": OPTIONAL_NUMBER, "n_words": int},
     "checkpoint": {"tasks": dict, "words_seen": (int, type(None))},
     "checkpoint task": {"metric": str, "value": OPTIONAL_NUMBER},
+    "generation": {"sampler": str, "num_samples": int, "steps": (int, type(None)), "nfe": OPTIONAL_NUMBER},
 }
 
 
@@ -75,16 +76,13 @@ def _keep(kind: str, data, where: str) -> bool:
 def _read_run(path: Path) -> dict:
     run = RunDir(path).require()
     cfg = run.read_config()
-    blimp, ppl, babylm, finetuned, aoa = (
-        [],
-        None,
-        [],
-        [],
-        [],
-    )  # every result the run holds (a hybrid has causal and MNTP scores)
+    # every result the run holds (a hybrid has causal and MNTP scores)
+    blimp, ppl, babylm, finetuned, aoa, generation = [], None, [], [], [], []
     for name, data in run.read_evals():
         where = str(run.eval_dir / name)
-        if data.get("task") == "aoa" and "words" in data:
+        if data.get("kind") == "generation":
+            generation += [data] if _keep("generation", data, where) else []
+        elif data.get("task") == "aoa" and "words" in data:
             aoa += [data] if _keep("aoa", data, where) else []
         elif "seeds" in data and "task" in data:
             finetuned += [data] if _keep("finetune", data, where) else []
@@ -109,6 +107,7 @@ def _read_run(path: Path) -> dict:
         "finetune": finetuned,
         "curves": _curves(run),
         "aoa": aoa,
+        "generation": sorted(generation, key=lambda g: (g["sampler"], g["nfe"] or 0)),
     }
 
 
@@ -246,7 +245,36 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
         _save(fig, out / "aoa.png")
         plt.close(fig)
         made.append("aoa.png")
+
+    with_samples = [(r["name"], g) for r in runs for g in r["generation"] if not g.get("from_file")]
+    if with_samples:
+        made.append(_generation_plot(plt, with_samples, out))
     return made
+
+
+def _generation_plot(plt, results: list[tuple[str, dict]], out: Path) -> str:
+    """Sample quality against network calls, a line per run and sampler (hlm eval generation)."""
+    exact = any(g.get("grammatical") is not None for _, g in results)
+    keys = [("grammatical", "grammatical sentences")] if exact else []
+    keys += [("gen_ppl", "generative perplexity (judge)"), ("entropy", "unigram entropy per sample (nats)")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys) + 1, 3.8), squeeze=False)
+    lines: dict[tuple, list] = {}
+    for name, g in results:
+        lines.setdefault((name, g["sampler"]), []).append(g)
+    for ax, (key, label) in zip(axes[0], keys):
+        for (name, sampler), points in lines.items():
+            points = sorted((p for p in points if p.get(key) is not None), key=lambda p: p["nfe"] or 0)
+            if points:
+                ax.plot([p["nfe"] for p in points], [p[key] for p in points], marker="o", label=f"{name} {sampler}")
+        ax.set_xscale("log")
+        ax.set_xlabel("network calls per sample", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, out / "samplers.png")
+    plt.close(fig)
+    return "samplers.png"
 
 
 def _sample(run: dict, seed: int) -> str:
@@ -255,6 +283,21 @@ def _sample(run: dict, seed: int) -> str:
     except UserError as e:
         return f"(no sample: {e})"
     return sample_text(loaded, "The", "The <mask> was <mask> in the <mask> .", 40, seed, temperature=0.8, top_p=0.95)
+
+
+GENERATION_COLUMNS = (
+    ("nfe", ".1f"),
+    ("gen_ppl", ".2f"),
+    ("entropy", ".2f"),
+    ("degenerate", ".0%"),
+    ("distinct_2", ".3f"),
+    ("grammatical", ".1%"),
+    ("seconds_per_sample", ".3f"),
+)
+
+
+def _number(value, spec: str) -> str:
+    return "—" if not isinstance(value, (int, float)) or isinstance(value, bool) else format(value, spec)
 
 
 def _value(value, metric: str) -> str:
@@ -404,6 +447,27 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
             ]
             for r in runs
             for f in r["finetune"]
+        ],
+    )
+    lines += _section(
+        "Samples (hlm eval generation; gen. perplexity under the judge, degenerate: entropy below every real window):",
+        [
+            "run",
+            "sampler",
+            "steps",
+            "calls",
+            "gen. ppl",
+            "entropy",
+            "degenerate",
+            "distinct-2",
+            "grammatical",
+            "s/sample",
+        ],
+        [
+            [_md(r["name"]), _md(g["sampler"]), g["steps"] or "—"]
+            + [_number(g.get(k), f) for k, f in GENERATION_COLUMNS]
+            for r in runs
+            for g in r["generation"]
         ],
     )
     if samples:

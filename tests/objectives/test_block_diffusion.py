@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM
@@ -14,7 +15,6 @@ from hybridlm.losses import loss_of
 from hybridlm.model import AttentionSpec, build_model
 from hybridlm.objectives import BlockDiffusionObjective, DiffusionObjective
 from hybridlm.objectives.base import SPECIAL
-from conftest import assert_one_line_error
 
 V = 64
 MASK = SPECIAL["mask"]
@@ -129,8 +129,8 @@ def test_run_reports_bits_per_byte_and_refuses_what_it_cannot(block_run, cli, tm
     assert math.isfinite(summary["val_bpb"]) and summary["val_loss"] > 0
     assert json.loads((out / "config.json").read_text())["block_size"] == 4
     assert_one_line_error(cli("export", "--run", out, "--out", tmp_path / "exp", check=False), "block_diffusion")
-    mix = cli("train", "--data", out, "--out", tmp_path / "m", "--objective", "mix", "--mix", "causal:1,block_diffusion:1",
-              check=False)  # fmt: skip
+    mix = cli("train", "--data", out, "--out", tmp_path / "m", "--objective", "mix",
+              "--mix", "causal:1,block_diffusion:1", check=False)  # fmt: skip
     assert_one_line_error(mix, "twice a window")
     assert not (tmp_path / "exp").exists() and not (tmp_path / "m").exists()
 
@@ -145,3 +145,14 @@ def test_block_bound_scorer_equals_the_loss_on_one_block(block_run):
     assert a < 0 and b < 0 and a != b
     again = score_sentences(lm, ["the dog sees the cat ."], samples=4)[0]
     assert again == pytest.approx(a)  # seeded by length: the same draws
+
+
+def test_generate_by_blocks_and_refuse_infilling(block_run, cli):
+    out, _ = block_run
+    r = cli("generate", "--run", out, "--prompt", "the", "--num-samples", 3, "--max-new-tokens", 10,
+            "--sampler", "remdm", "--eta", 0.2, "--steps", 12)  # fmt: skip
+    lines = r.stdout.strip().split("\n")  # (not splitlines: a byte-level sample may hold \x1e)
+    assert len(lines) == 3 and all(line.startswith("the") for line in lines)
+    assert "network calls each" in r.stderr
+    assert_one_line_error(cli("infill", "--run", out, "--text", "the <mask> .", check=False), "cannot fill")
+    assert_one_line_error(cli("generate", "--run", out, "--sampler", "confidence", "--eta", 0.5, check=False), "remdm")

@@ -124,4 +124,3 @@ class BlockDiffusionObjective(Objective):
     # ------------------------------------------------------------ sampling
     def alpha(self, t: float) -> float:
         return 1.0 - t  # log-linear, as trained
-

@@ -91,7 +91,9 @@ class MixOptions(Options):
             if issubclass(objective_class(n), MixObjective):
                 raise UserError(f"a mix cannot contain {n!r} (itself a mix); list its objectives instead")
             if objective_class(n).two_stream:
-                raise UserError(f"a mix cannot contain {n!r}: its rows are twice a window long (x_t and x_0); train it alone")
+                raise UserError(
+                    f"a mix cannot contain {n!r}: its rows are twice a window long (x_t and x_0); train it alone"
+                )
 
     def schedule(self) -> tuple[dict, dict | None, list]:
         """(start mix, end mix or None, phases)."""
