@@ -82,7 +82,7 @@ def test_preset_sizes():
         build_model("huge", 100)
 
 
-@pytest.mark.parametrize("case", ["documents", "mixed_rows", "prefix", "everything"])
+@pytest.mark.parametrize("case", ["documents", "mixed_rows", "prefix", "everything", "blocks", "two_streams"])
 def test_flex_attention_equals_sdpa(case):
     """The FlexAttention block mask encodes the dense mask's rule: same hidden states on the CPU
     (PyTorch's FlexAttention runs forward there; CUDA, where it trains, is checked by bench/gpu_check.py)."""
@@ -98,6 +98,15 @@ def test_flex_attention_equals_sdpa(case):
         "mixed_rows": AttentionSpec(torch.tensor([True, False, True, False])),
         "prefix": AttentionSpec(True, prefix_lengths=torch.tensor([0, 5, 17, 47])),
         "everything": AttentionSpec(torch.tensor([True, False, True, True]), docs, torch.tensor([3, 0, 0, 20])),
+        "blocks": AttentionSpec(False, docs, block_ids=torch.arange(T) // 5),
+        # block diffusion's x_t ⊕ x_0 (two halves sharing positions), documents per half
+        "two_streams": AttentionSpec(
+            False,
+            torch.cat([docs[:, : T // 2]] * 2, 1),
+            block_ids=torch.cat([torch.arange(T // 2) // 4] * 2),
+            noisy=torch.arange(T) < T // 2,
+            position_ids=torch.cat([torch.arange(T // 2)] * 2),
+        ),
     }[case]
     with torch.no_grad():
         dense = model(ids, spec)
