@@ -156,3 +156,20 @@ def test_generate_by_blocks_and_refuse_infilling(block_run, cli):
     assert "network calls each" in r.stderr
     assert_one_line_error(cli("infill", "--run", out, "--text", "the <mask> .", check=False), "cannot fill")
     assert_one_line_error(cli("generate", "--run", out, "--sampler", "confidence", "--eta", 0.5, check=False), "remdm")
+
+
+def test_block_bound_of_a_completion_and_of_a_file(block_run, tmp_path, cli):
+    from hybridlm.evaluate.perplexity import evaluate_file
+    from hybridlm.evaluate.scoring import score_completions
+
+    out, summary = block_run
+    lm = RunLM(out)
+    whole, completion = score_completions(lm, [("the dog sees the cat .", 0, 5), ("the dog sees the cat .", 8, 5)])
+    assert whole < completion < 0  # the completion alone: fewer tokens bounded, the context given
+    text = tmp_path / "valid.txt"
+    text.write_text("the dog sees the cat .\nmany small boys sleep .\n")
+    result = evaluate_file(lm, text, samples=2)["block-elbo"]
+    assert result["measure"] == "upper bound (NELBO)" and math.isfinite(result["bits_per_byte"])
+    assert_one_line_error(
+        cli("train", "--data", out, "--out", tmp_path / "d", "--objective", "block_diffusion", "--distill-from", out,
+            check=False), "distill")  # fmt: skip

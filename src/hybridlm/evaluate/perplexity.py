@@ -99,8 +99,18 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
             ]
             nll = -sum(score_copies(lm, copies, len(windows), False, progress=progress, desc=kind))
             out[kind] = _summary(nll, len(copies), n_bytes, n_words, "pseudo")
-        else:
+        elif kind == "elbo":
             out[kind] = _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress)
+        else:  # another bound (block diffusion's): its scorer's copies of each window, exact in the subset size
+            copies = [
+                c
+                for wi, (w, st) in enumerate(zip(windows, start_windows))
+                for c in s.copies(s, lm, wi, w, st, list(range(1, len(w))), 0, samples, seed * 1_000_003 + wi)
+            ]
+            block_size = lm.objective.block_size if s.blocks else 0
+            scores = score_copies(lm, copies, len(windows), s.causal, s.forbid_mask, progress=progress, desc=kind,
+                                  block_size=block_size)  # fmt: skip
+            out[kind] = _bound_summary(-np.asarray(scores), [len(w) - 1 for w in windows], n_bytes, n_words, samples)
     return out
 
 
@@ -124,6 +134,11 @@ def _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress):
                 read = [j - shift for j in chosen]  # a diffusion model in a causal model's layout reads at i-1
                 copies.append(Copy(wi, masked, read, [w[j] for j in chosen], float(weight[s, 0]) / samples))
     per_window = -np.asarray(score_copies(lm, copies, len(windows), False, True, progress=progress, desc="elbo"))
+    return _bound_summary(per_window, per_window_tokens, n_bytes, n_words, samples)
+
+
+def _bound_summary(per_window, per_window_tokens, n_bytes, n_words, samples) -> dict:
+    """A bound's summary with its standard error over windows."""
     total = float(per_window.sum())
     n_tokens = int(sum(per_window_tokens))
     out = _summary(total, n_tokens, n_bytes, n_words, "upper bound (NELBO)")
