@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hybridlm.errors import UserError
 from hybridlm.files import atomic_write_bytes, atomic_write_json, check_out_folder, check_output_file, no_space
+from hybridlm.samplers import SAMPLERS
 
 
 def _train_args(p: argparse.ArgumentParser):
@@ -97,7 +98,7 @@ def cmd_prepare(a):
 def cmd_demo(a):
     from hybridlm.demo import run_demo
 
-    run_demo(a.out, steps=a.steps, objectives=a.objectives, seed=a.seed)
+    run_demo(a.out, steps=a.steps, objectives=a.objectives, seed=a.seed, sampler=a.sampler)
 
 
 def _model_args(p):
@@ -385,7 +386,7 @@ def cmd_infill(a):
 
 
 def _sampling_args(p):
-    from hybridlm.samplers import REMDM_SCHEDULES, SAMPLERS
+    from hybridlm.samplers import REMDM_SCHEDULES
 
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
@@ -687,6 +688,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"any of {', '.join(OBJECTIVES)}, e.g. causal,hybrid,prefix,mix (default: {' '.join(DEFAULT_OBJECTIVES)})",
     )
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--sampler",
+        default="confidence",
+        choices=SAMPLERS,
+        help="how diffusion and block diffusion runs sample (see hlm generate --help)",
+    )
     d.set_defaults(func=cmd_demo)
 
     _add_eval_commands(sub)

@@ -34,7 +34,9 @@ DEMO_STEPS = 500
 SAMPLE_TOKENS = 48  # tokens per sample whose sentences the grammar parses
 
 
-def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pairs_per_paradigm=100) -> list[dict]:
+def run_demo(
+    out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pairs_per_paradigm=100, sampler="confidence"
+) -> list[dict]:
     objectives = [o.strip() for item in (objectives or DEFAULT_OBJECTIVES) for o in item.split(",") if o.strip()]
     for o in objectives:
         objective_class(o)  # an unknown name fails before any work
@@ -90,11 +92,13 @@ def run_demo(out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pa
             summary = train(cfg, quiet=True)
             lm = RunLM(cfg.out)
             result = evaluate_pairs(lm, pairs)
-            sample = sample_text(lm.run, "the", lm.run.objective.demo_sample_text, 16, seed, temperature=0.7)
+            sample = sample_text(
+                lm.run, "the", lm.run.objective.demo_sample_text, 16, seed, temperature=0.7, sampler=sampler
+            )
             grammatical = None
             if lm.run.objective.capabilities.generation is not Generation.NONE:  # true samples: temperature 1
                 drawn = evaluate_generation(
-                    lm.run, Sampling(steps=SAMPLE_TOKENS), 32, SAMPLE_TOKENS, seed, grammar=True
+                    lm.run, Sampling(sampler, steps=SAMPLE_TOKENS), 32, SAMPLE_TOKENS, seed, grammar=True
                 )
                 grammatical = drawn["grammatical"]
             tuned = finetune(

@@ -308,5 +308,5 @@ def sample_text(run, prompt: str, infill_template: str, max_new_tokens: int, see
             ).rstrip()
         )
     if caps.infill is not Infill.NONE:
-        return infill_text(run, infill_template, temperature=0.0, seed=seed).strip()
+        return infill_text(run, infill_template, temperature=0.0, seed=seed, sampler=sampling.get("sampler")).strip()
     return "(this objective neither generates nor infills)"
