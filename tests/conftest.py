@@ -17,6 +17,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # hlm runs in this process too (the `cli` fixture): no tokenizer threads that a later fork would warn about
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# the harness and datasets read local task files here: never a hub (CI reaches package registries only)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

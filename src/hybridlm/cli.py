@@ -351,6 +351,31 @@ def cmd_generation(a):
     print(f"(kept in {RunDir(a.run).eval_path(name)})", file=sys.stderr)
 
 
+def cmd_harness(a):
+    from hybridlm.runs import RunDir, default_device
+
+    try:
+        from hybridlm.evaluate.harness import run_harness
+    except ImportError as e:
+        raise UserError(f"hlm eval harness needs lm-evaluation-harness ({e}): pip install 'hybridlm[lmeval]'") from None
+
+    _check_json_target(a.json)
+    if a.run:
+        RunDir(a.run).check_eval_writable("harness.json")
+    result = run_harness(
+        run=a.run, hf_model=a.hf_model, tasks=a.tasks, num_fewshot=a.num_fewshot, include_path=a.include_path,
+        glue_data=a.glue_data, limit=a.limit, scorer=a.scorer, samples=a.samples, mask_padding=a.mask_padding,
+        device=a.device or default_device(),
+        precision=a.precision, trust_remote_code=a.trust_remote_code, sampler=a.sampler, steps=a.steps,
+        seed=a.seed, log_samples=a.log_samples,
+    )  # fmt: skip
+    for task, metrics in result["results"].items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
+        print(f"{task}: {shown}")
+    shots = "fewshot" if a.num_fewshot is None else f"{a.num_fewshot}shot"
+    _write_json(a.json, result, a, f"harness-{'+'.join(sorted(result['results']))[:80]}-{shots}.json")
+
+
 def _sampling(a):
     from hybridlm.generate import sampling_of
 
@@ -490,6 +515,33 @@ def _add_eval_commands(sub):
     _sampling_args(gq)
     _json_arg(gq, "generation-SAMPLER-steps-N.json")
     gq.set_defaults(func=cmd_generation, steps=32)
+
+    hz = ev.add_parser(
+        "harness", help="lm-evaluation-harness tasks with the run's scorer (pip install 'hybridlm[lmeval]')"
+    )
+    _model_args(hz)
+    hz.add_argument(
+        "--tasks", required=True, help="comma-separated harness tasks or groups (local YAMLs: --include-path)"
+    )
+    hz.add_argument("--num-fewshot", type=int, default=None, help="in-context examples (default: the task's)")
+    hz.add_argument("--include-path", default=None, help="a folder of task YAMLs")
+    hz.add_argument(
+        "--glue-data",
+        default=None,
+        help="the BabyLM glue_filtered folder: enables hlm's in-context tasks (rte_icl, mrpc_icl, ...)",
+    )
+    hz.add_argument("--limit", type=int, default=None, help="the first N documents of each task")
+    hz.add_argument("--scorer", default=None, help="loglikelihood scorer (default: by objective)")
+    hz.add_argument("--samples", type=int, default=1, help="bounds: Monte-Carlo masks per subset size")
+    hz.add_argument(
+        "--mask-padding", type=int, default=0, help="bidirectional scorers: <mask> tokens after the text (BERT ICL)"
+    )
+    hz.add_argument("--sampler", default="confidence", choices=SAMPLERS, help="generate_until of diffusion runs")
+    hz.add_argument("--steps", type=int, default=0, help="generate_until of diffusion runs: rounds (0: one per token)")
+    hz.add_argument("--seed", type=int, default=0, help="bounds' draws and sampling")
+    hz.add_argument("--log-samples", action="store_true", help="keep every request's answer in the result")
+    _json_arg(hz, "harness-TASKS-Kshot.json")
+    hz.set_defaults(func=cmd_harness)
 
     ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
     g_model = ft.add_mutually_exclusive_group(required=True)

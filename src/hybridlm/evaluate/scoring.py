@@ -132,11 +132,14 @@ def score_copies(
     progress: bool = False,
     desc: str = "score",
     block_size: int = 0,
-) -> list[float]:
+    greedy: bool = False,
+) -> list[float] | tuple[list[float], list[bool]]:
     """sum(weight * log p(target)) per item, over copies batched by length (block_size: the copies
-    attend block by block, block diffusion's rule)."""
+    attend block by block, block diffusion's rule). greedy: also whether every target of the item
+    is its prediction's argmax (lm-evaluation-harness's is_greedy)."""
     copies = sorted(copies, key=lambda c: len(c.ids))
     totals = torch.zeros(n_items, dtype=torch.float64)
+    missed = torch.zeros(n_items, dtype=torch.long)  # targets that are not the argmax
     bar = tqdm(total=len(copies), disable=not progress, desc=desc, unit="seq")
     start = 0
     while start < len(copies):
@@ -162,7 +165,9 @@ def score_copies(
         owner = torch.tensor([c.sentence for c in chunk for _ in c.positions])
         weight = torch.tensor([c.weight for c in chunk for _ in c.positions], dtype=torch.float64)
         totals.index_add_(0, owner, picked * weight)
+        if greedy:
+            missed.index_add_(0, owner, (logits.argmax(-1) != targets).long())
         bar.update(len(chunk))
         start = end
     bar.close()
-    return totals.tolist()
+    return (totals.tolist(), (missed == 0).tolist()) if greedy else totals.tolist()

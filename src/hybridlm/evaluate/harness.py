@@ -1,0 +1,349 @@
+"""An lm-evaluation-harness backend (`--model hlm`) for every objective hlm trains or scores.
+
+    pip install "hybridlm[lmeval]"
+    hlm eval harness --run RUN --tasks hellaswag,lambada_openai [--num-fewshot K] [--include-path DIR]
+    # or from Python: import hybridlm.evaluate.harness, then lm_eval.simple_evaluate(model="hlm",
+    #   model_args="run=RUN") (the harness finds backends by import, not by entry point)
+
+Requests are tokenised exactly as the harness's own `hf` backend tokenises them (its `_encode_pair`:
+the whole text encoded, the context's tokens split off; an empty context gets the prefix token,
+<s>), so an hlm causal run, its export under `--model hf`, and this backend give the same numbers.
+Each request is then scored by the run's scorer through hlm's batched engine (copies sorted by
+length, many requests a batch):
+- loglikelihood: exact (causal, prefix); PLL / MNTP of the continuation's tokens with the context
+  visible (masked, mntp, hybrid's masked reading); the diffusion or block-diffusion bound of the
+  continuation given the context, with Monte-Carlo draws seeded as hlm's engine seeds them (by
+  length and --seed: the options of a minimal pair share them, and the numbers are hlm eval's).
+  is_greedy: for an exact scorer, whether greedy decoding produces the
+  continuation; for a pseudo-likelihood, whether every masked token is its position's argmax; for
+  a bound it is not defined and reported False.
+- loglikelihood_rolling: the harness's rolling windows, exact or a bound (logged as one); a
+  pseudo-likelihood refuses it in one line.
+- generate_until: greedy (or the request's sampling) KV-cached decoding for causal and prefix runs,
+  `model.generate` for a local HF model, the run's sampler for diffusion and block diffusion over a
+  fixed answer length (`max_gen_toks`); stop sequences cut the text in every case.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import lm_eval.models  # noqa: F401 (the harness's own backends, hf among them, registered beside hlm)
+import torch
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from tqdm import tqdm
+
+from hybridlm.errors import UserError
+from hybridlm.evaluate.lm import RunLM, load_lm
+from hybridlm.evaluate.scorers import SCORERS
+from hybridlm.evaluate.scoring import check_scorer, score_copies
+from hybridlm.objectives import Generation
+
+log = logging.getLogger(__name__)
+
+
+@register_model("hlm")
+class HarnessLM(TemplateLM):
+    """lm-evaluation-harness's view of an hlm run (`run=`) or a local HF model (`hf_model=`)."""
+
+    backend = "causal"  # how the harness splits context and continuation (whole text, then split)
+
+    def __init__(
+        self,
+        run: str | None = None,
+        hf_model: str | None = None,
+        scorer: str | None = None,
+        samples: int = 1,
+        mask_padding: int = 0,
+        device: str = "cpu",
+        precision: str = "fp32",
+        batch_tokens: int = 2048,
+        sampler: str = "confidence",
+        steps: int = 0,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        max_gen_toks: int = 256,
+        **_ignored,  # the harness passes batch_size, max_batch_size, ...: hlm batches by tokens
+    ):
+        super().__init__()
+        self.lm = load_lm(run, hf_model, device, precision, trust_remote_code)
+        self.scorer = SCORERS[check_scorer(self.lm, scorer)]
+        if self.scorer.parts:
+            raise UserError(f"scorer {self.scorer.name} is a sum of scores, no likelihood; choose one of its parts")
+        self.tokenizer = self.lm.pipeline_tokenizer()
+        self.samples, self.batch_tokens, self.seed = int(samples), int(batch_tokens), int(seed)
+        # <mask> tokens after the text of a bidirectional reading ("BERTs are generative in-context
+        # learners": the model sees that the text goes on); 0 keeps hlm eval's own numbers
+        self.mask_padding = int(mask_padding) if not self.scorer.causal else 0
+        self.sampler, self.steps, self._max_gen_toks = sampler, int(steps), int(max_gen_toks)
+
+    # ------------------------------------------------------------ the harness's tokenisation
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self.lm.max_len
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        """As the `hf` backend: the tokenizer's own special tokens unless told, none when the text
+        already starts with <s>."""
+        kw = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        bos = self.tokenizer.bos_token
+        if add_special_tokens is None and bos is not None and string.startswith(bos):
+            kw = {"add_special_tokens": False}
+        return self.tokenizer.encode(string, **kw)
+
+    def tok_decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens)
+
+    # ------------------------------------------------------------ scoring
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        copies = []
+        for index, (_, context_enc, continuation_enc) in enumerate(requests):
+            ids = (context_enc + continuation_enc)[-(self.max_length) :]
+            first = len(ids) - len(continuation_enc) - 1  # positions up to `first` are the visible context
+            if first < 0:
+                raise UserError(f"a continuation of {len(continuation_enc)} tokens is longer than the model's context")
+            scored = list(range(first + 1, len(ids)))
+            # draws seeded as hlm's engine seeds them (by length: the options of a minimal pair share them)
+            draw_seed = 1_000_003 * len(ids) + self.seed
+            starts = self._word_starts(ids)
+            for copy in self.scorer.copies(self.scorer, self.lm, index, ids, starts, scored, first, self.samples,
+                                           draw_seed):  # fmt: skip
+                copy.ids = copy.ids + [self.lm.mask_id] * self.mask_padding
+                copies.append(copy)
+        block_size = self.lm.objective.block_size if self.scorer.blocks else 0
+        totals, greedy = score_copies(
+            self.lm, copies, len(requests), self.scorer.causal, self.scorer.forbid_mask, self.batch_tokens,
+            progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", block_size=block_size, greedy=True,
+        )  # fmt: skip
+        defined = self.scorer.measure != "bound"
+        return [(total, bool(g) and defined) for total, g in zip(totals, greedy)]
+
+    def _word_starts(self, ids: list[int]) -> list[bool]:
+        """Whether each token begins a word (for the within-word scorers), from the tokenizer's pieces."""
+        if not self.scorer.whole_word:
+            return [True] * len(ids)
+        pieces = self.tokenizer.convert_ids_to_tokens(ids)
+        return [i == 0 or p.startswith(("Ġ", "▁", " ")) or not p.isalnum() for i, p in enumerate(pieces)]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        if self.scorer.measure == "pseudo":
+            raise UserError(
+                f"loglikelihood_rolling needs a likelihood; the {self.scorer.name} scorer is a pseudo-likelihood "
+                "(use a causal, prefix, diffusion or block_diffusion run, or a task without perplexity)"
+            )
+        if self.scorer.measure == "bound":
+            log.warning("hlm: loglikelihood_rolling of a %s model is an upper bound on the NLL", self.lm.kind)
+        windows, owners = [], []
+        for i, (string,) in enumerate(req.args for req in requests):
+            for context, continuation in map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(self.tok_encode(string), self.prefix_token_id, self.max_length, 1),
+            ):
+                windows.append(((string, ""), context, continuation))
+                owners.append(i)
+        totals = [0.0] * len(requests)
+        for owner, (value, _) in zip(owners, self._loglikelihood_tokens(windows, disable_tqdm)):
+            totals[owner] += value
+        return totals
+
+    # ------------------------------------------------------------ generation
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        out = []
+        for req in tqdm(requests, disable=disable_tqdm, desc="hlm generate_until"):
+            context, kwargs = req.args
+            kwargs = dict(kwargs or {})
+            until = kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+            text = self._generate(context, max_new, kwargs)
+            for stop in until:
+                if stop and stop in text:
+                    text = text[: text.index(stop)]
+            out.append(text)
+        return out
+
+    @torch.no_grad()
+    def _generate(self, context: str, max_new: int, kwargs: dict) -> str:
+        ids = self.tok_encode(context)[-(self.max_length - 1) :]
+        max_new = max(1, min(max_new, self.max_length - len(ids)))
+        temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
+        g = torch.Generator().manual_seed(self.seed)
+        if not isinstance(self.lm, RunLM):  # a local HF model: transformers' own decoding
+            x = torch.tensor([ids], device=self.lm.device)
+            options = {"do_sample": temperature > 0, "temperature": temperature or None, "top_p": None, "top_k": None}
+            new = self.lm.model.generate(
+                x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, pad_token_id=self.eot_token_id,
+                eos_token_id=self.eot_token_id, **options,
+            )[0, len(ids) :].tolist()  # fmt: skip
+            return self.tok_decode(_until_token(new, self.eot_token_id))
+        from hybridlm.generate import causal_rows, sampling_of, unmask_rows
+
+        run, objective = self.lm.run, self.lm.objective
+        caps = objective.capabilities
+        if caps.generation is Generation.CAUSAL:
+            new, _ = causal_rows(
+                run.model, ids, 1, max_new, temperature=temperature, stop_ids=(self.eot_token_id,), generator=g,
+                prompt_as_prefix=caps.prompt_as_prefix,
+            )  # fmt: skip
+            return self.tok_decode(new[0])
+        if caps.generation is Generation.NONE:
+            raise UserError(f"a {objective.name} model does not generate text; drop generate_until tasks")
+        mask = self.lm.mask_id
+        canvas = torch.tensor([ids + [mask] * max_new])
+        sampling = sampling_of(self.sampler, self.steps or max_new, temperature=temperature)
+        specials = [t for t in (self.tokenizer.pad_token_id, self.tokenizer.bos_token_id, mask) if t is not None]
+        filled, _ = unmask_rows(
+            run.model, objective, canvas, mask, sampling, g, specials, caps.infill.shift or 0,
+            stop_id=self.eot_token_id if caps.generation is Generation.BLOCKS else None,
+        )  # fmt: skip
+        return self.tok_decode(_until_token(filled[0, len(ids) :].tolist(), self.eot_token_id))
+
+
+def _until_token(ids: list[int], stop: int) -> list[int]:
+    return ids[: ids.index(stop)] if stop in ids else ids
+
+
+# ---------------------------------------------------------------- in-context classification on BabyLM's GLUE
+# GPT-3's prompt formats (as lm-evaluation-harness writes them for these tasks), used for every objective:
+# a masked or hybrid model reads the answer as <mask> tokens after the prompt (its PLL, the context
+# visible), as "BERTs are generative in-context learners" prompts DeBERTa
+ICL_TASKS = {
+    "rte": ("{{sentence1}}\nQuestion: {{sentence2}} True or False?\nAnswer:", [" True", " False"]),
+    "mrpc": (
+        "Sentence 1: {{sentence1}}\nSentence 2: {{sentence2}}\nQuestion: Do both sentences mean the same thing?"
+        "\nAnswer:",
+        [" no", " yes"],
+    ),
+    "qqp": (
+        "Question 1: {{question1}}\nQuestion 2: {{question2}}\nQuestion: Do both questions ask the same thing?"
+        "\nAnswer:",
+        [" no", " yes"],
+    ),
+    "mnli": ("{{premise}}\nQuestion: {{hypothesis}} True, Neither or False?\nAnswer:", [" True", " Neither", " False"]),
+    "wsc": (
+        'Passage: {{text}}\nQuestion: In the passage above, does the pronoun "*{{span2_text}}*" refer to '
+        '"*{{span1_text}}*"?\nAnswer:',
+        [" no", " yes"],
+    ),
+    "boolq": ("{{passage}}\nQuestion: {{question}}?\nAnswer:", [" no", " yes"]),
+    "multirc": ("{{paragraph}}\nQuestion: {{question}}\nAnswer: {{answer}}\nIs the answer correct?", [" no", " yes"]),
+}
+
+
+def write_icl_tasks(glue_data, out_dir) -> dict[str, Path]:
+    """Task YAMLs `TASK_icl` for each task of ICL_TASKS whose TASK.train.jsonl and TASK.valid.jsonl are
+    in glue_data (validation scored; shots drawn from train by the harness's seeded sampler)."""
+    root, out = Path(glue_data), Path(out_dir)
+    if not root.is_dir():
+        raise UserError(
+            f"--glue-data {glue_data} is not a folder (e.g. ../shared/data/babylm-2025/full_eval/glue_filtered)"
+        )
+    made = {}
+    for task, (prompt, choices) in ICL_TASKS.items():
+        train, valid = root / f"{task}.train.jsonl", root / f"{task}.valid.jsonl"
+        if not (train.is_file() and valid.is_file()):
+            continue
+        config = {
+            "task": f"{task}_icl",
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"train": str(train.resolve()), "validation": str(valid.resolve())}},
+            "output_type": "multiple_choice",
+            "training_split": "train",
+            "validation_split": "validation",
+            "fewshot_split": "train",
+            "doc_to_text": prompt,
+            "doc_to_choice": choices,
+            "doc_to_target": "label",
+            "target_delimiter": "",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+            "metadata": {"version": 1.0, "source": "hybridlm"},
+        }
+        path = out / f"{task}_icl.yaml"
+        path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        made[f"{task}_icl"] = valid
+    if not made:
+        raise UserError(
+            f"--glue-data {glue_data} holds no TASK.train.jsonl and TASK.valid.jsonl of {', '.join(ICL_TASKS)}"
+        )
+    return made
+
+
+def majority(valid: Path, limit: int | None) -> float:
+    """The majority class's accuracy on the documents scored."""
+    labels = [json.loads(line)["label"] for line in valid.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = labels[:limit] if limit else labels
+    return max(labels.count(v) for v in set(labels)) / len(labels) if labels else 0.0
+
+
+def run_harness(
+    run=None,
+    hf_model=None,
+    tasks: str = "",
+    num_fewshot: int | None = None,
+    include_path=None,
+    glue_data=None,
+    limit: int | None = None,
+    log_samples: bool = False,
+    **backend,
+) -> dict:
+    """lm_eval.simple_evaluate with the hlm backend; the result hlm keeps (RUN/eval/harness-*.json)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise UserError("--tasks names no task, e.g. --tasks rte_icl,mrpc_icl (with --glue-data) or hellaswag")
+    model = HarnessLM(run=run, hf_model=hf_model, **backend)
+    with tempfile.TemporaryDirectory(prefix="hlm-tasks-") as tmp:
+        icl = write_icl_tasks(glue_data, tmp) if glue_data else {}
+        paths = [str(p) for p in (tmp if icl else None, include_path) if p]
+        # the harness's own task index takes seconds to build: only when a task is not a local one
+        manager = TaskManager(include_path=paths, include_defaults=False) if paths else None
+        if manager is None or any(n not in manager.all_subtasks and n not in manager.all_groups for n in names):
+            manager = TaskManager(include_path=paths or None)
+        unknown = [n for n in names if n not in manager.all_subtasks and n not in manager.all_groups]
+        if unknown:
+            hint = " (hlm's in-context tasks need --glue-data)" if any(n.endswith("_icl") for n in unknown) else ""
+            raise UserError(f"unknown harness task(s): {', '.join(unknown)}{hint}")
+        out = lm_eval.simple_evaluate(
+            model=model, tasks=names, num_fewshot=num_fewshot, task_manager=manager, limit=limit,
+            log_samples=log_samples, random_seed=backend.get("seed", 0), fewshot_random_seed=1234,
+        )  # fmt: skip
+    results = {
+        task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for task, metrics in out["results"].items()
+    }
+    result = {
+        "kind": "harness",
+        "model": str(run or hf_model),
+        "objective": model.lm.kind,
+        "scorer": model.scorer.name,
+        "num_fewshot": num_fewshot,
+        "results": results,
+        "n": {task: v.get("effective", v.get("original")) for task, v in out.get("n-samples", {}).items()},
+        "majority": {task: majority(valid, limit) for task, valid in icl.items() if task in results},
+    }
+    if log_samples:
+        result["samples"] = {
+            task: [{"doc_id": s["doc_id"], "target": s["target"], "resps": s["filtered_resps"]} for s in rows]
+            for task, rows in out["samples"].items()
+        }
+    return result

@@ -1,0 +1,137 @@
+"""The lm-evaluation-harness backend: parity with the harness's own `hf` backend for every request type,
+hlm eval's numbers for the other objectives, and hlm eval harness with the in-context GLUE tasks."""
+
+import json
+import math
+import shutil
+
+import pytest
+from conftest import SHARED, assert_one_line_error
+
+lm_eval = pytest.importorskip("lm_eval")  # an extra: pip install 'hybridlm[lmeval]' (in the test extras)
+
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+import hybridlm.evaluate.harness  # noqa: E402,F401 (registers the hlm backend)
+from hybridlm.evaluate.lm import RunLM  # noqa: E402
+from hybridlm.evaluate.scoring import score_sentences  # noqa: E402
+
+PAIRS = [
+    ("The dogs run .", "The dogs runs ."),
+    ("A cat sleeps near the tree .", "A cat sleep near the tree ."),
+    ("These boys laugh .", "This boys laugh ."),
+]
+
+
+def _yaml(path, **config):
+    path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+
+
+def _tasks(root):
+    """Local tasks of every request type: multiple choice (with a context, and BLiMP-style without),
+    rolling log-likelihood and greedy generation."""
+    rows = {
+        "choice": [
+            {"question": "the dogs", "choices": [" run .", " runs ."], "label": 0},
+            {"question": "a cat", "choices": [" sleep .", " sleeps ."], "label": 1},
+            {"question": "the boys near the tree", "choices": [" laugh .", " laughs .", " laughed ."], "label": 0},
+        ],
+        "pairs": [{"good": g, "bad": b} for g, b in PAIRS],
+        "rolling": [{"text": "The cat sees a dog . The boys run quickly ."}, {"text": "Many small birds sleep ."}],
+        "generate": [{"prompt": "the cat", "answer": " runs"}, {"prompt": "two dogs", "answer": " sleep"}],
+    }
+    for name, docs in rows.items():
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    common = {"dataset_path": "json", "test_split": "test"}
+
+    def files(name):
+        return {"dataset_kwargs": {"data_files": {"test": str(root / f"{name}.jsonl")}}}
+
+    acc = [{"metric": "acc"}]
+    _yaml(root / "t_choice.yaml", task="t_choice", output_type="multiple_choice", doc_to_text="{{question}}",
+          doc_to_choice="choices", doc_to_target="label", target_delimiter="", metric_list=acc, **common,
+          **files("choice"))  # fmt: skip
+    _yaml(root / "t_pairs.yaml", task="t_pairs", output_type="multiple_choice", doc_to_text="",
+          doc_to_choice="{{[good, bad]}}", doc_to_target=0, target_delimiter="", metric_list=acc, **common,
+          **files("pairs"))  # fmt: skip
+    _yaml(root / "t_rolling.yaml", task="t_rolling", output_type="loglikelihood_rolling", doc_to_text="",
+          doc_to_target="{{text}}", target_delimiter="", metric_list=[{"metric": "word_perplexity"}], **common,
+          **files("rolling"))  # fmt: skip
+    _yaml(root / "t_generate.yaml", task="t_generate", output_type="generate_until", doc_to_text="{{prompt}}",
+          doc_to_target="{{answer}}", generation_kwargs={"until": ["."], "max_gen_toks": 6, "do_sample": False},
+          metric_list=[{"metric": "exact_match"}], **common, **files("generate"))  # fmt: skip
+    return TaskManager(include_path=str(root), include_defaults=False)
+
+
+def _evaluate(model, args, tasks, manager):
+    out = lm_eval.simple_evaluate(
+        model=model, model_args=args, tasks=tasks, task_manager=manager, log_samples=True, batch_size=2, device="cpu"
+    )
+    return out["results"], {t: [s["resps"] for s in rows] for t, rows in out["samples"].items()}
+
+
+def _flat(responses):
+    return [r for doc in responses for option in doc for r in option]
+
+
+@pytest.fixture(scope="module")
+def export(runs, tmp_path_factory):
+    from hybridlm.export import export_run
+
+    out = tmp_path_factory.mktemp("harness") / "export"
+    export_run(runs["causal"], out)
+    return out
+
+
+def test_hlm_backend_equals_the_harness_hf_backend_on_every_request_type(runs, export, tmp_path):
+    manager = _tasks(tmp_path)
+    tasks = ["t_choice", "t_pairs", "t_rolling", "t_generate"]
+    hf_results, hf = _evaluate("hf", f"pretrained={export},dtype=float32", tasks, manager)
+    for args in (f"run={runs['causal']}", f"hf_model={export}"):
+        results, ours = _evaluate("hlm", args, tasks, manager)
+        for task in ("t_choice", "t_pairs"):
+            for (a, greedy_a), (b, greedy_b) in zip(_flat(ours[task]), _flat(hf[task])):
+                assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b, (args, task)
+            assert results[task]["acc,none"] == hf_results[task]["acc,none"]
+        assert results["t_rolling"]["word_perplexity,none"] == pytest.approx(
+            hf_results["t_rolling"]["word_perplexity,none"], rel=1e-4
+        )
+        assert ours["t_generate"] == hf["t_generate"]  # identical strings, stop sequence honoured
+        assert all("." not in text for doc in ours["t_generate"] for text in doc[0])
+
+
+@pytest.mark.parametrize("objective", ["masked", "hybrid", "diffusion"])
+def test_harness_numbers_are_hlm_evals_for_other_objectives(objective, runs, tmp_path):
+    manager = _tasks(tmp_path)
+    _, ours = _evaluate("hlm", f"run={runs[objective]},samples=2", ["t_pairs"], manager)
+    lm = RunLM(runs[objective])
+    expected = score_sentences(lm, [s for pair in PAIRS for s in pair], samples=2)
+    got = [value for value, _ in _flat(ours["t_pairs"])]
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_pseudo_likelihoods_refuse_rolling_and_diffusion_generates(runs, tmp_path, cli):
+    _tasks(tmp_path)
+    r = cli("eval", "harness", "--run", runs["masked"], "--tasks", "t_rolling", "--include-path", tmp_path, check=False)
+    # (after the harness's own progress bars) one line, no traceback
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert last.startswith("hlm: error: loglikelihood_rolling") and "pseudo-likelihood" in last
+    _, ours = _evaluate("hlm", f"run={runs['diffusion']},steps=4", ["t_generate"], _tasks(tmp_path))
+    texts = [doc[0][0] for doc in ours["t_generate"]]
+    assert len(texts) == 2 and all(isinstance(t, str) and "." not in t for t in texts)
+
+
+def test_in_context_glue_tasks_land_in_the_run(runs, tmp_path, cli):
+    glue = SHARED / "babylm-2025" / "full_eval" / "glue_filtered"
+    if not glue.is_dir():
+        pytest.skip("../shared/data/babylm-2025 is not here")
+    run = shutil.copytree(runs["hybrid"], tmp_path / "hybrid")
+    for shots in (0, 2):
+        cli("eval", "harness", "--run", run, "--tasks", "rte_icl,wsc_icl", "--glue-data", glue, "--num-fewshot",
+            shots, "--limit", 6)  # fmt: skip
+    result = json.loads((run / "eval" / "harness-rte_icl+wsc_icl-2shot.json").read_text())
+    assert result["scorer"] == "mntp" and result["num_fewshot"] == 2 and result["n"]["rte_icl"] == 6
+    assert 0 <= result["results"]["rte_icl"]["acc,none"] <= 1 and 0.5 <= result["majority"]["rte_icl"] <= 1
+    assert math.isfinite(result["results"]["wsc_icl"]["acc_stderr,none"])
+    assert_one_line_error(cli("eval", "harness", "--run", run, "--tasks", "rte_icl", check=False), "--glue-data")
