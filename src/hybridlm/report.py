@@ -37,6 +37,7 @@ SHAPES = {
     "checkpoint": {"tasks": dict, "words_seen": (int, type(None))},
     "checkpoint task": {"metric": str, "value": OPTIONAL_NUMBER},
     "generation": {"sampler": str, "num_samples": int, "steps": (int, type(None)), "nfe": OPTIONAL_NUMBER},
+    "harness": {"scorer": str, "results": dict, "num_fewshot": (int, type(None)), "majority": dict},
 }
 
 
@@ -77,11 +78,13 @@ def _read_run(path: Path) -> dict:
     run = RunDir(path).require()
     cfg = run.read_config()
     # every result the run holds (a hybrid has causal and MNTP scores)
-    blimp, ppl, babylm, finetuned, aoa, generation = [], None, [], [], [], []
+    blimp, ppl, babylm, finetuned, aoa, generation, harness = [], None, [], [], [], [], []
     for name, data in run.read_evals():
         where = str(run.eval_dir / name)
         if data.get("kind") == "generation":
             generation += [data] if _keep("generation", data, where) else []
+        elif data.get("kind") == "harness":
+            harness += [data] if _keep("harness", data, where) else []
         elif data.get("task") == "aoa" and "words" in data:
             aoa += [data] if _keep("aoa", data, where) else []
         elif "seeds" in data and "task" in data:
@@ -108,6 +111,7 @@ def _read_run(path: Path) -> dict:
         "curves": _curves(run),
         "aoa": aoa,
         "generation": sorted(generation, key=lambda g: (g["sampler"], g["nfe"] or 0)),
+        "harness": harness,
     }
 
 
@@ -249,7 +253,46 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
     with_samples = [(r["name"], g) for r in runs for g in r["generation"] if not g.get("from_file")]
     if with_samples:
         made.append(_generation_plot(plt, with_samples, out))
+    shots = _shot_points(runs)
+    if shots:
+        made.append(_shots_plot(plt, shots, out))
     return made
+
+
+def _shot_points(runs: list[dict]) -> dict:
+    """{task: {run: [(shots, accuracy, stderr)]}} and each task's majority class, from hlm eval harness."""
+    points: dict = {}
+    for r in runs:
+        for h in r["harness"]:
+            for task, metrics in h["results"].items():
+                if isinstance(metrics, dict) and isinstance(metrics.get("acc,none"), NUMBER):
+                    entry = points.setdefault(task, {"runs": {}, "majority": h["majority"].get(task)})
+                    entry["runs"].setdefault(r["name"], []).append(
+                        (h["num_fewshot"] or 0, metrics["acc,none"], metrics.get("acc_stderr,none"))
+                    )
+    return points
+
+
+def _shots_plot(plt, points: dict, out: Path) -> str:
+    """Accuracy against in-context examples, a panel per task, the majority class dashed."""
+    fig, axes = plt.subplots(1, len(points), figsize=(4 * len(points) + 1, 3.6), squeeze=False)
+    for ax, (task, entry) in zip(axes[0], sorted(points.items())):
+        for name, pts in entry["runs"].items():
+            pts = sorted(pts)
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] or 0 for p in pts], marker="o",
+                        capsize=2, label=name)  # fmt: skip
+        if isinstance(entry["majority"], NUMBER):
+            ax.axhline(entry["majority"], color="k", ls="--", lw=0.8, label="majority class")
+        ax.set_xscale("symlog")
+        ax.set_xlabel("in-context examples", fontsize=8)
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, out / "in_context.png")
+    plt.close(fig)
+    return "in_context.png"
 
 
 def _generation_plot(plt, results: list[tuple[str, dict]], out: Path) -> str:
@@ -468,6 +511,25 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
             + [_number(g.get(k), f) for k, f in GENERATION_COLUMNS]
             for r in runs
             for g in r["generation"]
+        ],
+    )
+    lines += _section(
+        "In-context learning (hlm eval harness; accuracy ± standard error, the majority class beside it):",
+        ["run", "scorer", "task", "shots", "accuracy", "majority class"],
+        [
+            [
+                _md(r["name"]),
+                _md(h["scorer"]),
+                _md(task),
+                h["num_fewshot"] if h["num_fewshot"] is not None else "task's",
+                _number(m.get("acc,none"), ".3f")
+                + (f" ± {m['acc_stderr,none']:.3f}" if isinstance(m.get("acc_stderr,none"), float) else ""),
+                _number(h["majority"].get(task), ".3f"),
+            ]
+            for r in runs
+            for h in r["harness"]
+            for task, m in sorted(h["results"].items())
+            if isinstance(m, dict)
         ],
     )
     if samples:

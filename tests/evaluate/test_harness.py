@@ -135,3 +135,7 @@ def test_in_context_glue_tasks_land_in_the_run(runs, tmp_path, cli):
     assert 0 <= result["results"]["rte_icl"]["acc,none"] <= 1 and 0.5 <= result["majority"]["rte_icl"] <= 1
     assert math.isfinite(result["results"]["wsc_icl"]["acc_stderr,none"])
     assert_one_line_error(cli("eval", "harness", "--run", run, "--tasks", "rte_icl", check=False), "--glue-data")
+    cli("report", run, "--out", tmp_path / "rep", "--no-samples")
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "in_context.png" in report and "| rte\\_icl | 2 |" in report
+    assert (tmp_path / "rep" / "in_context.png").stat().st_size > 1000
