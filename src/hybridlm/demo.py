@@ -32,6 +32,7 @@ from hybridlm.train import train
 DEMO_WORDS = 300_000
 DEMO_STEPS = 500
 SAMPLE_TOKENS = 48  # tokens per sample whose sentences the grammar parses
+ICL_SHOTS, ICL_ITEMS = (0, 4), 100  # the grammaticality question in context: shots, held-out items
 
 
 def run_demo(
@@ -108,9 +109,11 @@ def run_demo(
                 FinetuneConfig(lr=5e-4, epochs=3, seed=seed),
                 progress=False,
             )
+            in_context = {k: _in_context(cfg.out, grammar_task, k) for k in ICL_SHOTS}
             rows.append(
                 {
                     **summary,
+                    "in_context": in_context,
                     "loss_label": lm.run.objective.capabilities.loss_label,
                     "pair_accuracy": result["macro_accuracy"],
                     "scorer": result["scorer"],
@@ -122,12 +125,38 @@ def run_demo(
             print(
                 f"  {objective:<9} val {summary.get('val_loss', float('nan')):.3f}  pairs "
                 f"{result['macro_accuracy']:.1%} "
-                f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  samples grammatical "
+                f"({result['scorer']})  fine-tuned {tuned['value']:.1%}  in-context "
+                + "/".join(_percent(v) for v in in_context.values())
+                + "  samples grammatical "
                 f"{_percent(grammatical)}  {summary['seconds']:.0f}s"
             )
         _print_table(rows)
         print(f"demo finished in {time.time() - t0:.0f}s" + (f"; runs kept in {root / 'runs'}" if out else ""))
     return rows
+
+
+def _in_context(run, task_dir, shots: int) -> float | None:
+    """Accuracy on the grammatical-or-not question asked in context (lm-evaluation-harness, the run's
+    scorer), None without the harness."""
+    try:
+        from hybridlm.evaluate.harness import run_harness
+    except ImportError:
+        return None
+    with contextlib.redirect_stderr(io.StringIO()), _quiet_logs():
+        result = run_harness(run=str(run), tasks="grammar_icl", glue_data=task_dir, num_fewshot=shots, limit=ICL_ITEMS)
+    return result["results"]["grammar_icl"]["acc,none"]
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _percent(value) -> str:
@@ -137,7 +166,7 @@ def _percent(value) -> str:
 def _print_table(rows):
     head = (
         f"{'objective':<10} {'params':>8} {'tokens':>9} {'val loss':>9} {'measure':<22} {'pairs acc':>9} "
-        f"{'fine-tuned':>10} {'grammatical':>11} {'time':>6}"
+        f"{'fine-tuned':>10} {'ICL 0/4-shot':>12} {'grammatical':>11} {'time':>6}"
     )
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
@@ -145,6 +174,7 @@ def _print_table(rows):
             f"{r['objective']:<10} {r['parameters']:>8,} {r['tokens_seen']:>9,} "
             f"{r.get('val_loss', float('nan')):>9.3f} "
             f"{r['loss_label']:<22} {r['pair_accuracy']:>9.1%} {r['finetune_accuracy']:>10.1%} "
+            f"{'/'.join(_percent(v) for v in r['in_context'].values()):>12} "
             f"{_percent(r.get('grammatical')):>11} {r['seconds']:>5.0f}s"
         )
     print("\nsamples:")
@@ -154,6 +184,8 @@ def _print_table(rows):
         "\n(val loss measures differ by objective: only a likelihood or its bound (causal CE, the diffusion"
         " NELBO) compares across objectives; pairs: macro accuracy on 6 grammar paradigms, chance 50%;"
         " fine-tuned: grammatical-or-not classification of held-out sentences, 3 epochs, chance 50%;"
+        f" ICL: the same question asked in context (lm-evaluation-harness, the run's scorer, {ICL_ITEMS} items,"
+        " 0 and 4 examples);"
         f" grammatical: complete sentences the grammar parses in 32 samples of {SAMPLE_TOKENS} tokens at temperature 1,"
         " — where the objective does not generate)"
     )

@@ -244,6 +244,8 @@ ICL_TASKS = {
         [" no", " yes"],
     ),
     "boolq": ("{{passage}}\nQuestion: {{question}}?\nAnswer:", [" no", " yes"]),
+    # hlm demo's grammaticality task (hybridlm.grammar.write_grammaticality: label 1 = grammatical)
+    "grammar": ("Sentence: {{sentence}}\nQuestion: Is this sentence grammatical?\nAnswer:", [" no", " yes"]),
     "multirc": ("{{paragraph}}\nQuestion: {{question}}\nAnswer: {{answer}}\nIs the answer correct?", [" no", " yes"]),
 }
 
