@@ -70,8 +70,8 @@ def main():
             cells = {r["task"]: r for r in table if r["objective"] == objective and r["shots"] == k}
             if cells:
                 scorer = next(iter(cells.values()))["scorer"]
-                print(f"| {objective} ({scorer}) | {k} | "
-                      + " | ".join(f"{cells[t]['acc']:.3f} ± {cells[t]['stderr']:.3f}" for t in tasks) + " |")  # fmt: skip
+                accuracies = " | ".join(f"{cells[t]['acc']:.3f} ± {cells[t]['stderr']:.3f}" for t in tasks)
+                print(f"| {objective} ({scorer}) | {k} | {accuracies} |")
     majority = {r["task"]: r["majority"] for r in table}
     print("| majority class | — | " + " | ".join(f"{majority[t]:.3f}" for t in tasks) + " |")
 
