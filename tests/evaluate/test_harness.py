@@ -117,9 +117,12 @@ def test_pseudo_likelihoods_refuse_rolling_and_diffusion_generates(runs, tmp_pat
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert last.startswith("hlm: error: loglikelihood_rolling") and "pseudo-likelihood" in last
-    _, ours = _evaluate("hlm", f"run={runs['diffusion']},steps=4", ["t_generate"], _tasks(tmp_path))
+    results, ours = _evaluate("hlm", f"run={runs['diffusion']},steps=4", ["t_generate", "t_rolling"], _tasks(tmp_path))
     texts = [doc[0][0] for doc in ours["t_generate"]]
     assert len(texts) == 2 and all(isinstance(t, str) and "." not in t for t in texts)
+    assert math.isfinite(results["t_rolling"]["word_perplexity,none"])  # a bound, over the rolling windows
+    _, hybrid = _evaluate("hlm", f"run={runs['hybrid']}", ["t_generate"], _tasks(tmp_path))  # left to right
+    assert all("." not in doc[0][0] for doc in hybrid["t_generate"])
 
 
 def test_in_context_glue_tasks_land_in_the_run(runs, tmp_path, cli):
