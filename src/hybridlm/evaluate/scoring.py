@@ -155,7 +155,8 @@ def score_copies(
             ids[r, : len(c.ids)] = torch.tensor(c.ids)
             select[r, c.positions] = True
         prefix = torch.tensor([c.prefix for c in chunk]) if any(c.prefix for c in chunk) else None
-        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix, block_size)
+        blocks = {"block_size": block_size} if block_size else {}  # (ScoringLMs without block attention)
+        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix, **blocks)
         if forbid_mask:
             logits[:, lm.mask_id] = float("-inf")
         # rows of `select` in order give the positions of each copy in order (positions are sorted)
