@@ -108,6 +108,10 @@ def test_harness_numbers_are_hlm_evals_for_other_objectives(objective, runs, tmp
     expected = score_sentences(lm, [s for pair in PAIRS for s in pair], samples=2)
     got = [value for value, _ in _flat(ours["t_pairs"])]
     assert got == pytest.approx(expected, abs=1e-6)
+    if objective == "masked":  # <mask>s after the text change what a bidirectional model reads
+        _, padded = _evaluate("hlm", f"run={runs[objective]},mask_padding=3", ["t_pairs"], manager)
+        values = [value for value, _ in _flat(padded["t_pairs"])]
+        assert all(math.isfinite(v) for v in values) and values != pytest.approx(got, abs=1e-6)
 
 
 def test_pseudo_likelihoods_refuse_rolling_and_diffusion_generates(runs, tmp_path, cli):

@@ -71,6 +71,9 @@ class HarnessLM(TemplateLM):
         **_ignored,  # the harness passes batch_size, max_batch_size, ...: hlm batches by tokens
     ):
         super().__init__()
+        if str(device).startswith("cuda") and not torch.cuda.is_available():  # the harness's default device
+            log.warning("hlm: no CUDA device here; scoring on the CPU")
+            device = "cpu"
         self.lm = load_lm(run, hf_model, device, precision, trust_remote_code)
         self.scorer = SCORERS[check_scorer(self.lm, scorer)]
         if self.scorer.parts:
@@ -116,7 +119,7 @@ class HarnessLM(TemplateLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         copies = []
         for index, (_, context_enc, continuation_enc) in enumerate(requests):
-            ids = (context_enc + continuation_enc)[-(self.max_length) :]
+            ids = (context_enc + continuation_enc)[-(self.max_length - self.mask_padding) :]
             first = len(ids) - len(continuation_enc) - 1  # positions up to `first` are the visible context
             if first < 0:
                 raise UserError(f"a continuation of {len(continuation_enc)} tokens is longer than the model's context")
