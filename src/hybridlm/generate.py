@@ -235,7 +235,7 @@ def generate_samples(
             model, objective, canvas, mask, sampling, g, forbid, caps.infill.shift or 0, use_cache,
             stop_id=stop[0] if blocks else None,
         )  # fmt: skip
-        new = [_until(row[len(prompt_ids) :], stop) for row in out.tolist()]
+        new = [cut_at_stop(row[len(prompt_ids) :], stop) for row in out.tolist()]
         nfe = calls.tolist()
     else:
         check_generates(objective)
@@ -254,7 +254,8 @@ def check_generates(objective) -> None:
         )
 
 
-def _until(ids: list[int], stops) -> list[int]:
+def cut_at_stop(ids: list[int], stops) -> list[int]:
+    """The tokens before the first of `stops`."""
     return next((ids[:i] for i, t in enumerate(ids) if t in stops), ids)
 
 

@@ -22,11 +22,15 @@ import math
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from hybridlm.data import PackedTokens
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import ScoringLM
 from hybridlm.evaluate.scoring import score_sentences
+from hybridlm.generate import generate_samples
 from hybridlm.grammar import is_grammatical, sentences_of
+from hybridlm.objectives import Generation
 from hybridlm.samplers import Sampling
 
 DATA_WINDOWS = 200
@@ -48,8 +52,6 @@ def distinct_n(samples: list[list[int]], n: int) -> float | None:
 
 def data_entropies(run, length: int, seed: int = 0) -> list[float] | None:
     """Entropies of held-out windows of `length` tokens from the run's validation data (None: no data)."""
-    from hybridlm.data import PackedTokens
-
     try:
         windows = PackedTokens(run.config.data, "val", length)
     except (UserError, OSError, TypeError):
@@ -80,11 +82,11 @@ def check_judge(judge: ScoringLM) -> ScoringLM:
 
 
 def generative_perplexity(judge: ScoringLM, texts: list[str]) -> dict:
-    scorer = check_judge(judge) and "causal"
+    check_judge(judge)
     kept = [t for t in texts if t.strip()]
     if not kept:
         return {"gen_ppl": None, "judge_tokens": 0}
-    nll = -np.asarray(score_sentences(judge, kept, scorer))
+    nll = -np.asarray(score_sentences(judge, kept, "causal"))
     counts = np.asarray([len(judge.tokenize(t)[0]) for t in kept], dtype=np.float64)
     per_token = float(nll.sum() / counts.sum())
     # the ratio estimator's standard error over samples (delta method): the protocol's sampling error
@@ -126,10 +128,6 @@ def evaluate_generation(
     progress: bool = False,
 ) -> dict:
     """Sample (unless `texts` are given) and measure; the result hlm keeps in RUN/eval/."""
-    from tqdm import tqdm
-
-    from hybridlm.generate import generate_samples
-
     ids, nfe, seconds = [], [], 0.0
     if texts is None:
         texts = []
@@ -148,8 +146,6 @@ def evaluate_generation(
     entropies = [unigram_entropy(s) for s in ids]
     reference = data_entropies(run, int(np.median([len(s) for s in ids])) if ids else length, seed)
     floor = min(reference) if reference else None
-    from hybridlm.objectives import Generation
-
     left_to_right = run.objective.capabilities.generation is Generation.CAUSAL  # no sampler: one call a token
     result = {
         "kind": "generation",

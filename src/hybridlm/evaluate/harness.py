@@ -42,6 +42,7 @@ from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM, load_lm
 from hybridlm.evaluate.scorers import SCORERS
 from hybridlm.evaluate.scoring import check_scorer, score_copies
+from hybridlm.generate import causal_rows, cut_at_stop, sampling_of, unmask_rows
 from hybridlm.objectives import Generation
 
 log = logging.getLogger(__name__)
@@ -196,9 +197,7 @@ class HarnessLM(TemplateLM):
                 x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, pad_token_id=self.eot_token_id,
                 eos_token_id=self.eot_token_id, **options,
             )[0, len(ids) :].tolist()  # fmt: skip
-            return self.tok_decode(_until_token(new, self.eot_token_id))
-        from hybridlm.generate import causal_rows, sampling_of, unmask_rows
-
+            return self.tok_decode(cut_at_stop(new, (self.eot_token_id,)))
         run, objective = self.lm.run, self.lm.objective
         caps = objective.capabilities
         if caps.generation is Generation.CAUSAL:
@@ -217,11 +216,7 @@ class HarnessLM(TemplateLM):
             run.model, objective, canvas, mask, sampling, g, specials, caps.infill.shift or 0,
             stop_id=self.eot_token_id if caps.generation is Generation.BLOCKS else None,
         )  # fmt: skip
-        return self.tok_decode(_until_token(filled[0, len(ids) :].tolist(), self.eot_token_id))
-
-
-def _until_token(ids: list[int], stop: int) -> list[int]:
-    return ids[: ids.index(stop)] if stop in ids else ids
+        return self.tok_decode(cut_at_stop(filled[0, len(ids) :].tolist(), (self.eot_token_id,)))
 
 
 # ---------------------------------------------------------------- in-context classification on BabyLM's GLUE

@@ -12,7 +12,8 @@ Clipped schedules (the paper's variance reduction for training): mask rates t ~ 
 noise_clip_max] in training; validation always draws t ~ U(eps, 1), the true bound.
 
 Scoring is the bound of a completion given what precedes it, block by block; generation is
-semi-autoregressive with the keys and values of finished blocks cached (hybridlm.samplers).
+semi-autoregressive with the keys and values of finished blocks cached (hybridlm.samplers),
+reversing the log-linear schedule it trains with (the base `Objective.alpha`).
 """
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from hybridlm.errors import UserError
 from hybridlm.model import AttentionSpec
 from hybridlm.objectives.base import SPECIAL, Batch, Objective, Options, in_range, option
 from hybridlm.objectives.capabilities import Attention, Capabilities, Generation, Infill, Likelihood
-from hybridlm.objectives.diffusion import diffusable, random_subsets, sample_times
+from hybridlm.objectives.diffusion import diffusable, sample_times, subset_masks
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ class BlockDiffusionObjective(Objective):
     def block_size(self) -> int:
         return self.options.block_size
 
-    def block_ids(self, length: int, start: int = 0) -> torch.Tensor:
-        """The block of each position start..start+length-1 (blocks start at position 0)."""
-        return torch.arange(start, start + length) // self.block_size
+    def block_ids(self, length: int) -> torch.Tensor:
+        """The block of each of positions 0..length-1."""
+        return torch.arange(length) // self.block_size
 
     # ------------------------------------------------------------ training
     def block_times(self, rows: int, n_blocks: int, generator, train: bool) -> torch.Tensor:
@@ -84,11 +85,10 @@ class BlockDiffusionObjective(Objective):
         mask = (torch.rand(B, L, generator=generator) < t_token) & can
         weights = torch.where(mask, 1 / t_token, torch.zeros_like(t_token)) / can.sum().clamp(min=1)
         noisy = torch.where(mask, torch.full_like(x0, SPECIAL["mask"]), x0)
-        return self._two_streams(noisy, x0, weights, can)
+        return self._two_streams(noisy, x0, weights, can, blocks)
 
-    def _two_streams(self, noisy, x0, weights, can) -> Batch:
+    def _two_streams(self, noisy, x0, weights, can, blocks) -> Batch:
         B, L = x0.shape
-        blocks = self.block_ids(L)
         doc = self._doc_ids(x0)
         attention = AttentionSpec(
             torch.zeros(B, dtype=torch.bool),
@@ -115,12 +115,5 @@ class BlockDiffusionObjective(Objective):
         for p in positions:
             by_block.setdefault(p // self.block_size, []).append(p)
         for block, members in sorted(by_block.items()):
-            n = len(members)
-            k = torch.arange(1, n + 1).repeat(samples)
-            masks = random_subsets(k, torch.ones(len(k), n, dtype=torch.bool), generator)
-            out.append(((block + 1) * self.block_size, members, masks, 1.0 / (k.double() * samples)))
+            out.append(((block + 1) * self.block_size, members, *subset_masks(len(members), generator, samples)))
         return out
-
-    # ------------------------------------------------------------ sampling
-    def alpha(self, t: float) -> float:
-        return 1.0 - t  # log-linear, as trained

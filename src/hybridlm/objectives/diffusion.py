@@ -59,6 +59,21 @@ def random_subsets(k: torch.Tensor, can: torch.Tensor, generator) -> torch.Tenso
     return (rank < k[:, None]) & can
 
 
+def subset_masks(n: int, generator, samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bound by the number of masked tokens, for scoring: (masks [samples * n, n], weights).
+
+    For a model without time input the continuous-time NELBO does not depend on the schedule
+    and, integrating the binomial over t, equals
+    sum_{k=1..n} E_{|S| = k} [ (1/k) sum_{i in S} -log p(x_i | x with S masked) ]
+    (the any-order autoregressive form, cf. RADD): one random subset per k and sample, weight
+    1 / (k * samples). The count estimator of training draws one k per sequence from the same form;
+    block diffusion bounds each block this way.
+    """
+    k = torch.arange(1, n + 1).repeat(samples)
+    masks = random_subsets(k, torch.ones(len(k), n, dtype=torch.bool), generator)
+    return masks, 1.0 / (k.double() * samples)
+
+
 @dataclass(frozen=True)
 class DiffusionOptions(Options):
     schedule: str = option(
@@ -133,17 +148,8 @@ class DiffusionObjective(Objective):
         return mask, weight
 
     def subset_masks(self, n: int, generator, samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """The bound by the number of masked tokens, for scoring: (masks [samples * n, n], weights).
-
-        For a model without time input the continuous-time NELBO does not depend on the schedule
-        and, integrating the binomial over t, equals
-        sum_{k=1..n} E_{|S| = k} [ (1/k) sum_{i in S} -log p(x_i | x with S masked) ]
-        (the any-order autoregressive form, cf. RADD): one random subset per k and sample, weight
-        1 / (k * samples). The count estimator of training draws one k per sequence from the same form.
-        """
-        k = torch.arange(1, n + 1).repeat(samples)
-        masks = random_subsets(k, torch.ones(len(k), n, dtype=torch.bool), generator)
-        return masks, 1.0 / (k.double() * samples)
+        """The bound by the number of masked tokens, for scoring (see `subset_masks` below)."""
+        return subset_masks(n, generator, samples)
 
     def corrupt(self, ids, generator, fraction_done=1.0, train=True, t=None) -> Batch:
         window, ids = ids, (ids[:, 1:] if self.options.diffusion_shift else ids[:, :-1])  # the tokens the bound covers
