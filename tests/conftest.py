@@ -1,8 +1,10 @@
 """Shared fixtures: a grammar corpus, a small tokenizer and prepared data, made once per session."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,23 @@ def hlm(*args, check=True, timeout=300, **kw):
     if check and proc.returncode != 0:
         raise AssertionError(f"hlm {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def train_until_killed(args, out, step: int) -> None:
+    """`hlm train ARGS --out OUT` in a subprocess, SIGKILLed once checkpoint `step` is on disk."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridlm.cli", "train", *map(str, args), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / f"step_{step:07d}").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 class Result:

@@ -3,15 +3,10 @@ of the windows per step, batches that are a pure function of (seed, step, scores
 processes and after a resume, and selection by a reference run's loss (hlm score-windows)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, train_until_killed
 from test_distributed import torchrun
 
 from hybridlm.config import TrainConfig
@@ -54,15 +49,7 @@ def test_curriculum_batches_for_one_and_two_processes_and_after_sigkill(cli, dat
             "--log-interval", 1, "--checkpoint-interval", 2, "--precision", "fp32")  # fmt: skip
     cli("train", *args, "--out", tmp_path / "one")
     killed = tmp_path / "killed"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "hybridlm.cli", "train", *map(str, args), "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_0000004").is_dir():
-        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    train_until_killed(args, killed, 4)
     assert int((killed / "checkpoints" / "latest").read_text().strip().split("_")[1]) < 100
     cli("train", "--out", killed, "--resume")
     torchrun(2, *args, "--out", tmp_path / "two")

@@ -1,14 +1,9 @@
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from conftest import assert_one_line_error, hlm, train_until_killed
 
 from hybridlm.config import TrainConfig, load_config, merge_config
 from hybridlm.errors import UserError
@@ -74,19 +69,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
         11,
     ]
     killed = tmp_path / "killed"
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hybridlm.cli", "train", *map(str, args), "--out", str(killed)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_0000010").is_dir():
-        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    train_until_killed(args, killed, 10)
     latest = (killed / "checkpoints" / "latest").read_text().strip()
     resumed_from = int(latest.split("_")[1])
     assert resumed_from < 300, "the run finished before SIGKILL"
