@@ -12,9 +12,11 @@ work skipped, and work done faster.
     python bench/train_throughput.py [--batch 16] [--seq-len 128] [--repeats 5] [--large]
     python bench/train_throughput.py --device cuda      # every objective at small and base, compiled
 
-On CUDA both sides train the way a user would: hlm as `hlm train` does (each block compiled,
-FlexAttention over packed documents: the windows hold several documents each, as prepared data
-does), the HF models with SDPA and torch.compile; MFU is against the GPU's measured bf16 peak.
+With --compile (always on CUDA) both sides train the way a user would: hlm as `hlm train --compile`
+does (the trunk compiled as one graph, the mask built outside; on CUDA FlexAttention over packed
+documents: the windows hold several documents each, as prepared data does), the HF models with SDPA
+and torch.compile; a third side, hlm eager with the same weights, gives compiled / eager hlm. MFU is
+against the measured bf16 peak.
 """
 
 from __future__ import annotations
@@ -117,8 +119,8 @@ def main():
     mode = "torch.compile" if a.compile else "eager"
     rows = [
         "| objective | preset | tokens/step | hybridlm tok/s | HF model | HF tok/s | speed-up | HF/hybridlm "
-        "FLOPs | hybridlm MFU | HF MFU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "FLOPs | hybridlm MFU | HF MFU |" + (" hlm eager tok/s | compiled / eager hlm |" if a.compile else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.compile else ""),
     ]
     notes = [
         f"both sides {mode}; bf16 autocast, fused AdamW, clip 2.0",
@@ -167,18 +169,21 @@ def main():
                 hf_run = lambda hf, hf_in=hf_in, labels=labels: hf(input_ids=hf_in, labels=labels).loss
             opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
             opt_b = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True)
-            if cuda:  # as hlm train does on CUDA: each block compiled, FlexAttention masks built outside
-                ours.attention_backend = "flex"
-                for block in ours.blocks:
-                    block.compile()
-                ours_fwd, hf_fwd = ours, torch.compile(hf)
+            sides = {}
+            if a.compile:  # as hlm train --compile does: the trunk one graph, masks (FlexAttention on CUDA) outside
+                torch.manual_seed(0)
+                eager = build_model(preset, V, min_seq_len=L).to(a.device)  # the same weights, not compiled
+                opt_e = torch.optim.AdamW(eager.parameters(), lr=1e-4, fused=True)
+                sides["eager"] = step_fn(eager, opt_e, lambda: loss_of(eager, obj, batch)[0], a.device)
+                if cuda:
+                    ours.attention_backend = eager.attention_backend = "flex"
+                ours.compile_trunk()
+                hf_fwd = torch.compile(hf)
             else:
-                ours_fwd, hf_fwd = (torch.compile(ours), torch.compile(hf)) if a.compile else (ours, hf)
-            ours_step = step_fn(ours, opt_a, lambda: loss_of(ours_fwd, obj, batch)[0], a.device)
-            hf_step = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device)
-            t = alternate(
-                {"ours": ours_step, "hf": hf_step}, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device
-            )
+                hf_fwd = hf
+            sides["ours"] = step_fn(ours, opt_a, lambda: loss_of(ours, obj, batch)[0], a.device)
+            sides["hf"] = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device)
+            t = alternate(sides, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device)
             tokens = B * L
             head = V * ours.cfg.d_model  # tied: the embedding matrix is the head
             flops_ours = step_flops(ours.num_parameters(), head, ours.cfg, B, L, int(batch.scored.numel()))
@@ -189,6 +194,7 @@ def main():
                 f"| {objective} | {preset} (L={L}) | {tokens:,} | {tokens / t['ours']:,.0f} | {hf_name} | "
                 f"{tokens / t['hf']:,.0f} | "
                 f"{t['hf'] / t['ours']:.2f}x | {flops_hf / flops_ours:.2f} | {mfu_ours:.0%} | {mfu_hf:.0%} |"
+                + (f" {tokens / t['eager']:,.0f} | {t['eager'] / t['ours']:.2f}x |" if a.compile else "")
             )
             print(rows[-1], flush=True)
     append_results(f"Training throughput (bench/train_throughput.py{' --device cuda' if cuda else ''})", rows, notes)

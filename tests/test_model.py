@@ -82,7 +82,17 @@ def test_preset_sizes():
         build_model("huge", 100)
 
 
-@pytest.mark.parametrize("case", ["documents", "mixed_rows", "prefix", "everything", "blocks", "two_streams"])
+def _shared_prefix_segments(B: int, T: int):
+    """A prefix of 10 tokens, then branches of 7 tokens each (the rest of the row)."""
+    pos = torch.arange(T)
+    segments = torch.where(pos < 10, 0, (pos - 10) // 7 + 1).expand(B, T)
+    positions = torch.where(pos < 10, pos, 10 + (pos - 10) % 7).expand(B, T)
+    return segments, positions
+
+
+@pytest.mark.parametrize(
+    "case", ["documents", "mixed_rows", "prefix", "everything", "blocks", "two_streams", "shared_prefix"]
+)
 def test_flex_attention_equals_sdpa(case):
     """The FlexAttention block mask encodes the dense mask's rule: same hidden states on the CPU
     (PyTorch's FlexAttention runs forward there; CUDA, where it trains, is checked by bench/gpu_check.py)."""
@@ -107,6 +117,9 @@ def test_flex_attention_equals_sdpa(case):
             noisy=torch.arange(T) < T // 2,
             position_ids=torch.cat([torch.arange(T // 2)] * 2),
         ),
+        "shared_prefix": AttentionSpec(
+            True, segment_ids=_shared_prefix_segments(B, T)[0], position_ids=_shared_prefix_segments(B, T)[1]
+        ),
     }[case]
     with torch.no_grad():
         dense = model(ids, spec)
@@ -121,21 +134,42 @@ def test_flex_attention_equals_sdpa(case):
         assert (model(ids, True) - dense).abs().max() > 1e-3
 
 
+def test_a_shared_prefix_packed_with_its_branches_equals_each_copy_alone(model):
+    """segment_ids: one row holding a prefix and three continuations gives each continuation's states as
+    the prefix + continuation alone (what scoring the options of an item once per prefix relies on)."""
+    gen = torch.Generator().manual_seed(4)
+    prefix, branches = torch.randint(5, 300, (10,), generator=gen), torch.randint(5, 300, (3, 7), generator=gen)
+    segments, positions = _shared_prefix_segments(1, 10 + 3 * 7)
+    packed_ids = torch.cat([prefix, branches.flatten()])[None]
+    with torch.no_grad():
+        packed = model(packed_ids, AttentionSpec(True, segment_ids=segments, position_ids=positions))[0]
+        for k in range(3):
+            alone = model(torch.cat([prefix, branches[k]])[None], True)[0]
+            assert torch.allclose(packed[:10], alone[:10], atol=1e-5)
+            assert torch.allclose(packed[10 + 7 * k : 17 + 7 * k], alone[10:], atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["sdpa", "flex"])
-def test_a_block_compiles_without_graph_breaks(backend):
-    """What `--compile` compiles (each block) is one graph, whichever attention mask it is given;
-    the masks themselves are built outside, once per forward. (Dynamo's tracing only: no codegen.)"""
+def test_the_trunk_compiles_as_one_graph(backend):
+    """What `--compile` compiles (the embedding, every block and the final norm, `Transformer.trunk`) is
+    one graph whichever attention it is given; the masks themselves are built outside, once per forward.
+    (Dynamo's tracing only: no codegen.)"""
     torch.manual_seed(0)
-    model = build_model("tiny", 300)
+    model = build_model("tiny", 300, {"mtp_heads": 2})
     if backend == "flex":
         model.requires_grad_(False)  # PyTorch's FlexAttention has no backward on the CPU
     B, T = 4, 64
-    x, cos, sin = torch.randn(B, T, 64), model.rope_cos[:T], model.rope_sin[:T]
+    ids, cos, sin = torch.randint(5, 300, (B, T)), model.rope_cos[:T], model.rope_sin[:T]
     docs = torch.cumsum((torch.rand(B, T) < 0.05).int(), -1)
-    for rows, documents, prefix in (
-        (True, None, None),
-        (torch.tensor([True, False, True, True]), docs, torch.tensor([0, 0, 5, 0])),
+    segments, _ = _shared_prefix_segments(B, T)
+    for spec in (
+        AttentionSpec(True),
+        AttentionSpec(False),
+        AttentionSpec(torch.tensor([True, False, True, True]), docs, torch.tensor([0, 0, 5, 0])),
+        AttentionSpec(False, docs, block_ids=torch.arange(T) // 8),
+        AttentionSpec(True, segment_ids=segments),
     ):
-        mask, flag = AttentionSpec(rows, documents, prefix).mask(T, "cpu", backend=backend)
-        explained = torch._dynamo.explain(model.blocks[0])(x, cos, sin, mask, flag)
-        assert explained.graph_break_count == 0, explained.break_reasons
+        mask, flag = spec.mask(T, "cpu", backend=backend)
+        for mtp in (False, True):
+            explained = torch._dynamo.explain(model.trunk)(ids, cos, sin, mask, flag, None, mtp)
+            assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons

@@ -365,6 +365,40 @@ def test_compiled_training_equals_eager(tmp_path, data_dir):
         assert compiled[s] == pytest.approx(eager[s], rel=1e-5)
 
 
+@pytest.mark.parametrize("objective", ["hybrid", "mix"])
+def test_compiled_training_does_not_recompile_after_warm_up(tmp_path, data_dir, monkeypatch, objective):
+    """--compile builds its graphs in the first steps and the first validation (the hybrid's rows of both
+    modes, its two validation views, a mix's objectives, a last smaller batch) and never again: no graph is
+    compiled afterwards (torch._dynamo's counters; the "eager" backend traces as Inductor would, without
+    code generation)."""
+    import hybridlm.train as train_mod
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(train_mod, "COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    graphs = []  # graphs compiled so far, after each step and each validation
+    step, validate = train_mod.train_step, train_mod.evaluate
+
+    def counted(fn, kind):
+        def call(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            graphs.append((kind, counters["stats"]["unique_graphs"]))
+            return out
+
+        return call
+
+    monkeypatch.setattr(train_mod, "train_step", counted(step, "step"))
+    monkeypatch.setattr(train_mod, "evaluate", counted(validate, "validation"))
+    mix = {"objective": "mix", "mix": "causal:0.5,diffusion:0.5"} if objective == "mix" else {"objective": objective}
+    cfg = {**FAST, "eval_interval": 3, "eval_batches": 2, "log_interval": 3}
+    train(TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), compile=True, max_steps=10, **cfg, **mix), quiet=True)
+    first_validation = next(i for i, (kind, _) in enumerate(graphs) if kind == "validation")
+    warm = graphs[first_validation][1]
+    assert warm > 0 and [n for _, n in graphs[first_validation:]] == [warm] * (len(graphs) - first_validation)
+    assert sum(kind == "validation" for kind, _ in graphs) >= 3
+
+
 # ---------------------------------------------------------------- the device never waits
 class _HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
     """Records the ops that make a GPU wait for its host: reading a value (item, bool, float),

@@ -167,7 +167,11 @@ class AttentionSpec:
     own block and earlier ones. With noisy ([T] bool, BD3-LM's x_t ⊕ x_0 layout) a noisy position sees
     the noisy positions of its own block and the clean positions of earlier blocks, and a clean one the
     clean positions of its own and earlier blocks.
-    position_ids: [T] ints; rotary positions when they are not 0..T-1 (x_t and x_0 share theirs).
+    position_ids: [T] (or [B, T]) ints; rotary positions when they are not 0..T-1 (x_t and x_0 share
+    theirs; the branches of a shared prefix continue from its end).
+    segment_ids: [B, T] ints; a shared prefix and its branches packed in one causal row (scoring the
+    options of an item once per prefix): 0 = the prefix, seen by every later position; k > 0 = branch k,
+    seen only by itself.
     """
 
     is_causal: torch.Tensor | bool = True
@@ -177,6 +181,7 @@ class AttentionSpec:
     block_ids: torch.Tensor | None = None
     noisy: torch.Tensor | None = None
     position_ids: torch.Tensor | None = None
+    segment_ids: torch.Tensor | None = None
 
     def per_position(self) -> tuple:
         """The tensors shared by every row ([T, T] or [T])."""
@@ -190,7 +195,7 @@ class AttentionSpec:
         bool, one document per row and all-zero prefixes become None, so that SDPA's mask-free (flash)
         kernels apply. It reads the tensors' values, so callers do it where they live (the host, in
         training: no device synchronisation); a spec on a device is returned as it is."""
-        if not values_on_host(*self.tensors(), *self.per_position()):
+        if not values_on_host(*self.tensors(), *self.per_position(), self.segment_ids):
             return self
         is_causal, document_ids, prefix_lengths = self.tensors()
         if prefix_lengths is not None and not bool((prefix_lengths > 0).any()):
@@ -200,14 +205,19 @@ class AttentionSpec:
         if not isinstance(is_causal, bool) and bool((is_causal == is_causal[:1]).all()):
             is_causal = bool(is_causal[0]) if len(is_causal) else True
         visible = None if self.visible is None or bool(self.visible.all()) else self.visible
-        return AttentionSpec(is_causal, document_ids, prefix_lengths, visible, *self.per_position()[1:])
+        segments = None if self.segment_ids is None or not bool(self.segment_ids.any()) else self.segment_ids
+        return AttentionSpec(is_causal, document_ids, prefix_lengths, visible, *self.per_position()[1:], segments)
 
     def map(self, fn, rows: bool = False) -> AttentionSpec:
         """The spec with `fn` applied to each of its tensors (moving them), or with rows=True to the
         per-row ones (selecting rows)."""
         per_row = (fn(x) if isinstance(x, torch.Tensor) else x for x in self.tensors())
-        shared = (x if rows or x is None else fn(x) for x in self.per_position())
-        return AttentionSpec(*per_row, *shared)
+
+        def shared(x):  # the same for every row, except position_ids given per row ([B, T])
+            return x if x is None or rows and not (x is self.position_ids and x.dim() == 2) else fn(x)
+
+        segments = None if self.segment_ids is None else fn(self.segment_ids)
+        return AttentionSpec(*per_row, *map(shared, self.per_position()), segments)
 
     def causal_rows(self, n: int, device) -> torch.Tensor:
         """[n] float: 1 for a causal row, 0 for a bidirectional one."""
@@ -224,13 +234,14 @@ class AttentionSpec:
         visible = spec.visible
         if spec.block_ids is not None:
             return spec._block_attention(seq_len, device, backend), False
-        if document_ids is None and prefix_lengths is None and isinstance(is_causal, bool):
+        segments = spec.segment_ids
+        if document_ids is None and prefix_lengths is None and segments is None and isinstance(is_causal, bool):
             if visible is None or is_causal:
                 return None, is_causal
         if isinstance(is_causal, bool):
             is_causal = torch.full((1,), is_causal, device=device)
         if backend == "flex":
-            return _block_mask(is_causal, document_ids, prefix_lengths, seq_len, device, visible), False
+            return _block_mask(is_causal, document_ids, prefix_lengths, seq_len, device, visible, segments), False
         causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
         # Rows in bidirectional mode see everything (in their document, and what `visible` allows);
         # causal rows the past only.
@@ -240,6 +251,8 @@ class AttentionSpec:
             mask = mask | (torch.arange(seq_len, device=device)[None, None, :] < prefix_lengths.view(-1, 1, 1))
         if document_ids is not None:
             mask = mask & (document_ids[:, :, None] == document_ids[:, None, :])
+        if segments is not None:
+            mask = mask & ((segments[:, None, :] == 0) | (segments[:, :, None] == segments[:, None, :]))
         return mask[:, None], False
 
     def _block_attention(self, seq_len: int, device, backend: str):
@@ -273,19 +286,19 @@ def as_attention(attention) -> AttentionSpec:
     return attention if isinstance(attention, AttentionSpec) else AttentionSpec(bool(attention))
 
 
-def _block_mask(is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: int, device, visible=None) -> BlockMask:
+def _block_mask(
+    is_causal: torch.Tensor, document_ids, prefix_lengths, seq_len: int, device, visible=None, segments=None
+) -> BlockMask:
     """The dense mask's rule as a FlexAttention mask_mod, evaluated block-sparsely."""
-    rows = max(
-        len(is_causal),
-        1 if document_ids is None else len(document_ids),
-        1 if prefix_lengths is None else len(prefix_lengths),
-    )
+    rows = max(len(x) for x in (is_causal, document_ids, prefix_lengths, segments) if x is not None)
     is_causal = is_causal.expand(rows)
     prefix = prefix_lengths if prefix_lengths is not None else torch.zeros(rows, dtype=torch.long, device=device)
 
     def mask_mod(b, h, q, kv):
         bidirectional = ~is_causal[b] if visible is None else ~is_causal[b] & visible[q, kv]
         seen = (kv <= q) | bidirectional | (kv < prefix[b])
+        if segments is not None:
+            seen = seen & ((segments[b, kv] == 0) | (segments[b, kv] == segments[b, q]))
         return seen & (document_ids[b, q] == document_ids[b, kv]) if document_ids is not None else seen
 
     return create_block_mask(mask_mod, rows, None, seq_len, seq_len, device=device)
@@ -307,6 +320,7 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.attention_backend = "sdpa"  # or "flex" (set by training: CUDA with torch.compile)
+        self._trunk = None  # the compiled trunk (compile_trunk)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -356,10 +370,13 @@ class Transformer(nn.Module):
         positions = attention.position_ids
         if positions is None and start_pos + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start_pos + T} tokens exceeds max_seq_len {self.cfg.max_seq_len}")
-        x = self.embed(input_ids)
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        device = input_ids.device
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if autocast else self.embed.weight.dtype
         if positions is not None:  # x_t and x_0 of block diffusion share their positions
             cos, sin = self.rope_cos[positions].to(dtype), self.rope_sin[positions].to(dtype)
+            if positions.dim() == 2:  # per row: [B, 1 (heads), T, D/2]
+                cos, sin = cos[:, None], sin[:, None]
         else:
             cos = self.rope_cos[start_pos : start_pos + T].to(dtype)  # cast once, not in every layer
             sin = self.rope_sin[start_pos : start_pos + T].to(dtype)
@@ -370,13 +387,27 @@ class Transformer(nn.Module):
             if T > 1 and attention.is_causal is not False:
                 raise ValueError("incremental causal decoding takes one token at a time")
         else:
-            mask, causal_flag = attention.mask(T, input_ids.device, self.attention_backend)
+            mask, causal_flag = attention.mask(T, device, self.attention_backend)
+        trunk = self._trunk if self._trunk is not None and kv_caches is None else self.trunk
+        x, heads = trunk(input_ids, cos, sin, mask, causal_flag, kv_caches, mtp and len(self.mtp) > 0)
+        out = self.head(x) if logits else x
+        return (out, heads) if mtp else out
+
+    def trunk(self, input_ids, cos, sin, mask, causal_flag: bool, kv_caches=None, mtp: bool = False):
+        """Embedding, blocks and final norm (and the extra heads' blocks): what `compile_trunk` compiles
+        as one graph, given the mask and rotary tables that `forward` makes outside it."""
+        x = self.embed(input_ids)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
-        out = self.head(self.norm(x)) if logits else self.norm(x)
-        if mtp:
-            return out, [head["norm"](head["block"](x, cos, sin, mask, causal_flag)) for head in self.mtp]
-        return out
+        heads = [head["norm"](head["block"](x, cos, sin, mask, causal_flag)) for head in self.mtp] if mtp else []
+        return self.norm(x), heads
+
+    def compile_trunk(self, backend: str = "inductor") -> None:
+        """torch.compile the trunk whole (fullgraph: no break, so Inductor fuses each norm, rotary, SwiGLU and
+        cast with its neighbours). The mask and rotary tables are built eagerly, outside it: their values
+        decide its shape (data-dependent), and a graph per kind of mask (none, causal / bidirectional, a
+        tensor) is compiled once; incremental decoding (a KV cache) stays eager."""
+        self._trunk = torch.compile(self.trunk, fullgraph=True, backend=backend)
 
 
 def check_model_overrides(overrides) -> None:

@@ -6,8 +6,8 @@ Loss weights are normalised over the global batch, so the gradient does not depe
 are split over processes and micro-batches; DDP's gradient mean is undone by scaling by N.
 
 The model and the training loss are one module (`losses.TrainingLoss`), which DDP and FSDP2 wrap,
-as GIDD and torchtitan do; each transformer block is what `--compile` compiles (on by default on
-CUDA), so the attention mask is built once per forward outside the compiled graphs.
+as GIDD and torchtitan do; `--compile` (on by default on CUDA) compiles the model's trunk as one
+graph (each block, with FSDP2), so the attention mask is built once per forward outside it.
 
 On a GPU the host prepares the next step's batch while the device trains on this one
 (`BatchPrefetcher`), and the step never waits for the device: positions are gathered by indices
@@ -43,6 +43,8 @@ from hybridlm.objectives import Likelihood, Objective, build_objective
 from hybridlm.runs import RunDir
 from hybridlm.runtime import Dist, autocast_for, warmup_cosine
 from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, tokenizer_hash
+
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for --compile (tests count recompilations with "eager")
 
 # What a run *is*: refused on --resume when they differ from the saved run (the objective's own
 # options are added to these). Every other key (length, optimiser, logging, device) may change.
@@ -344,11 +346,13 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, checked: Star
         fully_shard(module)
     compiled = cfg.compile if cfg.compile is not None else dist.device.type == "cuda"
     model.attention_backend = attention_backend(cfg, dist.device, compiled)
-    if compiled:
-        # each block in place (parameter names, checkpoints and optimizer state do not change); the
-        # mask is built outside, once per forward, and the fused head + CE stays eager
+    if compiled and fsdp:  # each sharded block in place (FSDP2's hooks stay between the graphs)
         for block in [*model.blocks, *(head["block"] for head in model.mtp)]:
-            block.compile()
+            block.compile(backend=COMPILE_BACKEND)
+    elif compiled:
+        # the trunk as one graph; parameter names, checkpoints and optimizer state do not change; the
+        # mask is built outside, once per forward, and the fused head + CE stays eager
+        model.compile_trunk(COMPILE_BACKEND)
     if dist.world > 1 and not fsdp:
         module = torch.nn.parallel.DistributedDataParallel(module)
 

@@ -116,3 +116,37 @@ def test_scorer_must_fit_the_model(hf_causal):
 
     with pytest.raises(UserError, match="supports causal"):
         score_sentences(HFLM(hf_causal), SENTENCES, "pll")
+
+
+def test_options_sharing_a_prefix_score_as_alone(runs):
+    """Causal copies that begin with the same context are packed behind one copy of it (the prefix computed
+    once per item: entity tracking's five options, the harness's choices) and score what they score alone,
+    greedy flags included; a copy that is a prefix of another, and unrelated sentences, are unaffected."""
+    from hybridlm.evaluate import official
+    from hybridlm.evaluate.lm import RunLM
+    from hybridlm.evaluate.scoring import SHARED_PREFIX, score_completions, score_copies, share_prefixes
+
+    lm = RunLM(runs["causal"])
+    context = "Box 0 contains the dog , Box 1 contains the cat and the bird , Box 2 contains nothing . Box 1 contains "
+    texts = [(context + option, len(context), None) for option in ("the cat .", "the dog .", "nothing .", "the")]
+    texts += [(s, 0, None) for s in SENTENCES] + [(context.strip(), 0, None)]
+    copies = [
+        c for i, (t, start, _) in enumerate(texts) for c in _copies(SCORERS["causal"], lm, i, t, completion_start=start)
+    ]
+    rows = share_prefixes(copies, lm.max_len)
+    packed = [r for r in rows if r.segments]
+    assert len(packed) == 1 and max(packed[0].segments) == 5 and len(rows) == len(copies) - 4
+    assert packed[0].segments.count(0) >= SHARED_PREFIX
+    alone = score_copies(lm, copies, len(texts), True, greedy=True, share_prefix=False)
+    shared = score_copies(lm, copies, len(texts), True, greedy=True)
+    assert shared[1] == alone[1]
+    assert shared[0] == pytest.approx(alone[0], abs=2e-5)
+    assert score_completions(lm, texts) == pytest.approx(alone[0], abs=2e-5)
+    # the official convention's causal backend shares too
+    tok = lm.pipeline_tokenizer()
+    official_copies = [
+        c for i, (t, start, _) in enumerate(texts) for c in official._completion_copies(lm, tok, i, t, start, "causal")
+    ]
+    assert official.completion_scores(lm, texts, "causal") == pytest.approx(
+        score_copies(lm, official_copies, len(texts), True, share_prefix=False), abs=2e-5
+    )

@@ -57,6 +57,7 @@ class ScoringLM:
     bos_id: int
     mask_id: int | None
     max_len: int
+    shares_prefixes = False  # selected_logits takes segment_ids and position_ids (a shared prefix's branches)
 
     @property
     def kind(self) -> str:
@@ -83,10 +84,13 @@ class ScoringLM:
         select: torch.Tensor,
         prefix_lengths: torch.Tensor | None = None,
         block_size: int = 0,
+        segment_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits at the `select`ed positions; prefix_lengths: causal rows see these first positions
         bidirectionally (only models trained as a prefix LM offer that scorer); block_size: positions
-        attend block by block (only block diffusion runs offer that scorer)."""
+        attend block by block (only block diffusion runs offer that scorer); segment_ids and position_ids:
+        causal rows that pack a shared prefix and its branches (only where shares_prefixes)."""
         raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
@@ -99,6 +103,8 @@ class ScoringLM:
 
 
 class RunLM(ScoringLM):
+    shares_prefixes = True
+
     def __init__(self, run_dir, device="cpu", precision="fp32", checkpoint=None):
         self.run = load_run(run_dir, device=device, checkpoint=checkpoint)
         self.model, self.tok, self.objective = self.run.model, self.run.tokenizer, self.run.objective
@@ -118,17 +124,23 @@ class RunLM(ScoringLM):
         return enc.ids, word_starts(enc.word_ids if enc.word_ids is not None else [None] * len(enc.ids)), enc.offsets
 
     @torch.no_grad()
-    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0):
+    def selected_logits(
+        self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0, segment_ids=None, position_ids=None
+    ):
         ids, select = ids.to(self.device), select.to(self.device)
-        prefix_lengths = None if prefix_lengths is None else prefix_lengths.to(self.device)
+        prefix_lengths, segment_ids, position_ids = (
+            None if x is None else x.to(self.device) for x in (prefix_lengths, segment_ids, position_ids)
+        )
         pos = torch.arange(ids.shape[1], device=self.device)
         # padding is its own "document": real tokens never attend to it in either mode
         doc = (pos[None] >= lengths.to(self.device)[:, None]).int()
         blocks = pos // block_size if block_size else None
+        spec = AttentionSpec(
+            is_causal, None if is_causal else doc, prefix_lengths, block_ids=blocks, position_ids=position_ids,
+            segment_ids=segment_ids,
+        )  # fmt: skip
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            hidden = self.model(
-                ids, AttentionSpec(is_causal, None if is_causal else doc, prefix_lengths, block_ids=blocks)
-            )
+            hidden = self.model(ids, spec)
             return self.model.head(hidden[select], fp32=True)
 
 

@@ -26,6 +26,8 @@ its default, is its objective's answer (`capabilities.scorers`, plus the sums of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tqdm import tqdm
 
@@ -121,6 +123,74 @@ def score_completions(
     )
 
 
+SHARED_PREFIX = 16  # tokens that copies must share before their prefix is computed once for all of them
+
+
+@dataclass
+class _Row:
+    """One input row: a copy, or a shared prefix followed by the rests of the copies that begin with it."""
+
+    ids: list[int]
+    reads: list[int]  # positions read (a prefix's last one repeats: it predicts the first token of each branch)
+    targets: list[int]
+    owners: list[int]
+    weights: list[float]
+    prefix: int = 0
+    segments: list[int] | None = None  # AttentionSpec.segment_ids: 0 = the shared prefix, k = branch k
+    positions: list[int] | None = None  # each token's position in its own copy
+
+
+def _row(c: Copy) -> _Row:
+    n = len(c.positions)
+    return _Row(c.ids, list(c.positions), list(c.targets), [c.sentence] * n, [c.weight] * n, c.prefix)
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _pack(group: list[Copy], shared: int) -> _Row:
+    """The copies of `group` (which begin with the same `shared` tokens) in one row: the prefix once, then
+    each copy's rest as a branch that sees the prefix and itself, at the positions it has alone."""
+    row = _Row(list(group[0].ids[:shared]), [], [], [], [], segments=[0] * shared, positions=list(range(shared)))
+    for k, c in enumerate(group, 1):
+        start = len(row.ids)
+        row.ids += c.ids[shared:]
+        row.segments += [k] * (len(c.ids) - shared)
+        row.positions += range(shared, len(c.ids))
+        row.reads += [p if p < shared else start + p - shared for p in c.positions]
+        row.targets += c.targets
+        row.owners += [c.sentence] * len(c.positions)
+        row.weights += [c.weight] * len(c.positions)
+    return row
+
+
+def share_prefixes(copies: list[Copy], max_len: int) -> list[_Row]:
+    """Causal copies that begin with the same SHARED_PREFIX or more tokens (the options of an item, after
+    their common context) packed in rows of at most max_len tokens: a causal model's states over a prefix
+    do not depend on what follows it, so it is computed once and every score stays what it was alone."""
+    ordered = sorted(copies, key=lambda c: c.ids)  # copies with a common prefix are neighbours
+    rows, i = [], 0
+    while i < len(ordered):
+        first, group, shared = ordered[i], [ordered[i]], len(ordered[i].ids)
+        while i + len(group) < len(ordered):
+            nxt = ordered[i + len(group)]
+            common = min(shared, _common_length(first.ids, nxt.ids))
+            grown = common + sum(len(c.ids) - common for c in group) + len(nxt.ids) - common
+            if common < SHARED_PREFIX or first.prefix or nxt.prefix or grown > max_len:
+                break
+            group.append(nxt)
+            shared = common
+        rows.append(_pack(group, shared) if len(group) > 1 else _row(first))
+        i += len(group)
+    return rows
+
+
 @torch.no_grad()
 def score_copies(
     lm: ScoringLM,
@@ -133,42 +203,58 @@ def score_copies(
     desc: str = "score",
     block_size: int = 0,
     greedy: bool = False,
+    share_prefix: bool = True,
 ) -> list[float] | tuple[list[float], list[bool]]:
     """sum(weight * log p(target)) per item, over copies batched by length (block_size: the copies
     attend block by block, block diffusion's rule). greedy: also whether every target of the item
-    is its prediction's argmax (lm-evaluation-harness's is_greedy)."""
-    copies = sorted(copies, key=lambda c: len(c.ids))
+    is its prediction's argmax (lm-evaluation-harness's is_greedy). share_prefix: causal copies with a
+    common prefix compute it once (`share_prefixes`; models that take AttentionSpec.segment_ids)."""
+    if share_prefix and is_causal and not block_size and getattr(lm, "shares_prefixes", False):
+        rows = share_prefixes(copies, lm.max_len)
+    else:
+        rows = [_row(c) for c in copies]
+    rows.sort(key=lambda r: len(r.ids))
     totals = torch.zeros(n_items, dtype=torch.float64)
     missed = torch.zeros(n_items, dtype=torch.long)  # targets that are not the argmax
     bar = tqdm(total=len(copies), disable=not progress, desc=desc, unit="seq")
     start = 0
-    while start < len(copies):
+    while start < len(rows):
         end = start + 1
-        while end < len(copies) and len(copies[end].ids) * (end - start + 1) <= max_batch_tokens:
+        while end < len(rows) and len(rows[end].ids) * (end - start + 1) <= max_batch_tokens:
             end += 1
-        chunk = copies[start:end]
+        chunk = rows[start:end]
         width = len(chunk[-1].ids)
         ids = torch.zeros(len(chunk), width, dtype=torch.long)
         select = torch.zeros(len(chunk), width, dtype=torch.bool)
-        lengths = torch.tensor([len(c.ids) for c in chunk])
-        for r, c in enumerate(chunk):
-            ids[r, : len(c.ids)] = torch.tensor(c.ids)
-            select[r, c.positions] = True
-        prefix = torch.tensor([c.prefix for c in chunk]) if any(c.prefix for c in chunk) else None
-        blocks = {"block_size": block_size} if block_size else {}  # (ScoringLMs without block attention)
-        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix, **blocks)
+        lengths = torch.tensor([len(r.ids) for r in chunk])
+        for r, row in enumerate(chunk):
+            ids[r, : len(row.ids)] = torch.tensor(row.ids)
+            select[r, row.reads] = True
+        prefix = torch.tensor([r.prefix for r in chunk]) if any(r.prefix for r in chunk) else None
+        extra = {"block_size": block_size} if block_size else {}  # (ScoringLMs without block attention)
+        if any(r.segments for r in chunk):
+            segments = torch.full((len(chunk), width), -1, dtype=torch.long)  # padding: a branch of its own
+            positions = torch.zeros(len(chunk), width, dtype=torch.long)
+            for r, row in enumerate(chunk):
+                n = len(row.ids)
+                segments[r, :n] = torch.tensor(row.segments or [0] * n)
+                positions[r, :n] = torch.tensor(row.positions or range(n))
+            extra.update(segment_ids=segments, position_ids=positions)
+        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix, **extra)
         if forbid_mask:
             logits[:, lm.mask_id] = float("-inf")
-        # rows of `select` in order give the positions of each copy in order (positions are sorted)
-        targets = torch.tensor([t for c in chunk for _, t in sorted(zip(c.positions, c.targets))])
+        # each read's row in `logits` (the selected positions in row-major order; a position read twice is one row)
+        rank = select.flatten().cumsum(0) - 1
+        where = rank[torch.tensor([r * width + p for r, row in enumerate(chunk) for p in row.reads])]
+        targets = torch.tensor([t for row in chunk for t in row.targets])
         # log p(target) = logit - logsumexp in fp32 (no full log-softmax tensor), summed in fp64
-        picked = (logits[torch.arange(len(targets)), targets] - torch.logsumexp(logits, -1)).double()
-        owner = torch.tensor([c.sentence for c in chunk for _ in c.positions])
-        weight = torch.tensor([c.weight for c in chunk for _ in c.positions], dtype=torch.float64)
+        picked = (logits[where, targets] - torch.logsumexp(logits, -1)[where]).double()
+        owner = torch.tensor([o for row in chunk for o in row.owners])
+        weight = torch.tensor([w for row in chunk for w in row.weights], dtype=torch.float64)
         totals.index_add_(0, owner, picked * weight)
         if greedy:
-            missed.index_add_(0, owner, (logits.argmax(-1) != targets).long())
-        bar.update(len(chunk))
+            missed.index_add_(0, owner, (logits.argmax(-1)[where] != targets).long())
+        bar.update(sum(1 if not row.segments else max(row.segments) for row in chunk))
         start = end
     bar.close()
     return (totals.tolist(), (missed == 0).tolist()) if greedy else totals.tolist()
