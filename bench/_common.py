@@ -37,13 +37,20 @@ def synchronize(device="cpu") -> None:
         torch.cuda.synchronize()
 
 
-def bf16_peak_tflops(n: int = 2048, reps: int = 10, device="cpu") -> float:
-    """Measured bf16 matmul throughput: the peak that MFU is reported against (on a GPU, 8192^2)."""
+def peak_tflops(dtype=torch.bfloat16, n: int = 2048, reps: int = 10, device="cpu") -> float:
+    """Measured matmul throughput in `dtype`: the peak that MFU is reported against (on a GPU, 8192^2). A CPU
+    without units for the dtype (bf16 on AVX2 runs ~100x slower than fp32) is measured on a smaller matmul."""
     n = 8192 if torch.device(device).type == "cuda" else n
-    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
-    for _ in range(3):
-        a @ b
+    probe = torch.randn(256, 256, dtype=dtype, device=device)
+    synchronize(device)
+    t = time.perf_counter()
+    probe @ probe
+    synchronize(device)
+    if 2 * 256**3 / (time.perf_counter() - t) < 2e10:  # under 0.02 TFLOP/s: emulated
+        n, reps = 512, 2
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
     best = 0.0
     for _ in range(3):
         synchronize(device)
@@ -53,6 +60,20 @@ def bf16_peak_tflops(n: int = 2048, reps: int = 10, device="cpu") -> float:
         synchronize(device)
         best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e12)
     return best
+
+
+def bf16_peak_tflops(n: int = 2048, reps: int = 10, device="cpu") -> float:
+    return peak_tflops(torch.bfloat16, n, reps, device)
+
+
+def training_precision(choice: str, device="cpu") -> tuple[str, float]:
+    """("bf16" or "fp32", its measured matmul peak): "auto" decides as `hlm train --precision auto` does (bf16
+    where the hardware has units for it; an AVX2 CPU runs bf16 matmuls ~100x slower than fp32)."""
+    from hybridlm.runtime import bf16_supported
+
+    if choice == "auto":
+        choice = "bf16" if bf16_supported(torch.device(device)) else "fp32"
+    return choice, peak_tflops(torch.bfloat16 if choice == "bf16" else torch.float32, device=device)
 
 
 def alternate(fns: dict, repeats: int = 5, warmup: int = 1, device="cpu") -> dict:

@@ -1,13 +1,13 @@
 """Training tokens/s: hybridlm vs the Hugging Face model a user would train instead, same shape.
 
 causal and hybrid vs LlamaForCausalLM; masked and diffusion vs ModernBertForMaskedLM. Same batch,
-sequence length, bf16 autocast, AdamW (fused on both sides), in one process, alternating, median
-of several repeats. Before timing, the causal loss of hybridlm and of Llama loaded with the same
-weights must agree (fp32). MFU is the model FLOPs each side performs (PaLM's 6 x parameters x
-tokens + attention, with the output head counted only at the positions where it is computed:
-hybridlm computes it at the scored positions, the HF models at every position) against a bf16
-matmul peak measured here. So speed-up = (HF FLOPs / hybridlm FLOPs) x (hybridlm MFU / HF MFU):
-work skipped, and work done faster.
+sequence length, precision (bf16 autocast where the hardware has bf16 units, else fp32), AdamW (fused
+on both sides), in one process, alternating, median of several repeats. Before timing, the causal
+loss of hybridlm and of Llama loaded with the same weights must agree (fp32). MFU is the model FLOPs
+each side performs (PaLM's 6 x parameters x tokens + attention, with the output head counted only at
+the positions where it is computed: hybridlm computes it at the scored positions, the HF models at
+every position) against a matmul peak measured here in that precision. So speed-up = (HF FLOPs /
+hybridlm FLOPs) x (hybridlm MFU / HF MFU): work skipped, and work done faster.
 
     python bench/train_throughput.py [--batch 16] [--seq-len 128] [--repeats 5] [--large]
     python bench/train_throughput.py --device cuda      # every objective at small and base, compiled
@@ -16,7 +16,7 @@ With --compile (always on CUDA) both sides train the way a user would: hlm as `h
 does (the trunk compiled as one graph, the mask built outside; on CUDA FlexAttention over packed
 documents: the windows hold several documents each, as prepared data does), the HF models with SDPA
 and torch.compile; a third side, hlm eager with the same weights, gives compiled / eager hlm. MFU is
-against the measured bf16 peak.
+against the measured peak.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers  # noqa: E402
-from _common import alternate, append_results, bf16_peak_tflops  # noqa: E402
+from _common import alternate, append_results, training_precision  # noqa: E402
 
 from hybridlm.export import llama_config, llama_state_dict  # noqa: E402
 from hybridlm.losses import loss_of
@@ -71,9 +71,9 @@ def hf_modernbert(model):
     return transformers.ModernBertForMaskedLM(cfg)
 
 
-def step_fn(model, opt, run, device="cpu"):
+def step_fn(model, opt, run, device="cpu", precision="bf16"):
     def fn():
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = run()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
@@ -106,6 +106,9 @@ def main():
         default="causal,masked,hybrid,diffusion,mntp,prefix",
         help="comma-separated (a GPU session's time is short: each row compiles two models)",
     )
+    ap.add_argument(
+        "--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 where the hardware has it"
+    )
     ap.add_argument("--presets", default="small,base", help="with --large or on cuda: which of small,base to run")
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
@@ -114,7 +117,7 @@ def main():
     if cuda:
         a.compile, a.large = True, True
     torch.manual_seed(0)
-    peak = bf16_peak_tflops(device=a.device)
+    precision, peak = training_precision(a.precision, a.device)
     g = torch.Generator().manual_seed(0)
     mode = "torch.compile" if a.compile else "eager"
     rows = [
@@ -123,8 +126,8 @@ def main():
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.compile else ""),
     ]
     notes = [
-        f"both sides {mode}; bf16 autocast, fused AdamW, clip 2.0",
-        f"bf16 matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)",
+        f"both sides {mode}; {'bf16 autocast' if precision == 'bf16' else 'fp32'}, fused AdamW, clip 2.0",
+        f"{precision} matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)",
     ]
     shapes = [("small", a.seq_len, a.batch)] + (
         [("base", a.seq_len if cuda else 256, a.batch // 4 if cuda else 8)] if a.large else []
@@ -174,15 +177,15 @@ def main():
                 torch.manual_seed(0)
                 eager = build_model(preset, V, min_seq_len=L).to(a.device)  # the same weights, not compiled
                 opt_e = torch.optim.AdamW(eager.parameters(), lr=1e-4, fused=True)
-                sides["eager"] = step_fn(eager, opt_e, lambda: loss_of(eager, obj, batch)[0], a.device)
+                sides["eager"] = step_fn(eager, opt_e, lambda: loss_of(eager, obj, batch)[0], a.device, precision)
                 if cuda:
                     ours.attention_backend = eager.attention_backend = "flex"
                 ours.compile_trunk()
                 hf_fwd = torch.compile(hf)
             else:
                 hf_fwd = hf
-            sides["ours"] = step_fn(ours, opt_a, lambda: loss_of(ours, obj, batch)[0], a.device)
-            sides["hf"] = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device)
+            sides["ours"] = step_fn(ours, opt_a, lambda: loss_of(ours, obj, batch)[0], a.device, precision)
+            sides["hf"] = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device, precision)
             t = alternate(sides, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device)
             tokens = B * L
             head = V * ours.cfg.d_model  # tied: the embedding matrix is the head
