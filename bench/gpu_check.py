@@ -68,8 +68,7 @@ def flex_equals_sdpa():
         model = build_model("tiny", 1000, min_seq_len=T).cuda()
         model.attention_backend = backend
         if backend == "flex":
-            for block in model.blocks:
-                block.compile()
+            model.compile_trunk()  # as hlm train --compile does
         hidden = model(ids, AttentionSpec(**kw))
         hidden.float().pow(2).mean().backward()
         out[backend] = (hidden.detach(), [p.grad.clone() for p in model.parameters()])
