@@ -371,8 +371,9 @@ def test_compiled_training_does_not_recompile_after_warm_up(tmp_path, data_dir, 
     modes, its two validation views, a mix's objectives, a last smaller batch) and never again: no graph is
     compiled afterwards (torch._dynamo's counters; the "eager" backend traces as Inductor would, without
     code generation)."""
-    import hybridlm.train as train_mod
     from torch._dynamo.utils import counters
+
+    import hybridlm.train as train_mod
 
     monkeypatch.setattr(train_mod, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
@@ -392,7 +393,8 @@ def test_compiled_training_does_not_recompile_after_warm_up(tmp_path, data_dir, 
     monkeypatch.setattr(train_mod, "evaluate", counted(validate, "validation"))
     mix = {"objective": "mix", "mix": "causal:0.5,diffusion:0.5"} if objective == "mix" else {"objective": objective}
     cfg = {**FAST, "eval_interval": 3, "eval_batches": 2, "log_interval": 3}
-    train(TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), compile=True, max_steps=10, **cfg, **mix), quiet=True)
+    cfg = TrainConfig(data=str(data_dir), out=str(tmp_path / "r"), compile=True, max_steps=10, **cfg, **mix)
+    train(cfg, quiet=True)
     first_validation = next(i for i, (kind, _) in enumerate(graphs) if kind == "validation")
     warm = graphs[first_validation][1]
     assert warm > 0 and [n for _, n in graphs[first_validation:]] == [warm] * (len(graphs) - first_validation)
