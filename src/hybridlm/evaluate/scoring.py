@@ -124,6 +124,9 @@ def score_completions(
 
 
 SHARED_PREFIX = 16  # tokens that copies must share before their prefix is computed once for all of them
+# a packed row's length at most this times its longest copy: its attention runs over every branch (a dense
+# mask, no causal skip), so rows much longer than a copy cost more in attention than the prefix saves
+ROW_CAP = 1.5
 
 
 @dataclass
@@ -178,11 +181,13 @@ def share_prefixes(copies: list[Copy], max_len: int) -> list[_Row]:
     rows, i = [], 0
     while i < len(ordered):
         first, group, shared = ordered[i], [ordered[i]], len(ordered[i].ids)
+        longest = shared
         while i + len(group) < len(ordered):
             nxt = ordered[i + len(group)]
             common = min(shared, _common_length(first.ids, nxt.ids))
             grown = common + sum(len(c.ids) - common for c in group) + len(nxt.ids) - common
-            if common < SHARED_PREFIX or first.prefix or nxt.prefix or grown > max_len:
+            longest = max(longest, len(nxt.ids))
+            if common < SHARED_PREFIX or first.prefix or nxt.prefix or grown > min(max_len, ROW_CAP * longest):
                 break
             group.append(nxt)
             shared = common
