@@ -62,10 +62,6 @@ def peak_tflops(dtype=torch.bfloat16, n: int = 2048, reps: int = 10, device="cpu
     return best
 
 
-def bf16_peak_tflops(n: int = 2048, reps: int = 10, device="cpu") -> float:
-    return peak_tflops(torch.bfloat16, n, reps, device)
-
-
 def training_precision(choice: str, device="cpu") -> tuple[str, float]:
     """("bf16" or "fp32", its measured matmul peak): "auto" decides as `hlm train --precision auto` does (bf16
     where the hardware has units for it; an AVX2 CPU runs bf16 matmuls ~100x slower than fp32)."""

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from _common import SHARED, alternate, append_results, peak_tflops  # noqa: E402
 from eval_throughput import make_run  # noqa: E402
 
-from hybridlm.evaluate.babylm import read_task  # noqa: E402
+from hybridlm.evaluate.babylm import _accuracy, per_item, read_task  # noqa: E402
 from hybridlm.evaluate.lm import RunLM  # noqa: E402
 from hybridlm.evaluate.scoring import SCORERS, _copies, score_copies, share_prefixes  # noqa: E402
 from hybridlm.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
@@ -47,15 +47,8 @@ def main():
     shared = score_copies(lm, copies, len(texts), True)
     gap = float(np.abs(np.subtract(alone, shared)).max())
     assert gap < 1e-4, gap
-    accuracy = {}
-    for name, flat in (("alone", alone), ("shared", shared)):
-        k, correct = 0, 0
-        for it in items:
-            option = flat[k : k + len(it.texts)]
-            correct += option[0] > max(option[1:])
-            k += len(it.texts)
-        accuracy[name] = correct / len(items)
-    assert accuracy["alone"] == accuracy["shared"], accuracy
+    accuracy = _accuracy(per_item(shared, items), items, official=False)[0]  # per subset, ties never correct
+    assert accuracy == _accuracy(per_item(alone, items), items, official=False)[0], accuracy
     t = alternate(
         {
             "alone": lambda: score_copies(lm, copies, len(texts), True, share_prefix=False),
@@ -84,7 +77,8 @@ def main():
     notes = [
         f"every {a.every}-th item of fast_eval entity_tracking_fast; model: {a.preset}, random weights, vocab {V}; "
         f"fp32; median of {a.repeats}, alternating",
-        f"scores equal to {gap:.1e} (largest difference), accuracy identical ({accuracy['shared']:.4f})",
+        f"scores equal to {gap:.1e} (largest difference), accuracy identical "
+        f"({', '.join(f'{k} {v:.4f}' for k, v in accuracy.items())})",
         f"fp32 matmul peak measured here: {peak:.2f} TFLOP/s; MFU counts the forward FLOPs of the tokens computed",
     ]
     append_results("Entity tracking, causal: a shared prefix computed once (bench/entity_tracking.py)", table, notes)

@@ -42,6 +42,13 @@ COMBOS = [
 ]
 
 
+def printed(official: dict, task: str) -> tuple[float, int]:
+    """(the number the pipeline prints for `task`, the factor from hlm's value to it: percent, except the
+    correlations of wug and reading)."""
+    want = official[task]["average"] if isinstance(official[task], dict) else official[task]
+    return want, 1 if task.startswith(("wug", "reading")) else 100
+
+
 def layout(work: Path, ewok_every: int, entity_every: int) -> Path:
     """fast_eval under the folder names the runner expects, with a slice of the full EWoK (its fast set is
     encrypted) and, to fit a CPU, every ENTITY_EVERY-th entity-tracking item."""
@@ -132,8 +139,7 @@ def main():
             if task not in official or task not in ours:
                 continue
             r = ours[task]
-            want = official[task]["average"] if isinstance(official[task], dict) else official[task]
-            scale = 1 if task.startswith(("wug", "reading")) else 100
+            want, scale = printed(official, task)
             # hlm's own convention: the same scores with no tie counted correct (a macro average of subsets)
             own = (
                 sum((r["subsets"][k] * n - r["subset_ties"][k]) / n for k, n in r["subset_n"].items())

@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests"), str(ROOT / "tests" / "
 
 from _common import SHARED, append_results  # noqa: E402
 from eval_throughput import make_run  # noqa: E402
+from pipeline_conformance import printed  # noqa: E402
 from test_pipeline_conformance import SENTENCE_TASKS, run_pipeline  # noqa: E402
 
 from hybridlm.export import export_run  # noqa: E402
@@ -73,8 +74,7 @@ def agree(official: dict, ours: dict) -> tuple[int, int, float]:
     for task in (*TASKS, "reading_eye_tracking", "reading_self_paced"):
         if task not in official or task not in ours:
             continue
-        want = official[task]["average"] if isinstance(official[task], dict) else official[task]
-        scale = 1 if task.startswith(("wug", "reading")) else 100
+        want, scale = printed(official, task)
         got = round(scale * ours[task]["value"], 2)
         compared += 1
         same += abs(got - want) <= 0.0051

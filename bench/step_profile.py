@@ -66,7 +66,7 @@ def main():
         "| mode | step s | MFU | bound s (100% MFU) | matmul | attention | optimizer | other |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    steps, flops = {}, 0.0
+    steps = {}
     for mode in ("eager", "compiled"):
         torch.manual_seed(0)
         model = build_model(a.preset, V, min_seq_len=a.seq_len)
@@ -74,8 +74,9 @@ def main():
             model.compile_trunk()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         steps[mode] = step_fn(model, opt, lambda model=model: loss_of(model, obj, batch)[0], precision=precision)
-        head = V * model.cfg.d_model
-        flops = step_flops(model.num_parameters(), head, model.cfg, a.batch, a.seq_len, int(batch.scored.numel()))
+    # both sides are the same model: one count of its FLOPs
+    flops = step_flops(model.num_parameters(), V * model.cfg.d_model, model.cfg, a.batch, a.seq_len,
+                       int(batch.scored.numel()))  # fmt: skip
     seconds = alternate(steps, repeats=a.repeats, warmup=3)
     bound = flops / (peak * 1e12)
     for mode, step in steps.items():

@@ -103,6 +103,7 @@ def test_flex_attention_equals_sdpa(case):
     B, T = 4, 48
     ids = torch.randint(5, 300, (B, T), generator=torch.Generator().manual_seed(1))
     docs = torch.cumsum((torch.rand(B, T, generator=torch.Generator().manual_seed(2)) < 0.08).int(), -1)
+    segments, positions = _shared_prefix_segments(B, T)
     spec = {
         "documents": AttentionSpec(True, docs),
         "mixed_rows": AttentionSpec(torch.tensor([True, False, True, False])),
@@ -117,9 +118,7 @@ def test_flex_attention_equals_sdpa(case):
             noisy=torch.arange(T) < T // 2,
             position_ids=torch.cat([torch.arange(T // 2)] * 2),
         ),
-        "shared_prefix": AttentionSpec(
-            True, segment_ids=_shared_prefix_segments(B, T)[0], position_ids=_shared_prefix_segments(B, T)[1]
-        ),
+        "shared_prefix": AttentionSpec(True, segment_ids=segments, position_ids=positions),
     }[case]
     with torch.no_grad():
         dense = model(ids, spec)

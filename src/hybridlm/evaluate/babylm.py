@@ -232,6 +232,15 @@ def _read_reading(folder: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------- metrics
+def per_item(flat: list[float], items: list[Item]) -> list[list[float]]:
+    """The scores of all items' texts, in order, split into each item's."""
+    out, k = [], 0
+    for it in items:
+        out.append(flat[k : k + len(it.texts)])
+        k += len(it.texts)
+    return out
+
+
 def _accuracy(scores: list[list[float]], items: list[Item], official: bool):
     """Accuracy, ties and items per subset (texts[0] strictly best; official: ties go to index 0, as
     the pipeline's torch.max picks)."""
@@ -345,11 +354,7 @@ def evaluate_babylm(
                 flat = official.completion_scores(lm, texts, backend, progress)
             else:
                 flat = score_completions(lm, texts, scorer, samples=samples, progress=progress)
-            scores, k = [], 0
-            for it in d.items:
-                scores.append(flat[k : k + len(it.texts)])
-                k += len(it.texts)
-            result = _task_result(task, d.items, scores, backend is not None)
+            result = _task_result(task, d.items, per_item(flat, d.items), backend is not None)
         result["seconds"] = round(time.time() - t0, 2)
         if not math.isfinite(result["value"]):  # e.g. Spearman of constant preferences: null, not JSON's invalid NaN
             result["value"] = None
