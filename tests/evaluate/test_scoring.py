@@ -150,3 +150,33 @@ def test_options_sharing_a_prefix_score_as_alone(runs):
     assert official.completion_scores(lm, texts, "causal") == pytest.approx(
         score_copies(lm, official_copies, len(texts), True, share_prefix=False), abs=2e-5
     )
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_transformers_model_shares_prefixes_as_alone(hf_causal, attention):
+    """A local causal `transformers` model packs a shared prefix too (a custom 4D mask and per-row positions,
+    in each attention implementation's own form) and scores what its copies score alone."""
+    from hybridlm.evaluate.scoring import score_copies, share_prefixes
+
+    lm = HFLM(hf_causal)
+    lm.model.set_attn_implementation(attention)
+    assert lm.shares_prefixes
+    context = "the cat sleeps . these dogs near the river run quickly . a boy sees himself . "
+    texts = [(context + option, len(context)) for option in ("the cat sleeps .", "a boy .", "the river")]
+    texts += [(s, 0) for s in SENTENCES]
+    copies = [c for i, (t, s) in enumerate(texts) for c in _copies(SCORERS["causal"], lm, i, t, completion_start=s)]
+    assert len(share_prefixes(copies, lm.max_len)) == len(copies) - 2  # the three options in one row
+    alone = score_copies(lm, copies, len(texts), True, greedy=True, share_prefix=False)
+    shared = score_copies(lm, copies, len(texts), True, greedy=True)
+    assert shared[1] == alone[1]
+    assert shared[0] == pytest.approx(alone[0], abs=2e-5)
+
+
+def test_a_model_that_ignores_the_mask_does_not_share(hf_causal, hf_masked):
+    """The probe turns sharing off where packed rows would not score as alone (here a model that drops the
+    custom mask and positions), and masked models never share."""
+    lm = HFLM(hf_causal)
+    forward = lm.model.forward
+    lm.model.forward = lambda input_ids, attention_mask=None, **kw: forward(input_ids=input_ids)
+    assert not lm.shares_prefixes
+    assert not HFLM(hf_masked).shares_prefixes

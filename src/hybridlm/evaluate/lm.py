@@ -187,12 +187,55 @@ class HFLM(ScoringLM):
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
         return enc["input_ids"], word_starts(enc.word_ids()), [tuple(o) for o in enc["offset_mapping"]]
 
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether this causal model takes a custom 4D mask and per-row positions (so that a shared prefix's
+        branches are scored in one row): probed once, on a tiny packed row against its copies alone."""
+        if getattr(self, "_shares", None) is None:
+            self._shares = self.objective.name == "causal" and self._probe_shared_prefix()
+        return self._shares
+
+    def _probe_shared_prefix(self) -> bool:
+        g = torch.Generator().manual_seed(0)
+        vocab = min(getattr(self.model.config, "vocab_size", 2) or 2, 1000)
+        prefix, left, right = (torch.randint(vocab, (n,), generator=g).tolist() for n in (4, 3, 2))
+        packed = torch.tensor([prefix + left + right])
+        segments = torch.tensor([[0] * 4 + [1] * 3 + [2] * 2])
+        positions = torch.tensor([list(range(7)) + [4, 5]])
+        every = torch.ones_like(packed, dtype=torch.bool)
+        try:
+            got = self.selected_logits(packed, torch.tensor([9]), True, every, segment_ids=segments,
+                                       position_ids=positions)  # fmt: skip
+            want = [
+                self.selected_logits(torch.tensor([r]), torch.tensor([len(r)]), True, torch.ones(1, len(r), dtype=bool))
+                for r in (prefix + left, prefix + right)
+            ]
+        except Exception:  # an architecture whose attention takes no custom mask: score each copy whole
+            return False
+        want = torch.cat([want[0], want[1][4:]])
+        return bool(torch.allclose(got, want, atol=1e-4, rtol=1e-4))
+
     @torch.no_grad()
-    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0):
+    def selected_logits(
+        self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0, segment_ids=None, position_ids=None
+    ):
         ids = ids.to(self.device)
-        attn = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long().to(self.device)
+        n = ids.shape[1]
+        real = torch.arange(n)[None] < lengths[:, None]
+        extra = {}
+        if segment_ids is None:
+            attn = real.long().to(self.device)
+        else:  # a shared prefix (segment 0) and its branches: each branch sees the prefix and itself, causally
+            pos = torch.arange(n)
+            seen = (pos[None, :, None] >= pos[None, None, :]) & real[:, None, :]
+            seen &= (segment_ids[:, None, :] == 0) | (segment_ids[:, None, :] == segment_ids[:, :, None])
+            seen |= torch.eye(n, dtype=torch.bool)  # a padding position sees itself (no empty softmax row)
+            attn = seen[:, None].to(self.device)
+            if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":  # an additive mask there
+                attn = torch.zeros(attn.shape, device=self.device).masked_fill(~attn, torch.finfo(torch.float32).min)
+            extra["position_ids"] = position_ids.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.model(input_ids=ids, attention_mask=attn).logits
+            logits = self.model(input_ids=ids, attention_mask=attn, **extra).logits
         return logits[select.to(self.device)].float()
 
 
