@@ -21,9 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import alternate, append_results, training_precision  # noqa: E402
 from train_throughput import V, step_flops, step_fn  # noqa: E402
 
+from hybridlm.config import TrainConfig  # noqa: E402
 from hybridlm.losses import loss_of  # noqa: E402
 from hybridlm.model import build_model  # noqa: E402
 from hybridlm.objectives import objective_class  # noqa: E402
+from hybridlm.train import attention_backend  # noqa: E402
 
 KINDS = (
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
@@ -56,6 +58,7 @@ def main():
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    ap.add_argument("--attention", default="auto", help="auto (as hlm train picks), sdpa or matmul")
     a = ap.parse_args()
     precision, peak = training_precision(a.precision)
     g = torch.Generator().manual_seed(0)
@@ -70,6 +73,8 @@ def main():
     for mode in ("eager", "compiled"):
         torch.manual_seed(0)
         model = build_model(a.preset, V, min_seq_len=a.seq_len)
+        how = TrainConfig(precision=precision, attention=a.attention)  # as hlm train attends
+        model.attention_backend = attention_backend(how, torch.device("cpu"), compiled=mode == "compiled")
         if mode == "compiled":
             model.compile_trunk()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -86,7 +91,8 @@ def main():
         rows.append(f"| {mode} | {seconds[mode]:.3f} | {mfu:.0%} | {bound:.3f} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     notes = [
-        f"{a.objective}, {a.preset}, batch {a.batch} x {a.seq_len}, {precision}, fused AdamW; shares are of the "
+        f"{a.objective}, {a.preset}, batch {a.batch} x {a.seq_len}, {precision}, attention {model.attention_backend} "
+        f"(--attention {a.attention}), fused AdamW; shares are of the "
         "profiled step's CPU time (self time by operator)",
         f"{precision} matmul peak measured here: {peak:.2f} TFLOP/s",
     ]

@@ -31,26 +31,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers  # noqa: E402
 from _common import alternate, append_results, training_precision  # noqa: E402
 
+from hybridlm.config import TrainConfig  # noqa: E402
 from hybridlm.export import llama_config, llama_state_dict  # noqa: E402
 from hybridlm.losses import loss_of
 from hybridlm.model import build_model  # noqa: E402
 from hybridlm.objectives import objective_class  # noqa: E402
+from hybridlm.train import attention_backend  # noqa: E402
 
 V = 16384
 
 
-def hf_llama(model):
+def hf_llama(model, attention="sdpa"):
     cfg = transformers.LlamaConfig(
         **{k: v for k, v in llama_config(model).items() if k not in ("architectures", "model_type", "torch_dtype")}
     )
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attention
     hf = transformers.LlamaForCausalLM(cfg)
     hf.load_state_dict(llama_state_dict(model), strict=False)
     hf.tie_weights()
     return hf
 
 
-def hf_modernbert(model):
+def hf_modernbert(model, attention="sdpa"):
     c = model.cfg
     cfg = transformers.ModernBertConfig(
         vocab_size=V,
@@ -67,7 +69,7 @@ def hf_modernbert(model):
         sep_token_id=2,
         mask_token_id=3,
     )
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attention
     return transformers.ModernBertForMaskedLM(cfg)
 
 
@@ -110,6 +112,9 @@ def main():
         "--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 where the hardware has it"
     )
     ap.add_argument("--presets", default="small,base", help="with --large or on cuda: which of small,base to run")
+    ap.add_argument(
+        "--attention", default="auto", help="hlm's attention: auto (as hlm train picks), sdpa, matmul, flex"
+    )
     a = ap.parse_args()
     cuda = a.device.startswith("cuda")
     # the GPU shapes: GPT-BERT's batch of 128 x 512 at small, 32 x 512 at base; compiled
@@ -125,9 +130,12 @@ def main():
         "FLOPs | hybridlm MFU | HF MFU |" + (" hlm eager tok/s | compiled / eager hlm |" if a.compile else ""),
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.compile else ""),
     ]
+    hlm_attention = attention_backend(TrainConfig(precision=precision, attention=a.attention), torch.device(a.device),
+                                      a.compile)  # fmt: skip
     notes = [
         f"both sides {mode}; {'bf16 autocast' if precision == 'bf16' else 'fp32'}, fused AdamW, clip 2.0",
         f"{precision} matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)",
+        f"attention: hlm {hlm_attention} (--attention {a.attention}), transformers {a.hf_attention}",
     ]
     shapes = [("small", a.seq_len, a.batch)] + (
         [("base", a.seq_len if cuda else 256, a.batch // 4 if cuda else 8)] if a.large else []
@@ -142,11 +150,13 @@ def main():
         for objective in every if preset == "small" or cuda else every[:1]:
             torch.manual_seed(0)
             ours = build_model(preset, V, min_seq_len=L).to(a.device)
+            how = TrainConfig(precision=precision, attention=a.attention)
+            ours.attention_backend = attention_backend(how, torch.device(a.device), compiled=a.compile)
             obj = objective_class(objective)(V)
             batch = obj.corrupt(ids, torch.Generator().manual_seed(1)).prepared().to(a.device)
             dev_ids = ids.to(a.device)
             if objective in ("causal", "hybrid", "prefix"):
-                hf, hf_name = hf_llama(ours).to(a.device), "LlamaForCausalLM"
+                hf, hf_name = hf_llama(ours, a.hf_attention).to(a.device), "LlamaForCausalLM"
                 if objective == "causal" and not cuda:  # same weights, same loss: the comparison is like for like
                     with torch.no_grad():
                         a_loss = loss_of(ours, obj, batch)[0].item()
@@ -166,7 +176,7 @@ def main():
                     )
                 hf_run = lambda hf: hf(input_ids=dev_ids[:, :-1], labels=dev_ids[:, :-1]).loss
             else:
-                hf, hf_name = hf_modernbert(ours).to(a.device), "ModernBertForMaskedLM"
+                hf, hf_name = hf_modernbert(ours, a.hf_attention).to(a.device), "ModernBertForMaskedLM"
                 labels = torch.where(batch.loss_weights > 0, batch.targets, torch.full_like(batch.targets, -100))
                 hf_in = batch.input_ids
                 hf_run = lambda hf, hf_in=hf_in, labels=labels: hf(input_ids=hf_in, labels=labels).loss
@@ -176,10 +186,9 @@ def main():
             if a.compile:  # as hlm train --compile does: the trunk one graph, masks (FlexAttention on CUDA) outside
                 torch.manual_seed(0)
                 eager = build_model(preset, V, min_seq_len=L).to(a.device)  # the same weights, not compiled
+                eager.attention_backend = attention_backend(how, torch.device(a.device), compiled=False)
                 opt_e = torch.optim.AdamW(eager.parameters(), lr=1e-4, fused=True)
                 sides["eager"] = step_fn(eager, opt_e, lambda: loss_of(eager, obj, batch)[0], a.device, precision)
-                if cuda:
-                    ours.attention_backend = eager.attention_backend = "flex"
                 ours.compile_trunk()
                 hf_fwd = torch.compile(hf)
             else:

@@ -93,9 +93,10 @@ def _shared_prefix_segments(B: int, T: int):
 @pytest.mark.parametrize(
     "case", ["documents", "mixed_rows", "prefix", "everything", "blocks", "two_streams", "shared_prefix"]
 )
-def test_flex_attention_equals_sdpa(case):
-    """The FlexAttention block mask encodes the dense mask's rule: same hidden states on the CPU
-    (PyTorch's FlexAttention runs forward there; CUDA, where it trains, is checked by bench/gpu_check.py)."""
+def test_flex_and_matmul_attention_equal_sdpa(case):
+    """The FlexAttention block mask encodes the dense mask's rule, and two matmuls compute what SDPA does: same
+    hidden states on the CPU (PyTorch's FlexAttention runs forward there; CUDA, where it trains, is checked by
+    bench/gpu_check.py)."""
     import warnings
 
     torch.manual_seed(0)
@@ -127,10 +128,16 @@ def test_flex_attention_equals_sdpa(case):
             warnings.simplefilter("ignore")  # eager FlexAttention's "compile me for speed"
             flex = model(ids, spec)
     assert torch.allclose(flex, dense, atol=2e-5), (flex - dense).abs().max()
-    # and the mask matters: plain causal attention differs
+    model.attention_backend = "matmul"
+    with torch.no_grad():
+        matmul, matmul_causal = model(ids, spec), model(ids, True)
+    assert torch.allclose(matmul, dense, atol=2e-5), (matmul - dense).abs().max()
+    # and the mask matters: plain causal attention differs (the same on both backends without a mask)
     model.attention_backend = "sdpa"
     with torch.no_grad():
-        assert (model(ids, True) - dense).abs().max() > 1e-3
+        causal = model(ids, True)
+    assert (causal - dense).abs().max() > 1e-3
+    assert torch.allclose(matmul_causal, causal, atol=2e-5)
 
 
 def test_a_shared_prefix_packed_with_its_branches_equals_each_copy_alone(model):

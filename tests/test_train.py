@@ -484,7 +484,10 @@ def test_attention_backend_and_compile_follow_the_device(cli, tmp_path, data_dir
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert attention_backend(TrainConfig(), cuda, compiled=True) == "flex"
     assert attention_backend(TrainConfig(), cuda, compiled=False) == "sdpa"  # eager FlexAttention is a slow reference
-    assert attention_backend(TrainConfig(), cpu, compiled=True) == "sdpa"
+    assert attention_backend(TrainConfig(precision="fp32"), cpu, compiled=True) == "sdpa"
+    # SDPA's CPU kernel is slow in bf16: two matmuls there, compiled or not
+    assert attention_backend(TrainConfig(precision="bf16"), cpu, compiled=True) == "matmul"
+    assert attention_backend(TrainConfig(precision="bf16", attention="sdpa"), cpu, compiled=False) == "sdpa"
     assert attention_backend(TrainConfig(attention="sdpa"), cuda, compiled=True) == "sdpa"
     proc = cli(
         "train", "--data", data_dir, "--out", tmp_path / "f", "--attention", "flex", "--device", "cpu", check=False

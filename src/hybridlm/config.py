@@ -53,7 +53,7 @@ class TrainConfig:
     # run mechanics
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     compile: bool | None = None  # None: on CUDA only (torch.compile of each block)
-    attention: str = "auto"  # auto (flex when compiled on CUDA, else sdpa) | sdpa | flex
+    attention: str = "auto"  # auto (flex compiled on CUDA, matmul on a CPU in bf16, else sdpa) | sdpa | flex | matmul
     device: str = "auto"
     distributed: str = "ddp"  # ddp | fsdp (under torchrun)
     eval_interval: int = 100
@@ -140,7 +140,7 @@ class TrainConfig:
         for name, allowed in (
             ("precision", ("auto", "bf16", "fp32")),
             ("distributed", ("ddp", "fsdp")),
-            ("attention", ("auto", "sdpa", "flex")),
+            ("attention", ("auto", "sdpa", "flex", "matmul")),
         ):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r} (choose one of: {', '.join(allowed)})")
@@ -265,7 +265,7 @@ HELP = {
     "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
     "compile": "torch.compile each transformer block (default: on CUDA, off on CPU)",
-    "attention": "auto (FlexAttention when compiled on CUDA, else SDPA), sdpa or flex",
+    "attention": "auto (FlexAttention compiled on CUDA, matmul on a CPU in bf16, else SDPA), sdpa, flex or matmul",
     "seed": "initialisation, and the data's order and masking unless --data-seed is set",
     "data_seed": "the data's order and masking (-1: --seed); fix it to vary only the initialisation",
     "init_from": "RUN or RUN:CHECKPOINT: start from that run's weights (same tokenizer and shape); words seen "

@@ -413,9 +413,12 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, checked: Star
 
 
 def attention_backend(cfg: TrainConfig, device: torch.device, compiled: bool) -> str:
-    """FlexAttention where it is fast (compiled, on CUDA), SDPA elsewhere, unless the config says."""
+    """FlexAttention where it is fast (compiled, on CUDA), two matmuls on a CPU in bf16 (SDPA's CPU kernel is
+    2-3x slower there: bench/RESULTS.md), SDPA elsewhere, unless the config says."""
     if cfg.attention == "auto":
-        return "flex" if compiled and device.type == "cuda" else "sdpa"
+        if device.type == "cuda":
+            return "flex" if compiled else "sdpa"
+        return "matmul" if device.type == "cpu" and autocast_for(cfg.precision, device)[1] == "bf16" else "sdpa"
     if cfg.attention == "flex" and device.type != "cuda":
         raise UserError(
             "--attention flex trains on CUDA only (PyTorch's FlexAttention has no backward on the CPU); "
