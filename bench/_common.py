@@ -42,6 +42,7 @@ def peak_tflops(dtype=torch.bfloat16, n: int = 2048, reps: int = 10, device="cpu
     without units for the dtype (bf16 on AVX2 runs ~100x slower than fp32) is measured on a smaller matmul."""
     n = 8192 if torch.device(device).type == "cuda" else n
     probe = torch.randn(256, 256, dtype=dtype, device=device)
+    probe @ probe  # the first call sets up the kernel (oneDNN's JIT: it once made AMX bf16 look emulated)
     synchronize(device)
     t = time.perf_counter()
     probe @ probe

@@ -112,6 +112,7 @@ def main():
         "--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 where the hardware has it"
     )
     ap.add_argument("--presets", default="small,base", help="with --large or on cuda: which of small,base to run")
+    ap.add_argument("--hf-attention", default="sdpa", help="transformers' attn_implementation: sdpa or eager")
     ap.add_argument(
         "--attention", default="auto", help="hlm's attention: auto (as hlm train picks), sdpa, matmul, flex"
     )
