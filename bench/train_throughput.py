@@ -131,8 +131,8 @@ def main():
         "FLOPs | hybridlm MFU | HF MFU |" + (" hlm eager tok/s | compiled / eager hlm |" if a.compile else ""),
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if a.compile else ""),
     ]
-    hlm_attention = attention_backend(TrainConfig(precision=precision, attention=a.attention), torch.device(a.device),
-                                      a.compile)  # fmt: skip
+    how = TrainConfig(precision=precision, attention=a.attention)  # hlm attends as hlm train would
+    hlm_attention = attention_backend(how, torch.device(a.device), a.compile)
     notes = [
         f"both sides {mode}; {'bf16 autocast' if precision == 'bf16' else 'fp32'}, fused AdamW, clip 2.0",
         f"{precision} matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)",
@@ -151,8 +151,7 @@ def main():
         for objective in every if preset == "small" or cuda else every[:1]:
             torch.manual_seed(0)
             ours = build_model(preset, V, min_seq_len=L).to(a.device)
-            how = TrainConfig(precision=precision, attention=a.attention)
-            ours.attention_backend = attention_backend(how, torch.device(a.device), compiled=a.compile)
+            ours.attention_backend = hlm_attention
             obj = objective_class(objective)(V)
             batch = obj.corrupt(ids, torch.Generator().manual_seed(1)).prepared().to(a.device)
             dev_ids = ids.to(a.device)

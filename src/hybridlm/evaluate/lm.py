@@ -220,19 +220,18 @@ class HFLM(ScoringLM):
         self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0, segment_ids=None, position_ids=None
     ):
         ids = ids.to(self.device)
-        n = ids.shape[1]
-        real = torch.arange(n)[None] < lengths[:, None]
         extra = {}
-        if segment_ids is None:
-            attn = real.long().to(self.device)
-        else:  # a shared prefix (segment 0) and its branches: each branch sees the prefix and itself, causally
-            pos = torch.arange(n)
-            seen = (pos[None, :, None] >= pos[None, None, :]) & real[:, None, :]
-            seen &= (segment_ids[:, None, :] == 0) | (segment_ids[:, None, :] == segment_ids[:, :, None])
-            seen |= torch.eye(n, dtype=torch.bool)  # a padding position sees itself (no empty softmax row)
-            attn = seen[:, None].to(self.device)
+        # a shared prefix (segment 0) and its branches: hlm's own dense mask rule as a custom 4D mask (padding
+        # trails each row, so causal attention keeps real tokens off it; a padding position sees itself)
+        seen = None
+        if segment_ids is not None:
+            seen = AttentionSpec(True, segment_ids=segment_ids).mask(ids.shape[1], self.device)[0]
+        if seen is None:
+            attn = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long().to(self.device)
+        else:
+            attn = seen
             if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":  # an additive mask there
-                attn = torch.zeros(attn.shape, device=self.device).masked_fill(~attn, torch.finfo(torch.float32).min)
+                attn = torch.zeros(seen.shape, device=self.device).masked_fill(~seen, torch.finfo(torch.float32).min)
             extra["position_ids"] = position_ids.to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model(input_ids=ids, attention_mask=attn, **extra).logits
