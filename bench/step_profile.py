@@ -78,7 +78,13 @@ def main():
         if mode == "compiled":
             model.compile_trunk()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-        steps[mode] = step_fn(model, opt, lambda model=model: loss_of(model, obj, batch)[0], precision=precision)
+        head = "inductor" if mode == "compiled" else None  # as hlm train --compile: the head's chunks compiled too
+        steps[mode] = step_fn(
+            model,
+            opt,
+            lambda model=model, head=head: loss_of(model, obj, batch, compile_backend=head)[0],
+            precision=precision,
+        )
     # both sides are the same model: one count of its FLOPs
     flops = step_flops(model.num_parameters(), V * model.cfg.d_model, model.cfg, a.batch, a.seq_len,
                        int(batch.scored.numel()))  # fmt: skip

@@ -193,7 +193,11 @@ def main():
                 hf_fwd = torch.compile(hf)
             else:
                 hf_fwd = hf
-            sides["ours"] = step_fn(ours, opt_a, lambda: loss_of(ours, obj, batch)[0], a.device, precision)
+            # the head's chunks compiled too, as hlm train --compile does
+            head_backend = "inductor" if a.compile else None
+            sides["ours"] = step_fn(
+                ours, opt_a, lambda: loss_of(ours, obj, batch, compile_backend=head_backend)[0], a.device, precision
+            )
             sides["hf"] = step_fn(hf, opt_b, lambda: hf_run(hf_fwd), a.device, precision)
             t = alternate(sides, repeats=a.repeats, warmup=3 if a.compile else 1, device=a.device)
             tokens = B * L

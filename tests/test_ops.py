@@ -69,3 +69,32 @@ def test_no_gradient_work_without_grad():
         with torch.set_grad_enabled(grad_enabled), FlopCounterMode(display=False) as counter:
             ops.linear_cross_entropy(h, W, torch.arange(8), torch.ones(8))
         assert counter.get_total_flops() == matmuls * 2 * 8 * 11 * 4
+
+
+@pytest.mark.parametrize("dtype", [None, "bf16"])
+def test_compiled_chunks_equal_eager_and_compile_once(monkeypatch, dtype):
+    """--compile runs the fused head's chunks through Inductor: the same loss, CE and gradients as eager (to
+    rounding), with the z-loss and the masked column, for every chunk size (a last chunk of 1 row included),
+    in one graph with gradients and one without, compiled once."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(ops, "CHUNK_ELEMENTS", 16 * 97)  # chunks of 16 rows
+    monkeypatch.setattr(ops, "COMPILED_CHUNK_ELEMENTS", 16 * 97)
+    torch._dynamo.reset()
+    counters.clear()
+    g = torch.Generator().manual_seed(2)
+    D, V = 16, 97
+    W = torch.randn(V, D, generator=g)
+    tol = dict(rtol=2e-2, atol=2e-3) if dtype else dict(rtol=1e-5, atol=1e-5)
+    for N in (40, 17, 33, 5):  # remainders of 8, 1, 1 and 5 rows
+        h, t, w = torch.randn(N, D, generator=g), torch.randint(4, V, (N,), generator=g), torch.rand(N, generator=g)
+        args = (t, w, 1e-2, 3)
+        eager = run(ops.linear_cross_entropy, h, W, *args, dtype=dtype)
+        compiled = run(lambda *a: ops.linear_cross_entropy(*a, compile_backend="inductor"), h, W, *args, dtype=dtype)
+        for a, b in zip(compiled, eager):
+            torch.testing.assert_close(a, b, **tol)
+        with torch.no_grad():
+            loss, ce = ops.linear_cross_entropy(h, W, *args, compile_backend="inductor")
+        torch.testing.assert_close(loss, eager[0], **tol)
+        torch.testing.assert_close(ce, eager[1], **tol)
+    assert counters["stats"]["unique_graphs"] == 2  # with gradients and without, whatever the rows

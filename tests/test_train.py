@@ -355,7 +355,7 @@ def test_a_crafted_rng_pickle_never_runs(cli, tmp_path, data_dir):
 
 
 def test_compiled_training_equals_eager(tmp_path, data_dir):
-    # the transformer body is compiled in place (parameter names unchanged); the loss stays eager
+    # the trunk is compiled in place (parameter names unchanged), and the fused head + CE's chunks apart
     args = dict(data=str(data_dir), objective="hybrid", max_steps=2, precision="fp32", **FAST)
     train(TrainConfig(out=str(tmp_path / "eager"), **args), quiet=True)
     train(TrainConfig(out=str(tmp_path / "compiled"), compile=True, **args), quiet=True)

@@ -41,6 +41,7 @@ class Scored:
 
 class LossTerm:
     train_only = False  # applied in training steps only (not in validation)
+    compile_backend: str | None = None  # the fused head's chunks compiled with this backend (`compile_head`)
 
     def __call__(self, model, s: Scored, loss: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         """(the loss with this term folded in, this term's metrics)."""
@@ -57,7 +58,7 @@ class TokenCE(LossTerm):
 
     def __call__(self, model, s, loss):
         loss, ce = linear_cross_entropy(
-            s.hidden, model.output_weight, s.targets, s.weights, self.z_loss, s.masked_column
+            s.hidden, model.output_weight, s.targets, s.weights, self.z_loss, s.masked_column, self.compile_backend
         )
         causal_rows = s.batch.attention.causal_rows(len(s.batch), s.scored.device)
         L = s.batch.loss_weights.shape[1]
@@ -85,6 +86,7 @@ class MultiTokenHeads(LossTerm):
                 head_weights,
                 0.0,
                 s.masked_column,
+                self.compile_backend,
             )
             loss = loss + head_loss
             has = (head_weights > 0).float()
@@ -145,6 +147,11 @@ class TrainingLoss(torch.nn.Module):
                 metrics.update(more)
         return loss, {"loss": (loss.detach(), torch.ones((), device=loss.device)), **metrics}
 
+    def compile_head(self, backend: str = "inductor") -> None:
+        """Compile the fused head + CE's chunks (a compiled training step: the trunk is compiled apart)."""
+        for term in self.terms:
+            term.compile_backend = backend
+
     def flops(self, tokens: int, train: bool = True) -> float:
         """What the terms spend beyond the model on a step of `tokens` tokens."""
         return sum(t.flops(tokens) for t in self.terms if train or not t.train_only)
@@ -159,9 +166,20 @@ def loss_terms(z_loss: float, teachers: Distiller | None, heads: bool) -> list[L
     )
 
 
-def loss_of(model, objective: Objective, batch: Batch, z_loss: float = 0.0, teachers: Distiller | None = None):
-    """(loss, metrics) of one batch as training computes it (for tests and notebooks)."""
-    return TrainingLoss(model, objective, loss_terms(z_loss, teachers, batch.extra_targets is not None))(batch)
+def loss_of(
+    model,
+    objective: Objective,
+    batch: Batch,
+    z_loss: float = 0.0,
+    teachers: Distiller | None = None,
+    compile_backend: str | None = None,
+):
+    """(loss, metrics) of one batch as training computes it (for tests, notebooks and benches); compile_backend:
+    the head's chunks compiled, as `hlm train --compile` does (with `model.compile_trunk()` for the trunk)."""
+    loss = TrainingLoss(model, objective, loss_terms(z_loss, teachers, batch.extra_targets is not None))
+    if compile_backend:
+        loss.compile_head(compile_backend)
+    return loss(batch)
 
 
 def build_loss(cfg, model, objective: Objective, device) -> TrainingLoss:

@@ -7,7 +7,8 @@ are split over processes and micro-batches; DDP's gradient mean is undone by sca
 
 The model and the training loss are one module (`losses.TrainingLoss`), which DDP and FSDP2 wrap,
 as GIDD and torchtitan do; `--compile` (on by default on CUDA) compiles the model's trunk as one
-graph (each block, with FSDP2), so the attention mask is built once per forward outside it.
+graph (each block, with FSDP2), so the attention mask is built once per forward outside it, and the
+fused head + CE's chunks as another.
 
 On a GPU the host prepares the next step's batch while the device trains on this one
 (`BatchPrefetcher`), and the step never waits for the device: positions are gathered by indices
@@ -351,8 +352,10 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, checked: Star
             block.compile(backend=COMPILE_BACKEND)
     elif compiled:
         # the trunk as one graph; parameter names, checkpoints and optimizer state do not change; the
-        # mask is built outside, once per forward, and the fused head + CE stays eager
+        # mask is built outside, once per forward
         model.compile_trunk(COMPILE_BACKEND)
+    if compiled:  # the fused head + CE's chunks: its own graph, as its chunk loop is Python
+        module.compile_head(COMPILE_BACKEND)
     if dist.world > 1 and not fsdp:
         module = torch.nn.parallel.DistributedDataParallel(module)
 
