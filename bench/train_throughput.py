@@ -133,6 +133,7 @@ def main():
     ]
     how = TrainConfig(precision=precision, attention=a.attention)  # hlm attends as hlm train would
     hlm_attention = attention_backend(how, torch.device(a.device), a.compile)
+    head_backend = "inductor" if a.compile else None  # the head's chunks compiled too, as hlm train --compile does
     notes = [
         f"both sides {mode}; {'bf16 autocast' if precision == 'bf16' else 'fp32'}, fused AdamW, clip 2.0",
         f"{precision} matmul peak measured here: {peak:.2f} TFLOP/s (2048x2048)",
@@ -193,8 +194,6 @@ def main():
                 hf_fwd = torch.compile(hf)
             else:
                 hf_fwd = hf
-            # the head's chunks compiled too, as hlm train --compile does
-            head_backend = "inductor" if a.compile else None
             sides["ours"] = step_fn(
                 ours, opt_a, lambda: loss_of(ours, obj, batch, compile_backend=head_backend)[0], a.device, precision
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in fp32): large matmuls, small temporaries
 # compiled, a chunk's log-softmax is fused (no fp32 copy of the logits), so chunks can be 4x larger: fewer fp32
@@ -78,8 +79,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if compiled:
                 pad = -(end - start) % PAD_ROWS
                 if pad:  # rows of weight 0: they add nothing to the loss or grad_w
-                    h_c = torch.cat([h_c, h_c.new_zeros(pad, h_c.shape[1])])
-                    t_c, wt_c = torch.cat([t_c, t_c.new_zeros(pad)]), torch.cat([wt_c, wt_c.new_zeros(pad)])
+                    h_c, t_c, wt_c = F.pad(h_c, (0, 0, 0, pad)), F.pad(t_c, (0, pad)), F.pad(wt_c, (0, pad))
                 for x in (h_c, t_c, wt_c):  # the rows vary (the last chunk, the scored positions); V and D do not
                     torch._dynamo.mark_dynamic(x, 0)
             nll, z, ce_c, grad_h_c = chunk(h_c, w_mat, t_c, wt_c, grad_w, z_loss, masked_column)
