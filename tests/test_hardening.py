@@ -892,3 +892,306 @@ def test_hostile_files_at_the_loaders_are_accepted_or_one_clear_error(tmp_path_f
             make_report([folder], root / "rep", samples=False)
     except UserError as e:
         assert "\n" not in str(e)
+
+
+# ---------------------------------------------------------------- round two: the newest commands (issue 35)
+MARKER = "planted-code-ran"
+HARNESS_NUMBERS = [
+    ("--steps", "1000000000"),
+    ("--samples", "1000000000"),
+    ("--samples", "-1"),
+    ("--samples", "0"),
+    ("--limit", "0"),
+    ("--limit", "-1"),
+    ("--seed", str(2**64)),
+    ("--num-fewshot", "-1"),
+]
+GLUE_ROWS = {
+    "not JSON": b"{not json\n",
+    "no label": b'{"sentence1": "a", "sentence2": "b"}\n',
+    "string label": b'{"sentence1": "a", "sentence2": "b", "label": "yes"}\n',
+    "label out of range": b'{"sentence1": "a", "sentence2": "b", "label": 7}\n',
+    "empty": b"",
+    "not UTF-8": b'{"sentence1": "caf\xe9", "sentence2": "b", "label": 0}\n',
+    "not an object": b'["a", "b", 0]\n',
+}
+ROUND_TWO = [
+    "!function in a task file",
+    "!function one include away",
+    "billion laughs",
+    "task file of 2 MiB",
+    "--json on --samples",
+    "--json in --glue-data",
+    "--json on a task file",
+    "--json in an HF model",
+    *[f"harness {flag} {value}" for flag, value in HARNESS_NUMBERS],
+    "generation --batch-size 10^9",
+    "generation --seed 2^64",
+    "HF weights that do not fit the config",
+    "score-windows on another tokenizer",
+    "beta mask ratio of 1e308",
+    "n-grams longer than the window",
+    "warm start from NaN weights",
+    *[f"in-context GLUE file: {name}" for name in GLUE_ROWS],
+    "empty .npy curriculum",
+    ".npy claiming 10^12 values",
+    "warm start without state.json",
+    "warm start with a damaged state",
+    "warm start without a tokenizer",
+    "--samples not UTF-8",
+    "--samples all blank",
+    "WUG ratio as text",
+    "--pacing 1..2",
+    "config.json with seq_len 10^12",
+    "prepare a one-line 5 MiB corpus",
+]
+
+
+def _world(tmp, runs, data_dir, tokenizer_dir, corpus):
+    """Every hostile state of the second round, made once: {case: (argv, needles)}. Nothing here may change but
+    what a case's command writes on purpose, and no planted code may run."""
+    import io
+
+    import numpy as np
+
+    run = tmp / "run"
+    shutil.copytree(runs["causal"], run)
+    (tmp / "out").mkdir()
+    pairs = tmp / "pairs.jsonl"
+    pairs.write_text('{"sentence_good": "the cat sleeps .", "sentence_bad": "the cat sleep ."}\n')
+    # task folders for lm-evaluation-harness: code, a billion laughs, a file too large to be a task
+    planted = tmp / "tasks_code"
+    planted.mkdir()
+    (planted / "utils.py").write_text(f"open({str(tmp / MARKER)!r}, 'w').write('ran')\ndef docs(d): return d\n")
+    (planted / "t.yaml").write_text("task: t\ndataset_path: json\nprocess_docs: !function utils.docs\n")
+    laughs = tmp / "tasks_laughs"
+    laughs.mkdir()
+    levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    (laughs / "t.yaml").write_text("task: t\n" + "\n".join(levels) + "\n")
+    huge = tmp / "tasks_huge"
+    huge.mkdir()
+    (huge / "t.yaml").write_text("task: t\ndescription: " + "x" * (1 << 21) + "\n")
+    included = tmp / "tasks_include"  # the code is one `include` away, outside the folder
+    included.mkdir()
+    (included / "t.yaml").write_text(f"include: {planted / 't.yaml'}\ntask: u\n")
+    # in-context GLUE folders, one damaged file each
+    good = b'{"sentence1": "a", "sentence2": "b", "label": 0}\n'
+    for name, raw in GLUE_ROWS.items():
+        folder = tmp / f"glue_{name.replace(' ', '_')}"
+        folder.mkdir()
+        (folder / "rte.train.jsonl").write_bytes(good * 4)
+        (folder / "rte.valid.jsonl").write_bytes(raw)
+    # curricula: an empty .npy and one whose header claims 10^12 values
+    (tmp / "empty.npy").write_bytes(b"")
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(3))
+    (tmp / "huge.npy").write_bytes(buf.getvalue().replace(b"(3,)", b"(1000000000000,)"))
+    # warm-start sources: NaN weights, no state.json, a damaged one, no tokenizer
+    from safetensors.torch import load_file, save_file
+
+    sources = {}
+    for name in ("nan", "no_state", "bad_state", "no_tokenizer"):
+        src = tmp / f"source_{name}"
+        shutil.copytree(runs["causal"], src)
+        ck = RunDir(src).latest_checkpoint()
+        if name == "nan":
+            weights = load_file(ck / "model.safetensors")
+            weights[next(iter(weights))][0] = float("nan")
+            save_file(weights, ck / "model.safetensors")
+        elif name == "no_state":
+            (ck / "state.json").unlink()
+        elif name == "bad_state":
+            (ck / "state.json").write_text('{"step": 30, "tokens_seen": -5}')
+        else:
+            (src / "tokenizer.json").unlink()
+        sources[name] = src
+    # samples to measure
+    (tmp / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    (tmp / "blank.txt").write_text("\n \n\n")
+    samples = tmp / "samples.txt"
+    samples.write_text("the cat sleeps .\n")
+    # a WUG row whose ratio is text
+    (tmp / "wug" / "wug_adj_nominalization").mkdir(parents=True)
+    (tmp / "wug" / "wug_adj_nominalization" / "w.jsonl").write_text(
+        json.dumps({"sentences": "a b.\tc d.", "ratio": "0.5"}) + "\n"
+    )
+    # a run whose config.json asks for a window of 10^12 tokens
+    big = tmp / "big_run"
+    shutil.copytree(runs["causal"], big)
+    config = json.loads((big / "config.json").read_text())
+    (big / "config.json").write_text(json.dumps({**config, "seq_len": 10**12}))
+    # a local HF model whose weights do not match its config
+    import transformers
+
+    hf = tmp / "hf_mismatch"
+    cfg = transformers.LlamaConfig(
+        vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    transformers.LlamaForCausalLM(cfg).save_pretrained(hf)
+    transformers.PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir)).save_pretrained(hf)
+    (hf / "config.json").write_text(
+        json.dumps({**json.loads((hf / "config.json").read_text()), "num_hidden_layers": 3})
+    )
+    # data on another tokenizer, for score-windows
+    other_tok = tmp / "other_tok"
+    hlm("tokenizer", "train", "--input", corpus, "--vocab-size", "290", "--out", other_tok)
+    hlm("prepare", "--input", corpus, "--tokenizer", other_tok, "--out", tmp / "other_data")
+    # a corpus of one 5 MiB line
+    (tmp / "one_line.txt").write_text("word " * (1 << 20))
+    train = ["train", "--data", data_dir, "--out", tmp / "out" / "new"] + TRAIN
+    harness = ["eval", "harness", "--run", run, "--tasks", "t"]
+    gen = ["eval", "generation", "--run", run, "--num-samples", "2", "--length", "8"]
+    return {
+        # code from task files
+        "!function in a task file": (harness + ["--include-path", planted], ["!function", "--trust-remote-code"]),
+        "!function one include away": (harness + ["--include-path", included], ["!function", "--trust-remote-code"]),
+        "billion laughs": (harness + ["--include-path", laughs], ["aliases expand"]),
+        "task file of 2 MiB": (harness + ["--include-path", huge], ["too large"]),
+        # outputs on inputs
+        "--json on --samples": (gen + ["--samples", samples, "--json", samples], ["would land on the input"]),
+        "--json in --glue-data": (
+            harness + ["--glue-data", tmp / "glue_empty", "--json", tmp / "glue_empty" / "out.json"],
+            ["would land on the input"],
+        ),
+        "--json on a task file": (
+            harness + ["--include-path", laughs, "--json", laughs / "t.yaml"],
+            ["would land on the input"],
+        ),
+        "--json in an HF model": (
+            ["eval", "blimp", "--hf-model", hf, "--data", pairs, "--json", hf / "notes.json"],
+            ["would land on the input"],
+        ),
+        # the harness's numbers
+        **{f"harness {flag} {value}": (harness + [flag, value], [flag]) for flag, value in HARNESS_NUMBERS},
+        "generation --batch-size 10^9": (gen + ["--batch-size", "1000000000"], ["--batch-size"]),
+        "generation --seed 2^64": (gen + ["--seed", str(2**64)], ["--seed"]),
+        # silent wrong answers
+        "HF weights that do not fit the config": (
+            ["eval", "blimp", "--hf-model", hf, "--data", pairs],
+            ["do not match its config.json", "lacks weights"],
+        ),
+        "score-windows on another tokenizer": (
+            ["score-windows", "--run", run, "--data", tmp / "other_data", "--out", tmp / "out" / "s.npy"],
+            ["another tokenizer"],
+        ),
+        "beta mask ratio of 1e308": (train + ["--objective", "masked", "--mask-ratio", "beta:1e308,1e308"], ["beta"]),
+        "n-grams longer than the window": (
+            train + ["--objective", "masked", "--masking", "ngram", "--max-span", "64"],
+            ["nothing masked", "--max-span"],
+        ),
+        "warm start from NaN weights": (train + ["--init-from", sources["nan"]], ["not finite"]),
+        # crafted files
+        **{
+            f"in-context GLUE file: {name}": (
+                harness + ["--glue-data", tmp / f"glue_{name.replace(' ', '_')}"],
+                ["rte.valid.jsonl"],
+            )
+            for name in GLUE_ROWS
+        },
+        "empty .npy curriculum": (train + ["--curriculum", tmp / "empty.npy"], ["not a readable .npy"]),
+        ".npy claiming 10^12 values": (train + ["--curriculum", tmp / "huge.npy"], ["not a readable .npy"]),
+        "warm start without state.json": (train + ["--init-from", sources["no_state"]], ["no state.json"]),
+        "warm start with a damaged state": (train + ["--init-from", sources["bad_state"]], ["damaged state"]),
+        "warm start without a tokenizer": (train + ["--init-from", sources["no_tokenizer"]], ["tokenizer.json"]),
+        "--samples not UTF-8": (gen + ["--samples", tmp / "latin1.txt"], ["not UTF-8"]),
+        "--samples all blank": (gen + ["--samples", tmp / "blank.txt"], ["no text"]),
+        "WUG ratio as text": (
+            ["eval", "babylm", "--run", run, "--data", tmp / "wug", "--tasks", "wug_adj"],
+            ["'ratio'", "number"],
+        ),
+        "--pacing 1..2": (train + ["--curriculum", "length", "--pacing", "linear:1..2,0.5"], ["pacing"]),
+        # left from the first round
+        "config.json with seq_len 10^12": (["generate", "--run", big, "--max-new-tokens", "4"], ["seq_len"]),
+        "prepare a one-line 5 MiB corpus": (
+            ["prepare", "--input", tmp / "one_line.txt", "--tokenizer", tokenizer_dir, "--out", tmp / "out" / "d"],
+            ["a line of more than 4 MiB"],
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, runs, data_dir, tokenizer_dir, corpus):
+    tmp = tmp_path_factory.mktemp("hostile2")
+    return tmp, _world(tmp, runs, data_dir, tokenizer_dir, corpus)
+
+
+@pytest.mark.parametrize("case", ROUND_TWO)
+def test_round_two_hostile_input_is_one_line_and_changes_nothing(world, case, capsys):
+    """Each hostile state: exit 2, one line naming what to do, no planted code run, every byte unchanged."""
+    tmp, cases = world
+    assert sorted(cases) == sorted(ROUND_TWO)
+    args, needles = cases[case]
+    before = _snapshot(tmp)
+    assert_one_line_error(run_cli(capsys, *args), *needles)
+    assert not (tmp / MARKER).exists()
+    assert _snapshot(tmp) == before
+
+
+def test_seeds_are_all_checked_first_and_a_killed_sweep_finishes_with_resume(cli, tmp_path, data_dir):
+    out = tmp_path / "sweep"
+    train = ["train", "--data", data_dir, "--out", out, "--preset", "tiny", *TRAIN]
+    # a bad seed late in the list: refused before the first seed trains
+    assert_one_line_error(cli(*train, "--seeds", f"1,2,{2**64}", check=False), "--seeds")
+    assert not out.exists()
+    # a sweep killed after its first seed: seed 1 done, seed 2 never started
+    cli(*train, "--seeds", "1")
+    assert_one_line_error(cli(*train, "--seeds", "1,2", check=False), "--resume")
+    cli(*train, "--seeds", "1,2", "--resume")  # seed 1 resumes (nothing left to do), seed 2 starts
+    for seed in (1, 2):
+        assert RunDir(out / f"seed_{seed}").latest_checkpoint().name == "step_0000002"
+        assert json.loads((out / f"seed_{seed}" / "config.json").read_text())["seed"] == seed
+
+
+def test_a_warm_started_run_resumes_after_its_source_is_gone(cli, tmp_path, data_dir, runs):
+    source = shutil.copytree(runs["causal"], tmp_path / "source")
+    run = tmp_path / "warm"
+    cli("train", "--data", data_dir, "--out", run, "--init-from", source, *TRAIN)
+    shutil.move(source, tmp_path / "moved")  # moved, pruned or deleted: the run's checkpoints hold every weight
+    cli("train", "--out", run, "--resume", "--max-steps", "4")
+    assert RunDir(run).latest_checkpoint().name == "step_0000004"
+
+
+def test_report_draws_names_and_rows_that_matplotlib_would_parse(cli, run_copy, tmp_path, capsys):
+    named = tmp_path / "$a^b_{c}$"
+    shutil.copytree(run_copy, named)
+    with open(named / "metrics.jsonl", "a") as f:  # rows the report cannot draw: skipped with a warning
+        f.write(json.dumps({"step": 31, "loss": 1.0}) + "\n")
+        f.write(json.dumps({"step": 32, "tokens": 99, "val_loss": "low"}) + "\n")
+        f.write(json.dumps({"step": 33, "tokens": 100, "loss": 2.5}) + "\n")
+    proc = cli("report", named, "--out", tmp_path / "rep", "--no-samples")
+    assert "2 row(s) skipped" in proc.stderr
+    assert "$a^b_{c}$" in (tmp_path / "rep" / "report.md").read_text().replace("\\", "")  # markdown escapes
+
+
+def test_two_tokenizer_trainings_onto_one_new_folder_never_replace_each_other(tmp_path, corpus, monkeypatch):
+    from hybridlm import tokenizer
+    from hybridlm.errors import UserError
+
+    out = tmp_path / "tok"
+    real = tokenizer.check_text_files
+
+    def another_training_finishes_meanwhile(*args, **kw):
+        checked = real(*args, **kw)
+        out.mkdir()
+        (out / "tokenizer.json").write_text("the first training's")
+        return checked
+
+    monkeypatch.setattr(tokenizer, "check_text_files", another_training_finishes_meanwhile)
+    with pytest.raises(UserError, match="filled by another process"):
+        tokenizer.train_tokenizer([corpus], 300, out)
+    assert (out / "tokenizer.json").read_text() == "the first training's"
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # no temporary folder left
+
+
+def test_task_files_run_code_only_when_trusted(tmp_path):
+    from hybridlm.errors import UserError
+    from hybridlm.evaluate.harness import check_task_files
+
+    (tmp_path / "t.yaml").write_text("task: t\nprocess_docs: !function utils.docs\n")
+    with pytest.raises(UserError, match="--trust-remote-code"):
+        check_task_files(tmp_path)
+    check_task_files(tmp_path, trust_remote_code=True)  # the user read it and allows it
+    (tmp_path / "t.yaml").write_text("task: t\na: &a [x]\nb: [*a, *a]\n")  # aliases in moderation are data
+    check_task_files(tmp_path)

@@ -54,16 +54,25 @@ def cmd_train(a):
     flags = {k: getattr(a, k) for k in config_keys() if getattr(a, k) is not None}
     merge_config(flags, source="command line")  # names and types, before anything else
     values = {**given, **flags}
-    runs = [values]
+    runs = [(values, a.resume)]
     if a.seeds:  # the same run once per seed, side by side: OUT/seed_N
+        from hybridlm.runs import RunDir
+
         if not values.get("out"):
             raise UserError("--seeds needs --out: the folder that holds one run per seed (OUT/seed_N)")
         seeds = _seed_list(a.seeds)
         runs = [{**values, "seed": s, "out": str(Path(values["out"]) / f"seed_{s}")} for s in seeds]
-        if not a.resume:
-            check_out_folder(values["out"], "--seeds writes OUT/seed_N into a new or empty folder")
-    for run in runs:
-        summary = train(run, resume=a.resume)
+        for run in runs:  # every seed's configuration checked before the first one trains
+            merge_config(run, source="command line").validate()
+        if a.resume:  # the seeds already started resume, the others start
+            runs = [(run, RunDir(run["out"]).is_run()) for run in runs]
+        else:
+            check_out_folder(
+                values["out"], "--seeds writes OUT/seed_N into a new or empty folder (or pass --resume to finish them)"
+            )
+            runs = [(run, False) for run in runs]
+    for run, resume in runs:
+        summary = train(run, resume=resume)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
 
 
@@ -72,7 +81,7 @@ def _seed_list(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or len(seeds) > 100:
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= 2**63 or len(seeds) > 100:
         raise UserError(f"--seeds takes distinct seeds >= 0, comma-separated, e.g. --seeds 1,2,3 (got {text!r})")
     return seeds
 
@@ -110,7 +119,7 @@ def _model_args(p):
         "--trust-remote-code",
         action="store_true",
         help="--hf-model: run the model code shipped in the folder (only for folders you trust; hlm's masked "
-        "exports need it)",
+        "exports need it); eval harness: also the Python a task file names (!function)",
     )
     p.add_argument(
         "--precision",
@@ -128,12 +137,17 @@ def _lm(a):
     return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision, a.trust_remote_code)
 
 
-def _check_json_target(path):
-    """Fail before the work, not after it, when --json cannot be written or would land on an input."""
+def _check_json_target(path, flag: str = "--json", inputs=()):
+    """Fail before the work, not after it, when --json cannot be written or would land on an input: never a
+    run's or data's file, and never one of the command's inputs (files and folders) nor inside one."""
     if path and (Path(path).is_dir() or Path(path).is_symlink()):
-        raise UserError(f"--json {path} is a folder or a link; give a file name")
+        raise UserError(f"{flag} {path} is a folder or a link; give a file name")
     if path:
-        check_output_file(path)
+        check_output_file(path, flag)
+        out = Path(path).resolve()
+        for given in inputs:
+            if given is not None and (out == Path(given).resolve() or Path(given).resolve() in out.parents):
+                raise UserError(f"{flag} {path} would land on the input {given} (or in it); write it elsewhere")
 
 
 def _write_json(path, obj, a=None, name=None):
@@ -153,7 +167,7 @@ def cmd_perplexity(a):
     for flag, value in (("--max-tokens", a.max_tokens + 1), ("--seq-len", a.seq_len or 2)):
         if value <= 0 or (flag == "--seq-len" and value < 2):
             raise UserError(f"{flag} is out of range (got {getattr(a, flag[2:].replace('-', '_'))})")
-    _check_json_target(a.json)
+    _check_json_target(a.json, inputs=(a.input, a.hf_model))
     lm = _lm(a)
     if a.run:
         RunDir(a.run).check_eval_writable("perplexity.json")
@@ -188,7 +202,7 @@ def cmd_blimp(a):
     if a.limit is not None and a.limit <= 0:
         raise UserError(f"--limit must be positive (got {a.limit})")
     _check_samples(a.samples)
-    _check_json_target(a.json)
+    _check_json_target(a.json, inputs=(*a.data, a.hf_model))
     pairs = load_pairs(a.data, a.limit)
     lm = _lm(a)
     if a.run:
@@ -213,6 +227,8 @@ def cmd_blimp(a):
 
 MAX_STEPS = 100_000  # generation: network calls, new tokens
 MAX_SAMPLES = 10_000  # samples drawn in one command, Monte-Carlo samples per score
+MAX_DOCUMENTS = 10**9  # harness documents per task
+MAX_SHOTS = 1_000  # in-context examples
 
 
 def _check_samples(samples: int) -> None:
@@ -227,6 +243,7 @@ def _check_sampling(a):
         ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"),
         ("--min-p", 0 <= a.min_p < 1, "in [0, 1)"),
         ("--steps", a.steps is None or 0 < a.steps <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,} (one network call each)"),
+        ("--seed", 0 <= a.seed < 2**63, "in 0 ... 2^63 - 1"),
     ]
     for flag in ("--max-new-tokens", "--span", "--length"):
         value = getattr(a, flag[2:].replace("-", "_"), None)
@@ -242,20 +259,34 @@ def _check_sampling(a):
 def cmd_babylm(a):
     from hybridlm.evaluate.babylm import evaluate_babylm, find_tasks, format_table, read_task
     from hybridlm.evaluate.scoring import check_scorer
-    from hybridlm.runs import RunDir
+    from hybridlm.runs import RunDir, default_device
 
-    _check_json_target(a.json)
+    _check_json_target(a.json, inputs=(a.data, a.hf_model))
     _check_samples(a.samples)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
     for task, folder in find_tasks(a.data, tasks).items():  # bad data fails before the model loads
         read_task(task, folder)
+    if a.predictions:
+        from hybridlm.evaluate import submission
+
+        submission.check_predictions_dir(a.predictions, inputs=(a.data, a.run, a.hf_model))
     if a.all_checkpoints:
         from hybridlm.evaluate.babylm import evaluate_checkpoints
-        from hybridlm.runs import default_device
 
-        if not a.run or a.convention != "hlm":
+        if not a.run:
+            raise UserError("--all-checkpoints evaluates the words_N checkpoints of a --run")
+        if a.predictions:  # the submission's chck_* revisions (and AoA), in the pipeline's convention or hlm's
+            if a.json:
+                raise UserError("--all-checkpoints --predictions writes the results tree; leave out --json")
+            tree = submission.predict_checkpoints(
+                a.run, a.data, tasks, a.scorer, a.convention, a.samples, a.predictions,
+                a.device or default_device(), a.precision, progress=True,
+            )  # fmt: skip
+            print(f"predictions of every words_N checkpoint in {tree.model_dir} (backend {tree.backend})")
+            return
+        if a.convention != "hlm":
             raise UserError(
-                "--all-checkpoints evaluates the words_N checkpoints of a --run, with the default convention"
+                "--all-checkpoints without --predictions draws hlm's learning curves, with the default convention"
             )
         results = evaluate_checkpoints(
             a.run, a.data, tasks, a.scorer, a.samples, a.device or default_device(), a.precision, progress=True
@@ -268,10 +299,19 @@ def cmd_babylm(a):
         )
         return
     lm = _lm(a)
+    scorer = check_scorer(lm, a.scorer)
     if a.run:
-        RunDir(a.run).check_eval_writable(f"babylm-{check_scorer(lm, a.scorer)}.json")
-    result = evaluate_babylm(lm, a.data, tasks, a.scorer, a.convention, samples=a.samples, progress=True)
+        RunDir(a.run).check_eval_writable(f"babylm-{scorer}.json")
+    if a.predictions:
+        tree = submission.Tree(
+            a.predictions, submission.model_name(a.run or a.hf_model), submission.tree_backend(scorer, a.convention)
+        )
+        result = submission.predict_model(lm, a.data, tasks, scorer, a.convention, a.samples, tree, progress=True)
+    else:
+        result = evaluate_babylm(lm, a.data, tasks, scorer, a.convention, samples=a.samples, progress=True)
     print(format_table(result))
+    if a.predictions:
+        print(f"predictions in {result['predictions']}")
     _write_json(a.json, result, a, f"babylm-{result['scorer']}.json")
 
 
@@ -279,9 +319,13 @@ def cmd_finetune(a):
     from hybridlm.finetune import TASKS, FinetuneConfig, HFClassifier, RunClassifier, find_files, finetune, load_split
     from hybridlm.runs import RunDir, default_device, load_run
 
-    _check_json_target(a.json)
+    _check_json_target(a.json, inputs=(a.data, a.hf_model))
     if a.task not in TASKS:
         raise UserError(f"unknown task {a.task!r} (choose from: {', '.join(TASKS)})")
+    if a.predictions:
+        from hybridlm.evaluate import submission
+
+        submission.check_predictions_dir(a.predictions, inputs=(a.data, a.run, a.hf_model))
     cfg = FinetuneConfig(
         **{f.name: getattr(a, f.name) for f in fields(FinetuneConfig) if getattr(a, f.name) is not None}
     )
@@ -295,6 +339,11 @@ def cmd_finetune(a):
     else:
         make = lambda n: HFClassifier(a.hf_model, n, cfg.dropout, a.trust_remote_code)  # noqa: E731
     result = finetune(make, a.task, a.data, cfg, device, progress=True, name=a.run or a.hf_model)
+    predictions = result.pop("predictions")
+    if a.predictions:  # the submission's fine-tuning part: MODEL/main/finetune/TASK/predictions.json
+        tree = submission.Tree(a.predictions, submission.model_name(a.run or a.hf_model), "")
+        tree.write(tree.finetune_file(a.task), submission.finetune_predictions(a.task, predictions))
+        print(f"predictions of the best epoch in {tree.finetune_file(a.task)}")
     spread = f" ± {result['stdev']:.3f} (s.d. over {cfg.seeds} seeds)" if cfg.seeds > 1 else ""
     base = f"; majority class {result['majority_baseline']:.3f}" if result.get("majority_baseline") is not None else ""
     print(f"{a.task}: best-epoch validation {result['metric']} {result['value']:.3f}{spread}{base}")
@@ -309,9 +358,9 @@ def cmd_generation(a):
 
     _check_sampling(a)
     sampling = _sampling(a)
-    _check_json_target(a.json)
-    if a.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1 (got {a.batch_size})")
+    _check_json_target(a.json, inputs=(a.samples, a.judge, a.judge_hf))
+    if not 0 < a.batch_size <= MAX_SAMPLES:
+        raise UserError(f"--batch-size must lie in 1 ... {MAX_SAMPLES:,} (got {a.batch_size})")
     texts = read_samples(a.samples) if a.samples else None
     device = a.device or default_device()
     run = load_run(a.run, device)
@@ -359,7 +408,18 @@ def cmd_harness(a):
     except ImportError as e:
         raise UserError(f"hlm eval harness needs lm-evaluation-harness ({e}): pip install 'hybridlm[lmeval]'") from None
 
-    _check_json_target(a.json)
+    _check_json_target(a.json, inputs=(a.include_path, a.glue_data, a.hf_model))
+    _check_samples(a.samples)
+    checks = [
+        ("--limit", a.limit is None or 0 < a.limit <= MAX_DOCUMENTS, f"in 1 ... {MAX_DOCUMENTS:,} (leave it out: all)"),
+        ("--num-fewshot", a.num_fewshot is None or 0 <= a.num_fewshot <= MAX_SHOTS, f"in 0 ... {MAX_SHOTS}"),
+        ("--steps", 0 <= a.steps <= MAX_STEPS, f"in 0 ... {MAX_STEPS:,} (0: one network call per token)"),
+        ("--mask-padding", 0 <= a.mask_padding <= MAX_STEPS, f"in 0 ... {MAX_STEPS:,}"),
+        ("--seed", 0 <= a.seed < 2**32, "in 0 ... 2^32 - 1"),
+    ]
+    for flag, ok, want in checks:
+        if not ok:
+            raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
     if a.run:
         RunDir(a.run).check_eval_writable("harness.json")
     result = run_harness(
@@ -496,6 +556,11 @@ def _add_eval_commands(sub):
         help="BabyLM 2025 learning curves: every words_N checkpoint of --run, resumably (RUN/eval/checkpoints/)",
     )
     _json_arg(bb, "babylm-SCORER.json")
+    _predictions_arg(
+        bb,
+        "MODEL/REVISION/zero_shot/BACKEND/TASK/DATA/predictions.json per task (main; with --all-checkpoints each "
+        "chck_N and AoA); BACKEND: causal | mlm | mntp with --convention official, else the scorer's name",
+    )
     bb.set_defaults(func=cmd_babylm)
 
     gq = ev.add_parser(
@@ -570,6 +635,7 @@ def _add_eval_commands(sub):
     ):
         ft.add_argument(flag, type=typ, default=None, help=f"default: {help_}")
     _json_arg(ft, "finetune-TASK.json")
+    _predictions_arg(ft, "MODEL/main/finetune/TASK/predictions.json: the best epoch's labels of the validation file")
     ft.set_defaults(func=cmd_finetune)
 
     g = sub.add_parser(
@@ -618,7 +684,16 @@ def cmd_score_windows(a):
     if not a.out.endswith(".npy"):
         raise UserError(f"--out {a.out}: scores are written as a .npy file (e.g. --out scores.npy)")
     check_output_file(a.out, "--out")
+    _check_json_target(a.out, "--out", inputs=(a.data, a.run))
+    from hybridlm.data import load_manifest
+    from hybridlm.tokenizer import tokenizer_hash
+
     run = load_run(a.run, a.device or default_device())
+    if tokenizer_hash(run.dir.tokenizer_path) != load_manifest(a.data)["tokenizer_hash"]:
+        raise UserError(
+            f"--run {a.run} was trained with another tokenizer than the data in {a.data}: its losses would score "
+            "other tokens; score with a run trained on this data's tokenizer"
+        )
     seq_len = a.seq_len or run.config.seq_len
     scores = reference_losses(run, a.data, seq_len, progress=True)
     buf = io.BytesIO()
@@ -693,6 +768,51 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hlm: error: {message} ({hint})\n")
 
 
+def _predictions_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--predictions",
+        default=None,
+        metavar="DIR",
+        help=f"write the official pipeline's results tree under DIR (for hlm submission): {what}",
+    )
+
+
+def cmd_submission(a):
+    from hybridlm.evaluate import submission
+
+    _check_json_target(a.out, "--out")
+    out = Path(a.out).resolve()
+    for flag, given in (("--predictions", a.predictions), ("--data", a.data)):
+        if Path(given).resolve() in out.parents:
+            raise UserError(f"--out {a.out} is inside {flag} {given}, an input; write it elsewhere")
+    model_dir = submission.find_model_dir(a.predictions, a.model)
+    collated = submission.collate(model_dir, a.backend, a.track, a.data)
+    atomic_write_bytes(out, json.dumps(collated).encode("utf-8"))
+    print(submission.summary(collated, a.track, a.backend))
+    print(f"written to {a.out}")
+
+
+def _add_submission_command(sub):
+    s = sub.add_parser(
+        "submission",
+        help="BabyLM 2025: collate a results tree (hlm eval babylm / hlm finetune --predictions) into the one file "
+        "the leaderboard takes, with collate_preds.py's checks",
+    )
+    s.add_argument("--predictions", required=True, metavar="DIR", help="the results tree (DIR/MODEL/main, chck_*)")
+    s.add_argument("--model", default=None, help="the model's folder in DIR (default: the only one)")
+    s.add_argument("--track", required=True, choices=["strict-small", "strict"], help="which chck_* revisions it holds")
+    s.add_argument(
+        "--backend", required=True, help="causal | mlm | mntp (the pipeline's), or an hlm scorer's name (e.g. elbo)"
+    )
+    s.add_argument(
+        "--data",
+        required=True,
+        help="the fast_eval folder the revisions were scored on (their fast scores come from it)",
+    )
+    s.add_argument("--out", required=True, help="the submission file (JSON)")
+    s.set_defaults(func=cmd_submission)
+
+
 def _json_arg(p: argparse.ArgumentParser, kept_as: str) -> None:
     p.add_argument(
         "--json", default=None, help=f"also write the result here (with --run it is always kept in RUN/eval/{kept_as})"
@@ -751,6 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_commands(sub)
     _add_score_windows_command(sub)
     _add_export_report_commands(sub)
+    _add_submission_command(sub)
     return p
 
 

@@ -217,7 +217,9 @@ class TrainConfig:
         self.word_thresholds()  # each entry parses
         if not (self.max_epochs >= 0 and math.isfinite(self.max_epochs)):
             raise UserError(f"max_epochs must be >= 0 (0 = no cap; got {self.max_epochs})")
-        objective.read_options(self.options)  # the objective's options, checked by its Options
+        options = objective.read_options(self.options)  # the objective's options, checked by its Options
+        for _, length, rows in self.stages():  # and against each stage's windows
+            options.check_window(length, rows)
         read = self.objective_options()
         for key, value in self.options.items():  # an option set for another objective is a mistake, not a no-op
             if key not in read and value != option_default(option_fields()[key]):

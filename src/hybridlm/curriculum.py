@@ -26,7 +26,8 @@ from hybridlm.data import PackedTokens, load_unigram
 from hybridlm.errors import UserError
 
 PACINGS = ("linear", "quadratic", "root", "step", "exponential", "log", "none")
-_PACING = re.compile(r"([a-z]+)(?::([0-9.]+),([0-9.]+))?")
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_PACING = re.compile(rf"([a-z]+)(?::{_NUMBER},{_NUMBER})?")
 STARTING_DIFFICULTY = 0.2  # the share of the data the first steps draw from (CLIMB's default)
 GROWTH = 10.0  # the exponential and log pacings' rate constant (CLIMB's c)
 
@@ -89,9 +90,9 @@ def window_scores(score: str, data_dir, seq_len: int) -> np.ndarray:
     path = Path(score)
     if path.suffix != ".npy" or not path.is_file():
         raise UserError(f"--curriculum {score}: give length, unigram, or a .npy file of scores (hlm score-windows)")
-    try:
-        scores = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    try:  # memory-mapped: a header that claims more values than the file holds is refused, never allocated
+        scores = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:
         raise UserError(f"--curriculum {path}: not a readable .npy file ({str(e).splitlines()[0][:80]})") from None
     if (
         scores.shape != (windows.n_windows,)
@@ -102,7 +103,7 @@ def window_scores(score: str, data_dir, seq_len: int) -> np.ndarray:
             f"--curriculum {path} holds {scores.shape} values, not one finite score per training window of "
             f"length {seq_len} ({windows.n_windows}); score them again: hlm score-windows --seq-len {seq_len}"
         )
-    return scores.astype(np.float64)
+    return np.array(scores, dtype=np.float64)
 
 
 def _shards(windows: PackedTokens):

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,15 @@ from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.files import DATA_LOCK, atomic_write_bytes, atomic_write_json, data_lock, refuse_links_in
-from hybridlm.tokenizer import BOS, TOKENIZER_FILE, check_text_files, load_tokenizer, tokenizer_hash
+from hybridlm.tokenizer import (
+    BOS,
+    MAX_LINE_BYTES,
+    TOKENIZER_FILE,
+    check_text_files,
+    line_too_long,
+    load_tokenizer,
+    tokenizer_hash,
+)
 
 MANIFEST = "manifest.json"
 _LINES_PER_BATCH = 8192
@@ -36,7 +45,9 @@ def _iter_documents(files, progress: tqdm | None):
     for path in files:
         doc: list[str] = []
         with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
+            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES:  # the tokenizers library aborts the process on such a line
+                    raise line_too_long(path, lineno)
                 if progress is not None:
                     progress.update(len(raw))
                 try:
@@ -167,94 +178,105 @@ def prepare(
         what = "prepared data" if (out / MANIFEST).exists() else "files"
         raise UserError(f"--out {out} already holds {what}; pass --force to replace it, or choose a new --out")
     refuse_links_in(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with data_lock(out, exclusive=True):  # never rewritten under a training run that reads it
-        (out / MANIFEST).unlink(
-            missing_ok=True
-        )  # a folder being rewritten is not prepared data until its new manifest lands
+    try:
+        with data_lock(out, exclusive=True):  # never rewritten under a training run that reads it
+            (out / MANIFEST).unlink(
+                missing_ok=True
+            )  # a folder being rewritten is not prepared data until its new manifest lands
 
-        # the tokenizers library encodes a batch on all cores (Rust threads); the character offsets
-        # give each token the words that begin in it (words seen during training are then exact)
-        def encode_batch(lines):
-            return [
-                (e.ids, words_per_token(line, e.offsets))
-                for line, e in zip(lines, tokenizer.encode_batch(lines, add_special_tokens=False))
-            ]
+            # the tokenizers library encodes a batch on all cores (Rust threads); the character offsets
+            # give each token the words that begin in it (words seen during training are then exact)
+            def encode_batch(lines):
+                return [
+                    (e.ids, words_per_token(line, e.offsets))
+                    for line, e in zip(lines, tokenizer.encode_batch(lines, add_special_tokens=False))
+                ]
 
-        bos = tokenizer.token_to_id(BOS)
-        train = tokenize_files(files, encode_batch, bos, dtype, "tokenize train", bos_value=np.uint8(0))
-        if train.n_tokens == 0:
-            raise UserError(f"no text found in {', '.join(map(str, files))} (the corpus has only blank lines)")
-        train_arr, train_words = np.concatenate(train.tokens), np.concatenate(train.per_token)
-        if valid_files:
-            val = tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid", bos_value=np.uint8(0))
-            if val.n_tokens == 0:
-                raise UserError("the --valid files hold no text")
-            val_arr, val_words = np.concatenate(val.tokens), np.concatenate(val.per_token)
-            val_meta = {"documents": val.n_docs, "bytes": val.n_bytes, "words": val.n_words, "source": "valid files"}
-            train_meta = {"documents": train.n_docs, "bytes": train.n_bytes, "words": train.n_words}
-        else:
-            # Hold out the corpus tail, cut at a document start when one lies near the cut.
-            want = max(int(len(train_arr) * val_fraction), min(2048, len(train_arr) // 10))
-            cut = len(train_arr) - want
-            starts = np.asarray(train.doc_starts)
-            near = starts[(starts >= cut - want) & (starts <= cut + want // 2)]
-            if len(near):
-                cut = int(near[np.argmin(np.abs(near - cut))])
-            val_arr, val_words = train_arr[cut:], train_words[cut:]
-            if val_arr[0] != bos:
-                val_arr = np.concatenate([np.array([bos], dtype=dtype), val_arr])
-                val_words = np.concatenate([np.zeros(1, dtype=val_words.dtype), val_words])
-            train_arr, train_words = train_arr[:cut], train_words[:cut]
-            frac = len(val_arr) / (len(train_arr) + len(val_arr))
-            # Bytes are apportioned by token share (bits per byte needs only the ratio); words are exact.
-            val_meta = {
-                "documents": int((starts >= cut).sum()) or 1,
-                "bytes": int(round(train.n_bytes * frac)),
-                "words": int(val_words.sum()),
-                "source": f"tail of the corpus ({frac:.2%} of tokens)",
-            }
-            train_meta = {
-                "documents": int((starts < cut).sum()),
-                "bytes": train.n_bytes - val_meta["bytes"],
-                "words": int(train_words.sum()),
-            }
-        if len(train_arr) < 2 or len(val_arr) < 2:
-            raise UserError(
-                "the corpus is too small to split into train and validation; give more text or --valid FILE"
+            bos = tokenizer.token_to_id(BOS)
+            train = tokenize_files(files, encode_batch, bos, dtype, "tokenize train", bos_value=np.uint8(0))
+            if train.n_tokens == 0:
+                raise UserError(f"no text found in {', '.join(map(str, files))} (the corpus has only blank lines)")
+            train_arr, train_words = np.concatenate(train.tokens), np.concatenate(train.per_token)
+            if valid_files:
+                val = tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid", bos_value=np.uint8(0))
+                if val.n_tokens == 0:
+                    raise UserError("the --valid files hold no text")
+                val_arr, val_words = np.concatenate(val.tokens), np.concatenate(val.per_token)
+                val_meta = {
+                    "documents": val.n_docs,
+                    "bytes": val.n_bytes,
+                    "words": val.n_words,
+                    "source": "valid files",
+                }
+                train_meta = {"documents": train.n_docs, "bytes": train.n_bytes, "words": train.n_words}
+            else:
+                # Hold out the corpus tail, cut at a document start when one lies near the cut.
+                want = max(int(len(train_arr) * val_fraction), min(2048, len(train_arr) // 10))
+                cut = len(train_arr) - want
+                starts = np.asarray(train.doc_starts)
+                near = starts[(starts >= cut - want) & (starts <= cut + want // 2)]
+                if len(near):
+                    cut = int(near[np.argmin(np.abs(near - cut))])
+                val_arr, val_words = train_arr[cut:], train_words[cut:]
+                if val_arr[0] != bos:
+                    val_arr = np.concatenate([np.array([bos], dtype=dtype), val_arr])
+                    val_words = np.concatenate([np.zeros(1, dtype=val_words.dtype), val_words])
+                train_arr, train_words = train_arr[:cut], train_words[:cut]
+                frac = len(val_arr) / (len(train_arr) + len(val_arr))
+                # Bytes are apportioned by token share (bits per byte needs only the ratio); words are exact.
+                val_meta = {
+                    "documents": int((starts >= cut).sum()) or 1,
+                    "bytes": int(round(train.n_bytes * frac)),
+                    "words": int(val_words.sum()),
+                    "source": f"tail of the corpus ({frac:.2%} of tokens)",
+                }
+                train_meta = {
+                    "documents": int((starts < cut).sum()),
+                    "bytes": train.n_bytes - val_meta["bytes"],
+                    "words": int(train_words.sum()),
+                }
+            if len(train_arr) < 2 or len(val_arr) < 2:
+                raise UserError(
+                    "the corpus is too small to split into train and validation; give more text or --valid FILE"
+                )
+
+            buf = io.BytesIO()
+            np.save(buf, np.bincount(train_arr, minlength=vocab).astype(np.int64))
+            atomic_write_bytes(out / "unigram.npy", buf.getvalue())
+            atomic_write_bytes(
+                out / TOKENIZER_FILE,
+                (
+                    Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
+                ).read_bytes(),
             )
-
-        buf = io.BytesIO()
-        np.save(buf, np.bincount(train_arr, minlength=vocab).astype(np.int64))
-        atomic_write_bytes(out / "unigram.npy", buf.getvalue())
-        atomic_write_bytes(
-            out / TOKENIZER_FILE,
-            (
-                Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
-            ).read_bytes(),
-        )
-        manifest = {
-            "format": "hybridlm-tokens-v1",
-            "dtype": np.dtype(dtype).name,
-            "vocab_size": vocab,
-            "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
-            "bos_id": bos,
-            "splits": {
-                "train": {
-                    "tokens": int(len(train_arr)),
-                    **train_meta,
-                    "shards": _write_split(out, "train", train_arr, shard_tokens, train_words),
+            manifest = {
+                "format": "hybridlm-tokens-v1",
+                "dtype": np.dtype(dtype).name,
+                "vocab_size": vocab,
+                "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
+                "bos_id": bos,
+                "splits": {
+                    "train": {
+                        "tokens": int(len(train_arr)),
+                        **train_meta,
+                        "shards": _write_split(out, "train", train_arr, shard_tokens, train_words),
+                    },
+                    "val": {
+                        "tokens": int(len(val_arr)),
+                        **val_meta,
+                        "shards": _write_split(out, "val", val_arr, shard_tokens, val_words),
+                    },
                 },
-                "val": {
-                    "tokens": int(len(val_arr)),
-                    **val_meta,
-                    "shards": _write_split(out, "val", val_arr, shard_tokens, val_words),
-                },
-            },
-            "inputs": [str(f) for f in files],
-        }
-        atomic_write_json(out / MANIFEST, manifest)  # last: the folder is prepared data once it lands
-        return manifest
+                "inputs": [str(f) for f in files],
+            }
+            atomic_write_json(out / MANIFEST, manifest)  # last: the folder is prepared data once it lands
+            return manifest
+    except BaseException:
+        if created:  # a folder this command made and could not fill: gone, as if never asked for
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def load_manifest(data_dir) -> dict:
@@ -414,10 +436,10 @@ def load_unigram(data_dir) -> np.ndarray:
     """Token counts of the train split (written by prepare), loaded without pickle."""
     f = Path(data_dir) / "unigram.npy"
     try:
-        counts = np.load(f, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        counts = np.load(f, allow_pickle=False, mmap_mode="r")  # a header claiming too much is refused, not allocated
+    except (OSError, ValueError, EOFError) as e:
         raise UserError(f"{f} is missing or corrupt ({str(e).splitlines()[0][:60]}); re-run hlm prepare") from None
     vocab = load_manifest(data_dir)["vocab_size"]
     if counts.shape != (vocab,) or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
         raise UserError(f"{f} holds {counts.shape} {counts.dtype} values, not {vocab} token counts; re-run hlm prepare")
-    return counts
+    return np.array(counts)

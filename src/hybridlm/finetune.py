@@ -3,7 +3,9 @@
 The official BabyLM 2025 hyperparameters are the defaults: lr 3e-5, batch 32 (16 for BoolQ and
 MultiRC), 10 epochs (30 for WSC), max length 512, AdamW with weight decay 0.01, 6% linear warmup,
 cosine decay to 0.1x, dropout 0.1, seed 42, and the best epoch chosen on the validation file by
-accuracy (F1 for MRPC and QQP). Small-data fine-tuning is noisy, so `seeds` > 1 reports mean ± s.d.
+accuracy (F1 for MRPC and QQP); that epoch's labels for the validation file are the predictions a
+submission holds (`predictions`, the first seed's; `hlm finetune --predictions DIR`). Small-data
+fine-tuning is noisy, so `seeds` > 1 reports mean ± s.d.
 Like training, it runs under bf16 autocast where the hardware has it (precision "fp32" to turn it
 off), with the loss in fp32, and batches grouped by length.
 
@@ -138,12 +140,17 @@ class RunClassifier(nn.Module):
         return self.head(self.dropout(pooled.float()))
 
 
+# a language model's head that a sequence classifier replaces with its own (new, or left unused)
+CLASSIFIER_HEADS = ("score.", "classifier.", "pre_classifier.", "lm_head.", "cls.", "head.", "pooler.")
+
+
 class HFClassifier(nn.Module):
     def __init__(self, path, n_labels: int, dropout: float, trust_remote_code: bool = False):
         super().__init__()
         _, self.model = load_hf_model(
-            path, "AutoModelForSequenceClassification", "a sequence classifier", trust_remote_code, num_labels=n_labels
-        )
+            path, "AutoModelForSequenceClassification", "a sequence classifier", trust_remote_code, num_labels=n_labels,
+            new_head=CLASSIFIER_HEADS,
+        )  # fmt: skip
         self.tok = load_hf_tokenizer(path, trust_remote_code)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = (
@@ -244,13 +251,20 @@ def finetune_once(
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.update(1)
-        value = _metric(_predict(model, valid_x, device, amp), [y for _, y in valid_x], metric)
+        predictions = _predict(model, valid_x, device, amp)
+        value = _metric(predictions, [y for _, y in valid_x], metric)
         history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), metric: value})
         if best is None or value > best[metric]:
-            best = history[-1]
+            best, best_predictions = history[-1], predictions
         bar.set_postfix(epoch=epoch, loss=f"{history[-1]['train_loss']:.3f}", **{metric: f"{value:.3f}"})
     bar.close()
-    return {"seed": seed, "best_epoch": best["epoch"], "value": best[metric], "history": history}
+    return {
+        "seed": seed,
+        "best_epoch": best["epoch"],
+        "value": best[metric],
+        "history": history,
+        "predictions": best_predictions,
+    }
 
 
 def finetune(make_model, task: str, data_dir, cfg: FinetuneConfig, device="cpu", progress=True, name: str = "") -> dict:
@@ -263,6 +277,8 @@ def finetune(make_model, task: str, data_dir, cfg: FinetuneConfig, device="cpu",
         finetune_once(make_model, task, train, valid, cfg, cfg.seed + k, device, progress) for k in range(cfg.seeds)
     ]
     values = [r["value"] for r in runs]
+    # the best epoch's labels for the validation file, as the pipeline predicts with its kept best model (first seed)
+    predictions = [r.pop("predictions") for r in runs][0]
     _, _, metric = TASKS[task]
     majority_class, majority = majority_baseline([y for _, y in train], [y for _, y in valid], TASKS[task][1], metric)
     return {
@@ -277,4 +293,5 @@ def finetune(make_model, task: str, data_dir, cfg: FinetuneConfig, device="cpu",
         "majority_class": majority_class,
         "config": asdict(cfg),
         "seeds": runs,
+        "predictions": predictions,
     }

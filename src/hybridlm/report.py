@@ -103,7 +103,7 @@ def _read_run(path: Path) -> dict:
         "name": run.path.name,
         "path": run.path,
         "config": cfg.to_dict(),
-        "metrics": run.read_metrics(),
+        "metrics": _metric_rows(run.read_metrics(), run.metrics_path),
         "blimp": blimp,
         "ppl": ppl,
         "babylm": babylm,
@@ -113,6 +113,28 @@ def _read_run(path: Path) -> dict:
         "generation": sorted(generation, key=lambda g: (g["sampler"], g["nfe"] or 0)),
         "harness": harness,
     }
+
+
+def _metric_rows(records: list[dict], where) -> list[dict]:
+    """The logged rows the report can draw: `tokens` a count and each of loss, val_loss, val_bpb a number where
+    present; the others skipped, with one warning."""
+
+    def fits(m):
+        numbers = [m[k] for k in ("loss", "val_loss", "val_bpb") if k in m]
+        return (
+            isinstance(m.get("tokens"), int)
+            and not isinstance(m["tokens"], bool)
+            and all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in numbers)
+        )
+
+    kept = [m for m in records if fits(m)]
+    if len(kept) < len(records):
+        print(
+            f"hlm: warning: {where}: {len(records) - len(kept)} row(s) skipped (no token count, or a loss that is "
+            "not a number)",
+            file=sys.stderr,
+        )
+    return kept
 
 
 def _curves(run: RunDir) -> dict:
@@ -140,6 +162,8 @@ def _pyplot():
         import matplotlib  # an optional extra: imported only when a report is drawn
 
         matplotlib.use("Agg")
+        # run names, tasks and samples are drawn as they are: a "$...^...$" in a name is text, never mathtext
+        matplotlib.rcParams["text.parse_math"] = False
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("hlm report needs matplotlib: pip install 'hybridlm[report]'") from None

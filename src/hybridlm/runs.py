@@ -97,7 +97,10 @@ class RunDir:
         except UserError:
             return cfg  # validation says what is wrong with them
         cfg.options = {k: v for k, v in cfg.options.items() if k in own}
-        return cfg
+        try:  # a damaged or crafted config (a seq_len of 10^12) is refused here, before anything is allocated
+            return cfg.validate()
+        except UserError as e:
+            raise UserError(f"run config {self.config_path}: {e}") from None
 
     def write_config(self, cfg) -> None:
         atomic_write_json(self.config_path, cfg.to_dict())

@@ -21,6 +21,13 @@ MAX_VOCAB = 2**20  # ~1M: far past any LM vocabulary, and what the Rust trainer 
 MAX_LINE_BYTES = 4 * 2**20  # one paragraph per line: a longer line is a file without line breaks
 
 
+def line_too_long(path, lineno: int) -> UserError:
+    return UserError(
+        f"{path}:{lineno}: a line of more than {MAX_LINE_BYTES // 2**20} MiB; hlm reads one paragraph per line: "
+        "break the text into lines (e.g. fold -s -w 2000)"
+    )
+
+
 def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
     """Every input exists, is non-empty and (when scanned) UTF-8 with lines of at most 4 MiB;
     returns them as Paths."""
@@ -36,10 +43,7 @@ def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
         with open(p, "rb") as f:
             for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
                 if len(raw) > MAX_LINE_BYTES:
-                    raise UserError(
-                        f"{p}:{lineno}: a line of more than {MAX_LINE_BYTES // 2**20} MiB; hlm reads one paragraph "
-                        "per line: break the text into lines (e.g. fold -s -w 2000)"
-                    )
+                    raise line_too_long(p, lineno)
                 try:
                     raw.decode("utf-8")
                 except UnicodeDecodeError as e:
@@ -72,6 +76,8 @@ def train_tokenizer(
         raise UserError(f"{out / TOKENIZER_FILE} already exists; pass --force to replace it, or choose a new --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder")
+    # decided now, not after training: a new OUT that another training fills meanwhile is never replaced
+    new = not out.exists() or not any(out.iterdir())
     files = check_text_files(inputs)
     if not any(line.strip() for f in files for line in open(f, encoding="utf-8")):
         raise UserError(f"no text in {', '.join(map(str, files))} (only blank lines); give a corpus with text in it")
@@ -100,7 +106,7 @@ def train_tokenizer(
     # template; byte-level offsets are still trimmed for readable offsets.
     if kind == "bpe":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
-    _write_tokenizer_folder(tok, out)
+    _write_tokenizer_folder(tok, out, new)
     return tok
 
 
@@ -114,16 +120,17 @@ HF_CONFIG = {
 }
 
 
-def _write_tokenizer_folder(tok: Tokenizer, out: Path) -> None:
+def _write_tokenizer_folder(tok: Tokenizer, out: Path, new: bool) -> None:
     """OUT/tokenizer.json (and the files transformers reads), tokenizer.json last: a folder with
-    it is complete. A new OUT is built under a temporary name and renamed into place (a kill leaves
-    nothing; of two trainings into one new OUT the second fails instead of mixing files)."""
+    it is complete. A new OUT (absent or empty when the command began) is built under a temporary name
+    and renamed into place: a kill leaves nothing, and of two trainings into one new OUT the second
+    fails instead of replacing the first's files."""
 
     def write(folder):
         write_hf_files(folder)
         atomic_write_text(folder / TOKENIZER_FILE, tok.to_str())
 
-    if out.exists():
+    if not new:
         write(out)
     else:
         with building(out) as tmp:

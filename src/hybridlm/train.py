@@ -121,8 +121,8 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
     cfg.validate()
     if cfg.max_epochs and "max_steps" not in given and (not resume or "max_epochs" in given):
         # --max-epochs alone sets the run's length (and its LR schedule); a warm start's source counts
-        before = warmstart.source_tokens(cfg.init_from) if cfg.init_from else 0
-        cfg.max_steps = epoch_cap_steps(cfg, before)
+        cfg.max_steps = epoch_cap_steps(cfg, warmstart.tokens_before(run, cfg) if resume else
+                                        warmstart.source_tokens(cfg.init_from) if cfg.init_from else 0)  # fmt: skip
     return cfg
 
 
@@ -149,8 +149,9 @@ class StartChecks:
     scores: np.ndarray | None = None  # --curriculum: one difficulty score per training window
 
 
-def check_run_can_start(cfg: TrainConfig, dist: Dist) -> StartChecks:
-    """Everything that can be checked before the run folder is touched."""
+def check_run_can_start(cfg: TrainConfig, dist: Dist, started: bool = False) -> StartChecks:
+    """Everything that can be checked before the run folder is touched. started: the run has a checkpoint to resume
+    from, which holds every weight (a warm start's source is then never read again)."""
     manifest = load_manifest(cfg.data)
     attention_backend(cfg, dist.device, compiled=cfg.compile is not False)  # --attention flex needs CUDA
     # the shards and the objective's own data (unigram counts) are read here, so that damaged or
@@ -161,7 +162,7 @@ def check_run_can_start(cfg: TrainConfig, dist: Dist) -> StartChecks:
     if cfg.distill_from:
         Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
     checked = StartChecks(manifest, objective)
-    if cfg.init_from:
+    if cfg.init_from and not started:
         checked.source = warmstart.find_source(cfg, manifest["vocab_size"], manifest["tokenizer_hash"])
     if cfg.curriculum:
         checked.scores = window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
@@ -313,7 +314,7 @@ class Trainer:
 
 def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, checked: StartChecks | None = None) -> Trainer:
     """The trainer of a run; `checked`: what check_run_can_start read (read here when not given)."""
-    checked = checked or check_run_can_start(cfg, dist)
+    checked = checked or check_run_can_start(cfg, dist, started=resume and run.latest_checkpoint() is not None)
     vocab, objective = checked.manifest["vocab_size"], checked.objective
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone (data_seed: the data's order)
     model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
@@ -673,7 +674,7 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
     run = RunDir(out)
     cfg = resolve_config(run, given, resume)  # validated whole before anything is written
     dist = Dist(cfg.device)
-    checked = check_run_can_start(cfg, dist)
+    checked = check_run_can_start(cfg, dist, started=resume and run.latest_checkpoint() is not None)
     if resume:
         if tokenizer_hash(run.tokenizer_path) != checked.manifest["tokenizer_hash"]:
             raise UserError(

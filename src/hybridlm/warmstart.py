@@ -5,7 +5,10 @@ a new run of any objective, e.g. causal then diffusion ("Scaling diffusion LMs v
 autoregressive models", Gong et al. 2024) or causal then masked ("Should we still pretrain encoders
 with MLM?"). The source must have the data's tokenizer and the new model's shape; both are checked
 before anything is written. Words and tokens seen continue from the source: BabyLM counts every
-word a model saw, so the epoch cap and the words_N checkpoints cover both phases.
+word a model saw, so the epoch cap and the words_N checkpoints cover both phases. The run records
+its source (an absolute path and the checkpoint it resolved to); once the run has a checkpoint of
+its own, the source is never read again (moved or deleted, the run still resumes), and a source is
+read as a checkpoint is: its state whole numbers, its weights finite, its tokenizer the data's.
 
 `--attention-anneal-steps N` turns a causal model's attention into full attention gradually, as
 DiffuLLaMA does: at step s each bidirectional row also sees a random share min(1, s / N) of the
@@ -34,6 +37,7 @@ class Source:
     checkpoint: Path
     words_seen: int
     tokens_seen: int
+    weights: dict | None = None  # read (and checked finite) once, by find_source
 
 
 def parse_source(text: str) -> tuple[RunDir, str | None]:
@@ -53,6 +57,16 @@ def recorded(text: str) -> str:
     return f"{run.path.resolve()}:{run.checkpoint(name).name}"
 
 
+def tokens_before(run: RunDir, cfg) -> int:
+    """Tokens a warm start's source had seen before the run's first step: read from the run's own latest
+    checkpoint once it has one (a started run never needs its source again), else from the source."""
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        state = ckpt.checkpoint_state(latest)
+        return max(0, int(state.get("tokens_seen", 0)) - int(state.get("step", 0)) * cfg.batch_size * cfg.seq_len)
+    return source_tokens(cfg.init_from) if cfg.init_from else 0
+
+
 def source_tokens(text: str) -> int:
     """Tokens the source had seen at its checkpoint (0 when it cannot be read: find_source explains)."""
     run, name = parse_source(text)
@@ -68,6 +82,8 @@ def find_source(cfg, vocab_size: int, data_tokenizer: str) -> Source:
     if not run.is_run():
         raise UserError(f"--init-from {cfg.init_from}: not a hybridlm run (no {RunDir.CONFIG}); give a trained run")
     path = run.checkpoint(name)
+    if not run.tokenizer_path.is_file():
+        raise UserError(f"--init-from {run}: it has no {run.tokenizer_path.name}; it is not a complete run")
     if tokenizer_hash(run.tokenizer_path) != data_tokenizer:
         raise UserError(
             f"--init-from {run}: it was trained with another tokenizer than the data in {cfg.data}; "
@@ -91,13 +107,28 @@ def find_source(cfg, vocab_size: int, data_tokenizer: str) -> Source:
             f"--init-from {run}: its model has another shape ({k}: {have.get(k)} there, {want[k]} here); "
             "use the source's --preset and --model"
         )
-    state = json.loads((path / "state.json").read_text())
-    return Source(run, path, int(state.get("words_seen", 0)), int(state.get("tokens_seen", 0)))
+    # the source is read as a checkpoint is on resume: its counters whole numbers, its weights finite
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise ValueError("state.json is not an object")
+        ckpt._check_state(state)
+    except FileNotFoundError:
+        raise UserError(f"--init-from {path}: no state.json; it is not a complete checkpoint") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"--init-from {path}: damaged state ({str(e).splitlines()[0][:100]})") from None
+    weights = ckpt.load_weights(path, run.path)
+    if bad := ckpt.first_non_finite(weights):
+        raise UserError(
+            f"--init-from {path}: its weights are not finite ({bad} has nan or inf); warm-start from an earlier "
+            "checkpoint of it (RUN:CHECKPOINT)"
+        )
+    return Source(run, path, int(state.get("words_seen", 0)), int(state.get("tokens_seen", 0)), weights)
 
 
 def load_source_weights(model: torch.nn.Module, source: Source) -> None:
     """The source's weights into `model` (its extra multi-token heads, when the source has none, stay fresh)."""
-    weights = ckpt.load_weights(source.checkpoint, source.run.path)
+    weights = source.weights if source.weights is not None else ckpt.load_weights(source.checkpoint, source.run.path)
     own = model.state_dict()
     model.load_state_dict({**own, **{k: v for k, v in weights.items() if k in own}})
 

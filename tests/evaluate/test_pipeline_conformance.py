@@ -9,6 +9,7 @@ its `AoAEvaluator` on hlm's surprisals give hlm's numbers.
 The pipeline's Python dependencies come with the test extras (`pip install -e '.[test]'`)."""
 
 import json
+import math
 import os
 import random
 import re
@@ -23,6 +24,8 @@ from test_scoring import SHAPE, _tiny_hf_model
 
 from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
+from hybridlm.errors import UserError
+from hybridlm.evaluate import submission
 from hybridlm.evaluate.babylm import evaluate_babylm
 from hybridlm.evaluate.lm import HFLM, RunLM
 from hybridlm.export import export_run
@@ -68,6 +71,7 @@ def run_pipeline(model_dir, backend, data, out, tasks=tuple(SENTENCE_TASKS), rea
                 str(data / SENTENCE_TASKS[t][1]),
                 "--output_dir",
                 str(out),
+                "--save_predictions",
             ],
         )
         for t in tasks
@@ -198,7 +202,10 @@ def data(tmp_path_factory):
     _subset(fast / "wug_adj_nominalization", root / "wug_adj_nominalization", every=2)
     (root / "reading").mkdir()
     lines = (fast / "reading" / "reading_data.csv").read_text(encoding="utf-8").splitlines()
-    (root / "reading" / "reading_data.csv").write_text("\n".join(lines[:601]) + "\n", encoding="utf-8")  # 600 words
+    # 600 words, and the one whose previous context is "None" (pandas reads it as missing: the pipeline scores
+    # no previous word there)
+    none = next(line for line in lines if ",None," in line and line.split(",")[0].isdigit())
+    (root / "reading" / "reading_data.csv").write_text("\n".join(lines[:601] + [none]) + "\n", encoding="utf-8")
     _write_comps_and_wug_past(root)
     return root
 
@@ -227,6 +234,39 @@ def models(tmp_path_factory):
         train(cfg, quiet=True)
         out[objective] = (root / "runs" / objective, export_run(root / "runs" / objective, root / "hf" / objective))
     return out
+
+
+def _equal_json(ours, theirs, where="", rel=1e-9, abs_=1e-12):
+    """JSON values equal, floats to `rel` (NaN equal to NaN)."""
+    if isinstance(theirs, float) or isinstance(ours, float):
+        assert isinstance(ours, (int, float)) and isinstance(theirs, (int, float)), where
+        assert (math.isnan(ours) and math.isnan(theirs)) or ours == pytest.approx(theirs, rel=rel, abs=abs_), (
+            where,
+            ours,
+            theirs,
+        )
+    elif isinstance(theirs, dict):
+        assert isinstance(ours, dict) and set(ours) == set(theirs), (where, sorted(ours)[:5], sorted(theirs)[:5])
+        for k in theirs:
+            _equal_json(ours[k], theirs[k], f"{where}/{k}", rel, abs_)
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), (where, len(ours), len(theirs))
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            _equal_json(a, b, f"{where}[{i}]", rel, abs_)
+    else:
+        assert ours == theirs, (where, ours, theirs)
+
+
+def assert_same_predictions(ours, theirs, n_tasks):
+    """Every predictions.json the pipeline wrote (--save_predictions) equals hlm's, item by item: the same ids and
+    chosen texts; WUG's softmax share and reading's surprisals to float precision (the pipeline sums log-probabilities
+    in fp32, hlm in fp64)."""
+    files = sorted(p.relative_to(theirs) for p in theirs.rglob("predictions.json"))
+    assert len(files) == n_tasks
+    assert files == sorted(p.relative_to(ours) for p in ours.rglob("predictions.json"))
+    for f in files:
+        got, want = (json.loads((root / f).read_text()) for root in (ours, theirs))
+        _equal_json(got, want, str(f), rel=1e-4, abs_=1e-4)
 
 
 def _check(task, got: dict, want: dict, hlm_own: dict | None = None):
@@ -263,8 +303,11 @@ def test_official_pipeline_prints_hlms_numbers(
     export = export / view if view else export
     official = run_pipeline(export, backend, data, tmp_path / "results", tasks=tasks, reading=reading)
     names = list(tasks) + (["reading_eye_tracking", "reading_self_paced"] if reading else [])
-    ours = evaluate_babylm(RunLM(run), data, tasks=names, scorer=scorer, convention="official")
+    # the numbers, and the predictions tree of a submission (hlm eval babylm --predictions) in the same pass
+    tree = submission.Tree(tmp_path / "hlm", export.name, backend)
+    ours = submission.predict_model(RunLM(run), data, names, scorer, "official", 1, tree)
     assert ours["backend"] == backend
+    assert_same_predictions(tree.model_dir, tmp_path / "results" / export.name, len(tasks) + reading)
     own = evaluate_babylm(RunLM(run), data, tasks=list(tasks), scorer=scorer)
     for task in tasks:
         _check(task, ours["tasks"][task], official[task], own["tasks"][task])
@@ -331,16 +374,17 @@ AOA_PIPELINE = textwrap.dedent("""
 """)
 
 
-def test_age_of_acquisition_equals_the_pipelines(models, tmp_path):
-    from hybridlm.evaluate.aoa import read_aoa
-
+@pytest.fixture(scope="module")
+def curve_run(models, tmp_path_factory):
+    """A causal run with words_N checkpoints (a submission's chck_* revisions, AoA's learning curve)."""
     root = models["causal"][0].parent.parent
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("curve") / "run"
     train(
         TrainConfig(
             data=str(root / "data"),
             out=str(run),
             objective="causal",
+            model={"max_seq_len": 512},  # entity tracking's longest items
             max_steps=120,
             log_interval=40,
             checkpoint_words=["5K", "10K", "20K", "40K", "80K"],
@@ -348,6 +392,13 @@ def test_age_of_acquisition_equals_the_pipelines(models, tmp_path):
         ),
         quiet=True,
     )
+    return run
+
+
+def test_age_of_acquisition_equals_the_pipelines(curve_run, tmp_path):
+    from hybridlm.evaluate.aoa import read_aoa
+
+    run = shutil.copytree(curve_run, tmp_path / "run")
     aoa = tmp_path / "eval" / "aoa"  # every word, its first four contexts
     aoa.mkdir(parents=True)
     full = json.loads((BABYLM / "full_eval" / "aoa" / "cdi_childes.json").read_text())
@@ -378,17 +429,7 @@ def test_age_of_acquisition_equals_the_pipelines(models, tmp_path):
         "export": str(export),
         "contexts": [pairs[i] for i in picked],
     }
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "PYTHONPATH": str(PIPELINE), "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", AOA_PIPELINE, str(tmp_path / "job.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    theirs = json.loads(run_script(AOA_PIPELINE, job, tmp_path).strip().splitlines()[-1])
     assert theirs["n_words"] == ours["n_words"] and theirs["valid_words"] == list(ours["words"])
     # A tiny model's learning curves are flat, so a word's sigmoid fit can be ill-conditioned: a 1-ulp change of
     # the surprisals moved the pipeline's own r by up to 0.04 on this data, and its r once moved by 3e-5 between
@@ -405,3 +446,145 @@ def test_age_of_acquisition_equals_the_pipelines(models, tmp_path):
     assert (tmp_path / "rep" / "aoa.png").is_file() and "Age of acquisition" in (
         tmp_path / "rep" / "report.md"
     ).read_text()
+
+
+# ---------------------------------------------------------------- the submission file
+COLLATE = textwrap.dedent("""
+    import argparse, json, pathlib, sys
+    import evaluation_pipeline.collate_preds as c
+
+    job = json.load(open(sys.argv[1]))
+    # the revisions a tiny run has and the sizes of the data it scored, in place of the official ones
+    c.STRICT_SMALL_FAST_REVISIONS, c.FAST_SIZES, c.FULL_SIZES, c.AOA_SIZE = job["checks"]
+    c.collate_preds(argparse.Namespace(
+        model_path_or_name=pathlib.Path(job["model"]), backend="causal", results_dir=pathlib.Path(job["results"]),
+        revision_name="main", fast=True, fast_eval_dir=pathlib.Path(job["fast_data"]), track="strict-small",
+        multimodal=False))
+""")
+GLUE_FIELDS = {"boolq": 2, "mnli": 3, "mrpc": 2, "multirc": 2, "qqp": 2, "rte": 2, "wsc": 2}
+
+
+def _submission_data(root):
+    """Full and fast folders named as the official ones (a few items each; a fast subset's size is one number, as
+    collate_preds checks it), the first context of 30 AoA words, and GLUE files for the seven tasks."""
+    full, fast = root / "full", root / "fast"
+    official_full, official_fast = BABYLM / "full_eval", BABYLM / "fast_eval"
+    _subset(official_full / "blimp_filtered", full / "blimp_filtered", every=100, files=3)
+    _subset(official_full / "supplement_filtered", full / "supplement_filtered", every=200)
+    _subset(official_full / "ewok_filtered", full / "ewok_filtered", every=300, files=3)
+    _subset(official_full / "entity_tracking", full / "entity_tracking", every=600)
+    _subset(official_fast / "blimp_fast", fast / "blimp_fast", limit=8, files=3)
+    _subset(official_fast / "supplement_fast", fast / "supplement_fast", limit=4)
+    _subset(official_full / "ewok_filtered", fast / "ewok_fast", limit=5, files=3)
+    _subset(official_fast / "entity_tracking_fast", fast / "entity_tracking_fast", every=150)
+    lines = (official_fast / "reading" / "reading_data.csv").read_text(encoding="utf-8").splitlines()
+    for folder in (full, fast):
+        _subset(official_fast / "wug_adj_nominalization", folder / "wug_adj_nominalization", every=20)
+        (folder / "reading").mkdir()
+        (folder / "reading" / "reading_data.csv").write_text("\n".join(lines[:201]) + "\n", encoding="utf-8")
+        _write_comps_and_wug_past(folder)
+    shutil.rmtree(fast / "comps")  # the fast evaluation has none
+    write_aoa_and_glue(root, words=30, rows=(8, 6))
+    return root
+
+
+def write_aoa_and_glue(root, words=None, rows=(8, 6)):
+    """ROOT/aoa_data/aoa: the first context of each AoA word (the first `words` of them; all by default), and
+    ROOT/glue: (train, valid) rows of a made-up sentence for each of the seven GLUE tasks."""
+    from hybridlm.finetune import TASKS
+
+    aoa = root / "aoa_data" / "aoa"
+    aoa.mkdir(parents=True)
+    contexts = json.loads((BABYLM / "full_eval" / "aoa" / "cdi_childes.json").read_text())
+    (aoa / "cdi_childes.json").write_text(json.dumps({w: e[:1] for w, e in list(contexts.items())[:words]}))
+    shutil.copy(BABYLM / "full_eval" / "aoa" / "cdi_human.csv", aoa)
+    (root / "glue").mkdir()
+    for task, labels in GLUE_FIELDS.items():
+        for split, n in zip(("train", "valid"), rows):
+            made = [
+                {**{f: f"the cat {i} sat on the mat" for f in TASKS[task][0]}, "label": i % labels} for i in range(n)
+            ]
+            (root / "glue" / f"{task}.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in made))
+
+
+def run_script(script: str, job: dict, folder, timeout=600) -> str:
+    """A script run against the pipeline's own modules, given a job file in `folder`; returns what it printed."""
+    (folder / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "PYTHONPATH": str(PIPELINE), "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-c", script, str(folder / "job.json")]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _sizes(data) -> tuple[dict, list]:
+    """The data's sizes as hlm's collate takes them, and as collate_preds' constants (FAST_SIZES, FULL_SIZES,
+    AOA_SIZE) under its task names."""
+    from collections import Counter
+
+    from hybridlm.evaluate.aoa import read_aoa
+    from hybridlm.evaluate.babylm import read_task
+
+    def counts(folder, tasks):
+        out = {}
+        for task, name in tasks:
+            if task == "reading":
+                out[task] = {"reading": len(read_task("reading_eye_tracking", folder / name).rows)}
+            else:
+                out[task] = dict(Counter(it.subset.lower() for it in read_task(task, folder / name).items))
+        return out
+
+    ours = {
+        "full": counts(data / "full", submission.FULL_TASKS),
+        "fast": counts(data / "fast", submission.FAST_TASKS),
+        "finetune": {t: len((data / "glue" / f"{t}.valid.jsonl").read_text().splitlines()) for t in GLUE_FIELDS},
+        "aoa": len(read_aoa(data / "aoa_data" / "aoa").texts()),  # words of one letter are never scored
+    }
+    single = lambda d: next(iter(set(d.values()))) if len(set(d.values())) == 1 else d  # noqa: E731
+    name = lambda t: submission.COLLATED_KEY.get(t, t)  # noqa: E731
+    full = {name(t): (single(d) if t in ("wug_adj", "wug_past", "reading") else d) for t, d in ours["full"].items()}
+    fast = {name(t): (d if t == "entity_tracking" else single(d)) for t, d in ours["fast"].items()}
+    return ours, [None, fast, {**full, **ours["finetune"]}, ours["aoa"]]
+
+
+def test_submission_equals_collate_preds(curve_run, tmp_path, cli):
+    """hlm's predictions tree of a run with checkpoints (zero-shot on the final model, the fast tasks on every
+    chck_*, AoA, GLUE), collated by hlm submission and by the pipeline's collate_preds: the same file."""
+    data = _submission_data(tmp_path / "data")
+    run, out = shutil.copytree(curve_run, tmp_path / "run"), tmp_path / "results"
+    official = ("--convention", "official", "--predictions", out)
+    cli("eval", "babylm", "--run", run, "--data", data / "full", *official)
+    cli("eval", "babylm", "--run", run, "--data", data / "fast", "--all-checkpoints", *official)
+    cli("eval", "babylm", "--run", run, "--data", data / "aoa_data", "--tasks", "aoa", "--all-checkpoints", *official)
+    for task in GLUE_FIELDS:
+        cli("finetune", "--run", run, "--task", task, "--data", data / "glue", "--epochs", "1", "--predictions", out)
+    revisions = [f"chck_{n}K" for n in (5, 10, 20, 40, 80)]
+    sizes, checks = _sizes(data)
+    ours = submission.collate(out / "run", "causal", "strict-small", data / "fast", revisions, sizes)
+    assert len(ours["fast_eval_results"]["blimp"]) == 5 and len(ours["glue"]) == 7
+    theirs_root = shutil.copytree(out, tmp_path / "pipeline-results")  # collate_preds writes its file into the tree
+    job = {
+        "checks": [revisions, *checks[1:]],
+        "model": "run",
+        "results": str(theirs_root),
+        "fast_data": str(data / "fast"),
+    }
+    run_script(COLLATE, job, tmp_path, timeout=300)
+    theirs = json.loads((theirs_root / "run" / "all_full_preds_and_fast_scores_causal.json").read_text())
+    # the same file; the reading scores' regressions are statsmodels' there and numpy's here
+    _equal_json(json.loads(json.dumps(ours)), theirs, rel=1e-7, abs_=1e-10)
+    # the diffusion bound (or any hlm scorer) is collated under its own name, which the file states
+    shutil.copytree(out / "run", tmp_path / "elbo" / "run")
+    for revision in ["main", *revisions]:
+        zero_shot = tmp_path / "elbo" / "run" / revision / "zero_shot"
+        (zero_shot / "causal").rename(zero_shot / "elbo")
+    relabelled = submission.collate(tmp_path / "elbo" / "run", "elbo", "strict-small", data / "fast", revisions, sizes)
+    assert relabelled.pop("hlm")["backend"] == "elbo" and relabelled == ours
+    # a task short of its size is refused in one line, naming the file and subset
+    short = out / "run" / "chck_10K" / "zero_shot" / "causal" / "ewok" / "ewok_fast" / "predictions.json"
+    preds = json.loads(short.read_text())
+    preds[next(iter(preds))]["predictions"].pop()
+    short.write_text(json.dumps(preds))
+    short_by_one = r"chck_10K/.*ewok_fast/predictions.json: subset .* has 4 predictions, the official data 5"
+    with pytest.raises(UserError, match=short_by_one):
+        submission.collate(out / "run", "causal", "strict-small", data / "fast", revisions, sizes)

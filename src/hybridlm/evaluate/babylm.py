@@ -131,9 +131,12 @@ def find_tasks(data_dir, tasks=None) -> dict[str, Path]:
 
 
 def _need(where: str, row: dict, *keys, kind=str):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
     for k in keys:
-        if not isinstance(row.get(k), kind):
-            raise UserError(f"{where}: missing field {k!r} (or not a {kind.__name__}); is this the right task folder?")
+        value = row.get(k)
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kinds):
+            name = "number" if set(kinds) == {int, float} else " or ".join(t.__name__ for t in kinds)
+            raise UserError(f"{where}: missing field {k!r} (or not a {name}); is this the right task folder?")
 
 
 def read_task(task: str, folder: Path) -> TaskData:
@@ -311,9 +314,18 @@ def _num(rows, key):
 
 # ---------------------------------------------------------------- running
 def evaluate_babylm(
-    lm, data_dir, tasks=None, scorer=None, convention: str = "hlm", samples: int = 1, progress: bool = False
+    lm,
+    data_dir,
+    tasks=None,
+    scorer=None,
+    convention: str = "hlm",
+    samples: int = 1,
+    progress: bool = False,
+    on_task=None,
 ) -> dict:
-    """Every task found under data_dir (or those named), scored with the model's scorer."""
+    """Every task found under data_dir (or those named), scored with the model's scorer. on_task(task, folder,
+    data, scores), if given, sees each task's scores: per item (a list per item) or, for reading, the words'
+    surprisals and the previous words'."""
     if convention not in ("hlm", "official"):
         raise UserError(f"unknown convention {convention!r} (choose hlm or official)")
     scorer = check_scorer(lm, scorer)
@@ -336,7 +348,7 @@ def evaluate_babylm(
             if reading_scores is None:
                 if backend:
                     reading_scores = _reading_surprisals(
-                        d.rows, lambda p: official.reading_scores(lm, p, backend, progress)
+                        d.rows, lambda p: official.reading_scores(lm, p, backend, progress), official=True
                     )
                 else:  # hlm's convention: " word" as the completion of its context
                     reading_scores = _reading_surprisals(
@@ -346,6 +358,7 @@ def evaluate_babylm(
                         ),
                     )
             result = _reading_result(task, d.rows, *reading_scores)
+            scores = reading_scores
         else:
             texts = [
                 (text, start, 7919 * i + 1) for i, it in enumerate(d.items) for text, start in zip(it.texts, it.starts)
@@ -354,7 +367,10 @@ def evaluate_babylm(
                 flat = official.completion_scores(lm, texts, backend, progress)
             else:
                 flat = score_completions(lm, texts, scorer, samples=samples, progress=progress)
-            result = _task_result(task, d.items, per_item(flat, d.items), backend is not None)
+            scores = per_item(flat, d.items)
+            result = _task_result(task, d.items, scores, backend is not None)
+        if on_task is not None:
+            on_task(task, found[task], d, scores)
         result["seconds"] = round(time.time() - t0, 2)
         if not math.isfinite(result["value"]):  # e.g. Spearman of constant preferences: null, not JSON's invalid NaN
             result["value"] = None
@@ -392,15 +408,7 @@ def evaluate_checkpoints(
         "samples": samples,
         "precision": precision,
     }  # what a kept result must match
-    # the objective's scorers, known without loading weights
-    objective = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size())
-    allowed = available_scorers(objective.capabilities)
-    resolved = scorer or allowed[0]
-    if resolved not in allowed:
-        raise UserError(
-            f"scorer {resolved!r} is not one of this run's: {', '.join(allowed)}"
-            + ("" if resolved in SCORERS else f" (scorers: {', '.join(SCORERS)})")
-        )
+    resolved = run_scorer(run, scorer)
     results = []
     for path, state in found:
         target = run.checkpoint_eval_path(path.name, f"babylm-{resolved}.json")
@@ -449,6 +457,20 @@ def evaluate_checkpoints(
         r = "n/a (fewer than 3 words with both AoAs)" if fit["value"] is None else f"{fit['value']:.3f}"
         log(f"age of acquisition: Pearson r {r} over {fit['n_words']} words ({fit['note']})")
     return results
+
+
+def run_scorer(run: RunDir, scorer: str | None) -> str:
+    """The scorer a run is scored with (the given one, checked, or its objective's first), known without loading
+    its weights."""
+    objective = build_objective(run.read_config(), load_tokenizer(run.tokenizer_path).get_vocab_size())
+    allowed = available_scorers(objective.capabilities)
+    resolved = scorer or allowed[0]
+    if resolved not in allowed:
+        raise UserError(
+            f"scorer {resolved!r} is not one of this run's: {', '.join(allowed)}"
+            + ("" if resolved in SCORERS else f" (scorers: {', '.join(SCORERS)})")
+        )
+    return resolved
 
 
 def _aoa_surprisals(lm, data, scorer, samples, progress) -> dict:
@@ -508,10 +530,18 @@ def _task_result(task: str, items: list[Item], scores: list[list[float]], offici
     }
 
 
-def _reading_surprisals(rows, log_probs):
+# what pandas' read_csv reads as a missing value by default: the pipeline's reading task scores no previous word
+# where its context is one of these (a sentence that begins "None of ..." has "None" as its previous context)
+PANDAS_NA = frozenset(
+    "#N/A|#N/A N/A|#NA|-1.#IND|-1.#QNAN|-NaN|-nan|1.#IND|1.#QNAN|<NA>|N/A|NA|NULL|NaN|None|n/a|nan|null".split("|")
+)
+
+
+def _reading_surprisals(rows, log_probs, official: bool = False):
     """Surprisal (nats) of each word given its context, and of the previous word given its own;
     `log_probs` scores (context, word) pairs by a convention."""
-    prev = [i for i, r in enumerate(rows) if r.get("prev_item")]
+    missing = PANDAS_NA if official else frozenset()
+    prev = [i for i, r in enumerate(rows) if r.get("prev_item") and r["prev_item"] not in missing]
     pairs = [(r["item"] or "None", r["word"]) for r in rows]
     pairs += [(rows[i]["prev_item"], rows[i]["prev_word"]) for i in prev]
     scores = log_probs(pairs)

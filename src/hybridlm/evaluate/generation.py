@@ -106,12 +106,17 @@ def read_samples(path) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--samples {path} is not a file (JSONL with a 'text' field, or a text a line)")
-    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError as e:
+        raise UserError(f"--samples {path}: not UTF-8 (byte {e.start}); re-encode the file") from None
     if p.suffix == ".jsonl":
         try:
-            return [str(json.loads(ln)["text"]) for ln in lines]
+            lines = [str(json.loads(ln)["text"]) for ln in lines]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise UserError(f"--samples {path}: every line must be a JSON object with a 'text' field") from None
+    if not any(t.strip() for t in lines):
+        raise UserError(f"--samples {path} holds no text to measure")
     return lines
 
 

@@ -248,6 +248,19 @@ ICL_TASKS = {
 }
 
 
+def check_glue_data(glue_data) -> None:
+    """The in-context tasks' files read as `hlm finetune` reads them (a text field per prompt slot, an integer
+    label in range), so that a damaged file is one line naming it, not an error inside the harness."""
+    from hybridlm.finetune import load_split
+
+    root = Path(glue_data)
+    for task in ICL_TASKS:  # the prompts' fields and choices are the fine-tuning tasks' fields and labels
+        for split in ("train", "valid"):
+            path = root / f"{task}.{split}.jsonl"
+            if path.is_file():
+                load_split(path, task)
+
+
 def write_icl_tasks(glue_data, out_dir) -> dict[str, Path]:
     """Task YAMLs `TASK_icl` for each task of ICL_TASKS whose TASK.train.jsonl and TASK.valid.jsonl are
     in glue_data (validation scored; shots drawn from train by the harness's seeded sampler)."""
@@ -286,6 +299,77 @@ def write_icl_tasks(glue_data, out_dir) -> dict[str, Path]:
     return made
 
 
+# task files are data: bounded, and code they name (`!function`) runs only with --trust-remote-code
+MAX_TASK_FILE_BYTES = 1 << 20
+MAX_TASK_FILES = 10_000
+MAX_YAML_NODES = 1_000_000  # after aliases are expanded (a "billion laughs" file expands past any memory)
+
+
+def _yaml_nodes(node, memo: dict, path: Path, trust: bool) -> int:
+    """The node count of `node` with every alias expanded (memoised, so it costs the file's size); a tag that
+    runs code is refused unless trusted."""
+    import yaml
+
+    key = id(node)
+    if key in memo:
+        if memo[key] is None:
+            raise UserError(f"{path}: a YAML alias refers to itself; fix the task file")
+        return memo[key]
+    memo[key] = None
+    if node.tag.startswith("!") and not node.tag.startswith("!!") and not trust:
+        raise UserError(
+            f"{path}: the tag {node.tag} runs Python named by the task file; read it, then pass --trust-remote-code "
+            "to allow it"
+        )
+    if isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_yaml_nodes(c, memo, path, trust) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n = 1 + sum(_yaml_nodes(k, memo, path, trust) + _yaml_nodes(v, memo, path, trust) for k, v in node.value)
+    else:
+        n = 1
+    memo[key] = n
+    return n
+
+
+def check_task_files(folder, trust_remote_code: bool = False) -> None:
+    """Every task YAML under --include-path, and every file they `include`, read as data before the harness sees
+    them: at most 1 MiB each, aliases expanding to at most a million nodes, and no tag that imports Python
+    (`!function`) unless the user trusts the folder. One line naming the file otherwise."""
+    import yaml
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--include-path {folder} is not a folder of task YAMLs")
+    todo = sorted((p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")), reverse=True)
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        if len(seen) > MAX_TASK_FILES:
+            raise UserError(f"--include-path {folder} holds more than {MAX_TASK_FILES:,} task files")
+        if not path.is_file():
+            raise UserError(f"{path}: a task file includes it, and it is not a file")
+        if path.stat().st_size > MAX_TASK_FILE_BYTES:
+            raise UserError(f"{path}: over {MAX_TASK_FILE_BYTES >> 20} MiB, too large for a task file")
+        try:
+            node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8; re-encode the task file") from None
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0][:80]})") from None
+        if node is None:
+            continue
+        if _yaml_nodes(node, {}, path, trust_remote_code) > MAX_YAML_NODES:
+            raise UserError(f"{path}: its YAML aliases expand to over {MAX_YAML_NODES:,} nodes; refused")
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == "include":
+                    names = [v] if isinstance(v, yaml.ScalarNode) else list(getattr(v, "value", []))
+                    todo += [path.parent / n.value for n in names if isinstance(n, yaml.ScalarNode)]
+
+
 def majority(valid: Path, limit: int | None) -> float:
     """The majority class's accuracy on the documents scored."""
     labels = [json.loads(line)["label"] for line in valid.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -311,6 +395,10 @@ def run_harness(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
         raise UserError("--tasks names no task, e.g. --tasks rte_icl,mrpc_icl (with --glue-data) or hellaswag")
+    if include_path:
+        check_task_files(include_path, backend.get("trust_remote_code", False))
+    if glue_data:
+        check_glue_data(glue_data)
     model = HarnessLM(run=run, hf_model=hf_model, **backend)
     with tempfile.TemporaryDirectory(prefix="hlm-tasks-") as tmp:
         icl = write_icl_tasks(glue_data, tmp) if glue_data else {}

@@ -146,6 +146,10 @@ class Options:
     def check_together(self) -> None:
         """Checks that involve several options (override)."""
 
+    def check_window(self, seq_len: int, batch_size: int) -> None:
+        """Checks against the training windows (override): e.g. a corruption that would leave whole batches with
+        nothing to predict."""
+
     def with_values(self, **values) -> Options:
         """These options with `values` changed, checked (none given: these options)."""
         if not values:

@@ -108,7 +108,11 @@ def _ratio_ok(text: str) -> bool:
         a, b = float(m.group(2)), float(m.group(3))
     except (AttributeError, ValueError):
         return False
-    return 0 < a < b < 1 if m.group(1) == "uniform" else a > 0 and b > 0
+    return 0 < a < b < 1 if m.group(1) == "uniform" else BETA_RANGE[0] <= a <= BETA_RANGE[1] >= b >= BETA_RANGE[0]
+
+
+BETA_RANGE = (0.01, 1000.0)  # beyond it the draws are all 0, all 1 or not a number: nothing (or all) is masked
+NOTHING_MASKED = 0.01  # the largest share of batches with nothing to predict that a masking may leave
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,32 @@ class SpanMaskingOptions(Options):
         "schedule (mask_ratio_start -> mask_ratio_end), fixed (mask_ratio_end), or drawn per sequence: "
         "uniform:A,B or beta:A,B",
         check=_ratio_ok,
-        rule="be schedule, fixed, uniform:A,B (0 < A < B < 1) or beta:A,B (A, B > 0)",
+        rule=f"be schedule, fixed, uniform:A,B (0 < A < B < 1) or beta:A,B (A, B in {BETA_RANGE[0]} ... "
+        f"{BETA_RANGE[1]:g})",
     )
+
+    def check_window(self, seq_len: int, batch_size: int) -> None:
+        """Spans too long for the window mask nothing in most rows: refused when more than 1% of batches (at the
+        lowest ratio) would have nothing to predict. Words are counted as one per two tokens, at the least."""
+        width = 1 if self.masking == "whole-word" else self.max_span
+        units = seq_len if self.masking == "span" else max(1, seq_len // 2)
+        lowest = self.lowest_rate()
+        none = (1 - _start_rate(lowest, width)) ** (units * batch_size)
+        if none > NOTHING_MASKED:
+            raise UserError(
+                f"{self.masking} masking of 1..{width} {'tokens' if self.masking == 'span' else 'words'} at a ratio of "
+                f"{lowest:.3g} leaves {none:.0%} of batches of {batch_size} x {seq_len} tokens with nothing masked; "
+                "lower --max-span, or train on longer windows or larger batches"
+            )
+
+    def lowest_rate(self) -> float:
+        """The smallest ratio training uses (a drawn ratio's 5th percentile)."""
+        if self.mask_ratio == "fixed":
+            return self.mask_ratio_end
+        if self.mask_ratio == "schedule":
+            return min(self.mask_ratio_start, self.mask_ratio_end)
+        kind, a, b = _RATIO.fullmatch(self.mask_ratio).groups()
+        return float(a) if kind == "uniform" else max(1e-3, float(betaincinv(float(a), float(b), 0.05)))
 
     def rate(self, fraction_done: float, train: bool, rows: int = 1, generator=None):
         """The fraction to mask: a float, or one per row ([rows] tensor) for a drawn ratio in training."""
