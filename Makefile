@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup clean-venv
+.PHONY: demo test test-fast setup clean-venv
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/hlm demo
@@ -14,7 +14,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check -q src tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
+
+# the tests not marked slow (no official pipeline, no torchrun, no long training): a check while you work
+test-fast: $(VENV)/.installed
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check -q src tests bench
+	$(PY) -m pytest -q -m "not slow"
 
 setup: $(VENV)/.installed
 

@@ -136,6 +136,7 @@ def test_the_same_checkpoints_after_a_kill_and_resume(cli, words_run, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+@pytest.mark.slow
 def test_the_same_checkpoints_under_two_processes(words_data, words_run, tmp_path):
     torchrun(2, "--data", words_data[1], "--out", tmp_path / "two", "--max-steps", 72, *ARGS)
     two, one = _words_checkpoints(tmp_path / "two"), _words_checkpoints(words_run)
@@ -144,6 +145,7 @@ def test_the_same_checkpoints_under_two_processes(words_data, words_run, tmp_pat
     }
 
 
+@pytest.mark.slow
 def test_max_epochs_stops_after_one_pass(cli, data_dir, tmp_path):
     windows = PackedTokens(data_dir, "train", 64)
     summary = train(

@@ -44,6 +44,7 @@ def test_early_steps_draw_from_the_easiest_windows(data_dir):
     assert not np.array_equal(sampler.batch_windows(5, 8, 1), sampler.batch_windows(5, 8, 2))
 
 
+@pytest.mark.slow
 def test_curriculum_batches_for_one_and_two_processes_and_after_sigkill(cli, data_dir, tmp_path):
     args = ("--data", data_dir, "--curriculum", "length", "--pacing", "root:0,0.5", "--max-steps", 100, *TINY,
             "--log-interval", 1, "--checkpoint-interval", 2, "--precision", "fp32")  # fmt: skip

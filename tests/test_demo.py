@@ -1,6 +1,8 @@
+import pytest
 from conftest import assert_one_line_error
 
 
+@pytest.mark.slow
 def test_demo_runs_all_four_objectives(cli, tmp_path):
     p = cli("demo", "--steps", 8, "--out", tmp_path)
     table = p.stdout.split("samples:")[0]

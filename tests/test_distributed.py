@@ -9,6 +9,8 @@ import sys
 import pytest
 from conftest import hlm
 
+pytestmark = pytest.mark.slow  # torchrun with two processes: make test runs it, make test-fast does not
+
 ARGS = [
     "--objective",
     "hybrid",

@@ -217,6 +217,7 @@ def test_damaged_run_files_are_one_line(capsys, run_copy, tmp_path):
 
 
 # ---------------------------------------------------------------- finding 3: relative paths, other working directory
+@pytest.mark.slow
 def test_resume_from_another_working_directory(tmp_path, data_dir):
     hlm("train", "--data", data_dir.name, "--out", tmp_path / "r", *TRAIN, cwd=data_dir.parent)
     hlm("train", "--out", tmp_path / "r", "--resume", "--max-steps", 3, cwd=tmp_path)

@@ -155,6 +155,7 @@ def test_a_shared_prefix_packed_with_its_branches_equals_each_copy_alone(model):
             assert torch.allclose(packed[10 + 7 * k : 17 + 7 * k], alone[10:], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sdpa", "flex"])
 def test_the_trunk_compiles_as_one_graph(backend):
     """What `--compile` compiles (the embedding, every block and the final norm, `Transformer.trunk`) is

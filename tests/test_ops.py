@@ -71,6 +71,7 @@ def test_no_gradient_work_without_grad():
         assert counter.get_total_flops() == matmuls * 2 * 8 * 11 * 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [None, "bf16"])
 def test_compiled_chunks_equal_eager_and_compile_once(monkeypatch, dtype):
     """--compile runs the fused head's chunks through Inductor: the same loss, CE and gradients as eager (to

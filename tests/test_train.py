@@ -45,6 +45,7 @@ def test_gradient_accumulation_does_not_change_the_run(tmp_path, data_dir):
         assert la[s] == pytest.approx(lb[s], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
     args = [
         "--data",
@@ -183,6 +184,7 @@ def test_tensorboard_and_yaml_config(cli, tmp_path, data_dir):
 
 
 # ---------------------------------------------------------------- resume honours what the user typed
+@pytest.mark.slow
 def test_resume_extends_a_finished_run_even_to_the_default_length(cli, tmp_path, data_dir):
     run = tmp_path / "r"
     cli(
@@ -231,6 +233,7 @@ def test_resume_refuses_another_objective_even_the_default_one(cli, tmp_path, da
     cli("train", "--out", run, "--resume", "--objective", "hybrid", "--max-steps", 4)  # the same value is fine
 
 
+@pytest.mark.slow
 def test_resume_trains_the_folder_given_not_the_one_saved(tmp_path, data_dir):
     import shutil
 
@@ -354,6 +357,7 @@ def test_a_crafted_rng_pickle_never_runs(cli, tmp_path, data_dir):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_compiled_training_equals_eager(tmp_path, data_dir):
     # the trunk is compiled in place (parameter names unchanged), and the fused head + CE's chunks apart
     args = dict(data=str(data_dir), objective="hybrid", max_steps=2, precision="fp32", **FAST)

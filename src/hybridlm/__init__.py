@@ -1,4 +1,5 @@
-"""hybridlm: one transformer, four pretraining objectives (causal, masked, hybrid, diffusion)."""
+"""hybridlm: one transformer, the pretraining objective a switch over it (causal, masked, hybrid, diffusion, block
+diffusion, mntp, prefix, mix, ...; `hybridlm.objectives.OBJECTIVES` lists them)."""
 
 __version__ = "0.1.0"
 

@@ -497,6 +497,18 @@ def _sampling_args(p):
     p.add_argument("--device", default=None)
 
 
+def _babylm_tasks() -> tuple:
+    from hybridlm.evaluate.babylm import TASKS
+
+    return TASKS
+
+
+def _scorer_names() -> str:
+    from hybridlm.evaluate.scorers import SCORERS
+
+    return " | ".join(SCORERS)
+
+
 def _add_eval_commands(sub):
     ev = sub.add_parser("eval", help="evaluate a run or a local HF model").add_subparsers(
         dest="eval_command", required=True
@@ -504,9 +516,7 @@ def _add_eval_commands(sub):
     pp = ev.add_parser("perplexity", help="perplexity (or its bound) and bits per byte of a text file")
     _model_args(pp)
     pp.add_argument("--input", required=True)
-    pp.add_argument(
-        "--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | elbo (default: by objective)"
-    )
+    pp.add_argument("--scorer", default=None, help=f"{_scorer_names()} (default: by objective)")
     pp.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's context)")
     pp.add_argument("--max-tokens", type=int, default=0, help="evaluate only the first N tokens (0 = all)")
     pp.add_argument("--samples", type=int, default=8, help="diffusion: Monte Carlo samples of t per window")
@@ -517,7 +527,7 @@ def _add_eval_commands(sub):
     bl = ev.add_parser("blimp", help="accuracy on BLiMP-format minimal pairs")
     _model_args(bl)
     bl.add_argument("--data", nargs="+", required=True, help="a directory of .jsonl files, or files")
-    bl.add_argument("--scorer", default=None, help="causal | pll | pll-word | mntp | mntp-word | fused | elbo")
+    bl.add_argument("--scorer", default=None, help=f"{_scorer_names()} (default: by objective)")
     bl.add_argument("--limit", type=int, default=None, help="first N pairs of each paradigm")
     bl.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
     _json_arg(bl, "blimp-SCORER.json")
@@ -534,13 +544,12 @@ def _add_eval_commands(sub):
     bb.add_argument(
         "--tasks",
         default=None,
-        help="comma-separated: blimp,supplement,ewok,entity_tracking,wug_adj,wug_past,"
-        "comps,reading_eye_tracking,reading_self_paced,aoa (default: every task found; aoa with --all-checkpoints)",
+        help=f"comma-separated: {','.join(_babylm_tasks())} (default: every task found; aoa with --all-checkpoints)",
     )
     bb.add_argument(
         "--scorer",
         default=None,
-        help="causal | pll | pll-word | mntp | mntp-word | fused | elbo (default: by objective)",
+        help=f"{_scorer_names()} (default: by objective)",
     )
     bb.add_argument(
         "--convention",
@@ -596,7 +605,7 @@ def _add_eval_commands(sub):
         help="the BabyLM glue_filtered folder: enables hlm's in-context tasks (rte_icl, mrpc_icl, ...)",
     )
     hz.add_argument("--limit", type=int, default=None, help="the first N documents of each task")
-    hz.add_argument("--scorer", default=None, help="loglikelihood scorer (default: by objective)")
+    hz.add_argument("--scorer", default=None, help=f"loglikelihood scorer: {_scorer_names()} (default: by objective)")
     hz.add_argument("--samples", type=int, default=1, help="bounds: Monte-Carlo masks per subset size")
     hz.add_argument(
         "--mask-padding", type=int, default=0, help="bidirectional scorers: <mask> tokens after the text (BERT ICL)"
@@ -820,7 +829,7 @@ def _json_arg(p: argparse.ArgumentParser, kept_as: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hlm", description="hybridlm: one transformer, four pretraining objectives")
+    p = _Parser(prog="hlm", description="hybridlm: one transformer, the pretraining objective a switch over it")
     sub = p.add_subparsers(dest="command", required=True)
 
     tk = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(dest="tokenizer_command", required=True)
@@ -844,14 +853,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="replace prepared data already in --out")
     pr.set_defaults(func=cmd_prepare)
 
-    tr = sub.add_parser("train", help="train a model with one of the four objectives")
+    from hybridlm.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
+
+    tr = sub.add_parser("train", help=f"train a model with one of the objectives ({', '.join(OBJECTIVES)})")
     _train_args(tr)
     tr.set_defaults(func=cmd_train)
 
-    d = sub.add_parser("demo", help="train all four objectives on built-in grammar text and compare them")
+    d = sub.add_parser(
+        "demo",
+        help=f"train {', '.join(DEFAULT_OBJECTIVES)} (or --objectives) on built-in grammar text and compare them",
+    )
     d.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
     d.add_argument("--steps", type=int, default=None, help="training steps per objective")
-    from hybridlm.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
 
     d.add_argument(
         "--objectives",

@@ -52,7 +52,7 @@ class TrainConfig:
     document_mask: bool = True
     # run mechanics
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    compile: bool | None = None  # None: on CUDA only (torch.compile of each block)
+    compile: bool | None = None  # None: on CUDA only (torch.compile of the trunk and the head + loss chunks)
     attention: str = "auto"  # auto (flex compiled on CUDA, matmul on a CPU in bf16, else sdpa) | sdpa | flex | matmul
     device: str = "auto"
     distributed: str = "ddp"  # ddp | fsdp (under torchrun)
@@ -266,7 +266,8 @@ HELP = {
     "loss alpha*CE + (1-alpha)*T^2*KL",
     "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
-    "compile": "torch.compile each transformer block (default: on CUDA, off on CPU)",
+    "compile": "torch.compile the trunk as one graph (each block with FSDP2) and the fused head + loss chunks "
+    "(default: on CUDA, off on CPU)",
     "attention": "auto (FlexAttention compiled on CUDA, matmul on a CPU in bf16, else SDPA), sdpa, flex or matmul",
     "seed": "initialisation, and the data's order and masking unless --data-seed is set",
     "data_seed": "the data's order and masking (-1: --seed); fix it to vary only the initialisation",

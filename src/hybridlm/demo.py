@@ -1,4 +1,4 @@
-"""`hlm demo`: the whole pipeline on built-in grammar text, all four objectives, one table.
+"""`hlm demo`: the whole pipeline on built-in grammar text, the default objectives (or any), one table.
 
 Nothing is downloaded: the corpus and the minimal pairs come from hybridlm.grammar.
 """

@@ -107,6 +107,7 @@ def small_fast_eval(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_task_runs_for_every_objective_and_an_hf_model(cli, runs, small_fast_eval, hf_causal, tmp_path):
     for objective in ("causal", "masked", "hybrid", "diffusion"):
         result = evaluate_babylm(RunLM(runs[objective]), small_fast_eval)

@@ -129,6 +129,7 @@ def test_pseudo_likelihoods_refuse_rolling_and_diffusion_generates(runs, tmp_pat
     assert all("." not in doc[0][0] for doc in hybrid["t_generate"])
 
 
+@pytest.mark.slow
 def test_in_context_glue_tasks_land_in_the_run(runs, tmp_path, cli):
     glue = SHARED / "babylm-2025" / "full_eval" / "glue_filtered"
     if not glue.is_dir():

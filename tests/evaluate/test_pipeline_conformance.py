@@ -36,10 +36,13 @@ transformers = pytest.importorskip("transformers")
 PIPELINE = SHARED.parent / "reference" / "evaluation-pipeline-2025"
 BABYLM = SHARED / "babylm-2025"
 GUTENBERG = SHARED / "gutenberg-10m"
-pytestmark = pytest.mark.skipif(
-    not (PIPELINE / "evaluation_pipeline").is_dir() or not BABYLM.is_dir() or not GUTENBERG.is_dir(),
-    reason="needs ../shared/ (the official pipeline and the BabyLM data): present in CI",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (PIPELINE / "evaluation_pipeline").is_dir() or not BABYLM.is_dir() or not GUTENBERG.is_dir(),
+        reason="needs ../shared/ (the official pipeline and the BabyLM data): present in CI",
+    ),
+    pytest.mark.slow,  # runs the official pipeline: make test runs it, make test-fast does not
+]
 SENTENCE_TASKS = {  # hlm task -> (the pipeline's --task, the folder's name)
     "blimp": ("blimp", "blimp_fast"),
     "supplement": ("blimp", "supplement_fast"),

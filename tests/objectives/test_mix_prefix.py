@@ -206,6 +206,7 @@ def test_new_objectives_train_validate_score_and_generate(runs_extra, tmp_path):
         assert isinstance(generate_text(load_run(runs_extra[name]), "the", max_new_tokens=5, seed=0), str)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["mix", "distill+mtp"])
 def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, runs, setting):
     # a scheduled mix with prefix-LM rows (both new objectives in one run), and a causal student with
@@ -273,6 +274,7 @@ def test_config_errors_are_one_line(cli, data_dir, tmp_path):
         assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_demo_takes_a_list_of_objectives(tmp_path):
     from hybridlm.demo import run_demo
 

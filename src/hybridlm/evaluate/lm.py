@@ -40,7 +40,7 @@ def check_export_layout(path) -> None:
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
                 pass
         raise UserError(
-            f"{path} is an MNTP export from before hybridlm 0.2 (mntp_shift: its logits are shifted, so the "
+            f"{path} is an MNTP export from before 2026-12-02 (mntp_shift: its logits are shifted, so the "
             f"official mntp backend reads them one token off); export the run again: hlm export{run or ' --run RUN'}"
             " --out NEW_FOLDER"
         )
