@@ -16,9 +16,9 @@ def _squeezed(text: str) -> str:
 
 def _registries():
     from hybridlm.evaluate.babylm import TASKS
-    from hybridlm.evaluate.scorers import SCORERS
     from hybridlm.objectives import OBJECTIVES
     from hybridlm.samplers import SAMPLERS
+    from hybridlm.scorers import SCORERS
 
     return {
         "objective": (list(OBJECTIVES), ["train", "--help"]),

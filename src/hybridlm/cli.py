@@ -504,7 +504,7 @@ def _babylm_tasks() -> tuple:
 
 
 def _scorer_names() -> str:
-    from hybridlm.evaluate.scorers import SCORERS
+    from hybridlm.scorers import SCORERS
 
     return " | ".join(SCORERS)
 

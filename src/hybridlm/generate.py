@@ -150,14 +150,14 @@ def unmask_rows(
     steps = region_steps(sampling.steps, len(starts))
     caches = [KVCache() for _ in model.blocks] if use_cache else None
     if use_cache and begin:
-        model(x[:, :begin], AttentionSpec(False, block_ids=objective.block_ids(begin)), kv_caches=caches)
+        model(x[:, :begin], objective.inference_attention(False, begin), kv_caches=caches)
         nfe += 1
     for start in starts:
         end = min(start + size, T)
 
         def predict(rows, start=start, end=end):
             if not use_cache:
-                spec = AttentionSpec(False, block_ids=objective.block_ids(end))
+                spec = objective.inference_attention(False, end)
                 return _probabilities(model(x[rows, :end], spec, logits=True), forbid, sampling)[:, start:end]
             for cache in caches:
                 cache.rows, cache.commit = (None if len(rows) == len(x) else rows), False

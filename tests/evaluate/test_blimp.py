@@ -13,12 +13,12 @@ from hybridlm.objectives.causal import CausalObjective
 class LengthLM(ScoringLM):
     """Scores a sentence by minus its length: shorter wins, equal lengths tie."""
 
-    name, objective, bos_id, mask_id, max_len = "len", CausalObjective, 1, 3, 512
+    name, objective, bos_id, mask_id, max_len = "len", CausalObjective(10), 1, 3, 512
 
     def tokenize(self, text):
         return [7] * len(text), [True] * len(text)
 
-    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
+    def selected_logits(self, ids, lengths, attention, select):
         import torch
 
         out = torch.zeros(int(select.sum()), 10)

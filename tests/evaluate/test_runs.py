@@ -13,6 +13,7 @@ from hybridlm.evaluate.perplexity import evaluate_file
 from hybridlm.evaluate.scoring import score_sentences
 from hybridlm.generate import generate_causal, generate_text, infill_text
 from hybridlm.grammar import write_minimal_pairs
+from hybridlm.model import AttentionSpec
 from hybridlm.runs import load_run
 
 transformers = pytest.importorskip("transformers")
@@ -162,5 +163,6 @@ def test_bf16_scoring_keeps_fp32_log_probs(runs):
         assert b == pytest.approx(a, abs=0.05)
     lm = RunLM(runs["causal"], precision="bf16")
     ids = torch.tensor([[lm.bos_id] + lm.tokenize(sentences[0])[0]])
-    logits = lm.selected_logits(ids, torch.tensor([ids.shape[1]]), True, torch.ones_like(ids, dtype=torch.bool))
+    every = torch.ones_like(ids, dtype=torch.bool)
+    logits = lm.selected_logits(ids, torch.tensor([ids.shape[1]]), AttentionSpec(True), every)
     assert logits.dtype == torch.float32 and (logits != logits.bfloat16().float()).any()  # fp32 head, not bf16 logits

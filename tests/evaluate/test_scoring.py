@@ -89,7 +89,7 @@ class FakeLM(ScoringLM):
                 starts.append(k == 0)
         return ids, starts
 
-    def selected_logits(self, ids, lengths, is_causal, select, prefix_lengths=None):
+    def selected_logits(self, ids, lengths, attention, select):
         return torch.zeros(int(select.sum()), self.V)
 
 

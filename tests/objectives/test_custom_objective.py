@@ -14,6 +14,7 @@ from hybridlm.demo import run_demo
 from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
 from hybridlm.evaluate.lm import RunLM
+from hybridlm.evaluate.scoring import score_sentences
 from hybridlm.export import export_run
 from hybridlm.generate import generate_text, infill_text
 from hybridlm.grammar import write_minimal_pairs
@@ -31,6 +32,7 @@ from hybridlm.objectives import (
 )
 from hybridlm.report import make_report
 from hybridlm.runs import load_run
+from hybridlm.scorers import SCORERS, Copy, Scorer, register_scorer
 
 
 @dataclass(frozen=True)
@@ -207,3 +209,74 @@ def test_the_registry_refuses_what_is_not_an_objective():
 
     with pytest.raises(TypeError, match="max_span"):
         register(ClashingObjective)
+
+
+# ---------------------------------------------------------------- an attention rule and a scorer of its own
+@dataclass(frozen=True)
+class LookaheadOptions(Options):
+    lookahead: int = option(2, "lookahead: tokens a position sees to its right", check=lambda v: v >= 0, rule="be >= 0")
+
+
+class LookaheadObjective(Objective):
+    """A masked LM whose positions see the past and only `lookahead` tokens ahead: an attention rule no
+    other objective has, declared once (`inference_attention`) and used by training, scoring and perplexity."""
+
+    name = "lookahead"
+    Options = LookaheadOptions
+    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.NONE, ("pll-pair",), loss_label="masked CE")
+
+    def seen(self, length: int) -> torch.Tensor:
+        i = torch.arange(length)
+        return i[None, :] <= i[:, None] + self.options.lookahead
+
+    def inference_attention(self, causal, length):
+        return AttentionSpec(causal) if causal else AttentionSpec(False, visible=self.seen(length))
+
+    def corrupt(self, ids, generator, fraction_done=1.0, train=True):
+        x = ids[:, :-1]
+        masked = (torch.rand(x.shape, generator=generator) < 0.25) & (x > 4)
+        w = masked.float()
+        spec = AttentionSpec(torch.zeros(len(x), dtype=torch.bool), visible=self.seen(x.shape[1]))
+        return Batch(torch.where(masked, torch.full_like(x, 3), x), x, w / w.sum().clamp(min=1), masked, spec)
+
+
+def _pair_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
+    """PLL with the next token hidden too: x_i and x_{i+1} masked, x_i read in place."""
+    out = []
+    for i in scored:
+        masked = [lm.mask_id if j in (i, i + 1) else t for j, t in enumerate(ids)]
+        out.append(Copy(index, masked, [i], [ids[i]]))
+    return out
+
+
+@pytest.fixture
+def lookahead():
+    register(LookaheadObjective)
+    register_scorer(Scorer("pll-pair", "pseudo", False, _pair_copies))
+    yield
+    OBJECTIVES.pop("lookahead")
+    SCORERS.pop("pll-pair")
+
+
+def test_an_attention_rule_and_a_scorer_of_its_own_need_no_edit_in_the_package(lookahead, tmp_path, data_dir, corpus):
+    run = tmp_path / "look"
+    cli.main(["train", "--data", str(data_dir), "--out", str(run), "--objective", "lookahead", "--lookahead", "1",
+              *map(str, TINY), "--max-steps", "6"])  # fmt: skip
+    pairs = write_minimal_pairs(tmp_path / "pairs", n_per_paradigm=3)
+    text = tmp_path / "valid.txt"
+    text.write_text(corpus.read_text()[:600])
+    cli.main(["eval", "blimp", "--run", str(run), "--data", str(pairs)])
+    cli.main(["eval", "perplexity", "--run", str(run), "--input", str(text)])
+    blimp = json.loads((run / "eval" / "blimp-pll-pair.json").read_text())
+    assert blimp["scorer"] == "pll-pair" and blimp["n_pairs"] == 18
+    ppl = json.loads(next((run / "eval").glob("perplexity*.json")).read_text())
+    assert ppl["pll-pair"]["measure"] == "pseudo" and ppl["pll-pair"]["perplexity"] > 1
+
+    # the rule reaches the model: the same weights read with everything visible score otherwise
+    lm = RunLM(run)
+    sentences = ["the dog sees the cat near the big house .", "a cat sleeps ."]
+    own = score_sentences(lm, sentences)
+    lm.objective = LookaheadObjective(lm.objective.vocab_size, lookahead=10_000)
+    assert score_sentences(lm, sentences) != own
+    text = make_report([run], tmp_path / "report").read_text()
+    assert "| look | lookahead |" in text and "pll-pair (pseudo)" in text and "| look | pll-pair |" in text

@@ -44,11 +44,11 @@ import numpy as np
 from hybridlm.errors import UserError
 from hybridlm.evaluate import aoa, official
 from hybridlm.evaluate.lm import RunLM
-from hybridlm.evaluate.scorers import available_scorers
 from hybridlm.evaluate.scoring import SCORERS, check_scorer, score_completions
 from hybridlm.files import read_json, read_jsonl
 from hybridlm.objectives import build_objective
 from hybridlm.runs import RunDir
+from hybridlm.scorers import available_scorers
 from hybridlm.tokenizer import load_tokenizer
 
 TASKS = (

@@ -40,10 +40,10 @@ from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM, load_lm
-from hybridlm.evaluate.scorers import SCORERS
 from hybridlm.evaluate.scoring import check_scorer, score_copies
 from hybridlm.generate import causal_rows, cut_at_stop, sampling_of, unmask_rows
 from hybridlm.objectives import Generation
+from hybridlm.scorers import SCORERS
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,9 @@ class HarnessLM(TemplateLM):
                                            draw_seed):  # fmt: skip
                 copy.ids = copy.ids + [self.lm.mask_id] * self.mask_padding
                 copies.append(copy)
-        block_size = self.lm.objective.block_size if self.scorer.blocks else 0
         totals, greedy = score_copies(
             self.lm, copies, len(requests), self.scorer.causal, self.scorer.forbid_mask, self.batch_tokens,
-            progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", block_size=block_size, greedy=True,
+            progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", greedy=True,
         )  # fmt: skip
         defined = self.scorer.measure != "bound"
         return [(total, bool(g) and defined) for total, g in zip(totals, greedy)]
@@ -214,7 +213,7 @@ class HarnessLM(TemplateLM):
         specials = [t for t in (self.tokenizer.pad_token_id, self.tokenizer.bos_token_id, mask) if t is not None]
         filled, _ = unmask_rows(
             run.model, objective, canvas, mask, sampling, g, specials, caps.infill.shift or 0,
-            stop_id=self.eot_token_id if caps.generation is Generation.BLOCKS else None,
+            stop_id=self.eot_token_id,  # (generation by blocks ends after the block that holds it)
         )  # fmt: skip
         return self.tok_decode(cut_at_stop(filled[0, len(ids) :].tolist(), (self.eot_token_id,)))
 

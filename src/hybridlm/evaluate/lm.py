@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.evaluate.scorers import available_scorers
 from hybridlm.hf import load_hf_model, load_hf_tokenizer
 from hybridlm.model import AttentionSpec
-from hybridlm.objectives import Objective, objective_class
+from hybridlm.objectives import Attention, Objective, objective_class
 from hybridlm.runs import load_run
+from hybridlm.scorers import available_scorers
 from hybridlm.tokenizer import BOS, MASK, hf_tokenizer
 
 
@@ -77,20 +77,11 @@ class ScoringLM:
         raise NotImplementedError
 
     def selected_logits(
-        self,
-        ids: torch.Tensor,
-        lengths: torch.Tensor,
-        is_causal: bool,
-        select: torch.Tensor,
-        prefix_lengths: torch.Tensor | None = None,
-        block_size: int = 0,
-        segment_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
+        self, ids: torch.Tensor, lengths: torch.Tensor, attention: AttentionSpec, select: torch.Tensor
     ) -> torch.Tensor:
-        """Logits at the `select`ed positions; prefix_lengths: causal rows see these first positions
-        bidirectionally (only models trained as a prefix LM offer that scorer); block_size: positions
-        attend block by block (only block diffusion runs offer that scorer); segment_ids and position_ids:
-        causal rows that pack a shared prefix and its branches (only where shares_prefixes)."""
+        """Logits at the `select`ed positions of padded rows (`lengths` real tokens each) that attend as
+        `attention` says (the scoring engine's spec: its objective's rule, padding, prefixes, and, only
+        where shares_prefixes, a shared prefix's branches)."""
         raise NotImplementedError
 
     def decode(self, ids: list[int]) -> str:
@@ -124,21 +115,9 @@ class RunLM(ScoringLM):
         return enc.ids, word_starts(enc.word_ids if enc.word_ids is not None else [None] * len(enc.ids)), enc.offsets
 
     @torch.no_grad()
-    def selected_logits(
-        self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0, segment_ids=None, position_ids=None
-    ):
+    def selected_logits(self, ids, lengths, attention, select):
         ids, select = ids.to(self.device), select.to(self.device)
-        prefix_lengths, segment_ids, position_ids = (
-            None if x is None else x.to(self.device) for x in (prefix_lengths, segment_ids, position_ids)
-        )
-        pos = torch.arange(ids.shape[1], device=self.device)
-        # padding is its own "document": real tokens never attend to it in either mode
-        doc = (pos[None] >= lengths.to(self.device)[:, None]).int()
-        blocks = pos // block_size if block_size else None
-        spec = AttentionSpec(
-            is_causal, None if is_causal else doc, prefix_lengths, block_ids=blocks, position_ids=position_ids,
-            segment_ids=segment_ids,
-        )  # fmt: skip
+        spec = attention.map(lambda x: x.to(self.device))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             hidden = self.model(ids, spec)
             return self.model.head(hidden[select], fp32=True)
@@ -164,7 +143,7 @@ class HFLM(ScoringLM):
         # a local HF model is scored as the objective of its kind (registry lookup, not a switch); an
         # hlm MNTP export (GPT-BERT's layout: position i predicts token i+1) as MNTP
         kind = "causal" if not masked else "mntp" if getattr(config, "mntp", False) is True else "masked"
-        self.name, self.objective = str(p), objective_class(kind)
+        self.name, self.objective = str(p), objective_class(kind)(len(self.tok))
         bos = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.cls_token_id
         if bos is None:
             raise UserError(f"the tokenizer of {p} has no BOS/CLS token; scoring needs an explicit start token")
@@ -192,7 +171,8 @@ class HFLM(ScoringLM):
         """Whether this causal model takes a custom 4D mask and per-row positions (so that a shared prefix's
         branches are scored in one row): probed once, on a tiny packed row against its copies alone."""
         if getattr(self, "_shares", None) is None:
-            self._shares = self.objective.name == "causal" and self._probe_shared_prefix()
+            causal = self.objective.capabilities.attention is Attention.CAUSAL
+            self._shares = causal and self._probe_shared_prefix()
         return self._shares
 
     def _probe_shared_prefix(self) -> bool:
@@ -204,10 +184,12 @@ class HFLM(ScoringLM):
         positions = torch.tensor([list(range(7)) + [4, 5]])
         every = torch.ones_like(packed, dtype=torch.bool)
         try:
-            got = self.selected_logits(packed, torch.tensor([9]), True, every, segment_ids=segments,
-                                       position_ids=positions)  # fmt: skip
+            packed_spec = AttentionSpec(True, segment_ids=segments, position_ids=positions)
+            got = self.selected_logits(packed, torch.tensor([9]), packed_spec, every)
             want = [
-                self.selected_logits(torch.tensor([r]), torch.tensor([len(r)]), True, torch.ones(1, len(r), dtype=bool))
+                self.selected_logits(
+                    torch.tensor([r]), torch.tensor([len(r)]), AttentionSpec(True), torch.ones(1, len(r), dtype=bool)
+                )
                 for r in (prefix + left, prefix + right)
             ]
         except Exception:  # an architecture whose attention takes no custom mask: score each copy whole
@@ -216,16 +198,15 @@ class HFLM(ScoringLM):
         return bool(torch.allclose(got, want, atol=1e-4, rtol=1e-4))
 
     @torch.no_grad()
-    def selected_logits(
-        self, ids, lengths, is_causal, select, prefix_lengths=None, block_size=0, segment_ids=None, position_ids=None
-    ):
+    def selected_logits(self, ids, lengths, attention, select):
         ids = ids.to(self.device)
         extra = {}
         # a shared prefix (segment 0) and its branches: hlm's own dense mask rule as a custom 4D mask (padding
-        # trails each row, so causal attention keeps real tokens off it; a padding position sees itself)
-        seen = None
-        if segment_ids is not None:
-            seen = AttentionSpec(True, segment_ids=segment_ids).mask(ids.shape[1], self.device)[0]
+        # trails each row, so causal attention keeps real tokens off it; a padding position sees itself); a
+        # transformers model otherwise attends in its own mode, padding masked out
+        seen, position_ids = None, attention.position_ids
+        if attention.segment_ids is not None:
+            seen = AttentionSpec(True, segment_ids=attention.segment_ids).mask(ids.shape[1], self.device)[0]
         if seen is None:
             attn = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long().to(self.device)
         else:

@@ -16,13 +16,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from hybridlm.data import tokenize_files
 from hybridlm.errors import UserError
-from hybridlm.evaluate.scorers import SCORERS, Copy, masked_copies
 from hybridlm.evaluate.scoring import score_copies
-from hybridlm.objectives.diffusion import sample_times
+from hybridlm.scorers import SCORERS
 from hybridlm.tokenizer import check_text_files
 
 
@@ -73,7 +71,7 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
         raise UserError(f"--seq-len must be at least 2 (got {length})")
     windows, start_windows = _windows(tokens, length), _windows(starts, length)
     # a sum of scorers (fused) is no measure of the text; a prefix reading of windows is the causal one
-    usable = [k for k in lm.scorers if not SCORERS[k].parts and k != "prefix"]
+    usable = [k for k in lm.scorers if not SCORERS[k].parts and not SCORERS[k].prefix]
     kinds = list(lm.objective.capabilities.perplexity_scorers)
     if scorer:
         if scorer not in usable:
@@ -83,58 +81,23 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
             )
         kinds = [scorer]
     out = {"model": lm.name, "file": str(path), "bytes": n_bytes, "words": n_words}
+    counts = [len(w) - 1 for w in windows]  # position 0 is <s> or the previous window's last token
     for kind in kinds:
         s = SCORERS[kind]
-        if s.measure == "exact":
-            copies = [Copy(i, w, list(range(len(w) - 1)), w[1:]) for i, w in enumerate(windows)]
-            nll = -sum(score_copies(lm, copies, len(windows), True, progress=progress, desc=kind))
-            out[kind] = _summary(nll, sum(len(w) - 1 for w in windows), n_bytes, n_words, "exact")
-        elif s.measure == "pseudo":
-            # every token is masked once: read in place (pll) or from the position before (mntp);
-            # position 0 is <s> or the previous window's last token
-            copies = [
-                c
-                for wi, (w, st) in enumerate(zip(windows, start_windows))
-                for c in masked_copies(wi, w, st, range(1, len(w)), lm.mask_id, s.shift, s.whole_word)
-            ]
-            nll = -sum(score_copies(lm, copies, len(windows), False, progress=progress, desc=kind))
-            out[kind] = _summary(nll, len(copies), n_bytes, n_words, "pseudo")
-        elif kind == "elbo":
-            out[kind] = _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress)
-        else:  # another bound (block diffusion's): its scorer's copies of each window, exact in the subset size
+        if s.window_copies is not None:
+            copies = s.window_copies(s, lm, windows, samples, seed)
+        else:  # the scorer's own copies of every token of each window, its draws seeded by the window
             copies = [
                 c
                 for wi, (w, st) in enumerate(zip(windows, start_windows))
                 for c in s.copies(s, lm, wi, w, st, list(range(1, len(w))), 0, samples, seed * 1_000_003 + wi)
             ]
-            block_size = lm.objective.block_size if s.blocks else 0
-            scores = score_copies(lm, copies, len(windows), s.causal, s.forbid_mask, progress=progress, desc=kind,
-                                  block_size=block_size)  # fmt: skip
-            out[kind] = _bound_summary(-np.asarray(scores), [len(w) - 1 for w in windows], n_bytes, n_words, samples)
+        scores = score_copies(lm, copies, len(windows), s.causal, s.forbid_mask, progress=progress, desc=kind)
+        if s.measure == "bound":
+            out[kind] = _bound_summary(-np.asarray(scores), counts, n_bytes, n_words, samples)
+        else:
+            out[kind] = _summary(-sum(scores), sum(counts), n_bytes, n_words, s.measure)
     return out
-
-
-def _diffusion_bound(lm, windows, n_bytes, n_words, samples, seed, progress):
-    """NELBO by Monte Carlo over t, `samples` stratified times per window, masks and weights from the
-    diffusion objective (the run's own schedule); per-window estimates give the standard error."""
-    objective = lm.objective
-    shift = objective.bound_shift
-    g = torch.Generator().manual_seed(seed)
-    copies, per_window_tokens = [], []
-    for wi, w in enumerate(windows):
-        n = len(w) - 1  # position 0 is <s> or context carried from the previous window
-        per_window_tokens.append(n)
-        t = sample_times(samples, g, objective.eps)
-        rows = torch.tensor([w[1:]] * samples)
-        mask, weight = objective.time_mask(rows, t, g, can=torch.ones_like(rows, dtype=torch.bool))
-        for s in range(samples):
-            chosen = (mask[s].nonzero().flatten() + 1).tolist()
-            if chosen:
-                masked = [lm.mask_id if j in set(chosen) else tok for j, tok in enumerate(w)]
-                read = [j - shift for j in chosen]  # a diffusion model in a causal model's layout reads at i-1
-                copies.append(Copy(wi, masked, read, [w[j] for j in chosen], float(weight[s, 0]) / samples))
-    per_window = -np.asarray(score_copies(lm, copies, len(windows), False, True, progress=progress, desc="elbo"))
-    return _bound_summary(per_window, per_window_tokens, n_bytes, n_words, samples)
 
 
 def _bound_summary(per_window, per_window_tokens, n_bytes, n_words, samples) -> dict:

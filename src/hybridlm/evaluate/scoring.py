@@ -20,20 +20,23 @@ prepended and never scored.
   sentences of a pair share their random numbers); the <mask> token is never a prediction
   (SUBS). Reported as -NELBO.
 
-Each is a `Scorer` record in the registry (`evaluate/scorers.py`); which scorers a model has, and
-its default, is its objective's answer (`capabilities.scorers`, plus the sums of those: fused).
+Each is a `Scorer` record in the registry (`hybridlm/scorers.py`; an objective may register its own,
+as block diffusion does); which scorers a model has, and its default, is its objective's answer
+(`capabilities.scorers`, plus the sums of those: fused); how the copies attend, the objective's
+(`Objective.inference_attention`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import ScoringLM
-from hybridlm.evaluate.scorers import SCORERS, Copy, Scorer, masked_copies  # noqa: F401 (re-exported)
+from hybridlm.model import AttentionSpec
+from hybridlm.scorers import SCORERS, Copy, Scorer, masked_copies  # noqa: F401 (re-exported)
 
 
 def _copies(
@@ -117,9 +120,8 @@ def score_completions(
         for i, (text, start, seed) in enumerate(texts)
         for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)
     ]
-    block_size = lm.objective.block_size if scorer.blocks else 0
     return score_copies(
-        lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name, block_size
+        lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name
     )
 
 
@@ -196,6 +198,25 @@ def share_prefixes(copies: list[Copy], max_len: int) -> list[_Row]:
     return rows
 
 
+def _attention(lm: ScoringLM, chunk: list[_Row], width: int, lengths: torch.Tensor, is_causal: bool) -> AttentionSpec:
+    """How a batch of rows attends: the objective's rule for copies in this mode, padding kept apart in
+    bidirectional rows (its own "document"), prefixes, and shared-prefix branches."""
+    spec = lm.objective.inference_attention(is_causal, width)
+    if not is_causal:  # padding trails each row: causal rows never see it
+        spec = replace(spec, document_ids=(torch.arange(width)[None] >= lengths[:, None]).int())
+    if any(r.prefix for r in chunk):
+        spec = replace(spec, prefix_lengths=torch.tensor([r.prefix for r in chunk]))
+    if any(r.segments for r in chunk):
+        segments = torch.full((len(chunk), width), -1, dtype=torch.long)  # padding: a branch of its own
+        positions = torch.zeros(len(chunk), width, dtype=torch.long)
+        for r, row in enumerate(chunk):
+            n = len(row.ids)
+            segments[r, :n] = torch.tensor(row.segments or [0] * n)
+            positions[r, :n] = torch.tensor(row.positions or range(n))
+        spec = replace(spec, segment_ids=segments, position_ids=positions)
+    return spec
+
+
 @torch.no_grad()
 def score_copies(
     lm: ScoringLM,
@@ -206,15 +227,16 @@ def score_copies(
     max_batch_tokens: int = 2048,
     progress: bool = False,
     desc: str = "score",
-    block_size: int = 0,
     greedy: bool = False,
     share_prefix: bool = True,
 ) -> list[float] | tuple[list[float], list[bool]]:
-    """sum(weight * log p(target)) per item, over copies batched by length (block_size: the copies
-    attend block by block, block diffusion's rule). greedy: also whether every target of the item
-    is its prediction's argmax (lm-evaluation-harness's is_greedy). share_prefix: causal copies with a
-    common prefix compute it once (`share_prefixes`; models that take AttentionSpec.segment_ids)."""
-    if share_prefix and is_causal and not block_size and getattr(lm, "shares_prefixes", False):
+    """sum(weight * log p(target)) per item, over copies batched by length; the copies attend as the
+    model's objective says copies in that mode do (`Objective.inference_attention`: block diffusion's
+    blocks, e.g.). greedy: also whether every target of the item is its prediction's argmax
+    (lm-evaluation-harness's is_greedy). share_prefix: causal copies with a common prefix compute it once
+    (`share_prefixes`; models that take AttentionSpec.segment_ids)."""
+    plain = all(x is None for x in lm.objective.inference_attention(is_causal, 1).per_position())
+    if share_prefix and is_causal and plain and lm.shares_prefixes:  # (an objective's own rule: copies kept whole)
         rows = share_prefixes(copies, lm.max_len)
     else:
         rows = [_row(c) for c in copies]
@@ -235,17 +257,7 @@ def score_copies(
         for r, row in enumerate(chunk):
             ids[r, : len(row.ids)] = torch.tensor(row.ids)
             select[r, row.reads] = True
-        prefix = torch.tensor([r.prefix for r in chunk]) if any(r.prefix for r in chunk) else None
-        extra = {"block_size": block_size} if block_size else {}  # (ScoringLMs without block attention)
-        if any(r.segments for r in chunk):
-            segments = torch.full((len(chunk), width), -1, dtype=torch.long)  # padding: a branch of its own
-            positions = torch.zeros(len(chunk), width, dtype=torch.long)
-            for r, row in enumerate(chunk):
-                n = len(row.ids)
-                segments[r, :n] = torch.tensor(row.segments or [0] * n)
-                positions[r, :n] = torch.tensor(row.positions or range(n))
-            extra.update(segment_ids=segments, position_ids=positions)
-        logits = lm.selected_logits(ids, lengths, is_causal, select, prefix, **extra)
+        logits = lm.selected_logits(ids, lengths, _attention(lm, chunk, width, lengths, is_causal), select)
         if forbid_mask:
             logits[:, lm.mask_id] = float("-inf")
         # each read's row in `logits` (the selected positions in row-major order; a position read twice is one row)

@@ -5,8 +5,11 @@ An objective is one class in one file. It turns clean windows of L+1 token ids i
 (inputs, targets, attention, per-token loss weights); its options are a dataclass in the same file
 (`Options`: defaults, help, checks), from which the CLI flags, config keys, the resume check and
 export metadata are made; what the rest of the package may ask of it is one frozen record
-(`capabilities`: scorers, generation, infilling, export views, what its loss is). Nothing outside
-`objectives/` switches on an objective's name. The loss is not the objective's: the training loss
+(`capabilities`: scorers, generation, infilling, export views, what its loss is), and what
+scoring, perplexity and generation need of its structure is the interface below, answered by every
+objective (`scoring_attention`, `block_size`/`block_ids`, and the bound: `bound()`, `bound_shift`,
+`bound_times`, `time_mask`, `subset_masks`, `block_subsets`). Nothing outside `objectives/` switches
+on an objective's name or probes it for members. The loss is not the objective's: the training loss
 (hybridlm.losses) reads the batch it makes.
 
 The loss weights are normalised over the *global* batch, so the batch loss is simply
@@ -25,7 +28,7 @@ import torch
 
 from hybridlm.errors import UserError
 from hybridlm.model import AttentionSpec
-from hybridlm.objectives.capabilities import CAUSAL_LM, Capabilities, Generation
+from hybridlm.objectives.capabilities import CAUSAL_LM, Capabilities, Generation, Likelihood
 from hybridlm.tokenizer import special_ids
 
 SPECIAL = special_ids()
@@ -235,3 +238,53 @@ class Objective:
         at time t in [0, 1]. Objectives without one use the log-linear schedule (alpha = 1 - t): an even
         number of tokens revealed per round."""
         return 1.0 - t
+
+    # ------------------------------------------------------------ structure (what scoring and generation ask)
+    @property
+    def block_size(self) -> int:
+        """Tokens per block when the model attends block by block (block diffusion); 0: no blocks."""
+        return 0
+
+    def block_ids(self, length: int) -> torch.Tensor | None:
+        """The block of each of positions 0..length-1 (None: no block structure)."""
+        return None
+
+    def inference_attention(self, causal: bool, length: int) -> AttentionSpec:
+        """How `length` tokens attend at inference, when a scorer reads copies or a sampler a canvas (`causal`:
+        their mode): one mode for every row, or the objective's own rule (block diffusion: block by block).
+        The scoring engine adds padding, prefixes and shared-prefix branches."""
+        blocks = self.block_ids(length)
+        return AttentionSpec(causal) if causal or blocks is None else AttentionSpec(False, block_ids=blocks)
+
+    # ------------------------------------------------------------ the bound (objectives whose likelihood is one)
+    def bound(self) -> Objective:
+        """The objective whose diffusion bound the bound scorers and the unmasking schedule read: this one when its
+        likelihood is a bound (a mix answers with its component); else a one-line UserError."""
+        if self.capabilities.likelihood is Likelihood.BOUND:
+            return self
+        raise UserError(f"objective {self.name} has no diffusion bound: the elbo scorer needs a diffusion objective")
+
+    @property
+    def bound_shift(self) -> int:
+        """Where the bound reads a masked token's prediction: at its position (0) or one before (1)."""
+        return 0
+
+    def bound_times(self, n: int, generator) -> torch.Tensor:
+        """n times t for a Monte Carlo estimate of the bound (stratified)."""
+        raise self._no_bound()
+
+    def time_mask(self, ids: torch.Tensor, t: torch.Tensor, generator, can=None, per_token_schedule: bool = False):
+        """(mask, weight) of the forward process at times t ([B]) over ids [B, L]: which positions are masked and
+        each position's weight in the bound."""
+        raise self._no_bound()
+
+    def subset_masks(self, n: int, generator, samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bound of n tokens by subset size: (masks [S, n] bool, weights [S])."""
+        raise self._no_bound()
+
+    def block_subsets(self, positions: list[int], generator, samples: int = 1) -> list[tuple]:
+        """The bound of `positions` block by block: per block (its end, its positions, masks, weights)."""
+        raise self._no_bound()
+
+    def _no_bound(self) -> UserError:
+        return UserError(f"objective {self.name} has no diffusion bound to score with")

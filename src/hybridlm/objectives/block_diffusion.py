@@ -25,6 +25,7 @@ from hybridlm.model import AttentionSpec
 from hybridlm.objectives.base import SPECIAL, Batch, Objective, Options, in_range, option
 from hybridlm.objectives.capabilities import Attention, Capabilities, Generation, Infill, Likelihood
 from hybridlm.objectives.diffusion import diffusable, sample_times, subset_masks
+from hybridlm.scorers import Copy, Scorer, register_scorer
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,22 @@ class BlockDiffusionObjective(Objective):
         for block, members in sorted(by_block.items()):
             out.append(((block + 1) * self.block_size, members, *subset_masks(len(members), generator, samples)))
         return out
+
+
+# ---------------------------------------------------------------- its scorer
+def _block_bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
+    """Block diffusion's bound, block by block: each block's scored tokens by subset size, the copy cut
+    after that block (what comes later is never seen), everything before it clean."""
+    g = torch.Generator().manual_seed(draw_seed)
+    out = []
+    for end, members, masks, weights in lm.objective.bound().block_subsets(scored, g, samples):
+        for mask, w in zip(masks, weights.tolist()):
+            chosen = [members[j] for j in mask.nonzero().flatten().tolist()]
+            masked = list(ids[:end])
+            for j in chosen:
+                masked[j] = lm.mask_id
+            out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
+    return out
+
+
+register_scorer(Scorer("block-elbo", "bound", False, _block_bound_copies, forbid_mask=True))

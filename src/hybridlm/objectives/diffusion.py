@@ -147,6 +147,9 @@ class DiffusionObjective(Objective):
         mask = (torch.rand(B, L, generator=generator) < 1 - alpha) & can
         return mask, weight
 
+    def bound_times(self, n: int, generator) -> torch.Tensor:
+        return sample_times(n, generator, self.eps)
+
     def subset_masks(self, n: int, generator, samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """The bound by the number of masked tokens, for scoring (see `subset_masks` below)."""
         return subset_masks(n, generator, samples)

@@ -260,25 +260,16 @@ class MixObjective(Objective):
         view.start, view.end, view.phases = {name: 1.0}, None, []
         return view
 
-    def _diffusion(self):
+    def bound(self):
+        """The component whose likelihood is a bound (the elbo scorer and the unmasking schedule read it)."""
         for c in self.components.values():
             if c.capabilities.likelihood is Likelihood.BOUND:
                 return c
         raise UserError("this mix has no diffusion objective: the elbo scorer and unmasking schedule need one")
 
-    @property
-    def bound_shift(self) -> int:
-        return self._diffusion().bound_shift
-
-    def subset_masks(self, n, generator, samples=1):
-        return self._diffusion().subset_masks(n, generator, samples)
-
-    def time_mask(self, *args, **kw):
-        return self._diffusion().time_mask(*args, **kw)
-
     def alpha(self, t):
         try:
-            return self._diffusion().alpha(t)
+            return self.bound().alpha(t)
         except UserError:
             return super().alpha(t)
 

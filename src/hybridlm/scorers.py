@@ -1,5 +1,6 @@
-"""The scorer registry: each way hlm scores a text is a `Scorer` record (the copies it runs, how they
-attend, what their sum means), registered by name in `SCORERS`; `register_scorer` adds one. Which
+"""The scorer registry: each way hlm scores a text is a `Scorer` record (the copies it runs, in which
+mode they attend, what their sum means), registered by name in `SCORERS`; `register_scorer` adds one
+(an objective's own scorer is registered in its file: block diffusion's `block-elbo`). Which
 scorers a model has is its objective's answer (`capabilities.scorers`) plus every sum of scorers
 whose parts it has (`available_scorers`: fused = causal + mntp)."""
 
@@ -54,11 +55,14 @@ class Scorer:
     whole_word: bool = False  # masked copies: also mask the rest of the word to the right
     forbid_mask: bool = False  # <mask> is never a prediction (MDLM's SUBS)
     parts: tuple[str, ...] = ()  # a sum of other scorers' scores (fused)
-    blocks: bool = False  # copies attend block by block (the objective's block_size): block diffusion
+    prefix: bool = False  # causal copies read their context (with <s>) bidirectionally: a prefix LM
+    # perplexity's copies of whole windows, when not `copies` over every token:
+    # window_copies(scorer, lm, windows, samples, seed) -> list[Copy]
+    window_copies: Callable | None = None
 
 
 def _causal_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
-    prefix = first + 1 if scorer.name == "prefix" else 0
+    prefix = first + 1 if scorer.prefix else 0
     return [Copy(index, ids, [i - 1 for i in scored], [ids[i] for i in scored], prefix=prefix)]
 
 
@@ -69,8 +73,9 @@ def _masked_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_
 def _bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
     """The diffusion objective's bound by subset size, over the scored tokens only (see `subset_masks`)."""
     g = torch.Generator().manual_seed(draw_seed)
-    masks, weights = lm.objective.subset_masks(len(scored), g, samples)
-    shift = lm.objective.bound_shift  # a diffusion model in a causal model's layout reads i-1
+    bound = lm.objective.bound()
+    masks, weights = bound.subset_masks(len(scored), g, samples)
+    shift = bound.bound_shift  # a diffusion model in a causal model's layout reads i-1
     out = []
     for mask, w in zip(masks, weights.tolist()):
         chosen = [scored[j] for j in mask.nonzero().flatten().tolist()]
@@ -81,19 +86,24 @@ def _bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_s
     return out
 
 
-def _block_bound_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):
-    """Block diffusion's bound, block by block: each block's scored tokens by subset size, the copy cut
-    after that block (what comes later is never seen), everything before it clean."""
-    g = torch.Generator().manual_seed(draw_seed)
-    out = []
-    for end, members, masks, weights in lm.objective.block_subsets(scored, g, samples):
-        for mask, w in zip(masks, weights.tolist()):
-            chosen = [members[j] for j in mask.nonzero().flatten().tolist()]
-            masked = list(ids[:end])
-            for j in chosen:
-                masked[j] = lm.mask_id
-            out.append(Copy(index, masked, chosen, [ids[j] for j in chosen], w))
-    return out
+def _time_bound_copies(scorer, lm, windows, samples, seed):
+    """Perplexity's NELBO by Monte Carlo over t: `samples` stratified times per window, masks and weights from
+    the diffusion objective's forward process (the run's own schedule); position 0 of a window (<s>, or
+    context carried from the previous window) is never masked."""
+    bound = lm.objective.bound()
+    g = torch.Generator().manual_seed(seed)
+    copies = []
+    for wi, w in enumerate(windows):
+        t = bound.bound_times(samples, g)
+        rows = torch.tensor([w[1:]] * samples)
+        mask, weight = bound.time_mask(rows, t, g, can=torch.ones_like(rows, dtype=torch.bool))
+        for s in range(samples):
+            chosen = (mask[s].nonzero().flatten() + 1).tolist()
+            if chosen:
+                masked = [lm.mask_id if j in set(chosen) else tok for j, tok in enumerate(w)]
+                read = [j - bound.bound_shift for j in chosen]  # a diffusion model in a causal layout reads i-1
+                copies.append(Copy(wi, masked, read, [w[j] for j in chosen], float(weight[s, 0]) / samples))
+    return copies
 
 
 SCORERS: dict[str, Scorer] = {}
@@ -112,9 +122,8 @@ for _scorer in (
     Scorer("mntp", "pseudo", False, _masked_copies, shift=1),
     Scorer("mntp-word", "pseudo", False, _masked_copies, shift=1, whole_word=True),
     Scorer("fused", "pseudo", False, parts=("causal", "mntp")),
-    Scorer("elbo", "bound", False, _bound_copies, forbid_mask=True),
-    Scorer("prefix", "exact", True, _causal_copies),
-    Scorer("block-elbo", "bound", False, _block_bound_copies, forbid_mask=True, blocks=True),
+    Scorer("elbo", "bound", False, _bound_copies, forbid_mask=True, window_copies=_time_bound_copies),
+    Scorer("prefix", "exact", True, _causal_copies, prefix=True),
 ):
     register_scorer(_scorer)
 
