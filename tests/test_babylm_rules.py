@@ -7,9 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, assert_one_line_error, hlm
+from helpers import SHARED, assert_one_line_error, hlm, metric_rows, tiny_flags, torchrun
 from safetensors.torch import load_file
-from test_distributed import torchrun
 
 from hybridlm.config import TrainConfig, parse_word_count, word_label
 from hybridlm.data import PackedTokens, prepare, words_per_token
@@ -18,24 +17,16 @@ from hybridlm.tokenizer import load_tokenizer, train_tokenizer
 from hybridlm.train import train
 
 ARGS = [
-    "--preset",
-    "tiny",
-    "--seq-len",
-    64,
-    "--batch-size",
-    64,
-    "--log-interval",
-    1,
-    "--eval-interval",
-    0,
-    "--checkpoint-interval",
-    20,
-    "--precision",
-    "fp32",
-    "--seed",
-    3,
-    "--checkpoint-words",
-    "50k,100K",
+    *tiny_flags(
+        seq_len=64,
+        batch_size=64,
+        log_interval=1,
+        eval_interval=0,
+        checkpoint_interval=20,
+        precision="fp32",
+        seed=3,
+        checkpoint_words="50k,100K",
+    ),
 ]
 
 
@@ -57,7 +48,7 @@ def words_run(tmp_path_factory, words_data):
 
 
 def _records(run):
-    return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    return metric_rows(run)
 
 
 def _words_checkpoints(run):
@@ -175,18 +166,7 @@ def test_max_epochs_stops_after_one_pass(cli, data_dir, tmp_path):
         data_dir,
         "--out",
         tmp_path / "capped",
-        "--preset",
-        "tiny",
-        "--seq-len",
-        64,
-        "--batch-size",
-        32,
-        "--max-epochs",
-        0.5,
-        "--max-steps",
-        1000,
-        "--eval-interval",
-        0,
+        *tiny_flags(seq_len=64, batch_size=32, max_epochs=0.5, max_steps=1000, eval_interval=0),
     )
     assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == int(0.5 * windows.n_windows) // 32
     assert "--max-epochs 0.5 reached" in proc.stderr
@@ -199,18 +179,7 @@ def test_schedule_without_cap_warns_and_old_data_is_refused(cli, words_data, tmp
         words_data[1],
         "--out",
         tmp_path / "r",
-        "--preset",
-        "tiny",
-        "--seq-len",
-        64,
-        "--batch-size",
-        8,
-        "--max-steps",
-        1,
-        "--eval-interval",
-        0,
-        "--checkpoint-schedule",
-        "babylm-strict-small",
+        *tiny_flags(seq_len=64, max_steps=1, eval_interval=0, checkpoint_schedule="babylm-strict-small"),
     )
     assert "warning" in proc.stderr and "--max-epochs 10" in proc.stderr
     old = tmp_path / "old"

@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, train_until_killed
-from test_distributed import torchrun
+from helpers import assert_one_line_error, tiny_flags, torchrun, train_until_killed
 
 from hybridlm.config import TrainConfig
 from hybridlm.curriculum import CurriculumSampler, pacing, window_scores
@@ -23,7 +22,7 @@ CLIMB = {
     "exponential": [0.2, 0.2, 0.200406166, 0.2053542807, 0.8771798039, 1.0, 1.0],
     "log": [0.2, 0.2, 0.8891109778, 0.9445554892, 0.998659124, 1.0, 1.0],
 }
-TINY = ("--seq-len", 32, "--batch-size", 8, "--eval-interval", 0)
+TINY = tiny_flags(eval_interval=0)
 
 
 @pytest.mark.parametrize("name", list(CLIMB))

@@ -3,7 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 
 from hybridlm.data import PackedTokens, load_manifest, prepare
 from hybridlm.errors import UserError

@@ -1,5 +1,5 @@
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

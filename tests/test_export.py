@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 
 from hybridlm.evaluate.lm import HFLM, RunLM
 from hybridlm.evaluate.scoring import score_sentences

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 
 from hybridlm.finetune import FinetuneConfig, RunClassifier, finetune
 from hybridlm.grammar import write_grammaticality

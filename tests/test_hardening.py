@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm, run_cli
+from helpers import assert_one_line_error, hlm, run_cli, tiny_flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hybridlm.runs import RunDir
 
-TRAIN = ["--seq-len", "32", "--batch-size", "8", "--max-steps", "2", "--eval-interval", "0"]
+TRAIN = tiny_flags(max_steps=2, eval_interval=0)
 
 
 @pytest.fixture
@@ -385,16 +385,7 @@ def test_any_numeric_option_runs_or_fails_in_one_line(capsys, tmp_path_factory, 
         out,
         "--objective",
         objective,
-        "--seq-len",
-        "16",
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "2",
-        "--eval-interval",
-        "2",
-        "--eval-batches",
-        "1",
+        *tiny_flags(seq_len=16, batch_size=4, max_steps=2, eval_interval=2, eval_batches=1),
         f"--{option}={value!r}",
     ]
     result = run_cli(capsys, *args)
@@ -405,20 +396,7 @@ def test_any_numeric_option_runs_or_fails_in_one_line(capsys, tmp_path_factory, 
 
 # ---------------------------------------------------------------- issue 26: never lose a run, never write on an input
 TR = [
-    "--preset",
-    "tiny",
-    "--batch-size",
-    "4",
-    "--seq-len",
-    "32",
-    "--checkpoint-interval",
-    "10",
-    "--eval-interval",
-    "10",
-    "--eval-batches",
-    "2",
-    "--log-interval",
-    "5",
+    *tiny_flags(batch_size=4, checkpoint_interval=10, eval_interval=10, eval_batches=2, log_interval=5),
 ]
 
 

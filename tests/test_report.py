@@ -1,4 +1,7 @@
 import json
+import shutil
+
+import pytest
 
 from hybridlm.grammar import write_minimal_pairs
 
@@ -25,3 +28,126 @@ def test_report_with_curves_blimp_perplexity_and_samples(cli, tmp_path, runs, co
     page = (tmp_path / "h" / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
     assert "<td>hybrid</td><td>causal</td>" in page and "<td>hybrid</td><td>mntp</td>" in page
+
+
+# one result of each kind as hlm writes it (kind and schema aside), and the table row the report makes of it
+MEASURE = {"measure": "exact", "tokens": 300, "nll_per_token": 2.5, "perplexity": 12.18, "bits_per_byte": 1.25}
+TASK = {"metric": "accuracy", "value": 0.625, "n": 8, "ties": 1, "subsets": {}}
+RESULTS = {
+    "perplexity": (
+        {"file": "valid.txt", "bytes": 900, "words": 150, "causal": MEASURE},
+        "| r | causal (exact) | 300 | 2.5000 | 12.18 | 1.2500 |",
+    ),
+    "blimp": (
+        {"scorer": "causal", "macro_accuracy": 0.75, "macro_stderr": 0.05, "n_pairs": 40, "ties": 2,
+         "paradigms": {"a": {"accuracy": 0.75, "n": 40}}, "fields": {"syntax": {"accuracy": 0.75, "n": 40}}},
+        "| r | causal | 75.0% ± 5.0 | 40 | 1 | 2 |",
+    ),
+    "babylm": (
+        {"scorer": "causal", "convention": "hlm", "tasks": {"ewok": TASK}},
+        "| r | causal | hlm | ewok | accuracy | 62.5% | 8 | 1 |",
+    ),
+    "checkpoint": (
+        {"scorer": "causal", "convention": "hlm", "checkpoint": "words_1000", "words_seen": 1000,
+         "tasks": {"ewok": TASK}},
+        "| r | causal | ewok | 1000: 62.5% |",
+    ),
+    "aoa": (
+        {"task": "aoa", "scorer": "causal", "value": 0.25, "n_words": 12, "words": {}, "note": "rebuilt"},
+        "| r | causal | 0.250 | 12 | rebuilt |",
+    ),
+    "finetune": (
+        {"task": "boolq", "metric": "accuracy", "value": 0.6, "stdev": 0.1, "seeds": [{}, {}],
+         "majority_baseline": 0.55},
+        "| r | boolq | accuracy | 0.600 ± 0.100 | 2 | 0.550 |",
+    ),
+    "generation": (
+        {"sampler": "first-hitting", "num_samples": 4, "steps": None, "nfe": 16.0, "entropy": 3.5, "degenerate": 0.25},
+        "| r | first-hitting | — | 16.0 | — | 3.50 | 25% | — | — | — |",
+    ),
+    "harness": (
+        {"scorer": "causal", "num_fewshot": 3, "results": {"rte_icl": {"acc,none": 0.5, "acc_stderr,none": 0.05}},
+         "majority": {"rte_icl": 0.52}},
+        "| r | causal | rte\\_icl | 3 | 0.500 ± 0.050 | 0.520 |",
+    ),
+}  # fmt: skip
+
+
+def _run_with(runs, tmp_path, kind: str, data: dict):
+    from hybridlm.results import stamp
+
+    run = tmp_path / "r"
+    if not run.exists():
+        shutil.copytree(runs["causal"], run, ignore=shutil.ignore_patterns("eval"))
+    where = run / "eval" / ("checkpoints/words_1000/babylm-causal.json" if kind == "checkpoint" else f"{kind}.json")
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_text(json.dumps(stamp(kind, data) if "kind" not in data else data))
+    return run
+
+
+@pytest.mark.parametrize("kind", sorted(RESULTS))
+def test_each_kind_of_result_has_its_section(cli, runs, tmp_path, kind):
+    from hybridlm.results import KINDS
+
+    assert set(RESULTS) == set(KINDS)  # a new kind comes with its section and this test's example
+    data, row = RESULTS[kind]
+    run = _run_with(runs, tmp_path, kind, data)
+    cli("report", run, "--out", tmp_path / "rep", "--no-samples")
+    assert row in (tmp_path / "rep" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kind", sorted(set(RESULTS) - {"generation", "harness"}))  # these two always said their kind
+def test_results_from_before_kinds_are_still_read(cli, runs, tmp_path, kind):
+    data, row = RESULTS[kind]
+    run = _run_with(runs, tmp_path, kind, data)
+    (run / "eval" / "old.json").write_text(json.dumps(data))  # as hlm 0.1.0 wrote it: no kind, no schema
+    for f in run.glob("eval/**/*.json"):
+        if f.name != "old.json" and kind != "checkpoint":
+            f.unlink()
+    if kind == "checkpoint":
+        (run / "eval" / "old.json").unlink()
+        (run / "eval" / "checkpoints/words_1000/babylm-causal.json").write_text(json.dumps(data))
+    cli("report", run, "--out", tmp_path / "rep", "--no-samples")
+    assert row in (tmp_path / "rep" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kind", sorted(RESULTS))
+def test_a_result_that_does_not_fit_its_kind_is_skipped_with_a_warning(cli, runs, tmp_path, kind):
+    data, row = RESULTS[kind]
+    broken = {k: ("?" if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in data.items()}
+    if kind == "perplexity":
+        broken["causal"] = {**MEASURE, "tokens": "many"}
+    if kind in ("babylm", "checkpoint"):
+        broken["tasks"] = {"ewok": {**TASK, "metric": 3}}
+    if kind == "harness":
+        broken["results"] = []
+    run = _run_with(runs, tmp_path, kind, broken)
+    out = cli("report", run, "--out", tmp_path / "rep", "--no-samples")
+    assert row not in (tmp_path / "rep" / "report.md").read_text()
+    assert "skipped" in out.stderr and f"not a {kind} result" in out.stderr, out.stderr
+
+
+def test_unknown_kinds_and_newer_schemas_are_skipped_with_a_warning(cli, runs, tmp_path):
+    data, row = RESULTS["blimp"]
+    run = _run_with(runs, tmp_path, "blimp", data)
+    (run / "eval" / "blimp.json").write_text(json.dumps({**data, "kind": "blimp", "schema": 99}))
+    (run / "eval" / "other.json").write_text(json.dumps({"kind": "speedrun", "seconds": 3}))
+    out = cli("report", run, "--out", tmp_path / "rep", "--no-samples")
+    assert row not in (tmp_path / "rep" / "report.md").read_text()
+    assert "schema 99" in out.stderr and "upgrade hybridlm" in out.stderr
+    assert "'speedrun' unknown to this hlm" in out.stderr
+
+
+def test_every_result_hlm_writes_says_its_kind(runs, corpus, tmp_path):
+    from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs
+    from hybridlm.evaluate.lm import RunLM
+    from hybridlm.evaluate.perplexity import evaluate_file
+    from hybridlm.grammar import write_minimal_pairs
+    from hybridlm.results import SCHEMA
+
+    lm = RunLM(runs["causal"])
+    text = tmp_path / "valid.txt"
+    text.write_text(corpus.read_text()[:400])
+    pairs = load_pairs([write_minimal_pairs(tmp_path / "pairs", n_per_paradigm=1)], None)
+    for kind, result in (("perplexity", evaluate_file(lm, text)), ("blimp", evaluate_pairs(lm, pairs))):
+        assert list(result)[:2] == ["kind", "schema"] and (result["kind"], result["schema"]) == (kind, SCHEMA)

@@ -5,7 +5,7 @@ gives mean ± s.d. over seeds, marking differences the seeds do not support."""
 import json
 
 import torch
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error, tiny_flags
 from safetensors.torch import load_file
 
 from hybridlm.config import TrainConfig
@@ -13,7 +13,7 @@ from hybridlm.report import _group_section, group_runs
 from hybridlm.runs import RunDir
 from hybridlm.train import Dist, prepare_batch, setup, train
 
-TINY = ("--seq-len", 32, "--batch-size", 8, "--max-steps", 4, "--eval-interval", 4, "--eval-batches", 2)
+TINY = tiny_flags(max_steps=4, eval_interval=4, eval_batches=2)
 
 
 def _weights(run):

@@ -1,5 +1,5 @@
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer

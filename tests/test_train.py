@@ -3,18 +3,13 @@ import math
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm, train_until_killed
+from helpers import TINY, assert_one_line_error, hlm, logged, metric_rows, tiny_flags, train_until_killed
 
 from hybridlm.config import TrainConfig, load_config, merge_config
 from hybridlm.errors import UserError
 from hybridlm.train import train
 
-FAST = dict(preset="tiny", seq_len=32, batch_size=8, lr=3e-3, eval_interval=0, log_interval=1)
-
-
-def _losses(run, key="loss"):
-    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r[key] for r in rows if key in r}
+FAST = dict(TINY, lr=3e-3, eval_interval=0, log_interval=1)
 
 
 @pytest.mark.parametrize("objective", ["causal", "masked", "hybrid", "diffusion"])
@@ -27,7 +22,7 @@ def test_validation_loss_falls(tmp_path, data_dir, objective):
         **{**FAST, "eval_interval": 20, "eval_batches": 4, "lr": 1e-2},
     )
     summary = train(cfg, quiet=True)
-    val = _losses(tmp_path / objective, "val_loss")
+    val = logged(tmp_path / objective, "val_loss")
     assert val[40] < val[20] < 5.8  # log(320) = 5.77 is a uniform guess
     assert summary["tokens_seen"] == 40 * 8 * 32
     assert (tmp_path / objective / "checkpoints" / "step_0000040" / "model.safetensors").is_file()
@@ -39,7 +34,7 @@ def test_gradient_accumulation_does_not_change_the_run(tmp_path, data_dir):
     )
     b = TrainConfig(**{**a.to_dict(), "out": str(tmp_path / "b"), "micro_batch_size": 2})
     train(a, quiet=True), train(b, quiet=True)
-    la, lb = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    la, lb = logged(tmp_path / "a"), logged(tmp_path / "b")
     assert la.keys() == lb.keys()
     for s in la:
         assert la[s] == pytest.approx(lb[s], rel=1e-5, abs=1e-6)
@@ -47,28 +42,8 @@ def test_gradient_accumulation_does_not_change_the_run(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
-    args = [
-        "--data",
-        data_dir,
-        "--objective",
-        "hybrid",
-        "--preset",
-        "tiny",
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--max-steps",
-        300,
-        "--log-interval",
-        1,
-        "--eval-interval",
-        0,
-        "--checkpoint-interval",
-        5,
-        "--seed",
-        11,
-    ]
+    args = ["--data", data_dir, *tiny_flags(objective="hybrid", max_steps=300, log_interval=1, eval_interval=0,
+                                           checkpoint_interval=5, seed=11)]  # fmt: skip
     killed = tmp_path / "killed"
     train_until_killed(args, killed, 10)
     latest = (killed / "checkpoints" / "latest").read_text().strip()
@@ -77,7 +52,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, data_dir):
     hlm("train", "--out", killed, "--resume", "--max-steps", 300)
     reference = tmp_path / "reference"
     hlm("train", *args, "--out", reference)
-    got, want = _losses(killed), _losses(reference)
+    got, want = logged(killed), logged(reference)
     assert sorted(got) == list(range(1, 301))  # nothing repeated, nothing missing after resume
     for s in range(resumed_from + 1, resumed_from + 21):
         assert got[s] == pytest.approx(want[s], rel=1e-6), s
@@ -153,7 +128,7 @@ def test_sequence_length_schedule_keeps_tokens_per_step(tmp_path, data_dir):
         **{**FAST, "seq_len": 16, "batch_size": 16},
     )
     summary = train(cfg, quiet=True)
-    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "r")
     assert [r["tokens"] for r in rows if "loss" in r] == [256 * s for s in range(1, 11)]
     assert cfg.stages() == [(0, 16, 16), (5, 32, 8), (8, 64, 4)]
     state = json.loads((tmp_path / "r" / "checkpoints" / "step_0000010" / "state.json").read_text())
@@ -187,45 +162,17 @@ def test_tensorboard_and_yaml_config(cli, tmp_path, data_dir):
 @pytest.mark.slow
 def test_resume_extends_a_finished_run_even_to_the_default_length(cli, tmp_path, data_dir):
     run = tmp_path / "r"
-    cli(
-        "train",
-        "--data",
-        data_dir,
-        "--out",
-        run,
-        "--max-steps",
-        3,
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--eval-interval",
-        0,
-    )
+    cli("train", "--data", data_dir, "--out", run, *tiny_flags(max_steps=3, eval_interval=0))
     # 1000 is TrainConfig's default max_steps: an explicit flag equal to a default is still applied
     cli("train", "--out", run, "--resume", "--max-steps", 1000, "--log-interval", 500, "--checkpoint-interval", 1000)
     assert json.loads((run / "config.json").read_text())["max_steps"] == 1000
     assert (run / "checkpoints" / "step_0001000").is_dir()
-    assert max(_losses(run)) == 1000
+    assert max(logged(run)) == 1000
 
 
 def test_resume_refuses_another_objective_even_the_default_one(cli, tmp_path, data_dir):
     run = tmp_path / "r"
-    cli(
-        "train",
-        "--data",
-        data_dir,
-        "--out",
-        run,
-        "--objective",
-        "hybrid",
-        "--max-steps",
-        2,
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-    )
+    cli("train", "--data", data_dir, "--out", run, *tiny_flags(objective="hybrid", max_steps=2))
     proc = cli("train", "--out", run, "--resume", "--objective", "causal", "--max-steps", 4, check=False)
     assert_one_line_error(proc, "objective='causal'", "'hybrid'")
     proc = cli("train", "--out", run, "--resume", "--seq-len", 128, check=False)  # 128 is the default seq_len
@@ -244,14 +191,7 @@ def test_resume_trains_the_folder_given_not_the_one_saved(tmp_path, data_dir):
         data_dir,
         "--out",
         orig,
-        "--max-steps",
-        2,
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--eval-interval",
-        0,
+        *tiny_flags(max_steps=2, eval_interval=0),
     )
     before = {p.name: p.stat().st_mtime_ns for p in orig.rglob("*")}
     shutil.copytree(orig, tmp_path / "copy")
@@ -363,7 +303,7 @@ def test_compiled_training_equals_eager(tmp_path, data_dir):
     args = dict(data=str(data_dir), objective="hybrid", max_steps=2, precision="fp32", **FAST)
     train(TrainConfig(out=str(tmp_path / "eager"), **args), quiet=True)
     train(TrainConfig(out=str(tmp_path / "compiled"), compile=True, **args), quiet=True)
-    eager, compiled = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
+    eager, compiled = logged(tmp_path / "eager"), logged(tmp_path / "compiled")
     assert compiled.keys() == eager.keys() == {1, 2}
     for s in eager:
         assert compiled[s] == pytest.approx(eager[s], rel=1e-5)

@@ -6,9 +6,10 @@ a warm-started run resumes exactly."""
 import json
 import shutil
 
+import helpers
 import pytest
 import torch
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error, metric_rows, tiny_flags
 from safetensors.torch import load_file
 
 from hybridlm.config import TrainConfig
@@ -18,11 +19,11 @@ from hybridlm.tokenizer import train_tokenizer
 from hybridlm.train import train
 from hybridlm.warmstart import annealed_visibility
 
-TINY = dict(preset="tiny", seq_len=32, batch_size=8, lr=3e-3, precision="fp32", eval_batches=2, log_interval=1)
+TINY = dict(helpers.TINY, lr=3e-3, precision="fp32", eval_batches=2, log_interval=1)
 
 
 def _records(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return metric_rows(run)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,7 @@ def test_a_warm_start_begins_exactly_where_its_source_ended(source, data_dir, tm
 def test_any_objective_warm_starts_and_the_anneal_runs(cli, source, data_dir, tmp_path):
     out = tmp_path / "diffusion"
     cli("train", "--data", data_dir, "--out", out, "--objective", "diffusion", "--init-from", f"{source}:step_0000020",
-        "--attention-anneal-steps", 3, "--max-steps", 4, "--seq-len", 32, "--batch-size", 8, "--eval-interval", 4,
-        "--eval-batches", 2)  # fmt: skip
+        "--attention-anneal-steps", 3, *tiny_flags(max_steps=4, eval_interval=4, eval_batches=2))  # fmt: skip
     records = _records(out)
     assert records[0]["step"] == 0 and "val_bpb" in records[0]
     # the run's identity: another source or anneal on --resume is refused
@@ -80,7 +80,7 @@ def test_the_annealed_mask_is_causal_at_first_and_full_after_n_steps():
 
 
 def test_a_source_that_does_not_fit_is_refused_before_anything_is_written(cli, source, data_dir, tmp_path, corpus):
-    base = ("train", "--data", data_dir, "--seq-len", 32, "--batch-size", 8, "--max-steps", 2)
+    base = ("train", "--data", data_dir, *tiny_flags(max_steps=2))
     out = tmp_path / "new"
     assert_one_line_error(cli(*base, "--out", out, "--init-from", tmp_path, check=False), "not a hybridlm run")
     proc = cli(*base, "--out", out, "--init-from", source, "--model", '{"n_layer": 3}', check=False)

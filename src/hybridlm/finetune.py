@@ -32,6 +32,7 @@ from hybridlm.files import read_jsonl
 from hybridlm.hf import load_hf_model, load_hf_tokenizer
 from hybridlm.model import AttentionSpec
 from hybridlm.objectives import Attention
+from hybridlm.results import stamp
 from hybridlm.runtime import autocast_for, warmup_cosine
 
 # task -> (text fields, number of labels, selection metric)
@@ -281,17 +282,20 @@ def finetune(make_model, task: str, data_dir, cfg: FinetuneConfig, device="cpu",
     predictions = [r.pop("predictions") for r in runs][0]
     _, _, metric = TASKS[task]
     majority_class, majority = majority_baseline([y for _, y in train], [y for _, y in valid], TASKS[task][1], metric)
-    return {
-        "model": name,
-        "task": task,
-        "metric": metric,
-        "value": statistics.mean(values),
-        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n_train": len(train),
-        "n_valid": len(valid),
-        "majority_baseline": majority,
-        "majority_class": majority_class,
-        "config": asdict(cfg),
-        "seeds": runs,
-        "predictions": predictions,
-    }
+    return stamp(
+        "finetune",
+        {
+            "model": name,
+            "task": task,
+            "metric": metric,
+            "value": statistics.mean(values),
+            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n_train": len(train),
+            "n_valid": len(valid),
+            "majority_baseline": majority,
+            "majority_class": majority_class,
+            "config": asdict(cfg),
+            "seeds": runs,
+            "predictions": predictions,
+        },
+    )

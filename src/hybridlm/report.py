@@ -12,106 +12,93 @@ import io
 import math
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hybridlm.errors import UserError
 from hybridlm.files import atomic_write_bytes, atomic_write_text, refuse_links_in
 from hybridlm.generate import sample_text
+from hybridlm.results import KINDS, kind_of, newer_schema
 from hybridlm.runs import RunDir, load_run
 
 NUMBER, OPTIONAL_NUMBER = (int, float), (int, float, type(None))
-# what the report reads of each kind of result: key -> the types it may have (a row that does not fit is skipped)
-SHAPES = {
-    "blimp": {"scorer": str, "macro_accuracy": NUMBER, "n_pairs": int, "ties": int, "paradigms": dict, "fields": dict},
-    "babylm": {"scorer": str, "convention": str, "tasks": dict},
-    "babylm task": {"metric": str, "value": OPTIONAL_NUMBER, "n": int, "ties": int},
-    "perplexity": {
-        "measure": str,
-        "tokens": int,
-        "nll_per_token": NUMBER,
-        "perplexity": NUMBER,
-        "bits_per_byte": NUMBER,
-    },
-    "finetune": {"task": str, "metric": str, "value": NUMBER, "seeds": list, "stdev": NUMBER},
-    "aoa": {"words": dict, "value": OPTIONAL_NUMBER, "n_words": int},
-    "checkpoint": {"tasks": dict, "words_seen": (int, type(None))},
-    "checkpoint task": {"metric": str, "value": OPTIONAL_NUMBER},
-    "generation": {"sampler": str, "num_samples": int, "steps": (int, type(None)), "nfe": OPTIONAL_NUMBER},
-    "harness": {"scorer": str, "results": dict, "num_fewshot": (int, type(None)), "majority": dict},
-}
 
 
-def _misfit(kind: str, data) -> str | None:
-    """Why `data` is not a result of `kind` the report can show (None when it is)."""
+def _misfit(shape: dict, data) -> str | None:
+    """Why `data` does not have `shape` (key -> the types its value may have); None when it does."""
     if not isinstance(data, dict):
         return "not a JSON object"
-    for key, types in SHAPES[kind].items():
+    for key, types in shape.items():
         value = data.get(key)
         if not isinstance(value, types) or (isinstance(value, bool) and types in (NUMBER, OPTIONAL_NUMBER, int)):
             return f"{key!r} is missing or of the wrong type"
     for key in ("macro_stderr", "nll_per_token_stderr", "majority_baseline"):  # optional, but numbers when there
         if key in data and not isinstance(data[key], OPTIONAL_NUMBER):
             return f"{key!r} is not a number"
-    inner = {"babylm": "babylm task", "checkpoint": "checkpoint task"}.get(kind)
-    if inner:
-        return next((f"task {t!r}: {why}" for t, v in data["tasks"].items() if (why := _misfit(inner, v))), None)
-    if kind == "blimp":
-        return next(
-            (
-                f"field {f!r} has no accuracy"
-                for f, v in data["fields"].items()
-                if not isinstance(v, dict) or not isinstance(v.get("accuracy"), NUMBER)
-            ),
-            None,
-        )
     return None
 
 
-def _keep(kind: str, data, where: str) -> bool:
-    why = _misfit(kind, data)
+def _warn(where: str, kind: str, why: str) -> None:
+    print(f"hlm: warning: {where}: skipped, not a {kind} result hlm report can show ({why})", file=sys.stderr)
+
+
+def _fit(kind: str, data: dict, where: str) -> dict | None:
+    """The part of a result of `kind` the report can show, None when nothing is (with one warning per misfit)."""
+    section = SECTIONS[kind]
+    if section.parts:  # perplexity: each scorer's measure stands on its own
+        kept = {}
+        for key, value in data.items():
+            if isinstance(value, dict) and section.parts in value:
+                why = _misfit(section.part_shape, value)
+                if why:
+                    _warn(f"{where} ({key})", kind, why)
+                    continue
+            kept[key] = value
+        return kept
+    why = _misfit(section.shape, data)
+    if why is None and section.part_shape:  # every task of a BabyLM result
+        why = next(
+            (f"task {t!r}: {w}" for t, v in data["tasks"].items() if (w := _misfit(section.part_shape, v))), None
+        )
+    if why is None and kind == "blimp":
+        why = next(
+            (f"field {f!r} has no accuracy" for f, v in data["fields"].items() if _misfit({"accuracy": NUMBER}, v)),
+            None,
+        )
     if why:
-        print(f"hlm: warning: {where}: skipped, not a {kind} result hlm report can show ({why})", file=sys.stderr)
-    return why is None
+        _warn(where, kind, why)
+    return None if why else data
 
 
 def _read_run(path: Path) -> dict:
+    """A run's config, logged metrics and every result it holds, by kind (a hybrid has causal and MNTP scores)."""
     run = RunDir(path).require()
     cfg = run.read_config()
-    # every result the run holds (a hybrid has causal and MNTP scores)
-    blimp, ppl, babylm, finetuned, aoa, generation, harness = [], None, [], [], [], [], []
-    for name, data in run.read_evals():
-        where = str(run.eval_dir / name)
-        if data.get("kind") == "generation":
-            generation += [data] if _keep("generation", data, where) else []
-        elif data.get("kind") == "harness":
-            harness += [data] if _keep("harness", data, where) else []
-        elif data.get("task") == "aoa" and "words" in data:
-            aoa += [data] if _keep("aoa", data, where) else []
-        elif "seeds" in data and "task" in data:
-            finetuned += [data] if _keep("finetune", data, where) else []
-        elif "paradigms" in data:
-            blimp += [data] if _keep("blimp", data, where) else []
-        elif "tasks" in data and "convention" in data:
-            babylm += [data] if _keep("babylm", data, where) else []
-        elif "file" in data and "bytes" in data:
-            ppl = {
-                k: v
-                for k, v in data.items()
-                if not (isinstance(v, dict) and "perplexity" in v) or _keep("perplexity", v, f"{where} ({k})")
-            }
+    found: dict[str, list[dict]] = {kind: [] for kind in SECTIONS}
+    evals = [(str(run.eval_dir / name), data) for name, data in run.read_evals()]
+    evals += [
+        (f"{run.eval_dir / 'checkpoints'} ({data.get('checkpoint', '?')})", data)
+        for data in run.read_checkpoint_evals()
+    ]
+    for where, data in evals:
+        kind = kind_of(data)
+        if kind is None:
+            if "kind" in data:  # another program's file, or a kind a newer hlm writes
+                print(f"hlm: warning: {where}: skipped, a result of kind {data['kind']!r} unknown to this hlm",
+                      file=sys.stderr)  # fmt: skip
+        elif newer_schema(data):
+            print(f"hlm: warning: {where}: skipped, written by a newer hlm (schema {data.get('schema')!r}); "
+                  "upgrade hybridlm to report it", file=sys.stderr)  # fmt: skip
+        elif (kept := _fit(kind, data, where)) is not None:
+            found[kind].append(kept)
     return {
         "name": run.path.name,
         "path": run.path,
         "config": cfg.to_dict(),
         "metrics": _metric_rows(run.read_metrics(), run.metrics_path),
-        "blimp": blimp,
-        "ppl": ppl,
-        "babylm": babylm,
-        "finetune": finetuned,
-        "curves": _curves(run),
-        "aoa": aoa,
-        "generation": sorted(generation, key=lambda g: (g["sampler"], g["nfe"] or 0)),
-        "harness": harness,
+        **found,
+        "curves": _curves(found["checkpoint"]),
     }
 
 
@@ -137,12 +124,10 @@ def _metric_rows(records: list[dict], where) -> list[dict]:
     return kept
 
 
-def _curves(run: RunDir) -> dict:
+def _curves(checkpoints: list[dict]) -> dict:
     """Learning curves from hlm eval babylm --all-checkpoints: {scorer: {task: [(words seen, value, metric)]}}."""
     curves: dict = {}
-    for result in run.read_checkpoint_evals():
-        if not _keep("checkpoint", result, f"{run.eval_dir / 'checkpoints'} ({result.get('checkpoint', '?')})"):
-            continue
+    for result in checkpoints:
         for task, t in result["tasks"].items():
             if result.get("words_seen") is not None and t.get("value") is not None:
                 curves.setdefault(str(result.get("scorer", "?")), {}).setdefault(task, []).append(
@@ -168,6 +153,14 @@ def _pyplot():
     except ImportError:
         raise UserError("hlm report needs matplotlib: pip install 'hybridlm[report]'") from None
     return plt
+
+
+def _chance(task: str, metric: str) -> float | None:
+    """The task record's chance level, drawn when the plot shows that task's own metric."""
+    from hybridlm.evaluate.babylm import TASKS
+
+    record = TASKS.get(task)
+    return record.chance if record is not None and record.metric == metric else None
 
 
 def _plots(runs: list[dict], out: Path) -> list[str]:
@@ -229,8 +222,8 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
             ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=30)
             ax.set_title(task, fontsize=9)
             ax.set_ylabel(metric, fontsize=8)
-            if metric == "accuracy":
-                ax.axhline(0.5 if task != "entity_tracking" else 0.2, color="grey", ls="--", lw=1)
+            if _chance(task, metric) is not None:
+                ax.axhline(_chance(task, metric), color="grey", ls="--", lw=1)
         fig.tight_layout()
         _save(fig, out / "babylm.png")
         plt.close(fig)
@@ -245,8 +238,8 @@ def _plots(runs: list[dict], out: Path) -> list[str]:
                 if points:
                     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}", label=label)
             metric = next(p[2] for _, by_task in lines for p in by_task.get(task, []))
-            if metric == "accuracy":
-                ax.axhline(0.5 if task != "entity_tracking" else 0.2, color="grey", ls="--", lw=1)
+            if _chance(task, metric) is not None:
+                ax.axhline(_chance(task, metric), color="grey", ls="--", lw=1)
             ax.set_xscale("log")
             ax.set_xlabel("words seen", fontsize=8)
             ax.set_ylabel(metric, fontsize=8)
@@ -337,7 +330,9 @@ def _generation_plot(plt, results: list[tuple[str, dict]], out: Path) -> str:
         ax.set_xlabel("network calls per sample", fontsize=8)
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
+    drawn = next((ax for ax in axes[0] if ax.lines), None)  # a judge-less run has no generative perplexity
+    if drawn is not None:
+        drawn.legend(fontsize=6)
     fig.tight_layout()
     _save(fig, out / "samplers.png")
     plt.close(fig)
@@ -391,6 +386,206 @@ def _section(title: str | None, header: list[str], rows: list[list]) -> list[str
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+@dataclass(frozen=True)
+class Section:
+    """How the report shows one kind of result (hybridlm.results.KINDS): the fields it reads (key -> the types
+    they may have: a result that does not fit is skipped, with a warning) and its table, whose rows
+    rows(a run's results of this kind) gives (the run's name is put before each)."""
+
+    title: str | None
+    header: tuple[str, ...]
+    rows: Callable[[list[dict]], list[list]]
+    shape: dict = field(default_factory=dict)
+    part_shape: dict = field(default_factory=dict)  # each task's (babylm, checkpoint) or each measure's (perplexity)
+    parts: str = ""  # perplexity: the key that marks a measure (each is kept or skipped on its own)
+
+
+def _perplexity_rows(results):
+    return [
+        [
+            f"{_md(k)} ({_md(v['measure'])})",
+            f"{v['tokens']:,}",
+            f"{v['nll_per_token']:.4f}"
+            + (f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""),
+            f"{v['perplexity']:.2f}",
+            f"{v['bits_per_byte']:.4f}",
+        ]
+        for p in results
+        for k, v in p.items()
+        if isinstance(v, dict) and "perplexity" in v
+    ]
+
+
+def _blimp_rows(results):
+    return [
+        [
+            _md(b["scorer"]),
+            f"{100 * b['macro_accuracy']:.1f}%" + (f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""),
+            f"{b['n_pairs']:,}",
+            len(b["paradigms"]),
+            b["ties"],
+        ]
+        for b in results
+    ]
+
+
+def _babylm_rows(results):
+    return [
+        [
+            _md(b["scorer"]),
+            _md(b["convention"]),
+            _md(task),
+            _md(t["metric"]),
+            _value(t["value"], t["metric"]),
+            f"{t['n']:,}",
+            t["ties"],
+        ]
+        for b in results
+        for task, t in b["tasks"].items()
+    ]
+
+
+def _curve_rows(results):
+    return [
+        [
+            _md(scorer),
+            _md(task),
+            ", ".join(f"{_md(c.removeprefix('words_') or w)}: {_value(v, m)}" for w, v, m, c in points),
+        ]
+        for scorer, tasks in _curves(results).items()
+        for task, points in tasks.items()
+    ]
+
+
+def _aoa_rows(results):
+    return [
+        [
+            _md(a.get("scorer", "?")),
+            "n/a" if a.get("value") is None else f"{a['value']:.3f}",
+            a.get("n_words", 0),
+            _md(a.get("note", "")),
+        ]
+        for a in results
+    ]
+
+
+def _finetune_rows(results):
+    return [
+        [
+            _md(f["task"]),
+            _md(f["metric"]),
+            f"{f['value']:.3f}" + (f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""),
+            len(f["seeds"]),
+            f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—",
+        ]
+        for f in results
+    ]
+
+
+def _generation_rows(results):
+    return [
+        [_md(g["sampler"]), g["steps"] or "—"] + [_number(g.get(k), f) for k, f in GENERATION_COLUMNS]
+        for g in sorted(results, key=lambda g: (g["sampler"], g["nfe"] or 0))
+    ]
+
+
+def _harness_rows(results):
+    return [
+        [
+            _md(h["scorer"]),
+            _md(task),
+            h["num_fewshot"] if h["num_fewshot"] is not None else "task's",
+            _number(m.get("acc,none"), ".3f")
+            + (f" ± {m['acc_stderr,none']:.3f}" if isinstance(m.get("acc_stderr,none"), float) else ""),
+            _number(h["majority"].get(task), ".3f"),
+        ]
+        for h in results
+        for task, m in sorted(h["results"].items())
+        if isinstance(m, dict)
+    ]
+
+
+# one section per kind of result, in the report's order
+SECTIONS = {
+    "perplexity": Section(
+        None,
+        ("run", "measure", "tokens", "nats/token", "perplexity", "bits/byte"),
+        _perplexity_rows,
+        parts="perplexity",
+        part_shape={
+            "measure": str,
+            "tokens": int,
+            "nll_per_token": NUMBER,
+            "perplexity": NUMBER,
+            "bits_per_byte": NUMBER,
+        },
+    ),
+    "blimp": Section(
+        None,
+        ("run", "scorer", "macro accuracy", "pairs", "paradigms", "ties"),
+        _blimp_rows,
+        shape={
+            "scorer": str,
+            "macro_accuracy": NUMBER,
+            "n_pairs": int,
+            "ties": int,
+            "paradigms": dict,
+            "fields": dict,
+        },
+    ),
+    "babylm": Section(
+        "BabyLM 2025 zero-shot (hlm eval babylm):",
+        ("run", "scorer", "convention", "task", "metric", "value", "n", "ties"),
+        _babylm_rows,
+        shape={"scorer": str, "convention": str, "tasks": dict},
+        part_shape={"metric": str, "value": OPTIONAL_NUMBER, "n": int, "ties": int},
+    ),
+    "checkpoint": Section(
+        "Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:",
+        ("run", "scorer", "task", "checkpoint: value, in order of words seen"),
+        _curve_rows,
+        shape={"tasks": dict, "words_seen": (int, type(None))},
+        part_shape={"metric": str, "value": OPTIONAL_NUMBER},
+    ),
+    "aoa": Section(
+        "Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):",
+        ("run", "scorer", "Pearson r (model vs child AoA)", "words", "note"),
+        _aoa_rows,
+        shape={"words": dict, "value": OPTIONAL_NUMBER, "n_words": int},
+    ),
+    "finetune": Section(
+        "Fine-tuning (hlm finetune; best epoch on validation):",
+        ("run", "task", "metric", "value", "seeds", "majority class"),
+        _finetune_rows,
+        shape={"task": str, "metric": str, "value": NUMBER, "seeds": list, "stdev": NUMBER},
+    ),
+    "generation": Section(
+        "Samples (hlm eval generation; gen. perplexity under the judge, degenerate: entropy below every real window):",
+        (
+            "run",
+            "sampler",
+            "steps",
+            "calls",
+            "gen. ppl",
+            "entropy",
+            "degenerate",
+            "distinct-2",
+            "grammatical",
+            "s/sample",
+        ),  # fmt: skip
+        _generation_rows,
+        shape={"sampler": str, "num_samples": int, "steps": (int, type(None)), "nfe": OPTIONAL_NUMBER},
+    ),
+    "harness": Section(
+        "In-context learning (hlm eval harness; accuracy ± standard error, the majority class beside it):",
+        ("run", "scorer", "task", "shots", "accuracy", "majority class"),
+        _harness_rows,
+        shape={"scorer": str, "results": dict, "num_fewshot": (int, type(None)), "majority": dict},
+    ),
+}
+assert set(SECTIONS) == set(KINDS), "every kind of result has its section"
+
+
 def _tables(runs: list[dict], samples: dict) -> list[str]:
     rows = []
     for r in runs:
@@ -415,147 +610,9 @@ def _tables(runs: list[dict], samples: dict) -> list[str]:
     lines = _section(
         None, ["run", "objective", "preset", "steps", "tokens seen", "last val loss", "val bits/byte"], rows
     )[1:]
-    ppl = [
-        (r, k, v) for r in runs if r["ppl"] for k, v in r["ppl"].items() if isinstance(v, dict) and "perplexity" in v
-    ]
-    lines += _section(
-        None,
-        ["run", "measure", "tokens", "nats/token", "perplexity", "bits/byte"],
-        [
-            [
-                _md(r["name"]),
-                f"{_md(k)} ({_md(v['measure'])})",
-                f"{v['tokens']:,}",
-                f"{v['nll_per_token']:.4f}"
-                + (f" ± {v['nll_per_token_stderr']:.3f}" if "nll_per_token_stderr" in v else ""),
-                f"{v['perplexity']:.2f}",
-                f"{v['bits_per_byte']:.4f}",
-            ]
-            for r, k, v in ppl
-        ],
-    )
-    lines += _section(
-        None,
-        ["run", "scorer", "macro accuracy", "pairs", "paradigms", "ties"],
-        [
-            [
-                _md(r["name"]),
-                _md(b["scorer"]),
-                f"{100 * b['macro_accuracy']:.1f}%"
-                + (f" ± {100 * b['macro_stderr']:.1f}" if "macro_stderr" in b else ""),
-                f"{b['n_pairs']:,}",
-                len(b["paradigms"]),
-                b["ties"],
-            ]
-            for r in runs
-            for b in r["blimp"]
-        ],
-    )
-    lines += _section(
-        "BabyLM 2025 zero-shot (hlm eval babylm):",
-        ["run", "scorer", "convention", "task", "metric", "value", "n", "ties"],
-        [
-            [
-                _md(r["name"]),
-                _md(b["scorer"]),
-                _md(b["convention"]),
-                _md(task),
-                _md(t["metric"]),
-                _value(t["value"], t["metric"]),
-                f"{t['n']:,}",
-                t["ties"],
-            ]
-            for r in runs
-            for b in r["babylm"]
-            for task, t in b["tasks"].items()
-        ],
-    )
-    lines += _section(
-        "Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:",
-        ["run", "scorer", "task", "checkpoint: value, in order of words seen"],
-        [
-            [
-                _md(r["name"]),
-                _md(scorer),
-                _md(task),
-                ", ".join(f"{_md(c.removeprefix('words_') or w)}: {_value(v, m)}" for w, v, m, c in points),
-            ]
-            for r in runs
-            for scorer, tasks in r["curves"].items()
-            for task, points in tasks.items()
-        ],
-    )
-    lines += _section(
-        "Age of acquisition (Chang & Bergen 2022; hlm eval babylm --all-checkpoints):",
-        ["run", "scorer", "Pearson r (model vs child AoA)", "words", "note"],
-        [
-            [
-                _md(r["name"]),
-                _md(a.get("scorer", "?")),
-                "n/a" if a.get("value") is None else f"{a['value']:.3f}",
-                a.get("n_words", 0),
-                _md(a.get("note", "")),
-            ]
-            for r in runs
-            for a in r["aoa"]
-        ],
-    )
-    lines += _section(
-        "Fine-tuning (hlm finetune; best epoch on validation):",
-        ["run", "task", "metric", "value", "seeds", "majority class"],
-        [
-            [
-                _md(r["name"]),
-                _md(f["task"]),
-                _md(f["metric"]),
-                f"{f['value']:.3f}" + (f" ± {f['stdev']:.3f}" if len(f["seeds"]) > 1 else ""),
-                len(f["seeds"]),
-                f"{f['majority_baseline']:.3f}" if f.get("majority_baseline") is not None else "—",
-            ]
-            for r in runs
-            for f in r["finetune"]
-        ],
-    )
-    lines += _section(
-        "Samples (hlm eval generation; gen. perplexity under the judge, degenerate: entropy below every real window):",
-        [
-            "run",
-            "sampler",
-            "steps",
-            "calls",
-            "gen. ppl",
-            "entropy",
-            "degenerate",
-            "distinct-2",
-            "grammatical",
-            "s/sample",
-        ],
-        [
-            [_md(r["name"]), _md(g["sampler"]), g["steps"] or "—"]
-            + [_number(g.get(k), f) for k, f in GENERATION_COLUMNS]
-            for r in runs
-            for g in r["generation"]
-        ],
-    )
-    lines += _section(
-        "In-context learning (hlm eval harness; accuracy ± standard error, the majority class beside it):",
-        ["run", "scorer", "task", "shots", "accuracy", "majority class"],
-        [
-            [
-                _md(r["name"]),
-                _md(h["scorer"]),
-                _md(task),
-                h["num_fewshot"] if h["num_fewshot"] is not None else "task's",
-                _number(m.get("acc,none"), ".3f")
-                + (f" ± {m['acc_stderr,none']:.3f}" if isinstance(m.get("acc_stderr,none"), float) else ""),
-                _number(h["majority"].get(task), ".3f"),
-            ]
-            for r in runs
-            for h in r["harness"]
-            for task, m in sorted(h["results"].items())
-            if isinstance(m, dict)
-        ],
-    )
+    for kind, section in SECTIONS.items():
+        rows = [[_md(r["name"]), *row] for r in runs for row in section.rows(r[kind])]
+        lines += _section(section.title, list(section.header), rows)
     if samples:
         lines += ["", "Samples:", ""] + [f"- **{_md(name)}**: {_md(text)}" for name, text in samples.items()]
     return lines

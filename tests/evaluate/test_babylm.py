@@ -8,8 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, assert_one_line_error
-from test_scoring import SHAPE, FakeLM, _tiny_hf_model
+from helpers import SHARED, FakeLM, assert_one_line_error
 
 from hybridlm.evaluate.babylm import evaluate_babylm, r2_gain, spearman
 from hybridlm.evaluate.lm import HFLM, RunLM
@@ -18,14 +17,6 @@ from hybridlm.objectives.diffusion import DiffusionObjective
 
 transformers = pytest.importorskip("transformers")
 FAST = SHARED / "babylm-2025" / "fast_eval"
-
-
-@pytest.fixture(scope="module")
-def hf_causal(tmp_path_factory, tokenizer_dir):
-    cfg = transformers.LlamaConfig(
-        **{**SHAPE, "max_position_embeddings": 1024}, num_key_value_heads=4, bos_token_id=1, eos_token_id=2
-    )
-    return _tiny_hf_model(tmp_path_factory.mktemp("hf_causal"), transformers.LlamaForCausalLM, cfg, tokenizer_dir)
 
 
 def test_completion_log_probs_equal_a_direct_transformers_loop(hf_causal):
@@ -191,3 +182,28 @@ def test_exports_add_bos_so_the_official_convention_scores_like_hlm(cli, runs, s
     assert score_completions(lm, texts, "causal") == pytest.approx(
         score_completions(RunLM(runs["causal"]), texts, "causal"), abs=1e-4
     )
+
+
+def test_a_task_declared_by_a_record_alone_is_evaluated_listed_and_reported(cli, runs, tmp_path):
+    """A new BabyLM task is one Task record: found, scored, named in --help, kept in the run and reported."""
+    from hybridlm.evaluate import babylm
+
+    def toy_item(where, row, f):
+        return babylm.Item([row["yes"], row["no"]], [0, 0], row["group"], where=where)
+
+    data = tmp_path / "data" / "toy_pairs"
+    data.mkdir(parents=True)
+    rows = [{"yes": "the dog runs .", "no": "the dog run .", "group": g} for g in ("a", "b")]
+    (data / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    shutil.copytree(runs["causal"], run)
+    babylm.register_task(babylm.Task("toy_agreement", ("toy_pairs",), "toy agreement pairs", read_item=toy_item))
+    try:
+        assert "toy_agreement" in cli("eval", "babylm", "--help").stdout
+        cli("eval", "babylm", "--run", run, "--data", tmp_path / "data", "--tasks", "toy_agreement")
+        result = json.loads((run / "eval" / "babylm-causal.json").read_text())["tasks"]["toy_agreement"]
+        assert result["n"] == 2 and set(result["subsets"]) == {"a", "b"} and result["metric"] == "accuracy"
+        cli("report", run, "--out", tmp_path / "rep", "--no-samples")
+        assert "| run | causal | hlm | toy\\_agreement | accuracy |" in (tmp_path / "rep" / "report.md").read_text()
+    finally:
+        babylm.TASKS.pop("toy_agreement")

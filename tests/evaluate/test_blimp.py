@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import SHARED, assert_one_line_error
+from helpers import SHARED, assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.blimp import evaluate_pairs, load_pairs

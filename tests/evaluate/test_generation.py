@@ -5,7 +5,7 @@ import math
 import shutil
 
 import pytest
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 
 from hybridlm.evaluate.generation import distinct_n, generative_perplexity, unigram_entropy
 from hybridlm.evaluate.lm import RunLM

@@ -6,7 +6,7 @@ import math
 import shutil
 
 import pytest
-from conftest import SHARED, assert_one_line_error
+from helpers import SHARED, assert_one_line_error
 
 lm_eval = pytest.importorskip("lm_eval")  # an extra: pip install 'hybridlm[lmeval]' (in the test extras)
 

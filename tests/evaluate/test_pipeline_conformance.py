@@ -18,9 +18,9 @@ import subprocess
 import sys
 import textwrap
 
+import helpers
 import pytest
-from conftest import SHARED, assert_one_line_error, hlm
-from test_scoring import SHAPE, _tiny_hf_model
+from helpers import HF_SHAPE, SHARED, assert_one_line_error, hlm, tiny_hf_model
 
 from hybridlm.config import TrainConfig
 from hybridlm.data import prepare
@@ -133,7 +133,7 @@ def run_pipeline(model_dir, backend, data, out, tasks=tuple(SENTENCE_TASKS), rea
 
 
 # ---------------------------------------------------------------- data and models
-TINY = dict(preset="tiny", seq_len=128, batch_size=16, lr=3e-3, eval_interval=0)  # a few seconds a run
+TINY = dict(helpers.TINY, seq_len=128, batch_size=16, lr=3e-3, eval_interval=0)  # a few seconds a run
 
 
 def _subset(src, dst, every=1, limit=None, files=None):
@@ -331,12 +331,12 @@ def test_official_convention_on_an_hf_model_without_bos(tmp_path, data, models):
     convention."""
     tok_dir = models["causal"][0].parent.parent / "tok"
     cfg = transformers.LlamaConfig(
-        **{**SHAPE, "vocab_size": 1024, "max_position_embeddings": 512},
+        **{**HF_SHAPE, "vocab_size": 1024, "max_position_embeddings": 512},
         num_key_value_heads=4,
         bos_token_id=1,
         eos_token_id=2,
     )
-    model = _tiny_hf_model(tmp_path / "llama", transformers.LlamaForCausalLM, cfg, tok_dir)
+    model = tiny_hf_model(tmp_path / "llama", transformers.LlamaForCausalLM, cfg, tok_dir)
     assert transformers.AutoTokenizer.from_pretrained(model)("the cat")["input_ids"][0] != 1
     tasks = ("supplement", "entity_tracking")
     official = run_pipeline(model, "causal", data, tmp_path / "results", tasks=tasks, reading=False)

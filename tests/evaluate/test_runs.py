@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM

@@ -2,46 +2,15 @@ import math
 
 import pytest
 import torch
+from helpers import FakeLM
 
-from hybridlm.evaluate.lm import HFLM, ScoringLM
+from hybridlm.evaluate.lm import HFLM
 from hybridlm.evaluate.scoring import SCORERS, _copies, score_sentences
-from hybridlm.objectives.diffusion import DiffusionObjective
 from hybridlm.objectives.masked import MaskedObjective
 
 transformers = pytest.importorskip("transformers")
 
 SENTENCES = ["the cat sleeps .", "these dogs near the river run quickly .", "a boy sees himself ."]
-
-
-def _tiny_hf_model(out, model_cls, config, tokenizer_dir):
-    """A randomly initialised tiny transformers model with our tokenizer, saved to `out`."""
-    torch.manual_seed(0)
-    model_cls(config).save_pretrained(out)
-    transformers.PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir)).save_pretrained(out)
-    return out
-
-
-SHAPE = dict(
-    vocab_size=320,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    max_position_embeddings=128,
-    pad_token_id=0,
-)
-
-
-@pytest.fixture(scope="module")
-def hf_causal(tmp_path_factory, tokenizer_dir):
-    cfg = transformers.LlamaConfig(**SHAPE, num_key_value_heads=4, bos_token_id=1, eos_token_id=2)
-    return _tiny_hf_model(tmp_path_factory.mktemp("hf_causal"), transformers.LlamaForCausalLM, cfg, tokenizer_dir)
-
-
-@pytest.fixture(scope="module")
-def hf_masked(tmp_path_factory, tokenizer_dir):
-    cfg = transformers.BertConfig(**SHAPE)
-    return _tiny_hf_model(tmp_path_factory.mktemp("hf_masked"), transformers.BertForMaskedLM, cfg, tokenizer_dir)
 
 
 def test_causal_scores_equal_direct_transformers(hf_causal):
@@ -71,26 +40,6 @@ def test_pll_equals_naive_one_mask_loop(hf_masked):
             with torch.no_grad():
                 want += torch.log_softmax(model(masked).logits[0, i].double(), -1)[ids[i]].item()
         assert got == pytest.approx(want, abs=1e-4)
-
-
-class FakeLM(ScoringLM):
-    """Uniform predictions over the vocabulary; words split on spaces."""
-
-    name, bos_id, mask_id, max_len = "fake", 1, 3, 64
-
-    def __init__(self, V=50, objective=DiffusionObjective):
-        self.V, self.objective = V, objective(V)
-
-    def tokenize(self, text):
-        ids, starts = [], []
-        for word in text.split():
-            for k, ch in enumerate(word):
-                ids.append(5 + ord(ch) % (self.V - 5))
-                starts.append(k == 0)
-        return ids, starts
-
-    def selected_logits(self, ids, lengths, attention, select):
-        return torch.zeros(int(select.sum()), self.V)
 
 
 def test_elbo_of_uniform_model_is_exact():

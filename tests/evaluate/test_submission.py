@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import SHARED, assert_one_line_error
+from helpers import SHARED, assert_one_line_error
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate import submission

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error, tiny_config
 
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM
@@ -112,14 +112,11 @@ def test_nelbo_of_uniform_model_is_log_vocab():
 
 @pytest.fixture(scope="module")
 def block_run(tmp_path_factory, data_dir):
-    from hybridlm.config import TrainConfig
     from hybridlm.train import train
 
     out = tmp_path_factory.mktemp("bd") / "run"
-    cfg = TrainConfig(
-        data=str(data_dir), out=str(out), objective="block_diffusion", block_size=4, preset="tiny",
-        seq_len=32, batch_size=8, max_steps=30, eval_interval=30, eval_batches=2, checkpoint_interval=30,
-    )  # fmt: skip
+    cfg = tiny_config(data_dir, out, objective="block_diffusion", block_size=4, max_steps=30, eval_interval=30,
+                      eval_batches=2, checkpoint_interval=30)  # fmt: skip
     summary = train(cfg, quiet=True)
     return out, summary
 

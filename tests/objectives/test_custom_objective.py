@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from helpers import tiny_flags
 
 from hybridlm import cli
 from hybridlm.demo import run_demo
@@ -84,20 +85,7 @@ def _hlm(capsys, *args) -> tuple[int, str, str]:
 
 
 TINY = [
-    "--preset",
-    "tiny",
-    "--seq-len",
-    32,
-    "--batch-size",
-    8,
-    "--lr",
-    1e-2,
-    "--eval-interval",
-    6,
-    "--eval-batches",
-    2,
-    "--log-interval",
-    3,
+    *tiny_flags(lr=0.01, eval_interval=6, eval_batches=2, log_interval=3),
 ]
 
 

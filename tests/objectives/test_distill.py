@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
+from helpers import assert_one_line_error, hlm, metric_rows, tiny_flags
 
 from hybridlm.config import TrainConfig
 from hybridlm.distill import Distiller
@@ -49,20 +49,7 @@ def test_a_student_distils_from_teacher_runs(runs, data_dir, tmp_path):
         data_dir,
         "--out",
         tmp_path / "student",
-        "--preset",
-        "tiny",
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--max-steps",
-        4,
-        "--log-interval",
-        1,
-        "--eval-interval",
-        4,
-        "--eval-batches",
-        2,
+        *tiny_flags(max_steps=4, log_interval=1, eval_interval=4, eval_batches=2),
         "--distill-from",
         relative,
         "--distill-from",
@@ -73,7 +60,7 @@ def test_a_student_distils_from_teacher_runs(runs, data_dir, tmp_path):
     )
     saved = json.loads((tmp_path / "student" / "config.json").read_text())["distill_from"]
     assert saved == [str(Path(runs["causal"]).resolve()), str(Path(runs["hybrid"]).resolve())]  # resumes from anywhere
-    rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "student")
     train_rows = [r for r in rows if "loss" in r]
     assert all(r["kl"] > 0 for r in train_rows)
     teacher_params = 2 * 121_152
@@ -136,21 +123,10 @@ def test_a_student_distils_from_a_hugging_face_teacher_and_bad_ones_are_refused(
     common = (
         "--data",
         data_dir,
-        "--preset",
-        "tiny",
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--max-steps",
-        2,
-        "--log-interval",
-        1,
-        "--eval-interval",
-        0,
+        *tiny_flags(max_steps=2, log_interval=1, eval_interval=0),
     )
     cli("train", *common, "--out", tmp_path / "student", "--distill-from", hf)
-    rows = [json.loads(ln) for ln in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "student")
     assert [r["kl"] > 0 for r in rows if "loss" in r] == [True, True]
     # a masked student cannot read a causal LM's predictions
     assert_one_line_error(

@@ -5,7 +5,7 @@ mean it promises; and the options train from the command line."""
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error, tiny_flags
 
 from hybridlm.config import TrainConfig
 from hybridlm.data import PackedTokens
@@ -78,7 +78,7 @@ def test_fixed_ratio_ignores_the_schedule():
 
 
 def test_masking_options_train_from_flags_and_are_checked(cli, data_dir, tmp_path):
-    tiny = ["--seq-len", 32, "--batch-size", 8, "--max-steps", 3, "--eval-interval", 0]
+    tiny = tiny_flags(max_steps=3, eval_interval=0)
     cli("train", "--data", data_dir, "--out", tmp_path / "h", "--objective", "hybrid", *tiny, "--masking", "whole-word",
         "--mask-ratio", "uniform:0.1,0.4")  # fmt: skip
     bad = ("train", "--data", data_dir, "--out", tmp_path / "x", "--objective", "masked", *tiny)

@@ -1,13 +1,11 @@
 """The objectives added on the one interface: mntp, mix (with schedules; hybrid is its preset) and prefix."""
 
-import json
 import math
 import shutil
 
 import pytest
 import torch
-from conftest import assert_one_line_error, hlm
-from test_distributed import torchrun
+from helpers import assert_one_line_error, hlm, metric_rows, tiny_config, tiny_flags, torchrun
 
 from hybridlm.config import TrainConfig
 from hybridlm.errors import UserError
@@ -167,20 +165,8 @@ def runs_extra(tmp_path_factory, data_dir):
         ("mix", {"mix": "causal:1,prefix:1,mntp:2", "mix_end": "causal:1,mntp:1"}),
         ("mntp", {}),
     ):
-        cfg = TrainConfig(
-            data=str(data_dir),
-            out=str(root / objective),
-            objective=objective,
-            preset="tiny",
-            seq_len=32,
-            batch_size=8,
-            max_steps=12,
-            lr=3e-3,
-            eval_interval=6,
-            eval_batches=2,
-            log_interval=2,
-            **extra,
-        )
+        cfg = tiny_config(data_dir, root / objective, objective=objective, max_steps=12, lr=3e-3, eval_interval=6,
+                          eval_batches=2, log_interval=2, **extra)  # fmt: skip
         out[objective] = (root / objective, train(cfg, quiet=True))
     return {k: v[0] for k, v in out.items()} | {f"{k}_summary": v[1] for k, v in out.items()}
 
@@ -218,24 +204,7 @@ def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, runs, s
     )
     args = [
         *objective,
-        "--preset",
-        "tiny",
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--log-interval",
-        1,
-        "--eval-interval",
-        0,
-        "--precision",
-        "fp32",
-        "--seed",
-        5,
-        "--max-steps",
-        8,
-        "--checkpoint-interval",
-        4,
+        *tiny_flags(log_interval=1, eval_interval=0, precision="fp32", seed=5, max_steps=8, checkpoint_interval=4),
     ]
     hlm("train", "--data", data_dir, "--out", tmp_path / "one", *args)
     torchrun(2, "--data", data_dir, "--out", tmp_path / "two", *args)
@@ -245,7 +214,7 @@ def test_resume_is_exact_and_two_processes_match_one(data_dir, tmp_path, runs, s
     hlm("train", "--out", tmp_path / "resumed", "--resume")
     losses = {}
     for run in ("one", "two", "resumed"):
-        rows = [json.loads(ln) for ln in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        rows = metric_rows(tmp_path / run)
         losses[run] = {r["step"]: r["loss"] for r in rows if "loss" in r}
     assert sorted(losses["one"]) == list(range(1, 9))
     for s in range(1, 9):

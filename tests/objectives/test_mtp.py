@@ -1,11 +1,9 @@
 """Multi-token prediction: extra heads predict t+2..t+N on causal rows; everything else reads the
 next-token head, and exports drop the extra heads."""
 
-import json
-
 import pytest
 import torch
-from conftest import assert_one_line_error
+from helpers import assert_one_line_error, metric_rows, tiny_flags
 
 from hybridlm.config import TrainConfig
 from hybridlm.objectives import build_objective
@@ -40,28 +38,13 @@ def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(cli, da
         data_dir,
         "--out",
         tmp_path / "run",
-        "--preset",
-        "tiny",
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--max-steps",
-        6,
-        "--log-interval",
-        1,
-        "--eval-interval",
-        6,
-        "--eval-batches",
-        2,
-        "--mtp-heads",
-        3,
-        "--mtp-weights",
+        *tiny_flags(max_steps=6, log_interval=1, eval_interval=6, eval_batches=2, mtp_heads=3),
+        "--mtp-weights",  # given twice: one weight a head
         0.5,
         "--mtp-weights",
         0.5,
     )
-    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "run")
     assert all("ce_mtp2" in r and "ce_mtp3" in r for r in rows if "loss" in r)
     assert any("val_bpb" in r for r in rows)
     run = load_run(tmp_path / "run")
@@ -77,26 +60,9 @@ def test_mtp_trains_reports_next_token_bpb_and_exports_without_the_heads(cli, da
         data_dir,
         "--out",
         tmp_path / "mix",
-        "--objective",
-        "mix",
-        "--mix",
-        "causal:1,mntp:1",
-        "--preset",
-        "tiny",
-        "--seq-len",
-        32,
-        "--batch-size",
-        8,
-        "--max-steps",
-        2,
-        "--log-interval",
-        1,
-        "--eval-interval",
-        0,
-        "--mtp-heads",
-        2,
+        *tiny_flags(objective="mix", mix="causal:1,mntp:1", max_steps=2, log_interval=1, eval_interval=0, mtp_heads=2),
     )
-    rows = [json.loads(ln) for ln in (tmp_path / "mix" / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path / "mix")
     assert all("ce_mtp2" in r for r in rows if "loss" in r)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridlm.errors import UserError
+from hybridlm.results import stamp
 
 AGES = tuple(range(16, 31))  # months, the CDI columns
 CHANCE_VOCAB = 300_000  # the pipeline's approximate vocabulary for the chance surprisal (log2)
@@ -201,13 +202,16 @@ def curve_fitness(data: AoAData, checkpoints: list[tuple[str, list[float]]]) -> 
         if data.rebuilt
         else ""
     )
-    return {
-        "task": "aoa",
-        "metric": "pearson r (model vs child AoA)",
-        "value": value,
-        "p_value": p_value,
-        "n_words": len(pairs),
-        "checkpoints": [name for name, _ in checkpoints],
-        "words": pairs,
-        "note": note,
-    }
+    return stamp(
+        "aoa",
+        {
+            "task": "aoa",
+            "metric": "pearson r (model vs child AoA)",
+            "value": value,
+            "p_value": p_value,
+            "n_words": len(pairs),
+            "checkpoints": [name for name, _ in checkpoints],
+            "words": pairs,
+            "note": note,
+        },
+    )

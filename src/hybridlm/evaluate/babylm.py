@@ -36,7 +36,9 @@ import csv
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,37 +49,11 @@ from hybridlm.evaluate.lm import RunLM
 from hybridlm.evaluate.scoring import SCORERS, check_scorer, score_completions
 from hybridlm.files import read_json, read_jsonl
 from hybridlm.objectives import build_objective
+from hybridlm.results import stamp
 from hybridlm.runs import RunDir
 from hybridlm.scorers import available_scorers
 from hybridlm.tokenizer import load_tokenizer
 
-TASKS = (
-    "blimp",
-    "supplement",
-    "ewok",
-    "entity_tracking",
-    "wug_adj",
-    "wug_past",
-    "comps",
-    "reading_eye_tracking",
-    "reading_self_paced",
-    "aoa",
-)
-CURVE_TASKS = ("aoa",)  # computed from every words_N checkpoint of a run, not from one model
-# task -> the folder names it is found under (full_eval first, then fast_eval)
-FOLDERS = {
-    "blimp": ("blimp_filtered", "blimp_fast"),
-    "supplement": ("supplement_filtered", "supplement_fast"),
-    "ewok": ("ewok_filtered", "ewok_fast"),
-    "entity_tracking": ("entity_tracking", "entity_tracking_fast"),
-    "wug_adj": ("wug_adj_nominalization",),
-    "wug_past": ("wug_past_tense",),
-    "comps": ("comps",),
-    "reading_eye_tracking": ("reading",),
-    "reading_self_paced": ("reading",),
-    "aoa": ("aoa",),
-}
-WUG = ("wug_adj", "wug_past")
 # COMPS file -> subset, as the pipeline names them (any other file: wugs_dist_in_between)
 COMPS_SUBSETS = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before"}
 ENTITY_SPLITS = ("regular", "ambiref", "move_contents")
@@ -101,6 +77,38 @@ class TaskData:
     rows: list[dict] | None = None  # reading: the CSV rows
 
 
+@dataclass(frozen=True)
+class Task:
+    """A BabyLM zero-shot task, declared once: where its data is, how a row becomes an item, what it measures.
+    `hlm eval babylm`, its --tasks help, the README, the submission and the report read these records.
+
+    kind: "ranking" (items from .jsonl rows, ranked by score), "reading" (surprisals of the reading CSV's
+    words) or "curve" (computed over a run's words_N checkpoints: aoa). read_item(where, row, file) -> Item;
+    result(items, scores, official) -> the task's result (default: accuracy, macro over subsets)."""
+
+    name: str
+    folders: tuple[str, ...]  # the folder names it is found under (full_eval first, then fast_eval)
+    description: str
+    kind: str = "ranking"
+    read_item: Callable[[str, dict, Path], Item] | None = None
+    result: Callable[[list[Item], list[list[float]], bool], dict] | None = None
+    metric: str = "accuracy"
+    chance: float | None = 0.5  # accuracy by guessing (the report's dashed line)
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Make `task` one of hlm eval babylm's (by name; its folders are searched under --data)."""
+    TASKS[task.name] = task
+    return task
+
+
+def curve_tasks() -> tuple[str, ...]:
+    return tuple(t.name for t in TASKS.values() if t.kind == "curve")
+
+
 # ---------------------------------------------------------------- finding and reading the data
 def find_tasks(data_dir, tasks=None) -> dict[str, Path]:
     """task -> its folder under data_dir (searched up to two levels down)."""
@@ -111,22 +119,21 @@ def find_tasks(data_dir, tasks=None) -> dict[str, Path]:
     for t in wanted:
         if t not in TASKS:
             raise UserError(f"unknown task {t!r} (choose from: {', '.join(TASKS)})")
+    every = {name for t in TASKS.values() for name in t.folders}
     folders = {p.name: p for p in sorted(root.rglob("*")) if p.is_dir() and len(p.relative_to(root).parts) <= 2}
-    if root.name in sum(FOLDERS.values(), ()):
+    if root.name in every:
         folders.setdefault(root.name, root)
     found = {}
     for t in wanted:
-        for name in FOLDERS[t]:
+        for name in TASKS[t].folders:
             if name in folders:
                 found[t] = folders[name]
                 break
         else:
             if tasks:  # asked for by name: its absence is an error
-                raise UserError(f"no folder for task {t!r} under {root} (looked for {', '.join(FOLDERS[t])})")
+                raise UserError(f"no folder for task {t!r} under {root} (looked for {', '.join(TASKS[t].folders)})")
     if not found:
-        raise UserError(
-            f"no BabyLM task folders under {root} (looked for {', '.join(sorted(set(sum(FOLDERS.values(), ()))))})"
-        )
+        raise UserError(f"no BabyLM task folders under {root} (looked for {', '.join(sorted(every))})")
     return found
 
 
@@ -141,9 +148,10 @@ def _need(where: str, row: dict, *keys, kind=str):
 
 def read_task(task: str, folder: Path) -> TaskData:
     """The items of a task folder, or a one-line error naming the file and line at fault."""
-    if task.startswith("reading"):
+    record = TASKS[task]
+    if record.kind == "reading":
         return TaskData(rows=_read_reading(folder))
-    if task == "aoa":
+    if record.kind == "curve":
         aoa.read_aoa(folder)  # checked here; used by evaluate_checkpoints
         return TaskData()
     files = sorted(folder.glob("*.jsonl"))
@@ -152,57 +160,49 @@ def read_task(task: str, folder: Path) -> TaskData:
     data = TaskData()
     for f in files:
         for where, row in read_jsonl(f):
-            if task in ("blimp", "supplement"):
-                _need(where, row, "sentence_good", "sentence_bad")
-                subset = row.get("UID") if task == "blimp" and isinstance(row.get("UID"), str) else f.stem
-                data.items.append(Item([row["sentence_good"], row["sentence_bad"]], [0, 0], subset, where=where))
-            elif task == "ewok":
-                _need(where, row, "Context1", "Target1", "Target2", "Domain")
-                c = row["Context1"]
-                data.items.append(
-                    Item(
-                        [c + " " + row["Target1"], c + " " + row["Target2"]],
-                        [len(c), len(c)],
-                        row["Domain"],
-                        where=where,
-                    )
-                )
-            elif task == "entity_tracking":
-                _need(where, row, "input_prefix")
-                _need(where, row, "options", kind=list)
-                _need(where, row, "numops", kind=int)
-                p = row["input_prefix"]
-                if len(row["options"]) < 2 or not all(isinstance(o, str) for o in row["options"]):
-                    raise UserError(f"{where}: 'options' must be two or more strings")
-                data.items.append(
-                    Item(
-                        [p + o for o in row["options"]],
-                        [len(p)] * len(row["options"]),
-                        f"{f.stem}_{row['numops']}_ops",
-                        where=where,
-                    )
-                )
-            elif task in WUG:
-                _need(where, row, "sentences")
-                _need(where, row, "ratio", kind=(int, float))
-                pair = row["sentences"].split("\t")
-                if len(pair) != 2:
-                    raise UserError(f"{where}: 'sentences' must hold two sentences separated by a tab")
-                data.items.append(Item(pair, [0, 0], task, ratio=float(row["ratio"]), where=where))
-            elif task == "comps":
-                _need(where, row, "prefix_acceptable", "prefix_unacceptable", "property_phrase")
-                good, bad, phrase = row["prefix_acceptable"], row["prefix_unacceptable"], row["property_phrase"]
-                data.items.append(
-                    Item(
-                        [good + " " + phrase, bad + " " + phrase],
-                        [len(good) + 1, len(bad) + 1],
-                        COMPS_SUBSETS.get(f.stem, "wugs_dist_in_between"),
-                        where=where,
-                    )
-                )
+            data.items.append(record.read_item(where, row, f))
     if not data.items:
         raise UserError(f"{folder}: task {task} has no items")
     return data
+
+
+# ---------------------------------------------------------------- the tasks' rows
+def _pair_item(where, row, f, by_uid: bool = False) -> Item:  # two whole sentences; BLiMP's subset is its UID
+    _need(where, row, "sentence_good", "sentence_bad")
+    subset = row.get("UID") if by_uid and isinstance(row.get("UID"), str) else f.stem
+    return Item([row["sentence_good"], row["sentence_bad"]], [0, 0], subset, where=where)
+
+
+def _ewok_item(where, row, f) -> Item:
+    _need(where, row, "Context1", "Target1", "Target2", "Domain")
+    c = row["Context1"]
+    return Item([c + " " + row["Target1"], c + " " + row["Target2"]], [len(c), len(c)], row["Domain"], where=where)
+
+
+def _entity_item(where, row, f) -> Item:
+    _need(where, row, "input_prefix")
+    _need(where, row, "options", kind=list)
+    _need(where, row, "numops", kind=int)
+    p, options = row["input_prefix"], row["options"]
+    if len(options) < 2 or not all(isinstance(o, str) for o in options):
+        raise UserError(f"{where}: 'options' must be two or more strings")
+    return Item([p + o for o in options], [len(p)] * len(options), f"{f.stem}_{row['numops']}_ops", where=where)
+
+
+def _wug_item(where, row, f, subset: str = "") -> Item:
+    _need(where, row, "sentences")
+    _need(where, row, "ratio", kind=(int, float))
+    pair = row["sentences"].split("\t")
+    if len(pair) != 2:
+        raise UserError(f"{where}: 'sentences' must hold two sentences separated by a tab")
+    return Item(pair, [0, 0], subset, ratio=float(row["ratio"]), where=where)
+
+
+def _comps_item(where, row, f) -> Item:
+    _need(where, row, "prefix_acceptable", "prefix_unacceptable", "property_phrase")
+    good, bad, phrase = row["prefix_acceptable"], row["prefix_unacceptable"], row["property_phrase"]
+    subset = COMPS_SUBSETS.get(f.stem, "wugs_dist_in_between")
+    return Item([good + " " + phrase, bad + " " + phrase], [len(good) + 1, len(bad) + 1], subset, where=where)
 
 
 def _read_reading(folder: Path) -> list[dict]:
@@ -331,20 +331,23 @@ def evaluate_babylm(
     scorer = check_scorer(lm, scorer)
     backend = official.backend_for(scorer) if convention == "official" else None
     found = find_tasks(data_dir, tasks)
-    curves = [t for t in found if t in CURVE_TASKS]
+    curves = [t for t in found if TASKS[t].kind == "curve"]
     if curves and tasks:
         raise UserError(f"{curves[0]} is computed from a run's words_N checkpoints: use --run RUN --all-checkpoints")
     found = {t: f for t, f in found.items() if t not in curves}
     if not found:
         raise UserError(f"no task for one model under {data_dir} (aoa needs --all-checkpoints)")
     data = {t: read_task(t, folder) for t, folder in found.items()}  # every file is checked before any scoring
-    out = {"model": lm.name, "scorer": scorer, "convention": convention, "data": str(data_dir), "tasks": {}}
+    out = stamp(
+        "babylm", {"model": lm.name, "scorer": scorer, "convention": convention, "data": str(data_dir), "tasks": {}}
+    )
     if backend:
         out["backend"] = backend
     reading_scores = None
     for task, d in data.items():
         t0 = time.time()
-        if task.startswith("reading"):
+        record = TASKS[task]
+        if record.kind == "reading":
             if reading_scores is None:
                 if backend:
                     reading_scores = _reading_surprisals(
@@ -357,7 +360,7 @@ def evaluate_babylm(
                             lm, [(c + " " + w, len(c), 1) for c, w in p], scorer, samples=samples, progress=progress
                         ),
                     )
-            result = _reading_result(task, d.rows, *reading_scores)
+            result = record.result(d.rows, *reading_scores)
             scores = reading_scores
         else:
             texts = [
@@ -368,7 +371,7 @@ def evaluate_babylm(
             else:
                 flat = score_completions(lm, texts, scorer, samples=samples, progress=progress)
             scores = per_item(flat, d.items)
-            result = _task_result(task, d.items, scores, backend is not None)
+            result = (record.result or accuracy_result)(d.items, scores, backend is not None)
         if on_task is not None:
             on_task(task, found[task], d, scores)
         result["seconds"] = round(time.time() - t0, 2)
@@ -430,11 +433,12 @@ def evaluate_checkpoints(
                 "tokens_seen": state.get("tokens_seen"),
                 "tasks": {},
             }
+        done = stamp("checkpoint", done)
         todo = [t for t in names if t not in done["tasks"]]
         if todo:
             lm = RunLM(run.path, device, precision, checkpoint=path.name)
             # the reading tasks share one pass of surprisals, so they are scored together
-            reading = [t for t in todo if t.startswith("reading")]
+            reading = [t for t in todo if TASKS[t].kind == "reading"]
             for group in [[t] for t in todo if t not in reading] + ([reading] if reading else []):
                 if group == ["aoa"]:
                     done["tasks"]["aoa"] = _aoa_surprisals(lm, aoa_data, resolved, samples, progress)
@@ -498,27 +502,13 @@ def _fmt(r: dict) -> str:
     )
 
 
-def _task_result(task: str, items: list[Item], scores: list[list[float]], official: bool) -> dict:
-    if task in WUG:
-        prefs = [1 / (1 + math.exp(min(700.0, s[1] - s[0]))) for s in scores]  # softmax over the two, first entry
-        return {
-            "metric": "spearman",
-            "value": spearman(prefs, [it.ratio for it in items]),
-            "n": len(items),
-            "ties": int(sum(s[0] == s[1] for s in scores)),
-            "subsets": {},
-        }
+def accuracy_result(items: list[Item], scores: list[list[float]], official: bool) -> dict:
+    """Accuracy, macro-averaged over the items' subsets."""
     subsets, subset_ties, subset_n = _accuracy(scores, items, official)
-    if task == "entity_tracking":
-        splits = {}
-        for split in ENTITY_SPLITS:
-            accs = [v for k, v in subsets.items() if k.startswith(split)]
-            if accs:
-                splits[split] = sum(accs) / len(accs)
-        value = sum(splits.values()) / len(splits)
-        subsets = {**subsets, **splits}
-    else:
-        value = sum(subsets.values()) / len(subsets)
+    return _accuracy_dict(items, sum(subsets.values()) / len(subsets), subsets, subset_ties, subset_n)
+
+
+def _accuracy_dict(items, value, subsets, subset_ties, subset_n) -> dict:
     return {
         "metric": "accuracy",
         "value": value,
@@ -527,6 +517,33 @@ def _task_result(task: str, items: list[Item], scores: list[list[float]], offici
         "subsets": subsets,
         "subset_ties": subset_ties,
         "subset_n": subset_n,
+    }
+
+
+def _entity_result(items: list[Item], scores: list[list[float]], official: bool) -> dict:
+    """Accuracy per `{file}_{numops}_ops`, averaged within each split, then over the splits."""
+    subsets, subset_ties, subset_n = _accuracy(scores, items, official)
+    splits = {}
+    for split in ENTITY_SPLITS:
+        accs = [v for k, v in subsets.items() if k.startswith(split)]
+        if accs:
+            splits[split] = sum(accs) / len(accs)
+    value = sum(splits.values()) / len(splits)
+    return _accuracy_dict(items, value, {**subsets, **splits}, subset_ties, subset_n)
+
+
+def wug_preferences(scores: list[list[float]]) -> list[float]:
+    """softmax over the two sentences' scores, the first entry (the pipeline's)."""
+    return [1 / (1 + math.exp(min(700.0, s[1] - s[0]))) for s in scores]
+
+
+def _spearman_result(items: list[Item], scores: list[list[float]], official: bool) -> dict:
+    return {
+        "metric": "spearman",
+        "value": spearman(wug_preferences(scores), [it.ratio for it in items]),
+        "n": len(items),
+        "ties": int(sum(s[0] == s[1] for s in scores)),
+        "subsets": {},
     }
 
 
@@ -551,9 +568,9 @@ def _reading_surprisals(rows, log_probs, official: bool = False):
     return surprisal, prev_surprisal
 
 
-def _reading_result(task, rows, surprisal, prev_surprisal) -> dict:
+def _reading_result(rows, surprisal, prev_surprisal, eye_tracking: bool = False) -> dict:
     base = {k: _num(rows, k) for k in ("Subtlex_log10", "length", "context_length")}
-    if task == "reading_eye_tracking":
+    if eye_tracking:
         gains = {dv: r2_gain(_num(rows, dv), base, surprisal) for dv in EYE_TRACKING}
         value = sum(gains.values()) / len(gains)
     else:
@@ -576,3 +593,29 @@ def format_table(result: dict) -> str:
     backend = f" (the pipeline's {result['backend']} backend)" if result.get("backend") else ""
     lines.append(f"scorer {result['scorer']}{backend}, convention {result['convention']} ({rule})")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the tasks
+for _task in (
+    Task("blimp", ("blimp_filtered", "blimp_fast"), "BLiMP minimal pairs, macro over paradigms (UIDs)",
+         read_item=partial(_pair_item, by_uid=True)),
+    Task("supplement", ("supplement_filtered", "supplement_fast"), "BLiMP supplement, macro over files",
+         read_item=_pair_item),
+    Task("ewok", ("ewok_filtered", "ewok_fast"), "EWoK world knowledge: the target after its context, macro over "
+         "domains", read_item=_ewok_item),
+    Task("entity_tracking", ("entity_tracking", "entity_tracking_fast"), "entity tracking: the right one of five "
+         "options, macro over splits", read_item=_entity_item, result=_entity_result, chance=0.2),
+    Task("wug_adj", ("wug_adj_nominalization",), "WUG adjective nominalisation: Spearman's rho with people",
+         read_item=partial(_wug_item, subset="wug_adj"), result=_spearman_result, metric="spearman", chance=None),
+    Task("wug_past", ("wug_past_tense",), "WUG past tense: Spearman's rho with people",
+         read_item=partial(_wug_item, subset="wug_past"), result=_spearman_result, metric="spearman", chance=None),
+    Task("comps", ("comps",), "COMPS property knowledge: the property phrase after each prefix, macro over files",
+         read_item=_comps_item),
+    Task("reading_eye_tracking", ("reading",), "eye-tracking times: relative R² gain of surprisal", kind="reading",
+         result=partial(_reading_result, eye_tracking=True), metric="relative R² gain (%)", chance=None),
+    Task("reading_self_paced", ("reading",), "self-paced reading times: relative R² gain of surprisal",
+         kind="reading", result=_reading_result, metric="relative R² gain (%)", chance=None),
+    Task("aoa", ("aoa",), "age of acquisition: Pearson r with children's (with --all-checkpoints)", kind="curve",
+         metric="pearson", chance=None),
+):  # fmt: skip
+    register_task(_task)

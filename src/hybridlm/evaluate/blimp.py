@@ -12,6 +12,7 @@ from pathlib import Path
 from hybridlm.errors import UserError
 from hybridlm.evaluate.scoring import check_scorer, score_sentences
 from hybridlm.files import read_jsonl
+from hybridlm.results import stamp
 
 REQUIRED = ("sentence_good", "sentence_bad")
 
@@ -88,16 +89,19 @@ def aggregate(pairs: list[dict], good: list[float], bad: list[float], scorer: st
     # binomial standard error of the macro average (paradigms independent): says whether a
     # difference from 50% or from another run is more than sampling noise
     var = sum(v["accuracy"] * (1 - v["accuracy"]) / v["n"] for v in paradigms.values()) / n_par**2
-    return {
-        "macro_accuracy": sum(v["accuracy"] for v in paradigms.values()) / n_par,
-        "macro_stderr": var**0.5,
-        "micro_accuracy": sum(pp["correct"] for pp in per_pair) / len(per_pair),
-        "paradigms": paradigms,
-        "fields": table(by["fields"]),
-        "terms": table(by["terms"]),
-        "ties": int(ties),
-        "n_pairs": len(pairs),
-        "scorer": scorer,
-        "model": model,
-        "pairs": per_pair,
-    }
+    return stamp(
+        "blimp",
+        {
+            "macro_accuracy": sum(v["accuracy"] for v in paradigms.values()) / n_par,
+            "macro_stderr": var**0.5,
+            "micro_accuracy": sum(pp["correct"] for pp in per_pair) / len(per_pair),
+            "paradigms": paradigms,
+            "fields": table(by["fields"]),
+            "terms": table(by["terms"]),
+            "ties": int(ties),
+            "n_pairs": len(pairs),
+            "scorer": scorer,
+            "model": model,
+            "pairs": per_pair,
+        },
+    )

@@ -31,6 +31,7 @@ from hybridlm.evaluate.scoring import score_sentences
 from hybridlm.generate import generate_samples
 from hybridlm.grammar import is_grammatical, sentences_of
 from hybridlm.objectives import Generation
+from hybridlm.results import stamp
 from hybridlm.samplers import Sampling
 
 DATA_WINDOWS = 200
@@ -152,23 +153,25 @@ def evaluate_generation(
     reference = data_entropies(run, int(np.median([len(s) for s in ids])) if ids else length, seed)
     floor = min(reference) if reference else None
     left_to_right = run.objective.capabilities.generation is Generation.CAUSAL  # no sampler: one call a token
-    result = {
-        "kind": "generation",
-        "sampler": "autoregressive" if left_to_right else sampling.sampler,
-        "sampling": vars(sampling),
-        "steps": None if left_to_right or sampling.sampler == "first-hitting" else sampling.steps,
-        "num_samples": len(texts),
-        "length": length,
-        "seed": seed,
-        "from_file": not nfe,
-        "mean_tokens": float(np.mean([len(s) for s in ids])) if ids else 0.0,
-        "entropy": float(np.mean(entropies)) if entropies else None,
-        "data_entropy": float(np.mean(reference)) if reference else None,
-        "degenerate": (sum(e < floor for e in entropies) / len(entropies)) if floor is not None and ids else None,
-        **{f"distinct_{n}": distinct_n(ids, n) for n in (1, 2, 3, 4)},
-        "nfe": float(np.mean(nfe)) if nfe else None,
-        "seconds_per_sample": seconds / len(nfe) if nfe else None,
-    }
+    result = stamp(
+        "generation",
+        {
+            "sampler": "autoregressive" if left_to_right else sampling.sampler,
+            "sampling": vars(sampling),
+            "steps": None if left_to_right or sampling.sampler == "first-hitting" else sampling.steps,
+            "num_samples": len(texts),
+            "length": length,
+            "seed": seed,
+            "from_file": not nfe,
+            "mean_tokens": float(np.mean([len(s) for s in ids])) if ids else 0.0,
+            "entropy": float(np.mean(entropies)) if entropies else None,
+            "data_entropy": float(np.mean(reference)) if reference else None,
+            "degenerate": (sum(e < floor for e in entropies) / len(entropies)) if floor is not None and ids else None,
+            **{f"distinct_{n}": distinct_n(ids, n) for n in (1, 2, 3, 4)},
+            "nfe": float(np.mean(nfe)) if nfe else None,
+            "seconds_per_sample": seconds / len(nfe) if nfe else None,
+        },
+    )
     if judge is not None:
         result.update(generative_perplexity(judge, texts))
     if grammar:

@@ -43,6 +43,7 @@ from hybridlm.evaluate.lm import RunLM, load_lm
 from hybridlm.evaluate.scoring import check_scorer, score_copies
 from hybridlm.generate import causal_rows, cut_at_stop, sampling_of, unmask_rows
 from hybridlm.objectives import Generation
+from hybridlm.results import stamp
 from hybridlm.scorers import SCORERS
 
 log = logging.getLogger(__name__)
@@ -418,16 +419,18 @@ def run_harness(
         task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for task, metrics in out["results"].items()
     }
-    result = {
-        "kind": "harness",
-        "model": str(run or hf_model),
-        "objective": model.lm.kind,
-        "scorer": model.scorer.name,
-        "num_fewshot": num_fewshot,
-        "results": results,
-        "n": {task: v.get("effective", v.get("original")) for task, v in out.get("n-samples", {}).items()},
-        "majority": {task: majority(valid, limit) for task, valid in icl.items() if task in results},
-    }
+    result = stamp(
+        "harness",
+        {
+            "model": str(run or hf_model),
+            "objective": model.lm.kind,
+            "scorer": model.scorer.name,
+            "num_fewshot": num_fewshot,
+            "results": results,
+            "n": {task: v.get("effective", v.get("original")) for task, v in out.get("n-samples", {}).items()},
+            "majority": {task: majority(valid, limit) for task, valid in icl.items() if task in results},
+        },
+    )
     if log_samples:
         result["samples"] = {
             task: [{"doc_id": s["doc_id"], "target": s["target"], "resps": s["filtered_resps"]} for s in rows]

@@ -20,6 +20,7 @@ import numpy as np
 from hybridlm.data import tokenize_files
 from hybridlm.errors import UserError
 from hybridlm.evaluate.scoring import score_copies
+from hybridlm.results import stamp
 from hybridlm.scorers import SCORERS
 from hybridlm.tokenizer import check_text_files
 
@@ -97,7 +98,7 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
             out[kind] = _bound_summary(-np.asarray(scores), counts, n_bytes, n_words, samples)
         else:
             out[kind] = _summary(-sum(scores), sum(counts), n_bytes, n_words, s.measure)
-    return out
+    return stamp("perplexity", out)
 
 
 def _bound_summary(per_window, per_window_tokens, n_bytes, n_words, samples) -> dict:

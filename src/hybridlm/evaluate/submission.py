@@ -119,7 +119,7 @@ class Tree:
         return self.model_dir / revision / "zero_shot" / self.backend
 
     def task_file(self, revision: str, task: str, dataset: str) -> Path:
-        if task.startswith("reading"):
+        if task.startswith("reading"):  # the pipeline's "reading", and hlm's two reading tasks: one file
             return self.zero_shot(revision) / "reading" / "predictions.json"
         return self.zero_shot(revision) / PIPELINE_TASK[task] / dataset / "predictions.json"
 
@@ -192,7 +192,7 @@ def task_predictions(task: str, items: list, scores: list[list[float]], official
         k = _choice(s, official_rule)
         text = it.texts[k] if task == "comps" else it.texts[k][it.starts[k] :]
         entry = {"id": f"{it.subset}_{len(preds)}", "pred": text}
-        if task in babylm.WUG:  # the pipeline's softmax of fp32 log-probabilities
+        if babylm.TASKS[task].metric == "spearman":  # WUG: the pipeline's softmax of fp32 log-probabilities
             entry["prob"] = torch.softmax(torch.tensor(s, dtype=torch.float32), 0)[0].item()
         preds.append(entry)
     return out
@@ -239,7 +239,10 @@ def predict_model(lm, data_dir, tasks, scorer, convention, samples, tree: Tree, 
     official_rule = convention == "official"
 
     def write(task, folder, data, scores):
-        if task.startswith("reading"):
+        reading = babylm.TASKS[task].kind == "reading"
+        if task not in PIPELINE_TASK and not reading:  # a task of hlm's own: no place in the pipeline's tree
+            return
+        if reading:
             preds = reading_predictions(*scores)
         else:
             preds = task_predictions(task, data.items, scores, official_rule)
