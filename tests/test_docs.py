@@ -36,3 +36,20 @@ def test_help_and_readme_name_every_registered_name(kind, capsys):
     shown, readme = _squeezed(proc.stdout), README.read_text(encoding="utf-8")
     assert [n for n in names if n not in shown] == [], f"hlm {' '.join(command)} does not name these {kind}s"
     assert [n for n in names if f"`{n}`" not in readme] == [], f"the README does not name these {kind}s"
+
+
+def test_every_compatibility_shim_names_the_release_it_goes_in_and_is_gone_by_then():
+    """The README's rule: a shim is marked `# shim (until X.Y)` and removed when the version reaches X.Y."""
+    import hybridlm
+
+    source = Path(hybridlm.__file__).parent
+    version = tuple(int(p) for p in hybridlm.__version__.split(".")[:2])
+    marks = [(f, m) for f in source.rglob("*.py") for m in re.findall(r"# shim \(until ([^)]*)\)", f.read_text())]
+    assert marks, "the shims are marked"
+    for f, until in marks:
+        assert re.fullmatch(r"\d+\.\d+", until), f"{f}: a shim names its release as X.Y (got {until!r})"
+        assert tuple(map(int, until.split("."))) > version, f"{f}: this shim was due to go in {until}"
+    assert f"Today's {_NUMBERS[len(marks)]} go in" in README.read_text(encoding="utf-8"), "the README counts them"
+
+
+_NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}

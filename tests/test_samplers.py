@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
+from helpers import assert_one_line_error
 from scipy.stats import chi2_contingency
 
 from hybridlm.errors import UserError
@@ -143,3 +144,21 @@ def test_generate_cli_draws_a_batch_with_every_sampler(runs, cli):
     assert r.stdout.strip().startswith("the") and "<mask>" not in r.stdout
     # the older --order still works: random = ancestral
     assert cli("generate", "--run", runs["diffusion"], "--order", "random", "--max-new-tokens", 4).stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--min-p", 1.0), ("--min-p", 1.5), ("--top-p", 0.0), ("--temperature", float("inf")), ("--temperature", 0.0),
+     ("--steps", 0), ("--steps", 100_001), ("--top-k", -1), ("--block-length", -2)],
+)  # fmt: skip
+def test_the_cli_refuses_exactly_what_sampling_check_refuses(cli, runs, flag, value):
+    """One rule per knob, the module's: hlm generate accepts a value exactly when Sampling.check does."""
+    try:
+        Sampling(**{flag[2:].replace("-", "_"): value}).check()
+        accepted = True
+    except UserError:
+        accepted = False
+    proc = cli("generate", "--run", runs["diffusion"], "--max-new-tokens", 2, "--steps", 2, flag, value, check=False)
+    assert (proc.returncode == 0) == accepted, (flag, value, proc.stderr)
+    if not accepted:
+        assert_one_line_error(proc, flag)

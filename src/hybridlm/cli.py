@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hybridlm.errors import UserError
 from hybridlm.files import atomic_write_bytes, atomic_write_json, check_out_folder, check_output_file, no_space
-from hybridlm.samplers import SAMPLERS
+from hybridlm.samplers import MAX_STEPS, SAMPLERS
 
 
 def _train_args(p: argparse.ArgumentParser):
@@ -225,7 +225,6 @@ def cmd_blimp(a):
     _write_json(a.json, result, a, f"blimp-{result['scorer']}.json")  # one file per scorer: a hybrid has two
 
 
-MAX_STEPS = 100_000  # generation: network calls, new tokens
 MAX_SAMPLES = 10_000  # samples drawn in one command, Monte-Carlo samples per score
 MAX_DOCUMENTS = 10**9  # harness documents per task
 MAX_SHOTS = 1_000  # in-context examples
@@ -236,15 +235,9 @@ def _check_samples(samples: int) -> None:
         raise UserError(f"--samples must lie in 1 ... {MAX_SAMPLES:,} (got {samples})")
 
 
-def _check_sampling(a):
-    checks = [
-        ("--temperature", 0 <= a.temperature < float("inf"), "finite and >= 0 (0 = greedy)"),
-        ("--top-k", a.top_k >= 0, ">= 0 (0 = off)"),
-        ("--top-p", 0 < a.top_p <= 1, "in (0, 1]"),
-        ("--min-p", 0 <= a.min_p < 1, "in [0, 1)"),
-        ("--steps", a.steps is None or 0 < a.steps <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,} (one network call each)"),
-        ("--seed", 0 <= a.seed < 2**63, "in 0 ... 2^63 - 1"),
-    ]
+def _check_counts(a):
+    """The sampling commands' own numbers (the sampler's knobs are Sampling.check's)."""
+    checks = [("--seed", 0 <= a.seed < 2**63, "in 0 ... 2^63 - 1")]
     for flag in ("--max-new-tokens", "--span", "--length"):
         value = getattr(a, flag[2:].replace("-", "_"), None)
         if value is not None:
@@ -356,7 +349,7 @@ def cmd_generation(a):
     from hybridlm.generate import check_generates
     from hybridlm.runs import RunDir, default_device, load_run
 
-    _check_sampling(a)
+    _check_counts(a)
     sampling = _sampling(a)
     _check_json_target(a.json, inputs=(a.samples, a.judge, a.judge_hf))
     if not 0 < a.batch_size <= MAX_SAMPLES:
@@ -440,8 +433,8 @@ def _sampling(a):
     from hybridlm.generate import sampling_of
 
     return sampling_of(
-        a.sampler, a.steps or 32, a.order, eta=a.eta, remdm_schedule=a.remdm_schedule, block_length=a.block_length,
-        temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
+        a.sampler, 32 if a.steps is None else a.steps, a.order, eta=a.eta, remdm_schedule=a.remdm_schedule,
+        block_length=a.block_length, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
     )  # fmt: skip
 
 
@@ -449,7 +442,7 @@ def cmd_generate(a):
     from hybridlm.generate import generate_samples
     from hybridlm.runs import default_device, load_run
 
-    _check_sampling(a)
+    _check_counts(a)
     sampling = _sampling(a)
     run = load_run(a.run, a.device or default_device())
     samples = generate_samples(run, a.prompt, a.max_new_tokens, sampling, a.num_samples, a.seed)
@@ -463,7 +456,7 @@ def cmd_infill(a):
     from hybridlm.generate import infill_text
     from hybridlm.runs import default_device, load_run
 
-    _check_sampling(a)
+    _check_counts(a)
     sampling = _sampling(a)
     run = load_run(a.run, a.device or default_device())
     knobs = {k: v for k, v in vars(sampling).items() if k not in ("sampler", "steps")}
@@ -492,6 +485,7 @@ def _sampling_args(p):
     p.add_argument(
         "--block-length", type=int, default=0, help="diffusion: reveal the answer in blocks of N tokens, left to right"
     )
+    # shim (until 0.2): --order is --sampler's older name
     p.add_argument("--order", default=None, choices=["confidence", "random"], help="older name: random = ancestral")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -617,12 +611,16 @@ def _add_eval_commands(sub):
     _json_arg(hz, "harness-TASKS-Kshot.json")
     hz.set_defaults(func=cmd_harness)
 
+
+def _add_finetune_command(sub):
+    from hybridlm.finetune import TASKS as FINETUNE_TASKS
+
     ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
     g_model = ft.add_mutually_exclusive_group(required=True)
     g_model.add_argument("--run", help="a hybridlm run directory")
     g_model.add_argument("--hf-model", help="a local Hugging Face model directory")
     ft.add_argument("--trust-remote-code", action="store_true", help="--hf-model: run the code shipped in the folder")
-    ft.add_argument("--task", required=True, help="rte | mrpc | qqp | mnli | wsc | boolq | multirc | grammar")
+    ft.add_argument("--task", required=True, help=" | ".join(FINETUNE_TASKS))
     ft.add_argument(
         "--data",
         required=True,
@@ -647,6 +645,8 @@ def _add_eval_commands(sub):
     _predictions_arg(ft, "MODEL/main/finetune/TASK/predictions.json: the best epoch's labels of the validation file")
     ft.set_defaults(func=cmd_finetune)
 
+
+def _add_generate_command(sub):
     g = sub.add_parser(
         "generate",
         help="sample text (causal, hybrid: left to right; diffusion: iterative unmasking; block diffusion: by blocks)",
@@ -658,6 +658,8 @@ def _add_eval_commands(sub):
     _sampling_args(g)
     g.set_defaults(func=cmd_generate, steps=32)
 
+
+def _add_infill_command(sub):
     f = sub.add_parser("infill", help="fill <mask> tokens (masked, hybrid, diffusion runs)")
     f.add_argument("--run", required=True)
     f.add_argument("--text", required=True, help="e.g. 'The <mask> sat on the <mask>.'")
@@ -731,7 +733,7 @@ def _add_score_windows_command(sub):
     s.set_defaults(func=cmd_score_windows)
 
 
-def _add_export_report_commands(sub):
+def _add_report_command(sub):
     r = sub.add_parser("report", help="plots and tables for one or more runs (Markdown or HTML with PNGs)")
     r.add_argument("runs", nargs="+", metavar="RUN")
     r.add_argument("--out", required=True)
@@ -746,6 +748,8 @@ def _add_export_report_commands(sub):
     )
     r.set_defaults(func=cmd_report)
 
+
+def _add_export_command(sub):
     e = sub.add_parser("export", help="write a run as a Hugging Face transformers model directory")
     e.add_argument("--run", required=True)
     e.add_argument("--out", required=True)
@@ -828,10 +832,7 @@ def _json_arg(p: argparse.ArgumentParser, kept_as: str) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hlm", description="hybridlm: one transformer, the pretraining objective a switch over it")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_tokenizer_command(sub):
     tk = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(dest="tokenizer_command", required=True)
     t = tk.add_parser("train", help="train a byte-level BPE (or WordPiece) tokenizer")
     t.add_argument("--input", nargs="+", required=True)
@@ -842,6 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="replace a tokenizer already in --out")
     t.set_defaults(func=cmd_tokenizer_train)
 
+
+def _add_prepare_command(sub):
     pr = sub.add_parser("prepare", help="tokenize text into memmapped token shards")
     pr.add_argument(
         "--input", nargs="+", required=True, help="text: a paragraph a line, a blank line between documents"
@@ -853,11 +856,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="replace prepared data already in --out")
     pr.set_defaults(func=cmd_prepare)
 
-    from hybridlm.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
+
+def _add_train_command(sub):
+    from hybridlm.objectives import OBJECTIVES
 
     tr = sub.add_parser("train", help=f"train a model with one of the objectives ({', '.join(OBJECTIVES)})")
     _train_args(tr)
     tr.set_defaults(func=cmd_train)
+
+
+def _add_demo_command(sub):
+    from hybridlm.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
 
     d = sub.add_parser(
         "demo",
@@ -881,11 +890,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
-    _add_eval_commands(sub)
-    _add_score_windows_command(sub)
-    _add_export_report_commands(sub)
-    _add_submission_command(sub)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hlm", description="hybridlm: one transformer, the pretraining objective a switch over it")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for add in COMMANDS:  # each command declared once, in its _add_* function; --help lists them in this order
+        add(sub)
     return p
+
+
+COMMANDS = (
+    _add_tokenizer_command,
+    _add_prepare_command,
+    _add_train_command,
+    _add_demo_command,
+    _add_eval_commands,
+    _add_finetune_command,
+    _add_generate_command,
+    _add_infill_command,
+    _add_score_windows_command,
+    _add_report_command,
+    _add_export_command,
+    _add_submission_command,
+)
 
 
 def main(argv=None):

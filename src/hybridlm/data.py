@@ -357,7 +357,7 @@ class PackedTokens:
         dtype = np.dtype(self.manifest["dtype"])
         self.seq_len = seq_len
         self.shards, self.word_files, counts = [], [], []
-        # data prepared by an older hlm has no per-token word counts
+        # shim (until 0.2): data prepared before per-token word counts has none (no words_N checkpoints)
         self.has_words = all("words_file" in sh for sh in meta["shards"])
         for sh in meta["shards"]:
             path = Path(data_dir) / sh["file"]

@@ -91,7 +91,7 @@ class RunDir:
         if not isinstance(values, dict):
             raise UserError(f"run config {self.config_path} is not a JSON object; restore it from a backup")
         cfg = merge_config(values, source=str(self.config_path))
-        # runs written before objectives owned their options saved every objective's keys: keep this one's
+        # shim (until 0.2): runs written before objectives owned their options saved every objective's keys
         try:
             own = cfg.objective_options()
         except UserError:

@@ -33,6 +33,7 @@ from hybridlm.errors import UserError
 
 SAMPLERS = ("ancestral", "remdm", "first-hitting", "confidence", "margin", "entropy")
 REMDM_SCHEDULES = ("cap", "rescale")
+MAX_STEPS = 100_000  # network calls, new tokens: a bound that keeps a typo from running for ever
 
 
 @dataclass(frozen=True)
@@ -50,18 +51,25 @@ class Sampling:
     min_p: float = 0.0
 
     def check(self) -> Sampling:
+        """The one set of rules for these knobs (every command that samples asks it), named by their flags."""
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r} (choose one of: {', '.join(SAMPLERS)})")
         if self.remdm_schedule not in REMDM_SCHEDULES:
             raise UserError(f"unknown --remdm-schedule {self.remdm_schedule!r} (choose cap or rescale)")
-        if self.steps < 1 or self.block_length < 0 or self.top_k < 0:
-            raise UserError("--steps must be at least 1, --block-length and --top-k at least 0")
-        if not (0 <= self.eta and (self.eta <= 1 or self.remdm_schedule == "cap")):
-            raise UserError(f"--eta must lie in [0, 1] (got {self.eta})")
+        rules = (
+            ("--steps", self.steps, 1 <= self.steps <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,} (one network call each)"),
+            ("--block-length", self.block_length, 0 <= self.block_length <= MAX_STEPS, f"in 0 ... {MAX_STEPS:,}"),
+            ("--top-k", self.top_k, self.top_k >= 0, ">= 0 (0 = off)"),
+            ("--temperature", self.temperature, 0 <= self.temperature < float("inf"), "finite and >= 0 (0 = greedy)"),
+            ("--top-p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]"),
+            ("--min-p", self.min_p, 0 <= self.min_p <= 1, "in [0, 1] (0 = off)"),
+            ("--eta", self.eta, 0 <= self.eta and (self.eta <= 1 or self.remdm_schedule == "cap"), "in [0, 1]"),
+        )
+        for flag, value, ok, want in rules:
+            if not ok:
+                raise UserError(f"{flag} must be {want} (got {value})")
         if self.eta and self.sampler != "remdm":
             raise UserError(f"--eta is remdm's remasking strength; the {self.sampler} sampler does not remask")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p <= 1:
-            raise UserError("--temperature must be >= 0, --top-p in (0, 1], --min-p in [0, 1]")
         return self
 
     @property

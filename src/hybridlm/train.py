@@ -747,9 +747,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
             tps = window_tokens / max(now - window_t, 1e-9)
             window_t, window_tokens = now, 0
             record = read_record(t, record)
-            words = (
-                {"words": t.state.words_seen} if t.counts_words else {}
-            )  # data prepared by an older hlm has no word counts
+            words = {"words": t.state.words_seen} if t.counts_words else {}  # shim (until 0.2): see PackedTokens
             log.write(
                 {
                     "step": t.step,
