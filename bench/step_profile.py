@@ -25,7 +25,7 @@ from hybridlm.config import TrainConfig  # noqa: E402
 from hybridlm.losses import loss_of  # noqa: E402
 from hybridlm.model import build_model  # noqa: E402
 from hybridlm.objectives import objective_class  # noqa: E402
-from hybridlm.train import attention_backend  # noqa: E402
+from hybridlm.plan import attention_backend  # noqa: E402
 
 KINDS = (
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),

@@ -36,7 +36,7 @@ from hybridlm.export import llama_config, llama_state_dict  # noqa: E402
 from hybridlm.losses import loss_of
 from hybridlm.model import build_model  # noqa: E402
 from hybridlm.objectives import objective_class  # noqa: E402
-from hybridlm.train import attention_backend  # noqa: E402
+from hybridlm.plan import attention_backend  # noqa: E402
 
 V = 16384
 

@@ -423,7 +423,7 @@ def test_batches_prepared_ahead_are_the_batches_of_their_steps(tmp_path, data_di
 
 
 def test_attention_backend_and_compile_follow_the_device(cli, tmp_path, data_dir):
-    from hybridlm.train import attention_backend
+    from hybridlm.plan import attention_backend
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert attention_backend(TrainConfig(), cuda, compiled=True) == "flex"

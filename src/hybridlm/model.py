@@ -334,7 +334,7 @@ class Transformer(nn.Module):
         cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.attention_backend = "sdpa"  # or "flex" / "matmul" (set by training, see train.attention_backend)
+        self.attention_backend = "sdpa"  # or "flex" / "matmul" (set by training, see plan.attention_backend)
         self._trunk = None  # the compiled trunk (compile_trunk)
         self.reset_parameters()
 

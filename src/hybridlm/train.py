@@ -15,6 +15,9 @@ On a GPU the host prepares the next step's batch while the device trains on this
 found on the host, statistics stay on the device until a log step, and a non-finite loss skips
 the optimizer step on the device (the fused AdamW's found_inf) and stops the run at the next log,
 evaluation or checkpoint, before anything is written.
+
+What the run is (its resolved configuration, data, objective, warm-start source) comes from `plan.py`;
+this module builds the trainer from that plan (`setup`), steps it (`train_step`), evaluates and saves.
 """
 
 from __future__ import annotations
@@ -26,48 +29,25 @@ import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from hybridlm import checkpoint as ckpt
 from hybridlm import warmstart
-from hybridlm.config import TrainConfig, merge_config, word_label
-from hybridlm.curriculum import CurriculumSampler, window_scores
-from hybridlm.data import PackedTokens, load_manifest
-from hybridlm.distill import Distiller
+from hybridlm.config import TrainConfig, word_label
+from hybridlm.curriculum import CurriculumSampler
+from hybridlm.data import PackedTokens
 from hybridlm.errors import UserError
 from hybridlm.files import data_lock
 from hybridlm.losses import build_loss
 from hybridlm.model import build_model
-from hybridlm.objectives import Likelihood, Objective, build_objective
+from hybridlm.objectives import Likelihood, Objective
+from hybridlm.plan import Plan, attention_backend, epoch_cap_steps, plan_run, resolve_config
 from hybridlm.runs import RunDir
 from hybridlm.runtime import Dist, autocast_for, warmup_cosine
 from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, tokenizer_hash
 
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for --compile (tests count recompilations with "eager")
-
-# What a run *is*: refused on --resume when they differ from the saved run (the objective's own
-# options are added to these). Every other key (length, optimiser, logging, device) may change.
-IDENTITY_KEYS = (
-    "objective",
-    "preset",
-    "model",
-    "seq_len",
-    "seq_len_schedule",
-    "batch_size",
-    "seed",
-    "document_mask",
-    "distill_from",
-    "distill_alpha",
-    "distill_temperature",
-    "init_from",
-    "attention_anneal_steps",
-    "data_seed",
-    "curriculum",
-    "pacing",
-    "select_fraction",
-)
 
 
 # ---------------------------------------------------------------- schedule and randomness
@@ -81,110 +61,6 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
 
 
 # ---------------------------------------------------------------- configuration
-def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
-    """The run's configuration from what the user gave (flags and config-file keys).
-
-    New run: the defaults with `given` applied. --resume: the saved config; identity keys in
-    `given` must equal the saved values, every other given key is applied. The run folder is
-    always the one given (never a path saved inside it); the data folder is --data when given,
-    else the saved one (relative paths are taken from the run folder)."""
-    given = {k: v for k, v in given.items() if k != "out"}
-    if isinstance(given.get("distill_from"), list):  # teachers are saved as absolute paths: a run resumes from anywhere
-        given["distill_from"] = [str(Path(str(p)).resolve()) for p in given["distill_from"]]
-    if not resume:
-        cfg = merge_config(given, source="command line")
-        if not cfg.data:
-            raise UserError("--data is required (a directory made by hlm prepare)")
-        cfg.data = str(Path(cfg.data).resolve())
-        if cfg.init_from:  # recorded as an absolute path and the checkpoint it resolves to now
-            cfg.init_from = warmstart.recorded(cfg.init_from)
-    else:
-        if not run.is_run():
-            raise UserError(f"nothing to resume in {run} (no {RunDir.CONFIG}); drop --resume to start a new run")
-        saved = run.read_config()
-        if given.get("init_from") and saved.init_from:  # compared as recorded: an absolute path and a checkpoint
-            source, name = warmstart.parse_source(given["init_from"])
-            given["init_from"] = f"{source.path.resolve()}:{name or saved.init_from.rpartition(':')[2]}"
-        kept = {**{k: getattr(saved, k) for k in IDENTITY_KEYS}, **saved.objective_options()}
-        identity = tuple(kept)
-        for key in identity:
-            if key in given and given[key] != kept[key]:
-                raise UserError(
-                    f"--resume with {key}={given[key]!r} but the run has {kept[key]!r}; "
-                    "drop that flag or start a new run with a new --out"
-                )
-        cfg = merge_config({k: v for k, v in given.items() if k not in identity}, saved, source="command line")
-        if "data" not in given:
-            data = Path(saved.data)
-            cfg.data = str(data if data.is_absolute() else (run.path / data).resolve())
-    cfg.out = str(run.path)
-    cfg.validate()
-    if cfg.max_epochs and "max_steps" not in given and (not resume or "max_epochs" in given):
-        # --max-epochs alone sets the run's length (and its LR schedule); a warm start's source counts
-        cfg.max_steps = epoch_cap_steps(cfg, warmstart.tokens_before(run, cfg) if resume else
-                                        warmstart.source_tokens(cfg.init_from) if cfg.init_from else 0)  # fmt: skip
-    return cfg
-
-
-def epoch_cap_steps(cfg: TrainConfig, tokens_before: int = 0) -> int:
-    """The steps that see the training tokens max_epochs times (BabyLM 2025 caps training at 10 epochs),
-    counting the tokens a warm start's source saw before (tokens_before)."""
-    windows = PackedTokens(cfg.data, "train", cfg.seq_len)
-    steps = int((cfg.max_epochs * windows.n_windows * cfg.seq_len - tokens_before) // (cfg.batch_size * cfg.seq_len))
-    if steps < 1:
-        raise UserError(
-            f"--max-epochs {cfg.max_epochs} is less than one step of {cfg.batch_size} sequences over "
-            f"{windows.n_windows} training windows; raise it or lower --batch-size"
-        )
-    return steps
-
-
-@dataclass
-class StartChecks:
-    """What check_run_can_start read, for setup to use rather than read again."""
-
-    manifest: dict
-    objective: Objective
-    source: warmstart.Source | None = None  # --init-from
-    scores: np.ndarray | None = None  # --curriculum: one difficulty score per training window
-
-
-def check_run_can_start(cfg: TrainConfig, dist: Dist, started: bool = False) -> StartChecks:
-    """Everything that can be checked before the run folder is touched. started: the run has a checkpoint to resume
-    from, which holds every weight (a warm start's source is then never read again)."""
-    manifest = load_manifest(cfg.data)
-    attention_backend(cfg, dist.device, compiled=cfg.compile is not False)  # --attention flex needs CUDA
-    # the shards and the objective's own data (unigram counts) are read here, so that damaged or
-    # crafted data is one line before anything is written
-    objective = build_objective(cfg, manifest["vocab_size"], cfg.data)
-    train_data = PackedTokens(cfg.data, "train", cfg.seq_len)
-    PackedTokens(cfg.data, "val", cfg.seq_len)
-    if cfg.distill_from:
-        Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
-    checked = StartChecks(manifest, objective)
-    if cfg.init_from and not started:
-        checked.source = warmstart.find_source(cfg, manifest["vocab_size"], manifest["tokenizer_hash"])
-    if cfg.curriculum:
-        checked.scores = window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
-    if cfg.word_thresholds() and not train_data.has_words:
-        raise UserError(
-            f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
-            "re-run hlm prepare (with --force)"
-        )
-    for _, L, rows in cfg.stages():
-        if rows % dist.world:
-            raise UserError(
-                f"the batch of {rows} sequences (length {L}) must be a multiple of the process count {dist.world}"
-            )
-        micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else rows // dist.world
-        if micro == 0 or (rows // dist.world) % micro:
-            raise UserError(
-                f"micro_batch_size {cfg.micro_batch_size} must divide the {rows // dist.world} rows of each "
-                f"process at length {L}"
-            )
-    return checked
-
-
 # ---------------------------------------------------------------- metrics
 class MetricsLog:
     """metrics.jsonl always; TensorBoard / W&B when asked for and installed."""
@@ -312,33 +188,50 @@ class Trainer:
         return self.state.elapsed_before + time.time() - self.started
 
 
-def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, checked: StartChecks | None = None) -> Trainer:
-    """The trainer of a run; `checked`: what check_run_can_start read (read here when not given)."""
-    checked = checked or check_run_can_start(cfg, dist, started=resume and run.latest_checkpoint() is not None)
-    vocab, objective = checked.manifest["vocab_size"], checked.objective
+def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, plan: Plan | None = None) -> Trainer:
+    """The trainer of a run, built from its plan (made here when not given) and, on --resume, its latest
+    checkpoint: the model, the loss (sharded, compiled, wrapped as asked), the optimizer and the state."""
+    started = resume and run.latest_checkpoint() is not None
+    plan = plan or plan_run(cfg, dist, started)
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone (data_seed: the data's order)
-    model = build_model(cfg.preset, vocab, cfg.model_overrides(), min_seq_len=cfg.max_len())
-    train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
-    val_data = PackedTokens(cfg.data, "val", cfg.seq_len)
+    model = build_model(cfg.preset, plan.manifest["vocab_size"], cfg.model_overrides(), min_seq_len=cfg.max_len())
     model.to(dist.device)
-
-    resumed = None
-    if resume and run.latest_checkpoint() is not None:
-        path = run.latest_checkpoint()
-        weights = ckpt.load_weights(path, run.path)
-        opt_state, rng, state = ckpt.load_training_state(path, run.path)
-        try:
-            model.load_state_dict(weights)
-        except (RuntimeError, ValueError) as e:
-            raise UserError(
-                f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model"
-            ) from None
-        resumed = (path, opt_state, {**state, "rng": rng})
-    source = checked.source if resumed is None else None  # a warm start: its weights, words and tokens seen
+    resumed = _read_checkpoint(run.latest_checkpoint(), run, model) if started else None
+    source = plan.source if resumed is None else None  # a warm start: its weights, words and tokens seen
     if source is not None:
         warmstart.load_source_weights(model, source)
+    module, fsdp = _parallelize(cfg, dist, model, build_loss(cfg, model, plan.objective, dist.device))
+    optimizer = build_optimizer(cfg, model, fused=dist.device.type in ("cuda", "cpu") and not fsdp)
+    amp, precision = autocast_for(cfg.precision, dist.device)
+    token_bytes = torch.from_numpy(token_byte_lengths(load_tokenizer(run.tokenizer_path))).to(torch.float64)
+    t = Trainer(cfg, dist, run, model, plan.objective, module, optimizer, amp, precision, plan.train_data,
+                plan.val_data, token_bytes, TrainState())  # fmt: skip
+    if source is not None:
+        t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
+    if plan.scores is not None:
+        t.curriculum = CurriculumSampler(plan.scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
+    if resumed is not None:
+        _restore_training_state(t, *resumed)
+    return t
 
-    module = build_loss(cfg, model, objective, dist.device)
+
+def _read_checkpoint(path: Path, run: RunDir, model: torch.nn.Module) -> tuple:
+    """Load a checkpoint's weights into the model; its optimizer and training state, for after the optimizer
+    is built."""
+    weights = ckpt.load_weights(path, run.path)
+    opt_state, rng, state = ckpt.load_training_state(path, run.path)
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(
+            f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:100]}); check --preset/--model"
+        ) from None
+    return path, opt_state, {**state, "rng": rng}
+
+
+def _parallelize(cfg: TrainConfig, dist: Dist, model: torch.nn.Module, module: torch.nn.Module) -> tuple:
+    """The training loss sharded (FSDP2) or wrapped (DDP) over the processes and compiled where asked;
+    returns it and whether it is sharded."""
     fsdp = dist.world > 1 and cfg.distributed == "fsdp"
     if fsdp:  # shard first: the optimizer must hold the sharded parameters
         from torch.distributed.fsdp import fully_shard
@@ -359,76 +252,43 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, checked: Star
         module.compile_head(COMPILE_BACKEND)
     if dist.world > 1 and not fsdp:
         module = torch.nn.parallel.DistributedDataParallel(module)
+    return module, fsdp
 
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
+    """AdamW, weight decay on the matrices only (group 0), none on gains and biases (group 1)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = dist.device.type in ("cuda", "cpu") and not fsdp
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
-    amp, precision = autocast_for(cfg.precision, dist.device)
-    token_bytes = torch.from_numpy(token_byte_lengths(load_tokenizer(run.tokenizer_path))).to(torch.float64)
-    t = Trainer(
-        cfg,
-        dist,
-        run,
-        model,
-        objective,
-        module,
-        optimizer,
-        amp,
-        precision,
-        train_data,
-        val_data,
-        token_bytes,
-        TrainState(),
-    )
-    if source is not None:
-        t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
-    if checked.scores is not None:
-        t.curriculum = CurriculumSampler(checked.scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
-    if resumed is not None:
-        path, opt_state, state = resumed
-        # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        try:
-            set_optimizer_state_dict(model, optimizer, opt_state, options=StateDictOptions(full_state_dict=True))
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise UserError(
-                f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})"
-            ) from None
-        for param, moments in optimizer.state.items():  # a crafted or damaged state would train on garbage
-            for key, value in moments.items():
-                if (
-                    key != "step"
-                    and isinstance(value, torch.Tensor)
-                    and (value.shape != param.shape or ckpt.first_non_finite({key: value}) is not None)
-                ):
-                    raise UserError(
-                        f"the optimizer state in {path} is damaged ({key} of shape {tuple(value.shape)} for a "
-                        f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint"
-                    )
-        for g, wd in zip(
-            optimizer.param_groups, (cfg.weight_decay, 0.0)
-        ):  # the config's values, which may have changed
-            g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
-        t.state.load_state_dict(state, words_before=lambda step: sum(step_words(t, s) for s in range(step)))
-    return t
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
-def attention_backend(cfg: TrainConfig, device: torch.device, compiled: bool) -> str:
-    """FlexAttention where it is fast (compiled, on CUDA), two matmuls on a CPU in bf16 (SDPA's CPU kernel is
-    2-3x slower there: bench/RESULTS.md), SDPA elsewhere, unless the config says."""
-    if cfg.attention == "auto":
-        if device.type == "cuda":
-            return "flex" if compiled else "sdpa"
-        return "matmul" if device.type == "cpu" and autocast_for(cfg.precision, device)[1] == "bf16" else "sdpa"
-    if cfg.attention == "flex" and device.type != "cuda":
+def _restore_training_state(t: Trainer, path: Path, opt_state: dict, state: dict) -> None:
+    """The optimizer's moments (checked: a crafted or damaged state would train on garbage) and the run's state."""
+    # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    cfg, optimizer = t.cfg, t.optimizer
+    try:
+        set_optimizer_state_dict(t.model, optimizer, opt_state, options=StateDictOptions(full_state_dict=True))
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise UserError(
-            "--attention flex trains on CUDA only (PyTorch's FlexAttention has no backward on the CPU); "
-            "use --attention sdpa"
-        )
-    return cfg.attention
+            f"the optimizer state in {path} does not fit this model ({str(e).splitlines()[0][:100]})"
+        ) from None
+    for param, moments in optimizer.state.items():
+        for key, value in moments.items():
+            if (
+                key != "step"
+                and isinstance(value, torch.Tensor)
+                and (value.shape != param.shape or ckpt.first_non_finite({key: value}) is not None)
+            ):
+                raise UserError(
+                    f"the optimizer state in {path} is damaged ({key} of shape {tuple(value.shape)} for a "
+                    f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint"
+                )
+    for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
+        g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+    t.state.load_state_dict(state, words_before=lambda step: sum(step_words(t, s) for s in range(step)))
 
 
 def step_windows(t: Trainer, step: int):
@@ -674,9 +534,9 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
     run = RunDir(out)
     cfg = resolve_config(run, given, resume)  # validated whole before anything is written
     dist = Dist(cfg.device)
-    checked = check_run_can_start(cfg, dist, started=resume and run.latest_checkpoint() is not None)
+    plan = plan_run(cfg, dist, started=resume and run.latest_checkpoint() is not None)
     if resume:
-        if tokenizer_hash(run.tokenizer_path) != checked.manifest["tokenizer_hash"]:
+        if tokenizer_hash(run.tokenizer_path) != plan.manifest["tokenizer_hash"]:
             raise UserError(
                 f"the tokenizer of run {run} does not match the data in {cfg.data}; re-prepare the data or use a "
                 "new --out"
@@ -692,34 +552,20 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
             ckpt.remove_stale(run.path)
         stack.enter_context(data_lock(cfg.data, exclusive=False))  # prepare --force waits for the run to end
         dist.barrier()
-        return _loop(cfg, dist, run, resume, quiet, checked)
+        return _loop(cfg, dist, run, resume, quiet, plan)
 
 
-def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, checked: StartChecks) -> dict:
-    t = setup(cfg, dist, run, resume, checked)
-    if resume and dist.main:
-        run.write_config(
-            cfg
-        )  # once the checkpoint has loaded: the applied changes (e.g. a longer max_steps) are the run now
-    start = t.step
-    thresholds = cfg.word_thresholds()
-    if cfg.checkpoint_schedule and not cfg.max_epochs and dist.main and not quiet:
-        print(
-            f"hlm: warning: --checkpoint-schedule {cfg.checkpoint_schedule} without --max-epochs; "
-            "BabyLM 2025 allows at most 10 epochs (--max-epochs 10)",
-            file=sys.stderr,
-        )
+def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, plan: Plan) -> dict:
+    t = setup(cfg, dist, run, resume, plan)
+    if resume and dist.main:  # once the checkpoint has loaded: the applied changes (a longer max_steps) are the run
+        run.write_config(cfg)
+    start, thresholds = t.step, cfg.word_thresholds()
     # a warm start's source saw tokens before this run's first step: the cap counts them
     tokens_before = t.state.tokens_seen - t.step * cfg.batch_size * cfg.seq_len
     cap = epoch_cap_steps(cfg, tokens_before) if cfg.max_epochs else cfg.max_steps
     log = MetricsLog(run, cfg, dist.main, start if resume else None)
-    n_params = t.model.num_parameters()
     if dist.main and not quiet:
-        print(
-            f"hybridlm: {cfg.objective} | preset {cfg.preset} | {n_params:,} parameters | {t.precision} | "
-            f"{dist.world} process(es) on {dist.device.type} | "
-            f"{t.val_data.manifest['splits']['train']['tokens']:,} train tokens"
-        )
+        _announce(t)
     t.started = time.time()
     if cfg.init_from and start == 0 and cfg.eval_interval:  # a warm start: where the source's weights begin
         last = evaluate(t)
@@ -740,26 +586,19 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
             break
         words_before = t.state.words_seen
         record = train_step(t, prefetch.get(t.step))
+        at_end = t.step in (cfg.max_steps, cap)
         bar.update(1)
         window_tokens += cfg.batch_size * cfg.seq_len
-        if t.step % cfg.log_interval == 0 or t.step in (cfg.max_steps, cap):
+        if t.step % cfg.log_interval == 0 or at_end:
             now = time.time()
             tps = window_tokens / max(now - window_t, 1e-9)
             window_t, window_tokens = now, 0
             record = read_record(t, record)
             words = {"words": t.state.words_seen} if t.counts_words else {}  # shim (until 0.2): see PackedTokens
-            log.write(
-                {
-                    "step": t.step,
-                    "tokens": t.state.tokens_seen,
-                    **words,
-                    **record,
-                    "tokens_per_s": tps,
-                    "elapsed": t.elapsed,
-                }
-            )
+            log.write({"step": t.step, "tokens": t.state.tokens_seen, **words, **record, "tokens_per_s": tps,
+                       "elapsed": t.elapsed})  # fmt: skip
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
-        if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or t.step in (cfg.max_steps, cap)):
+        if cfg.eval_interval and (t.step % cfg.eval_interval == 0 or at_end):
             check_finite(t)
             last = evaluate(t)
             log.write({"step": t.step, "tokens": t.state.tokens_seen, **last})
@@ -768,7 +607,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
         out_of_time = cfg.max_seconds and time.time() - t.started > cfg.max_seconds
         # BabyLM: a checkpoint at the first step whose words seen reach each threshold, kept forever
         names = [f"words_{word_label(w)}" for w in thresholds if words_before < w <= t.state.words_seen]
-        if t.step % cfg.checkpoint_interval == 0 or t.step in (cfg.max_steps, cap) or out_of_time:
+        if t.step % cfg.checkpoint_interval == 0 or at_end or out_of_time:
             names.append(None)
         if names:
             save(t, names)
@@ -786,9 +625,32 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
     if start >= cfg.max_steps and dist.main and not quiet:
         print(f"run {run} is already complete at step {start}")
     log.close()
+    summary = _summary(t, last, stopped)
+    if dist.world > 1:
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def _announce(t: Trainer) -> None:
+    cfg, dist = t.cfg, t.dist
+    if cfg.checkpoint_schedule and not cfg.max_epochs:
+        print(
+            f"hlm: warning: --checkpoint-schedule {cfg.checkpoint_schedule} without --max-epochs; "
+            "BabyLM 2025 allows at most 10 epochs (--max-epochs 10)",
+            file=sys.stderr,
+        )
+    print(
+        f"hybridlm: {cfg.objective} | preset {cfg.preset} | {t.model.num_parameters():,} parameters | {t.precision} | "
+        f"{dist.world} process(es) on {dist.device.type} | "
+        f"{t.val_data.manifest['splits']['train']['tokens']:,} train tokens"
+    )
+
+
+def _summary(t: Trainer, last: dict, stopped: str | None) -> dict:
+    """What train() returns (and hlm train prints): the run's size, length and last validation metrics."""
     summary = {
-        "objective": cfg.objective,
-        "parameters": n_params,
+        "objective": t.cfg.objective,
+        "parameters": t.model.num_parameters(),
         "steps": t.step,
         "tokens_seen": t.state.tokens_seen,
         "words_seen": t.state.words_seen,
@@ -800,6 +662,4 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
         summary["teacher_flops"] = t.state.teacher_flops
     if stopped:
         summary["stopped"] = stopped
-    if dist.world > 1:
-        torch.distributed.destroy_process_group()
     return summary
