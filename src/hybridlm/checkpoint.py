@@ -28,6 +28,7 @@ from hybridlm.errors import UserError
 from hybridlm.files import no_space
 
 CKPT_DIR = "checkpoints"
+EMA_FILE = "ema.safetensors"  # the moving average of the weights, when the run keeps one
 STEP_NAME = re.compile(r"step_\d{7,}")  # periodic checkpoints (pruned to the newest few)
 WORDS_NAME = re.compile(r"words_\d+[KM]?")  # at a count of words seen (kept)
 NAME = re.compile(f"{STEP_NAME.pattern}|{WORDS_NAME.pattern}")  # only these folders are checkpoints
@@ -93,11 +94,19 @@ def _load_optimizer(path: Path) -> dict:
 
 # ---------------------------------------------------------------- saving and finding
 def save_checkpoint(
-    run_dir, step: int, model_state: dict, optimizer_state: dict, state: dict, keep: int = 2, name: str | None = None
+    run_dir,
+    step: int,
+    model_state: dict,
+    optimizer_state: dict,
+    state: dict,
+    keep: int = 2,
+    name: str | None = None,
+    ema: dict | None = None,
 ) -> Path:
     """Write checkpoint `name` (default step_NNNNNNN) atomically and point `latest` at it; prune
     the step_N checkpoints to the newest `keep`, never fewer than two, so that a divergence found
-    at the next step can fall back (words_N ones are never pruned)."""
+    at the next step can fall back (words_N ones are never pruned). `ema`: the moving average of the
+    weights (--ema-decay), kept beside them as ema.safetensors with the same names."""
     root = Path(run_dir) / CKPT_DIR
     if root.is_symlink():  # writing (and pruning) there would act on another folder
         raise UserError(
@@ -111,6 +120,8 @@ def save_checkpoint(
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
         _save_optimizer(optimizer_state, tmp / "optimizer.safetensors")
+        if ema is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / EMA_FILE))
         state = dict(state)
         (tmp / "rng.json").write_text(json.dumps(state.pop("rng", None) or rng_state()))
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
@@ -225,6 +236,34 @@ def load_weights(path: Path, run_dir=None) -> dict:
     f = path / "model.safetensors"
     if not f.is_file():
         raise _corrupt(path, "model.safetensors missing", run_dir or path.parent.parent)
+    try:
+        return load_file(str(f))
+    except Exception as e:
+        raise _corrupt(path, str(e).splitlines()[0][:120], run_dir or path.parent.parent) from None
+
+
+WEIGHTS = ("auto", "ema", "raw")  # which weights a trained run is read with (auto: the EMA where it has one)
+
+
+def read_weights(path: Path, run_dir=None, which: str = "auto") -> tuple[dict, str]:
+    """(weights, "ema" or "raw") of a checkpoint: its moving average where it keeps one (auto, ema), else the
+    weights as trained."""
+    if which not in WEIGHTS:
+        raise UserError(f"unknown --weights {which!r} (choose one of: {', '.join(WEIGHTS)})")
+    ema = load_ema(path, run_dir) if which != "raw" else None
+    if ema is not None:
+        return ema, "ema"
+    if which == "ema":
+        raise UserError(f"checkpoint {path} keeps no moving average of its weights (trained without --ema-decay); "
+                        "drop --weights ema")  # fmt: skip
+    return load_weights(path, run_dir), "raw"
+
+
+def load_ema(path: Path, run_dir=None) -> dict | None:
+    """The checkpoint's moving average of the weights (--ema-decay), or None when it has none."""
+    f = path / EMA_FILE
+    if not f.is_file():
+        return None
     try:
         return load_file(str(f))
     except Exception as e:

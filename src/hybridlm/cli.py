@@ -110,10 +110,21 @@ def cmd_demo(a):
     run_demo(a.out, steps=a.steps, objectives=a.objectives, seed=a.seed, sampler=a.sampler)
 
 
+def _weights_arg(p):
+    p.add_argument(
+        "--weights",
+        default="auto",
+        choices=["auto", "ema", "raw"],
+        help="a run's weights: its moving average where it keeps one (auto, ema; hlm train --ema-decay) or as "
+        "trained (raw); results say which",
+    )
+
+
 def _model_args(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a hybridlm run directory")
     g.add_argument("--hf-model", help="a local Hugging Face model directory (causal or masked LM)")
+    _weights_arg(p)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument(
         "--trust-remote-code",
@@ -134,7 +145,7 @@ def _lm(a):
     from hybridlm.evaluate.lm import load_lm
     from hybridlm.runs import default_device
 
-    return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision, a.trust_remote_code)
+    return load_lm(a.run, a.hf_model, a.device or default_device(), a.precision, a.trust_remote_code, a.weights)
 
 
 def _check_json_target(path, flag: str = "--json", inputs=()):
@@ -328,10 +339,14 @@ def cmd_finetune(a):
     device = a.device or default_device()
     if a.run:
         RunDir(a.run).check_eval_writable(f"finetune-{a.task}.json")
-        make = lambda n: RunClassifier(load_run(a.run, device), n, cfg.dropout)  # noqa: E731 (a fresh copy per seed)
+        make = lambda n: RunClassifier(load_run(a.run, device, weights=a.weights), n, cfg.dropout)  # noqa: E731
     else:
         make = lambda n: HFClassifier(a.hf_model, n, cfg.dropout, a.trust_remote_code)  # noqa: E731
     result = finetune(make, a.task, a.data, cfg, device, progress=True, name=a.run or a.hf_model)
+    if a.run:  # which of the run's weights were fine-tuned
+        from hybridlm.results import stamp
+
+        result = stamp("finetune", result, RunDir(a.run).weights_read(None, a.weights))
     predictions = result.pop("predictions")
     if a.predictions:  # the submission's fine-tuning part: MODEL/main/finetune/TASK/predictions.json
         tree = submission.Tree(a.predictions, submission.model_name(a.run or a.hf_model), "")
@@ -356,7 +371,7 @@ def cmd_generation(a):
         raise UserError(f"--batch-size must lie in 1 ... {MAX_SAMPLES:,} (got {a.batch_size})")
     texts = read_samples(a.samples) if a.samples else None
     device = a.device or default_device()
-    run = load_run(a.run, device)
+    run = load_run(a.run, device, weights=a.weights)
     if texts is None:
         check_generates(run.objective)
     if a.length < 1 or a.length >= run.model.cfg.max_seq_len:
@@ -444,7 +459,7 @@ def cmd_generate(a):
 
     _check_counts(a)
     sampling = _sampling(a)
-    run = load_run(a.run, a.device or default_device())
+    run = load_run(a.run, a.device or default_device(), weights=a.weights)
     samples = generate_samples(run, a.prompt, a.max_new_tokens, sampling, a.num_samples, a.seed)
     for text in samples.texts:
         print((a.prompt + text).strip())
@@ -458,7 +473,7 @@ def cmd_infill(a):
 
     _check_counts(a)
     sampling = _sampling(a)
-    run = load_run(a.run, a.device or default_device())
+    run = load_run(a.run, a.device or default_device(), weights=a.weights)
     knobs = {k: v for k, v in vars(sampling).items() if k not in ("sampler", "steps")}
     print(infill_text(run, a.text, span=a.span, steps=a.steps, seed=a.seed, sampler=sampling.sampler, **knobs))
 
@@ -580,6 +595,7 @@ def _add_eval_commands(sub):
     judge.add_argument("--judge-hf", default=None, help="a local Hugging Face causal LM that scores the samples")
     gq.add_argument("--trust-remote-code", action="store_true", help="--judge-hf: run the code shipped in the folder")
     gq.add_argument("--grammar", action="store_true", help="samples of the built-in grammar (hlm demo): parse them")
+    _weights_arg(gq)
     _sampling_args(gq)
     _json_arg(gq, "generation-SAMPLER-steps-N.json")
     gq.set_defaults(func=cmd_generation, steps=32)
@@ -620,6 +636,7 @@ def _add_finetune_command(sub):
     g_model.add_argument("--run", help="a hybridlm run directory")
     g_model.add_argument("--hf-model", help="a local Hugging Face model directory")
     ft.add_argument("--trust-remote-code", action="store_true", help="--hf-model: run the code shipped in the folder")
+    _weights_arg(ft)
     ft.add_argument("--task", required=True, help=" | ".join(FINETUNE_TASKS))
     ft.add_argument(
         "--data",
@@ -655,6 +672,7 @@ def _add_generate_command(sub):
     g.add_argument("--prompt", default="")
     g.add_argument("--max-new-tokens", type=int, default=50)
     g.add_argument("--num-samples", type=int, default=1)
+    _weights_arg(g)
     _sampling_args(g)
     g.set_defaults(func=cmd_generate, steps=32)
 
@@ -664,6 +682,7 @@ def _add_infill_command(sub):
     f.add_argument("--run", required=True)
     f.add_argument("--text", required=True, help="e.g. 'The <mask> sat on the <mask>.'")
     f.add_argument("--span", type=int, default=1, help="tokens per <mask> (multi-token spans for diffusion)")
+    _weights_arg(f)
     _sampling_args(f)
     f.set_defaults(func=cmd_infill)
 
@@ -673,7 +692,7 @@ def cmd_export(a):
 
     if a.all_checkpoints:
         repo_id = a.repo_id or f"hybridlm/{Path(a.run).resolve().name}"
-        branches = export_all_checkpoints(a.run, a.out, repo_id)
+        branches = export_all_checkpoints(a.run, a.out, repo_id, a.weights)
         out = Path(a.out)
         print(
             f"exported {a.run} to {out}: a git repository with branches {', '.join(branches)} and main (the "
@@ -682,7 +701,7 @@ def cmd_export(a):
             f"cache_dir={str(out / HUB_CACHE)!r})"
         )
         return
-    out = export_run(a.run, a.out, checkpoint=a.checkpoint)
+    out = export_run(a.run, a.out, checkpoint=a.checkpoint, weights=a.weights)
     print(f"exported {a.run} to {out}")
 
 
@@ -699,7 +718,7 @@ def cmd_score_windows(a):
     from hybridlm.data import load_manifest
     from hybridlm.tokenizer import tokenizer_hash
 
-    run = load_run(a.run, a.device or default_device())
+    run = load_run(a.run, a.device or default_device(), weights=a.weights)
     if tokenizer_hash(run.dir.tokenizer_path) != load_manifest(a.data)["tokenizer_hash"]:
         raise UserError(
             f"--run {a.run} was trained with another tokenizer than the data in {a.data}: its losses would score "
@@ -729,6 +748,7 @@ def _add_score_windows_command(sub):
     s.add_argument("--data", required=True, help="the prepared data whose training windows are scored")
     s.add_argument("--out", required=True, help="a .npy file: one score per window")
     s.add_argument("--seq-len", type=int, default=0, help="window length (default: the reference run's)")
+    _weights_arg(s)
     s.add_argument("--device", default=None)
     s.set_defaults(func=cmd_score_windows)
 
@@ -768,6 +788,7 @@ def _add_export_command(sub):
         default=None,
         help="--all-checkpoints: the name the local hub cache uses (default: hybridlm/RUN_NAME)",
     )
+    _weights_arg(e)
     e.set_defaults(func=cmd_export)
 
 

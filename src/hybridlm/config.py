@@ -34,7 +34,7 @@ class TrainConfig:
     seq_len_schedule: list = field(default_factory=list)
     micro_batch_size: int = 0  # sequences per forward pass per process; 0 = all of that process's rows
     max_steps: int = 1000
-    # optimiser (AdamW) and schedule (linear warmup, cosine decay to min_lr_ratio * lr)
+    # optimiser and schedule (linear warmup, cosine decay to min_lr_ratio * lr)
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_fraction: float = 0.016
@@ -42,6 +42,11 @@ class TrainConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.98
+    optimizer: str = "adamw"  # adamw | lamb | muon (hybridlm.optim)
+    adam_eps: float = 1e-8
+    muon_momentum: float = 0.95
+    ema_decay: float = 0.0  # an exponential moving average of the weights (0: off)
+    ema_warmup: bool = False
     grad_clip: float = 2.0
     z_loss: float = 0.0
     # distillation (BabyLlama): loss = alpha * CE + (1 - alpha) * T^2 * KL(mean of the teachers || student)
@@ -71,6 +76,7 @@ class TrainConfig:
     # warm starts: start from another run's weights (RUN or RUN:CHECKPOINT; any objective), and anneal a
     # causal model's attention to full over the first N steps (DiffuLLaMA)
     init_from: str = ""
+    init_weights: str = "auto"  # the source's moving average where it keeps one (auto, ema) or its raw weights
     attention_anneal_steps: int = 0
     # curricula and selection: windows ordered by a difficulty score (length, unigram, or a .npy of scores
     # from hlm score-windows), each step drawn from the easiest share the pacing allows (CLIMB)
@@ -162,6 +168,19 @@ class TrainConfig:
             )
         if self.z_loss > 1:
             raise UserError(f"z_loss must lie in [0, 1] (PaLM uses 1e-4; got {self.z_loss})")
+        from hybridlm.optim import OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r} (choose one of: {', '.join(OPTIMIZERS)})")
+        if not 0 < self.adam_eps < 1:
+            raise UserError(f"adam_eps must lie in (0, 1) (got {self.adam_eps})")
+        for name in ("muon_momentum", "ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{name} must lie in [0, 1) (got {getattr(self, name)})")
+        if self.init_weights not in ("auto", "ema", "raw"):
+            raise UserError(f"unknown init_weights {self.init_weights!r} (choose one of: auto, ema, raw)")
+        if self.ema_warmup and not self.ema_decay:
+            raise UserError("--ema-warmup needs --ema-decay (e.g. 0.999)")
         if self.curriculum:
             parse_pacing(self.pacing)
             if self.seq_len_schedule:
@@ -273,6 +292,8 @@ HELP = {
     "data_seed": "the data's order and masking (-1: --seed); fix it to vary only the initialisation",
     "init_from": "RUN or RUN:CHECKPOINT: start from that run's weights (same tokenizer and shape); words seen "
     "continue from it",
+    "init_weights": "with --init-from: auto (the source's EMA of its weights where it keeps one, else its weights), "
+    "ema or raw; the run records which",
     "attention_anneal_steps": "bidirectional rows see a growing random share of later positions over the first N "
     "steps (causal to full, DiffuLLaMA)",
     "curriculum": "order the data by a difficulty score: length (words), unigram (mean surprisal), or a .npy of "
@@ -281,6 +302,13 @@ HELP = {
     "(fractions of training; default 0.1,0.7), as CLIMB",
     "select_fraction": "with --curriculum: train on the easiest share of the windows only (selection by a "
     "reference run's loss, cf. CoLoR-Filter)",
+    "optimizer": "adamw; lamb (GPT-BERT's and the 2025 diffusion winner's: lr ~1e-2); muon (the blocks' matrices, "
+    "AdamW for the rest, one --lr)",
+    "adam_eps": "epsilon of Adam, LAMB and Muon's AdamW part",
+    "muon_momentum": "with --optimizer muon: its Nesterov momentum",
+    "ema_decay": "keep an EMA of the weights (GPT-BERT: 0.999; 0 = off): validated as val_*_ema and saved in every "
+    "checkpoint",
+    "ema_warmup": "with --ema-decay: the 2025 diffusion winner's decay min(d, (1 + n) / (10 + n)) at update n",
     "max_epochs": "stop after this many passes over the training tokens (BabyLM 2025: 10); alone, it sets max_steps",
 }
 

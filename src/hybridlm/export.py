@@ -118,12 +118,13 @@ def _write_tokenizer(src: Path, out: Path):
     write_hf_files(out)
 
 
-def export_run(run_dir, out_dir, checkpoint: str | None = None) -> Path:
+def export_run(run_dir, out_dir, checkpoint: str | None = None, weights: str = "auto") -> Path:
     """Write the run (its latest checkpoint, or `checkpoint`) as the Hugging Face model(s) its
-    objective exports to (`Objective.export_*`)."""
+    objective exports to (`Objective.export_*`): its moving average of the weights where it keeps one
+    (weights="auto"; "raw": as trained)."""
     out = Path(out_dir)
     check_out_folder(out)
-    run = load_run(run_dir, checkpoint=checkpoint)
+    run = load_run(run_dir, checkpoint=checkpoint, weights=weights)
     if not run.objective.capabilities.export:
         raise UserError(
             f"a {run.objective.name} run has no Hugging Face export (no transformers model holds what it learned); "
@@ -154,6 +155,7 @@ def _write_export(run, out: Path) -> None:
                 "options": run.config.objective_options(),
                 "step": run.step,
                 "words_seen": run.words_seen,
+                "weights": run.weights,
                 "source": str(run.path),
             },
             indent=2,
@@ -190,7 +192,7 @@ def _git(repo: Path, *args) -> str:
         ) from None
 
 
-def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list[str]:
+def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None, weights: str = "auto") -> list[str]:
     """The run as a Hugging Face model repository with BabyLM 2025's branches: `chck_1M`, `chck_2M`, ...
     hold the words_N checkpoints, `main` the run's final weights. OUT is a git repository (push it
     to the hub as it is: `git push --all`). Because transformers ignores `revision=` for a local
@@ -226,7 +228,7 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None) -> list
             for p in repo.iterdir():  # replace, never rewrite in place: the cache's snapshots may share the files
                 if p.name not in (".git", HUB_CACHE, ".gitattributes"):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
-            _write_export(load_run(run_dir, checkpoint=name), repo)
+            _write_export(load_run(run_dir, checkpoint=name, weights=weights), repo)
             _git(repo, "add", "-A")
             _git(
                 repo, "commit", "-q", "-m", f"{name}" + (f": {words:,} words seen" if words is not None else " (final)")

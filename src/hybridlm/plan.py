@@ -34,6 +34,7 @@ IDENTITY_KEYS = (
     "seq_len",
     "seq_len_schedule",
     "batch_size",
+    "optimizer",  # its saved state fits no other
     "seed",
     "document_mask",
     "distill_from",
@@ -63,8 +64,11 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
         if not cfg.data:
             raise UserError("--data is required (a directory made by hlm prepare)")
         cfg.data = str(Path(cfg.data).resolve())
-        if cfg.init_from:  # recorded as an absolute path and the checkpoint it resolves to now
+        if cfg.init_from:  # recorded as an absolute path and the checkpoint it resolves to now, with its weights
             cfg.init_from = warmstart.recorded(cfg.init_from)
+            source, name = warmstart.parse_source(cfg.init_from)
+            if source.is_run() and cfg.init_weights == "auto":
+                cfg.init_weights = source.weights_read(name)
     else:
         if not run.is_run():
             raise UserError(f"nothing to resume in {run} (no {RunDir.CONFIG}); drop --resume to start a new run")

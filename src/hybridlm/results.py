@@ -18,11 +18,13 @@ KINDS = {
 }
 
 
-def stamp(kind: str, result: dict) -> dict:
-    """`result` (a new dict) opening with its kind and schema."""
+def stamp(kind: str, result: dict, weights: str | None = None) -> dict:
+    """`result` (a new dict) opening with its kind and schema; `weights`: which of a run's weights made it
+    ("ema": its moving average, "raw": as trained)."""
     if kind not in KINDS:
         raise ValueError(f"unknown result kind {kind!r} (add it to hybridlm.results.KINDS)")
-    return {"kind": kind, "schema": SCHEMA, **{k: v for k, v in result.items() if k not in ("kind", "schema")}}
+    head = {"kind": kind, "schema": SCHEMA, **({"weights": weights} if weights else {})}
+    return {**head, **{k: v for k, v in result.items() if k not in head}}
 
 
 def kind_of(data: dict) -> str | None:

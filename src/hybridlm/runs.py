@@ -229,11 +229,17 @@ class RunDir:
             os.close(fd)
 
     # ------------------------------------------------------------ loading a trained model
-    def load(self, device: str = "cpu", checkpoint: str | None = None) -> LoadedRun:
+    def weights_read(self, checkpoint: str | None = None, weights: str = "auto") -> str:
+        """Which weights load(checkpoint, weights) reads: "ema" (the moving average) or "raw"."""
+        return "ema" if weights != "raw" and (self.checkpoint(checkpoint) / ckpt.EMA_FILE).is_file() else "raw"
+
+    def load(self, device: str = "cpu", checkpoint: str | None = None, weights: str = "auto") -> LoadedRun:
+        """The trained model at `checkpoint` (default: the latest), with its moving average of the weights where
+        it keeps one (weights="auto"; "raw": the weights as trained)."""
         cfg = self.read_config()
         path = self.checkpoint(checkpoint)
         tokenizer = load_tokenizer(self.tokenizer_path)
-        weights = ckpt.load_weights(path, self.path)
+        weights, which = ckpt.read_weights(path, self.path, weights)
         if bad := ckpt.first_non_finite(weights):
             raise UserError(
                 f"checkpoint {path} holds non-finite weights ({bad} has nan or inf): training diverged before it "
@@ -256,7 +262,14 @@ class RunDir:
         state = read_json(path / "state.json", "checkpoint state") if (path / "state.json").is_file() else {}
         state = state if isinstance(state, dict) else {}
         return LoadedRun(
-            self, cfg, model, tokenizer, build_objective(cfg, vocab), state.get("step", 0), state.get("words_seen")
+            self,
+            cfg,
+            model,
+            tokenizer,
+            build_objective(cfg, vocab),
+            state.get("step", 0),
+            state.get("words_seen"),
+            which,
         )
 
 
@@ -269,14 +282,15 @@ class LoadedRun:
     objective: object  # the Objective instance the run was trained with
     step: int
     words_seen: int | None = None  # at the loaded checkpoint (None: data prepared without word counts)
+    weights: str = "raw"  # "ema": the run's moving average of its weights; "raw": the weights as trained
 
     @property
     def path(self) -> Path:
         return self.dir.path
 
 
-def load_run(run_dir, device: str = "cpu", checkpoint: str | None = None) -> LoadedRun:
-    return RunDir(run_dir).load(device, checkpoint)
+def load_run(run_dir, device: str = "cpu", checkpoint: str | None = None, weights: str = "auto") -> LoadedRun:
+    return RunDir(run_dir).load(device, checkpoint, weights)
 
 
 def default_device() -> str:

@@ -42,6 +42,7 @@ from hybridlm.files import data_lock
 from hybridlm.losses import build_loss
 from hybridlm.model import build_model
 from hybridlm.objectives import Likelihood, Objective
+from hybridlm.optim import WeightEMA, apply_config, build_optimizer, skips_on_device
 from hybridlm.plan import Plan, attention_backend, epoch_cap_steps, plan_run, resolve_config
 from hybridlm.runs import RunDir
 from hybridlm.runtime import Dist, autocast_for, warmup_cosine
@@ -161,6 +162,7 @@ class Trainer:
     token_bytes: torch.Tensor
     state: TrainState
     curriculum: CurriculumSampler | None = None
+    ema: WeightEMA | None = None  # --ema-decay
     first_bad: torch.Tensor | None = None  # on the device: the first step whose loss was not finite (-1: none)
     started: float = 0.0
 
@@ -210,6 +212,8 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, plan: Plan | 
         t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
     if plan.scores is not None:
         t.curriculum = CurriculumSampler(plan.scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
+    if cfg.ema_decay:  # of the weights as they now are (sharded, where FSDP2 shards them)
+        t.ema = WeightEMA(model, cfg.ema_decay, cfg.ema_warmup)
     if resumed is not None:
         _restore_training_state(t, *resumed)
     return t
@@ -255,14 +259,6 @@ def _parallelize(cfg: TrainConfig, dist: Dist, model: torch.nn.Module, module: t
     return module, fsdp
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
-    """AdamW, weight decay on the matrices only (group 0), none on gains and biases (group 1)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
-
-
 def _restore_training_state(t: Trainer, path: Path, opt_state: dict, state: dict) -> None:
     """The optimizer's moments (checked: a crafted or damaged state would train on garbage) and the run's state."""
     # saved keyed by parameter name (full, unsharded), so it loads whatever the process count or mode
@@ -286,9 +282,12 @@ def _restore_training_state(t: Trainer, path: Path, opt_state: dict, state: dict
                     f"the optimizer state in {path} is damaged ({key} of shape {tuple(value.shape)} for a "
                     f"parameter of shape {tuple(param.shape)}, or not finite); resume from another checkpoint"
                 )
-    for g, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # the config's values, which may have changed
-        g.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+    apply_config(optimizer, cfg)  # the config's betas and weight decay, which may have changed
     t.state.load_state_dict(state, words_before=lambda step: sum(step_words(t, s) for s in range(step)))
+    if t.ema is not None:  # the average goes on from the checkpoint's (one that has none: from the weights)
+        ema = ckpt.load_ema(path, t.run.path)
+        if ema is not None:
+            t.ema.load_state_dict(ema, updates=t.state.step)
 
 
 def step_windows(t: Trainer, step: int):
@@ -399,12 +398,14 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
     # a non-finite loss or gradient never reaches the weights: checked before the optimizer step, which it skips
     bad = ~torch.isfinite(reduced[0]) | ~torch.isfinite(grad_norm.to(reduced.device))
     t.first_bad = torch.where(bad & (t.first_bad < 0), step + 1, t.first_bad)
-    if t.optimizer.defaults.get("fused"):
-        t.optimizer.found_inf = bad.float()  # the fused AdamW skips the whole update on the device
-    else:  # FSDP2's (foreach) AdamW has no found_inf: this path waits for the device
+    if skips_on_device(t.optimizer):
+        t.optimizer.found_inf = bad.float()  # the fused AdamW and LAMB skip the whole update on the device
+    else:  # FSDP2's (foreach) AdamW and Muon have no found_inf: this path waits for the device
         check_finite(t)
     t.optimizer.step()
     t.optimizer.zero_grad(set_to_none=True)
+    if t.ema is not None:
+        t.ema.update()
     t.state.step += 1
     t.state.tokens_seen += cfg.batch_size * cfg.seq_len
     t.state.words_seen += host.words
@@ -455,7 +456,30 @@ def read_record(t: Trainer, record: dict) -> dict:
 @torch.no_grad()
 def evaluate(t: Trainer) -> dict:
     """Validation with fixed corruption (seeded by batch index) at the final mask ratio, for each of
-    the objective's views; bits per byte from the UTF-8 bytes of the very tokens scored."""
+    the objective's views; bits per byte from the UTF-8 bytes of the very tokens scored. With an EMA of
+    the weights, the same for it (val_*_ema)."""
+    result = _validate(t)
+    if t.ema is not None:
+        _reshard(t)  # FSDP2 keeps the root's gathered weights after a forward: the swap must reach what it uses
+        t.ema.swap()
+        try:
+            result.update({f"{k}_ema": v for k, v in _validate(t).items()})
+        finally:
+            _reshard(t)
+            t.ema.swap()
+    return result
+
+
+def _reshard(t: Trainer) -> None:
+    if t.dist.world > 1 and t.cfg.distributed == "fsdp":
+        from torch.distributed.fsdp import FSDPModule
+
+        for m in t.module.modules():
+            if isinstance(m, FSDPModule):
+                m.reshard()
+
+
+def _validate(t: Trainer) -> dict:
     cfg, dist = t.cfg, t.dist
     t.module.eval()
     out, views = {}, t.objective.validation_views()
@@ -499,7 +523,8 @@ def save(t: Trainer, names=(None,)):
     check_finite(t)  # a run that went bad is never checkpointed
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_model_state_dict(t.model, options=opts), get_optimizer_state_dict(t.model, t.optimizer, options=opts)
-    if ckpt.first_non_finite({"model": msd, "optimizer": osd}):  # an overflowed update is never saved
+    ema = t.ema.state_dict() if t.ema is not None else None
+    if ckpt.first_non_finite({"model": msd, "optimizer": osd, "ema": ema or {}}):  # an overflowed update is never saved
         raise UserError(
             f"training diverged: the weights or optimizer state became non-finite (nan or inf) by step "
             f"{t.step}; nothing was saved for it; {_divergence_advice(t)}"
@@ -507,7 +532,7 @@ def save(t: Trainer, names=(None,)):
     if t.dist.main:
         state = t.state.state_dict(t.cfg, t.dist.world, t.elapsed)
         for name in names:
-            ckpt.save_checkpoint(t.run.path, t.step, msd, osd, state, keep=t.cfg.keep_checkpoints, name=name)
+            ckpt.save_checkpoint(t.run.path, t.step, msd, osd, state, keep=t.cfg.keep_checkpoints, name=name, ema=ema)
     t.dist.barrier()
 
 

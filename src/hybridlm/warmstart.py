@@ -38,6 +38,7 @@ class Source:
     words_seen: int
     tokens_seen: int
     weights: dict | None = None  # read (and checked finite) once, by find_source
+    which: str = "raw"  # "ema": the source's moving average of its weights
 
 
 def parse_source(text: str) -> tuple[RunDir, str | None]:
@@ -117,18 +118,20 @@ def find_source(cfg, vocab_size: int, data_tokenizer: str) -> Source:
         raise UserError(f"--init-from {path}: no state.json; it is not a complete checkpoint") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"--init-from {path}: damaged state ({str(e).splitlines()[0][:100]})") from None
-    weights = ckpt.load_weights(path, run.path)
+    weights, which = ckpt.read_weights(path, run.path, cfg.init_weights)
     if bad := ckpt.first_non_finite(weights):
         raise UserError(
             f"--init-from {path}: its weights are not finite ({bad} has nan or inf); warm-start from an earlier "
             "checkpoint of it (RUN:CHECKPOINT)"
         )
-    return Source(run, path, int(state.get("words_seen", 0)), int(state.get("tokens_seen", 0)), weights)
+    return Source(run, path, int(state.get("words_seen", 0)), int(state.get("tokens_seen", 0)), weights, which)
 
 
 def load_source_weights(model: torch.nn.Module, source: Source) -> None:
     """The source's weights into `model` (its extra multi-token heads, when the source has none, stay fresh)."""
-    weights = source.weights if source.weights is not None else ckpt.load_weights(source.checkpoint, source.run.path)
+    weights = source.weights
+    if weights is None:
+        weights = ckpt.read_weights(source.checkpoint, source.run.path, source.which)[0]
     own = model.state_dict()
     model.load_state_dict({**own, **{k: v for k, v in weights.items() if k in own}})
 

@@ -339,7 +339,9 @@ def evaluate_babylm(
         raise UserError(f"no task for one model under {data_dir} (aoa needs --all-checkpoints)")
     data = {t: read_task(t, folder) for t, folder in found.items()}  # every file is checked before any scoring
     out = stamp(
-        "babylm", {"model": lm.name, "scorer": scorer, "convention": convention, "data": str(data_dir), "tasks": {}}
+        "babylm",
+        {"model": lm.name, "scorer": scorer, "convention": convention, "data": str(data_dir), "tasks": {}},
+        lm.weights,
     )
     if backend:
         out["backend"] = backend
@@ -437,6 +439,7 @@ def evaluate_checkpoints(
         todo = [t for t in names if t not in done["tasks"]]
         if todo:
             lm = RunLM(run.path, device, precision, checkpoint=path.name)
+            done["weights"] = lm.weights
             # the reading tasks share one pass of surprisals, so they are scored together
             reading = [t for t in todo if TASKS[t].kind == "reading"]
             for group in [[t] for t in todo if t not in reading] + ([reading] if reading else []):

@@ -65,10 +65,12 @@ def evaluate_pairs(lm, pairs: list[dict], scorer: str | None = None, progress: b
     scores = score_sentences(lm, sentences, scorer, progress=progress, **kw)
     good = [scores[index[p["good"]]] for p in pairs]
     bad = [scores[index[p["bad"]]] for p in pairs]
-    return aggregate(pairs, good, bad, scorer, lm.name)
+    return aggregate(pairs, good, bad, scorer, lm.name, lm.weights)
 
 
-def aggregate(pairs: list[dict], good: list[float], bad: list[float], scorer: str, model: str) -> dict:
+def aggregate(
+    pairs: list[dict], good: list[float], bad: list[float], scorer: str, model: str, weights: str | None = None
+) -> dict:
     """Accuracy tables from each pair's two scores (also used to merge results computed piecewise)."""
     by = {"paradigms": defaultdict(list), "fields": defaultdict(list), "terms": defaultdict(list)}
     per_pair = []
@@ -104,4 +106,5 @@ def aggregate(pairs: list[dict], good: list[float], bad: list[float], scorer: st
             "model": model,
             "pairs": per_pair,
         },
+        weights,
     )

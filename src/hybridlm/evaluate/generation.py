@@ -171,6 +171,7 @@ def evaluate_generation(
             "nfe": float(np.mean(nfe)) if nfe else None,
             "seconds_per_sample": seconds / len(nfe) if nfe else None,
         },
+        run.weights,
     )
     if judge is not None:
         result.update(generative_perplexity(judge, texts))

@@ -430,6 +430,7 @@ def run_harness(
             "n": {task: v.get("effective", v.get("original")) for task, v in out.get("n-samples", {}).items()},
             "majority": {task: majority(valid, limit) for task, valid in icl.items() if task in results},
         },
+        model.lm.weights,
     )
     if log_samples:
         result["samples"] = {

@@ -57,6 +57,7 @@ class ScoringLM:
     bos_id: int
     mask_id: int | None
     max_len: int
+    weights: str | None = None  # a run's: "ema" (its moving average) or "raw"; None: another model
     shares_prefixes = False  # selected_logits takes segment_ids and position_ids (a shared prefix's branches)
 
     @property
@@ -96,8 +97,9 @@ class ScoringLM:
 class RunLM(ScoringLM):
     shares_prefixes = True
 
-    def __init__(self, run_dir, device="cpu", precision="fp32", checkpoint=None):
-        self.run = load_run(run_dir, device=device, checkpoint=checkpoint)
+    def __init__(self, run_dir, device="cpu", precision="fp32", checkpoint=None, weights="auto"):
+        self.run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
+        self.weights = self.run.weights
         self.model, self.tok, self.objective = self.run.model, self.run.tokenizer, self.run.objective
         self.name = str(run_dir)
         self.bos_id, self.mask_id = self.tok.token_to_id(BOS), self.tok.token_to_id(MASK)
@@ -219,9 +221,11 @@ class HFLM(ScoringLM):
         return logits[select.to(self.device)].float()
 
 
-def load_lm(run=None, hf_model=None, device="cpu", precision="fp32", trust_remote_code=False) -> ScoringLM:
+def load_lm(
+    run=None, hf_model=None, device="cpu", precision="fp32", trust_remote_code=False, weights="auto"
+) -> ScoringLM:
     if (run is None) == (hf_model is None):
         raise UserError("give exactly one of --run RUN or --hf-model DIR")
     if hf_model is not None:
         return HFLM(hf_model, device, precision, trust_remote_code)
-    return RunLM(run, device, precision)
+    return RunLM(run, device, precision, weights=weights)

@@ -98,7 +98,7 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
             out[kind] = _bound_summary(-np.asarray(scores), counts, n_bytes, n_words, samples)
         else:
             out[kind] = _summary(-sum(scores), sum(counts), n_bytes, n_words, s.measure)
-    return stamp("perplexity", out)
+    return stamp("perplexity", out, lm.weights)
 
 
 def _bound_summary(per_window, per_window_tokens, n_bytes, n_words, samples) -> dict:
