@@ -10,6 +10,8 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
+
 from hybridlm.curriculum import parse_pacing
 from hybridlm.errors import UserError
 from hybridlm.model import PRESETS, check_model_overrides
@@ -33,6 +35,7 @@ class TrainConfig:
     # step stay batch_size * seq_len, so a stage of length L has batch_size * seq_len / L sequences
     seq_len_schedule: list = field(default_factory=list)
     micro_batch_size: int = 0  # sequences per forward pass per process; 0 = all of that process's rows
+    batch_warmup: float = 1.0  # the batch grows from 1/F of batch_size to all of it over training (1: off)
     max_steps: int = 1000
     # optimiser and schedule (linear warmup, cosine decay to min_lr_ratio * lr)
     lr: float = 2e-3
@@ -134,6 +137,32 @@ class TrainConfig:
     def max_len(self) -> int:
         return max(L for _, L, _ in self.stages())
 
+    def batch_rows(self, step: int) -> int:
+        """Sequences in the global batch of `step`: its stage's, or with batch_warmup F growing from 1/F of it to
+        all of it over training, as GPT-BERT's train_10m.py computes it: int(B/F (1 - s/S) + B s/S + 0.5)."""
+        rows = [r for first, _, r in self.stages() if first <= step][-1]
+        if self.batch_warmup <= 1:
+            return rows
+        done = step / self.max_steps
+        return int(rows / self.batch_warmup * (1 - done) + rows * done + 0.5)
+
+    def batch_schedule(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per step 0 ... max_steps - 1: the global batch's rows, the rows before it in its stage (where its
+        windows start in the stage's order) and the tokens of all steps before it (one more entry: the run's)."""
+        stages = self.stages()
+        rows = np.empty(self.max_steps, dtype=np.int64)
+        offsets = np.empty(self.max_steps, dtype=np.int64)
+        tokens = np.zeros(self.max_steps + 1, dtype=np.int64)
+        for i, (first, length, _) in enumerate(stages):
+            end = stages[i + 1][0] if i + 1 < len(stages) else self.max_steps
+            steps = range(first, min(end, self.max_steps))
+            if not len(steps):
+                continue
+            rows[first : steps.stop] = [self.batch_rows(s) for s in steps] if self.batch_warmup > 1 else stages[i][2]
+            offsets[first : steps.stop] = np.cumsum(rows[first : steps.stop]) - rows[first : steps.stop]
+            tokens[first + 1 : steps.stop + 1] = rows[first : steps.stop] * length
+        return rows, offsets, np.cumsum(tokens)
+
     def validate(self) -> TrainConfig:
         """Every value checked before anything is written: a bad one is a one-line error, never a stub run."""
         objective = objective_class(self.objective)
@@ -177,6 +206,10 @@ class TrainConfig:
         for name in ("muon_momentum", "ema_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise UserError(f"{name} must lie in [0, 1) (got {getattr(self, name)})")
+        if not self.batch_warmup >= 1:
+            raise UserError(f"batch_warmup must be >= 1 (GPT-BERT: 4; 1 = off; got {self.batch_warmup})")
+        if self.batch_warmup > 1 and self.curriculum:
+            raise UserError("--batch-warmup draws batches of growing size in the data's order; drop --curriculum")
         if self.init_weights not in ("auto", "ema", "raw"):
             raise UserError(f"unknown init_weights {self.init_weights!r} (choose one of: auto, ema, raw)")
         if self.ema_warmup and not self.ema_decay:
@@ -292,6 +325,8 @@ HELP = {
     "data_seed": "the data's order and masking (-1: --seed); fix it to vary only the initialisation",
     "init_from": "RUN or RUN:CHECKPOINT: start from that run's weights (same tokenizer and shape); words seen "
     "continue from it",
+    "batch_warmup": "F: the global batch grows linearly from batch_size/F to batch_size over training (GPT-BERT's "
+    "batch_reduction, 4); tokens, words and the epoch cap count the batches as they are",
     "init_weights": "with --init-from: auto (the source's EMA of its weights where it keeps one, else its weights), "
     "ema or raw; the run records which",
     "attention_anneal_steps": "bidirectional rows see a growing random share of later positions over the first N "

@@ -414,7 +414,11 @@ class PackedTokens:
 
     def batch_windows(self, step: int, batch_size: int, seed: int) -> np.ndarray:
         """The window indices of the global batch of `step`."""
-        samples = np.arange(step * batch_size, (step + 1) * batch_size)
+        return self.windows_from(step * batch_size, batch_size, seed)
+
+    def windows_from(self, start: int, count: int, seed: int) -> np.ndarray:
+        """`count` window indices from position `start` of the seeded order (a new permutation each epoch)."""
+        samples = np.arange(start, start + count)
         return np.array([self._perm(seed, int(s // self.n_windows))[s % self.n_windows] for s in samples])
 
     def batch(self, step: int, batch_size: int, seed: int) -> torch.Tensor:

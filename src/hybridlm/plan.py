@@ -9,7 +9,7 @@ one-line error. `train.setup` builds the trainer from the plan and reads none of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,15 +93,36 @@ def resolve_config(run: RunDir, given: dict, resume: bool) -> TrainConfig:
     if cfg.max_epochs and "max_steps" not in given and (not resume or "max_epochs" in given):
         # --max-epochs alone sets the run's length (and its LR schedule); a warm start's source counts
         cfg.max_steps = epoch_cap_steps(cfg, warmstart.tokens_before(run, cfg) if resume else
-                                        warmstart.source_tokens(cfg.init_from) if cfg.init_from else 0)  # fmt: skip
+                                        warmstart.source_tokens(cfg.init_from) if cfg.init_from else 0,
+                                        fit_length=True)  # fmt: skip
+    if resume and cfg.batch_warmup > 1 and cfg.max_steps != saved.max_steps:
+        raise UserError(
+            f"--batch-warmup sizes every batch by its share of --max-steps: a resumed run keeps max_steps "
+            f"{saved.max_steps} (got {cfg.max_steps}); start a new run with a new --out to change it"
+        )
     return cfg
 
 
-def epoch_cap_steps(cfg: TrainConfig, tokens_before: int = 0) -> int:
+def epoch_cap_steps(cfg: TrainConfig, tokens_before: int = 0, fit_length: bool = False) -> int:
     """The steps that see the training tokens max_epochs times (BabyLM 2025 caps training at 10 epochs),
-    counting the tokens a warm start's source saw before (tokens_before)."""
+    counting the tokens a warm start's source saw before (tokens_before). With a batch warm-up, the steps of
+    cfg.max_steps's schedule that fit, or with fit_length (--max-epochs alone sets the length) the longest
+    run whose growing batches fit."""
     windows = PackedTokens(cfg.data, "train", cfg.seq_len)
-    steps = int((cfg.max_epochs * windows.n_windows * cfg.seq_len - tokens_before) // (cfg.batch_size * cfg.seq_len))
+    budget = cfg.max_epochs * windows.n_windows * cfg.seq_len - tokens_before
+    if cfg.batch_warmup <= 1:
+        steps = int(budget // (cfg.batch_size * cfg.seq_len))
+    elif not fit_length:
+        steps = int(np.searchsorted(cfg.batch_schedule()[2], budget, side="right")) - 1
+    else:  # the schedule depends on the length: the longest whose tokens fit (they grow with it)
+        lo, hi = 0, int(budget * cfg.batch_warmup // (cfg.batch_size * cfg.seq_len)) + 2
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if replace(cfg, max_steps=mid).batch_schedule()[2][-1] <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        steps = lo
     if steps < 1:
         raise UserError(
             f"--max-epochs {cfg.max_epochs} is less than one step of {cfg.batch_size} sequences over "
@@ -122,6 +143,7 @@ class Plan:
     val_data: PackedTokens
     source: warmstart.Source | None = None  # --init-from
     scores: np.ndarray | None = None  # --curriculum: one difficulty score per training window
+    schedule: tuple | None = None  # TrainConfig.batch_schedule(): rows, offsets in stage, tokens before, per step
 
 
 def plan_run(cfg: TrainConfig, dist: Dist, started: bool = False) -> Plan:
@@ -146,6 +168,14 @@ def plan_run(cfg: TrainConfig, dist: Dist, started: bool = False) -> Plan:
             f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "
             "re-run hlm prepare (with --force)"
         )
+    plan.schedule = cfg.batch_schedule()
+    if cfg.batch_warmup > 1:  # batches of any size: the processes' shares differ by a row at most
+        if plan.schedule[0].min() < dist.world or plan.schedule[0].min() < 1:
+            raise UserError(
+                f"the first step's batch of {plan.schedule[0].min()} sequences (--batch-warmup {cfg.batch_warmup:g} "
+                f"of {cfg.batch_size}) is smaller than the {dist.world} process(es); lower --batch-warmup"
+            )
+        return plan
     for _, L, rows in cfg.stages():
         if rows % dist.world:
             raise UserError(

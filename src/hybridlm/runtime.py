@@ -42,9 +42,9 @@ class Dist:
             torch.distributed.barrier()
 
     def rows(self, n: int) -> slice:
-        """This process's share of a global batch of n rows."""
-        per = n // self.world
-        return slice(self.rank * per, (self.rank + 1) * per)
+        """This process's share of a global batch of n rows (shares differ by one row at most when N does not
+        divide n: a batch warm-up's sizes; the loss is normalised over the global batch either way)."""
+        return slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
 
 
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:

@@ -163,6 +163,7 @@ class Trainer:
     state: TrainState
     curriculum: CurriculumSampler | None = None
     ema: WeightEMA | None = None  # --ema-decay
+    schedule: tuple | None = None  # TrainConfig.batch_schedule(): each step's rows, where they start, tokens before
     first_bad: torch.Tensor | None = None  # on the device: the first step whose loss was not finite (-1: none)
     started: float = 0.0
 
@@ -212,6 +213,7 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, plan: Plan | 
         t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
     if plan.scores is not None:
         t.curriculum = CurriculumSampler(plan.scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
+    t.schedule = plan.schedule
     if cfg.ema_decay:  # of the weights as they now are (sharded, where FSDP2 shards them)
         t.ema = WeightEMA(model, cfg.ema_decay, cfg.ema_warmup)
     if resumed is not None:
@@ -298,7 +300,20 @@ def step_windows(t: Trainer, step: int):
     data = t.train_data[L]
     if t.curriculum is not None:  # the easiest share the pacing allows at this step
         return data, t.curriculum.batch_windows(step, n_rows, t.cfg.order_seed)
-    return data, data.batch_windows(step - first, n_rows, t.cfg.order_seed + 1000 * stage)
+    rows, start, _ = step_schedule(t, step)  # with a batch warm-up, batches of growing size, one after another
+    return data, data.windows_from(start, rows, t.cfg.order_seed + 1000 * stage)
+
+
+def step_schedule(t: Trainer, step: int) -> tuple[int, int, int]:
+    """(rows, where they start in the stage's order, tokens of the steps before) of the global batch of `step`."""
+    rows, offsets, tokens = t.schedule
+    if step < len(rows):
+        return int(rows[step]), int(offsets[step]), int(tokens[step])
+    # past the schedule (a caller stepping beyond max_steps): full batches of the last stage, one after another
+    first, length, full = t.stage_at(step)
+    past = step - len(rows)
+    start = int(offsets[-1] + rows[-1]) + past * full if first < len(rows) else (step - first) * full
+    return full, start, int(tokens[-1]) + past * full * length
 
 
 def step_words(t: Trainer, step: int) -> int:
@@ -315,12 +330,14 @@ class HostBatch:
     step: int
     micro_batches: list
     words: int
+    tokens: int  # in the global batch
 
 
 def prepare_batch(t: Trainer, step: int) -> HostBatch:
     """The host's share of step `step`: a pure function of (seed, step), so it can run ahead."""
     cfg, dist = t.cfg, t.dist
-    _, L, n_rows = t.stage_at(step)
+    _, L, _ = t.stage_at(step)
+    n_rows = step_schedule(t, step)[0]
     data, windows = step_windows(t, step)
     ids, generator = data.windows(windows), step_generator(cfg.order_seed, step)
     batch = t.objective.corrupt(ids, generator, fraction_done=step / cfg.max_steps)
@@ -329,12 +346,13 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
         batch = replace(batch, attention=replace(batch.attention, visible=visible))
     batch = batch.rows(dist.rows(n_rows))
     micro = cfg.micro_batch_size * cfg.seq_len // L if cfg.micro_batch_size else len(batch)
-    # scored positions and attention found here on the host; on CUDA pinned and copied without waiting
+    # scored positions and attention found here on the host; on CUDA pinned and copied without waiting (a batch
+    # warm-up's last micro-batch may be smaller: the loss is normalised over the global batch)
     parts = [
         batch.rows(slice(m, m + micro)).prepared().to(dist.device, non_blocking=True)
-        for m in range(0, len(batch) - micro + 1, micro)
+        for m in range(0, len(batch), micro)
     ]
-    return HostBatch(step, parts, data.words(windows))
+    return HostBatch(step, parts, data.words(windows), n_rows * L)
 
 
 class BatchPrefetcher:
@@ -407,9 +425,9 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
     if t.ema is not None:
         t.ema.update()
     t.state.step += 1
-    t.state.tokens_seen += cfg.batch_size * cfg.seq_len
+    t.state.tokens_seen += host.tokens
     t.state.words_seen += host.words
-    t.state.teacher_flops += t.loss.flops(cfg.batch_size * cfg.seq_len)  # for comparisons at equal compute
+    t.state.teacher_flops += t.loss.flops(host.tokens)  # for comparisons at equal compute
     return {"stats": reduced, "names": list(metrics), "lr": lr, "grad_norm": grad_norm}
 
 
@@ -586,7 +604,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
         run.write_config(cfg)
     start, thresholds = t.step, cfg.word_thresholds()
     # a warm start's source saw tokens before this run's first step: the cap counts them
-    tokens_before = t.state.tokens_seen - t.step * cfg.batch_size * cfg.seq_len
+    tokens_before = t.state.tokens_seen - int(cfg.batch_schedule()[2][min(t.step, cfg.max_steps)])
     cap = epoch_cap_steps(cfg, tokens_before) if cfg.max_epochs else cfg.max_steps
     log = MetricsLog(run, cfg, dist.main, start if resume else None)
     if dist.main and not quiet:
@@ -613,7 +631,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
         record = train_step(t, prefetch.get(t.step))
         at_end = t.step in (cfg.max_steps, cap)
         bar.update(1)
-        window_tokens += cfg.batch_size * cfg.seq_len
+        window_tokens += step_schedule(t, t.step - 1)[0] * t.stage_at(t.step - 1)[1]
         if t.step % cfg.log_interval == 0 or at_end:
             now = time.time()
             tps = window_tokens / max(now - window_t, 1e-9)

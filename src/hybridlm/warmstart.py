@@ -64,7 +64,8 @@ def tokens_before(run: RunDir, cfg) -> int:
     latest = run.latest_checkpoint()
     if latest is not None:
         state = ckpt.checkpoint_state(latest)
-        return max(0, int(state.get("tokens_seen", 0)) - int(state.get("step", 0)) * cfg.batch_size * cfg.seq_len)
+        trained = cfg.batch_schedule()[2][min(int(state.get("step", 0)), cfg.max_steps)]
+        return max(0, int(state.get("tokens_seen", 0)) - int(trained))
     return source_tokens(cfg.init_from) if cfg.init_from else 0
 
 
