@@ -51,6 +51,13 @@ COMBINATIONS = {
     "distill-hybrid": {"objective": "hybrid", "distill_from": ["TEACHER"]},
     "hybrid-lamb-ema": {"objective": "hybrid", "optimizer": "lamb", "ema_decay": 0.9, "ema_warmup": True},
     "causal-muon": {"objective": "causal", "optimizer": "muon"},
+    "diffusion-bimodal": {
+        "objective": "diffusion",
+        "schedule": "bimodal-gaussian",
+        "loss_weight_power": 0.1,
+        "bimodal_right_initial": 0.4,
+    },
+    "hybrid-batch-warmup": {"objective": "hybrid", "batch_warmup": 4},
 }
 
 

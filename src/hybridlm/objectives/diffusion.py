@@ -7,6 +7,14 @@ and MDLM's SUBS parameterisation never predicts <mask>. With frequency-informed 
 token gets its own schedule alpha(t) ** s(token), with s > 1 for rare tokens (masked more) and
 the matching weight, so every token's term keeps the ELBO form.
 
+The 2025 BabyLM diffusion winner's schedules (Kosmopoulou et al., `masking/noise_schedules.py`): `gaussian`
+draws the mask rate from N(mu, sigma) (alpha(u) = 1 - mu + sigma Phi^-1(u), u = 1 - t, clamped) and
+`bimodal-gaussian` from a mixture whose right mode moves from its initial to its final mean over training;
+their loss weights |alpha'|^gamma / (1 - alpha) with `loss_weight_power` gamma (0.1 in the winner's runs) are
+not an ELBO's, so validation, perplexity and the samplers use the log-linear schedule, whose NELBO is the
+same bound for a model without time input: `val_bpb` stays a bound whatever weights training uses. Every
+schedule takes gamma (1: the ELBO).
+
 This file is the one home of the diffusion maths: training (`corrupt`), validation, perplexity
 (`time_mask`), sentence scoring (`subset_masks`) and the samplers (`alpha`) all call it.
 """
@@ -22,7 +30,8 @@ from hybridlm.errors import UserError
 from hybridlm.objectives.base import SPECIAL, Batch, Objective, Options, in_range, maskable, one_of, option
 from hybridlm.objectives.capabilities import MASKED_LM, Attention, Capabilities, Generation, Infill, Likelihood
 
-SCHEDULES = ("loglinear", "linear", "cosine")
+ELBO_SCHEDULES = ("loglinear", "linear", "cosine")
+SCHEDULES = (*ELBO_SCHEDULES, "gaussian", "bimodal-gaussian")
 ESTIMATORS = ("time", "count")
 
 
@@ -38,6 +47,16 @@ def alpha_and_weight(t: torch.Tensor, schedule: str):
         a = math.pi / 2 * (1 - t)
         return 1 - torch.cos(a), (math.pi / 2) * torch.tan(a)
     raise UserError(f"unknown schedule {schedule!r} (choose one of: {', '.join(SCHEDULES)})")
+
+
+def gaussian_alpha_and_weight(t: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float, power: float):
+    """The winner's Gaussian schedule at t (u = 1 - t in its own orientation): alpha = clamp(1 - mean + std z),
+    z = Phi^-1(u); weight |alpha'|^power / (1 - alpha), alpha' = std / phi(z) (the unclamped derivative)."""
+    u = torch.clamp(1 - t, 1e-8, 1 - 1e-8)
+    z = math.sqrt(2) * torch.erfinv(2 * u - 1)
+    alpha = torch.clamp((1 - mean) + std * z, 1e-8, 1 - 1e-8)
+    derivative = std * math.sqrt(2 * math.pi) * torch.exp(0.5 * z**2)
+    return alpha, derivative.abs() ** power / (1 - alpha + 1e-8)
 
 
 def sample_times(n: int, generator, eps: float = 1e-3) -> torch.Tensor:
@@ -92,6 +111,28 @@ class DiffusionOptions(Options):
     diffusion_shift: bool = option(
         False, "diffusion: position i predicts token i+1, the layout of a causal model it adapts (DiffuGPT)"
     )
+    loss_weight_power: float = option(
+        1.0,
+        "diffusion: training weights |alpha'|^gamma / (1 - alpha) (1: the ELBO; the 2025 winner: 0.1)",
+        *in_range(0, 10),
+    )
+    gaussian_mu: float = option(0.2, "schedule gaussian: the mean mask rate", *in_range(0, 1))
+    gaussian_sigma: float = option(
+        0.12, "schedule gaussian: the spread of the mask rate", *in_range(0, 1, lo_open=True)
+    )
+    bimodal_left_mean: float = option(0.12, "schedule bimodal-gaussian: the left mode's mask rate", *in_range(0, 1))
+    bimodal_left_std: float = option(0.02, "schedule bimodal-gaussian: the left mode's spread",
+                                     *in_range(0, 1, lo_open=True))  # fmt: skip
+    bimodal_right_initial: float = option(0.2, "schedule bimodal-gaussian: the right mode's mask rate at the start "
+                                          "(the winner's runs: 0.4)", *in_range(0, 1))  # fmt: skip
+    bimodal_right_final: float = option(0.85, "schedule bimodal-gaussian: the right mode's mask rate at the end",
+                                        *in_range(0, 1))  # fmt: skip
+    bimodal_right_std: float = option(0.08, "schedule bimodal-gaussian: the right mode's spread",
+                                      *in_range(0, 1, lo_open=True))  # fmt: skip
+    bimodal_exp_rate: float = option(1.0, "schedule bimodal-gaussian: the right mode moves as 1 - exp(-rate * done)",
+                                     *in_range(0, 100))  # fmt: skip
+    bimodal_weight_left: float = option(0.6, "schedule bimodal-gaussian: the left mode's share of sequences",
+                                        *in_range(0, 1))  # fmt: skip
 
     def check_together(self):
         if self.diffusion_estimator == "count" and (self.schedule != "loglinear" or self.frequency_masking):
@@ -112,6 +153,10 @@ class DiffusionObjective(Objective):
         super().__init__(vocab_size, options, **kw)
         o = self.options
         self.schedule, self.eps, self.estimator = o.schedule, o.diffusion_eps, o.diffusion_estimator
+        # what validation, perplexity and the samplers use: the training schedule where its weights are an
+        # ELBO's, else the log-linear one (the same bound for a model without time input)
+        elbo = o.schedule in ELBO_SCHEDULES and o.loss_weight_power == 1
+        self.bound_schedule = o.schedule if elbo else "loglinear"
         if o.diffusion_shift:  # a masked token is read one position earlier, in scoring, infilling and sampling
             self.capabilities = type(self).capabilities.with_(infill=Infill.NEXT_TOKEN)
         # per-token schedule exponents; without corpus counts (evaluating a run) the plain schedule
@@ -132,12 +177,33 @@ class DiffusionObjective(Objective):
         return cls(vocab_size, options, unigram=unigram, document_mask=cfg.document_mask)
 
     # ------------------------------------------------------------ the forward process
-    def time_mask(self, ids: torch.Tensor, t: torch.Tensor, generator, can=None, per_token_schedule: bool = False):
+    def schedule_at(self, t: torch.Tensor, generator, done: float = 1.0, train: bool = True):
+        """(alpha, weight) at times t [B]: the training schedule (train) or the bound's."""
+        o = self.options
+        if not train or self.schedule in ELBO_SCHEDULES:
+            alpha, weight = alpha_and_weight(t, self.schedule if train else self.bound_schedule)
+            if train and o.loss_weight_power != 1:  # |alpha'|^gamma / (1 - alpha), alpha' = -weight (1 - alpha)
+                weight = (weight * (1 - alpha)).abs() ** o.loss_weight_power / (1 - alpha)
+            return alpha, weight
+        if self.schedule == "gaussian":
+            return gaussian_alpha_and_weight(t, o.gaussian_mu, o.gaussian_sigma, o.loss_weight_power)
+        # bimodal: the right mode moves over training; each sequence draws its mode
+        moved = 1.0 - math.exp(-o.bimodal_exp_rate * min(done, 1.0))
+        right = o.bimodal_right_initial + (o.bimodal_right_final - o.bimodal_right_initial) * moved
+        left = torch.rand(t.shape, generator=generator) < o.bimodal_weight_left
+        mean = torch.where(left, o.bimodal_left_mean, right)
+        std = torch.where(left, o.bimodal_left_std, o.bimodal_right_std)
+        return gaussian_alpha_and_weight(t, mean, std, o.loss_weight_power)
+
+    def time_mask(self, ids: torch.Tensor, t: torch.Tensor, generator, can=None, per_token_schedule: bool = False,
+                  done: float = 1.0):  # fmt: skip
         """(mask, weight): each position of `can` masked with probability 1 - alpha(t) (t: [B]); the
-        ELBO weight of each position. per_token_schedule: frequency-informed alpha ** s(token)."""
+        weight of each position. per_token_schedule (training): the training schedule, frequency-informed
+        alpha ** s(token); else the bound's schedule."""
         B, L = ids.shape
         can = diffusable(ids) if can is None else can
-        alpha, weight = alpha_and_weight(t[:, None].expand(B, L), self.schedule)
+        alpha, weight = self.schedule_at(t, generator, done, train=per_token_schedule)
+        alpha, weight = alpha[:, None].expand(B, L), weight[:, None].expand(B, L)
         if per_token_schedule and self.token_exponent is not None:
             s = self.token_exponent[ids]
             alpha_s = alpha.clamp(min=1e-12) ** s
@@ -161,7 +227,7 @@ class DiffusionObjective(Objective):
         if self.estimator == "count" and t is None:
             return self._corrupt_count(ids, can, generator, window)
         t = sample_times(B, generator, self.eps) if t is None else t
-        mask, weight = self.time_mask(ids, t, generator, can, per_token_schedule=train)
+        mask, weight = self.time_mask(ids, t, generator, can, per_token_schedule=train, done=fraction_done)
         n_tokens = can.sum().clamp(min=1)
         w = torch.where(mask, weight, torch.zeros_like(weight)) / n_tokens
         return self._batch(window, ids, mask, w, can)
@@ -195,7 +261,7 @@ class DiffusionObjective(Objective):
         """The schedule the run trained with, reversed by the samplers."""
         if t <= 0:
             return 1.0
-        return float(alpha_and_weight(torch.tensor([t], dtype=torch.float64), self.schedule)[0][0])
+        return float(alpha_and_weight(torch.tensor([t], dtype=torch.float64), self.bound_schedule)[0][0])
 
 
 def frequency_exponents(unigram, strength: float) -> torch.Tensor:

@@ -1,0 +1,110 @@
+"""The 2025 BabyLM diffusion winner's noise schedules against its own masking/noise_schedules.py: alpha(t), the
+mask probabilities and the loss weights at the same point of the schedule and the same step."""
+
+import importlib.util
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import SHARED
+
+from hybridlm.objectives.diffusion import DiffusionObjective
+
+SCHEDULES = SHARED.parent / "reference" / "babylm-diffusion" / "masking" / "noise_schedules.py"
+GAUSS = dict(gaussian_mu=0.2, gaussian_sigma=0.12)  # the reference's defaults
+# slurm-scripts/config-gauss.json, the submitted bimodal run
+BIMODAL = dict(bimodal_left_mean=0.12, bimodal_left_std=0.02, bimodal_right_initial=0.4, bimodal_right_final=0.85,
+               bimodal_right_std=0.08, bimodal_exp_rate=1.0, bimodal_weight_left=0.6)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference():
+    if not SCHEDULES.is_file():
+        pytest.skip(f"{SCHEDULES} not found (the reference implementations live in ../shared/reference)")
+    spec = importlib.util.spec_from_file_location("winner_noise_schedules", SCHEDULES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.MaskingStrategies
+
+
+def _theirs(reference, monkeypatch, u, step=1, **args):
+    """The reference's (mask probabilities, loss weights) at global_step `step` with its uniform draws fixed to u."""
+    monkeypatch.setattr(reference, "sample_low_discrepancy", staticmethod(lambda n, device: u.clone()))
+    off = dict(cosine_squared=False, cosine_linear=False, uniform_schedule=False, gaussian_schedule=False,
+               bimodal_gaussian_schedule=False)  # fmt: skip
+    namespace = SimpleNamespace(**{**off, **args})
+    return reference.get_batch_mask_probabilities_and_weights(namespace, step, torch.device("cpu"), len(u))
+
+
+T = torch.tensor([0.001, 0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 0.999])
+
+
+@pytest.mark.parametrize("power", [1.0, 0.1])
+def test_the_gaussian_schedule_is_the_winners(reference, monkeypatch, power):
+    mask_p, weights = _theirs(reference, monkeypatch, 1 - T, gaussian_schedule=True, gaussian_power=power, **GAUSS)
+    ours = DiffusionObjective(64, schedule="gaussian", loss_weight_power=power, **GAUSS)
+    alpha, weight = ours.schedule_at(T, torch.Generator().manual_seed(0))
+    assert torch.allclose(1 - alpha, mask_p, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(weight, weights, rtol=1e-4)
+    assert (1 - alpha).argsort().tolist() == list(range(len(T)))  # masked more as t grows, as hlm's schedules
+
+
+@pytest.mark.parametrize("share", [1.0, 0.0], ids=["left-mode", "right-mode"])
+@pytest.mark.parametrize("step", [0, 300, 1000])
+def test_the_bimodal_schedule_is_the_winners_on_each_mode_at_each_step(reference, monkeypatch, share, step):
+    """Each mode alone (the reference draws a sequence's mode with torch.rand < share: always or never here),
+    at the start, during and at the end of training (the right mode's mean moves)."""
+    max_steps, args = 1000, {**BIMODAL, "bimodal_weight_left": share}
+    mask_p, weights = _theirs(reference, monkeypatch, 1 - T, step, bimodal_gaussian_schedule=True,
+                              gaussian_power=0.1, max_steps=max_steps, **args)  # fmt: skip
+    ours = DiffusionObjective(64, schedule="bimodal-gaussian", loss_weight_power=0.1, **args)
+    alpha, weight = ours.schedule_at(T, torch.Generator().manual_seed(0), done=step / max_steps)
+    assert torch.allclose(1 - alpha, mask_p, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(weight, weights, rtol=1e-4)
+
+
+def _right_mean(done):
+    moved = 1 - math.exp(-BIMODAL["bimodal_exp_rate"] * min(done, 1.0))
+    return (
+        BIMODAL["bimodal_right_initial"] + (BIMODAL["bimodal_right_final"] - BIMODAL["bimodal_right_initial"]) * moved
+    )
+
+
+def test_the_right_mode_moves_over_training_and_each_sequence_draws_its_mode():
+    ours = DiffusionObjective(64, schedule="bimodal-gaussian", **BIMODAL)
+    t = torch.full((20_000,), 0.5)  # the median of each mode: its mean mask rate
+    for done in (0.0, 0.5, 1.0):
+        alpha, _ = ours.schedule_at(t, torch.Generator().manual_seed(1), done=done)
+        rates = 1 - alpha
+        left = torch.isclose(rates, torch.tensor(BIMODAL["bimodal_left_mean"]), atol=1e-5)
+        assert abs(left.float().mean().item() - 0.6) < 0.02
+        assert torch.allclose(rates[~left], torch.tensor(_right_mean(done)), atol=1e-5)
+
+
+def test_validation_is_the_nelbo_whatever_weights_training_uses():
+    """A gaussian or bimodal run, or any schedule with gamma != 1, validates, scores and samples with the
+    log-linear NELBO: the very batches a log-linear run validates on."""
+    ids = torch.randint(5, 64, (8, 33), generator=torch.Generator().manual_seed(0))
+    plain = DiffusionObjective(64)
+    want = plain.corrupt(ids, torch.Generator().manual_seed(3), train=False)
+    for options in ({"schedule": "gaussian"}, {"schedule": "bimodal-gaussian", **BIMODAL},
+                    {"schedule": "cosine", "loss_weight_power": 0.5}):  # fmt: skip
+        other = DiffusionObjective(64, **options)
+        got = other.corrupt(ids, torch.Generator().manual_seed(3), train=False)
+        assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.loss_weights, want.loss_weights)
+        assert other.alpha(0.3) == plain.alpha(0.3)
+        trained = other.corrupt(ids, torch.Generator().manual_seed(3), fraction_done=0.5)
+        assert not torch.equal(trained.loss_weights, want.loss_weights)
+
+
+def test_a_bimodal_run_trains_and_reports_a_bound(cli, data_dir, tmp_path):
+    import json
+
+    from helpers import tiny_flags
+
+    run = tmp_path / "r"
+    cli("train", "--data", data_dir, "--out", run, *tiny_flags(objective="diffusion", schedule="bimodal-gaussian",
+        loss_weight_power=0.1, bimodal_right_initial=0.4, max_steps=4, eval_interval=4, eval_batches=2))  # fmt: skip
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(last["val_bpb"]) and last["val_loss"] > 0
