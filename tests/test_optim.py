@@ -228,3 +228,24 @@ def test_every_reader_takes_the_average_where_a_run_keeps_one_and_says_so(cli, e
 
 def _data(run):
     return json.loads((run / "config.json").read_text())["data"]
+
+
+@pytest.mark.parametrize("where", ["gpt-bert/pretraining/utils.py", "babylm-diffusion/utils/utils.py"])
+@pytest.mark.parametrize("steps", [7812, 250, 40])
+def test_the_gpt_bert_lr_schedule_is_the_winners_at_every_step(where, steps):
+    """Their LambdaLR, stepped as their loops step it (the rate an optimizer step uses is read before it)."""
+    from hybridlm.config import TrainConfig
+    from hybridlm.train import lr_at
+
+    make = _module(REFERENCE / where).cosine_schedule_with_warmup_cooldown
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.41e-2)
+    scheduler = make(optimizer, int(steps * 0.016), int(steps * 0.016), steps, 0.1)
+    cfg = TrainConfig(lr=1.41e-2, lr_schedule="gpt-bert", max_steps=steps, warmup_fraction=0.016,
+                      cooldown_fraction=0.016, min_lr_ratio=0.1)  # fmt: skip
+    theirs = []
+    for _ in range(steps):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ours = [lr_at(s, cfg) for s in range(steps)]
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)

@@ -39,6 +39,7 @@ class TrainConfig:
     max_steps: int = 1000
     # optimiser and schedule (linear warmup, cosine decay to min_lr_ratio * lr)
     lr: float = 2e-3
+    lr_schedule: str = "cosine"  # cosine (hlm's) | gpt-bert (GPT-BERT's and the 2025 diffusion winner's)
     min_lr_ratio: float = 0.1
     warmup_fraction: float = 0.016
     cooldown_fraction: float = 0.0  # last fraction of steps: linear from min_lr to 0
@@ -176,6 +177,7 @@ class TrainConfig:
             ("precision", ("auto", "bf16", "fp32")),
             ("distributed", ("ddp", "fsdp")),
             ("attention", ("auto", "sdpa", "flex", "matmul")),
+            ("lr_schedule", ("cosine", "gpt-bert")),
         ):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r} (choose one of: {', '.join(allowed)})")
@@ -337,6 +339,8 @@ HELP = {
     "(fractions of training; default 0.1,0.7), as CLIMB",
     "select_fraction": "with --curriculum: train on the easiest share of the windows only (selection by a "
     "reference run's loss, cf. CoLoR-Filter)",
+    "lr_schedule": "cosine: warmup to lr, cosine to min_lr_ratio by the cooldown, then linear to 0; gpt-bert: "
+    "GPT-BERT's and the diffusion winner's (warmup from 0, cosine over the whole run clipped at the floor)",
     "optimizer": "adamw; lamb (GPT-BERT's and the 2025 diffusion winner's: lr ~1e-2); muon (the blocks' matrices, "
     "AdamW for the rest, one --lr)",
     "adam_eps": "epsilon of Adam, LAMB and Muon's AdamW part",

@@ -97,3 +97,18 @@ def warmup_cosine(
         return floor * (total - step) / max(1, cooldown)
     progress = min(1.0, (step - warmup) / max(1, decay_end - warmup))
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def gpt_bert_schedule(
+    step: int, total: int, peak: float, warmup_fraction: float, min_ratio: float, cooldown_fraction: float = 0.0
+) -> float:
+    """The schedule of GPT-BERT's and the 2025 diffusion winner's `cosine_schedule_with_warmup_cooldown` (a
+    LambdaLR, read at the optimizer step's index): linear from 0 over int(warmup) steps, cosine over the whole
+    run clipped at min_ratio, and in the last int(cooldown) steps linear from min_ratio to 0."""
+    warmup, cooldown = int(total * warmup_fraction), int(total * cooldown_fraction)
+    if step < warmup:
+        return peak * float(step) / float(max(1, warmup))
+    if step >= total - cooldown:
+        return peak * min_ratio * float(total - step) / float(max(1, cooldown))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return peak * max(min_ratio, min_ratio + (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))

@@ -45,7 +45,7 @@ from hybridlm.objectives import Likelihood, Objective
 from hybridlm.optim import WeightEMA, apply_config, build_optimizer, skips_on_device
 from hybridlm.plan import Plan, attention_backend, epoch_cap_steps, plan_run, resolve_config
 from hybridlm.runs import RunDir
-from hybridlm.runtime import Dist, autocast_for, warmup_cosine
+from hybridlm.runtime import Dist, autocast_for, gpt_bert_schedule, warmup_cosine
 from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, token_byte_lengths, tokenizer_hash
 
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for --compile (tests count recompilations with "eager")
@@ -53,7 +53,8 @@ COMPILE_BACKEND = "inductor"  # torch.compile's backend for --compile (tests cou
 
 # ---------------------------------------------------------------- schedule and randomness
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    return warmup_cosine(step, cfg.max_steps, cfg.lr, cfg.warmup_fraction, cfg.min_lr_ratio, cfg.cooldown_fraction)
+    schedule = gpt_bert_schedule if cfg.lr_schedule == "gpt-bert" else warmup_cosine
+    return schedule(step, cfg.max_steps, cfg.lr, cfg.warmup_fraction, cfg.min_lr_ratio, cfg.cooldown_fraction)
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
