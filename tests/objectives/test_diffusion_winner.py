@@ -108,3 +108,55 @@ def test_a_bimodal_run_trains_and_reports_a_bound(cli, data_dir, tmp_path):
         loss_weight_power=0.1, bimodal_right_initial=0.4, max_steps=4, eval_interval=4, eval_batches=2))  # fmt: skip
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert math.isfinite(last["val_bpb"]) and last["val_loss"] > 0
+
+
+@pytest.fixture(scope="module")
+def winner_frequency():
+    root = SCHEDULES.parent.parent
+    if not (root / "masking" / "frequency_masking.py").is_file():
+        pytest.skip(f"{root} not found (the reference implementations live in ../shared/reference)")
+    import sys
+
+    sys.path.insert(0, str(root))  # its modules import each other from its root
+    try:
+        from masking.frequency_masking import FrequencyMaskingSetup
+        from masking.masking_processor import MaskingProcessor
+    finally:
+        sys.path.remove(str(root))
+    return FrequencyMaskingSetup, MaskingProcessor
+
+
+@pytest.mark.parametrize("epoch", [0, 4, 9])
+def test_rank_frequency_masking_is_the_winners(winner_frequency, epoch):
+    """The same token counts: the rank weights, then each token's mask probability in a sequence at the same mask
+    rate and epoch (its curriculum raises the exponent epoch / 9 of the way to pow_frequency)."""
+    setup, processor = winner_frequency
+    V = 64
+    counts = torch.randperm(V, generator=torch.Generator().manual_seed(0)) * 7 + 1  # distinct: no rank ties
+    weights = setup._compute_weights(counts, int(counts.sum()), "rank", 1.0, V)
+    ids = torch.randint(5, V, (6, 40), generator=torch.Generator().manual_seed(1))
+    mask_p = torch.tensor([0.05, 0.15, 0.3, 0.5, 0.7, 0.95])
+    args = SimpleNamespace(pow_frequency=0.02, mask_curriculum=True)
+    theirs = processor._compute_frequency_mask_probabilities(ids, mask_p, args, epoch, weights)
+    ours = DiffusionObjective(V, frequency_method="rank", pow_frequency=0.02, mask_curriculum=True,
+                              unigram=counts.numpy())  # fmt: skip
+    assert torch.allclose(ours.rank_weights, weights)
+    got = ours.frequency_mask_probabilities(ids, 1 - mask_p, done=epoch / 10)
+    assert torch.allclose(got, theirs, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(got.mean(1), mask_p, atol=1e-4)  # each sequence keeps its mask rate
+
+
+def test_a_run_with_the_winners_noise_and_rank_masking_trains(cli, data_dir, tmp_path):
+    import json
+
+    from helpers import tiny_flags
+
+    run = tmp_path / "r"
+    cli("train", "--data", data_dir, "--out", run, *tiny_flags(objective="diffusion", schedule="bimodal-gaussian",
+        loss_weight_power=0.1, frequency_method="rank", pow_frequency=0.02, mask_curriculum=True, max_steps=4,
+        eval_interval=4, eval_batches=2))  # fmt: skip
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert math.isfinite(last["val_bpb"])
+    from hybridlm.runs import load_run
+
+    assert load_run(run).objective.rank_weights is None  # evaluation needs no corpus counts: the bound is plain

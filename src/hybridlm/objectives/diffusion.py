@@ -103,6 +103,19 @@ class DiffusionOptions(Options):
     frequency_masking: float = option(
         0.0, "diffusion: rarer tokens masked more, alpha(t) ** s(token)", *in_range(0, 10)
     )
+    frequency_method: str = option(
+        "exponent",
+        "diffusion: exponent (frequency_masking: alpha ** s(token), an ELBO) or rank (the 2025 winner's: "
+        "each token's mask probability from its frequency rank, the sequence keeping its rate)",
+        *one_of("exponent", "rank"),
+    )
+    pow_frequency: float = option(0.0, "frequency_method rank: the exponent on the rank weights (the winner: 0.02; "
+                                  "0 = off)", *in_range(0, 10))  # fmt: skip
+    mask_curriculum: bool = option(
+        False,
+        "frequency_method rank: the exponent grows to pow_frequency over training "
+        "(epoch / 9 of it in the tenth of training numbered epoch, as the winner's 10 epochs)",
+    )
     diffusion_estimator: str = option(
         "time",
         "diffusion: time (t ~ U(eps, 1), weight -a'/(1-a)) or count (k masked ~ U{1..n}, weight 1/k; log-linear only)",
@@ -135,6 +148,8 @@ class DiffusionOptions(Options):
                                         *in_range(0, 1))  # fmt: skip
 
     def check_together(self):
+        if self.frequency_method == "rank" and self.frequency_masking:
+            raise UserError("frequency_method rank takes pow_frequency (the winner: 0.02), not frequency_masking")
         if self.diffusion_estimator == "count" and (self.schedule != "loglinear" or self.frequency_masking):
             raise UserError(
                 "diffusion_estimator = count is the log-linear NELBO: use schedule loglinear and no frequency_masking"
@@ -164,6 +179,14 @@ class DiffusionObjective(Objective):
         self.token_exponent = (
             frequency_exponents(unigram, o.frequency_masking) if o.frequency_masking and unigram is not None else None
         )
+        # the winner's rank weights: (rank + 1) / V, rank 0 the most frequent token
+        self.rank_weights = None
+        if o.frequency_method == "rank" and o.pow_frequency and unigram is not None:
+            counts = torch.as_tensor(np.asarray(unigram, dtype=np.float64))
+            order = torch.sort(counts / counts.sum(), descending=True, stable=True).indices
+            ranks = torch.empty(len(order), dtype=torch.float32)
+            ranks[order] = torch.arange(len(order), dtype=torch.float32)
+            self.rank_weights = (ranks + 1) / vocab_size
 
     @property
     def bound_shift(self) -> int:
@@ -173,7 +196,8 @@ class DiffusionObjective(Objective):
     @classmethod
     def from_config(cls, cfg, vocab_size, data_dir=None):
         options = cls.read_options(cfg.options)
-        unigram = load_unigram(data_dir) if options.frequency_masking and data_dir is not None else None
+        wanted = options.frequency_masking or (options.frequency_method == "rank" and options.pow_frequency)
+        unigram = load_unigram(data_dir) if wanted and data_dir is not None else None
         return cls(vocab_size, options, unigram=unigram, document_mask=cfg.document_mask)
 
     # ------------------------------------------------------------ the forward process
@@ -210,8 +234,25 @@ class DiffusionObjective(Objective):
             # d/dt alpha^s = s alpha^(s-1) alpha'; alpha' = -weight (1 - alpha)
             weight = s * alpha_s / alpha.clamp(min=1e-12) * weight * (1 - alpha) / (1 - alpha_s).clamp(min=1e-12)
             alpha = alpha_s
+        if per_token_schedule and self.rank_weights is not None:
+            alpha = 1 - self.frequency_mask_probabilities(ids, alpha[:, 0], done)
         mask = (torch.rand(B, L, generator=generator) < 1 - alpha) & can
         return mask, weight
+
+    def frequency_mask_probabilities(self, ids: torch.Tensor, alpha: torch.Tensor, done: float) -> torch.Tensor:
+        """The winner's per-token mask probabilities [B, L] for sequences at clean rates alpha [B]
+        (`masking_processor.py`): rank weights min-max normalised in each sequence, raised to pow_frequency
+        (with the curriculum, epoch / 9 of it), then moved so that each sequence's mean is its mask rate."""
+        o, p = self.options, (1 - alpha)[:, None]
+        w = self.rank_weights[ids]
+        low, high = w.min(dim=1, keepdim=True).values, w.max(dim=1, keepdim=True).values
+        w = (w - low) / (high - low + 1e-8)
+        epoch = min(9, math.floor(10 * done + 1e-9))  # the winner trains 10 epochs: its epoch is a tenth of training
+        power = epoch / 9 * o.pow_frequency if o.mask_curriculum else o.pow_frequency
+        w = torch.pow(w, power)
+        mean = w.mean(dim=1, keepdim=True)
+        w = torch.where(mean > p, w * (p / (mean + 1e-8)), w)
+        return torch.where(mean < p, -(1 - w) * (1 - p) / (1 - mean + 1e-8) + 1, w)
 
     def bound_times(self, n: int, generator) -> torch.Tensor:
         return sample_times(n, generator, self.eps)
