@@ -151,3 +151,15 @@ def test_every_result_hlm_writes_says_its_kind(runs, corpus, tmp_path):
     pairs = load_pairs([write_minimal_pairs(tmp_path / "pairs", n_per_paradigm=1)], None)
     for kind, result in (("perplexity", evaluate_file(lm, text)), ("blimp", evaluate_pairs(lm, pairs))):
         assert list(result)[:2] == ["kind", "schema"] and (result["kind"], result["schema"]) == (kind, SCHEMA)
+
+
+def test_groups_compare_the_weights_hlm_eval_reads(cli, runs, tmp_path):
+    """A run that keeps a moving average of its weights enters the seed groups with its val_*_ema."""
+    for seed, (raw, ema) in enumerate([(3.0, 2.5), (3.2, 2.7)], 1):
+        run = tmp_path / "group" / f"seed_{seed}"
+        shutil.copytree(runs["causal"], run, ignore=shutil.ignore_patterns("eval"))
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": 31, "tokens": 10_000, "val_loss": raw, "val_loss_ema": ema}) + "\n")
+    cli("report", *sorted((tmp_path / "group").iterdir()), "--out", tmp_path / "rep", "--no-samples",
+        "--group-by", "folder")  # fmt: skip
+    assert "| group | 2 | 2.6 ± 0.14 |" in (tmp_path / "rep" / "report.md").read_text()

@@ -651,10 +651,12 @@ def group_runs(runs: list[dict], by: str) -> dict[str, list[dict]]:
 
 
 def _metric(r: dict, key: str) -> float | None:
+    """A run's last value of `key`: of its moving average of the weights where it keeps one (val_*_ema), as
+    hlm eval scores it."""
     if key == "blimp":
         return r["blimp"][0]["macro_accuracy"] if r["blimp"] else None
     val = [m for m in r["metrics"] if key in m]
-    return val[-1][key] if val else None
+    return val[-1].get(f"{key}_ema", val[-1][key]) if val else None
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -687,8 +689,9 @@ def _group_section(groups: dict[str, list[dict]]) -> list[str]:
             row.append(("≈ " if tied else "") + text + (" (best)" if g == best and len(stats[key]) > 1 else ""))
         rows.append(row)
     header = ["group", "runs"] + [label for _, label, _ in GROUP_METRICS]
-    note = ("mean ± s.d. over the runs of each group (training seeds); ≈: differs from the best group by less than "
-            "two seed s.d. (pooled), a difference the seeds do not support")  # fmt: skip
+    note = ("mean ± s.d. over the runs of each group (training seeds), of the moving average of the weights where "
+            "a run keeps one; ≈: differs from the best group by less than two seed s.d. (pooled), a difference the "
+            "seeds do not support")  # fmt: skip
     return _section("## Groups over seeds", header, rows) + ["", note]
 
 
