@@ -4,7 +4,8 @@ import pytest
 
 from hybridlm.config import load_config
 
-RECIPES = ("gpt-bert", "diffusion-2025-winner")  # a paper's recipe (docs/recipes.md), named for the paper, not the objective
+# papers' recipes (docs/recipes.md), named for the paper, not the objective
+RECIPES = ("gpt-bert", "diffusion-2025-winner")
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.toml"))
 
 
