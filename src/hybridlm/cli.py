@@ -630,6 +630,7 @@ def _add_eval_commands(sub):
 
 def _add_finetune_command(sub):
     from hybridlm.finetune import TASKS as FINETUNE_TASKS
+    from hybridlm.finetune import FinetuneConfig
 
     ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
     g_model = ft.add_mutually_exclusive_group(required=True)
@@ -644,20 +645,9 @@ def _add_finetune_command(sub):
         help="folder with TASK.train.jsonl and TASK.valid.jsonl (e.g. .../full_eval/glue_filtered)",
     )
     ft.add_argument("--device", default=None)
-    for flag, typ, help_ in (
-        ("--lr", float, "3e-5"),
-        ("--batch-size", int, "32; 16 for boolq, multirc"),
-        ("--epochs", int, "10; 30 for wsc"),
-        ("--max-length", int, "512"),
-        ("--weight-decay", float, "0.01"),
-        ("--warmup-fraction", float, "0.06"),
-        ("--min-lr-ratio", float, "0.1 (cosine decay to it)"),
-        ("--dropout", float, "0.1"),
-        ("--seed", int, "42"),
-        ("--seeds", int, "1: mean ± s.d. over this many seeds"),
-        ("--precision", str, "auto (bf16 autocast where supported) | bf16 | fp32"),
-    ):
-        ft.add_argument(flag, type=typ, default=None, help=f"default: {help_}")
+    for f in fields(FinetuneConfig):  # the recipe's own record: a flag per field
+        ft.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                        help=f"default: {f.metadata['say']}")  # fmt: skip
     _json_arg(ft, "finetune-TASK.json")
     _predictions_arg(ft, "MODEL/main/finetune/TASK/predictions.json: the best epoch's labels of the validation file")
     ft.set_defaults(func=cmd_finetune)

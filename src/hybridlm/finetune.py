@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,17 +50,20 @@ TASKS = {
 
 @dataclass
 class FinetuneConfig:
-    lr: float = 3e-5
-    batch_size: int = 0  # 0: the official one (32; 16 for BoolQ and MultiRC)
-    epochs: int = 0  # 0: the official number (10; 30 for WSC)
-    max_length: int = 512
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.06
-    min_lr_ratio: float = 0.1
-    dropout: float = 0.1
-    seed: int = 42
-    seeds: int = 1
-    precision: str = "auto"  # auto: bf16 autocast where the hardware has it (as training), else fp32
+    """The BabyLM 2025 fine-tuning recipe; every field is an `hlm finetune` flag (its help: `say`)."""
+
+    lr: float = field(default=3e-5, metadata={"say": "3e-5"})
+    batch_size: int = field(default=0, metadata={"say": "32; 16 for boolq, multirc"})  # 0: the official one
+    epochs: int = field(default=0, metadata={"say": "10; 30 for wsc"})  # 0: the official number
+    max_length: int = field(default=512, metadata={"say": "512"})
+    weight_decay: float = field(default=0.01, metadata={"say": "0.01"})
+    warmup_fraction: float = field(default=0.06, metadata={"say": "0.06"})
+    min_lr_ratio: float = field(default=0.1, metadata={"say": "0.1 (cosine decay to it)"})
+    dropout: float = field(default=0.1, metadata={"say": "0.1"})
+    seed: int = field(default=42, metadata={"say": "42"})
+    seeds: int = field(default=1, metadata={"say": "1: mean ± s.d. over this many seeds"})
+    # auto: bf16 autocast where the hardware has it (as training), else fp32
+    precision: str = field(default="auto", metadata={"say": "auto (bf16 autocast where supported) | bf16 | fp32"})
 
     def resolved(self, task: str) -> FinetuneConfig:
         c = FinetuneConfig(**asdict(self))

@@ -37,6 +37,9 @@ def load_hf_model(path, auto_class, what: str, trust_remote_code: bool = False, 
         raise UserError(f"{p} is not a local Hugging Face model directory (no config.json)")
     trust = bool(trust_remote_code)
     transformers.utils.logging.disable_progress_bar()  # hlm shows its own progress; an error stays one line
+    verbosity = transformers.utils.logging.get_verbosity()
+    # its load report (missing or unexpected weights) is hlm's own one-line error below, not a table on stderr
+    transformers.utils.logging.set_verbosity_error()
     try:
         config = transformers.AutoConfig.from_pretrained(p, trust_remote_code=trust, local_files_only=True)
         name = auto_class(config) if callable(auto_class) else auto_class
@@ -47,6 +50,8 @@ def load_hf_model(path, auto_class, what: str, trust_remote_code: bool = False, 
         if "trust_remote_code" in str(e) or "custom code" in str(e):
             raise UserError(f"{p} ships its own model code; read it, then pass --trust-remote-code to run it") from None
         raise UserError(f"cannot load {what} in {p}: {_one_line(e)}") from None
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
     missing = [k for k in info.get("missing_keys", ()) if not k.startswith(tuple(new_head))]
     unexpected = [k for k in info.get("unexpected_keys", ()) if not k.startswith(tuple(new_head))]
     mismatched = [k for k, *_ in info.get("mismatched_keys", ())]
