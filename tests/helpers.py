@@ -101,6 +101,13 @@ def assert_one_line_error(proc, *needles):
         assert n.lower() in lines[0].lower(), (n, lines[0])
 
 
+def assert_train_refused(cli, data_dir, out, flags, *needles) -> None:
+    """`hlm train` of a tiny run with `flags` is a one-line error naming `needles`, and writes nothing."""
+    proc = cli("train", "--data", data_dir, "--out", out, *tiny_flags(max_steps=1), *flags, check=False)
+    assert_one_line_error(proc, *needles)
+    assert not Path(out).exists()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,15 @@ import json
 
 import pytest
 import torch
-from helpers import SHARED, assert_one_line_error, logged, tiny_flags, torchrun, train_until_killed
+from helpers import (
+    SHARED,
+    assert_one_line_error,
+    assert_train_refused,
+    logged,
+    tiny_flags,
+    torchrun,
+    train_until_killed,
+)
 
 from hybridlm.optim import Lamb, WeightEMA
 
@@ -164,9 +172,7 @@ def test_muon_trains_and_resumes_exactly(cli, data_dir, tmp_path):
      (["--ema-warmup"], "--ema-decay"), (["--adam-eps", "0"], "adam_eps"), (["--muon-momentum", "1.5"], "muon")],
 )  # fmt: skip
 def test_bad_optimizer_settings_are_one_line_before_anything_is_written(cli, data_dir, tmp_path, flags, needle):
-    proc = cli("train", "--data", data_dir, "--out", tmp_path / "x", *tiny_flags(max_steps=1), *flags, check=False)
-    assert_one_line_error(proc, needle)
-    assert not (tmp_path / "x").exists()
+    assert_train_refused(cli, data_dir, tmp_path / "x", flags, needle)
 
 
 def test_another_optimizer_on_resume_is_refused(cli, data_dir, tmp_path):
