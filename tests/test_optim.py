@@ -255,3 +255,20 @@ def test_the_gpt_bert_lr_schedule_is_the_winners_at_every_step(where, steps):
         scheduler.step()
     ours = [lr_at(s, cfg) for s in range(steps)]
     assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.slow
+def test_a_sharded_average_resumes_exactly(tmp_path, data_dir):
+    """FSDP2: the EMA saved whole from its shards and sharded again on resume (two processes both times)."""
+    import shutil
+
+    args = tiny_flags(objective="hybrid", max_steps=8, log_interval=1, eval_interval=4, eval_batches=2, seed=5,
+                      checkpoint_interval=4, precision="fp32", optimizer="lamb", lr=1e-2, ema_decay=0.9)  # fmt: skip
+    torchrun(2, "--data", data_dir, "--out", tmp_path / "run", "--distributed", "fsdp", *args)
+    straight = {key: logged(tmp_path / "run", key) for key in ("loss", "val_loss_ema")}
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_0000008")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step_0000004\n")
+    torchrun(2, "--out", tmp_path / "run", "--resume", "--distributed", "fsdp")
+    for key, want in straight.items():
+        got = logged(tmp_path / "run", key)
+        assert all(got[s] == pytest.approx(want[s], rel=1e-5) for s in want), key
