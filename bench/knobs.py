@@ -11,7 +11,8 @@ training words per arm:
 - masked LM with span masking against whole-word masking;
 - (--set recipes) the hybrid with AdamW against LAMB (lr 1e-2) with an EMA of the weights (decay 0.99: GPT-BERT's
   0.999 averages over more steps than these runs have), scored with the EMA; diffusion with the log-linear
-  schedule against the 2025 winner's bimodal Gaussian with loss-weight power 0.1 (no time conditioning).
+  schedule against the 2025 winner's bimodal Gaussian with loss-weight power 0.1, without and with its time
+  conditioning (adaLN, cond_dim 128).
 Each run is validated (bits per byte where it is a likelihood or a bound) and scored on BLiMP fast
 (--pairs-per-paradigm of each paradigm); the table comes from `hlm report --group-by folder`.
 """
@@ -48,6 +49,7 @@ def arms(steps: int, which: str = "knobs") -> list[tuple[str, dict, int, str | N
              None),
             ("diffusion-loglinear", {"objective": "diffusion"}, steps, None),
             ("diffusion-bimodal", {"objective": "diffusion", **bimodal}, steps, None),
+            ("diffusion-bimodal-time", {"objective": "diffusion", "time_conditioning": True, **bimodal}, steps, None),
         ]  # fmt: skip
     return [
         ("diffusion-scratch", {"objective": "diffusion"}, steps, None),
@@ -71,7 +73,11 @@ COMPARISONS = {
         ("causal-random-order", "causal-curriculum"),
         ("masked-span", "masked-whole-word"),
     ],
-    "recipes": [("hybrid-adamw", "hybrid-lamb-ema"), ("diffusion-loglinear", "diffusion-bimodal")],
+    "recipes": [
+        ("hybrid-adamw", "hybrid-lamb-ema"),
+        ("diffusion-loglinear", "diffusion-bimodal"),
+        ("diffusion-loglinear", "diffusion-bimodal-time"),
+    ],
 }
 
 

@@ -133,7 +133,10 @@ class TrainConfig:
     def model_overrides(self) -> dict:
         """The preset's overrides with what the objective adds to the model (extra MTP heads)."""
         heads = self.options.get("mtp_heads", 1)
-        return {**self.model, "mtp_heads": heads} if heads > 1 else dict(self.model)
+        out = {**self.model, "mtp_heads": heads} if heads > 1 else dict(self.model)
+        if self.options.get("time_conditioning"):  # the objective's noise level reaches the model through adaLN
+            out["cond_dim"] = self.options.get("cond_dim", 128)
+        return out
 
     def max_len(self) -> int:
         return max(L for _, L, _ in self.stages())

@@ -125,14 +125,18 @@ def export_run(run_dir, out_dir, checkpoint: str | None = None, weights: str = "
     out = Path(out_dir)
     check_out_folder(out)
     run = load_run(run_dir, checkpoint=checkpoint, weights=weights)
+    _check_exportable(run)
+    with building(out) as tmp:  # complete, or not there at all
+        _write_export(run, tmp)
+    return out
+
+
+def _check_exportable(run) -> None:
     if not run.objective.capabilities.export:
         raise UserError(
             f"a {run.objective.name} run has no Hugging Face export (no transformers model holds what it learned); "
             "evaluate and sample it with hlm eval and hlm generate"
         )
-    with building(out) as tmp:  # complete, or not there at all
-        _write_export(run, tmp)
-    return out
 
 
 def _write_export(run, out: Path) -> None:
@@ -228,7 +232,9 @@ def export_all_checkpoints(run_dir, out_dir, repo_id: str | None = None, weights
             for p in repo.iterdir():  # replace, never rewrite in place: the cache's snapshots may share the files
                 if p.name not in (".git", HUB_CACHE, ".gitattributes"):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
-            _write_export(load_run(run_dir, checkpoint=name, weights=weights), repo)
+            loaded = load_run(run_dir, checkpoint=name, weights=weights)
+            _check_exportable(loaded)
+            _write_export(loaded, repo)
             _git(repo, "add", "-A")
             _git(
                 repo, "commit", "-q", "-m", f"{name}" + (f": {words:,} words seen" if words is not None else " (final)")

@@ -35,6 +35,9 @@ class ModelConfig:
     # multi-token prediction (Gloeckle et al. 2024): output heads in all, each extra one a transformer
     # block of its own on the trunk, predicting t+2, t+3, ... through the shared unembedding
     mtp_heads: int = 1
+    # noise conditioning (the 2025 BabyLM diffusion winner's adaLN, cond_dim 128): each block's norms shifted,
+    # scaled and its branches gated by the sequence's noise level (`noise_of`, set by the objective); 0: none
+    cond_dim: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,9 +140,34 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache)
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None, modulation=None):
+        if modulation is None:
+            x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache)
+            return x + self.mlp(self.mlp_norm(x))
+        # adaLN (DiT; the diffusion winner's model.py): norm * (1 + scale) + shift, each branch gated
+        shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = modulation
+        h = self.attn_norm(x) * (1 + scale_attn) + shift_attn
+        x = x + gate_attn * self.attn(h, cos, sin, mask, is_causal, kv_cache)
+        return x + gate_mlp * self.mlp(self.mlp_norm(x) * (1 + scale_mlp) + shift_mlp)
+
+
+class NoiseEmbedding(nn.Module):
+    """A noise level [B] as a vector [B, cond_dim]: sinusoidal features (GLIDE's, 256 of them) through an MLP."""
+
+    def __init__(self, cond_dim: int, features: int = 256):
+        super().__init__()
+        self.features = features
+        self.mlp = nn.Sequential(nn.Linear(features, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    @staticmethod
+    def sinusoids(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t[:, None].float() * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.sinusoids(t, self.features).to(self.mlp[0].weight.dtype))
 
 
 class KVCache:
@@ -331,6 +359,10 @@ class Transformer(nn.Module):
             nn.ModuleDict({"block": Block(cfg), "norm": RMSNorm(cfg.d_model, cfg.norm_eps)})
             for _ in range(cfg.mtp_heads - 1)
         )
+        if cfg.cond_dim:  # zero-initialised modulation: at first every block's branches are gated off
+            self.noise_embed = NoiseEmbedding(cfg.cond_dim)
+            self.adaln = nn.ModuleList(nn.Linear(cfg.cond_dim, 6 * cfg.d_model) for _ in range(cfg.n_layer))
+        self.noise_of = None  # input_ids -> the noise level of each row [B] (the objective's `noise_level`)
         cos, sin = rotary_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -353,7 +385,11 @@ class Transformer(nn.Module):
 
     def reset_parameters(self):
         for name, p in self.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.startswith("adaln."):
+                nn.init.zeros_(p)
+            elif name.startswith("noise_embed.") and name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif name.endswith("norm.weight"):
                 nn.init.ones_(p)
             elif name.endswith(("proj.weight", "down.weight")):
                 # Residual outputs scaled down with depth (GPT-2), so the stream's variance stays O(1).
@@ -416,17 +452,24 @@ class Transformer(nn.Module):
                 raise ValueError("incremental causal decoding takes one token at a time")
         else:
             mask, causal_flag = attention.mask(T, device, self.attention_backend)
+        cond = None
+        if self.cfg.cond_dim:
+            if self.noise_of is None:
+                raise ValueError("a noise-conditioned model needs noise_of (the objective's noise_level)")
+            cond = F.silu(self.noise_embed(self.noise_of(input_ids).to(device)))
         trunk = self._trunk if self._trunk is not None and kv_caches is None else self.trunk
-        x, heads = trunk(input_ids, cos, sin, mask, causal_flag, kv_caches, mtp and len(self.mtp) > 0)
+        x, heads = trunk(input_ids, cos, sin, mask, causal_flag, kv_caches, mtp and len(self.mtp) > 0, cond)
         out = self.head(x) if logits else x
         return (out, heads) if mtp else out
 
-    def trunk(self, input_ids, cos, sin, mask, causal_flag: bool, kv_caches=None, mtp: bool = False):
+    def trunk(self, input_ids, cos, sin, mask, causal_flag: bool, kv_caches=None, mtp: bool = False, cond=None):
         """Embedding, blocks and final norm (and the extra heads' blocks): what `compile_trunk` compiles
-        as one graph, given the mask and rotary tables that `forward` makes outside it."""
+        as one graph, given the mask and rotary tables that `forward` makes outside it. cond: the noise
+        embedding [B, cond_dim] of a noise-conditioned model."""
         x = self.embed(input_ids)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i])
+            modulation = None if cond is None else self.adaln[i](cond)[:, None, :].chunk(6, dim=-1)
+            x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i], modulation)
         heads = [head["norm"](head["block"](x, cos, sin, mask, causal_flag)) for head in self.mtp] if mtp else []
         return self.norm(x), heads
 

@@ -155,6 +155,8 @@ def plan_run(cfg: TrainConfig, dist: Dist, started: bool = False) -> Plan:
     # the shards and the objective's own data (unigram counts) are read here, so that damaged or
     # crafted data is one line before anything is written
     objective = build_objective(cfg, manifest["vocab_size"], cfg.data)
+    if cfg.model_overrides().get("cond_dim"):  # a noise-conditioned model: its objective must have a noise level
+        objective.noise_level(torch.zeros((1, 1), dtype=torch.long))
     train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
     plan = Plan(manifest, objective, train_data, PackedTokens(cfg.data, "val", cfg.seq_len))
     if cfg.distill_from:

@@ -259,6 +259,8 @@ class RunDir:
                 f"checkpoint {path} does not fit the run's config ({str(e).splitlines()[0][:100]})"
             ) from None
         model.to(device).eval()
+        objective = build_objective(cfg, vocab)
+        objective.condition(model)
         state = read_json(path / "state.json", "checkpoint state") if (path / "state.json").is_file() else {}
         state = state if isinstance(state, dict) else {}
         return LoadedRun(
@@ -266,7 +268,7 @@ class RunDir:
             cfg,
             model,
             tokenizer,
-            build_objective(cfg, vocab),
+            objective,
             state.get("step", 0),
             state.get("words_seen"),
             which,

@@ -199,6 +199,7 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, plan: Plan | 
     plan = plan or plan_run(cfg, dist, started)
     torch.manual_seed(cfg.seed)  # initialisation is a function of the seed alone (data_seed: the data's order)
     model = build_model(cfg.preset, plan.manifest["vocab_size"], cfg.model_overrides(), min_seq_len=cfg.max_len())
+    plan.objective.condition(model)
     model.to(dist.device)
     resumed = _read_checkpoint(run.latest_checkpoint(), run, model) if started else None
     source = plan.source if resumed is None else None  # a warm start: its weights, words and tokens seen

@@ -101,7 +101,8 @@ def find_source(cfg, vocab_size: int, data_tokenizer: str) -> Source:
             have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:
         raise UserError(f"--init-from {path}: its weights are not readable ({str(e).splitlines()[0][:100]})") from None
-    trunk = {k: v for k, v in want.items() if not k.startswith("mtp.")}  # extra heads may start fresh
+    # extra heads and a noise conditioning the source lacks start fresh (the adaLN gates at zero)
+    trunk = {k: v for k, v in want.items() if not k.startswith(("mtp.", "noise_embed.", "adaln."))}
     wrong = [k for k, shape in trunk.items() if have.get(k) != shape]
     if wrong:
         k = wrong[0]

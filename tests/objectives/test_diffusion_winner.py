@@ -160,3 +160,80 @@ def test_a_run_with_the_winners_noise_and_rank_masking_trains(cli, data_dir, tmp
     from hybridlm.runs import load_run
 
     assert load_run(run).objective.rank_weights is None  # evaluation needs no corpus counts: the bound is plain
+
+
+def test_the_noise_embedding_is_the_winners():
+    path = SCHEDULES.parent.parent / "model.py"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (the reference implementations live in ../shared/reference)")
+    spec = importlib.util.spec_from_file_location("winner_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from hybridlm.model import NoiseEmbedding
+
+    t = torch.tensor([0.0, 0.013, 0.15, 0.5, 0.87, 1.0])
+    assert torch.allclose(NoiseEmbedding.sinusoids(t, 256), module.TimestepEmbedding.timestep_embedding(t, 256))
+
+
+def test_a_conditioned_model_is_told_the_share_of_its_tokens_masked():
+    from hybridlm.model import build_model
+    from hybridlm.objectives.base import SPECIAL
+
+    objective = DiffusionObjective(64, time_conditioning=True)
+    ids = torch.randint(5, 64, (3, 10), generator=torch.Generator().manual_seed(0))
+    ids[1, :5] = SPECIAL["mask"]
+    ids[2, :] = SPECIAL["mask"]
+    ids[0, -2:] = SPECIAL["pad"]  # padding is no token of the sequence
+    assert objective.noise_level(ids).tolist() == [0.0, 0.5, 1.0]
+    torch.manual_seed(0)
+    model = build_model("tiny", 64, {"cond_dim": 16}).eval()
+    objective.condition(model)
+    same = torch.randint(5, 64, (1, 10))
+    plain = model(same, False, logits=True)
+    for p in model.adaln.parameters():  # zero at first: every level gives the same output; then it matters
+        torch.nn.init.normal_(p, std=0.5)
+    told = [model(same, False, logits=True)]
+    model.noise_of = lambda input_ids: torch.full((len(input_ids),), 0.9)
+    told.append(model(same, False, logits=True))
+    assert not torch.allclose(told[0], told[1]) and not torch.allclose(plain, told[0])
+
+
+def test_a_time_conditioned_run_trains_resumes_scores_samples_and_has_no_export(cli, data_dir, tmp_path):
+    import json
+    import shutil
+
+    from helpers import assert_one_line_error, logged, tiny_flags
+
+    from hybridlm.grammar import write_minimal_pairs
+
+    run = tmp_path / "r"
+    cli("train", "--data", data_dir, "--out", run, *tiny_flags(objective="diffusion", time_conditioning=True,
+        cond_dim=32, schedule="bimodal-gaussian", loss_weight_power=0.1, max_steps=6, checkpoint_interval=3,
+        eval_interval=3, eval_batches=2, log_interval=1, precision="fp32"))  # fmt: skip
+    straight = {key: logged(run, key) for key in ("loss", "val_loss")}
+    assert math.isfinite(straight["val_loss"][6])
+    from safetensors.torch import load_file
+
+    assert any(
+        k.startswith("adaln.") for k in load_file(str(run / "checkpoints" / "step_0000006" / "model.safetensors"))
+    )
+    shutil.rmtree(run / "checkpoints" / "step_0000006")
+    (run / "checkpoints" / "latest").write_text("step_0000003\n")
+    cli("train", "--out", run, "--resume")
+    assert {key: logged(run, key) for key in straight} == straight
+    pairs = write_minimal_pairs(tmp_path / "pairs", n_per_paradigm=2)
+    cli("eval", "blimp", "--run", run, "--data", pairs, "--json", tmp_path / "b.json")
+    assert json.loads((tmp_path / "b.json").read_text())["scorer"] == "elbo"
+    assert cli("generate", "--run", run, "--max-new-tokens", 4, "--steps", 4).returncode == 0
+    assert_one_line_error(cli("export", "--run", run, "--out", tmp_path / "hf", check=False), "no hugging face export")
+    assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("objective", ["causal", "mix"])
+def test_time_conditioning_is_diffusions_alone(cli, data_dir, tmp_path, objective):
+    from helpers import assert_train_refused
+
+    flags = ["--objective", objective, "--time-conditioning"] + (
+        ["--mix", "causal:1,diffusion:1"] * (objective == "mix")
+    )
+    assert_train_refused(cli, data_dir, tmp_path / "x", flags, "time")

@@ -58,6 +58,16 @@ COMBINATIONS = {
         "bimodal_right_initial": 0.4,
     },
     "hybrid-batch-warmup": {"objective": "hybrid", "batch_warmup": 4},
+    "diffusion-winner": {
+        "objective": "diffusion",
+        "schedule": "bimodal-gaussian",
+        "loss_weight_power": 0.1,
+        "time_conditioning": True,
+        "cond_dim": 32,
+        "frequency_method": "rank",
+        "pow_frequency": 0.02,
+        "mask_curriculum": True,
+    },
 }
 
 

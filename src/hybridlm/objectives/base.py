@@ -232,6 +232,15 @@ class Objective:
         """name -> (objective to validate with, its weight in val_loss). One view: the objective itself."""
         return {"": (self, 1.0)}
 
+    def noise_level(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The noise level [B] a noise-conditioned model is told (ModelConfig.cond_dim); only diffusion has one."""
+        raise UserError(f"the {self.name} objective has no noise level: only diffusion takes --time-conditioning")
+
+    def condition(self, model) -> None:
+        """Give a noise-conditioned model its noise level (every run's model is built beside its objective)."""
+        if model.cfg.cond_dim:
+            model.noise_of = self.noise_level
+
     # ------------------------------------------------------------ sampling
     def alpha(self, t: float) -> float:
         """The noise schedule iterative unmasking reverses: the probability that a token is still clean

@@ -111,6 +111,12 @@ class DiffusionOptions(Options):
     )
     pow_frequency: float = option(0.0, "frequency_method rank: the exponent on the rank weights (the winner: 0.02; "
                                   "0 = off)", *in_range(0, 10))  # fmt: skip
+    time_conditioning: bool = option(
+        False,
+        "diffusion: the model is told each sequence's noise level through adaLN (the 2025 winner's, which is "
+        "told its mask rate; hlm tells the share of its tokens masked, what the model sees)",
+    )
+    cond_dim: int = option(128, "diffusion with time_conditioning: the noise embedding's size", *in_range(8, 4096))
     mask_curriculum: bool = option(
         False,
         "frequency_method rank: the exponent grows to pow_frequency over training "
@@ -174,6 +180,8 @@ class DiffusionObjective(Objective):
         self.bound_schedule = o.schedule if elbo else "loglinear"
         if o.diffusion_shift:  # a masked token is read one position earlier, in scoring, infilling and sampling
             self.capabilities = type(self).capabilities.with_(infill=Infill.NEXT_TOKEN)
+        if o.time_conditioning:  # no transformers class holds a noise-conditioned model
+            self.capabilities = self.capabilities.with_(export=frozenset())
         # per-token schedule exponents; without corpus counts (evaluating a run) the plain schedule
         # is used, which gives a valid bound too
         self.token_exponent = (
@@ -296,6 +304,12 @@ class DiffusionObjective(Objective):
         has = (n > 0).float()
         per_seq = (n.float() / k.float()) * has / n.sum().clamp(min=1)  # per-token normalisation over the batch
         return self._batch(window, ids, mask, mask.float() * per_seq[:, None], can)
+
+    def noise_level(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The share of each row's diffusable tokens that are <mask>: a function of x_t, so every bound (training,
+        validation, the subset scorers) stays one and the samplers' cache of unchanged rows stays valid."""
+        masked = (input_ids == SPECIAL["mask"]).sum(1)
+        return masked.float() / (masked + diffusable(input_ids).sum(1)).clamp(min=1).float()
 
     # ------------------------------------------------------------ sampling
     def alpha(self, t: float) -> float:
