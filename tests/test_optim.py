@@ -272,3 +272,17 @@ def test_a_sharded_average_resumes_exactly(tmp_path, data_dir):
     for key, want in straight.items():
         got = logged(tmp_path / "run", key)
         assert all(got[s] == pytest.approx(want[s], rel=1e-5) for s in want), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_muon_on_two_processes_matches_one(tmp_path, data_dir, mode):
+    """Muon orthogonalises whole matrices: FSDP2's shards must not change its update (nor DDP's replicas)."""
+    from helpers import hlm
+
+    args = tiny_flags(objective="causal", max_steps=4, log_interval=1, eval_interval=4, eval_batches=2, seed=5,
+                      precision="fp32", optimizer="muon", lr=2e-2)  # fmt: skip
+    torchrun(2, "--data", data_dir, "--out", tmp_path / "two", "--distributed", mode, *args)
+    hlm("train", "--data", data_dir, "--out", tmp_path / "one", *args)
+    two, one = logged(tmp_path / "two"), logged(tmp_path / "one")
+    assert sorted(two) == sorted(one) and all(two[s] == pytest.approx(one[s], rel=1e-4) for s in one)

@@ -132,7 +132,8 @@ class DiffusionOptions(Options):
     )
     loss_weight_power: float = option(
         1.0,
-        "diffusion: training weights |alpha'|^gamma / (1 - alpha) (1: the ELBO; the 2025 winner: 0.1)",
+        "diffusion: training weights |alpha'|^gamma / (1 - alpha) (1: the ELBO; the 2025 winner: 0.1); validation "
+        "always reports the log-linear NELBO, a bound",
         *in_range(0, 10),
     )
     gaussian_mu: float = option(0.2, "schedule gaussian: the mean mask rate", *in_range(0, 1))
