@@ -245,18 +245,23 @@ def load_weights(path: Path, run_dir=None) -> dict:
 WEIGHTS = ("auto", "ema", "raw")  # which weights a trained run is read with (auto: the EMA where it has one)
 
 
-def read_weights(path: Path, run_dir=None, which: str = "auto") -> tuple[dict, str]:
-    """(weights, "ema" or "raw") of a checkpoint: its moving average where it keeps one (auto, ema), else the
-    weights as trained."""
+def weights_kind(path: Path, which: str = "auto") -> str:
+    """Which weights of a checkpoint `which` (auto, ema, raw) means: "ema" (its moving average, where it keeps
+    one) or "raw" (the weights as trained)."""
     if which not in WEIGHTS:
         raise UserError(f"unknown --weights {which!r} (choose one of: {', '.join(WEIGHTS)})")
-    ema = load_ema(path, run_dir) if which != "raw" else None
-    if ema is not None:
-        return ema, "ema"
+    if which != "raw" and (path / EMA_FILE).is_file():
+        return "ema"
     if which == "ema":
         raise UserError(f"checkpoint {path} keeps no moving average of its weights (trained without --ema-decay); "
                         "drop --weights ema")  # fmt: skip
-    return load_weights(path, run_dir), "raw"
+    return "raw"
+
+
+def read_weights(path: Path, run_dir=None, which: str = "auto") -> tuple[dict, str]:
+    """(weights, "ema" or "raw") of a checkpoint, as `weights_kind` picks them."""
+    kind = weights_kind(path, which)
+    return (load_ema(path, run_dir) if kind == "ema" else load_weights(path, run_dir)), kind
 
 
 def load_ema(path: Path, run_dir=None) -> dict | None:

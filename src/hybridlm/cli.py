@@ -11,6 +11,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from hybridlm.checkpoint import WEIGHTS
 from hybridlm.errors import UserError
 from hybridlm.files import atomic_write_bytes, atomic_write_json, check_out_folder, check_output_file, no_space
 from hybridlm.samplers import MAX_STEPS, SAMPLERS
@@ -114,7 +115,7 @@ def _weights_arg(p):
     p.add_argument(
         "--weights",
         default="auto",
-        choices=["auto", "ema", "raw"],
+        choices=WEIGHTS,
         help="a run's weights: its moving average where it keeps one (auto, ema; hlm train --ema-decay) or as "
         "trained (raw); results say which",
     )

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridlm.checkpoint import WEIGHTS
 from hybridlm.curriculum import parse_pacing
 from hybridlm.errors import UserError
 from hybridlm.model import PRESETS, check_model_overrides
 from hybridlm.objectives import OBJECTIVES, objective_class, option_fields, option_owners
 from hybridlm.objectives.base import option_default
+from hybridlm.optim import OPTIMIZERS
 
 
 @dataclass
@@ -181,6 +183,8 @@ class TrainConfig:
             ("distributed", ("ddp", "fsdp")),
             ("attention", ("auto", "sdpa", "flex", "matmul")),
             ("lr_schedule", ("cosine", "gpt-bert")),
+            ("optimizer", OPTIMIZERS),
+            ("init_weights", WEIGHTS),
         ):
             if getattr(self, name) not in allowed:
                 raise UserError(f"unknown {name} {getattr(self, name)!r} (choose one of: {', '.join(allowed)})")
@@ -202,10 +206,6 @@ class TrainConfig:
             )
         if self.z_loss > 1:
             raise UserError(f"z_loss must lie in [0, 1] (PaLM uses 1e-4; got {self.z_loss})")
-        from hybridlm.optim import OPTIMIZERS
-
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"unknown optimizer {self.optimizer!r} (choose one of: {', '.join(OPTIMIZERS)})")
         if not 0 < self.adam_eps < 1:
             raise UserError(f"adam_eps must lie in (0, 1) (got {self.adam_eps})")
         for name in ("muon_momentum", "ema_decay"):
@@ -215,8 +215,6 @@ class TrainConfig:
             raise UserError(f"batch_warmup must be >= 1 (GPT-BERT: 4; 1 = off; got {self.batch_warmup})")
         if self.batch_warmup > 1 and self.curriculum:
             raise UserError("--batch-warmup draws batches of growing size in the data's order; drop --curriculum")
-        if self.init_weights not in ("auto", "ema", "raw"):
-            raise UserError(f"unknown init_weights {self.init_weights!r} (choose one of: auto, ema, raw)")
         if self.ema_warmup and not self.ema_decay:
             raise UserError("--ema-warmup needs --ema-decay (e.g. 0.999)")
         if self.curriculum:

@@ -74,7 +74,6 @@ class ChainedOptimizer(torch.optim.Optimizer):
     def __init__(self, optimizers: list[torch.optim.Optimizer]):
         self.optimizers = optimizers
         super().__init__([p for o in optimizers for g in o.param_groups for p in g["params"]], {})
-        self.found_inf: torch.Tensor | None = None
 
     def add_param_group(self, param_group):  # the children own the groups (Optimizer.__init__ calls this)
         pass
@@ -158,10 +157,10 @@ def build_optimizer(cfg, model: torch.nn.Module, fused: bool) -> torch.optim.Opt
 
 
 def apply_config(optimizer: torch.optim.Optimizer, cfg) -> None:
-    """The config's betas and weight decay on every group (after a resume, which may have changed them)."""
-    decays = [True, True, False] if isinstance(optimizer, ChainedOptimizer) else [True, False]  # build_optimizer's
-    for group, decays_here in zip(optimizer.param_groups, decays):
-        group["weight_decay"] = cfg.weight_decay if decays_here else 0.0
+    """The config's betas and weight decay on every group (after a resume, which may have changed them): decay on
+    the groups of matrices, none on gains and biases (as `_groups` and Muon's group split them)."""
+    for group in optimizer.param_groups:
+        group["weight_decay"] = cfg.weight_decay if all(p.dim() >= 2 for p in group["params"]) else 0.0
         if "betas" in group:
             group["betas"] = (cfg.beta1, cfg.beta2)
 

@@ -172,7 +172,7 @@ def plan_run(cfg: TrainConfig, dist: Dist, started: bool = False) -> Plan:
         )
     plan.schedule = cfg.batch_schedule()
     if cfg.batch_warmup > 1:  # batches of any size: the processes' shares differ by a row at most
-        if plan.schedule[0].min() < dist.world or plan.schedule[0].min() < 1:
+        if plan.schedule[0].min() < dist.world:
             raise UserError(
                 f"the first step's batch of {plan.schedule[0].min()} sequences (--batch-warmup {cfg.batch_warmup:g} "
                 f"of {cfg.batch_size}) is smaller than the {dist.world} process(es); lower --batch-warmup"

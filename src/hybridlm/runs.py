@@ -231,7 +231,7 @@ class RunDir:
     # ------------------------------------------------------------ loading a trained model
     def weights_read(self, checkpoint: str | None = None, weights: str = "auto") -> str:
         """Which weights load(checkpoint, weights) reads: "ema" (the moving average) or "raw"."""
-        return "ema" if weights != "raw" and (self.checkpoint(checkpoint) / ckpt.EMA_FILE).is_file() else "raw"
+        return ckpt.weights_kind(self.checkpoint(checkpoint), weights)
 
     def load(self, device: str = "cpu", checkpoint: str | None = None, weights: str = "auto") -> LoadedRun:
         """The trained model at `checkpoint` (default: the latest), with its moving average of the weights where

@@ -339,8 +339,8 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
     """The host's share of step `step`: a pure function of (seed, step), so it can run ahead."""
     cfg, dist = t.cfg, t.dist
     _, L, _ = t.stage_at(step)
-    n_rows = step_schedule(t, step)[0]
     data, windows = step_windows(t, step)
+    n_rows = len(windows)  # the stage's batch, or a batch warm-up's share of it
     ids, generator = data.windows(windows), step_generator(cfg.order_seed, step)
     batch = t.objective.corrupt(ids, generator, fraction_done=step / cfg.max_steps)
     visible = warmstart.annealed_visibility(L, step, cfg.attention_anneal_steps, cfg.order_seed)
@@ -606,7 +606,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
         run.write_config(cfg)
     start, thresholds = t.step, cfg.word_thresholds()
     # a warm start's source saw tokens before this run's first step: the cap counts them
-    tokens_before = t.state.tokens_seen - int(cfg.batch_schedule()[2][min(t.step, cfg.max_steps)])
+    tokens_before = t.state.tokens_seen - step_schedule(t, t.step)[2]
     cap = epoch_cap_steps(cfg, tokens_before) if cfg.max_epochs else cfg.max_steps
     log = MetricsLog(run, cfg, dist.main, start if resume else None)
     if dist.main and not quiet:
@@ -630,10 +630,11 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
             stopped = f"stopped at step {t.step} of {cfg.max_steps}: --max-epochs {cfg.max_epochs:g} reached"
             break
         words_before = t.state.words_seen
-        record = train_step(t, prefetch.get(t.step))
+        host = prefetch.get(t.step)
+        record = train_step(t, host)
         at_end = t.step in (cfg.max_steps, cap)
         bar.update(1)
-        window_tokens += step_schedule(t, t.step - 1)[0] * t.stage_at(t.step - 1)[1]
+        window_tokens += host.tokens
         if t.step % cfg.log_interval == 0 or at_end:
             now = time.time()
             tps = window_tokens / max(now - window_t, 1e-9)

@@ -105,10 +105,6 @@ def register_task(task: Task) -> Task:
     return task
 
 
-def curve_tasks() -> tuple[str, ...]:
-    return tuple(t.name for t in TASKS.values() if t.kind == "curve")
-
-
 # ---------------------------------------------------------------- finding and reading the data
 def find_tasks(data_dir, tasks=None) -> dict[str, Path]:
     """task -> its folder under data_dir (searched up to two levels down)."""
