@@ -95,7 +95,7 @@ def _cases(tmp, data, tok, run, pairs, corpus):
         "top-p -1": (["generate", "--run", run, "--top-p", "-1"], "--top-p"),
         "top-k -1": (["generate", "--run", run, "--top-k", "-1"], "--top-k"),
         "min-p 2": (["generate", "--run", run, "--min-p", "2"], "--min-p"),
-        "generate steps 0": (["generate", "--run", run, "--steps", "0"], "--steps"),
+        "generate steps -1": (["generate", "--run", run, "--steps", "-1"], "--steps"),  # 0: one round per token
         "infill top-p -1": (["infill", "--run", run, "--text", "a <mask>", "--top-p", "-1"], "--top-p"),
         "infill span 0": (["infill", "--run", run, "--text", "a <mask>", "--span", "0"], "--span"),
         "export onto a file": (["export", "--run", run, "--out", tmp / "afile"], "not a folder"),
@@ -152,7 +152,7 @@ CASES = [
     "top-p -1",
     "top-k -1",
     "min-p 2",
-    "generate steps 0",
+    "generate steps -1",
     "infill top-p -1",
     "infill span 0",
     "export onto a file",

@@ -254,8 +254,10 @@ def _check_counts(a):
         value = getattr(a, flag[2:].replace("-", "_"), None)
         if value is not None:
             checks.append((flag, 0 < value <= MAX_STEPS, f"in 1 ... {MAX_STEPS:,}"))
-    if getattr(a, "num_samples", None) is not None:
-        checks.append(("--num-samples", 0 < a.num_samples <= MAX_SAMPLES, f"in 1 ... {MAX_SAMPLES:,}"))
+    for flag in ("--num-samples", "--batch-size"):
+        value = getattr(a, flag[2:].replace("-", "_"), None)
+        if value is not None:
+            checks.append((flag, 0 < value <= MAX_SAMPLES, f"in 1 ... {MAX_SAMPLES:,}"))
     for flag, ok, want in checks:
         if not ok:
             raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
@@ -368,8 +370,6 @@ def cmd_generation(a):
     _check_counts(a)
     sampling = _sampling(a)
     _check_json_target(a.json, inputs=(a.samples, a.judge, a.judge_hf))
-    if not 0 < a.batch_size <= MAX_SAMPLES:
-        raise UserError(f"--batch-size must lie in 1 ... {MAX_SAMPLES:,} (got {a.batch_size})")
     texts = read_samples(a.samples) if a.samples else None
     device = a.device or default_device()
     run = load_run(a.run, device, weights=a.weights)
@@ -436,7 +436,8 @@ def cmd_harness(a):
         glue_data=a.glue_data, limit=a.limit, scorer=a.scorer, samples=a.samples, mask_padding=a.mask_padding,
         device=a.device or default_device(),
         precision=a.precision, trust_remote_code=a.trust_remote_code, sampler=a.sampler, steps=a.steps,
-        seed=a.seed, log_samples=a.log_samples,
+        block_length=a.block_length, threshold=a.threshold, threshold_factor=a.threshold_factor, cache=a.cache,
+        cache_refresh=a.cache_refresh, cfg_scale=a.cfg_scale, seed=a.seed, log_samples=a.log_samples,
     )  # fmt: skip
     for task, metrics in result["results"].items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
@@ -448,9 +449,12 @@ def cmd_harness(a):
 def _sampling(a):
     from hybridlm.generate import sampling_of
 
+    parallel = a.threshold is not None or a.threshold_factor is not None
+    steps = a.steps if a.steps is not None else 0 if parallel else 32  # a threshold: at most one round per token
     return sampling_of(
-        a.sampler, 32 if a.steps is None else a.steps, a.order, eta=a.eta, remdm_schedule=a.remdm_schedule,
-        block_length=a.block_length, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p,
+        a.sampler, steps, a.order, eta=a.eta, remdm_schedule=a.remdm_schedule, block_length=a.block_length,
+        temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p, threshold=a.threshold,
+        threshold_factor=a.threshold_factor, cache=a.cache, cache_refresh=a.cache_refresh, cfg_scale=a.cfg_scale,
     )  # fmt: skip
 
 
@@ -461,7 +465,8 @@ def cmd_generate(a):
     _check_counts(a)
     sampling = _sampling(a)
     run = load_run(a.run, a.device or default_device(), weights=a.weights)
-    samples = generate_samples(run, a.prompt, a.max_new_tokens, sampling, a.num_samples, a.seed)
+    samples = generate_samples(run, a.prompt, a.max_new_tokens, sampling, a.num_samples, a.seed,
+                               batch_size=a.batch_size)  # fmt: skip
     for text in samples.texts:
         print((a.prompt + text).strip())
     calls = sum(samples.nfe) / len(samples.nfe)
@@ -479,6 +484,30 @@ def cmd_infill(a):
     print(infill_text(run, a.text, span=a.span, steps=a.steps, seed=a.seed, sampler=sampling.sampler, **knobs))
 
 
+def _fast_decoding_args(p):
+    """Fast-dLLM's threshold and caches, LLaDA's guidance: diffusion decoding's knobs (Sampling's fields)."""
+    from hybridlm.samplers import CACHES
+
+    p.add_argument(
+        "--threshold", type=float, default=None,
+        help="confidence: each round reveal every masked token at least this sure, and at least one (Fast-dLLM)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold-factor", type=float, default=None,
+        help="confidence: Fast-dLLM's factor rule: the n most confident, largest n with (n+1)(1-c_n) < F",
+    )  # fmt: skip
+    p.add_argument(
+        "--cache", default="none", choices=CACHES,
+        help="diffusion with --block-length: reuse keys and values between refreshes (Fast-dLLM): prefix = the text "
+        "before the block, dual = also the masked text after it; refreshed at each block",
+    )  # fmt: skip
+    p.add_argument("--cache-refresh", type=int, default=None, help="with --cache: also recompute it every K rounds")
+    p.add_argument(
+        "--cfg-scale", type=float, default=0.0,
+        help="diffusion: unsupervised classifier-free guidance (LLaDA): u + (w+1)(c - u), u with the prompt masked",
+    )  # fmt: skip
+
+
 def _sampling_args(p):
     from hybridlm.samplers import REMDM_SCHEDULES
 
@@ -493,7 +522,11 @@ def _sampling_args(p):
         help="diffusion and block diffusion: ancestral (MDLM), remdm (ReMDM remasking, --eta), first-hitting "
         "(one call per token), confidence | margin | entropy (LLaDA's low-confidence remasking; default confidence)",
     )
-    p.add_argument("--steps", type=int, default=None, help="diffusion: unmasking rounds in all (not first-hitting)")
+    p.add_argument(
+        "--steps", type=int, default=None,
+        help="diffusion: unmasking rounds in all (not first-hitting; default 32, with a threshold 0 = one per token at "
+        "most: an upper bound)",
+    )  # fmt: skip
     p.add_argument("--eta", type=float, default=0.0, help="remdm: remasking strength")
     p.add_argument(
         "--remdm-schedule", default="cap", choices=REMDM_SCHEDULES, help="remdm: sigma = min(eta, max) or eta*max"
@@ -501,6 +534,7 @@ def _sampling_args(p):
     p.add_argument(
         "--block-length", type=int, default=0, help="diffusion: reveal the answer in blocks of N tokens, left to right"
     )
+    _fast_decoding_args(p)
     # shim (until 0.2): --order is --sampler's older name
     p.add_argument("--order", default=None, choices=["confidence", "random"], help="older name: random = ancestral")
     p.add_argument("--seed", type=int, default=0)
@@ -599,7 +633,7 @@ def _add_eval_commands(sub):
     _weights_arg(gq)
     _sampling_args(gq)
     _json_arg(gq, "generation-SAMPLER-steps-N.json")
-    gq.set_defaults(func=cmd_generation, steps=32)
+    gq.set_defaults(func=cmd_generation)
 
     hz = ev.add_parser(
         "harness", help="lm-evaluation-harness tasks with the run's scorer (pip install 'hybridlm[lmeval]')"
@@ -623,6 +657,8 @@ def _add_eval_commands(sub):
     )
     hz.add_argument("--sampler", default="confidence", choices=SAMPLERS, help="generate_until of diffusion runs")
     hz.add_argument("--steps", type=int, default=0, help="generate_until of diffusion runs: rounds (0: one per token)")
+    hz.add_argument("--block-length", type=int, default=0, help="generate_until of diffusion runs: semi-AR blocks")
+    _fast_decoding_args(hz)
     hz.add_argument("--seed", type=int, default=0, help="bounds' draws and sampling")
     hz.add_argument("--log-samples", action="store_true", help="keep every request's answer in the result")
     _json_arg(hz, "harness-TASKS-Kshot.json")
@@ -663,9 +699,10 @@ def _add_generate_command(sub):
     g.add_argument("--prompt", default="")
     g.add_argument("--max-new-tokens", type=int, default=50)
     g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument("--batch-size", type=int, default=None, help="samples drawn in one batch (default: all)")
     _weights_arg(g)
     _sampling_args(g)
-    g.set_defaults(func=cmd_generate, steps=32)
+    g.set_defaults(func=cmd_generate)
 
 
 def _add_infill_command(sub):

@@ -1,7 +1,11 @@
 """Sampling: causal decoding with a KV cache, diffusion's iterative unmasking (hybridlm.samplers),
 block diffusion block by block with the finished blocks cached, and infilling.
 
-Categoricals are sampled in float64 (a float32 Gumbel lowers the effective temperature).
+Full-attention diffusion decodes fast as Fast-dLLM does: threshold rounds (samplers.Sampling), and
+over semi-autoregressive blocks an approximate cache (`CanvasDecoder`: prefix or dual, refreshed at
+each block and every `cache_refresh` rounds), and LLaDA's unsupervised classifier-free guidance.
+Each sample draws from its own generator (samplers.RowRandom): sample i of a seed is the same text
+whatever the batch. Categoricals are sampled in float64 (a float32 Gumbel lowers the effective temperature).
 """
 
 from __future__ import annotations
@@ -12,32 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from hybridlm.errors import UserError
-from hybridlm.model import AttentionSpec, KVCache
+from hybridlm.model import AttentionSpec, CanvasCache, KVCache
 from hybridlm.objectives import Generation, Infill
-from hybridlm.samplers import Sampling, denoise, region_steps
+from hybridlm.samplers import RowRandom, Sampling, denoise, filter_logits, region_steps
 from hybridlm.tokenizer import BOS, EOS, MASK
-
-
-def filter_logits(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) -> torch.Tensor:
-    """Probabilities (float64) after temperature, top-k, top-p (nucleus) and min-p filtering."""
-    logits = logits.double()
-    if temperature <= 0:  # greedy
-        out = torch.zeros_like(logits)
-        out.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-        return out
-    probs = torch.softmax(logits / temperature, -1)
-    if top_k and top_k < probs.shape[-1]:
-        kth = probs.topk(top_k, -1).values[..., -1:]
-        probs = torch.where(probs < kth, torch.zeros_like(probs), probs)
-    if min_p > 0:
-        probs = torch.where(probs < min_p * probs.max(-1, keepdim=True).values, torch.zeros_like(probs), probs)
-    if top_p < 1.0:
-        sorted_p, idx = probs.sort(-1, descending=True)
-        cum = sorted_p.cumsum(-1)
-        drop = cum - sorted_p > top_p * cum[..., -1:]  # keep the smallest prefix reaching top_p
-        sorted_p = torch.where(drop, torch.zeros_like(sorted_p), sorted_p)
-        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    return probs / probs.sum(-1, keepdim=True)
 
 
 def _forbid(logits, ids):
@@ -63,15 +45,18 @@ def causal_rows(
 ) -> tuple[list[list[int]], int]:
     """Autoregressive sampling of `rows` continuations of one prompt in one batch: (the new token ids
     of each, up to its stop token; the network calls). prompt_as_prefix: the prompt is read
-    bidirectionally (a prefix LM), what follows it left to right."""
-    limit = model.cfg.max_seq_len
+    bidirectionally (a prefix LM), what follows it left to right. generator: a RowRandom (row r draws
+    from its own generator) or a torch.Generator (its seed seeds the rows)."""
+    limit, device = model.cfg.max_seq_len, _device(model)
+    rng = RowRandom.of(generator if generator is not None else torch.Generator().manual_seed(0), rows, device)
     ids = list(prompt_ids)[-limit:]
-    attention = AttentionSpec(True, prefix_lengths=torch.tensor([len(ids)] * rows) if prompt_as_prefix else None)
+    prefix = torch.tensor([len(ids)] * rows, device=device) if prompt_as_prefix else None
+    attention = AttentionSpec(True, prefix_lengths=prefix)
     caches = [KVCache() for _ in model.blocks] if use_cache else None
-    seq = torch.tensor([ids] * rows)
+    seq = torch.tensor([ids] * rows, device=device)
     x, pos, calls = seq, 0, 0
     new: list[list[int]] = [[] for _ in range(rows)]
-    done = torch.zeros(rows, dtype=torch.bool)
+    done = [False] * rows
     for _ in range(min(max_new_tokens, limit - len(ids))):
         if use_cache:
             logits = model.head(model(x, attention, kv_caches=caches, start_pos=pos)[:, -1])
@@ -80,16 +65,20 @@ def causal_rows(
             logits = model.head(model(seq, attention)[:, -1])
         calls += 1
         probs = filter_logits(_forbid(logits.float(), list(forbid_ids)), temperature, top_k, top_p, min_p)
-        tok = torch.multinomial(probs, 1, generator=generator)
+        tok = rng.draw(probs[:, None])
         for r, t in enumerate(tok.flatten().tolist()):
             if not done[r]:
                 done[r] = t in stop_ids
                 if not done[r]:
                     new[r].append(t)
-        if done.all():
+        if all(done):
             break
         seq, x = torch.cat([seq, tok], 1), tok
     return new, calls
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, **kw) -> list[int]:
@@ -97,11 +86,113 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, **kw) -> li
     return causal_rows(model, prompt_ids, 1, max_new_tokens, **kw)[0][0]
 
 
-def _probabilities(logits: torch.Tensor, forbid: list[int], sampling: Sampling, shift: int = 0) -> torch.Tensor:
+def _probabilities(logits: torch.Tensor, forbid: list[int], shift: int = 0) -> torch.Tensor:
+    """The model's p(x0 | x_t) (float64, unfiltered: the samplers filter what they draw from, and rank by
+    these); shift 1: position i is predicted at i-1."""
     logits = logits.float()
     if shift:
-        logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)  # position i is predicted at i-1
-    return filter_logits(_forbid(logits, forbid), **sampling.filters)
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)
+    return torch.softmax(_forbid(logits, forbid).double(), -1)
+
+
+def check_decoding(objective, sampling: Sampling, model=None, unmasking: bool = False) -> None:
+    """Refuse, in one line, a fast-decoding knob (threshold, cache, guidance) this objective's sampler cannot
+    use. unmasking: the canvas is unmasked (infilling) whatever way the objective generates."""
+    generation = objective.capabilities.generation
+    name = objective.name
+    fast = sampling.parallel or sampling.cache != "none" or sampling.cfg_scale
+    if generation is Generation.CAUSAL and not unmasking and fast:
+        raise UserError(
+            f"--threshold, --cache and --cfg-scale are diffusion decoding's; a {name} model decodes left to right "
+            "with its exact KV cache (use a diffusion or block_diffusion run)"
+        )
+    if generation is Generation.BLOCKS and sampling.cache != "none":
+        raise UserError(
+            f"--cache {sampling.cache} is for full-attention diffusion: a {name} model already keeps its finished "
+            "blocks' keys and values exactly (leave --cache out)"
+        )
+    if generation is Generation.BLOCKS and sampling.cfg_scale:
+        raise UserError(f"--cfg-scale guides full-attention diffusion (LLaDA's rule); a {name} model does not take it")
+    if sampling.cache != "none" and not sampling.block_length:
+        raise UserError(
+            f"--cache {sampling.cache} is refreshed at each block: add --block-length N (N = the answer's length "
+            "caches the prompt alone)"
+        )
+    if sampling.cache != "none" and model is not None and model.cfg.cond_dim:
+        raise UserError(
+            "--cache needs a model without --time-conditioning (its noise level is read from the whole canvas)"
+        )
+
+
+class CanvasDecoder:
+    """p(x0 | x_t) of full-attention diffusion for denoise: the whole canvas each round, or (with a
+    cache) a window of it against the keys and values of the last refresh: prefix (the window runs from
+    the block to the canvas's end) or dual (the block alone). Each row is refreshed at its first round
+    of a block and every `cache_refresh` rounds after. With guidance (cfg_scale w) every call also
+    reads the canvas with the prompt masked (<s> kept): logits = u + (w + 1)(c - u), LLaDA's rule."""
+
+    def __init__(self, model, x, mask_id, sampling: Sampling, forbid, shift: int, prompt: torch.Tensor):
+        self.model, self.x, self.mask_id, self.sampling = model, x, mask_id, sampling
+        self.forbid, self.shift = forbid, shift
+        self.prompt = prompt  # [N, T] bool: what guidance masks
+        self.copies = 2 if sampling.cfg_scale else 1  # network evaluations per row and call
+
+    def _logits(self, rows, caches=None, window: tuple[int, int] | None = None) -> torch.Tensor:
+        ids = self.x[rows]
+        if self.copies == 2:
+            ids = torch.cat([ids, ids.masked_fill(self.prompt[rows], self.mask_id)])
+            rows = torch.cat([rows, rows + len(self.x)])
+        if caches is None:
+            logits = self.model(ids, False, logits=True)
+        else:
+            for cache in caches:
+                cache.rows, cache.refresh = rows, window is None
+                cache.start = 0 if window is None else window[0]
+            if window is None:
+                logits = self.model(ids, False, kv_caches=caches, logits=True)
+            else:
+                lo, hi = window
+                logits = self.model(ids[:, lo:hi], False, kv_caches=caches, start_pos=lo, logits=True)
+        if self.copies == 2:
+            cond, uncond = logits.float().chunk(2)
+            logits = uncond + (self.sampling.cfg_scale + 1) * (cond - uncond)
+        return logits
+
+    def _probabilities(self, logits, lo: int, end: int, offset: int = 0) -> torch.Tensor:
+        """p(x0 | x_t) at positions lo..end-1 from logits whose first column is position offset (a next-token
+        reader's from the column before each)."""
+        a = lo - offset - self.shift
+        if a < 0:  # position 0 reads itself (as _probabilities' shift does)
+            return _probabilities(logits, self.forbid, self.shift)[:, lo - offset : end - offset]
+        return _probabilities(logits[:, a : end - offset - self.shift], self.forbid)
+
+    def region(self, lo: int, end: int):
+        """predict(rows) for denoise over x[:, lo:end]."""
+        if self.sampling.cache == "none":
+            return lambda rows: self._probabilities(self._logits(rows), lo, end)
+        n = len(self.x)
+        caches = [CanvasCache(n * self.copies) for _ in self.model.blocks]
+        rounds = torch.zeros(n, dtype=torch.long, device=self.x.device)  # each row's rounds in this block
+        every = self.sampling.cache_refresh
+        # the window recomputed between refreshes; a next-token reader (shift) also needs the position before
+        first = lo - self.shift
+        last = self.x.shape[1] if self.sampling.cache == "prefix" else end
+
+        def predict(rows):
+            fresh = (rounds[rows] == 0) if every is None else (rounds[rows] % every == 0)
+            out = None
+            for part, window in ((rows[fresh], None), (rows[~fresh], (first, last))):
+                if not len(part):
+                    continue
+                logits = self._logits(part, caches, window)
+                probs = self._probabilities(logits, lo, end, 0 if window is None else first)
+                if out is None:
+                    out = probs.new_zeros((len(rows), *probs.shape[1:]))
+                out[fresh if window is None else ~fresh] = probs
+            rounds[rows] += 1
+            return out
+
+        return predict
 
 
 @torch.no_grad()
@@ -118,47 +209,52 @@ def unmask_rows(
     stop_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fill the <mask> tokens of the canvas x [N, T] with the objective's way of generating: the whole
-    canvas at once (or in semi-autoregressive blocks of sampling.block_length) for a diffusion model,
-    block by block with the finished blocks' keys and values cached for block diffusion (stopping after
-    the block where every row has produced stop_id). Returns (the canvas, network calls per row)."""
+    canvas at once (or in semi-autoregressive blocks of sampling.block_length, with Fast-dLLM's caches if
+    asked) for a diffusion model, block by block with the finished blocks' keys and values cached for
+    block diffusion (stopping after the block where every row has produced stop_id). generator: a
+    RowRandom or a torch.Generator (its seed seeds the rows). Returns (the canvas, network calls per row)."""
     sampling.check()
-    x = x.clone()
+    check_decoding(objective, sampling, model, unmasking=True)
+    device = _device(model)
+    x = x.clone().to(device)
+    rng = RowRandom.of(generator, len(x), device)
     forbid = list(forbid_ids) + [mask_id]
-    nfe = torch.zeros(len(x), dtype=torch.long)
+    nfe = torch.zeros(len(x), dtype=torch.long, device=device)
     masked = (x == mask_id).any(0).nonzero().flatten()
     if len(masked) == 0:
-        return x, nfe
+        return x, nfe.cpu()
     first, T = int(masked[0]), x.shape[1]
     alpha = objective.alpha
     if objective.capabilities.generation is not Generation.BLOCKS:
         length = sampling.block_length or T - first
-        starts = range(first, T, length)
-        steps = region_steps(sampling.steps, len(starts))
-        for start in starts:
-            end = min(start + length, T) if sampling.block_length else T
+        regions = [(start, min(start + length, T) if sampling.block_length else T) for start in range(first, T, length)]
+        steps = _rounds(x, mask_id, sampling.steps, regions)
+        if sampling.cache != "none" and max(steps) <= 1 and sampling.sampler != "first-hitting":
+            raise UserError(
+                f"--cache {sampling.cache} with one round per block reuses nothing: raise --steps or --block-length"
+            )
+        prompt = x != mask_id
+        prompt[:, 0] = False  # guidance masks the prompt, never <s>
+        decoder = CanvasDecoder(model, x, mask_id, sampling, forbid, shift, prompt)
+        for (start, end), rounds in zip(regions, steps):
             lo = 0 if not sampling.block_length else start  # one region: every <mask> of the canvas
-
-            def predict(rows, lo=lo, end=end):
-                return _probabilities(model(x[rows], False, logits=True), forbid, sampling, shift)[:, lo:end]
-
-            denoise(predict, x, lo, end, mask_id, sampling, alpha, generator, steps, nfe)
-        return x, nfe
+            denoise(decoder.region(lo, end), x, lo, end, mask_id, sampling, alpha, rng, rounds, nfe)
+        return x, (nfe * decoder.copies).cpu()
 
     size = objective.block_size
     begin = first // size * size  # the block holding the first <mask>; earlier blocks are context
-    starts = range(begin, T, size)
-    steps = region_steps(sampling.steps, len(starts))
+    regions = [(start, min(start + size, T)) for start in range(begin, T, size)]
+    steps = dict(zip(range(begin, T, size), _rounds(x, mask_id, sampling.steps, regions)))
     caches = [KVCache() for _ in model.blocks] if use_cache else None
     if use_cache and begin:
         model(x[:, :begin], objective.inference_attention(False, begin), kv_caches=caches)
         nfe += 1
-    for start in starts:
-        end = min(start + size, T)
+    for start, end in regions:
 
         def predict(rows, start=start, end=end):
             if not use_cache:
                 spec = objective.inference_attention(False, end)
-                return _probabilities(model(x[rows, :end], spec, logits=True), forbid, sampling)[:, start:end]
+                return _probabilities(model(x[rows, :end], spec, logits=True), forbid)[:, start:end]
             for cache in caches:
                 cache.rows, cache.commit = (None if len(rows) == len(x) else rows), False
             try:
@@ -166,15 +262,24 @@ def unmask_rows(
             finally:
                 for cache in caches:
                     cache.rows, cache.commit = None, True
-            return _probabilities(logits, forbid, sampling)
+            return _probabilities(logits, forbid)
 
-        denoise(predict, x, start, end, mask_id, sampling, alpha, generator, steps, nfe)
+        denoise(predict, x, start, end, mask_id, sampling, alpha, rng, steps[start], nfe)
         if use_cache and end < T:  # the finished block's keys and values, for the blocks after it
             model(x[:, start:end], False, kv_caches=caches, start_pos=start)
             nfe += 1
         if stop_id is not None and (x[:, first:end] == stop_id).any(1).all():
-            return x[:, :end], nfe
-    return x, nfe
+            return x[:, :end], nfe.cpu()
+    return x, nfe.cpu()
+
+
+def _rounds(x: torch.Tensor, mask_id: int, steps: int, regions: list[tuple[int, int]]) -> list[int]:
+    """Rounds of each region: the steps split evenly over the regions with a <mask> to fill (at least one
+    each), or with steps 0 the region's most <mask> tokens in a row (one round per token at most)."""
+    masks = [int((x[:, a:b] == mask_id).sum(1).max()) for a, b in regions]
+    if not steps:
+        return [max(1, m) for m in masks]
+    return [region_steps(steps, sum(m > 0 for m in masks))] * len(regions)
 
 
 def _stop_and_forbid(tok):
@@ -201,46 +306,63 @@ class Samples:
 
 
 def generate_samples(
-    run, prompt: str, max_new_tokens: int, sampling: Sampling, num_samples: int = 1, seed: int = 0, use_cache=True
+    run,
+    prompt: str,
+    max_new_tokens: int,
+    sampling: Sampling,
+    num_samples: int = 1,
+    seed: int = 0,
+    use_cache=True,
+    batch_size: int | None = None,
+    first_index: int = 0,
 ) -> Samples:
-    """num_samples continuations of `prompt` in one batch, in the mode the objective supports."""
+    """num_samples continuations of `prompt` in batches of batch_size (default: one batch), in the mode the
+    objective supports. Sample i draws from its own generator, seeded by (seed, first_index + i): it is
+    the same text whatever num_samples and batch_size are."""
+    check_decoding(run.objective, sampling, run.model)
+    batch_size = batch_size or num_samples
+    token_ids, nfe, t0 = [], [], time.perf_counter()
+    for start in range(0, num_samples, batch_size):
+        rows = min(batch_size, num_samples - start)
+        rng = RowRandom.seeded(seed, rows, first_index + start, _device(run.model))
+        new, calls = _sample_batch(run, prompt, max_new_tokens, sampling, rows, rng, use_cache)
+        token_ids += new
+        nfe += calls
+    seconds = time.perf_counter() - t0
+    tok = run.tokenizer
+    prompt_ids = _prompt_ids(tok, prompt)
+    return Samples(token_ids, [_continuation(tok, prompt_ids, ids) for ids in token_ids], nfe, seconds)
+
+
+def _prompt_ids(tok, prompt: str) -> list[int]:
+    return [tok.token_to_id(BOS)] + (tok.encode(prompt, add_special_tokens=False).ids if prompt else [])
+
+
+def _sample_batch(run, prompt, max_new_tokens, sampling, rows, rng, use_cache) -> tuple[list[list[int]], list[int]]:
     tok, model, objective = run.tokenizer, run.model, run.objective
-    g = torch.Generator().manual_seed(seed)
     stop, specials = _stop_and_forbid(tok)
-    prompt_ids = [tok.token_to_id(BOS)] + (tok.encode(prompt, add_special_tokens=False).ids if prompt else [])
+    prompt_ids = _prompt_ids(tok, prompt)
     caps = objective.capabilities
-    t0 = time.perf_counter()
     if caps.generation is Generation.CAUSAL:
         new, calls = causal_rows(
-            model,
-            prompt_ids,
-            num_samples,
-            max_new_tokens,
-            stop_ids=stop,
-            forbid_ids=[i for i in specials if i not in stop],
-            generator=g,
-            prompt_as_prefix=caps.prompt_as_prefix,
-            use_cache=use_cache,
-            **sampling.filters,
-        )
-        nfe = [calls] * num_samples
-    elif caps.generation in (Generation.UNMASK, Generation.BLOCKS):
+            model, prompt_ids, rows, max_new_tokens, stop_ids=stop, forbid_ids=[i for i in specials if i not in stop],
+            generator=rng, prompt_as_prefix=caps.prompt_as_prefix, use_cache=use_cache, **sampling.filters,
+        )  # fmt: skip
+        return new, [calls] * rows
+    if caps.generation in (Generation.UNMASK, Generation.BLOCKS):
         mask = tok.token_to_id(MASK)
         n = min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
-        canvas = torch.tensor([prompt_ids + [mask] * n] * num_samples)
+        canvas = torch.tensor([prompt_ids + [mask] * n] * rows)
         blocks = caps.generation is Generation.BLOCKS
         # a fixed-length answer for diffusion (no special token inside it); block diffusion may end its text
         forbid = [i for i in specials if i != stop[0]] if blocks else specials
         out, calls = unmask_rows(
-            model, objective, canvas, mask, sampling, g, forbid, caps.infill.shift or 0, use_cache,
+            model, objective, canvas, mask, sampling, rng, forbid, caps.infill.shift or 0, use_cache,
             stop_id=stop[0] if blocks else None,
         )  # fmt: skip
-        new = [cut_at_stop(row[len(prompt_ids) :], stop) for row in out.tolist()]
-        nfe = calls.tolist()
-    else:
-        check_generates(objective)
-    seconds = time.perf_counter() - t0
-    return Samples(new, [_continuation(tok, prompt_ids, ids) for ids in new], nfe, seconds)
+        return [cut_at_stop(row[len(prompt_ids) :], stop) for row in out.tolist()], calls.tolist()
+    check_generates(objective)
+    raise AssertionError("unreachable")
 
 
 def check_generates(objective) -> None:

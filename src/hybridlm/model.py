@@ -192,6 +192,35 @@ class KVCache:
         return k, v
 
 
+class CanvasCache(KVCache):
+    """Keys and values of a whole canvas, kept from a full forward (a refresh) and reused, stale, by
+    forwards of a window of it: Fast-dLLM's approximate caches of full-attention diffusion. A window
+    [start, start + T) attends to its own fresh keys and values spliced between the cached ones before
+    and after it: a window that runs to the canvas's end is the prefix cache, a block the dual cache.
+
+    refresh=True: the forward is the whole canvas; keep its keys and values (of `rows`, if set)."""
+
+    def __init__(self, n_rows: int):
+        super().__init__()
+        self.n_rows, self.start, self.refresh = n_rows, 0, True
+
+    def update(self, k, v):
+        if self.refresh:
+            if self.k is None:
+                self.k = k.new_zeros((self.n_rows, *k.shape[1:]))
+                self.v = v.new_zeros((self.n_rows, *v.shape[1:]))
+            rows = slice(None) if self.rows is None else self.rows
+            self.k[rows], self.v[rows] = k, v
+            return k, v
+        if self.k is None:
+            raise ValueError("a canvas cache is read before its first refresh")
+        past_k, past_v = (self.k, self.v) if self.rows is None else (self.k[self.rows], self.v[self.rows])
+        end = self.start + k.shape[2]
+        k = torch.cat([past_k[:, :, : self.start], k, past_k[:, :, end:]], dim=2)
+        v = torch.cat([past_v[:, :, : self.start], v, past_v[:, :, end:]], dim=2)
+        return k, v
+
+
 def values_on_host(*tensors) -> bool:
     """Whether reading these tensors' values costs no wait for a device (they live on the CPU)."""
     return all(x.device.type == "cpu" for x in tensors if isinstance(x, torch.Tensor))
@@ -446,7 +475,8 @@ class Transformer(nn.Module):
             sin = self.rope_sin[start_pos : start_pos + T].to(dtype)
         if kv_caches is not None and start_pos > 0:
             # new tokens attend to the whole cached past: one token (causal decoding), or a block
-            # that also sees itself whole (block diffusion); causal attention within new tokens is not offered
+            # that also sees itself whole (block diffusion, a canvas cache's window); causal attention
+            # within new tokens is not offered
             mask, causal_flag = None, False
             if T > 1 and attention.is_causal is not False:
                 raise ValueError("incremental causal decoding takes one token at a time")

@@ -313,26 +313,68 @@ def _shots_plot(plt, points: dict, out: Path) -> str:
 
 
 def _generation_plot(plt, results: list[tuple[str, dict]], out: Path) -> str:
-    """Sample quality against network calls, a line per run and sampler (hlm eval generation)."""
+    """Sample quality against network calls, a line per run, sampler and length (hlm eval generation; the
+    steps of a sweep along it); where samples of one length were decoded in several ways (threshold, cache,
+    guidance: the fast-decoding grid), quality against wall time per sample instead, a panel per length,
+    each way of decoding a labelled point."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    from hybridlm.evaluate.generation import decoding_label
+
     exact = any(g.get("grammatical") is not None for _, g in results)
     keys = [("grammatical", "grammatical sentences")] if exact else []
     keys += [("gen_ppl", "generative perplexity (judge)"), ("entropy", "unigram entropy per sample (nats)")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys) + 1, 3.8), squeeze=False)
+    by_length: dict = {}
+    for name, g in results:
+        by_length.setdefault(g.get("length"), []).append((name, g))
+    grid = {
+        length: pts
+        for length, pts in by_length.items()
+        if len({decoding_label(g) for _, g in pts}) > 1 and all(g.get("seconds_per_sample") for _, g in pts)
+    }
     lines: dict[tuple, list] = {}
     for name, g in results:
-        lines.setdefault((name, g["sampler"]), []).append(g)
-    for ax, (key, label) in zip(axes[0], keys):
-        for (name, sampler), points in lines.items():
-            points = sorted((p for p in points if p.get(key) is not None), key=lambda p: p["nfe"] or 0)
-            if points:
-                ax.plot([p["nfe"] for p in points], [p[key] for p in points], marker="o", label=f"{name} {sampler}")
+        if g.get("length") not in grid:
+            lines.setdefault((name, g["sampler"], g.get("length")), []).append(g)
+    rows = [row for row, wanted in (("calls", lines), ("grid", grid)) if wanted]
+    columns = max(len(keys) if lines else 0, len(grid))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(4.5 * columns + 1, 3.8 * len(rows)), squeeze=False)
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+
+    def log_x(ax, label):
         ax.set_xscale("log")
-        ax.set_xlabel("network calls per sample", fontsize=8)
-        ax.set_title(label, fontsize=9)
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label, fontsize=8)
         ax.grid(alpha=0.3)
-    drawn = next((ax for ax in axes[0] if ax.lines), None)  # a judge-less run has no generative perplexity
-    if drawn is not None:
-        drawn.legend(fontsize=6)
+
+    if lines:
+        for ax, (key, label) in zip(axes[0], keys):
+            for (name, sampler, length), points in lines.items():
+                points = sorted((p for p in points if p.get(key) is not None and p.get("nfe")), key=lambda p: p["nfe"])
+                if points:
+                    suffix = f" L{length}" if len(by_length) > 1 and length else ""
+                    ax.plot([p["nfe"] for p in points], [p[key] for p in points], marker="o",
+                            label=f"{name} {sampler}{suffix}")  # fmt: skip
+            log_x(ax, "network calls per sample")
+            ax.set_title(label, fontsize=9)
+        drawn = next((ax for ax in axes[0] if ax.lines), None)  # a judge-less run has no generative perplexity
+        if drawn is not None:
+            drawn.legend(fontsize=6)
+    key, label = keys[0]
+    for ax, (length, points) in zip(axes[-1] if grid else [], sorted(grid.items(), key=lambda kv: kv[0] or 0)):
+        several = len({name for name, _ in points}) > 1
+        for name, g in points:
+            if g.get(key) is not None:
+                ax.scatter(g["seconds_per_sample"], g[key], s=14)
+                how = decoding_label(g, length=False)
+                ax.annotate(f"{name}: {how}" if several else how, (g["seconds_per_sample"], g[key]), fontsize=5,
+                            xytext=(3, 2), textcoords="offset points")  # fmt: skip
+        log_x(ax, "seconds per sample (wall)")
+        ax.set_title(f"{label}, {length} tokens: each way of decoding", fontsize=9)
+    for ax in axes.flat:
+        if not ax.has_data():
+            ax.set_visible(False)
     fig.tight_layout()
     _save(fig, out / "samplers.png")
     plt.close(fig)
@@ -483,9 +525,12 @@ def _finetune_rows(results):
 
 
 def _generation_rows(results):
+    from hybridlm.evaluate.generation import decoding_label
+
     return [
-        [_md(g["sampler"]), g["steps"] or "—"] + [_number(g.get(k), f) for k, f in GENERATION_COLUMNS]
-        for g in sorted(results, key=lambda g: (g["sampler"], g["nfe"] or 0))
+        [_md(decoding_label(g, length=False)), g["steps"] or "—"]
+        + [_number(g.get(k), f) for k, f in GENERATION_COLUMNS]
+        for g in sorted(results, key=lambda g: (decoding_label(g), g["nfe"] or 0))
     ]
 
 

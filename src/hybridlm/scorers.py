@@ -20,6 +20,7 @@ class Copy:
     targets: list[int]
     weight: float = 1.0
     prefix: int = 0  # positions seen bidirectionally by a causal copy (prefix LM)
+    context: int = 0  # the first positions are the prompt (what classifier-free guidance masks, after <s>)
 
 
 def masked_copies(

@@ -140,7 +140,7 @@ def evaluate_generation(
         bar = tqdm(total=num_samples, desc="sample", unit="sample", disable=not progress)
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
-            drawn = generate_samples(run, "", length, sampling, n, seed=seed + start)
+            drawn = generate_samples(run, "", length, sampling, n, seed=seed, first_index=start)
             texts += [t.strip() for t in drawn.texts]
             ids += drawn.token_ids
             nfe += drawn.nfe
@@ -181,6 +181,20 @@ def evaluate_generation(
     return result
 
 
+def decoding_label(result: dict, length: bool = True) -> str:
+    """How a result's samples were decoded, for legends and tables: the sampler, its fast-decoding knobs
+    (and the samples' length)."""
+    sampling = {**vars(Sampling()), **result.get("sampling", {})}
+    parts = [result["sampler"]]
+    if result["sampler"] != "autoregressive":
+        parts += [f"B{sampling['block_length']}"] if sampling["block_length"] else []
+        parts += [f"tau {sampling['threshold']:g}"] if sampling["threshold"] is not None else []
+        parts += [f"factor {sampling['threshold_factor']:g}"] if sampling["threshold_factor"] is not None else []
+        parts += [f"{sampling['cache']} cache"] if sampling["cache"] != "none" else []
+        parts += [f"cfg {sampling['cfg_scale']:g}"] if sampling["cfg_scale"] else []
+    return " ".join(parts) + (f" L{result['length']}" if length and result.get("length") else "")
+
+
 def result_name(result: dict) -> str:
     """RUN/eval/ file of a result: one per sampler and setting, so a sweep of steps keeps every point."""
     if result["from_file"]:
@@ -190,5 +204,10 @@ def result_name(result: dict) -> str:
         return f"generation-autoregressive-temp{sampling.temperature:g}.json"
     extra = f"-eta{sampling.eta:g}-{sampling.remdm_schedule}" if sampling.sampler == "remdm" else ""
     extra += f"-block{sampling.block_length}" if sampling.block_length else ""
+    extra += f"-tau{sampling.threshold:g}" if sampling.threshold is not None else ""
+    extra += f"-factor{sampling.threshold_factor:g}" if sampling.threshold_factor is not None else ""
+    extra += f"-{sampling.cache}cache" if sampling.cache != "none" else ""
+    extra += f"-refresh{sampling.cache_refresh}" if sampling.cache_refresh else ""
+    extra += f"-cfg{sampling.cfg_scale:g}" if sampling.cfg_scale else ""
     extra += f"-temp{sampling.temperature:g}" if sampling.temperature != 1 else ""
     return f"generation-{sampling.sampler}{extra}-steps{sampling.steps}.json"

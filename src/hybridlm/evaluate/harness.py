@@ -21,7 +21,9 @@ length, many requests a batch):
   pseudo-likelihood refuses it in one line.
 - generate_until: greedy (or the request's sampling) KV-cached decoding for causal and prefix runs,
   `model.generate` for a local HF model, the run's sampler for diffusion and block diffusion over a
-  fixed answer length (`max_gen_toks`); stop sequences cut the text in every case.
+  fixed answer length (`max_gen_toks`), with Fast-dLLM's threshold and caches and LLaDA's guidance if
+  asked (guidance also guides the diffusion bound's log-likelihoods, as LLaDA's get_log_likelihood
+  does); stop sequences cut the text in every case.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import lm_eval.models  # noqa: F401 (the harness's own backends, hf among them, registered beside hlm)
@@ -41,9 +44,10 @@ from tqdm import tqdm
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM, load_lm
 from hybridlm.evaluate.scoring import check_scorer, score_copies
-from hybridlm.generate import causal_rows, cut_at_stop, sampling_of, unmask_rows
+from hybridlm.generate import causal_rows, check_decoding, cut_at_stop, sampling_of, unmask_rows
 from hybridlm.objectives import Generation
 from hybridlm.results import stamp
+from hybridlm.samplers import RowRandom
 from hybridlm.scorers import SCORERS
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,12 @@ class HarnessLM(TemplateLM):
         batch_tokens: int = 2048,
         sampler: str = "confidence",
         steps: int = 0,
+        block_length: int = 0,
+        threshold: float | None = None,
+        threshold_factor: float | None = None,
+        cache: str = "none",
+        cache_refresh: int | None = None,
+        cfg_scale: float = 0.0,
         seed: int = 0,
         trust_remote_code: bool = False,
         max_gen_toks: int = 256,
@@ -85,7 +95,28 @@ class HarnessLM(TemplateLM):
         # <mask> tokens after the text of a bidirectional reading ("BERTs are generative in-context
         # learners": the model sees that the text goes on); 0 keeps hlm eval's own numbers
         self.mask_padding = int(mask_padding) if not self.scorer.causal else 0
-        self.sampler, self.steps, self._max_gen_toks = sampler, int(steps), int(max_gen_toks)
+        self._max_gen_toks = int(max_gen_toks)
+        # generate_until's sampler (steps 0: one round per token at most); checked before any request
+        self.sampling = sampling_of(
+            sampler, int(steps), block_length=int(block_length), threshold=threshold, threshold_factor=threshold_factor,
+            cache=cache, cache_refresh=cache_refresh, cfg_scale=float(cfg_scale),
+        )  # fmt: skip
+        fast = self.sampling.parallel or cache != "none" or self.sampling.cfg_scale
+        if fast and not isinstance(self.lm, RunLM):
+            raise UserError(
+                "--threshold, --cache and --cfg-scale are hlm's diffusion decoding: give --run, not --hf-model"
+            )
+        if isinstance(self.lm, RunLM) and self.lm.objective.capabilities.generation is not Generation.NONE:
+            check_decoding(self.lm.objective, self.sampling, self.lm.run.model)
+        self.cfg_scale = self.sampling.cfg_scale
+        if self.cfg_scale and (self.scorer.measure != "bound" or self.scorer.causal or not self._plain_canvas()):
+            raise UserError(
+                f"--cfg-scale guides full-attention diffusion's bound (LLaDA's rule); the {self.scorer.name} scorer "
+                "does not take it"
+            )
+
+    def _plain_canvas(self) -> bool:
+        return isinstance(self.lm, RunLM) and self.lm.objective.capabilities.generation is Generation.UNMASK
 
     # ------------------------------------------------------------ the harness's tokenisation
     @property
@@ -132,10 +163,11 @@ class HarnessLM(TemplateLM):
             for copy in self.scorer.copies(self.scorer, self.lm, index, ids, starts, scored, first, self.samples,
                                            draw_seed):  # fmt: skip
                 copy.ids = copy.ids + [self.lm.mask_id] * self.mask_padding
+                copy.context = first + 1
                 copies.append(copy)
         totals, greedy = score_copies(
             self.lm, copies, len(requests), self.scorer.causal, self.scorer.forbid_mask, self.batch_tokens,
-            progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", greedy=True,
+            progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", greedy=True, cfg_scale=self.cfg_scale,
         )  # fmt: skip
         defined = self.scorer.measure != "bound"
         return [(total, bool(g) and defined) for total, g in zip(totals, greedy)]
@@ -189,7 +221,6 @@ class HarnessLM(TemplateLM):
         ids = self.tok_encode(context)[-(self.max_length - 1) :]
         max_new = max(1, min(max_new, self.max_length - len(ids)))
         temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
-        g = torch.Generator().manual_seed(self.seed)
         if not isinstance(self.lm, RunLM):  # a local HF model: transformers' own decoding
             x = torch.tensor([ids], device=self.lm.device)
             options = {"do_sample": temperature > 0, "temperature": temperature or None, "top_p": None, "top_k": None}
@@ -200,6 +231,7 @@ class HarnessLM(TemplateLM):
             return self.tok_decode(cut_at_stop(new, (self.eot_token_id,)))
         run, objective = self.lm.run, self.lm.objective
         caps = objective.capabilities
+        g = RowRandom.seeded(self.seed, 1, device=run.model.embed.weight.device)  # the same answer in any batch
         if caps.generation is Generation.CAUSAL:
             new, _ = causal_rows(
                 run.model, ids, 1, max_new, temperature=temperature, stop_ids=(self.eot_token_id,), generator=g,
@@ -210,7 +242,7 @@ class HarnessLM(TemplateLM):
             raise UserError(f"a {objective.name} model does not generate text; drop generate_until tasks")
         mask = self.lm.mask_id
         canvas = torch.tensor([ids + [mask] * max_new])
-        sampling = sampling_of(self.sampler, self.steps or max_new, temperature=temperature)
+        sampling = replace(self.sampling, temperature=temperature)
         specials = [t for t in (self.tokenizer.pad_token_id, self.tokenizer.bos_token_id, mask) if t is not None]
         filled, _ = unmask_rows(
             run.model, objective, canvas, mask, sampling, g, specials, caps.infill.shift or 0,
@@ -426,6 +458,7 @@ def run_harness(
             "objective": model.lm.kind,
             "scorer": model.scorer.name,
             "num_fewshot": num_fewshot,
+            "sampling": vars(model.sampling),  # generate_until's, and cfg_scale also the bounds'
             "results": results,
             "n": {task: v.get("effective", v.get("original")) for task, v in out.get("n-samples", {}).items()},
             "majority": {task: majority(valid, limit) for task, valid in icl.items() if task in results},

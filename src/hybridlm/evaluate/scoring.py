@@ -143,11 +143,13 @@ class _Row:
     prefix: int = 0
     segments: list[int] | None = None  # AttentionSpec.segment_ids: 0 = the shared prefix, k = branch k
     positions: list[int] | None = None  # each token's position in its own copy
+    context: int = 0  # Copy.context
 
 
 def _row(c: Copy) -> _Row:
     n = len(c.positions)
-    return _Row(c.ids, list(c.positions), list(c.targets), [c.sentence] * n, [c.weight] * n, c.prefix)
+    return _Row(c.ids, list(c.positions), list(c.targets), [c.sentence] * n, [c.weight] * n, c.prefix,
+                context=c.context)  # fmt: skip
 
 
 def _common_length(a: list[int], b: list[int]) -> int:
@@ -229,12 +231,15 @@ def score_copies(
     desc: str = "score",
     greedy: bool = False,
     share_prefix: bool = True,
+    cfg_scale: float = 0.0,
 ) -> list[float] | tuple[list[float], list[bool]]:
     """sum(weight * log p(target)) per item, over copies batched by length; the copies attend as the
     model's objective says copies in that mode do (`Objective.inference_attention`: block diffusion's
     blocks, e.g.). greedy: also whether every target of the item is its prediction's argmax
     (lm-evaluation-harness's is_greedy). share_prefix: causal copies with a common prefix compute it once
-    (`share_prefixes`; models that take AttentionSpec.segment_ids)."""
+    (`share_prefixes`; models that take AttentionSpec.segment_ids). cfg_scale w: unsupervised classifier-free
+    guidance as LLaDA's get_log_likelihood applies it, u + (w + 1)(c - u), u read with each copy's context
+    (after <s>) masked."""
     plain = all(x is None for x in lm.objective.inference_attention(is_causal, 1).per_position())
     if share_prefix and is_causal and plain and lm.shares_prefixes:  # (an objective's own rule: copies kept whole)
         rows = share_prefixes(copies, lm.max_len)
@@ -257,20 +262,27 @@ def score_copies(
         for r, row in enumerate(chunk):
             ids[r, : len(row.ids)] = torch.tensor(row.ids)
             select[r, row.reads] = True
-        logits = lm.selected_logits(ids, lengths, _attention(lm, chunk, width, lengths, is_causal), select)
+        attention = _attention(lm, chunk, width, lengths, is_causal)
+        logits = lm.selected_logits(ids, lengths, attention, select)
+        if cfg_scale:
+            where_ = torch.arange(width)[None]
+            hide = (where_ > 0) & (where_ < torch.tensor([r.context for r in chunk])[:, None])
+            uncond = lm.selected_logits(ids.masked_fill(hide, lm.mask_id), lengths, attention, select)
+            logits = uncond + (cfg_scale + 1) * (logits - uncond)
         if forbid_mask:
             logits[:, lm.mask_id] = float("-inf")
         # each read's row in `logits` (the selected positions in row-major order; a position read twice is one row)
         rank = select.flatten().cumsum(0) - 1
         where = rank[torch.tensor([r * width + p for r, row in enumerate(chunk) for p in row.reads])]
         targets = torch.tensor([t for row in chunk for t in row.targets])
+        where_on, targets_on = where.to(logits.device), targets.to(logits.device)  # the scores stay on the device
         # log p(target) = logit - logsumexp in fp32 (no full log-softmax tensor), summed in fp64
-        picked = (logits[where, targets] - torch.logsumexp(logits, -1)[where]).double()
+        picked = (logits[where_on, targets_on] - torch.logsumexp(logits, -1)[where_on]).double().cpu()
         owner = torch.tensor([o for row in chunk for o in row.owners])
         weight = torch.tensor([w for row in chunk for w in row.weights], dtype=torch.float64)
         totals.index_add_(0, owner, picked * weight)
         if greedy:
-            missed.index_add_(0, owner, (logits.argmax(-1)[where] != targets).long())
+            missed.index_add_(0, owner, (logits.argmax(-1)[where_on] != targets_on).long().cpu())
         bar.update(sum(1 if not row.segments else max(row.segments) for row in chunk))
         start = end
     bar.close()
