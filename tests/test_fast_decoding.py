@@ -208,7 +208,7 @@ def test_sample_i_does_not_depend_on_the_batch(runs, knobs):
     run = load_run(runs["diffusion"], "cpu")
     sampling = Sampling("confidence", **{"steps": 8, **knobs})
     every = generate_samples(run, "the", 8, sampling, num_samples=5, seed=3).texts
-    assert len(set(every)) > 1  # the rows differ: each draws from its own generator
+    assert len(set(every)) > 1  # the rows differ: each draws from its own stream
     for n, batch in ((1, None), (3, None), (5, 2), (4, 3)):
         assert generate_samples(run, "the", 8, sampling, n, seed=3, batch_size=batch).texts == every[:n]
 
@@ -242,6 +242,7 @@ def test_fast_decoding_from_the_cli(cli, runs):
         (("--block-length", 4, "--cache", "dual", "--cache-refresh", 0), "--cache-refresh"),
         (("--cfg-scale", "inf"), "--cfg-scale"),
         (("--cfg-scale", "nan"), "--cfg-scale"),
+        (("--cfg-scale", 1), "--prompt"),
         (("--cache", "dual"), "--block-length"),
         (("--cache-refresh", 2), "--cache"),
         (("--sampler", "ancestral", "--threshold", 0.9), "--threshold"),

@@ -44,7 +44,7 @@ def test_remdm_with_eta_zero_is_ancestral_draw_for_draw():
     assert not (a == MASK).any()
     c, nfe_c = _sample(model, obj, x, Sampling("remdm", steps=8, eta=0.5))
     assert not (c == MASK).any() and not torch.equal(a, c)
-    assert (nfe_c >= nfe_a).all()  # remasked tokens cost calls
+    assert nfe_c.double().mean() > nfe_a.double().mean()  # remasked tokens cost calls
     d, _ = _sample(model, obj, x, Sampling("remdm", steps=8, eta=0.5, remdm_schedule="rescale"))
     assert not (d == MASK).any() and torch.equal(d[:, :2], x[:, :2])  # the prompt is never remasked
 

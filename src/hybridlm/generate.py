@@ -4,7 +4,7 @@ block diffusion block by block with the finished blocks cached, and infilling.
 Full-attention diffusion decodes fast as Fast-dLLM does: threshold rounds (samplers.Sampling), and
 over semi-autoregressive blocks an approximate cache (`CanvasDecoder`: prefix or dual, refreshed at
 each block and every `cache_refresh` rounds), and LLaDA's unsupervised classifier-free guidance.
-Each sample draws from its own generator (samplers.RowRandom): sample i of a seed is the same text
+Each sample draws from its own random stream (samplers.RowRandom): sample i of a seed is the same text
 whatever the batch. Categoricals are sampled in float64 (a float32 Gumbel lowers the effective temperature).
 """
 
@@ -46,7 +46,7 @@ def causal_rows(
     """Autoregressive sampling of `rows` continuations of one prompt in one batch: (the new token ids
     of each, up to its stop token; the network calls). prompt_as_prefix: the prompt is read
     bidirectionally (a prefix LM), what follows it left to right. generator: a RowRandom (row r draws
-    from its own generator) or a torch.Generator (its seed seeds the rows)."""
+    from its own stream) or a torch.Generator (its seed seeds the rows)."""
     limit, device = model.cfg.max_seq_len, _device(model)
     rng = RowRandom.of(generator if generator is not None else torch.Generator().manual_seed(0), rows, device)
     ids = list(prompt_ids)[-limit:]
@@ -317,9 +317,11 @@ def generate_samples(
     first_index: int = 0,
 ) -> Samples:
     """num_samples continuations of `prompt` in batches of batch_size (default: one batch), in the mode the
-    objective supports. Sample i draws from its own generator, seeded by (seed, first_index + i): it is
+    objective supports. Sample i draws from its own random stream, seeded by (seed, first_index + i): it is
     the same text whatever num_samples and batch_size are."""
     check_decoding(run.objective, sampling, run.model)
+    if sampling.cfg_scale and not prompt:
+        raise UserError("--cfg-scale pushes samples away from the prompt masked: give a --prompt (there is none here)")
     batch_size = batch_size or num_samples
     token_ids, nfe, t0 = [], [], time.perf_counter()
     for start in range(0, num_samples, batch_size):

@@ -344,7 +344,9 @@ def _generation_plot(plt, results: list[tuple[str, dict]], out: Path) -> str:
     def log_x(ax, label):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        low, high = ax.get_xlim()
+        # within a decade there is no major tick to label: label the minor ones then
+        ax.xaxis.set_minor_formatter(plain if high < 10 * low else NullFormatter())
         ax.set_xlabel(label, fontsize=8)
         ax.grid(alpha=0.3)
 

@@ -26,7 +26,7 @@ Fast decoding (Fast-dLLM, Wu et al. 2025), for the confidence sampler: `threshol
 every masked position whose confidence is at least tau (and at least one, and at least what the
 schedule asks: `steps` is then an upper bound, 0 = one round per token at most); `threshold_factor`
 is its factor rule (the n most confident, for the largest n with (n' + 1)(1 - c_n') < f for every
-n' <= n). Each sample draws from its own generator, seeded by (seed, its index): a sample never
+n' <= n). Each sample draws from its own random stream, seeded by (seed, its index): a sample never
 depends on the batch it shares (`RowRandom`).
 """
 
@@ -171,17 +171,42 @@ def row_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0] >> 1)
 
 
-class RowRandom:
-    """One generator per sample, seeded by (seed, the sample's index): what a sample draws depends on
-    its own index only, never on the batch it shares or how many samples were asked for."""
+def _signed(x: int) -> int:
+    """A 64-bit constant as torch's int64 holds it."""
+    return x - (1 << 64) if x >= 1 << 63 else x
 
-    def __init__(self, generators: list[torch.Generator]):
-        self.generators = generators
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """x >> bits as unsigned 64-bit numbers shift (int64's >> copies the sign bit)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (multiplication wraps modulo 2^64)."""
+    x = x + _GOLDEN
+    x = (x ^ _shift(x, 30)) * _MIX1
+    x = (x ^ _shift(x, 27)) * _MIX2
+    return x ^ _shift(x, 31)
+
+
+class RowRandom:
+    """Counter-based random numbers, a stream per sample: draw k of sample r is a hash of (r's seed, k,
+    position), r's seed from (seed, r's index in the request). What a sample draws depends on its own
+    index and how many draws it has taken, never on the batch it shares or how many samples were asked
+    for; every row's draws are computed at once, on the device of the seeds."""
+
+    def __init__(self, seeds: torch.Tensor, counters: torch.Tensor | None = None, rows: torch.Tensor | None = None):
+        self.seeds = seeds  # [N] int64, one per sample of the request
+        self.counters = torch.zeros_like(seeds) if counters is None else counters  # draws taken, shared by views
+        self.rows = rows  # a view over these rows
 
     @classmethod
     def seeded(cls, seed: int, n: int, first: int = 0, device="cpu") -> RowRandom:
-        device = torch.device(device)
-        return cls([torch.Generator(device).manual_seed(row_seed(seed, first + i)) for i in range(n)])
+        seeds = [row_seed(seed, first + i) for i in range(n)]
+        return cls(torch.tensor(seeds, dtype=torch.long, device=torch.device(device)))
 
     @classmethod
     def of(cls, rng, n: int, device="cpu") -> RowRandom:
@@ -189,24 +214,35 @@ class RowRandom:
         return rng if isinstance(rng, RowRandom) else cls.seeded(rng.initial_seed(), n, device=device)
 
     def __len__(self) -> int:
-        return len(self.generators)
+        return len(self.seeds) if self.rows is None else len(self.rows)
 
     def select(self, rows) -> RowRandom:
-        return RowRandom([self.generators[r] for r in torch.as_tensor(rows).tolist()])
+        """A view of these rows: its draws advance their streams."""
+        rows = torch.as_tensor(rows, device=self.seeds.device)
+        return RowRandom(self.seeds, self.counters, rows if self.rows is None else self.rows[rows])
+
+    def _bits(self, shape) -> torch.Tensor:
+        """53 random bits [N, *shape] per row (int64), the rows' next draw; their counters advance by one."""
+        seeds = self.seeds if self.rows is None else self.seeds[self.rows]
+        counters = self.counters if self.rows is None else self.counters[self.rows]
+        where = torch.arange(math.prod(shape), device=seeds.device).view(1, *shape)
+        stream = _mix(seeds ^ _mix(counters)).view(-1, *[1] * len(shape))
+        if self.rows is None:
+            self.counters += 1
+        else:
+            self.counters[self.rows] += 1
+        return _shift(_mix(stream + where), 11)
 
     def rand(self, shape, dtype=torch.float32) -> torch.Tensor:
-        """Uniform draws [N, *shape], row r from generator r."""
-        if not self.generators:
-            return torch.empty((0, *shape), dtype=dtype)
-        return torch.stack([torch.rand(shape, generator=g, device=g.device, dtype=dtype) for g in self.generators])
+        """Uniform draws in [0, 1) [N, *shape]."""
+        return (self._bits(tuple(shape)).double() * 2.0**-53).to(dtype)
 
     def draw(self, probs: torch.Tensor) -> torch.Tensor:
-        """One token per position of probs [N, ..., V] (float64), row r from generator r."""
-        out = [
-            torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=g).view(p.shape[:-1])
-            for p, g in zip(probs, self.generators)
-        ]
-        return torch.stack(out) if out else probs.new_zeros(probs.shape[:-1], dtype=torch.long)
+        """One token per position of probs [N, ..., V] (float64) by the inverse of its CDF."""
+        cdf = probs.cumsum(-1)
+        target = self.rand(probs.shape[1:-1], torch.float64).unsqueeze(-1) * cdf[..., -1:]
+        token = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+        return token.clamp_(max=probs.shape[-1] - 1)
 
 
 def _scores(sampler: str, probs: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
