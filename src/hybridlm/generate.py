@@ -46,23 +46,37 @@ def causal_rows(
     """Autoregressive sampling of `rows` continuations of one prompt in one batch: (the new token ids
     of each, up to its stop token; the network calls). prompt_as_prefix: the prompt is read
     bidirectionally (a prefix LM), what follows it left to right. generator: a RowRandom (row r draws
-    from its own stream) or a torch.Generator (its seed seeds the rows)."""
+    from its own stream) or a torch.Generator (its seed seeds the rows).
+
+    Past the model's window (max_seq_len) the window slides: when it is full, its last half is read again
+    from position 0 (as a training window that starts inside a text) and decoding goes on from there, so
+    a sample can be any length; within the first window nothing changes."""
     limit, device = model.cfg.max_seq_len, _device(model)
+    keep = max(1, limit // 2)
     rng = RowRandom.of(generator if generator is not None else torch.Generator().manual_seed(0), rows, device)
     ids = list(prompt_ids)[-limit:]
-    prefix = torch.tensor([len(ids)] * rows, device=device) if prompt_as_prefix else None
-    attention = AttentionSpec(True, prefix_lengths=prefix)
-    caches = [KVCache() for _ in model.blocks] if use_cache else None
     seq = torch.tensor([ids] * rows, device=device)
-    x, pos, calls = seq, 0, 0
+    anchor, pos, calls = 0, 0, 0  # the window is seq[:, anchor:]; pos: the positions cached
+    caches = None
     new: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
-    for _ in range(min(max_new_tokens, limit - len(ids))):
-        if use_cache:
-            logits = model.head(model(x, attention, kv_caches=caches, start_pos=pos)[:, -1])
-            pos += x.shape[1]
+
+    def attention():
+        prefix = max(0, len(ids) - anchor) if prompt_as_prefix else 0  # the prompt's part still in the window
+        return AttentionSpec(True, prefix_lengths=torch.tensor([prefix] * rows, device=device) if prefix else None)
+
+    for _ in range(max_new_tokens):
+        if seq.shape[1] - anchor > limit:  # the window is full: re-read its last half from position 0
+            anchor, caches = seq.shape[1] - keep, None
+        if not use_cache:
+            logits = model.head(model(seq[:, anchor:], attention())[:, -1])
+        elif caches is None:
+            caches = [KVCache() for _ in model.blocks]
+            logits = model.head(model(seq[:, anchor:], attention(), kv_caches=caches)[:, -1])
+            pos = seq.shape[1] - anchor
         else:
-            logits = model.head(model(seq, attention)[:, -1])
+            logits = model.head(model(seq[:, -1:], attention(), kv_caches=caches, start_pos=pos)[:, -1])
+            pos += 1
         calls += 1
         probs = filter_logits(_forbid(logits.float(), list(forbid_ids)), temperature, top_k, top_p, min_p)
         tok = rng.draw(probs[:, None])
@@ -73,7 +87,7 @@ def causal_rows(
                     new[r].append(t)
         if all(done):
             break
-        seq, x = torch.cat([seq, tok], 1), tok
+        seq = torch.cat([seq, tok], 1)
     return new, calls
 
 
