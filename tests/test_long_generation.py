@@ -1,4 +1,4 @@
-"""Generation past the model's window: a left-to-right model slides it (issue 39, part 2, for causal runs)."""
+"""Generation past the model's window (issue 39, part 2): left to right and block by block the window slides."""
 
 import pytest
 import torch
@@ -26,7 +26,7 @@ def test_causal_sampling_slides_past_the_window(prompt_as_prefix):
     assert [r[:13] for r in long] == short and long == plain
 
 
-def test_eval_generation_goes_past_the_window_left_to_right_only(cli, runs, tmp_path):
+def test_the_commands_go_past_the_window_where_the_objective_can(cli, runs, tmp_path):
     import shutil
 
     causal = shutil.copytree(runs["causal"], tmp_path / "causal")  # its eval/ gains a result
@@ -35,3 +35,61 @@ def test_eval_generation_goes_past_the_window_left_to_right_only(cli, runs, tmp_
     assert cli(*args[:2], "--run", causal, *args[2:]).returncode == 0
     proc = cli(*args[:2], "--run", runs["diffusion"], *args[2:], check=False)
     assert_one_line_error(proc, "--length", "left-to-right")
+    # by blocks, diffusion goes past its context: 300 new tokens from a 256-token context
+    from hybridlm.generate import generate_samples
+    from hybridlm.samplers import Sampling
+
+    diffusion = load_run(runs["diffusion"], "cpu")
+    assert diffusion.model.cfg.max_seq_len < 300
+    drawn = generate_samples(diffusion, "the", 300, Sampling(block_length=32), 2, seed=1)
+    assert [len(ids) for ids in drawn.token_ids] == [300, 300]  # (no special token in a diffusion answer)
+    assert cli("generate", "--run", runs["diffusion"], "--max-new-tokens", 300, "--block-length", 32).stdout
+
+
+def _blocks_model():
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model = build_model("tiny", 40, {"max_seq_len": 16}).eval()
+        model.embed.weight.mul_(4.0)  # peaked predictions that depend on the context
+    return model
+
+
+@pytest.mark.parametrize("objective", ["block_diffusion", "semi-autoregressive diffusion"])
+def test_blocks_slide_past_the_window(objective):
+    """Block diffusion and diffusion over --block-length write past max_seq_len: every position filled,
+    the first window as the within-window sample at the same seed, and (block diffusion) the exact cache
+    equal to none across slides."""
+    from test_samplers import BOS, MASK
+
+    from hybridlm.generate import unmask_rows
+    from hybridlm.objectives import BlockDiffusionObjective, DiffusionObjective
+    from hybridlm.samplers import Sampling
+
+    model = _blocks_model()
+    blocks = objective == "block_diffusion"
+    obj = BlockDiffusionObjective(40, block_size=4) if blocks else DiffusionObjective(40)
+    sampling = Sampling("confidence", steps=0, block_length=0 if blocks else 4)
+
+    def sample(masks, use_cache=True):
+        x = torch.tensor([[BOS, 9, 10] + [MASK] * masks] * 3)
+        return unmask_rows(model, obj, x, MASK, sampling, RowRandom.seeded(6, 3), SPECIALS, 0, use_cache)[0]
+
+    long, window = sample(45), sample(13)  # 48 positions against the 16 of the context
+    assert long.shape == (3, 48) and not (long == MASK).any()
+    inside = 16 if blocks else 15  # the blocks wholly inside the first window (diffusion's start after the prompt)
+    assert torch.equal(long[:, :inside], window[:, :inside])
+    if blocks:
+        assert torch.equal(long, sample(45, use_cache=False))
+
+
+def test_a_whole_canvas_past_the_window_is_refused():
+    from test_samplers import BOS, MASK
+
+    from hybridlm.errors import UserError
+    from hybridlm.generate import unmask_rows
+    from hybridlm.objectives import DiffusionObjective
+    from hybridlm.samplers import Sampling
+
+    x = torch.tensor([[BOS] + [MASK] * 30])
+    with pytest.raises(UserError, match="--block-length"):
+        unmask_rows(_blocks_model(), DiffusionObjective(40), x, MASK, Sampling(), RowRandom.seeded(0, 1), SPECIALS)

@@ -376,11 +376,13 @@ def cmd_generation(a):
     run = load_run(a.run, device, weights=a.weights)
     if texts is None:
         check_generates(run.objective)
-    slides = run.objective.capabilities.generation is Generation.CAUSAL  # left to right: the window slides
+    # left to right or block by block, the window slides past the context; a whole canvas must fit in it
+    generation = run.objective.capabilities.generation
+    slides = generation in (Generation.CAUSAL, Generation.BLOCKS) or sampling.block_length
     if texts is None and not slides and not 0 < a.length < run.model.cfg.max_seq_len:
         raise UserError(
-            f"--length must lie in 1 ... {run.model.cfg.max_seq_len - 1} (the run's context, after <s>; only a "
-            "left-to-right run samples past it)"
+            f"--length must lie in 1 ... {run.model.cfg.max_seq_len - 1} (the run's context, after <s>; past it "
+            "left-to-right runs, block diffusion and diffusion with --block-length)"
         )
     judge = None
     if a.judge or a.judge_hf:
@@ -628,7 +630,7 @@ def _add_eval_commands(sub):
     gq.add_argument("--run", required=True, help="the run that samples (results land in RUN/eval/)")
     gq.add_argument("--samples", default=None, help="measure these texts (JSONL 'text' or a line each) instead")
     gq.add_argument("--num-samples", type=int, default=64)
-    gq.add_argument("--length", type=int, default=64, help="tokens per sample (past the context: left-to-right runs)")
+    gq.add_argument("--length", type=int, default=64, help="tokens per sample (past the context: see hlm generate)")
     gq.add_argument("--batch-size", type=int, default=32, help="samples drawn in one batch")
     judge = gq.add_mutually_exclusive_group()
     judge.add_argument("--judge", default=None, help="a causal hlm run that scores the samples")
@@ -704,8 +706,8 @@ def _add_generate_command(sub):
     g.add_argument("--prompt", default="")
     g.add_argument(
         "--max-new-tokens", type=int, default=50,
-        help="causal, prefix and hybrid runs slide their window past the context (its last half re-read from "
-        "position 0); diffusion and block diffusion stop at the context's end",
+        help="past the context: causal, prefix and hybrid runs, block diffusion and diffusion with --block-length "
+        "slide their window (its last half re-read from position 0); diffusion without blocks stops at its end",
     )  # fmt: skip
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument("--batch-size", type=int, default=None, help="samples drawn in one batch (default: all)")

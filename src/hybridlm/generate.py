@@ -238,8 +238,13 @@ def unmask_rows(
     if len(masked) == 0:
         return x, nfe.cpu()
     first, T = int(masked[0]), x.shape[1]
-    alpha = objective.alpha
+    alpha, limit = objective.alpha, model.cfg.max_seq_len
     if objective.capabilities.generation is not Generation.BLOCKS:
+        if T > limit and not 0 < sampling.block_length < limit:
+            raise UserError(
+                f"a canvas of {T} tokens is longer than the model's context ({limit}): diffusion writes past it "
+                f"only block by block (--block-length N, N < {limit})"
+            )
         length = sampling.block_length or T - first
         regions = [(start, min(start + length, T) if sampling.block_length else T) for start in range(first, T, length)]
         steps = _rounds(x, mask_id, sampling.steps, regions)
@@ -249,30 +254,46 @@ def unmask_rows(
             )
         prompt = x != mask_id
         prompt[:, 0] = False  # guidance masks the prompt, never <s>
-        decoder = CanvasDecoder(model, x, mask_id, sampling, forbid, shift, prompt)
+        copies = 1
         for (start, end), rounds in zip(regions, steps):
-            lo = 0 if not sampling.block_length else start  # one region: every <mask> of the canvas
-            denoise(decoder.region(lo, end), x, lo, end, mask_id, sampling, alpha, rng, rounds, nfe)
-        return x, (nfe * decoder.copies).cpu()
+            # the model reads a window of the canvas: the whole of it while it fits, else the context's worth
+            # that ends with this block (read from position 0, as a training window that starts inside a text)
+            anchor = max(0, end - limit)
+            window = slice(anchor, anchor + min(T, limit))
+            decoder = CanvasDecoder(model, x[:, window], mask_id, sampling, forbid, shift, prompt[:, window])
+            lo = 0 if not sampling.block_length else start - anchor  # one region: every <mask> of the canvas
+            denoise(decoder.region(lo, end - anchor), x[:, window], lo, end - anchor, mask_id, sampling, alpha, rng,
+                    rounds, nfe)  # fmt: skip
+            copies = decoder.copies
+        return x, (nfe * copies).cpu()
 
     size = objective.block_size
+    keep = (limit // 2) // size * size  # the clean context kept when the window slides, in whole blocks
+    if T > limit and keep < size:
+        raise UserError(f"a canvas of {T} tokens is longer than the model's context ({limit}) and its blocks of {size} "
+                        "leave no room to slide the window")  # fmt: skip
     begin = first // size * size  # the block holding the first <mask>; earlier blocks are context
     regions = [(start, min(start + size, T)) for start in range(begin, T, size)]
     steps = dict(zip(range(begin, T, size), _rounds(x, mask_id, sampling.steps, regions)))
-    caches = [KVCache() for _ in model.blocks] if use_cache else None
-    if use_cache and begin:
-        model(x[:, :begin], objective.inference_attention(False, begin), kv_caches=caches)
-        nfe += 1
+    anchor, caches = 0, None  # the model reads x[:, anchor:end], anchor a block boundary
     for start, end in regions:
+        if end - anchor > limit:  # past the window: keep the last `keep` clean tokens, read from position 0
+            anchor, caches = start - keep, None
+        if use_cache and caches is None:
+            caches = [KVCache() for _ in model.blocks]
+            if start > anchor:
+                model(x[:, anchor:start], objective.inference_attention(False, start - anchor), kv_caches=caches)
+                nfe += 1
 
-        def predict(rows, start=start, end=end):
+        def predict(rows, start=start, end=end, anchor=anchor, caches=caches):
             if not use_cache:
-                spec = objective.inference_attention(False, end)
-                return _probabilities(model(x[rows, :end], spec, logits=True), forbid)[:, start:end]
+                spec = objective.inference_attention(False, end - anchor)
+                logits = model(x[rows, anchor:end], spec, logits=True)
+                return _probabilities(logits, forbid)[:, start - anchor : end - anchor]
             for cache in caches:
                 cache.rows, cache.commit = (None if len(rows) == len(x) else rows), False
             try:
-                logits = model(x[rows, start:end], False, kv_caches=caches, start_pos=start, logits=True)
+                logits = model(x[rows, start:end], False, kv_caches=caches, start_pos=start - anchor, logits=True)
             finally:
                 for cache in caches:
                     cache.rows, cache.commit = None, True
@@ -280,7 +301,7 @@ def unmask_rows(
 
         denoise(predict, x, start, end, mask_id, sampling, alpha, rng, steps[start], nfe)
         if use_cache and end < T:  # the finished block's keys and values, for the blocks after it
-            model(x[:, start:end], False, kv_caches=caches, start_pos=start)
+            model(x[:, start:end], False, kv_caches=caches, start_pos=start - anchor)
             nfe += 1
         if stop_id is not None and (x[:, first:end] == stop_id).any(1).all():
             return x[:, :end], nfe.cpu()
@@ -367,9 +388,11 @@ def _sample_batch(run, prompt, max_new_tokens, sampling, rows, rng, use_cache) -
         return new, [calls] * rows
     if caps.generation in (Generation.UNMASK, Generation.BLOCKS):
         mask = tok.token_to_id(MASK)
-        n = min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
-        canvas = torch.tensor([prompt_ids + [mask] * n] * rows)
         blocks = caps.generation is Generation.BLOCKS
+        # past the context by blocks (block diffusion, or diffusion's --block-length); a whole canvas stops there
+        slides = blocks or sampling.block_length
+        n = max_new_tokens if slides else min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
+        canvas = torch.tensor([prompt_ids + [mask] * n] * rows)
         # a fixed-length answer for diffusion (no special token inside it); block diffusion may end its text
         forbid = [i for i in specials if i != stop[0]] if blocks else specials
         out, calls = unmask_rows(
