@@ -93,3 +93,34 @@ def test_a_whole_canvas_past_the_window_is_refused():
     x = torch.tensor([[BOS] + [MASK] * 30])
     with pytest.raises(UserError, match="--block-length"):
         unmask_rows(_blocks_model(), DiffusionObjective(40), x, MASK, Sampling(), RowRandom.seeded(0, 1), SPECIALS)
+
+
+@pytest.mark.parametrize("objective", ["masked", "diffusion", "hybrid"])
+def test_span_auto_prefers_no_length_for_being_longer(runs, objective):
+    """A model with uniform predictions scores every gap length the same per token: the choice is a seeded
+    draw, spread over the lengths, never the longest (or shortest) by construction."""
+    from collections import Counter
+
+    from hybridlm.generate import infill_auto
+
+    run = load_run(runs[objective], "cpu")
+    with torch.no_grad():
+        for p in run.model.parameters():
+            p.zero_()  # every logit 0: uniform
+    picks = Counter()
+    for seed in range(24):
+        chosen = infill_auto(run, "the dog <mask> the cat .", (1, 4), seed=seed, temperature=0.0)
+        scores = {round(score, 6) for _, score, _ in chosen.candidates}
+        assert len(scores) == 1 and len(chosen.candidates) == 4  # one score for every length
+        picks[chosen.length] += 1
+    assert set(picks) == {1, 2, 3, 4} and max(picks.values()) <= 12, picks
+
+
+def test_span_auto_from_the_cli_reports_each_length(cli, runs):
+    r = cli("infill", "--run", runs["diffusion"], "--text", "the <mask> sat .", "--span", "auto:1,3")
+    assert "<mask>" not in r.stdout and "gap length by score per token: 1:" in r.stderr and "(chosen)" in r.stderr
+    for bad in ("auto:0,3", "auto:4,2", "auto:1", "many", "auto:x,2"):
+        assert_one_line_error(cli("infill", "--run", runs["diffusion"], "--text", "a <mask> .", "--span", bad,
+                                  check=False), "--span")  # fmt: skip
+    two = cli("infill", "--run", runs["diffusion"], "--text", "a <mask> b <mask>", "--span", "auto", check=False)
+    assert_one_line_error(two, "one gap")

@@ -480,15 +480,41 @@ def cmd_generate(a):
     print(f"({a.num_samples} sample(s) in {samples.seconds:.2f}s, {calls:.1f} network calls each)", file=sys.stderr)
 
 
+def _span(value: str):
+    """--span: N tokens per <mask>, or auto[:MIN,MAX] (the gap's length chosen by the model)."""
+    from hybridlm.generate import AUTO_SPANS
+
+    if value.isdigit():
+        return int(value)
+    head, _, bounds = value.partition(":")
+    try:
+        if head == "auto":
+            return tuple(int(b) for b in bounds.split(",")) if bounds else AUTO_SPANS
+    except ValueError:
+        pass
+    raise UserError(f"--span takes a number of tokens or auto[:MIN,MAX], e.g. auto:1,6 (got {value!r})")
+
+
 def cmd_infill(a):
-    from hybridlm.generate import infill_text
+    from hybridlm.generate import infill_auto, infill_text
     from hybridlm.runs import default_device, load_run
 
+    span = _span(a.span)
+    a.span = span if isinstance(span, int) else None  # (the count checks read a number)
     _check_counts(a)
     sampling = _sampling(a)
     run = load_run(a.run, a.device or default_device(), weights=a.weights)
     knobs = {k: v for k, v in vars(sampling).items() if k not in ("sampler", "steps")}
-    print(infill_text(run, a.text, span=a.span, steps=a.steps, seed=a.seed, sampler=sampling.sampler, **knobs))
+    fill = dict(steps=a.steps, seed=a.seed, sampler=sampling.sampler, **knobs)
+    if isinstance(span, int):
+        print(infill_text(run, a.text, span=span, **fill))
+        return
+    if len(span) != 2:
+        raise UserError(f"--span auto:MIN,MAX takes two numbers (got {len(span)})")
+    chosen = infill_auto(run, a.text, span, **fill)
+    print(chosen.text)
+    shown = ", ".join(f"{k}: {v:.3f}" + (" (chosen)" if k == chosen.length else "") for k, v, _ in chosen.candidates)
+    print(f"(gap length by score per token: {shown})", file=sys.stderr)
 
 
 def _fast_decoding_args(p):
@@ -720,7 +746,11 @@ def _add_infill_command(sub):
     f = sub.add_parser("infill", help="fill <mask> tokens (masked, hybrid, diffusion runs)")
     f.add_argument("--run", required=True)
     f.add_argument("--text", required=True, help="e.g. 'The <mask> sat on the <mask>.'")
-    f.add_argument("--span", type=int, default=1, help="tokens per <mask> (multi-token spans for diffusion)")
+    f.add_argument(
+        "--span", default="1",
+        help="tokens per <mask> (multi-token spans for diffusion), or auto[:MIN,MAX] (default 1,8): the gap's length "
+        "chosen by the model's own score per token of the filled text (one <mask>)",
+    )  # fmt: skip
     _weights_arg(f)
     _sampling_args(f)
     f.set_defaults(func=cmd_infill)

@@ -18,7 +18,7 @@ import torch
 from hybridlm.errors import UserError
 from hybridlm.model import AttentionSpec, CanvasCache, KVCache
 from hybridlm.objectives import Generation, Infill
-from hybridlm.samplers import RowRandom, Sampling, denoise, filter_logits, region_steps
+from hybridlm.samplers import MAX_STEPS, RowRandom, Sampling, denoise, filter_logits, region_steps
 from hybridlm.tokenizer import BOS, EOS, MASK
 
 
@@ -456,6 +456,45 @@ def infill_text(run, text: str, span: int = 1, steps=None, order=None, seed=0, s
     out, _ = unmask_rows(model, objective, torch.tensor([ids]), mask, sampling, g, specials,
                          objective.capabilities.infill.shift)  # fmt: skip
     return tok.decode(out[0, 1:].tolist()).strip()
+
+
+AUTO_SPANS = (1, 8)  # --span auto: the gap lengths tried when none are given
+
+
+@dataclass
+class AutoSpan:
+    """What `infill_auto` chose: the filled text, its gap's length, and every candidate's (length, score per
+    token, filled text)."""
+
+    text: str
+    length: int
+    candidates: list[tuple[int, float, str]]
+
+
+def infill_auto(run, text: str, lengths=AUTO_SPANS, seed: int = 0, scorer: str | None = None, **fill) -> AutoSpan:
+    """Fill the one <mask> of `text` with a gap of unknown length: each length of lengths (MIN, MAX) is filled
+    (infill_text) and the filled text scored by the objective's own scorer (its likelihood, bound or
+    pseudo-likelihood), per token of the whole text, so that a length is not preferred for adding (or
+    sparing) tokens: a uniform model gives every length the same score, and ties go to a seeded draw, so
+    it picks no length systematically."""
+    from hybridlm.evaluate.lm import RunLM
+    from hybridlm.evaluate.scoring import score_sentences
+
+    low, high = lengths
+    if not 1 <= low <= high <= MAX_STEPS:
+        raise UserError(f"--span auto:MIN,MAX needs 1 <= MIN <= MAX (got {low},{high})")
+    if text.count(MASK) != 1:
+        raise UserError(f"--span auto chooses the length of one gap: give exactly one {MASK} (got {text.count(MASK)})")
+    lm = RunLM(run)
+    candidates = []
+    for k in range(low, high + 1):
+        filled = infill_text(run, text, span=k, seed=seed, **fill)
+        tokens = max(1, len(lm.tokenize(filled)[0]))
+        candidates.append((k, score_sentences(lm, [filled], scorer)[0] / tokens, filled))
+    best = max(score for _, score, _ in candidates)
+    tied = [c for c in candidates if c[1] >= best - 1e-9 * max(1.0, abs(best))]
+    k, _, filled = tied[int(torch.randint(len(tied), (1,), generator=torch.Generator().manual_seed(seed)))]
+    return AutoSpan(filled, k, candidates)
 
 
 def sample_text(run, prompt: str, infill_template: str, max_new_tokens: int, seed: int = 0, **sampling) -> str:

@@ -11,7 +11,7 @@ from hybridlm.errors import UserError
 from hybridlm.hf import load_hf_model, load_hf_tokenizer
 from hybridlm.model import AttentionSpec
 from hybridlm.objectives import Attention, Objective, objective_class
-from hybridlm.runs import load_run
+from hybridlm.runs import LoadedRun, load_run
 from hybridlm.scorers import available_scorers
 from hybridlm.tokenizer import BOS, MASK, hf_tokenizer
 
@@ -98,10 +98,13 @@ class RunLM(ScoringLM):
     shares_prefixes = True
 
     def __init__(self, run_dir, device="cpu", precision="fp32", checkpoint=None, weights="auto"):
-        self.run = load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
+        """run_dir: a run's folder, or a run already loaded (LoadedRun: its model is used as it is)."""
+        loaded = isinstance(run_dir, LoadedRun)
+        self.run = run_dir if loaded else load_run(run_dir, device=device, checkpoint=checkpoint, weights=weights)
         self.weights = self.run.weights
         self.model, self.tok, self.objective = self.run.model, self.run.tokenizer, self.run.objective
-        self.name = str(run_dir)
+        self.name = str(self.run.path if loaded else run_dir)
+        device = next(self.model.parameters()).device if loaded else device
         self.bos_id, self.mask_id = self.tok.token_to_id(BOS), self.tok.token_to_id(MASK)
         self.max_len = self.model.cfg.max_seq_len
         self.device = torch.device(device)
