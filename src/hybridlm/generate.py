@@ -91,6 +91,56 @@ def causal_rows(
     return new, calls
 
 
+MASK_WINDOW = 4  # <mask> tokens after the text when a masked LM generates: the text visibly goes on
+
+
+@torch.no_grad()
+def masked_rows(
+    model,
+    prompt_ids: list[int],
+    mask_id: int,
+    rows: int = 1,
+    max_new_tokens=50,
+    shift: int = 0,
+    window: int = MASK_WINDOW,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    stop_ids=(),
+    forbid_ids=(),
+    generator=None,
+) -> tuple[list[list[int]], int]:
+    """A masked LM as a generator ("BERTs are generative in-context learners", Samuel 2024): the text, then
+    `window` <mask> tokens, read bidirectionally; the first <mask>'s prediction (at its own position, or at
+    the one before it for a next-token reader: shift 1, MNTP) is drawn and becomes text; again, one call a
+    token. Past the context the text's last part is kept, the masks after it. Returns (new ids of each row up
+    to its stop token, calls)."""
+    limit, device = model.cfg.max_seq_len, _device(model)
+    window = max(1, min(window, limit - 1))
+    rng = RowRandom.of(generator if generator is not None else torch.Generator().manual_seed(0), rows, device)
+    seq = torch.tensor([list(prompt_ids)] * rows, device=device)
+    masks = torch.full((rows, window), mask_id, device=device)
+    new: list[list[int]] = [[] for _ in range(rows)]
+    done = [False] * rows
+    calls = 0
+    for _ in range(max_new_tokens):
+        text = seq[:, -(limit - window) :]
+        logits = model(torch.cat([text, masks], 1), False, logits=True)[:, text.shape[1] - shift]
+        calls += 1
+        probs = filter_logits(_forbid(logits.float(), list(forbid_ids) + [mask_id]), temperature, top_k, top_p, min_p)
+        tok = rng.draw(probs[:, None])
+        for r, t in enumerate(tok.flatten().tolist()):
+            if not done[r]:
+                done[r] = t in stop_ids
+                if not done[r]:
+                    new[r].append(t)
+        if all(done):
+            break
+        seq = torch.cat([seq, tok], 1)
+    return new, calls
+
+
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -115,10 +165,10 @@ def check_decoding(objective, sampling: Sampling, model=None, unmasking: bool = 
     generation = objective.capabilities.generation
     name = objective.name
     fast = sampling.parallel or sampling.cache != "none" or sampling.cfg_scale
-    if generation is Generation.CAUSAL and not unmasking and fast:
+    if generation in (Generation.CAUSAL, Generation.MASKS) and not unmasking and fast:
         raise UserError(
-            f"--threshold, --cache and --cfg-scale are diffusion decoding's; a {name} model decodes left to right "
-            "with its exact KV cache (use a diffusion or block_diffusion run)"
+            f"--threshold, --cache and --cfg-scale are diffusion decoding's; a {name} model decodes left to right, "
+            "one token a call (use a diffusion or block_diffusion run)"
         )
     if generation is Generation.BLOCKS and sampling.cache != "none":
         raise UserError(
@@ -384,6 +434,12 @@ def _sample_batch(run, prompt, max_new_tokens, sampling, rows, rng, use_cache) -
         new, calls = causal_rows(
             model, prompt_ids, rows, max_new_tokens, stop_ids=stop, forbid_ids=[i for i in specials if i not in stop],
             generator=rng, prompt_as_prefix=caps.prompt_as_prefix, use_cache=use_cache, **sampling.filters,
+        )  # fmt: skip
+        return new, [calls] * rows
+    if caps.generation is Generation.MASKS:
+        new, calls = masked_rows(
+            model, prompt_ids, tok.token_to_id(MASK), rows, max_new_tokens, caps.infill.shift or 0, stop_ids=stop,
+            forbid_ids=[i for i in specials if i not in stop], generator=rng, **sampling.filters,
         )  # fmt: skip
         return new, [calls] * rows
     if caps.generation in (Generation.UNMASK, Generation.BLOCKS):

@@ -152,11 +152,14 @@ def evaluate_generation(
     entropies = [unigram_entropy(s) for s in ids]
     reference = data_entropies(run, int(np.median([len(s) for s in ids])) if ids else length, seed)
     floor = min(reference) if reference else None
-    left_to_right = run.objective.capabilities.generation is Generation.CAUSAL  # no sampler: one call a token
+    # no sampler: one call a token, left to right (a causal model; a masked one reading <mask> tokens after the text)
+    left_to_right = {Generation.CAUSAL: "autoregressive", Generation.MASKS: "masks"}.get(
+        run.objective.capabilities.generation
+    )
     result = stamp(
         "generation",
         {
-            "sampler": "autoregressive" if left_to_right else sampling.sampler,
+            "sampler": left_to_right or sampling.sampler,
             "sampling": vars(sampling),
             "steps": None if left_to_right or sampling.sampler == "first-hitting" else sampling.steps,
             "num_samples": len(texts),
@@ -186,7 +189,7 @@ def decoding_label(result: dict, length: bool = True) -> str:
     (and the samples' length)."""
     sampling = {**vars(Sampling()), **result.get("sampling", {})}
     parts = [result["sampler"]]
-    if result["sampler"] != "autoregressive":
+    if result["sampler"] not in ("autoregressive", "masks"):
         parts += [f"B{sampling['block_length']}"] if sampling["block_length"] else []
         parts += [f"tau {sampling['threshold']:g}"] if sampling["threshold"] is not None else []
         parts += [f"factor {sampling['threshold_factor']:g}"] if sampling["threshold_factor"] is not None else []
@@ -200,8 +203,8 @@ def result_name(result: dict) -> str:
     if result["from_file"]:
         return "generation-file.json"
     sampling = Sampling(**result["sampling"])
-    if result["sampler"] == "autoregressive":
-        return f"generation-autoregressive-temp{sampling.temperature:g}.json"
+    if result["sampler"] in ("autoregressive", "masks"):
+        return f"generation-{result['sampler']}-temp{sampling.temperature:g}.json"
     extra = f"-eta{sampling.eta:g}-{sampling.remdm_schedule}" if sampling.sampler == "remdm" else ""
     extra += f"-block{sampling.block_length}" if sampling.block_length else ""
     extra += f"-tau{sampling.threshold:g}" if sampling.threshold is not None else ""

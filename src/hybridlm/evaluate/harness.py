@@ -44,7 +44,7 @@ from tqdm import tqdm
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM, load_lm
 from hybridlm.evaluate.scoring import check_scorer, score_copies
-from hybridlm.generate import causal_rows, check_decoding, cut_at_stop, sampling_of, unmask_rows
+from hybridlm.generate import causal_rows, check_decoding, cut_at_stop, masked_rows, sampling_of, unmask_rows
 from hybridlm.objectives import Generation
 from hybridlm.results import stamp
 from hybridlm.samplers import RowRandom
@@ -236,6 +236,12 @@ class HarnessLM(TemplateLM):
             new, _ = causal_rows(
                 run.model, ids, 1, max_new, temperature=temperature, stop_ids=(self.eot_token_id,), generator=g,
                 prompt_as_prefix=caps.prompt_as_prefix,
+            )  # fmt: skip
+            return self.tok_decode(new[0])
+        if caps.generation is Generation.MASKS:  # <mask> tokens after the text, the first one read each call
+            new, _ = masked_rows(
+                run.model, ids, self.lm.mask_id, 1, max_new, caps.infill.shift or 0, temperature=temperature,
+                stop_ids=(self.eot_token_id,), generator=g,
             )  # fmt: skip
             return self.tok_decode(new[0])
         if caps.generation is Generation.NONE:

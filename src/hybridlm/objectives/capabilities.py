@@ -24,6 +24,9 @@ class Generation(enum.Enum):
     CAUSAL = "causal"  # left to right, with a KV cache
     UNMASK = "unmask"  # iterative unmasking of the whole answer (semi-autoregressive by --block-length if asked)
     BLOCKS = "blocks"  # block by block, each unmasked with the previous blocks' keys and values cached
+    # left to right by <mask> tokens after the text ("BERTs are generative in-context learners"): the first one's
+    # prediction drawn each call (read where the objective reads a <mask>: Infill); no cache (bidirectional)
+    MASKS = "masks"
 
 
 class Infill(enum.Enum):

@@ -204,7 +204,7 @@ def word_starts_of(tokenizer) -> torch.Tensor:
 class MaskedObjective(Objective):
     name = "masked"
     Options = SpanMaskingOptions
-    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.NONE, ("pll", "pll-word"), Generation.NONE,
+    capabilities = Capabilities(Attention.BIDIRECTIONAL, Likelihood.NONE, ("pll", "pll-word"), Generation.MASKS,
                                 Infill.IN_PLACE, MASKED_LM, "masked CE")  # fmt: skip
 
     def __init__(self, vocab_size, options=None, begins_word=None, **kw):

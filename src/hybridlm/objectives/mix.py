@@ -114,9 +114,9 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
     """A mix's record, a pure function of its components' records ((label, record), largest final share first)."""
     caps = [c for _, c in by_share]
     scorers = tuple(dict.fromkeys(s for c in caps for s in c.scorers))
-    generation = next((c.generation for c in caps if c.generation is Generation.CAUSAL), None) or next(
-        (c.generation for c in caps if c.generation is not Generation.NONE), Generation.NONE
-    )
+    # left to right first, then unmasking (largest share first), then <mask> tokens after the text
+    ranked = [(Generation.CAUSAL,), (Generation.UNMASK, Generation.BLOCKS), (Generation.MASKS,)]
+    generation = next((c.generation for kinds in ranked for c in caps if c.generation in kinds), Generation.NONE)
     likelihood, view = Likelihood.NONE, ""
     for kind in (Likelihood.EXACT, Likelihood.BOUND):
         found = next((label for label, c in by_share if c.likelihood is kind), None)
