@@ -78,17 +78,23 @@ def causal_rows(
             logits = model.head(model(seq[:, -1:], attention(), kv_caches=caches, start_pos=pos)[:, -1])
             pos += 1
         calls += 1
-        probs = filter_logits(_forbid(logits.float(), list(forbid_ids)), temperature, top_k, top_p, min_p)
-        tok = rng.draw(probs[:, None])
-        for r, t in enumerate(tok.flatten().tolist()):
-            if not done[r]:
-                done[r] = t in stop_ids
-                if not done[r]:
-                    new[r].append(t)
+        tok = _append_drawn(logits, forbid_ids, (temperature, top_k, top_p, min_p), rng, stop_ids, new, done)
         if all(done):
             break
         seq = torch.cat([seq, tok], 1)
     return new, calls
+
+
+def _append_drawn(logits, forbid, filters: tuple, rng: RowRandom, stop_ids, new: list, done: list) -> torch.Tensor:
+    """Each row's next token [N, 1], drawn from logits [N, V] (forbidden ids removed, then filtered); appended to
+    its row of `new` until the row draws a stop token (which ends it: `done`)."""
+    tok = rng.draw(filter_logits(_forbid(logits.float(), list(forbid)), *filters)[:, None])
+    for r, t in enumerate(tok.flatten().tolist()):
+        if not done[r]:
+            done[r] = t in stop_ids
+            if not done[r]:
+                new[r].append(t)
+    return tok
 
 
 MASK_WINDOW = 4  # <mask> tokens after the text when a masked LM generates: the text visibly goes on
@@ -128,13 +134,8 @@ def masked_rows(
         text = seq[:, -(limit - window) :]
         logits = model(torch.cat([text, masks], 1), False, logits=True)[:, text.shape[1] - shift]
         calls += 1
-        probs = filter_logits(_forbid(logits.float(), list(forbid_ids) + [mask_id]), temperature, top_k, top_p, min_p)
-        tok = rng.draw(probs[:, None])
-        for r, t in enumerate(tok.flatten().tolist()):
-            if not done[r]:
-                done[r] = t in stop_ids
-                if not done[r]:
-                    new[r].append(t)
+        filters = (temperature, top_k, top_p, min_p)
+        tok = _append_drawn(logits, [*forbid_ids, mask_id], filters, rng, stop_ids, new, done)
         if all(done):
             break
         seq = torch.cat([seq, tok], 1)
