@@ -165,8 +165,7 @@ def check_decoding(objective, sampling: Sampling, model=None, unmasking: bool = 
     use. unmasking: the canvas is unmasked (infilling) whatever way the objective generates."""
     generation = objective.capabilities.generation
     name = objective.name
-    fast = sampling.parallel or sampling.cache != "none" or sampling.cfg_scale
-    if generation in (Generation.CAUSAL, Generation.MASKS) and not unmasking and fast:
+    if generation in (Generation.CAUSAL, Generation.MASKS) and not unmasking and sampling.fast:
         raise UserError(
             f"--threshold, --cache and --cfg-scale are diffusion decoding's; a {name} model decodes left to right, "
             "one token a call (use a diffusion or block_diffusion run)"
@@ -305,7 +304,6 @@ def unmask_rows(
             )
         prompt = x != mask_id
         prompt[:, 0] = False  # guidance masks the prompt, never <s>
-        copies = 1
         for (start, end), rounds in zip(regions, steps):
             # the model reads a window of the canvas: the whole of it while it fits, else the context's worth
             # that ends with this block (read from position 0, as a training window that starts inside a text)
@@ -315,8 +313,7 @@ def unmask_rows(
             lo = 0 if not sampling.block_length else start - anchor  # one region: every <mask> of the canvas
             denoise(decoder.region(lo, end - anchor), x[:, window], lo, end - anchor, mask_id, sampling, alpha, rng,
                     rounds, nfe)  # fmt: skip
-            copies = decoder.copies
-        return x, (nfe * copies).cpu()
+        return x, (nfe * decoder.copies).cpu()  # (every region's decoder evaluates as many copies)
 
     size = objective.block_size
     keep = (limit // 2) // size * size  # the clean context kept when the window slides, in whole blocks
@@ -325,9 +322,8 @@ def unmask_rows(
                         "leave no room to slide the window")  # fmt: skip
     begin = first // size * size  # the block holding the first <mask>; earlier blocks are context
     regions = [(start, min(start + size, T)) for start in range(begin, T, size)]
-    steps = dict(zip(range(begin, T, size), _rounds(x, mask_id, sampling.steps, regions)))
     anchor, caches = 0, None  # the model reads x[:, anchor:end], anchor a block boundary
-    for start, end in regions:
+    for (start, end), rounds in zip(regions, _rounds(x, mask_id, sampling.steps, regions)):
         if end - anchor > limit:  # past the window: keep the last `keep` clean tokens, read from position 0
             anchor, caches = start - keep, None
         if use_cache and caches is None:
@@ -350,7 +346,7 @@ def unmask_rows(
                     cache.rows, cache.commit = None, True
             return _probabilities(logits, forbid)
 
-        denoise(predict, x, start, end, mask_id, sampling, alpha, rng, steps[start], nfe)
+        denoise(predict, x, start, end, mask_id, sampling, alpha, rng, rounds, nfe)
         if use_cache and end < T:  # the finished block's keys and values, for the blocks after it
             model(x[:, start:end], False, kv_caches=caches, start_pos=start - anchor)
             nfe += 1

@@ -122,6 +122,11 @@ class Sampling:
         return self.threshold is not None or self.threshold_factor is not None
 
     @property
+    def fast(self) -> bool:
+        """Whether a diffusion-decoding knob is set (a threshold, a cache or guidance)."""
+        return self.parallel or self.cache != "none" or bool(self.cfg_scale)
+
+    @property
     def filters(self) -> dict:
         return dict(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p)
 

@@ -101,15 +101,14 @@ class HarnessLM(TemplateLM):
             sampler, int(steps), block_length=int(block_length), threshold=threshold, threshold_factor=threshold_factor,
             cache=cache, cache_refresh=cache_refresh, cfg_scale=float(cfg_scale),
         )  # fmt: skip
-        fast = self.sampling.parallel or cache != "none" or self.sampling.cfg_scale
-        if fast and not isinstance(self.lm, RunLM):
+        if self.sampling.fast and not isinstance(self.lm, RunLM):
             raise UserError(
                 "--threshold, --cache and --cfg-scale are hlm's diffusion decoding: give --run, not --hf-model"
             )
         if isinstance(self.lm, RunLM) and self.lm.objective.capabilities.generation is not Generation.NONE:
             check_decoding(self.lm.objective, self.sampling, self.lm.run.model)
-        self.cfg_scale = self.sampling.cfg_scale
-        if self.cfg_scale and (self.scorer.measure != "bound" or self.scorer.causal or not self._plain_canvas()):
+        guides_a_bound = self.scorer.measure == "bound" and not self.scorer.causal and self._plain_canvas()
+        if self.sampling.cfg_scale and not guides_a_bound:
             raise UserError(
                 f"--cfg-scale guides full-attention diffusion's bound (LLaDA's rule); the {self.scorer.name} scorer "
                 "does not take it"
@@ -167,7 +166,7 @@ class HarnessLM(TemplateLM):
                 copies.append(copy)
         totals, greedy = score_copies(
             self.lm, copies, len(requests), self.scorer.causal, self.scorer.forbid_mask, self.batch_tokens,
-            progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", greedy=True, cfg_scale=self.cfg_scale,
+            progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", greedy=True, cfg_scale=self.sampling.cfg_scale,
         )  # fmt: skip
         defined = self.scorer.measure != "bound"
         return [(total, bool(g) and defined) for total, g in zip(totals, greedy)]
