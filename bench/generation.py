@@ -22,6 +22,11 @@
    prompts (the first three words of held-out sentences, greedy, until "."), with the grammar's
    diffusion run: the slow setting against --threshold 0.9 with no cache, the prefix and the dual cache,
    answers compared one by one, and the time of each.
+7. --every-objective: the grammar runs of section 1 with masked, MNTP and hybrid runs beside them (the same
+   shape, tokens and seed): SAMPLES unconditional samples of up to 63 tokens of each way every objective
+   generates (the hybrid by both views; masked and MNTP by the first and the most confident <mask>; diffusion
+   and block diffusion by confidence, one round per token), ended by `</s>` (hlm's one rule), grammatical
+   rate, generative perplexity under the causal run, entropy, calls.
 Every result is also written to WORKDIR/results.jsonl as it comes.
 """
 
@@ -51,6 +56,12 @@ ARMS = [
     ("block4", {"objective": "block_diffusion", "block_size": 4}),
     ("block16", {"objective": "block_diffusion", "block_size": 16}),
     ("diffusion", {"objective": "diffusion"}),
+]
+# every objective that generates, section 7 (the first four are ARMS: their runs are shared)
+EVERY_OBJECTIVE = ARMS + [
+    ("masked", {"objective": "masked"}),
+    ("mntp", {"objective": "mntp"}),
+    ("hybrid", {"objective": "hybrid"}),
 ]
 COLUMNS = (
     "sampler",
@@ -116,9 +127,9 @@ def make_gutenberg(root: Path, mb: float) -> Path:
     return root / "data"
 
 
-def train_arms(root: Path, data: Path, corpus: str, shape: dict) -> dict[str, Path]:
+def train_arms(root: Path, data: Path, corpus: str, shape: dict, arms=ARMS) -> dict[str, Path]:
     runs = {}
-    for name, options in ARMS:
+    for name, options in arms:
         out = root / "runs" / name
         if not (out / "metrics.jsonl").is_file():
             t0 = time.time()
@@ -149,6 +160,36 @@ def sweep(root: Path, runs: dict[str, Path], samples: int) -> list[dict]:
     log(root, row)
     rows.append(row)
     return rows
+
+
+# section 7: (run, label, sampling)
+EVERY_WAY = [
+    ("causal", "left to right", Sampling()),
+    ("masked", "<mask>s, first", Sampling("first")),
+    ("masked", "<mask>s, most confident", Sampling("confidence")),
+    ("mntp", "<mask>s, first", Sampling("first")),
+    ("mntp", "<mask>s, most confident", Sampling("confidence")),
+    ("masked", "<mask>s, first, prefix cache", Sampling("first", cache="prefix")),
+    ("mntp", "<mask>s, most confident, prefix cache", Sampling("confidence", cache="prefix")),
+    ("hybrid", "causal view", Sampling(view="causal")),
+    ("hybrid", "masked view, first", Sampling("first", view="masked")),
+    ("diffusion", "confidence, 63 rounds", Sampling("confidence", steps=63)),
+    ("block4", "confidence, 64 rounds", Sampling("confidence", steps=64)),
+    ("block16", "confidence, 64 rounds", Sampling("confidence", steps=64)),
+]
+
+
+def every_objective(root: Path, runs: dict[str, Path], samples: int) -> None:
+    judge = RunLM(runs["causal"])
+    bpb = {}
+    for line in (root / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("corpus") == "grammar" and "val_bpb" in record:
+            bpb[record["run"]] = record["val_bpb"]
+    for name, label, sampling in EVERY_WAY:
+        r = evaluate_generation(load_run(runs[name]), sampling, samples, 63, seed=0, judge=judge, grammar=True)
+        log(root, {"section": "every-objective", "run": name, "way": label, "val_bpb": bpb.get(name),
+                   "mean_tokens": r["mean_tokens"], **{k: r[k] for k in COLUMNS}})  # fmt: skip
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -238,7 +279,8 @@ def fast_grid(root: Path, corpus: str, runs: dict[str, Path], lengths, samples: 
     decoding_checks(root, run, device)
     timed_alone = max(2, samples // 8)
     for length in lengths:
-        base = Sampling("confidence", steps=0, block_length=GRID_BLOCK)
+        # answers of the full length (`</s>` kept out, as Fast-dLLM measures at a fixed generation length)
+        base = Sampling("confidence", steps=0, block_length=GRID_BLOCK, min_new_tokens=length)
         evaluate_generation(run, base, 2, length, seed=99, batch_size=2)  # warm-up (kernels, allocator)
         slow = {}
         for label, knobs in GRID:
@@ -312,6 +354,7 @@ def main():
     p.add_argument("--grid-samples", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--harness-check", action="store_true", help="with --fast-grid: section 6 (needs lm_eval)")
+    p.add_argument("--every-objective", action="store_true", help="only section 7: every objective's samples")
     a = p.parse_args()
     root = Path(a.workdir)
     (root / "grammar").mkdir(parents=True, exist_ok=True)
@@ -335,6 +378,9 @@ def main():
     shape = dict(preset="tiny", model={"d_model": 128, "n_head": 4, "d_ffn": 384, "n_layer": 3}, seq_len=64,
                  batch_size=32, max_steps=a.steps, lr=1.5e-3, eval_interval=a.steps, eval_batches=16,
                  checkpoint_interval=a.steps, seed=0)  # fmt: skip
+    if a.every_objective:
+        every_objective(root, train_arms(root, data, "grammar", shape, EVERY_OBJECTIVE), a.samples)
+        return
     runs = train_arms(root, data, "grammar", shape)
     sanity(root, runs["causal"], 4 * a.samples)
     rows = sweep(root, runs, a.samples)

@@ -122,7 +122,7 @@ def test_block_diffusion_stops_after_the_block_where_every_row_ended():
     x = _canvas(2, [], 15)
     forbid = [i for i in SPECIALS if i != eos]
     out, _ = unmask_rows(model, obj, x, MASK, Sampling("confidence", steps=16), torch.Generator(), forbid, 0,
-                         True, stop_id=eos)  # fmt: skip
+                         True, stop_ids=[eos])  # fmt: skip
     assert out.shape[1] < x.shape[1] and (out[:, 1:] == eos).any(1).all()
 
 

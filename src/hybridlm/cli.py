@@ -377,8 +377,8 @@ def cmd_generation(a):
     if texts is None:
         check_generates(run.objective)
     # left to right or block by block, the window slides past the context; a whole canvas must fit in it
-    generation = run.objective.capabilities.generation
-    slides = generation in (Generation.CAUSAL, Generation.BLOCKS) or sampling.block_length
+    generation = run.objective.capabilities.generation_for(sampling.view, run.objective.name)
+    slides = generation in (Generation.CAUSAL, Generation.BLOCKS, Generation.MASKS) or sampling.block_length
     if texts is None and not slides and not 0 < a.length < run.model.cfg.max_seq_len:
         raise UserError(
             f"--length must lie in 1 ... {run.model.cfg.max_seq_len - 1} (the run's context, after <s>; past it "
@@ -444,7 +444,7 @@ def cmd_harness(a):
         device=a.device or default_device(),
         precision=a.precision, trust_remote_code=a.trust_remote_code, sampler=a.sampler, steps=a.steps,
         block_length=a.block_length, threshold=a.threshold, threshold_factor=a.threshold_factor, cache=a.cache,
-        cache_refresh=a.cache_refresh, cfg_scale=a.cfg_scale, seed=a.seed, log_samples=a.log_samples,
+        cache_refresh=a.cache_refresh, cfg_scale=a.cfg_scale, view=a.view, seed=a.seed, log_samples=a.log_samples,
     )  # fmt: skip
     for task, metrics in result["results"].items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
@@ -462,6 +462,28 @@ def _sampling(a):
         a.sampler, steps, a.order, eta=a.eta, remdm_schedule=a.remdm_schedule, block_length=a.block_length,
         temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p, threshold=a.threshold,
         threshold_factor=a.threshold_factor, cache=a.cache, cache_refresh=a.cache_refresh, cfg_scale=a.cfg_scale,
+        view=getattr(a, "view", None) or "", min_new_tokens=getattr(a, "min_new_tokens", 0),
+        stop=tuple(getattr(a, "stop", None) or ()),
+    )  # fmt: skip
+
+
+def _generation_args(p, harness: bool = False):
+    """How a sample is read and ended: the run's view, and the end-of-text rule's knobs."""
+    from hybridlm.samplers import VIEWS
+
+    p.add_argument(
+        "--view", default=None, choices=VIEWS,
+        help="a run that generates in several ways (a hybrid: causal or masked): which (default: its first)",
+    )  # fmt: skip
+    if harness:  # (the harness's requests bring their own stop strings and lengths)
+        return
+    p.add_argument(
+        "--min-new-tokens", type=int, default=0,
+        help="`</s>` ends a sample (it and what follows are dropped, for every objective): not before N tokens",
+    )  # fmt: skip
+    p.add_argument(
+        "--stop", action="append", default=None, metavar="TEXT",
+        help="also end a sample before this text (repeatable), as lm-evaluation-harness's `until`",
     )  # fmt: skip
 
 
@@ -553,7 +575,8 @@ def _sampling_args(p):
         default=None,
         choices=SAMPLERS,
         help="diffusion and block diffusion: ancestral (MDLM), remdm (ReMDM remasking, --eta), first-hitting "
-        "(one call per token), confidence | margin | entropy (LLaDA's low-confidence remasking; default confidence)",
+        "(one call per token), confidence | margin | entropy (LLaDA's low-confidence remasking; the default), first "
+        "(left to right); masked and MNTP runs: first (the default) | confidence | margin | entropy of their window",
     )
     p.add_argument(
         "--steps", type=int, default=None,
@@ -665,6 +688,7 @@ def _add_eval_commands(sub):
     gq.add_argument("--grammar", action="store_true", help="samples of the built-in grammar (hlm demo): parse them")
     _weights_arg(gq)
     _sampling_args(gq)
+    _generation_args(gq)
     _json_arg(gq, "generation-SAMPLER-steps-N.json")
     gq.set_defaults(func=cmd_generation)
 
@@ -688,10 +712,14 @@ def _add_eval_commands(sub):
     hz.add_argument(
         "--mask-padding", type=int, default=0, help="bidirectional scorers: <mask> tokens after the text (BERT ICL)"
     )
-    hz.add_argument("--sampler", default="confidence", choices=SAMPLERS, help="generate_until of diffusion runs")
+    hz.add_argument(
+        "--sampler", default=None, choices=SAMPLERS,
+        help="generate_until of diffusion runs (default confidence) and masked runs (default first)",
+    )  # fmt: skip
     hz.add_argument("--steps", type=int, default=0, help="generate_until of diffusion runs: rounds (0: one per token)")
     hz.add_argument("--block-length", type=int, default=0, help="generate_until of diffusion runs: semi-AR blocks")
     _fast_decoding_args(hz)
+    _generation_args(hz, harness=True)
     hz.add_argument("--seed", type=int, default=0, help="bounds' draws and sampling")
     hz.add_argument("--log-samples", action="store_true", help="keep every request's answer in the result")
     _json_arg(hz, "harness-TASKS-Kshot.json")
@@ -732,13 +760,15 @@ def _add_generate_command(sub):
     g.add_argument("--prompt", default="")
     g.add_argument(
         "--max-new-tokens", type=int, default=50,
-        help="past the context: causal, prefix and hybrid runs, block diffusion and diffusion with --block-length "
-        "slide their window (its last half re-read from position 0); diffusion without blocks stops at its end",
+        help="past the context: causal, prefix, hybrid, masked and MNTP runs, block diffusion and diffusion with "
+        "--block-length slide their window (left to right: its last half re-read from position 0); diffusion "
+        "without blocks stops at its end",
     )  # fmt: skip
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument("--batch-size", type=int, default=None, help="samples drawn in one batch (default: all)")
     _weights_arg(g)
     _sampling_args(g)
+    _generation_args(g)
     g.set_defaults(func=cmd_generate)
 
 
@@ -974,9 +1004,9 @@ def _add_demo_command(sub):
     d.add_argument("--seed", type=int, default=0)
     d.add_argument(
         "--sampler",
-        default="confidence",
+        default=None,
         choices=SAMPLERS,
-        help="how diffusion and block diffusion runs sample (see hlm generate --help)",
+        help="how diffusion, block diffusion and masked runs sample (default: each its own; see hlm generate --help)",
     )
     d.set_defaults(func=cmd_demo)
 

@@ -36,7 +36,7 @@ ICL_SHOTS, ICL_ITEMS = (0, 4), 100  # the grammaticality question in context: sh
 
 
 def run_demo(
-    out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pairs_per_paradigm=100, sampler="confidence"
+    out=None, steps=None, objectives=None, seed=0, words=DEMO_WORDS, pairs_per_paradigm=100, sampler=None
 ) -> list[dict]:
     objectives = [o.strip() for item in (objectives or DEFAULT_OBJECTIVES) for o in item.split(",") if o.strip()]
     for o in objectives:
@@ -99,7 +99,7 @@ def run_demo(
             grammatical = None
             if lm.run.objective.capabilities.generation is not Generation.NONE:  # true samples: temperature 1
                 drawn = evaluate_generation(
-                    lm.run, Sampling(sampler, steps=SAMPLE_TOKENS), 32, SAMPLE_TOKENS, seed, grammar=True
+                    lm.run, Sampling(sampler or "", steps=SAMPLE_TOKENS), 32, SAMPLE_TOKENS, seed, grammar=True
                 )
                 grammatical = drawn["grammatical"]
             tuned = finetune(

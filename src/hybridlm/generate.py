@@ -18,7 +18,17 @@ import torch
 from hybridlm.errors import UserError
 from hybridlm.model import AttentionSpec, CanvasCache, KVCache
 from hybridlm.objectives import Generation, Infill
-from hybridlm.samplers import MAX_STEPS, RowRandom, Sampling, denoise, filter_logits, region_steps
+from hybridlm.samplers import (
+    MAX_STEPS,
+    RANKED,
+    RowRandom,
+    Sampling,
+    denoise,
+    filter_logits,
+    filter_probs,
+    region_steps,
+    reveal_scores,
+)
 from hybridlm.tokenizer import BOS, EOS, MASK
 
 
@@ -42,11 +52,13 @@ def causal_rows(
     forbid_ids=(),
     generator=None,
     prompt_as_prefix=False,
+    min_new_tokens=0,
 ) -> tuple[list[list[int]], int]:
     """Autoregressive sampling of `rows` continuations of one prompt in one batch: (the new token ids
     of each, up to its stop token; the network calls). prompt_as_prefix: the prompt is read
     bidirectionally (a prefix LM), what follows it left to right. generator: a RowRandom (row r draws
-    from its own stream) or a torch.Generator (its seed seeds the rows).
+    from its own stream) or a torch.Generator (its seed seeds the rows). No stop token is drawn before
+    min_new_tokens.
 
     Past the model's window (max_seq_len) the window slides: when it is full, its last half is read again
     from position 0 (as a training window that starts inside a text) and decoding goes on from there, so
@@ -65,7 +77,7 @@ def causal_rows(
         prefix = max(0, len(ids) - anchor) if prompt_as_prefix else 0  # the prompt's part still in the window
         return AttentionSpec(True, prefix_lengths=torch.tensor([prefix] * rows, device=device) if prefix else None)
 
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         if seq.shape[1] - anchor > limit:  # the window is full: re-read its last half from position 0
             anchor, caches = seq.shape[1] - keep, None
         if not use_cache:
@@ -78,7 +90,8 @@ def causal_rows(
             logits = model.head(model(seq[:, -1:], attention(), kv_caches=caches, start_pos=pos)[:, -1])
             pos += 1
         calls += 1
-        tok = _append_drawn(logits, forbid_ids, (temperature, top_k, top_p, min_p), rng, stop_ids, new, done)
+        forbid = [*forbid_ids, *stop_ids] if step < min_new_tokens else forbid_ids
+        tok = _append_drawn(logits, forbid, (temperature, top_k, top_p, min_p), rng, stop_ids, new, done)
         if all(done):
             break
         seq = torch.cat([seq, tok], 1)
@@ -108,38 +121,84 @@ def masked_rows(
     rows: int = 1,
     max_new_tokens=50,
     shift: int = 0,
-    window: int = MASK_WINDOW,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    min_p=0.0,
+    sampling: Sampling | None = None,
+    generator=None,
     stop_ids=(),
     forbid_ids=(),
-    generator=None,
+    window: int = MASK_WINDOW,
 ) -> tuple[list[list[int]], int]:
     """A masked LM as a generator ("BERTs are generative in-context learners", Samuel 2024): the text, then
-    `window` <mask> tokens, read bidirectionally; the first <mask>'s prediction (at its own position, or at
-    the one before it for a next-token reader: shift 1, MNTP) is drawn and becomes text; again, one call a
-    token. Past the context the text's last part is kept, the masks after it. Returns (new ids of each row up
-    to its stop token, calls)."""
+    `window` <mask> tokens, read bidirectionally; one of them is revealed each call (sampling.sampler: first,
+    the paper's, or the most sure by confidence, margin or entropy), and a <mask> is appended, so `window`
+    stay ahead of the text until the last ones. A prediction is read where the objective reads a <mask>: at
+    its own position, or the one before (shift 1, MNTP). Past the context the model reads the canvas's last
+    max_seq_len tokens (a <mask> about to leave them is revealed first).
+
+    sampling.cache prefix: bidirectional attention allows no exact cache (the text attends to the masks), so
+    it is Fast-dLLM's approximate one: a full forward every cache_refresh calls (default: the window) keeps
+    the keys and values, and the calls between forward only from the first <mask> of that refresh on.
+    Returns (each row's new ids up to its stop token, calls)."""
+    sampling = (sampling or Sampling()).resolved("first")
     limit, device = model.cfg.max_seq_len, _device(model)
-    window = max(1, min(window, limit - 1))
     rng = RowRandom.of(generator if generator is not None else torch.Generator().manual_seed(0), rows, device)
-    seq = torch.tensor([list(prompt_ids)] * rows, device=device)
-    masks = torch.full((rows, window), mask_id, device=device)
-    new: list[list[int]] = [[] for _ in range(rows)]
-    done = [False] * rows
-    calls = 0
-    for _ in range(max_new_tokens):
-        text = seq[:, -(limit - window) :]
-        logits = model(torch.cat([text, masks], 1), False, logits=True)[:, text.shape[1] - shift]
-        calls += 1
-        filters = (temperature, top_k, top_p, min_p)
-        tok = _append_drawn(logits, [*forbid_ids, mask_id], filters, rng, stop_ids, new, done)
-        if all(done):
+    n = len(prompt_ids)
+    total, width = n + max_new_tokens, max(1, min(window, limit - 2))
+    x = torch.tensor([list(prompt_ids) + [mask_id] * width] * rows, device=device)
+    forbid, stops = [*forbid_ids, mask_id], list(stop_ids)
+    every = sampling.cache_refresh or width
+    cache = None  # (the caches, the anchor they were taken at, their first recomputed position, calls since)
+    calls, done = 0, torch.zeros(rows, dtype=torch.bool, device=device)
+    while not done.all():
+        # the <mask> tokens to reveal: those of the answer (more stay after it: the text visibly goes on), as
+        # many in every row (each reveals one a call)
+        masked = (x == mask_id) & (torch.arange(x.shape[1], device=device) < total)
+        if not masked.any():
             break
-        seq = torch.cat([seq, tok], 1)
-    return new, calls
+        anchor = max(0, x.shape[1] - limit)  # the model reads x[:, anchor:]
+        if sampling.cache == "none":
+            logits, offset = model(x[:, anchor:], False, logits=True), anchor
+        elif cache is None or cache[1] != anchor or cache[3] % every == 0:
+            caches = [CanvasCache(rows) for _ in model.blocks]
+            logits, offset = model(x[:, anchor:], False, kv_caches=caches, logits=True), anchor
+            first = int(masked.float().argmax(1).min()) - shift - anchor
+            cache = (caches, anchor, max(0, first), 1)
+        else:
+            caches, _, lo, since = cache
+            for c in caches:
+                c.refresh, c.start = False, lo
+            logits = model(x[:, anchor + lo :], False, kv_caches=caches, start_pos=lo, logits=True)
+            offset, cache = anchor + lo, (caches, anchor, lo, since + 1)
+        calls += 1
+        where = masked.nonzero()[:, 1].view(rows, -1)
+        if sampling.sampler == "first":
+            where = where[:, :1]
+        read = (where - shift - offset).clamp(min=0)
+        chosen = logits.float().gather(1, read[..., None].expand(-1, -1, logits.shape[-1]))
+        chosen = _forbid(chosen, forbid)
+        early = where < n + sampling.min_new_tokens  # no stop before min_new_tokens
+        if stops and early.any():
+            chosen[..., stops] = chosen[..., stops].masked_fill(early[..., None], float("-inf"))
+        model_probs = torch.softmax(chosen.double(), -1)
+        drawn = rng.draw(filter_probs(model_probs, **sampling.filters))
+        pick = reveal_scores(sampling.sampler, model_probs, drawn).argmax(1)
+        # a <mask> the next window would not hold (or not read, one position earlier) is revealed now
+        leaving = where[:, 0] - shift < max(0, x.shape[1] + 1 - limit)
+        pick = torch.where(leaving, torch.zeros_like(pick), pick)
+        each = torch.arange(rows, device=device)
+        x[each, where[each, pick]] = drawn[each, pick]
+        done |= _ended(x[:, n:total], mask_id, stops)
+        x = torch.cat([x, torch.full((rows, 1), mask_id, device=device)], 1)
+    new = [cut_at_stop(row[n:total], stops) for row in x.tolist()]
+    return [row[: row.index(mask_id)] if mask_id in row else row for row in new], calls
+
+
+def _ended(new: torch.Tensor, mask_id: int, stops: list[int]) -> torch.Tensor:
+    """Rows [N] whose text is final: a stop token with no <mask> before it."""
+    if not stops:
+        return torch.zeros(len(new), dtype=torch.bool, device=new.device)
+    stop = torch.isin(new, torch.tensor(stops, device=new.device))
+    before = (new == mask_id).long().cumsum(1) == 0
+    return (stop & before).any(1)
 
 
 def _device(model) -> torch.device:
@@ -151,21 +210,37 @@ def generate_causal(model, prompt_ids: list[int], max_new_tokens=50, **kw) -> li
     return causal_rows(model, prompt_ids, 1, max_new_tokens, **kw)[0][0]
 
 
-def _probabilities(logits: torch.Tensor, forbid: list[int], shift: int = 0) -> torch.Tensor:
+def _probabilities(logits: torch.Tensor, forbid: list[int], shift: int = 0, early=None) -> torch.Tensor:
     """The model's p(x0 | x_t) (float64, unfiltered: the samplers filter what they draw from, and rank by
-    these); shift 1: position i is predicted at i-1."""
+    these); shift 1: position i is predicted at i-1. early (ids, n): these ids are also forbidden at the
+    first n positions (stop tokens before min_new_tokens)."""
     logits = logits.float()
     if shift:
         logits = torch.cat([logits[:, :1], logits[:, :-1]], 1)
-    return torch.softmax(_forbid(logits, forbid).double(), -1)
+    logits = _forbid(logits, forbid)
+    if early is not None and early[1] > 0 and len(early[0]):
+        logits[:, : early[1], early[0]] = float("-inf")
+    return torch.softmax(logits.double(), -1)
 
 
 def check_decoding(objective, sampling: Sampling, model=None, unmasking: bool = False) -> None:
-    """Refuse, in one line, a fast-decoding knob (threshold, cache, guidance) this objective's sampler cannot
-    use. unmasking: the canvas is unmasked (infilling) whatever way the objective generates."""
-    generation = objective.capabilities.generation
+    """Refuse, in one line, a view, sampler or fast-decoding knob (threshold, cache, guidance) this objective
+    cannot use. unmasking: the canvas is unmasked (infilling) whatever way the objective generates."""
     name = objective.name
-    if generation in (Generation.CAUSAL, Generation.MASKS) and not unmasking and sampling.fast:
+    generation = Generation.UNMASK if unmasking else objective.capabilities.generation_for(sampling.view, name)
+    if generation is Generation.MASKS:
+        if sampling.sampler and sampling.sampler not in RANKED:
+            raise UserError(
+                f"a {name} model reveals its <mask> tokens after the text one a call: --sampler {' | '.join(RANKED)} "
+                f"(not {sampling.sampler}; the others are diffusion's)"
+            )
+        if sampling.parallel or sampling.cfg_scale or sampling.cache == "dual":
+            raise UserError(
+                f"a {name} model reveals one <mask> a call: of the fast-decoding knobs only --cache prefix applies "
+                "(an approximate cache, refreshed every --cache-refresh calls)"
+            )
+        return
+    if generation is Generation.CAUSAL and sampling.fast:
         raise UserError(
             f"--threshold, --cache and --cfg-scale are diffusion decoding's; a {name} model decodes left to right, "
             "one token a call (use a diffusion or block_diffusion run)"
@@ -195,9 +270,10 @@ class CanvasDecoder:
     of a block and every `cache_refresh` rounds after. With guidance (cfg_scale w) every call also
     reads the canvas with the prompt masked (<s> kept): logits = u + (w + 1)(c - u), LLaDA's rule."""
 
-    def __init__(self, model, x, mask_id, sampling: Sampling, forbid, shift: int, prompt: torch.Tensor):
+    def __init__(self, model, x, mask_id, sampling: Sampling, forbid, shift: int, prompt: torch.Tensor, stops=((), 0)):
         self.model, self.x, self.mask_id, self.sampling = model, x, mask_id, sampling
         self.forbid, self.shift = forbid, shift
+        self.stops = stops  # (stop ids, the first position of x where they may be drawn)
         self.prompt = prompt  # [N, T] bool: what guidance masks
         self.copies = 2 if sampling.cfg_scale else 1  # network evaluations per row and call
 
@@ -226,9 +302,11 @@ class CanvasDecoder:
         """p(x0 | x_t) at positions lo..end-1 from logits whose first column is position offset (a next-token
         reader's from the column before each)."""
         a = lo - offset - self.shift
+        ids, allowed = self.stops
         if a < 0:  # position 0 reads itself (as _probabilities' shift does)
-            return _probabilities(logits, self.forbid, self.shift)[:, lo - offset : end - offset]
-        return _probabilities(logits[:, a : end - offset - self.shift], self.forbid)
+            probs = _probabilities(logits, self.forbid, self.shift, (ids, allowed - offset))
+            return probs[:, lo - offset : end - offset]
+        return _probabilities(logits[:, a : end - offset - self.shift], self.forbid, early=(ids, allowed - lo))
 
     def region(self, lo: int, end: int):
         """predict(rows) for denoise over x[:, lo:end]."""
@@ -270,14 +348,16 @@ def unmask_rows(
     forbid_ids=(),
     shift: int = 0,
     use_cache: bool = True,
-    stop_id: int | None = None,
+    stop_ids=(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fill the <mask> tokens of the canvas x [N, T] with the objective's way of generating: the whole
     canvas at once (or in semi-autoregressive blocks of sampling.block_length, with Fast-dLLM's caches if
     asked) for a diffusion model, block by block with the finished blocks' keys and values cached for
-    block diffusion (stopping after the block where every row has produced stop_id). generator: a
-    RowRandom or a torch.Generator (its seed seeds the rows). Returns (the canvas, network calls per row)."""
-    sampling.check()
+    block diffusion; blocks stop after the one where every row has drawn one of stop_ids. Stop tokens may be
+    drawn from sampling.min_new_tokens past the first <mask> on (the caller cuts the text at the first);
+    anything else in forbid_ids never. generator: a RowRandom or a torch.Generator (its seed seeds the rows).
+    Returns (the canvas, network calls per row)."""
+    sampling = sampling.check().resolved("confidence")
     check_decoding(objective, sampling, model, unmasking=True)
     device = _device(model)
     x = x.clone().to(device)
@@ -289,6 +369,12 @@ def unmask_rows(
         return x, nfe.cpu()
     first, T = int(masked[0]), x.shape[1]
     alpha, limit = objective.alpha, model.cfg.max_seq_len
+    stops, allowed = [int(i) for i in stop_ids], first + sampling.min_new_tokens  # stop tokens from `allowed` on
+
+    def ended(end: int) -> bool:
+        """Whether every row has drawn a stop token before `end` (the blocks after it would be cut)."""
+        return bool(stops) and bool(torch.isin(x[:, first:end], torch.tensor(stops, device=device)).any(1).all())
+
     if objective.capabilities.generation is not Generation.BLOCKS:
         if T > limit and not 0 < sampling.block_length < limit:
             raise UserError(
@@ -309,10 +395,13 @@ def unmask_rows(
             # that ends with this block (read from position 0, as a training window that starts inside a text)
             anchor = max(0, end - limit)
             window = slice(anchor, anchor + min(T, limit))
-            decoder = CanvasDecoder(model, x[:, window], mask_id, sampling, forbid, shift, prompt[:, window])
+            decoder = CanvasDecoder(model, x[:, window], mask_id, sampling, forbid, shift, prompt[:, window],
+                                    (stops, allowed - anchor))  # fmt: skip
             lo = 0 if not sampling.block_length else start - anchor  # one region: every <mask> of the canvas
             denoise(decoder.region(lo, end - anchor), x[:, window], lo, end - anchor, mask_id, sampling, alpha, rng,
                     rounds, nfe)  # fmt: skip
+            if ended(end):  # every row has ended its text: the blocks after it would be cut
+                return x[:, :end], (nfe * decoder.copies).cpu()
         return x, (nfe * decoder.copies).cpu()  # (every region's decoder evaluates as many copies)
 
     size = objective.block_size
@@ -336,7 +425,7 @@ def unmask_rows(
             if not use_cache:
                 spec = objective.inference_attention(False, end - anchor)
                 logits = model(x[rows, anchor:end], spec, logits=True)
-                return _probabilities(logits, forbid)[:, start - anchor : end - anchor]
+                return _probabilities(logits, forbid, early=(stops, allowed - anchor))[:, start - anchor : end - anchor]
             for cache in caches:
                 cache.rows, cache.commit = (None if len(rows) == len(x) else rows), False
             try:
@@ -344,13 +433,13 @@ def unmask_rows(
             finally:
                 for cache in caches:
                     cache.rows, cache.commit = None, True
-            return _probabilities(logits, forbid)
+            return _probabilities(logits, forbid, early=(stops, allowed - start))
 
         denoise(predict, x, start, end, mask_id, sampling, alpha, rng, rounds, nfe)
         if use_cache and end < T:  # the finished block's keys and values, for the blocks after it
             model(x[:, start:end], False, kv_caches=caches, start_pos=start - anchor)
             nfe += 1
-        if stop_id is not None and (x[:, first:end] == stop_id).any(1).all():
+        if ended(end):
             return x[:, :end], nfe.cpu()
     return x, nfe.cpu()
 
@@ -370,9 +459,10 @@ def _stop_and_forbid(tok):
 
 
 def sampling_of(sampler=None, steps=32, order=None, **knobs) -> Sampling:
-    """A Sampling from keyword knobs; `order` is the older name (confidence, or random = ancestral)."""
+    """A Sampling from keyword knobs; `order` is the older name (confidence, or random = ancestral); no sampler:
+    the view's own."""
     if sampler is None:
-        sampler = {"random": "ancestral", None: "confidence"}.get(order, order)
+        sampler = {"random": "ancestral", None: ""}.get(order, order)
     return Sampling(sampler=sampler, steps=steps, **knobs).check()
 
 
@@ -398,63 +488,82 @@ def generate_samples(
     batch_size: int | None = None,
     first_index: int = 0,
 ) -> Samples:
-    """num_samples continuations of `prompt` in batches of batch_size (default: one batch), in the mode the
-    objective supports. Sample i draws from its own random stream, seeded by (seed, first_index + i): it is
-    the same text whatever num_samples and batch_size are."""
+    """num_samples continuations of `prompt` in batches of batch_size (default: one batch), in the way the
+    objective (or sampling.view) generates, each ended by the end-of-text rule (`decode_rows`, sampling.stop).
+    Sample i draws from its own random stream, seeded by (seed, first_index + i): it is the same text whatever
+    num_samples and batch_size are."""
     check_decoding(run.objective, sampling, run.model)
     if sampling.cfg_scale and not prompt:
         raise UserError("--cfg-scale pushes samples away from the prompt masked: give a --prompt (there is none here)")
+    tok = run.tokenizer
+    prompt_ids = _prompt_ids(tok, prompt)
     batch_size = batch_size or num_samples
     token_ids, nfe, t0 = [], [], time.perf_counter()
     for start in range(0, num_samples, batch_size):
         rows = min(batch_size, num_samples - start)
         rng = RowRandom.seeded(seed, rows, first_index + start, _device(run.model))
-        new, calls = _sample_batch(run, prompt, max_new_tokens, sampling, rows, rng, use_cache)
+        new, calls = decode_rows(run, prompt_ids, max_new_tokens, sampling, rows, rng, use_cache)
         token_ids += new
         nfe += calls
     seconds = time.perf_counter() - t0
-    tok = run.tokenizer
-    prompt_ids = _prompt_ids(tok, prompt)
-    return Samples(token_ids, [_continuation(tok, prompt_ids, ids) for ids in token_ids], nfe, seconds)
+    ended = [cut_at_strings(tok, prompt_ids, ids, sampling.stop) for ids in token_ids]
+    return Samples([ids for ids, _ in ended], [text for _, text in ended], nfe, seconds)
 
 
 def _prompt_ids(tok, prompt: str) -> list[int]:
     return [tok.token_to_id(BOS)] + (tok.encode(prompt, add_special_tokens=False).ids if prompt else [])
 
 
-def _sample_batch(run, prompt, max_new_tokens, sampling, rows, rng, use_cache) -> tuple[list[list[int]], list[int]]:
+def decode_rows(
+    run, prompt_ids: list[int], max_new_tokens: int, sampling: Sampling, rows: int, rng, use_cache: bool = True
+) -> tuple[list[list[int]], list[int]]:
+    """`rows` continuations of prompt_ids (which start with <s>), in the way the objective or sampling.view
+    generates: (each row's new ids, its network calls). One end-of-text rule for every way and sampler: a row
+    ends at its first `</s>` (or `<s>`: a new document), which is dropped with everything after it and never
+    drawn before sampling.min_new_tokens; the other special tokens are never drawn."""
     tok, model, objective = run.tokenizer, run.model, run.objective
-    stop, specials = _stop_and_forbid(tok)
-    prompt_ids = _prompt_ids(tok, prompt)
     caps = objective.capabilities
-    if caps.generation is Generation.CAUSAL:
+    generation = caps.generation_for(sampling.view, objective.name)
+    stop, specials = _stop_and_forbid(tok)
+    forbid = [i for i in specials if i not in stop]
+    if generation is Generation.CAUSAL:
         new, calls = causal_rows(
-            model, prompt_ids, rows, max_new_tokens, stop_ids=stop, forbid_ids=[i for i in specials if i not in stop],
-            generator=rng, prompt_as_prefix=caps.prompt_as_prefix, use_cache=use_cache, **sampling.filters,
+            model, prompt_ids, rows, max_new_tokens, stop_ids=stop, forbid_ids=forbid, generator=rng,
+            prompt_as_prefix=caps.prompt_as_prefix, use_cache=use_cache, min_new_tokens=sampling.min_new_tokens,
+            **sampling.filters,
         )  # fmt: skip
         return new, [calls] * rows
-    if caps.generation is Generation.MASKS:
+    if generation is Generation.MASKS:
         new, calls = masked_rows(
-            model, prompt_ids, tok.token_to_id(MASK), rows, max_new_tokens, caps.infill.shift or 0, stop_ids=stop,
-            forbid_ids=[i for i in specials if i not in stop], generator=rng, **sampling.filters,
+            model, prompt_ids, tok.token_to_id(MASK), rows, max_new_tokens, caps.infill.shift or 0, sampling, rng,
+            stop_ids=stop, forbid_ids=forbid,
         )  # fmt: skip
         return new, [calls] * rows
-    if caps.generation in (Generation.UNMASK, Generation.BLOCKS):
+    if generation in (Generation.UNMASK, Generation.BLOCKS):
         mask = tok.token_to_id(MASK)
-        blocks = caps.generation is Generation.BLOCKS
         # past the context by blocks (block diffusion, or diffusion's --block-length); a whole canvas stops there
-        slides = blocks or sampling.block_length
+        slides = generation is Generation.BLOCKS or sampling.block_length
         n = max_new_tokens if slides else min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
-        canvas = torch.tensor([prompt_ids + [mask] * n] * rows)
-        # a fixed-length answer for diffusion (no special token inside it); block diffusion may end its text
-        forbid = [i for i in specials if i != stop[0]] if blocks else specials
+        canvas = torch.tensor([list(prompt_ids) + [mask] * n] * rows)
         out, calls = unmask_rows(
-            model, objective, canvas, mask, sampling, rng, forbid, caps.infill.shift or 0, use_cache,
-            stop_id=stop[0] if blocks else None,
-        )  # fmt: skip
+            model, objective, canvas, mask, sampling, rng, forbid, caps.infill.shift or 0, use_cache, stop_ids=stop
+        )
         return [cut_at_stop(row[len(prompt_ids) :], stop) for row in out.tolist()], calls.tolist()
     check_generates(objective)
     raise AssertionError("unreachable")
+
+
+def cut_at_strings(tok, prompt_ids: list[int], new: list[int], stops=()) -> tuple[list[int], str]:
+    """(new ids, their text after the prompt) ended before the first of the `stops` strings (the harness's
+    `until`): the text is cut there, and the ids to the tokens whose text lies wholly before it."""
+    text = _continuation(tok, prompt_ids, new)
+    cut = min((text.index(s) for s in stops if s and s in text), default=None)
+    if cut is None:
+        return new, text
+    keep = 0
+    while keep < len(new) and len(_continuation(tok, prompt_ids, new[: keep + 1])) <= cut:
+        keep += 1
+    return new[:keep], text[:cut]
 
 
 def check_generates(objective) -> None:

@@ -16,6 +16,7 @@ models without a time input), and every call is counted (network function evalua
 - confidence, margin, entropy (LLaDA's low-confidence remasking and its variants): every masked token
   is drawn, the share of the schedule with the highest p(drawn token) / top-two margin / lowest
   entropy is kept, the others stay masked.
+- first: the same schedule, revealed left to right (the leftmost masked positions first).
 
 Semi-autoregressive schedules cut the answer into blocks revealed left to right (`block_length` for
 a diffusion run, LLaDA; always for block diffusion, whose finished blocks' keys and values are cached).
@@ -34,14 +35,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from hybridlm.errors import UserError
 
-SAMPLERS = ("ancestral", "remdm", "first-hitting", "confidence", "margin", "entropy")
+SAMPLERS = ("ancestral", "remdm", "first-hitting", "confidence", "margin", "entropy", "first")
+RANKED = ("confidence", "margin", "entropy", "first")  # the samplers that reveal by a ranking of the positions
+VIEWS = ("causal", "unmask", "blocks", "masked")  # ways of generating a run may offer (objectives.Generation)
 REMDM_SCHEDULES = ("cap", "rescale")
 CACHES = ("none", "prefix", "dual")  # full-attention diffusion's approximate caches (Fast-dLLM)
 MAX_STEPS = 100_000  # network calls, new tokens: a bound that keeps a typo from running for ever
@@ -51,7 +54,7 @@ MAX_STEPS = 100_000  # network calls, new tokens: a bound that keeps a typo from
 class Sampling:
     """How to sample: the sampler and its knobs (the CLI's --sampler, --steps, --eta, ...)."""
 
-    sampler: str = "confidence"
+    sampler: str = ""  # "": the view's own (confidence for unmasking, first for <mask> tokens after the text)
     # rounds in all (split evenly over semi-autoregressive blocks; 0: one per token); not used by first-hitting
     steps: int = 32
     eta: float = 0.0  # remdm: the remasking strength
@@ -66,10 +69,13 @@ class Sampling:
     cache: str = "none"  # diffusion with blocks: prefix | dual keys and values reused between refreshes
     cache_refresh: int | None = None  # with a cache: also recompute it every K rounds of a block (None: per block)
     cfg_scale: float = 0.0  # diffusion: unsupervised classifier-free guidance (LLaDA), 0 = none
+    view: str = ""  # how a run that generates in several ways does it (VIEWS); "": its own first way
+    min_new_tokens: int = 0  # no stop token before this many new tokens
+    stop: tuple[str, ...] = ()  # a sample also ends before the first of these strings
 
     def check(self) -> Sampling:
         """The one set of rules for these knobs (every command that samples asks it), named by their flags."""
-        if self.sampler not in SAMPLERS:
+        if self.sampler and self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r} (choose one of: {', '.join(SAMPLERS)})")
         if self.remdm_schedule not in REMDM_SCHEDULES:
             raise UserError(f"unknown --remdm-schedule {self.remdm_schedule!r} (choose cap or rescale)")
@@ -106,7 +112,11 @@ class Sampling:
                 raise UserError(f"{flag} must be {want} (got {value})")
         if self.eta and self.sampler != "remdm":
             raise UserError(f"--eta is remdm's remasking strength; the {self.sampler} sampler does not remask")
-        if self.parallel and self.sampler != "confidence":
+        if self.view and self.view not in VIEWS:
+            raise UserError(f"unknown --view {self.view!r} (choose one of: {', '.join(VIEWS)})")
+        if not 0 <= self.min_new_tokens <= MAX_STEPS:
+            raise UserError(f"--min-new-tokens must be in 0 ... {MAX_STEPS:,} (got {self.min_new_tokens})")
+        if self.parallel and self.sampler not in ("", "confidence"):
             raise UserError(f"--threshold and --threshold-factor are --sampler confidence's rules (not {self.sampler})")
         if self.threshold is not None and self.threshold_factor is not None:
             raise UserError("give --threshold or --threshold-factor, not both")
@@ -115,6 +125,10 @@ class Sampling:
         if self.cache_refresh is not None and self.cache == "none":
             raise UserError("--cache-refresh needs a cache to refresh: add --cache prefix or --cache dual")
         return self
+
+    def resolved(self, default: str) -> Sampling:
+        """This sampling with its sampler named: `default` where none was asked for."""
+        return self if self.sampler else replace(self, sampler=default)
 
     @property
     def parallel(self) -> bool:
@@ -250,13 +264,15 @@ class RowRandom:
         return token.clamp_(max=probs.shape[-1] - 1)
 
 
-def _scores(sampler: str, probs: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+def reveal_scores(sampler: str, probs: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
     """How sure the model is of each drawn token (higher: revealed first)."""
     if sampler == "confidence":
         return probs.gather(-1, drawn[..., None]).squeeze(-1)
     if sampler == "margin":
         top = probs.topk(2, -1).values
         return top[..., 0] - top[..., 1]
+    if sampler == "first":  # left to right
+        return -torch.arange(probs.shape[-2], device=probs.device, dtype=probs.dtype).expand(probs.shape[:-1])
     return (probs * probs.clamp(min=1e-300).log()).sum(-1)  # entropy: minus it, lower entropy first
 
 
@@ -360,7 +376,7 @@ def denoise(
             share = (a_s - a_t) / max(1 - a_t, 1e-12)
             counts = masked.sum(1)
             k = counts if s == 1 else torch.round(counts.double() * share).long()
-            score = _scores(sampling.sampler, model_probs, drawn)
+            score = reveal_scores(sampling.sampler, model_probs, drawn)
             if sampling.parallel:  # every position sure enough, and never fewer than the schedule asks
                 k = torch.maximum(k, parallel_counts(sampling, score, masked))
             score = score.masked_fill(~masked, float("-inf"))

@@ -88,9 +88,9 @@ def test_eval_generation_of_a_file_and_its_refusals(cli, own_runs, tmp_path):
     assert result["from_file"] and result["grammatical"] == 0.5 and result["nfe"] is None
     masked_judge = cli("eval", "generation", "--run", causal, "--judge", own_runs["masked"], check=False)
     assert_one_line_error(masked_judge, "judge", "causal")
-    # a masked LM generates too: <mask> tokens after the text, the first one read each call
+    # a masked LM generates too: <mask> tokens after the text, the first one revealed each call
     masked = cli("eval", "generation", "--run", own_runs["masked"], "--num-samples", 2, "--length", 8).stdout
-    assert masked.startswith("masks (2 samples of 8 tokens)") and "calls/sample 8.0" in masked
+    assert masked.startswith("masked-first (2 samples of 8 tokens)") and "calls/sample 8.0" in masked
     # past the context: only a left-to-right run slides its window (tests/test_long_generation.py)
     assert_one_line_error(cli("eval", "generation", "--run", causal, "--length", 0, check=False), "--length")
     assert_one_line_error(

@@ -133,7 +133,13 @@ def evaluate_generation(
     batch_size: int = 32,
     progress: bool = False,
 ) -> dict:
-    """Sample (unless `texts` are given) and measure; the result hlm keeps in RUN/eval/."""
+    """Sample (unless `texts` are given) and measure; the result hlm keeps in RUN/eval/. Samples end by
+    hlm's one rule (generate.decode_rows: at `</s>`, not before sampling.min_new_tokens; before sampling.stop):
+    what follows is dropped, never measured."""
+    caps = run.objective.capabilities
+    generation = caps.generation if texts is not None else caps.generation_for(sampling.view, run.objective.name)
+    if generation is not Generation.CAUSAL:  # the sampler named, as the decoding resolves it
+        sampling = sampling.resolved("first" if generation is Generation.MASKS else "confidence")
     ids, nfe, seconds = [], [], 0.0
     if texts is None:
         texts = []
@@ -152,9 +158,9 @@ def evaluate_generation(
     entropies = [unigram_entropy(s) for s in ids]
     reference = data_entropies(run, int(np.median([len(s) for s in ids])) if ids else length, seed)
     floor = min(reference) if reference else None
-    # no sampler: one call a token, left to right (a causal model; a masked one reading <mask> tokens after the text)
-    left_to_right = {Generation.CAUSAL: "autoregressive", Generation.MASKS: "masks"}.get(
-        run.objective.capabilities.generation
+    # one call a token: a causal model left to right (no sampler), a masked one by <mask> tokens after the text
+    left_to_right = {Generation.CAUSAL: "autoregressive", Generation.MASKS: f"masked-{sampling.sampler}"}.get(
+        generation
     )
     result = stamp(
         "generation",
@@ -189,7 +195,9 @@ def decoding_label(result: dict, length: bool = True) -> str:
     (and the samples' length)."""
     sampling = {**vars(Sampling()), **result.get("sampling", {})}
     parts = [result["sampler"]]
-    if result["sampler"] not in ("autoregressive", "masks"):
+    if result["sampler"].startswith("masked-"):
+        parts += [f"{sampling['cache']} cache"] if sampling["cache"] != "none" else []
+    elif result["sampler"] != "autoregressive":
         parts += [f"B{sampling['block_length']}"] if sampling["block_length"] else []
         parts += [f"tau {sampling['threshold']:g}"] if sampling["threshold"] is not None else []
         parts += [f"factor {sampling['threshold_factor']:g}"] if sampling["threshold_factor"] is not None else []
@@ -203,8 +211,11 @@ def result_name(result: dict) -> str:
     if result["from_file"]:
         return "generation-file.json"
     sampling = Sampling(**result["sampling"])
-    if result["sampler"] in ("autoregressive", "masks"):
-        return f"generation-{result['sampler']}-temp{sampling.temperature:g}.json"
+    ended = f"-min{sampling.min_new_tokens}" if sampling.min_new_tokens else ""
+    ended += "-stop" if sampling.stop else ""
+    if result["sampler"] == "autoregressive" or result["sampler"].startswith("masked-"):
+        cache = f"-{sampling.cache}cache" if sampling.cache != "none" else ""
+        return f"generation-{result['sampler']}{cache}-temp{sampling.temperature:g}{ended}.json"
     extra = f"-eta{sampling.eta:g}-{sampling.remdm_schedule}" if sampling.sampler == "remdm" else ""
     extra += f"-block{sampling.block_length}" if sampling.block_length else ""
     extra += f"-tau{sampling.threshold:g}" if sampling.threshold is not None else ""
@@ -213,4 +224,5 @@ def result_name(result: dict) -> str:
     extra += f"-refresh{sampling.cache_refresh}" if sampling.cache_refresh else ""
     extra += f"-cfg{sampling.cfg_scale:g}" if sampling.cfg_scale else ""
     extra += f"-temp{sampling.temperature:g}" if sampling.temperature != 1 else ""
+    extra += ended
     return f"generation-{sampling.sampler}{extra}-steps{sampling.steps}.json"

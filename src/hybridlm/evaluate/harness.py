@@ -19,11 +19,12 @@ length, many requests a batch):
   a bound it is not defined and reported False.
 - loglikelihood_rolling: the harness's rolling windows, exact or a bound (logged as one); a
   pseudo-likelihood refuses it in one line.
-- generate_until: greedy (or the request's sampling) KV-cached decoding for causal and prefix runs,
-  `model.generate` for a local HF model, the run's sampler for diffusion and block diffusion over a
-  fixed answer length (`max_gen_toks`), with Fast-dLLM's threshold and caches and LLaDA's guidance if
-  asked (guidance also guides the diffusion bound's log-likelihoods, as LLaDA's get_log_likelihood
-  does); stop sequences cut the text in every case.
+- generate_until: hlm's own decoding (`generate.decode_rows`), greedy unless the request samples: KV-cached
+  for causal and prefix runs, <mask> tokens after the text for masked and MNTP runs (and a hybrid's masked
+  view, --view masked), the run's sampler for diffusion and block diffusion over `max_gen_toks` tokens, with
+  Fast-dLLM's threshold and caches and LLaDA's guidance if asked (guidance also guides the diffusion bound's
+  log-likelihoods, as LLaDA's get_log_likelihood does); `model.generate` for a local HF model. `</s>` ends
+  an answer (not before the request's min_new_tokens), and its `until` strings cut it, in every case.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from tqdm import tqdm
 from hybridlm.errors import UserError
 from hybridlm.evaluate.lm import RunLM, load_lm
 from hybridlm.evaluate.scoring import check_scorer, score_copies
-from hybridlm.generate import causal_rows, check_decoding, cut_at_stop, masked_rows, sampling_of, unmask_rows
+from hybridlm.generate import check_decoding, check_generates, cut_at_stop, decode_rows, sampling_of
 from hybridlm.objectives import Generation
 from hybridlm.results import stamp
 from hybridlm.samplers import RowRandom
@@ -69,7 +70,7 @@ class HarnessLM(TemplateLM):
         device: str = "cpu",
         precision: str = "fp32",
         batch_tokens: int = 2048,
-        sampler: str = "confidence",
+        sampler: str | None = None,
         steps: int = 0,
         block_length: int = 0,
         threshold: float | None = None,
@@ -77,6 +78,7 @@ class HarnessLM(TemplateLM):
         cache: str = "none",
         cache_refresh: int | None = None,
         cfg_scale: float = 0.0,
+        view: str = "",
         seed: int = 0,
         trust_remote_code: bool = False,
         max_gen_toks: int = 256,
@@ -99,7 +101,7 @@ class HarnessLM(TemplateLM):
         # generate_until's sampler (steps 0: one round per token at most); checked before any request
         self.sampling = sampling_of(
             sampler, int(steps), block_length=int(block_length), threshold=threshold, threshold_factor=threshold_factor,
-            cache=cache, cache_refresh=cache_refresh, cfg_scale=float(cfg_scale),
+            cache=cache, cache_refresh=cache_refresh, cfg_scale=float(cfg_scale), view=view or "",
         )  # fmt: skip
         if self.sampling.fast and not isinstance(self.lm, RunLM):
             raise UserError(
@@ -228,32 +230,13 @@ class HarnessLM(TemplateLM):
                 eos_token_id=self.eot_token_id, **options,
             )[0, len(ids) :].tolist()  # fmt: skip
             return self.tok_decode(cut_at_stop(new, (self.eot_token_id,)))
-        run, objective = self.lm.run, self.lm.objective
-        caps = objective.capabilities
+        run = self.lm.run
+        check_generates(run.objective)
         g = RowRandom.seeded(self.seed, 1, device=run.model.embed.weight.device)  # the same answer in any batch
-        if caps.generation is Generation.CAUSAL:
-            new, _ = causal_rows(
-                run.model, ids, 1, max_new, temperature=temperature, stop_ids=(self.eot_token_id,), generator=g,
-                prompt_as_prefix=caps.prompt_as_prefix,
-            )  # fmt: skip
-            return self.tok_decode(new[0])
-        if caps.generation is Generation.MASKS:  # <mask> tokens after the text, the first one read each call
-            new, _ = masked_rows(
-                run.model, ids, self.lm.mask_id, 1, max_new, caps.infill.shift or 0, temperature=temperature,
-                stop_ids=(self.eot_token_id,), generator=g,
-            )  # fmt: skip
-            return self.tok_decode(new[0])
-        if caps.generation is Generation.NONE:
-            raise UserError(f"a {objective.name} model does not generate text; drop generate_until tasks")
-        mask = self.lm.mask_id
-        canvas = torch.tensor([ids + [mask] * max_new])
-        sampling = replace(self.sampling, temperature=temperature)
-        specials = [t for t in (self.tokenizer.pad_token_id, self.tokenizer.bos_token_id, mask) if t is not None]
-        filled, _ = unmask_rows(
-            run.model, objective, canvas, mask, sampling, g, specials, caps.infill.shift or 0,
-            stop_id=self.eot_token_id,  # (generation by blocks ends after the block that holds it)
-        )  # fmt: skip
-        return self.tok_decode(cut_at_stop(filled[0, len(ids) :].tolist(), (self.eot_token_id,)))
+        # hlm's one end-of-text rule (decode_rows); the request's `until` strings are cut by generate_until
+        sampling = replace(self.sampling, temperature=temperature, min_new_tokens=int(kwargs.get("min_new_tokens", 0)))
+        new, _ = decode_rows(run, ids, max_new, sampling, 1, g)
+        return self.tok_decode(new[0])
 
 
 # ---------------------------------------------------------------- in-context classification on BabyLM's GLUE

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from hybridlm.errors import UserError
+
 
 class Attention(enum.Enum):
     CAUSAL = "causal"
@@ -24,9 +26,9 @@ class Generation(enum.Enum):
     CAUSAL = "causal"  # left to right, with a KV cache
     UNMASK = "unmask"  # iterative unmasking of the whole answer (semi-autoregressive by --block-length if asked)
     BLOCKS = "blocks"  # block by block, each unmasked with the previous blocks' keys and values cached
-    # left to right by <mask> tokens after the text ("BERTs are generative in-context learners"): the first one's
-    # prediction drawn each call (read where the objective reads a <mask>: Infill); no cache (bidirectional)
-    MASKS = "masks"
+    # left to right by <mask> tokens after the text ("BERTs are generative in-context learners"): one of them
+    # revealed each call (read where the objective reads a <mask>: Infill); bidirectional, so a cache is approximate
+    MASKS = "masked"
 
 
 class Infill(enum.Enum):
@@ -57,7 +59,7 @@ class Capabilities:
     attention: Attention = Attention.CAUSAL
     likelihood: Likelihood = Likelihood.NONE
     scorers: tuple[str, ...] = ("causal",)  # sentence scorers (evaluate.scoring.SCORERS); the first is the default
-    generation: Generation = Generation.NONE
+    generation: Generation = Generation.NONE  # how it generates by default
     infill: Infill = Infill.NONE
     export: frozenset = frozenset()  # of ExportView
     loss_label: str = "CE (nats/token)"  # what the validation loss measures, for tables
@@ -65,6 +67,7 @@ class Capabilities:
     likelihood_view: str = ""  # the validation view whose loss `likelihood` describes
     prompt_as_prefix: bool = False  # causal generation reads the prompt bidirectionally (prefix LM)
     forbid_mask_prediction: bool = False  # MDLM's SUBS: the <mask> token is never a prediction
+    also_generates: tuple[Generation, ...] = ()  # other ways it generates (--view), e.g. the hybrid's masked one
 
     def __post_init__(self):
         if not self.perplexity_scorers:
@@ -76,6 +79,20 @@ class Capabilities:
         if ExportView.MASKED_LM not in self.export:
             return None
         return "masked_lm" if ExportView.CAUSAL_LM in self.export else ""
+
+    @property
+    def generations(self) -> tuple[Generation, ...]:
+        """Every way this model generates, its default first."""
+        return () if self.generation is Generation.NONE else (self.generation, *self.also_generates)
+
+    def generation_for(self, view: str, name: str) -> Generation:
+        """The way of generating a --view asks for ("" the default), refused in one line where there is none."""
+        if not view:
+            return self.generation
+        if Generation(view) not in self.generations:
+            have = ", ".join(g.value for g in self.generations) or "none: it does not generate"
+            raise UserError(f"a {name} model does not generate by --view {view} (its views: {have})")
+        return Generation(view)
 
     def with_(self, **changes) -> Capabilities:
         return replace(self, **changes)

@@ -117,6 +117,9 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
     # left to right first, then unmasking (largest share first), then <mask> tokens after the text
     ranked = [(Generation.CAUSAL,), (Generation.UNMASK, Generation.BLOCKS), (Generation.MASKS,)]
     generation = next((c.generation for kinds in ranked for c in caps if c.generation in kinds), Generation.NONE)
+    # other views: <mask> tokens after the text need nothing of the objective but where it reads a <mask>
+    also = (Generation.MASKS,) if generation is not Generation.MASKS and any(
+        c.generation is Generation.MASKS for c in caps) else ()  # fmt: skip
     likelihood, view = Likelihood.NONE, ""
     for kind in (Likelihood.EXACT, Likelihood.BOUND):
         found = next((label for label, c in by_share if c.likelihood is kind), None)
@@ -131,6 +134,7 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
         loss_label=loss_label,
         perplexity_scorers=tuple(dict.fromkeys(s for c in caps for s in c.perplexity_scorers)),
         generation=generation,
+        also_generates=also,
         prompt_as_prefix=next((c.prompt_as_prefix for c in caps if c.generation is generation), False),
         infill=next((c.infill for c in caps if c.infill is not Infill.NONE), Infill.NONE),
         export=frozenset(v for c in caps for v in c.export),
