@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from hybridlm.distill import Distiller
+from hybridlm.errors import UserError
 from hybridlm.objectives.base import SPECIAL, Batch, Objective, scored_positions
 from hybridlm.ops import linear_cross_entropy
 
@@ -111,6 +112,25 @@ class Distillation(LossTerm):
         return self.distiller.flops(tokens)
 
 
+class GiddELBO(LossTerm):
+    """GIDD's NELBO (objectives.gidd): full logits at the scored positions, KL and importance terms, weighted by
+    the bound's weights for "nll" and by the training weights (batch.noise's last channel) for the loss."""
+
+    def __init__(self, support: int):
+        self.support = support
+
+    def __call__(self, model, s, loss):
+        from hybridlm.objectives.gidd import gidd_elbo
+
+        noise = s.batch.noise.reshape(-1, s.batch.noise.shape[-1]).index_select(0, s.scored)
+        seen = s.batch.input_ids.reshape(-1).index_select(0, s.scored)
+        terms = gidd_elbo(model.head(s.hidden), s.targets, seen, noise, self.support)
+        nll = (s.weights.float() * terms).sum()
+        trained = (noise[:, -1].float() * terms).sum()
+        one = torch.ones((), device=trained.device)
+        return (trained if loss is None else loss + trained), {"nll": (nll.detach(), one)}
+
+
 class TrainingLoss(torch.nn.Module):
     """The model and the loss terms as one module (what DDP / FSDP2 wrap): batch -> (loss, metrics)."""
 
@@ -157,10 +177,13 @@ class TrainingLoss(torch.nn.Module):
         return sum(t.flops(tokens) for t in self.terms if train or not t.train_only)
 
 
-def loss_terms(z_loss: float, teachers: Distiller | None, heads: bool) -> list[LossTerm]:
-    """Token CE (with z_loss), distillation when there are teachers, the extra heads' CE when there are heads."""
+def loss_terms(z_loss: float, teachers: Distiller | None, heads: bool, objective: Objective | None = None):
+    """The objective's term (token CE with z_loss, unless its bound is another form), distillation when there are
+    teachers, the extra heads' CE when there are heads."""
+    if objective is not None and teachers is not None and type(objective.loss_term()) is not TokenCE:
+        raise UserError(f"distillation adds a KL to a token CE; the {objective.name} objective's loss is not one")
     return (
-        [TokenCE(z_loss)]
+        [objective.loss_term(z_loss) if objective is not None else TokenCE(z_loss)]
         + ([Distillation(teachers)] if teachers is not None else [])
         + ([MultiTokenHeads()] if heads else [])
     )
@@ -176,7 +199,7 @@ def loss_of(
 ):
     """(loss, metrics) of one batch as training computes it (for tests, notebooks and benches); compile_backend:
     the head's chunks compiled, as `hlm train --compile` does (with `model.compile_trunk()` for the trunk)."""
-    loss = TrainingLoss(model, objective, loss_terms(z_loss, teachers, batch.extra_targets is not None))
+    loss = TrainingLoss(model, objective, loss_terms(z_loss, teachers, batch.extra_targets is not None, objective))
     if compile_backend:
         loss.compile_head(compile_backend)
     return loss(batch)
@@ -189,4 +212,4 @@ def build_loss(cfg, model, objective: Objective, device) -> TrainingLoss:
         teachers = Distiller.from_paths(
             cfg.distill_from, cfg.data, cfg.max_len(), device, cfg.distill_alpha, cfg.distill_temperature
         )
-    return TrainingLoss(model, objective, loss_terms(cfg.z_loss, teachers, len(model.mtp) > 0))
+    return TrainingLoss(model, objective, loss_terms(cfg.z_loss, teachers, len(model.mtp) > 0, objective))

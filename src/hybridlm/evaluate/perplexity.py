@@ -19,7 +19,7 @@ import numpy as np
 
 from hybridlm.data import tokenize_files
 from hybridlm.errors import UserError
-from hybridlm.evaluate.scoring import score_copies
+from hybridlm.evaluate.scoring import no_scorer, score_copies
 from hybridlm.results import stamp
 from hybridlm.scorers import SCORERS
 from hybridlm.tokenizer import check_text_files
@@ -73,6 +73,8 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
     windows, start_windows = _windows(tokens, length), _windows(starts, length)
     # a sum of scorers (fused) is no measure of the text; a prefix reading of windows is the causal one
     usable = [k for k in lm.scorers if not SCORERS[k].parts and not SCORERS[k].prefix]
+    if not usable:
+        raise no_scorer(lm.kind)
     kinds = list(lm.objective.capabilities.perplexity_scorers)
     if scorer:
         if scorer not in usable:

@@ -78,7 +78,13 @@ def _copies(
     return scorer.copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed)
 
 
+def no_scorer(kind: str) -> UserError:
+    return UserError(f"a {kind} model has no sentence scorer yet (hlm scores texts by token CEs; its bound is a KL)")
+
+
 def check_scorer(lm: ScoringLM, scorer: str | None) -> str:
+    if not lm.scorers:
+        raise no_scorer(lm.kind)
     scorer = scorer or lm.scorers[0]
     if scorer not in SCORERS:
         raise UserError(f"unknown scorer {scorer!r} (choose one of: {', '.join(SCORERS)})")

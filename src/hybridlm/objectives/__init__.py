@@ -12,6 +12,7 @@ from hybridlm.objectives.block_diffusion import BlockDiffusionObjective
 from hybridlm.objectives.capabilities import Attention, Capabilities, ExportView, Generation, Infill, Likelihood
 from hybridlm.objectives.causal import CausalObjective
 from hybridlm.objectives.diffusion import DiffusionObjective
+from hybridlm.objectives.gidd import GiddObjective
 from hybridlm.objectives.hybrid import HybridObjective
 from hybridlm.objectives.masked import MaskedObjective
 from hybridlm.objectives.mix import MixObjective
@@ -30,6 +31,7 @@ for _cls in (CausalObjective, MaskedObjective, HybridObjective, DiffusionObjecti
     register(_cls)
 register(MixObjective)
 register(BlockDiffusionObjective)
+register(GiddObjective)
 
 DEFAULT_OBJECTIVES = ("causal", "masked", "hybrid", "diffusion")  # the demo's default set
 

@@ -47,6 +47,8 @@ class Batch:
     # multi-token prediction: [B, L, H] the tokens t+2.. each extra head predicts, and their loss weights
     extra_targets: torch.Tensor | None = None
     extra_weights: torch.Tensor | None = None
+    # [B, L, K] what an objective's own loss term reads per position beside the batch (GIDD: the noise's shares)
+    noise: torch.Tensor | None = None
     # flat indices of the positions with a loss (weight > 0), found on the host by `prepared` so that
     # the device never waits for a data-dependent shape (boolean indexing syncs a GPU with its host)
     scored: torch.Tensor | None = None
@@ -226,6 +228,13 @@ class Objective:
     def attention_of(self, inputs: torch.Tensor, causal: bool, prefix_lengths=None) -> AttentionSpec:
         """Every row in one mode, packed documents kept apart (when document_mask is on)."""
         return AttentionSpec(rows_in_mode(len(inputs), causal), self._doc_ids(inputs), prefix_lengths)
+
+    def loss_term(self, z_loss: float = 0.0):
+        """The loss term that scores this objective's batches (hybridlm.losses): the weighted token CE, unless
+        the objective's bound is another form (GIDD's KL)."""
+        from hybridlm.losses import TokenCE
+
+        return TokenCE(z_loss)
 
     # ------------------------------------------------------------ evaluation
     def validation_views(self) -> dict[str, tuple[Objective, float]]:

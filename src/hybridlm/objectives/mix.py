@@ -161,6 +161,9 @@ class MixObjective(Objective):
         **kw,
     ):
         super().__init__(vocab_size, options, **kw)
+        for name, component in components.items():  # a mix folds token CEs; a bound of another form cannot join
+            if type(component).loss_term is not Objective.loss_term:
+                raise UserError(f"{name} cannot be mixed yet: its loss is not a token CE (train it on its own)")
         self.components = components  # in the order rows are assigned
         self.order = list(components)
         self.start, self.end, self.phases = start, end, list(phases or [])
