@@ -1,6 +1,6 @@
 """GIDD's uniform noise against masking at equal training tokens (issue 40, part 1): validation bits per byte.
 
-    python bench/gidd.py WORKDIR [--steps 1000] [--p 0.1,0.5] [--seeds 0]
+    python bench/gidd.py WORKDIR [--steps 1000] [--p 0.1,0.5] [--seeds 0] [--only NAME,...]
 
 The demo grammar and the shape of bench/generation.py's grammar runs (705k parameters, 32 x 64 tokens a step):
 `diffusion` (p = 0: masking) against `gidd` at each p_uniform, with the bound's weights (elbo) and GIDD's
@@ -26,6 +26,7 @@ def main():
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--p", default="0.1,0.5")
     p.add_argument("--seeds", default="0")
+    p.add_argument("--only", default=None, help="comma-separated run names, e.g. diffusion,gidd-p0.1-dynamic")
     a = p.parse_args()
     root = Path(a.workdir)
     (root / "grammar").mkdir(parents=True, exist_ok=True)
@@ -49,6 +50,8 @@ def main():
                          "options": {"p_uniform": pu, "loss_weighting": weighting}}))  # fmt: skip
     for seed in (int(s) for s in a.seeds.split(",")):
         for name, options in arms:
+            if a.only and name not in a.only.split(","):
+                continue
             out = root / "runs" / f"{name}-seed{seed}"
             if (out / "metrics.jsonl").is_file():
                 continue

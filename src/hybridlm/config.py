@@ -291,9 +291,12 @@ class TrainConfig:
                 f"distill_alpha must lie in [0, 1] and distill_temperature be positive (got {self.distill_alpha}, "
                 f"{self.distill_temperature})"
             )
-        unknown = set(self.log) - {"tensorboard", "wandb"}
+        # (a hand-written config may hold anything here: names compared, never sorted)
+        if not isinstance(self.log, (list, tuple)):
+            raise UserError(f"log must be a list of loggers, e.g. [\"tensorboard\"] (got {self.log!r})")
+        unknown = [name for name in self.log if name not in ("tensorboard", "wandb")]
         if unknown:
-            raise UserError(f"unknown logger {sorted(unknown)[0]!r} (choose tensorboard or wandb)")
+            raise UserError(f"unknown logger {unknown[0]!r} (choose tensorboard or wandb)")
         return self
 
 

@@ -40,7 +40,8 @@ def run_demo(
 ) -> list[dict]:
     objectives = [o.strip() for item in (objectives or DEFAULT_OBJECTIVES) for o in item.split(",") if o.strip()]
     for o in objectives:
-        objective_class(o)  # an unknown name fails before any work
+        if not objective_class(o).capabilities.scorers:  # (an unknown name fails here too, before any work)
+            raise UserError(f"the demo scores minimal pairs: a {o} model has no sentence scorer yet (leave it out)")
     steps = DEMO_STEPS if steps is None else steps
     if steps <= 0:
         raise UserError(f"--steps must be positive (got {steps})")

@@ -158,3 +158,39 @@ def test_a_killed_gidd_run_resumes_bit_identically(cli, data_dir, tmp_path):
         return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
 
     assert losses(killed) == losses(tmp_path / "whole") and len(losses(killed)) == 40
+
+
+def test_the_demo_refuses_gidd_before_any_work(tmp_path):
+    from hybridlm.demo import run_demo
+    from hybridlm.errors import UserError
+
+    with pytest.raises(UserError, match="gidd model has no sentence scorer yet"):
+        run_demo(tmp_path / "demo", objectives=["causal,gidd"])
+    assert not (tmp_path / "demo").exists()
+
+
+class _Uniform(torch.nn.Module):
+    """A model that predicts every text token equally, whatever it reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, attention, mtp=False):
+        return torch.zeros(*ids.shape, 1) + 0 * self.weight
+
+    def head(self, hidden):
+        logits = torch.zeros(hidden.shape[0], V) + 0 * self.weight
+        logits[:, :5] = -1e9
+        return logits
+
+
+@pytest.mark.parametrize("p_uniform", [0.1, 0.5])
+def test_the_validation_estimate_of_a_uniform_models_bound_is_log_n(p_uniform):
+    """What validation computes (corrupt with train=False, the GIDD term's nll), averaged over many draws, is
+    log N for the uniform model: the estimator covers all of (0, 1), without the bias a cut at eps would add."""
+    objective = GiddObjective(V, p_uniform=p_uniform)
+    ids = _ids(rows=4096, length=9, seed=2)
+    batch = objective.corrupt(ids, torch.Generator().manual_seed(0), train=False).prepared()
+    _, metrics = TrainingLoss(_Uniform(), objective, [GiddELBO(N)])(batch)
+    assert float(metrics["nll"][0]) == pytest.approx(math.log(N), rel=0.03)

@@ -107,7 +107,16 @@ class GiddObjective(Objective):
         ids = ids[:, :-1]
         B, L = ids.shape
         can = diffusable(ids)
-        t = sample_times(B, generator, self.options.diffusion_eps) if t is None else t
+        jacobian = torch.ones(B)
+        if t is None:
+            t = sample_times(B, generator, self.options.diffusion_eps)
+            if self.options.p_uniform > 0 and (not train or self.options.loss_weighting == "elbo"):
+                # the bound's integrand grows as 1/sqrt(t) and 1/sqrt(1 - t) at its ends (c_t's derivative): t =
+                # sin^2(pi s / 2) with s uniform, weighted by dt/ds, estimates it over all of (0, 1) with bounded
+                # terms (uniform t would drop [0, eps), a share of the bound that matters, and weigh heavy tails)
+                s = t.double()
+                t = (torch.sin(math.pi * s / 2) ** 2).clamp(1e-7, 1 - 1e-6)  # (float64: 1 - t stays positive)
+                jacobian = (math.pi * torch.sin(math.pi * s / 2) * torch.cos(math.pi * s / 2)).float()
         mix = {k: v.float() for k, v in self.mixing(t).items()}
         # (the draws of a diffusion run at p = 0: one uniform per position, compared with 1 - alpha)
         noised = (torch.rand(B, L, generator=generator) < 1 - mix["alpha"][:, None]) & can
@@ -119,7 +128,7 @@ class GiddObjective(Objective):
             z = torch.where(uniform, drawn, z)
         on_x, on_mask, on_other = (w.float()[:, None] for w in elbo_weights(t, self.mixing(t), self.support))
         is_x, is_mask = z == ids, z == SPECIAL["mask"]
-        weight = torch.where(is_x, on_x, torch.where(is_mask, on_mask, on_other))
+        weight = torch.where(is_x, on_x, torch.where(is_mask, on_mask, on_other)) * jacobian[:, None]
         n_tokens = can.sum().clamp(min=1)
         elbo = torch.where(can, weight, torch.zeros_like(weight)) / n_tokens
         trained = self._training_weights(t, weight, is_x, is_mask) / n_tokens if train else elbo
