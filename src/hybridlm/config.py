@@ -293,7 +293,7 @@ class TrainConfig:
             )
         # (a hand-written config may hold anything here: names compared, never sorted)
         if not isinstance(self.log, (list, tuple)):
-            raise UserError(f"log must be a list of loggers, e.g. [\"tensorboard\"] (got {self.log!r})")
+            raise UserError(f'log must be a list of loggers, e.g. ["tensorboard"] (got {self.log!r})')
         unknown = [name for name in self.log if name not in ("tensorboard", "wandb")]
         if unknown:
             raise UserError(f"unknown logger {unknown[0]!r} (choose tensorboard or wandb)")
