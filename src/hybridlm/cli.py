@@ -463,7 +463,8 @@ def _sampling(a):
         temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, min_p=a.min_p, threshold=a.threshold,
         threshold_factor=a.threshold_factor, cache=a.cache, cache_refresh=a.cache_refresh, cfg_scale=a.cfg_scale,
         view=getattr(a, "view", None) or "", min_new_tokens=getattr(a, "min_new_tokens", 0),
-        stop=tuple(getattr(a, "stop", None) or ()),
+        stop=tuple(getattr(a, "stop", None) or ()), self_correct=getattr(a, "self_correct", 0),
+        correct_temperature=getattr(a, "correct_temperature", 0.1),
     )  # fmt: skip
 
 
@@ -591,6 +592,14 @@ def _sampling_args(p):
         "--block-length", type=int, default=0, help="diffusion: reveal the answer in blocks of N tokens, left to right"
     )
     _fast_decoding_args(p)
+    p.add_argument(
+        "--self-correct", type=int, default=0, metavar="K",
+        help="after generating, up to K rounds of GIDD's self-correction: the token the model most surely redraws "
+        "is replaced, one a round (diffusion, gidd, masked and MNTP runs; 0 = off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--correct-temperature", type=float, default=0.1, help="--self-correct: the redraws' temperature (GIDD: 0.1)"
+    )
     # shim (until 0.2): --order is --sampler's older name
     p.add_argument("--order", default=None, choices=["confidence", "random"], help="older name: random = ancestral")
     p.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,7 @@ whatever the batch. Categoricals are sampled in float64 (a float32 Gumbel lowers
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -227,7 +227,23 @@ def check_decoding(objective, sampling: Sampling, model=None, unmasking: bool = 
     """Refuse, in one line, a view, sampler or fast-decoding knob (threshold, cache, guidance) this objective
     cannot use. unmasking: the canvas is unmasked (infilling) whatever way the objective generates."""
     name = objective.name
-    generation = Generation.UNMASK if unmasking else objective.capabilities.generation_for(sampling.view, name)
+    caps = objective.capabilities
+    if sampling.self_correct and caps.infill is Infill.NONE:
+        raise UserError(
+            f"--self-correct redraws the tokens a model disbelieves, reading each in place; a {name} model reads only "
+            "the next token (use a diffusion, gidd, masked or mntp run)"
+        )
+    generation = caps.generation_for(sampling.view, name)
+    if unmasking and generation is not Generation.DENOISE:
+        generation = Generation.UNMASK
+    if generation is Generation.DENOISE:
+        if sampling.sampler not in ("", "ancestral") or sampling.eta or sampling.fast or sampling.block_length:
+            raise UserError(
+                f"a {name} model redraws every position each round from its reverse process (--sampler ancestral, "
+                "--steps, --temperature, --top-k/p, --min-p); the unmasking samplers, --eta, --block-length, "
+                "--threshold, --cache and --cfg-scale are masked diffusion's"
+            )
+        return
     if generation is Generation.MASKS:
         if sampling.sampler and sampling.sampler not in RANKED:
             raise UserError(
@@ -444,6 +460,98 @@ def unmask_rows(
     return x, nfe.cpu()
 
 
+@torch.no_grad()
+def denoise_rows(
+    model,
+    objective,
+    x: torch.Tensor,
+    free: torch.Tensor,
+    sampling: Sampling,
+    rng,
+    forbid_ids=(),
+    stop_ids=(),
+    allowed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reverse process of a noise that is not only masking (Generation.DENOISE): the `free` positions of the
+    canvas x [N, T] start from the objective's prior (<mask>, or uniform tokens) and every one of them is redrawn
+    each of sampling.steps rounds (0: one per free position) from p(z_s | z_t) (`objective.posterior`), the model's
+    p(x | z_t) filtered by temperature, top-k/p and min-p; the rest of x is given. Stop tokens may be drawn from
+    position `allowed` on, the other forbid_ids never. Returns (the canvas, network calls per row)."""
+    sampling = sampling.check()
+    check_decoding(objective, sampling, model, unmasking=True)
+    device = _device(model)
+    x, free = x.clone().to(device), free.to(device)
+    rng = RowRandom.of(rng, len(x), device)
+    N, T = x.shape
+    if T > model.cfg.max_seq_len:
+        raise UserError(f"a canvas of {T} tokens is longer than the model's context ({model.cfg.max_seq_len}): the "
+                        "reverse process redraws the whole of it each round (ask for fewer tokens)")  # fmt: skip
+    x = torch.where(free, objective.prior((N, T), rng), x)
+    forbid = list(forbid_ids)  # (<mask> among them: never a prediction)
+    steps = sampling.steps or max(1, int(free.sum(1).max()))
+    spec = objective.inference_attention(False, T)
+    early = ([int(i) for i in stop_ids], allowed)
+    nfe = torch.zeros(N, dtype=torch.long, device=device)
+    for k in range(steps, 0, -1):
+        logits = model(x, spec, logits=True)
+        x_hat = filter_probs(_probabilities(logits, forbid, early=early), **sampling.filters)
+        drawn = rng.draw(objective.posterior(x_hat, x, k / steps, (k - 1) / steps))
+        x = torch.where(free, drawn, x)
+        nfe += 1
+    return x, nfe.cpu()
+
+
+@torch.no_grad()
+def self_correct_rows(
+    model, objective, rows: list[list[int]], fixed, sampling: Sampling, rng, forbid_ids=(), patience=32
+) -> tuple[list[list[int]], list[int]]:
+    """GIDD's self-correction (`gidd/eval/self_correction.py`), sampling.self_correct rounds at most: each round
+    the model reads the whole text, a token is drawn at every position from its p(x | text) at
+    sampling.correct_temperature, and of the positions whose draw differs from their token the one with the most
+    probable draw takes it (one a round). A row stops when nothing changes, or when the share of its tokens that
+    are the model's argmax has not grown for `patience` rounds (GIDD's early stop). rows: each text's ids (<s>
+    and prompt first); fixed: per row the number of first tokens never changed, or a bool tensor [N, longest row]
+    of the positions that may change. Returns (the rows, network calls per row)."""
+    if not sampling.self_correct or not rows:
+        return rows, [0] * len(rows)
+    device = _device(model)
+    shift = objective.capabilities.infill.shift or 0
+    width = max(len(r) for r in rows)
+    x = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    lengths = torch.tensor([len(r) for r in rows], device=device)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = torch.tensor(r, device=device)
+    where = torch.arange(width, device=device)[None]
+    if isinstance(fixed, torch.Tensor):
+        free = fixed.to(device) & (where >= 1)
+    else:
+        free = (where >= torch.tensor(fixed, device=device)[:, None]) & (where < lengths[:, None]) & (where >= 1)
+    # padding trails each row as a document of its own
+    spec = replace(objective.inference_attention(False, width), document_ids=(where >= lengths[:, None]).int())
+    rng = RowRandom.of(rng, len(rows), device)
+    best = torch.full((len(rows),), -1.0, dtype=torch.float64, device=device)
+    waited = torch.zeros(len(rows), dtype=torch.long, device=device)
+    active = free.any(1)
+    nfe = torch.zeros(len(rows), dtype=torch.long, device=device)
+    for _ in range(sampling.self_correct):
+        if not active.any():
+            break
+        logits = model(x, spec, logits=True)
+        probs = _probabilities(logits, list(forbid_ids), shift)
+        drawn = rng.draw(filter_probs(probs, temperature=sampling.correct_temperature))
+        score = torch.where(free & (drawn != x), probs.gather(-1, drawn[..., None]).squeeze(-1), 0.0)
+        top = score.argmax(1)
+        change = active & (score.max(1).values > 0)
+        x[change, top[change]] = drawn[change, top[change]]
+        nfe += active.long()
+        agree = ((x == probs.argmax(-1)) & free).sum(1).double() / free.sum(1).clamp(min=1)
+        improved = agree > best
+        best = torch.where(improved, agree, best)
+        waited = torch.where(improved, 0, waited + 1)
+        active &= change & (waited <= patience)
+    return [x[i, : len(r)].tolist() for i, r in enumerate(rows)], nfe.cpu().tolist()
+
+
 def _rounds(x: torch.Tensor, mask_id: int, steps: int, regions: list[tuple[int, int]]) -> list[int]:
     """Rounds of each region: the steps split evenly over the regions with a <mask> to fill (at least one
     each), or with steps 0 the region's most <mask> tokens in a row (one round per token at most)."""
@@ -521,11 +629,31 @@ def decode_rows(
     generates: (each row's new ids, its network calls). One end-of-text rule for every way and sampler: a row
     ends at its first `</s>` (or `<s>`: a new document), which is dropped with everything after it and never
     drawn before sampling.min_new_tokens; the other special tokens are never drawn."""
+    new, calls = _decode(run, prompt_ids, max_new_tokens, sampling, rows, rng, use_cache)
+    if not sampling.self_correct:
+        return new, calls
+    # GIDD's self-correction of each text (its end token kept and never changed; nothing else special drawn)
+    stop, specials = _stop_and_forbid(run.tokenizer)
+    texts = [list(prompt_ids) + ids for ids in new]
+    corrected, more = self_correct_rows(run.model, run.objective, texts, [len(prompt_ids)] * rows, sampling, rng,
+                                        specials)  # fmt: skip
+    return [ids[len(prompt_ids) :] for ids in corrected], [a + b for a, b in zip(calls, more)]
+
+
+def _decode(run, prompt_ids, max_new_tokens, sampling, rows, rng, use_cache) -> tuple[list[list[int]], list[int]]:
     tok, model, objective = run.tokenizer, run.model, run.objective
     caps = objective.capabilities
     generation = caps.generation_for(sampling.view, objective.name)
     stop, specials = _stop_and_forbid(tok)
     forbid = [i for i in specials if i not in stop]
+    if generation is Generation.DENOISE:  # the whole answer redrawn each round: it must fit the context
+        n = min(max_new_tokens, model.cfg.max_seq_len - len(prompt_ids))
+        canvas = torch.tensor([list(prompt_ids) + [tok.token_to_id(MASK)] * n] * rows)
+        free = torch.zeros_like(canvas, dtype=torch.bool)
+        free[:, len(prompt_ids) :] = True
+        out, calls = denoise_rows(model, objective, canvas, free, sampling, rng, forbid, stop,
+                                  len(prompt_ids) + sampling.min_new_tokens)  # fmt: skip
+        return [cut_at_stop(row[len(prompt_ids) :], stop) for row in out.tolist()], calls.tolist()
     if generation is Generation.CAUSAL:
         new, calls = causal_rows(
             model, prompt_ids, rows, max_new_tokens, stop_ids=stop, forbid_ids=forbid, generator=rng,
@@ -615,8 +743,14 @@ def infill_text(run, text: str, span: int = 1, steps=None, order=None, seed=0, s
     _, specials = _stop_and_forbid(tok)
     sampling = sampling_of(sampler, steps or ids.count(mask), order, **knobs)
     g = torch.Generator().manual_seed(seed)
-    out, _ = unmask_rows(model, objective, torch.tensor([ids]), mask, sampling, g, specials,
-                         objective.capabilities.infill.shift)  # fmt: skip
+    canvas = torch.tensor([ids])
+    if objective.capabilities.generation is Generation.DENOISE:  # the gaps by the objective's reverse process
+        out, _ = denoise_rows(model, objective, canvas, canvas == mask, sampling, g, specials)
+    else:
+        out, _ = unmask_rows(model, objective, canvas, mask, sampling, g, specials,
+                             objective.capabilities.infill.shift)  # fmt: skip
+    if sampling.self_correct:  # the gaps only: the given text is never changed
+        out = torch.tensor(self_correct_rows(model, objective, out.tolist(), canvas == mask, sampling, g, specials)[0])
     return tok.decode(out[0, 1:].tolist()).strip()
 
 

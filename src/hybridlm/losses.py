@@ -122,6 +122,8 @@ class GiddELBO(LossTerm):
     def __call__(self, model, s, loss):
         from hybridlm.objectives.gidd import gidd_elbo
 
+        if s.batch.noise is None:  # a mix's view of one of its token-CE objectives
+            return TokenCE()(model, s, loss)
         noise = s.batch.noise.reshape(-1, s.batch.noise.shape[-1]).index_select(0, s.scored)
         seen = s.batch.input_ids.reshape(-1).index_select(0, s.scored)
         terms = gidd_elbo(model.head(s.hidden), s.targets, seen, noise, self.support)
@@ -143,7 +145,8 @@ class TrainingLoss(torch.nn.Module):
         train=False leaves out the training-only terms (distillation)."""
         objective = objective or self.objective
         mtp = batch.extra_targets is not None
-        hidden = self.model(batch.input_ids, batch.attention, mtp=mtp)
+        soft = {} if batch.soft_inputs is None else {"soft_inputs": batch.soft_inputs}
+        hidden = self.model(batch.input_ids, batch.attention, mtp=mtp, **soft)
         hidden, heads = hidden if mtp else (hidden, [])
         # no data-dependent shapes from here on: gathers by host-computed indices, masks as products
         scored = batch.scored if batch.scored is not None else scored_positions(batch.loss_weights)

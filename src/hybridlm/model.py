@@ -450,6 +450,7 @@ class Transformer(nn.Module):
         start_pos: int = 0,
         logits: bool = False,
         mtp: bool = False,
+        soft_inputs: torch.Tensor | None = None,
     ):
         """Final hidden states [B, T, D] (after the last norm); with logits=True the logits [B, T, V].
 
@@ -457,6 +458,8 @@ class Transformer(nn.Module):
         (hybridlm.ops.linear_cross_entropy) on the hidden states of the positions it scores.
         attention: an AttentionSpec (modes per row, documents, prefixes), or a bool for one mode.
         mtp: also return the extra heads' hidden states (a list, t+2 first) when the model has them.
+        soft_inputs: [B, T, V] distributions over the vocabulary read in place of input_ids (their embedding is the
+        mean of the token embeddings they weigh: Duo's curriculum).
         """
         B, T = input_ids.shape
         attention = as_attention(attention)
@@ -488,15 +491,21 @@ class Transformer(nn.Module):
                 raise ValueError("a noise-conditioned model needs noise_of (the objective's noise_level)")
             cond = F.silu(self.noise_embed(self.noise_of(input_ids).to(device)))
         trunk = self._trunk if self._trunk is not None and kv_caches is None else self.trunk
-        x, heads = trunk(input_ids, cos, sin, mask, causal_flag, kv_caches, mtp and len(self.mtp) > 0, cond)
+        x, heads = trunk(input_ids, cos, sin, mask, causal_flag, kv_caches, mtp and len(self.mtp) > 0, cond,
+                         soft_inputs)  # fmt: skip
         out = self.head(x) if logits else x
         return (out, heads) if mtp else out
 
-    def trunk(self, input_ids, cos, sin, mask, causal_flag: bool, kv_caches=None, mtp: bool = False, cond=None):
+    def trunk(self, input_ids, cos, sin, mask, causal_flag: bool, kv_caches=None, mtp: bool = False, cond=None,
+              soft_inputs=None):  # fmt: skip
         """Embedding, blocks and final norm (and the extra heads' blocks): what `compile_trunk` compiles
         as one graph, given the mask and rotary tables that `forward` makes outside it. cond: the noise
         embedding [B, cond_dim] of a noise-conditioned model."""
-        x = self.embed(input_ids)
+        x = (
+            self.embed(input_ids)
+            if soft_inputs is None
+            else soft_inputs.to(self.embed.weight.dtype) @ self.embed.weight
+        )
         for i, block in enumerate(self.blocks):
             modulation = None if cond is None else self.adaln[i](cond)[:, None, :].chunk(6, dim=-1)
             x = block(x, cos, sin, mask, causal_flag, None if kv_caches is None else kv_caches[i], modulation)

@@ -335,7 +335,8 @@ def _generation_plot(plt, results: list[tuple[str, dict]], out: Path) -> str:
     lines: dict[tuple, list] = {}
     for name, g in results:
         if g.get("length") not in grid:
-            lines.setdefault((name, g["sampler"], g.get("length")), []).append(g)
+            # a line per way of decoding (self-correction, thresholds...), the steps of a sweep along it
+            lines.setdefault((name, decoding_label(g, length=False), g.get("length")), []).append(g)
     rows = [row for row, wanted in (("calls", lines), ("grid", grid)) if wanted]
     columns = max(len(keys) if lines else 0, len(grid))
     fig, axes = plt.subplots(len(rows), columns, figsize=(4.5 * columns + 1, 3.8 * len(rows)), squeeze=False)
@@ -352,12 +353,12 @@ def _generation_plot(plt, results: list[tuple[str, dict]], out: Path) -> str:
 
     if lines:
         for ax, (key, label) in zip(axes[0], keys):
-            for (name, sampler, length), points in lines.items():
+            for (name, how, length), points in lines.items():
                 points = sorted((p for p in points if p.get(key) is not None and p.get("nfe")), key=lambda p: p["nfe"])
                 if points:
                     suffix = f" L{length}" if len(by_length) > 1 and length else ""
                     ax.plot([p["nfe"] for p in points], [p[key] for p in points], marker="o",
-                            label=f"{name} {sampler}{suffix}")  # fmt: skip
+                            label=f"{name} {how}{suffix}")  # fmt: skip
             log_x(ax, "network calls per sample")
             ax.set_title(label, fontsize=9)
         drawn = next((ax for ax in axes[0] if ax.lines), None)  # a judge-less run has no generative perplexity

@@ -44,7 +44,13 @@ from hybridlm.errors import UserError
 
 SAMPLERS = ("ancestral", "remdm", "first-hitting", "confidence", "margin", "entropy", "first")
 RANKED = ("confidence", "margin", "entropy", "first")  # the samplers that reveal by a ranking of the positions
-VIEWS = ("causal", "unmask", "blocks", "masked")  # ways of generating a run may offer (objectives.Generation)
+VIEWS = (
+    "causal",
+    "unmask",
+    "blocks",
+    "masked",
+    "denoise",
+)  # ways of generating a run may offer (objectives.Generation)
 REMDM_SCHEDULES = ("cap", "rescale")
 CACHES = ("none", "prefix", "dual")  # full-attention diffusion's approximate caches (Fast-dLLM)
 MAX_STEPS = 100_000  # network calls, new tokens: a bound that keeps a typo from running for ever
@@ -72,6 +78,8 @@ class Sampling:
     view: str = ""  # how a run that generates in several ways does it (VIEWS); "": its own first way
     min_new_tokens: int = 0  # no stop token before this many new tokens
     stop: tuple[str, ...] = ()  # a sample also ends before the first of these strings
+    self_correct: int = 0  # GIDD's self-correction: at most this many rounds after generating (one token a round)
+    correct_temperature: float = 0.1  # self-correction's draws (GIDD's default)
 
     def check(self) -> Sampling:
         """The one set of rules for these knobs (every command that samples asks it), named by their flags."""
@@ -106,6 +114,18 @@ class Sampling:
                 f"in 1 ... {MAX_STEPS:,} rounds",
             ),
             ("--cfg-scale", self.cfg_scale, math.isfinite(self.cfg_scale) and self.cfg_scale >= 0, "finite and >= 0"),
+            (
+                "--self-correct",
+                self.self_correct,
+                0 <= self.self_correct <= MAX_STEPS,
+                f"in 0 ... {MAX_STEPS:,} rounds",
+            ),
+            (
+                "--correct-temperature",
+                self.correct_temperature,
+                0 <= self.correct_temperature < float("inf"),
+                "finite and >= 0 (0 = the argmax)",
+            ),
         )
         for flag, value, ok, want in rules:
             if not ok:

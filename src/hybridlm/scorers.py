@@ -21,6 +21,7 @@ class Copy:
     weight: float = 1.0
     prefix: int = 0  # positions seen bidirectionally by a causal copy (prefix LM)
     context: int = 0  # the first positions are the prompt (what classifier-free guidance masks, after <s>)
+    noise: list[tuple] | None = None  # per read, what the scorer's `term` reads beside the logits (GIDD's shares)
 
 
 def masked_copies(
@@ -60,6 +61,9 @@ class Scorer:
     # perplexity's copies of whole windows, when not `copies` over every token:
     # window_copies(scorer, lm, windows, samples, seed) -> list[Copy]
     window_copies: Callable | None = None
+    # a bound that is not a sum of log p(target) (GIDD's KL form): term(logits [N, V], targets [N], seen [N] (the
+    # token at each read), noise [N, K] (the copies' `noise`), objective) -> each read's share of the score [N]
+    term: Callable | None = None
 
 
 def _causal_copies(scorer, lm, index, ids, starts, scored, first, samples, draw_seed):

@@ -207,3 +207,19 @@ def test_a_task_declared_by_a_record_alone_is_evaluated_listed_and_reported(cli,
         assert "| run | causal | hlm | toy\\_agreement | accuracy |" in (tmp_path / "rep" / "report.md").read_text()
     finally:
         babylm.TASKS.pop("toy_agreement")
+
+
+def test_every_task_runs_for_gidds_bound(data_dir, small_fast_eval, tmp_path):
+    """GIDD's noise (mask plus uniform, and uniform-state) is scored by its own bound on every task of the suite."""
+    from helpers import tiny_config
+
+    from hybridlm.train import train
+
+    for p_uniform in (0.3, 1.0):
+        out = tmp_path / f"gidd{p_uniform}"
+        train(tiny_config(data_dir, out, objective="gidd", max_steps=4, eval_interval=0,
+                          options={"p_uniform": p_uniform}), quiet=True)  # fmt: skip
+        result = evaluate_babylm(RunLM(out), small_fast_eval)
+        assert result["scorer"] == "gidd-elbo" and len(result["tasks"]) == 6
+        for task, r in result["tasks"].items():
+            assert (r["value"] is None and task == "wug_adj") or math.isfinite(r["value"]), (p_uniform, task)

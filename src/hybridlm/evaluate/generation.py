@@ -139,7 +139,8 @@ def evaluate_generation(
     caps = run.objective.capabilities
     generation = caps.generation if texts is not None else caps.generation_for(sampling.view, run.objective.name)
     if generation is not Generation.CAUSAL:  # the sampler named, as the decoding resolves it
-        sampling = sampling.resolved("first" if generation is Generation.MASKS else "confidence")
+        default = {Generation.MASKS: "first", Generation.DENOISE: "ancestral"}.get(generation, "confidence")
+        sampling = sampling.resolved(default)
     ids, nfe, seconds = [], [], 0.0
     if texts is None:
         texts = []
@@ -203,6 +204,7 @@ def decoding_label(result: dict, length: bool = True) -> str:
         parts += [f"factor {sampling['threshold_factor']:g}"] if sampling["threshold_factor"] is not None else []
         parts += [f"{sampling['cache']} cache"] if sampling["cache"] != "none" else []
         parts += [f"cfg {sampling['cfg_scale']:g}"] if sampling["cfg_scale"] else []
+    parts += [f"self-correct {sampling['self_correct']}"] if sampling["self_correct"] else []
     return " ".join(parts) + (f" L{result['length']}" if length and result.get("length") else "")
 
 
@@ -213,6 +215,8 @@ def result_name(result: dict) -> str:
     sampling = Sampling(**result["sampling"])
     ended = f"-min{sampling.min_new_tokens}" if sampling.min_new_tokens else ""
     ended += "-stop" if sampling.stop else ""
+    ended += f"-correct{sampling.self_correct}" if sampling.self_correct else ""
+    ended += f"-ctemp{sampling.correct_temperature:g}" if sampling.correct_temperature != 0.1 else ""
     if result["sampler"] == "autoregressive" or result["sampler"].startswith("masked-"):
         cache = f"-{sampling.cache}cache" if sampling.cache != "none" else ""
         return f"generation-{result['sampler']}{cache}-temp{sampling.temperature:g}{ended}.json"

@@ -169,6 +169,7 @@ class HarnessLM(TemplateLM):
         totals, greedy = score_copies(
             self.lm, copies, len(requests), self.scorer.causal, self.scorer.forbid_mask, self.batch_tokens,
             progress=not disable_tqdm, desc=f"hlm {self.scorer.name}", greedy=True, cfg_scale=self.sampling.cfg_scale,
+            term=self.scorer.term,
         )  # fmt: skip
         defined = self.scorer.measure != "bound"
         return [(total, bool(g) and defined) for total, g in zip(totals, greedy)]

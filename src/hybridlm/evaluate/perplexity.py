@@ -95,7 +95,9 @@ def evaluate_file(lm, path, scorer=None, seq_len=None, max_tokens=0, samples=8, 
                 for wi, (w, st) in enumerate(zip(windows, start_windows))
                 for c in s.copies(s, lm, wi, w, st, list(range(1, len(w))), 0, samples, seed * 1_000_003 + wi)
             ]
-        scores = score_copies(lm, copies, len(windows), s.causal, s.forbid_mask, progress=progress, desc=kind)
+        scores = score_copies(
+            lm, copies, len(windows), s.causal, s.forbid_mask, progress=progress, desc=kind, term=s.term
+        )
         if s.measure == "bound":
             out[kind] = _bound_summary(-np.asarray(scores), counts, n_bytes, n_words, samples)
         else:

@@ -127,8 +127,9 @@ def score_completions(
         for c in _copies(scorer, lm, i, text, samples, completion_start=start, draw_seed=seed)
     ]
     return score_copies(
-        lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name
-    )
+        lm, copies, len(texts), scorer.causal, scorer.forbid_mask, max_batch_tokens, progress, scorer.name,
+        term=scorer.term,
+    )  # fmt: skip
 
 
 SHARED_PREFIX = 16  # tokens that copies must share before their prefix is computed once for all of them
@@ -150,12 +151,13 @@ class _Row:
     segments: list[int] | None = None  # AttentionSpec.segment_ids: 0 = the shared prefix, k = branch k
     positions: list[int] | None = None  # each token's position in its own copy
     context: int = 0  # Copy.context
+    noise: list[tuple] | None = None  # Copy.noise
 
 
 def _row(c: Copy) -> _Row:
     n = len(c.positions)
     return _Row(c.ids, list(c.positions), list(c.targets), [c.sentence] * n, [c.weight] * n, c.prefix,
-                context=c.context)  # fmt: skip
+                context=c.context, noise=c.noise)  # fmt: skip
 
 
 def _common_length(a: list[int], b: list[int]) -> int:
@@ -238,6 +240,7 @@ def score_copies(
     greedy: bool = False,
     share_prefix: bool = True,
     cfg_scale: float = 0.0,
+    term=None,
 ) -> list[float] | tuple[list[float], list[bool]]:
     """sum(weight * log p(target)) per item, over copies batched by length; the copies attend as the
     model's objective says copies in that mode do (`Objective.inference_attention`: block diffusion's
@@ -282,8 +285,12 @@ def score_copies(
         where = rank[torch.tensor([r * width + p for r, row in enumerate(chunk) for p in row.reads])]
         targets = torch.tensor([t for row in chunk for t in row.targets])
         where_on, targets_on = where.to(logits.device), targets.to(logits.device)  # the scores stay on the device
-        # log p(target) = logit - logsumexp in fp32 (no full log-softmax tensor), summed in fp64
-        picked = (logits[where_on, targets_on] - torch.logsumexp(logits, -1)[where_on]).double().cpu()
+        if term is not None:  # the scorer's own term, from each read's logits, token seen and noise
+            seen = torch.tensor([row.ids[p] for row in chunk for p in row.reads], device=logits.device)
+            noise = torch.tensor([n for row in chunk for n in row.noise], dtype=torch.float64, device=logits.device)
+            picked = term(logits[where_on], targets_on, seen, noise, lm.objective).double().cpu()
+        else:  # log p(target) = logit - logsumexp in fp32 (no full log-softmax tensor), summed in fp64
+            picked = (logits[where_on, targets_on] - torch.logsumexp(logits, -1)[where_on]).double().cpu()
         owner = torch.tensor([o for row in chunk for o in row.owners])
         weight = torch.tensor([w for row in chunk for w in row.weights], dtype=torch.float64)
         totals.index_add_(0, owner, picked * weight)

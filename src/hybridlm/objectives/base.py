@@ -49,6 +49,9 @@ class Batch:
     extra_weights: torch.Tensor | None = None
     # [B, L, K] what an objective's own loss term reads per position beside the batch (GIDD: the noise's shares)
     noise: torch.Tensor | None = None
+    # [B, L, V] distributions the model reads in place of input_ids (Duo's curriculum: a tempered softmax of the
+    # Gaussian latent whose argmax is input_ids)
+    soft_inputs: torch.Tensor | None = None
     # flat indices of the positions with a loss (weight > 0), found on the host by `prepared` so that
     # the device never waits for a data-dependent shape (boolean indexing syncs a GPU with its host)
     scored: torch.Tensor | None = None
@@ -228,6 +231,11 @@ class Objective:
     def attention_of(self, inputs: torch.Tensor, causal: bool, prefix_lengths=None) -> AttentionSpec:
         """Every row in one mode, packed documents kept apart (when document_mask is on)."""
         return AttentionSpec(rows_in_mode(len(inputs), causal), self._doc_ids(inputs), prefix_lengths)
+
+    @property
+    def reads_soft_inputs(self) -> bool:
+        """Whether its training batches may carry `soft_inputs` (Duo's curriculum), which no mix merges."""
+        return False
 
     def loss_term(self, z_loss: float = 0.0):
         """The loss term that scores this objective's batches (hybridlm.losses): the weighted token CE, unless

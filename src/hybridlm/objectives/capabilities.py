@@ -29,6 +29,9 @@ class Generation(enum.Enum):
     # left to right by <mask> tokens after the text ("BERTs are generative in-context learners"): one of them
     # revealed each call (read where the objective reads a <mask>: Infill); bidirectional, so a cache is approximate
     MASKS = "masked"
+    # the reverse process of a noise that is not only masking (GIDD, uniform-state): every position of the answer
+    # is redrawn each round from p(z_s | z_t) (the objective's `prior` and `posterior`)
+    DENOISE = "denoise"
 
 
 class Infill(enum.Enum):

@@ -28,6 +28,13 @@ from hybridlm.objectives.base import Batch, Objective, Options, option
 from hybridlm.objectives.capabilities import Attention, Capabilities, Generation, Infill, Likelihood
 from hybridlm.objectives.registry import objective_class
 
+
+def _token_ce():
+    from hybridlm.losses import TokenCE
+
+    return TokenCE
+
+
 _ITEM = re.compile(r"\s*([A-Za-z][\w-]*)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*")
 
 
@@ -115,7 +122,7 @@ def mix_capabilities(by_share: list[tuple[str, Capabilities]], loss_label: str =
     caps = [c for _, c in by_share]
     scorers = tuple(dict.fromkeys(s for c in caps for s in c.scorers))
     # left to right first, then unmasking (largest share first), then <mask> tokens after the text
-    ranked = [(Generation.CAUSAL,), (Generation.UNMASK, Generation.BLOCKS), (Generation.MASKS,)]
+    ranked = [(Generation.CAUSAL,), (Generation.UNMASK, Generation.BLOCKS, Generation.DENOISE), (Generation.MASKS,)]
     generation = next((c.generation for kinds in ranked for c in caps if c.generation in kinds), Generation.NONE)
     # other views: <mask> tokens after the text need nothing of the objective but where it reads a <mask>
     also = (Generation.MASKS,) if generation is not Generation.MASKS and any(
@@ -161,9 +168,15 @@ class MixObjective(Objective):
         **kw,
     ):
         super().__init__(vocab_size, options, **kw)
-        for name, component in components.items():  # a mix folds token CEs; a bound of another form cannot join
-            if type(component).loss_term is not Objective.loss_term:
-                raise UserError(f"{name} cannot be mixed yet: its loss is not a token CE (train it on its own)")
+        # a mix folds token CEs; one bound of another form (GIDD's KL) reads the CE rows as rows without noise
+        TokenCE = _token_ce()
+        own = {name: type(c.loss_term()) for name, c in components.items() if type(c.loss_term()) is not TokenCE}
+        for name, component in components.items():
+            if component.reads_soft_inputs:
+                raise UserError(f"{name} with Duo's curriculum reads soft inputs, which a mix does not merge: train it "
+                                "on its own, or drop --duo-curriculum-end")  # fmt: skip
+        if len(set(own.values())) > 1:
+            raise UserError(f"{' and '.join(own)} cannot be mixed: their losses are of two different forms")
         self.components = components  # in the order rows are assigned
         self.order = list(components)
         self.start, self.end, self.phases = start, end, list(phases or [])
@@ -202,6 +215,14 @@ class MixObjective(Objective):
         components = {n: objective_class(n).from_config(cfg, vocab_size, data_dir) for n in options.names()}
         return cls(vocab_size, components, start, end, phases, options=options, document_mask=cfg.document_mask)
 
+    def loss_term(self, z_loss: float = 0.0):
+        """The token CE, or a component's own bound (GIDD's), which then reads every row (`corrupt` gives the CE
+        rows noise that makes its term their CE)."""
+        for component in self.components.values():
+            if not isinstance(component.loss_term(), _token_ce()):
+                return component.loss_term(z_loss)
+        return super().loss_term(z_loss)
+
     # ------------------------------------------------------------ the schedule
     def shares(self, fraction_done: float) -> list[float]:
         """Each component's share of the rows at this point of training (in `order`)."""
@@ -228,7 +249,7 @@ class MixObjective(Objective):
             bounds.append(min(B, max(bounds[-1], int(math.floor(B * cum + u)))))
         bounds.append(B)
         perm = torch.randperm(B, generator=generator)
-        out = None
+        out, plain = None, []  # plain: the rows of objectives without a noise record
         for i, name in enumerate(self.order):
             rows = perm[bounds[i] : bounds[i + 1]]
             if len(rows) == 0:
@@ -237,18 +258,28 @@ class MixObjective(Objective):
             part.loss_weights = _restrict(part.loss_weights, part.token_mask, rows, len(rows) / B)
             if part.extra_weights is not None:  # multi-token heads: each head normalised over its own targets
                 part.extra_weights = _restrict(part.extra_weights, part.extra_weights > 0, rows, len(rows) / B)
+            if part.noise is not None:  # its own term's training weights, scaled as its loss weights are
+                part.noise = part.noise.clone()
+                part.noise[..., -1] = _restrict(part.noise[..., -1], part.token_mask, rows, len(rows) / B)
+            else:
+                plain.append(rows)
             part = _columns(part)
             if out is None:  # its tensors may be views of `ids`: copied before other rows are written in
                 out = {k: None if v is None else v.clone() for k, v in part.items()}
                 if out["prefix_lengths"] is None:
                     out["prefix_lengths"] = torch.zeros(B, dtype=torch.long)
                 continue
-            for key in ("extra_targets", "extra_weights"):  # only some objectives have them: zeros elsewhere
+            for key in ("extra_targets", "extra_weights", "noise"):  # only some objectives have them: zeros elsewhere
                 if out[key] is None and part[key] is not None:
                     out[key] = torch.zeros_like(part[key])
             for key, target in out.items():
                 if target is not None:
                     target[rows] = part[key][rows] if part[key] is not None else 0
+        if out["noise"] is not None and plain:  # CE rows in a noise term's form: alpha 1, no mask, no uniform
+            rows = torch.cat(plain)
+            out["noise"][rows] = 0.0
+            out["noise"][rows, :, 0] = 1.0
+            out["noise"][rows, :, -1] = out["loss_weights"][rows]
         if not bool(out["prefix_lengths"].any()):
             out["prefix_lengths"] = None
         attention = AttentionSpec(out.pop("is_causal"), out.pop("document_ids"), out.pop("prefix_lengths"))
@@ -271,7 +302,7 @@ class MixObjective(Objective):
         """The component whose likelihood is a bound (the elbo scorer and the unmasking schedule read it)."""
         for c in self.components.values():
             if c.capabilities.likelihood is Likelihood.BOUND:
-                return c
+                return c.bound()
         raise UserError("this mix has no diffusion objective: the elbo scorer and unmasking schedule need one")
 
     def alpha(self, t):
@@ -294,4 +325,5 @@ def _columns(batch: Batch) -> dict:
         "prefix_lengths": a.prefix_lengths,
         "extra_targets": batch.extra_targets,
         "extra_weights": batch.extra_weights,
+        "noise": batch.noise,
     }
