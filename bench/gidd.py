@@ -2,6 +2,7 @@
 
     python bench/gidd.py WORKDIR [--steps 1000] [--p 0.1,0.5] [--seeds 0] [--only NAME,...]
     python bench/gidd.py WORKDIR --sampling [--steps 1000] [--gutenberg-steps 600] [--seeds 0] [--samples 64]
+        [--skip-grammar | --skip-gutenberg] [--bounds-only]
 
 --sampling: `diffusion` (p = 0), gidd p = 0.1 (GIDD's dynamic weights) and p = 1 (uniform-state, the bound's
 weights), and a causal judge, on the demo grammar (seq_len 64) and on a 2 MB gutenberg-10m slice (2,048-token
@@ -51,7 +52,7 @@ def record(root: Path, entry: dict) -> None:
 def sampling_bench(root: Path, a) -> None:
     """The --sampling section (see the module's text)."""
     corpora = [("grammar", make_grammar, a.steps, dict(model={"d_model": 128, "n_head": 4, "d_ffn": 384,
-                "n_layer": 3}, seq_len=64, batch_size=32, lr=1.5e-3))]  # fmt: skip
+                "n_layer": 3}, seq_len=64, batch_size=32, lr=1.5e-3))] if not a.skip_grammar else []  # fmt: skip
     if not a.skip_gutenberg:
         corpora.append(("gutenberg", lambda r: make_gutenberg(r, 2.0), a.gutenberg_steps, dict(lr=2e-3)))
     for seed in (int(s) for s in a.seeds.split(",")):
@@ -79,7 +80,7 @@ def sampling_bench(root: Path, a) -> None:
                     blimp = evaluate_pairs(RunLM(run), pairs)
                     record(root, {"corpus": corpus, "run": name, "seed": seed, "blimp_fast": blimp["macro_accuracy"],
                                   "seconds": round(time.time() - t0, 1)})  # fmt: skip
-                for rounds in (16, 63):
+                for rounds in (16, 63) if not a.bounds_only else ():
                     for correct in (0, 32):
                         sampling = Sampling(sampler="ancestral", steps=rounds, self_correct=correct)
                         r = evaluate_generation(run, sampling, a.samples, 63, seed=0, judge=judge,
@@ -100,6 +101,8 @@ def main():
     p.add_argument("--gutenberg-steps", type=int, default=600)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--skip-gutenberg", action="store_true")
+    p.add_argument("--skip-grammar", action="store_true")
+    p.add_argument("--bounds-only", action="store_true", help="--sampling: bounds and BLiMP, no samples")
     a = p.parse_args()
     root = Path(a.workdir)
     if a.sampling:

@@ -285,12 +285,20 @@ def first_non_finite(state, name: str = "") -> str | None:
 
 def _check_state(state: dict) -> None:
     """The counters of state.json: whole numbers (or finite seconds and FLOPs), never negative."""
-    for key in ("step", "tokens_seen", "words_seen", "stage", "step_in_stage", "seq_len"):
+
+    def finite(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+
+    for key in ("step", "tokens_seen", "stage", "step_in_stage", "seq_len"):
         if key in state and (not isinstance(state[key], int) or isinstance(state[key], bool) or state[key] < 0):
             raise ValueError(f"state.json: {key} is {state[key]!r}, not a count")
-    for key in ("elapsed", "teacher_flops"):
-        if key in state and (not isinstance(state[key], (int, float)) or not 0 <= state[key] < float("inf")):
+    # words seen: a count, or English-equivalent words (a float) with languages
+    for key in ("words_seen", "elapsed", "teacher_flops"):
+        if key in state and not finite(state[key]):
             raise ValueError(f"state.json: {key} is {state[key]!r}, not a finite number")
+    words = state.get("language_words", {})
+    if not isinstance(words, dict) or not all(isinstance(k, str) and finite(v) for k, v in words.items()):
+        raise ValueError("state.json: language_words is not words by language")
 
 
 def _check_rng(rng) -> None:

@@ -90,19 +90,26 @@ def _seed_list(text: str) -> list[int]:
 def cmd_tokenizer_train(a):
     from hybridlm.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(a.input, a.vocab_size, a.out, kind=a.kind, min_frequency=a.min_frequency, force=a.force)
+    tok = train_tokenizer(a.input, a.vocab_size, a.out, kind=a.kind, min_frequency=a.min_frequency, force=a.force,
+                          languages=a.lang, sample_languages=a.sample_languages, text_field=a.text_field)  # fmt: skip
     print(f"tokenizer with {tok.get_vocab_size()} tokens written to {a.out}/tokenizer.json")
 
 
 def cmd_prepare(a):
     from hybridlm.data import prepare
 
-    m = prepare(a.input, a.tokenizer, a.out, valid_inputs=a.valid, val_fraction=a.val_fraction, force=a.force)
+    m = prepare(a.input, a.tokenizer, a.out, valid_inputs=a.valid, val_fraction=a.val_fraction, force=a.force,
+                languages=a.lang, valid_languages=a.valid_lang, text_field=a.text_field)  # fmt: skip
     tr, va = m["splits"]["train"], m["splits"]["val"]
+    kind = " English-equivalent" if "languages" in tr else ""
     print(
-        f"prepared {tr['tokens']:,} train tokens ({tr['documents']} documents, {tr['words']:,} words) and "
+        f"prepared {tr['tokens']:,} train tokens ({tr['documents']} documents, {tr['words']:,.0f}{kind} words) and "
         f"{va['tokens']:,} validation tokens ({va['source']}) in {a.out}"
     )
+    for lang, t in tr.get("languages", {}).items():  # BabyLM 2026: each language's size in English-equivalents
+        v = va["languages"].get(lang, {})
+        print(f"  {lang}: {t['words'] + v.get('words', 0):,.0f} English-equivalent words ({t['words']:,.0f} train), "
+              f"{t['bytes'] + v.get('bytes', 0):,} bytes, byte premium {t['byte_premium']:.4f}")  # fmt: skip
 
 
 def cmd_demo(a):
@@ -445,6 +452,7 @@ def cmd_harness(a):
         precision=a.precision, trust_remote_code=a.trust_remote_code, sampler=a.sampler, steps=a.steps,
         block_length=a.block_length, threshold=a.threshold, threshold_factor=a.threshold_factor, cache=a.cache,
         cache_refresh=a.cache_refresh, cfg_scale=a.cfg_scale, view=a.view, seed=a.seed, log_samples=a.log_samples,
+        task_data=a.task_data,
     )  # fmt: skip
     for task, metrics in result["results"].items():
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and "stderr" not in k)
@@ -711,6 +719,11 @@ def _add_eval_commands(sub):
     hz.add_argument("--num-fewshot", type=int, default=None, help="in-context examples (default: the task's)")
     hz.add_argument("--include-path", default=None, help="a folder of task YAMLs")
     hz.add_argument(
+        "--task-data",
+        default=None,
+        help="local copies of the tasks' hub datasets (DIR/OWNER/NAME): the task files read them, offline",
+    )
+    hz.add_argument(
         "--glue-data",
         default=None,
         help="the BabyLM glue_filtered folder: enables hlm's in-context tasks (rte_icl, mrpc_icl, ...)",
@@ -964,7 +977,13 @@ def _json_arg(p: argparse.ArgumentParser, kept_as: str) -> None:
 def _add_tokenizer_command(sub):
     tk = sub.add_parser("tokenizer", help="tokenizer commands").add_subparsers(dest="tokenizer_command", required=True)
     t = tk.add_parser("train", help="train a byte-level BPE (or WordPiece) tokenizer")
-    t.add_argument("--input", nargs="+", required=True)
+    _add_corpus_inputs(t)
+    t.add_argument(
+        "--sample-languages",
+        default="",
+        help="each language's share of the training text in English-equivalent words, e.g. eng:1,nld:1,zho:1 or "
+        "uniform (documents sampled: the scarcest language whole)",
+    )
     t.add_argument("--vocab-size", type=int, required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--kind", default="bpe", choices=["bpe", "wordpiece"])
@@ -973,11 +992,27 @@ def _add_tokenizer_command(sub):
     t.set_defaults(func=cmd_tokenizer_train)
 
 
+def _add_corpus_inputs(p):
+    """--input, --lang and --text-field: a corpus of text, JSONL or Parquet files and its languages."""
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="text (a paragraph a line, a blank line between documents), or .jsonl / .parquet (a document a row)",
+    )
+    p.add_argument(
+        "--lang",
+        nargs="+",
+        help="the inputs' languages (one, or one per input: eng, nld, zho_hans, ...): words become English-"
+        "equivalent words by byte premium (BabyLM 2026 multilingual); a row's own language field wins",
+    )
+    p.add_argument("--text-field", default="text", help="the text's field in .jsonl / .parquet rows")
+
+
 def _add_prepare_command(sub):
     pr = sub.add_parser("prepare", help="tokenize text into memmapped token shards")
-    pr.add_argument(
-        "--input", nargs="+", required=True, help="text: a paragraph a line, a blank line between documents"
-    )
+    _add_corpus_inputs(pr)
+    pr.add_argument("--valid-lang", nargs="+", help="the --valid files' languages (default: --lang)")
     pr.add_argument("--tokenizer", required=True, help="directory with tokenizer.json")
     pr.add_argument("--out", required=True)
     pr.add_argument("--valid", nargs="+", help="validation text (default: hold out the corpus tail)")

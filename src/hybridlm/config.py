@@ -76,6 +76,10 @@ class TrainConfig:
     checkpoint_words: list = field(default_factory=list)
     checkpoint_schedule: str = ""
     max_epochs: float = 0.0  # stop once the training tokens have been seen this many times; 0 = no cap
+    # BabyLM's tracks: the corpus budget checked and the checkpoint schedule set (strict-small | strict | multilingual)
+    track: str = ""
+    # data with languages: each language's share of the words seen, e.g. "eng:1,nld:1,zho:1", or "uniform"
+    mix_languages: str = ""
     log_interval: int = 10
     log: list = field(default_factory=list)  # extra loggers: tensorboard, wandb
     max_seconds: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
@@ -125,7 +129,8 @@ class TrainConfig:
 
     def word_thresholds(self) -> list[int]:
         """The words-seen counts to checkpoint at: checkpoint_words and the named schedule, sorted."""
-        values = set(CHECKPOINT_SCHEDULES[self.checkpoint_schedule]) if self.checkpoint_schedule else set()
+        schedule = self.checkpoint_schedule or TRACK_SCHEDULES.get(self.track, "")
+        values = set(CHECKPOINT_SCHEDULES[schedule]) if schedule else set()
         for item in self.checkpoint_words:
             for part in str(item).split(",") if isinstance(item, str) else [item]:
                 if str(part).strip():
@@ -269,6 +274,8 @@ class TrainConfig:
                 f"unknown checkpoint_schedule {self.checkpoint_schedule!r} (choose one of: "
                 f"{', '.join(CHECKPOINT_SCHEDULES)})"
             )
+        if self.track and self.track not in TRACK_BUDGETS:
+            raise UserError(f"unknown track {self.track!r} (choose one of: {', '.join(TRACK_BUDGETS)})")
         self.word_thresholds()  # each entry parses
         if not (self.max_epochs >= 0 and math.isfinite(self.max_epochs)):
             raise UserError(f"max_epochs must be >= 0 (0 = no cap; got {self.max_epochs})")
@@ -324,6 +331,10 @@ HELP = {
     "loss alpha*CE + (1-alpha)*T^2*KL",
     "checkpoint_words": "repeatable or comma-separated: checkpoint when words seen reach these, e.g. 1M,2M,10M",
     "checkpoint_schedule": "babylm-strict-small (1M..10M, 20M..100M) or babylm-strict (also 200M..1B)",
+    "track": "BabyLM track: strict-small | strict | multilingual (2026): checks the corpus against its budget (10M, "
+    "100M, 100M English-equivalent words) and sets its checkpoint schedule",
+    "mix_languages": "data with languages: each language's share of the words seen, e.g. eng:1,nld:1,zho:1, or "
+    "uniform (held at every checkpoint)",
     "compile": "torch.compile the trunk as one graph (each block with FSDP2) and the fused head + loss chunks "
     "(default: on CUDA, off on CPU)",
     "attention": "auto (FlexAttention compiled on CUDA, matmul on a CPU in bf16, else SDPA), sdpa, flex or matmul",
@@ -359,6 +370,10 @@ _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
 
 # BabyLM 2025's checkpoint schedule: every 1M words to 10M, every 10M to 100M, every 100M to 1,000M
 # (the strict-small track, 10 epochs of 10M words, stops at 100M)
+# BabyLM's tracks: the training corpus's budget in words (English-equivalent words for multilingual, 2026) and
+# the checkpoint schedule a track's submission holds (multilingual: Strict's, the organisers name no other)
+TRACK_BUDGETS = {"strict-small": 10_000_000, "strict": 100_000_000, "multilingual": 100_000_000}
+TRACK_SCHEDULES = {"strict-small": "babylm-strict-small", "strict": "babylm-strict", "multilingual": "babylm-strict"}
 CHECKPOINT_SCHEDULES = {
     "babylm-strict-small": [n * 10**6 for n in range(1, 10)] + [n * 10**7 for n in range(1, 11)],
     "babylm-strict": [n * 10**6 for n in range(1, 10)]

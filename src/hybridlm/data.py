@@ -6,12 +6,17 @@ Layout of a prepared directory:
     train_000.bin ...    token ids, every document starting with <s> (which marks document boundaries)
     train_000.words ...  uint8 per token: how many whitespace-separated words (BabyLM's count) begin in
                          it, so the words of any window, document or split are an exact sum
+    train_nld_000.bin    with languages (--lang, or the rows' language field): a shard sequence per language,
+    train_nld_000.words  so a window is one language, and uint16 per token: the UTF-8 bytes of the text it
+                         covers; English-equivalent words are bytes x the shard's words_per_unit
+                         (1 / (5.43 x byte premium), BabyLM 2026's multilingual count; languages.py)
     val_000.bin          held-out split (from --valid files, or the corpus tail)
     unigram.npy          token counts of the train split (frequency-informed masking uses it)
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -26,10 +31,12 @@ from tqdm import tqdm
 
 from hybridlm.errors import UserError
 from hybridlm.files import DATA_LOCK, atomic_write_bytes, atomic_write_json, data_lock, refuse_links_in
+from hybridlm.languages import Language, language
 from hybridlm.tokenizer import (
     BOS,
     MAX_LINE_BYTES,
     TOKENIZER_FILE,
+    UNK,
     check_text_files,
     line_too_long,
     load_tokenizer,
@@ -37,12 +44,18 @@ from hybridlm.tokenizer import (
 )
 
 MANIFEST = "manifest.json"
+MAX_UNKNOWN = 0.1  # a language whose tokens are more <unk> than this is refused: the tokenizer does not know it
 _LINES_PER_BATCH = 8192
+
+
+TABLE_SUFFIXES = (".jsonl", ".parquet")  # a document a row; anything else is text
 
 
 def _iter_documents(files, progress: tqdm | None):
     """Yield documents as lists of paragraph strings; a blank line ends a document."""
     for path in files:
+        if Path(path).suffix.lower() in TABLE_SUFFIXES:
+            raise UserError(f"{path}: a table of documents where plain text is read; give a .txt file")
         doc: list[str] = []
         with open(path, "rb") as f:
             for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
@@ -63,6 +76,79 @@ def _iter_documents(files, progress: tqdm | None):
             yield doc
 
 
+def _paragraphs(text, where: str) -> list[str]:
+    """A row's text as hlm's paragraphs: its lines, stripped, blank ones dropped."""
+    if not isinstance(text, str):
+        raise UserError(f"{where}: the text field holds {type(text).__name__}, not text; check --text-field")
+    lines = [line.strip() for line in text.splitlines()]
+    for line in lines:
+        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+            raise line_too_long(where, 0)
+    return [line for line in lines if line]
+
+
+def _iter_rows(path: Path, text_field: str, progress: tqdm | None):
+    """Yield (paragraphs, language, script) of each row of a JSONL or Parquet file (BabyBabelLM's format: a
+    document a row, `language` and `script` beside the text where present)."""
+    if path.suffix.lower() == ".jsonl":
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if progress is not None:
+                    progress.update(len(raw))
+                if len(raw) > MAX_LINE_BYTES:
+                    raise line_too_long(path, lineno)
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise UserError(f"{path}:{lineno}: not a JSON object; give JSON Lines, a document a line") from None
+                if not isinstance(row, dict) or text_field not in row:
+                    raise UserError(f"{path}:{lineno}: no {text_field!r} field; name the text field with --text-field")
+                yield _paragraphs(row[text_field], f"{path}:{lineno}"), row.get("language"), row.get("script")
+        return
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(f"{path}: reading Parquet needs pyarrow: pip install 'hybridlm[multilingual]'") from None
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow's errors for a file that is not Parquet have no common base
+        raise UserError(f"{path}: not a Parquet file ({str(e).splitlines()[0][:80]})") from None
+    names = table.schema_arrow.names
+    if text_field not in names:
+        raise UserError(f"{path}: no {text_field!r} column (it has {', '.join(names[:8])}); name it with --text-field")
+    columns = [c for c in (text_field, "language", "script") if c in names]
+    row_index = 0
+    for batch in table.iter_batches(columns=columns, batch_size=4096):
+        data = batch.to_pydict()
+        for i, text in enumerate(data[text_field]):
+            row_index += 1
+            if progress is not None and isinstance(text, str):
+                progress.update(len(text))
+            langs, scripts = data.get("language"), data.get("script")
+            yield (
+                _paragraphs(text, f"{path}: row {row_index}"),
+                langs[i] if langs else None,
+                scripts[i] if scripts else None,
+            )
+
+
+def _iter_sources(files, languages, text_field: str, progress: tqdm | None):
+    """Yield (language or None, paragraphs) of every document of `files`: a row's own language where it has
+    one, else its file's (`languages`: one per file, or None)."""
+    for k, path in enumerate(files):
+        given = languages[k] if languages else None
+        if Path(path).suffix.lower() in TABLE_SUFFIXES:
+            for doc, lang, script in _iter_rows(Path(path), text_field, progress):
+                if doc:
+                    tag = lang if isinstance(lang, str) and lang.strip() else None
+                    yield (language(tag, script if isinstance(script, str) else None) if tag else given), doc
+        else:
+            for doc in _iter_documents([path], progress):
+                yield given, doc
+
+
 @dataclass
 class _Split:
     tokens: list[np.ndarray]
@@ -80,12 +166,23 @@ def tokenize_files(files, encode_batch, bos: int, dtype, desc: str, bos_value=Tr
     encode_batch(lines) -> per line a list of ids, or (ids, per-token values) to keep an array
     beside the tokens (word starts for scoring, word counts for prepare); <s> gets `bos_value`."""
     total = sum(os.path.getsize(f) for f in files)
-    split = _Split(tokens=[], doc_starts=[], per_token=[])
-    pending_lines: list[str] = []
-    pending_doc_sizes: list[int] = []
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None) as bar:
+        docs = ((None, doc) for doc in _iter_documents(files, bar))
+        return tokenize_documents(docs, lambda key, lines: encode_batch(lines), bos, dtype, bos_value).get(
+            None, _Split(tokens=[], doc_starts=[], per_token=[])
+        )
 
-    def flush():
-        encs = encode_batch(pending_lines)
+
+def tokenize_documents(docs, encode_batch, bos: int, dtype, bos_value=True) -> dict:
+    """Documents (key, paragraphs) as a _Split per key (a language, or None), each document's tokens starting
+    with `bos`; encode_batch(key, lines) as for tokenize_files."""
+    splits: dict = {}
+    pending: dict = {}  # key -> (lines, lines per document)
+
+    def flush(key):
+        split = splits.setdefault(key, _Split(tokens=[], doc_starts=[], per_token=[]))
+        pending_lines, pending_doc_sizes = pending.pop(key)
+        encs = encode_batch(key, pending_lines)
         i = 0
         for n_lines in pending_doc_sizes:
             lines = encs[i : i + n_lines]
@@ -102,20 +199,22 @@ def tokenize_files(files, encode_batch, bos: int, dtype, desc: str, bos_value=Tr
             split.tokens.append(doc)
             split.n_tokens += len(doc)
             split.n_docs += 1
-        pending_lines.clear()
-        pending_doc_sizes.clear()
 
-    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None) as bar:
-        for doc in _iter_documents(files, bar):
-            split.n_bytes += sum(len(p.encode("utf-8")) for p in doc) + len(doc) - 1
-            split.n_words += sum(len(p.split()) for p in doc)
-            pending_lines.extend(doc)
-            pending_doc_sizes.append(len(doc))
-            if len(pending_lines) >= _LINES_PER_BATCH:
-                flush()
-        if pending_lines:
-            flush()
-    return split
+    counted: dict = {}  # key -> [bytes, words] of documents read, kept until their split exists
+    for key, doc in docs:
+        sizes = counted.setdefault(key, [0, 0])
+        sizes[0] += sum(len(p.encode("utf-8")) for p in doc) + len(doc) - 1
+        sizes[1] += sum(len(p.split()) for p in doc)
+        lines, doc_sizes = pending.setdefault(key, ([], []))
+        lines.extend(doc)
+        doc_sizes.append(len(doc))
+        if len(lines) >= _LINES_PER_BATCH:
+            flush(key)
+    for key in list(pending):
+        flush(key)
+    for key, (n_bytes, n_words) in counted.items():
+        splits[key].n_bytes, splits[key].n_words = n_bytes, n_words
+    return splits
 
 
 _WORD = re.compile(r"\S+")  # BabyLM counts whitespace-separated words (str.split)
@@ -134,21 +233,98 @@ def words_per_token(text: str, offsets) -> np.ndarray:
     return counts
 
 
+def bytes_per_token(text: str, offsets) -> np.ndarray:
+    """uint16 per token: the UTF-8 bytes of `text` it covers. Token i covers the characters from the previous
+    tokens' furthest end to its own (the first from the start, the last to the end), so the bytes of every
+    character are counted exactly once even where byte-level tokens share a character's span."""
+    counts = np.zeros(len(offsets), dtype=np.int64)
+    if len(offsets):
+        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        char_starts = np.append(np.flatnonzero((raw & 0xC0) != 0x80), len(raw))  # byte offset of each character
+        ends = np.maximum.accumulate(np.fromiter((e for _, e in offsets), dtype=np.int64, count=len(offsets)))
+        ends[-1] = len(char_starts) - 1
+        edges = char_starts[np.minimum(ends, len(char_starts) - 1)]
+        counts = np.diff(edges, prepend=0)
+    if counts.size and counts.max() > np.iinfo(np.uint16).max:
+        raise UserError("a token covers more than 65,535 bytes of text; train a tokenizer on this corpus")
+    return counts.astype(np.uint16)
+
+
 def _write_split(
-    out: Path, name: str, arr: np.ndarray, shard_tokens: int, words: np.ndarray | None = None
+    out: Path, name: str, arr: np.ndarray, shard_tokens: int, words: np.ndarray | None = None, lang=None
 ) -> list[dict]:
+    """Shards of a split (of one language, with `lang`: its words files then hold bytes per token)."""
     shards = []
+    stem = f"{name}_{lang.tag}" if lang is not None else name
     for k, start in enumerate(range(0, len(arr), shard_tokens)):
-        fname = f"{name}_{k:03d}.bin"
+        fname = f"{stem}_{k:03d}.bin"
         atomic_write_bytes(out / fname, arr[start : start + shard_tokens].tobytes())
         shard = {"file": fname, "tokens": int(min(shard_tokens, len(arr) - start))}
         if words is not None:
-            shard["words_file"] = f"{name}_{k:03d}.words"
-            atomic_write_bytes(
-                out / shard["words_file"], words[start : start + shard_tokens].astype(np.uint8).tobytes()
-            )
+            shard["words_file"] = f"{stem}_{k:03d}.words"
+            unit = np.uint8 if lang is None else np.uint16
+            atomic_write_bytes(out / shard["words_file"], words[start : start + shard_tokens].astype(unit).tobytes())
+        if lang is not None:
+            shard.update(lang=lang.tag, words_unit="bytes", words_per_unit=lang.words_per_byte)
         shards.append(shard)
     return shards
+
+
+def _languages_of(files, tags, flag: str) -> list[Language] | None:
+    """A Language per input file from --lang (one per file, or one for all), or None without --lang."""
+    if not tags:
+        return None
+    if len(tags) not in (1, len(files)):
+        raise UserError(f"{flag} takes one language, or one per input file ({len(files)}); got {len(tags)}")
+    langs = [language(t) for t in tags]
+    return langs * len(files) if len(langs) == 1 else langs
+
+
+def _hold_out(train: _Split, valid: _Split | None, bos: int, dtype, val_fraction: float, words_of) -> tuple:
+    """(train ids, train units, val ids, val units, train meta, val meta) of one stream: the --valid documents,
+    or the stream's tail cut at a document start near the cut. words_of(units sum, whitespace words) -> words."""
+    train_arr, train_units = np.concatenate(train.tokens), np.concatenate(train.per_token)
+    if valid is not None:
+        val_arr, val_units = np.concatenate(valid.tokens), np.concatenate(valid.per_token)
+        val_meta = {
+            "documents": valid.n_docs,
+            "bytes": valid.n_bytes,
+            "words": words_of(val_units.sum(), valid.n_words),
+            "source": "valid files",
+        }
+        train_meta = {
+            "documents": train.n_docs,
+            "bytes": train.n_bytes,
+            "words": words_of(train_units.sum(), train.n_words),
+        }
+    else:
+        want = max(int(len(train_arr) * val_fraction), min(2048, len(train_arr) // 10))
+        cut = len(train_arr) - want
+        starts = np.asarray(train.doc_starts)
+        near = starts[(starts >= cut - want) & (starts <= cut + want // 2)]
+        if len(near):
+            cut = int(near[np.argmin(np.abs(near - cut))])
+        val_arr, val_units = train_arr[cut:], train_units[cut:]
+        if val_arr[0] != bos:
+            val_arr = np.concatenate([np.array([bos], dtype=dtype), val_arr])
+            val_units = np.concatenate([np.zeros(1, dtype=val_units.dtype), val_units])
+        train_arr, train_units = train_arr[:cut], train_units[:cut]
+        frac = len(val_arr) / (len(train_arr) + len(val_arr))
+        # Bytes are apportioned by token share (bits per byte needs only the ratio); words are exact.
+        val_meta = {
+            "documents": int((starts >= cut).sum()) or 1,
+            "bytes": int(round(train.n_bytes * frac)),
+            "words": words_of(val_units.sum(), int(val_units.sum())),
+            "source": f"tail of the corpus ({frac:.2%} of tokens)",
+        }
+        train_meta = {
+            "documents": int((starts < cut).sum()),
+            "bytes": train.n_bytes - val_meta["bytes"],
+            "words": words_of(train_units.sum(), int(train_units.sum())),
+        }
+    if len(train_arr) < 2 or len(val_arr) < 2:
+        raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
+    return train_arr, train_units, val_arr, val_units, train_meta, val_meta
 
 
 def prepare(
@@ -159,12 +335,21 @@ def prepare(
     val_fraction: float = 0.005,
     shard_tokens: int = 100_000_000,
     force: bool = False,
+    languages=None,
+    valid_languages=None,
+    text_field: str = "text",
 ) -> dict:
-    """Tokenize text files into shards; returns the manifest."""
+    """Tokenize text (or JSONL / Parquet rows) into shards; returns the manifest.
+
+    Without languages the corpus is English counted by whitespace (BabyLM's Strict tracks). With --lang (or rows
+    that carry a `language`), every language gets its own shard sequence and train/validation split, and words
+    are English-equivalent words by byte premium (BabyLM 2026's multilingual track; languages.py)."""
     files = check_text_files(inputs, scan_utf8=False)  # UTF-8 is checked while streaming
     valid_files = check_text_files(valid_inputs, scan_utf8=False) if valid_inputs else None
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction must lie in (0, 1) (got {val_fraction})")
+    file_langs = _languages_of(files, languages, "--lang")
+    valid_langs = _languages_of(valid_files, valid_languages or languages, "--valid-lang") if valid_files else None
     tokenizer = load_tokenizer(tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
@@ -186,64 +371,72 @@ def prepare(
                 missing_ok=True
             )  # a folder being rewritten is not prepared data until its new manifest lands
 
-            # the tokenizers library encodes a batch on all cores (Rust threads); the character offsets
-            # give each token the words that begin in it (words seen during training are then exact)
-            def encode_batch(lines):
-                return [
-                    (e.ids, words_per_token(line, e.offsets))
-                    for line, e in zip(lines, tokenizer.encode_batch(lines, add_special_tokens=False))
-                ]
+            # the tokenizers library encodes a batch on all cores (Rust threads); the character offsets give each
+            # token the words that begin in it, or (with a language) the bytes it covers: words seen are exact
+            def encode_batch(lang, lines):
+                count = words_per_token if lang is None else bytes_per_token
+                encs = tokenizer.encode_batch(lines, add_special_tokens=False)
+                return [(e.ids, count(line, e.offsets)) for line, e in zip(lines, encs)]
 
-            bos = tokenizer.token_to_id(BOS)
-            train = tokenize_files(files, encode_batch, bos, dtype, "tokenize train", bos_value=np.uint8(0))
-            if train.n_tokens == 0:
+            def tokenize(paths, langs, desc):
+                with tqdm(total=sum(os.path.getsize(f) for f in paths), unit="B", unit_scale=True, desc=desc,
+                          disable=None) as bar:  # fmt: skip
+                    splits = tokenize_documents(_iter_sources(paths, langs, text_field, bar), encode_batch, bos, dtype,
+                                                bos_value=np.uint8(0))  # fmt: skip
+                if None in splits and len(splits) > 1:
+                    raise UserError(
+                        "some documents have no language (no --lang for their file, no language field in their row) "
+                        "and others have one: give --lang for every input"
+                    )
+                return {k: v for k, v in splits.items() if v.n_tokens}
+
+            bos, unk = tokenizer.token_to_id(BOS), tokenizer.token_to_id(UNK)
+            train_splits = tokenize(files, file_langs, "tokenize train")
+            if not train_splits:
                 raise UserError(f"no text found in {', '.join(map(str, files))} (the corpus has only blank lines)")
-            train_arr, train_words = np.concatenate(train.tokens), np.concatenate(train.per_token)
-            if valid_files:
-                val = tokenize_files(valid_files, encode_batch, bos, dtype, "tokenize valid", bos_value=np.uint8(0))
-                if val.n_tokens == 0:
-                    raise UserError("the --valid files hold no text")
-                val_arr, val_words = np.concatenate(val.tokens), np.concatenate(val.per_token)
-                val_meta = {
-                    "documents": val.n_docs,
-                    "bytes": val.n_bytes,
-                    "words": val.n_words,
-                    "source": "valid files",
-                }
-                train_meta = {"documents": train.n_docs, "bytes": train.n_bytes, "words": train.n_words}
-            else:
-                # Hold out the corpus tail, cut at a document start when one lies near the cut.
-                want = max(int(len(train_arr) * val_fraction), min(2048, len(train_arr) // 10))
-                cut = len(train_arr) - want
-                starts = np.asarray(train.doc_starts)
-                near = starts[(starts >= cut - want) & (starts <= cut + want // 2)]
-                if len(near):
-                    cut = int(near[np.argmin(np.abs(near - cut))])
-                val_arr, val_words = train_arr[cut:], train_words[cut:]
-                if val_arr[0] != bos:
-                    val_arr = np.concatenate([np.array([bos], dtype=dtype), val_arr])
-                    val_words = np.concatenate([np.zeros(1, dtype=val_words.dtype), val_words])
-                train_arr, train_words = train_arr[:cut], train_words[:cut]
-                frac = len(val_arr) / (len(train_arr) + len(val_arr))
-                # Bytes are apportioned by token share (bits per byte needs only the ratio); words are exact.
-                val_meta = {
-                    "documents": int((starts >= cut).sum()) or 1,
-                    "bytes": int(round(train.n_bytes * frac)),
-                    "words": int(val_words.sum()),
-                    "source": f"tail of the corpus ({frac:.2%} of tokens)",
-                }
-                train_meta = {
-                    "documents": int((starts < cut).sum()),
-                    "bytes": train.n_bytes - val_meta["bytes"],
-                    "words": int(train_words.sum()),
-                }
-            if len(train_arr) < 2 or len(val_arr) < 2:
-                raise UserError(
-                    "the corpus is too small to split into train and validation; give more text or --valid FILE"
-                )
+            valid_splits = tokenize(valid_files, valid_langs, "tokenize valid") if valid_files else {}
+            if valid_files and not valid_splits:
+                raise UserError("the --valid files hold no text")
+            if set(valid_splits) - set(train_splits):
+                raise UserError("the --valid files hold a language the training files do not; check --valid-lang")
+
+            streams = sorted(train_splits, key=lambda lang: "" if lang is None else lang.tag)
+            splits_meta: dict = {"train": {"tokens": 0, "shards": []}, "val": {"tokens": 0, "shards": []}}
+            unigram = np.zeros(vocab, dtype=np.int64)
+            for lang in streams:
+
+                def words_of(units, whitespace, lang=lang):
+                    return int(whitespace) if lang is None else lang.english_words(int(units))
+
+                parts = _hold_out(train_splits[lang], valid_splits.get(lang), bos, dtype, val_fraction, words_of)
+                train_arr, train_units, val_arr, val_units, train_meta, val_meta = parts
+                unknown = float(np.mean(train_arr == unk)) if unk is not None else 0.0
+                if lang is not None and unknown > MAX_UNKNOWN:  # a WordPiece vocabulary without this language
+                    raise UserError(
+                        f"{unknown:.0%} of the {lang.tag} tokens are {UNK}: the tokenizer cannot encode this language; "
+                        f"train one on it (hlm tokenizer train --input ... --lang ...)"
+                    )
+                unigram += np.bincount(train_arr, minlength=vocab).astype(np.int64)
+                for name, arr, units, meta in (("train", train_arr, train_units, train_meta),
+                                               ("val", val_arr, val_units, val_meta)):  # fmt: skip
+                    split = splits_meta[name]
+                    split["shards"] += _write_split(out, name, arr, shard_tokens, units, lang)
+                    split["tokens"] += int(len(arr))
+                    if lang is None:  # English by whitespace: one stream, as before languages existed
+                        split.update(meta)
+                        continue
+                    for key in ("documents", "bytes", "words"):
+                        split[key] = split.get(key, 0) + meta[key]
+                    split.setdefault("languages", {})[lang.tag] = {
+                        "tokens": int(len(arr)),
+                        **meta,
+                        "byte_premium": lang.byte_premium,
+                    }
+                    if name == "val":
+                        split["source"] = "valid files" if valid_splits else "tail of each language"
 
             buf = io.BytesIO()
-            np.save(buf, np.bincount(train_arr, minlength=vocab).astype(np.int64))
+            np.save(buf, unigram)
             atomic_write_bytes(out / "unigram.npy", buf.getvalue())
             atomic_write_bytes(
                 out / TOKENIZER_FILE,
@@ -258,19 +451,17 @@ def prepare(
                 "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
                 "bos_id": bos,
                 "splits": {
-                    "train": {
-                        "tokens": int(len(train_arr)),
-                        **train_meta,
-                        "shards": _write_split(out, "train", train_arr, shard_tokens, train_words),
-                    },
-                    "val": {
-                        "tokens": int(len(val_arr)),
-                        **val_meta,
-                        "shards": _write_split(out, "val", val_arr, shard_tokens, val_words),
-                    },
+                    name: {
+                        "tokens": m["tokens"],
+                        **{k: v for k, v in m.items() if k not in ("tokens", "shards")},
+                        "shards": m["shards"],
+                    }  # fmt: skip
+                    for name, m in splits_meta.items()
                 },
                 "inputs": [str(f) for f in files],
             }
+            if streams != [None]:
+                manifest["words"] = "english-equivalent: UTF-8 bytes / (5.43 x byte premium), BabyLM 2026"
             atomic_write_json(out / MANIFEST, manifest)  # last: the folder is prepared data once it lands
             return manifest
     except BaseException:
@@ -316,6 +507,15 @@ def _check_manifest(m, f: Path) -> None:
     if not isinstance(splits, dict) or not all(k in splits for k in ("train", "val")):
         bad("splits must hold train and val")
     for name, split in splits.items():
+        for sh in split.get("shards", []) if isinstance(split, dict) else []:
+            if isinstance(sh, dict) and "lang" in sh:  # a language's shard: bytes per token, a words factor
+                factor = sh.get("words_per_unit")
+                if (
+                    not isinstance(sh["lang"], str)
+                    or sh.get("words_unit") != "bytes"
+                    or not (isinstance(factor, float) and 0 < factor < 1)
+                ):
+                    bad(f"a shard of split {name!r} has a language but no byte count and words factor")
         if (
             not isinstance(split, dict)
             or not isinstance(split.get("tokens"), int)
@@ -359,6 +559,10 @@ class PackedTokens:
         self.shards, self.word_files, counts = [], [], []
         # shim (until 0.2): data prepared before per-token word counts has none (no words_N checkpoints)
         self.has_words = all("words_file" in sh for sh in meta["shards"])
+        # with languages: each shard is one language's; its words file holds bytes, words = bytes x its factor
+        self.languages = sorted({sh["lang"] for sh in meta["shards"] if "lang" in sh})
+        self.shard_language = [self.languages.index(sh["lang"]) if "lang" in sh else -1 for sh in meta["shards"]]
+        self.words_per_unit = [sh.get("words_per_unit") for sh in meta["shards"]]
         for sh in meta["shards"]:
             path = Path(data_dir) / sh["file"]
             if not path.is_file() or path.stat().st_size != sh["tokens"] * dtype.itemsize:
@@ -373,7 +577,8 @@ class PackedTokens:
             counts.append(max(0, (len(mm) - 1) // seq_len))
             if self.has_words:
                 wpath = Path(data_dir) / sh["words_file"]
-                if not wpath.is_file() or wpath.stat().st_size != sh["tokens"]:
+                unit = 2 if "lang" in sh else 1  # bytes per token (uint16), or words per token (uint8)
+                if not wpath.is_file() or wpath.stat().st_size != sh["tokens"] * unit:
                     raise UserError(f"word counts {wpath} are missing or truncated; re-run hlm prepare")
                 self.word_files.append(wpath)
         self.cum = np.cumsum([0] + counts)
@@ -392,11 +597,17 @@ class PackedTokens:
         """Words per window, summed from the word files on first use (not by every reader of the split)."""
         if self._window_words is None:
             sums = []
-            for f, n in zip(self.word_files, np.diff(self.cum)):
-                words = np.memmap(f, dtype=np.uint8, mode="r")
+            for f, n, factor in zip(self.word_files, np.diff(self.cum), self.words_per_unit):
+                words = np.memmap(f, dtype=np.uint8 if factor is None else np.uint16, mode="r")
                 sums.append(words[: n * self.seq_len].reshape(n, self.seq_len).sum(1, dtype=np.int64))
+                sums[-1] = sums[-1] if factor is None else sums[-1] * factor
             self._window_words = np.concatenate(sums)
         return self._window_words
+
+    @functools.cached_property
+    def window_language(self) -> np.ndarray:
+        """The language (an index into self.languages; -1 without languages) of each window."""
+        return np.repeat(np.asarray(self.shard_language, dtype=np.int64), np.diff(self.cum))
 
     def window(self, k: int) -> np.ndarray:
         s = int(np.searchsorted(self.cum, k, side="right") - 1)
@@ -425,15 +636,36 @@ class PackedTokens:
         """The global batch of `step`: LongTensor [batch_size, seq_len + 1]."""
         return self.windows(self.batch_windows(step, batch_size, seed))
 
-    def words(self, ks) -> int:
-        """Words in windows `ks` (0 when the data has no per-token word counts)."""
-        return int(self.window_words[np.asarray(ks)].sum()) if self.has_words else 0
+    def words(self, ks) -> int | float:
+        """Words in windows `ks` (0 when the data has no per-token word counts): whitespace words, or with
+        languages English-equivalent words (a float: bytes / (5.43 x byte premium))."""
+        if not self.has_words:
+            return 0
+        total = self.window_words[np.asarray(ks, dtype=np.int64)].sum()
+        return float(total) if self.languages else int(total)
+
+    def language_words(self, ks) -> dict[str, float]:
+        """English-equivalent words of windows `ks` by language ({} without languages)."""
+        if not self.languages or not self.has_words:
+            return {}
+        ks = np.asarray(ks, dtype=np.int64)
+        per = np.bincount(self.window_language[ks], weights=self.window_words[ks], minlength=len(self.languages))
+        return {lang: float(w) for lang, w in zip(self.languages, per)}
 
     def eval_batches(self, batch_size: int, max_batches: int):
-        """Validation windows in file order (no shuffling), at most max_batches batches."""
+        """Validation windows in file order (no shuffling), at most max_batches batches; with languages, the
+        languages interleaved in proportion to their windows, so that any prefix measures every language."""
         n = min(self.n_windows, batch_size * max_batches)
+        order = np.arange(self.n_windows)
+        if len(self.languages) > 1:
+            lang = self.window_language
+            counts = np.bincount(lang, minlength=len(self.languages))
+            grouped = np.argsort(lang, kind="stable")
+            rank = np.empty_like(order)  # a window's place among its language's windows
+            rank[grouped] = order - np.repeat(np.cumsum(counts) - counts, counts)
+            order = order[np.argsort((rank + 0.5) / counts[lang], kind="stable")]
         for start in range(0, n, batch_size):
-            yield self.windows(range(start, min(n, start + batch_size)))
+            yield self.windows(order[start : min(n, start + batch_size)])
 
 
 def load_unigram(data_dir) -> np.ndarray:

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from hybridlm import warmstart
-from hybridlm.config import TrainConfig, merge_config
+from hybridlm.config import TRACK_BUDGETS, TrainConfig, merge_config
 from hybridlm.curriculum import window_scores
 from hybridlm.data import PackedTokens, load_manifest
 from hybridlm.distill import Distiller
 from hybridlm.errors import UserError
+from hybridlm.mixture import LanguageMixture, parse_shares
 from hybridlm.objectives import Objective, build_objective
 from hybridlm.runs import RunDir
 from hybridlm.runtime import Dist, autocast_for
@@ -46,6 +47,7 @@ IDENTITY_KEYS = (
     "curriculum",
     "pacing",
     "select_fraction",
+    "mix_languages",  # the data order
 )
 
 
@@ -144,6 +146,7 @@ class Plan:
     source: warmstart.Source | None = None  # --init-from
     scores: np.ndarray | None = None  # --curriculum: one difficulty score per training window
     schedule: tuple | None = None  # TrainConfig.batch_schedule(): rows, offsets in stage, tokens before, per step
+    mix_shares: dict | None = None  # --mix-languages: each language's share of the words seen
 
 
 def plan_run(cfg: TrainConfig, dist: Dist, started: bool = False) -> Plan:
@@ -165,6 +168,25 @@ def plan_run(cfg: TrainConfig, dist: Dist, started: bool = False) -> Plan:
         plan.source = warmstart.find_source(cfg, manifest["vocab_size"], manifest["tokenizer_hash"])
     if cfg.curriculum:
         plan.scores = window_scores(cfg.curriculum, cfg.data, cfg.seq_len)
+    languages = train_data[cfg.seq_len].languages
+    if cfg.mix_languages:
+        if cfg.curriculum:
+            raise UserError("--mix-languages and --curriculum each choose the windows of a step: use one of them")
+        plan.mix_shares = parse_shares(cfg.mix_languages, languages)
+        for data in train_data.values():  # every stage's windows hold every language mixed
+            LanguageMixture(data, plan.mix_shares, cfg.order_seed)
+    if cfg.track:
+        budget, words = TRACK_BUDGETS[cfg.track], manifest["splits"]["train"].get("words", 0)
+        if cfg.track == "multilingual" and not languages:
+            raise UserError(f"--track multilingual counts English-equivalent words: prepare {cfg.data} with --lang")
+        if cfg.track != "multilingual" and languages:
+            raise UserError(f"--track {cfg.track} counts English by whitespace; {cfg.data} has languages: "
+                            "use --track multilingual")  # fmt: skip
+        if words > budget:
+            raise UserError(
+                f"{cfg.data} holds {words:,.0f} training words, over the {cfg.track} track's budget of {budget:,}: "
+                "prepare a smaller corpus"
+            )
     if cfg.word_thresholds() and not all(d.has_words for d in train_data.values()):
         raise UserError(
             f"{cfg.data} was prepared without per-token word counts, which checkpoints at words seen need; "

@@ -592,7 +592,7 @@ SECTIONS = {
         "Learning curves (hlm eval babylm --all-checkpoints): value at each checkpoint, by words seen:",
         ("run", "scorer", "task", "checkpoint: value, in order of words seen"),
         _curve_rows,
-        shape={"tasks": dict, "words_seen": (int, type(None))},
+        shape={"tasks": dict, "words_seen": (int, float, type(None))},
         part_shape={"metric": str, "value": OPTIONAL_NUMBER},
     ),
     "aoa": Section(

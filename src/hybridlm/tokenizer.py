@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from hybridlm.errors import UserError
 from hybridlm.files import atomic_write_json, atomic_write_text, building, inside_hlm_folder
@@ -54,10 +54,27 @@ def check_text_files(paths, scan_utf8: bool = True) -> list[Path]:
     return checked
 
 
+HAN_LANGUAGES = ("zho", "cmn", "yue", "lzh", "wuu", "jpn")  # written (partly) in Han characters
+
+
 def train_tokenizer(
-    inputs, vocab_size: int, out_dir, kind: str = "bpe", min_frequency: int = 2, force: bool = False
+    inputs,
+    vocab_size: int,
+    out_dir,
+    kind: str = "bpe",
+    min_frequency: int = 2,
+    force: bool = False,
+    languages=None,
+    sample_languages: str = "",
+    text_field: str = "text",
+    seed: int = 0,
 ) -> Tokenizer:
-    """Train a byte-level BPE (default) or WordPiece tokenizer and write OUT/tokenizer.json."""
+    """Train a byte-level BPE (default) or WordPiece tokenizer and write OUT/tokenizer.json.
+
+    With languages (--lang, or .jsonl / .parquet rows that carry one), sample_languages ("eng:1,nld:1,zho:1" or
+    "uniform") samples documents so each language has its share of the training text in English-equivalent
+    words, and a Han-script language isolates each Han character before the byte-level split (BERT's Chinese
+    rule, the `tokenizers` library's Split): merges then form within a character, never across two."""
     if kind not in ("bpe", "wordpiece"):
         raise UserError(f"unknown tokenizer kind {kind!r} (choose bpe or wordpiece)")
     if vocab_size < len(SPECIAL_TOKENS) + 256 and kind == "bpe":
@@ -78,13 +95,25 @@ def train_tokenizer(
         raise UserError(f"--out {out} is a file; give a folder")
     # decided now, not after training: a new OUT that another training fills meanwhile is never replaced
     new = not out.exists() or not any(out.iterdir())
-    files = check_text_files(inputs)
-    if not any(line.strip() for f in files for line in open(f, encoding="utf-8")):
+    from hybridlm.data import TABLE_SUFFIXES
+
+    tables = any(Path(p).suffix.lower() in TABLE_SUFFIXES for p in inputs)
+    files = check_text_files(inputs, scan_utf8=not tables)
+    lines, found = None, []
+    if languages or sample_languages or tables:
+        lines, found = _sampled_lines(files, languages, sample_languages, text_field, seed)
+    elif not any(line.strip() for f in files for line in open(f, encoding="utf-8")):
         raise UserError(f"no text in {', '.join(map(str, files))} (only blank lines); give a corpus with text in it")
+    han = any(lang.lang in HAN_LANGUAGES or lang.script in ("hani", "hans", "hant") for lang in found if lang)
     if kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token=None))
         tok.normalizer = normalizers.NFC()
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        if han:  # the prefix space as a normaliser, so that it is added once, not before each isolated character
+            tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Prepend(" ")])
+            tok.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.Split(Regex(r"\p{Han}"), "isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+            )
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
@@ -101,13 +130,40 @@ def train_tokenizer(
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
         )
-    tok.train([str(f) for f in files], trainer)
+    if lines is None:
+        tok.train([str(f) for f in files], trainer)
+    else:
+        tok.train_from_iterator(lines, trainer)
     # Adding BOS is explicit in hybridlm (data packing and scorers add it), so no post-processor
     # template; byte-level offsets are still trimmed for readable offsets.
     if kind == "bpe":
         tok.post_processor = processors.ByteLevel(trim_offsets=True)
     _write_tokenizer_folder(tok, out, new)
     return tok
+
+
+def _sampled_lines(files, languages, sample_languages: str, text_field: str, seed: int) -> tuple[list, list]:
+    """The paragraphs to train on (documents kept at random so each language has its share of English-equivalent
+    words: the scarcest language whole, the others subsampled), and the languages found."""
+    from hybridlm.data import _iter_sources, _languages_of
+    from hybridlm.mixture import parse_shares
+
+    docs = list(_iter_sources(files, _languages_of(files, languages, "--lang"), text_field, None))
+    if not any(doc for _, doc in docs):
+        raise UserError(f"no text in {', '.join(map(str, files))}; give a corpus with text in it")
+    found = sorted({lang for lang, _ in docs if lang is not None}, key=lambda lang: lang.tag)
+    if not sample_languages:
+        return [p for _, doc in docs for p in doc], found
+    if any(lang is None for lang, _ in docs):
+        raise UserError("--sample-languages needs every document's language: give --lang for every input")
+    shares = parse_shares(sample_languages, [lang.tag for lang in found])
+    words = {lang.tag: 0.0 for lang in found}
+    for lang, doc in docs:
+        words[lang.tag] += lang.english_words(sum(len(p.encode("utf-8")) for p in doc))
+    total = min(words[tag] / share for tag, share in shares.items())  # the most text no language is short of
+    keep = {tag: min(1.0, shares.get(tag, 0.0) * total / words[tag]) for tag in words}
+    draws = np.random.default_rng(seed).random(len(docs))
+    return [p for (lang, doc), u in zip(docs, draws) if u < keep[lang.tag] for p in doc], found
 
 
 # what transformers needs besides tokenizer.json (tokenizer_config.json) to load an hlm tokenizer

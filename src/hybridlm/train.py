@@ -26,7 +26,7 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from hybridlm.data import PackedTokens
 from hybridlm.errors import UserError
 from hybridlm.files import data_lock
 from hybridlm.losses import build_loss
+from hybridlm.mixture import LanguageMixture
 from hybridlm.model import build_model
 from hybridlm.objectives import Likelihood, Objective
 from hybridlm.optim import WeightEMA, apply_config, build_optimizer, skips_on_device
@@ -113,7 +114,9 @@ class TrainState:
 
     step: int = 0
     tokens_seen: int = 0
-    words_seen: int = 0  # whitespace-separated words in the windows trained on (BabyLM's count)
+    words_seen: int | float = 0  # words in the windows trained on: BabyLM's whitespace count, or with languages
+    # English-equivalent words (a float, bytes / (5.43 x byte premium)), also kept by language
+    language_words: dict = field(default_factory=dict)
     teacher_flops: float = 0.0  # distillation: forward FLOPs spent in the teachers so far
     elapsed_before: float = 0.0  # seconds trained before this process started
 
@@ -123,6 +126,7 @@ class TrainState:
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "words_seen": self.words_seen,
+            **({"language_words": dict(self.language_words)} if self.language_words else {}),
             "teacher_flops": self.teacher_flops,
             "elapsed": elapsed,
             # the data position: batches are a pure function of (seed, stage, step in stage)
@@ -138,6 +142,7 @@ class TrainState:
         self.step, self.tokens_seen = state["step"], state.get("tokens_seen", 0)
         self.elapsed_before = state.get("elapsed", 0.0)
         self.words_seen = state["words_seen"] if "words_seen" in state else words_before(self.step)
+        self.language_words = dict(state.get("language_words", {}))
         self.teacher_flops = state.get("teacher_flops", 0.0)
         ckpt.set_rng_state(state["rng"])
 
@@ -165,6 +170,8 @@ class Trainer:
     curriculum: CurriculumSampler | None = None
     ema: WeightEMA | None = None  # --ema-decay
     schedule: tuple | None = None  # TrainConfig.batch_schedule(): each step's rows, where they start, tokens before
+    mix_shares: dict | None = None  # --mix-languages
+    mixtures: dict = field(default_factory=dict)  # (seq_len, seed) -> LanguageMixture, built as the run goes
     first_bad: torch.Tensor | None = None  # on the device: the first step whose loss was not finite (-1: none)
     started: float = 0.0
 
@@ -215,7 +222,7 @@ def setup(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, plan: Plan | 
         t.state.words_seen, t.state.tokens_seen = source.words_seen, source.tokens_seen
     if plan.scores is not None:
         t.curriculum = CurriculumSampler(plan.scores, cfg.pacing, cfg.max_steps, cfg.select_fraction)
-    t.schedule = plan.schedule
+    t.schedule, t.mix_shares = plan.schedule, plan.mix_shares
     if cfg.ema_decay:  # of the weights as they now are (sharded, where FSDP2 shards them)
         t.ema = WeightEMA(model, cfg.ema_decay, cfg.ema_warmup)
     if resumed is not None:
@@ -303,7 +310,12 @@ def step_windows(t: Trainer, step: int):
     if t.curriculum is not None:  # the easiest share the pacing allows at this step
         return data, t.curriculum.batch_windows(step, n_rows, t.cfg.order_seed)
     rows, start, _ = step_schedule(t, step)  # with a batch warm-up, batches of growing size, one after another
-    return data, data.windows_from(start, rows, t.cfg.order_seed + 1000 * stage)
+    seed = t.cfg.order_seed + 1000 * stage
+    if t.mix_shares is not None:  # languages at their shares of the words seen, at every sample
+        if (L, seed) not in t.mixtures:
+            t.mixtures[(L, seed)] = LanguageMixture(data, t.mix_shares, seed)
+        return data, t.mixtures[(L, seed)].windows_from(start, rows)
+    return data, data.windows_from(start, rows, seed)
 
 
 def step_schedule(t: Trainer, step: int) -> tuple[int, int, int]:
@@ -331,8 +343,9 @@ class HostBatch:
 
     step: int
     micro_batches: list
-    words: int
+    words: int | float
     tokens: int  # in the global batch
+    language_words: dict = field(default_factory=dict)  # with languages: the words of each
 
 
 def prepare_batch(t: Trainer, step: int) -> HostBatch:
@@ -354,7 +367,7 @@ def prepare_batch(t: Trainer, step: int) -> HostBatch:
         batch.rows(slice(m, m + micro)).prepared().to(dist.device, non_blocking=True)
         for m in range(0, len(batch), micro)
     ]
-    return HostBatch(step, parts, data.words(windows), n_rows * L)
+    return HostBatch(step, parts, data.words(windows), n_rows * L, data.language_words(windows))
 
 
 class BatchPrefetcher:
@@ -429,6 +442,8 @@ def train_step(t: Trainer, host: HostBatch | None = None) -> dict:
     t.state.step += 1
     t.state.tokens_seen += host.tokens
     t.state.words_seen += host.words
+    for lang, words in host.language_words.items():
+        t.state.language_words[lang] = t.state.language_words.get(lang, 0.0) + words
     t.state.teacher_flops += t.loss.flops(host.tokens)  # for comparisons at equal compute
     return {"stats": reduced, "names": list(metrics), "lr": lr, "grad_norm": grad_norm}
 
@@ -641,6 +656,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
             window_t, window_tokens = now, 0
             record = read_record(t, record)
             words = {"words": t.state.words_seen} if t.counts_words else {}  # shim (until 0.2): see PackedTokens
+            words.update({f"words_{lang}": w for lang, w in sorted(t.state.language_words.items())})
             log.write({"step": t.step, "tokens": t.state.tokens_seen, **words, **record, "tokens_per_s": tps,
                        "elapsed": t.elapsed})  # fmt: skip
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tps:,.0f}")
@@ -664,7 +680,7 @@ def _loop(cfg: TrainConfig, dist: Dist, run: RunDir, resume: bool, quiet: bool, 
     check_finite(t)
     if stopped and dist.main and not quiet:
         print(
-            f"hlm: {stopped} ({t.state.tokens_seen:,} tokens, {t.state.words_seen:,} words seen); "
+            f"hlm: {stopped} ({t.state.tokens_seen:,} tokens, {t.state.words_seen:,.0f} words seen); "
             f"set --max-steps {cap} to fit the learning-rate schedule inside the cap",
             file=sys.stderr,
         )

@@ -147,3 +147,75 @@ def test_in_context_glue_tasks_land_in_the_run(runs, tmp_path, cli):
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "in_context.png" in report and "| rte\\_icl | 2 |" in report
     assert (tmp_path / "rep" / "in_context.png").stat().st_size > 1000
+
+
+# BabyLM 2026's multilingual task files as babylm-eval ships them (multilingual/tasks/blimp_nl/ at 45fe2c1): a base
+# task reading a hub dataset, and one that includes it
+BLIMP_NL = """task: blimp_nl_anaphor_agreement
+dataset_path: juletxara/blimp-nl
+dataset_name: anaphor_agreement
+test_split: train
+training_split: null
+validation_split: null
+output_type: multiple_choice
+doc_to_text: ''
+doc_to_target: 0
+doc_to_choice: '{{[sentence_good, sentence_bad]}}'
+num_fewshot: 0
+metric_list:
+- metric: acc
+  aggregation: mean
+  higher_is_better: true
+metadata:
+  version: 1.0
+"""
+BLIMP_NL_DETERMINERS = (
+    "include: blimp_nl_anaphor_agreement.yaml\ntask: blimp_nl_determiners\ndataset_name: determiners\n"
+)
+DUTCH_PAIRS = {
+    "anaphor_agreement": [("Het meisje ziet zichzelf .", "Het meisje ziet zichzelven ."),
+                          ("De jongens wassen zich .", "De jongens wast zich .")],
+    "determiners": [("De kat slaapt .", "Het kat slaapt ."), ("Het huis is groot .", "De huis is groot ."),
+                    ("Een hond blaft .", "Een honden blaft .")],
+}  # fmt: skip
+
+
+def _hub_copy(root):
+    """A local copy of the dataset as the hub's dataset repositories hold it: a folder per config, the configs
+    named in the README's YAML header."""
+    repo = root / "juletxara" / "blimp-nl"
+    header = ["---", "configs:"]
+    for config, pairs in DUTCH_PAIRS.items():
+        (repo / config).mkdir(parents=True)
+        rows = [{"sentence_good": g, "sentence_bad": b, "UID": config} for g, b in pairs]
+        (repo / config / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        header += [f"- config_name: {config}", "  data_files:", "  - split: train", f"    path: {config}/train.jsonl"]
+    (repo / "README.md").write_text("\n".join(header + ["---", ""]))
+    return root
+
+
+def test_the_2026_task_files_run_offline_on_local_data_and_equal_the_hf_backend(runs, export, tmp_path, cli):
+    from hybridlm.evaluate.harness import localise_tasks
+
+    tasks, data = tmp_path / "tasks", _hub_copy(tmp_path / "data")
+    tasks.mkdir()
+    (tasks / "blimp_nl_anaphor_agreement.yaml").write_text(BLIMP_NL)
+    (tasks / "blimp_nl_determiners.yaml").write_text(BLIMP_NL_DETERMINERS)
+    names = ["blimp_nl_anaphor_agreement", "blimp_nl_determiners"]
+    cli("eval", "harness", "--run", runs["causal"], "--tasks", ",".join(names), "--include-path", tasks,
+        "--task-data", data, "--json", tmp_path / "ours.json")  # fmt: skip
+    ours_cli = json.loads((tmp_path / "ours.json").read_text())["results"]
+    assert (tasks / "blimp_nl_anaphor_agreement.yaml").read_text() == BLIMP_NL  # the user's files untouched
+
+    manager = TaskManager(include_path=str(localise_tasks(tasks, data, tmp_path / "local")), include_defaults=False)
+    hf_results, hf = _evaluate("hf", f"pretrained={export},dtype=float32", names, manager)
+    results, ours = _evaluate("hlm", f"run={runs['causal']}", names, manager)
+    for task in names:
+        assert len(_flat(ours[task])) == 2 * len(DUTCH_PAIRS[task.removeprefix("blimp_nl_")])
+        for (a, _), (b, _) in zip(_flat(ours[task]), _flat(hf[task])):
+            assert a == pytest.approx(b, abs=1e-4), task
+        assert results[task]["acc,none"] == hf_results[task]["acc,none"] == ours_cli[task]["acc,none"]
+
+    missing = cli("eval", "harness", "--run", runs["causal"], "--tasks", names[0], "--include-path", tasks,
+                  "--task-data", tmp_path / "tasks", check=False)  # fmt: skip
+    assert_one_line_error(missing, "--task-data", "huggingface-cli download")

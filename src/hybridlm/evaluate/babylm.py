@@ -448,7 +448,7 @@ def evaluate_checkpoints(
                     target, done
                 )  # after each task: a killed evaluation loses at most one task (or the reading pair)
         log(
-            f"{path.name} ({state.get('words_seen', 0):,} words): "
+            f"{path.name} ({state.get('words_seen', 0):,.0f} words): "
             + ", ".join(f"{t} {_fmt(done['tasks'][t])}" for t in names if t in done["tasks"])
             + (" (kept)" if not todo else "")
         )

@@ -29,8 +29,12 @@ length, many requests a batch):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -391,11 +395,64 @@ def check_task_files(folder, trust_remote_code: bool = False) -> None:
                     todo += [path.parent / n.value for n in names if isinstance(n, yaml.ScalarNode)]
 
 
+_DATASET_PATH = re.compile(r"^(dataset_path:\s*)(['\"]?)([^'\"#\s]+)\2(\s*(#.*)?)$")
+BUILDER_NAMES = ("json", "csv", "parquet", "text", "arrow")  # datasets' own loaders: local by definition
+
+
+def localise_tasks(include_path, task_data, out_dir) -> Path:
+    """A copy of the task folder whose `dataset_path: OWNER/NAME` lines point at TASK_DATA/OWNER/NAME where that
+    local copy exists (a hub dataset repository as `huggingface-cli download --repo-type dataset` writes it: its
+    README's configs name the files), so the official task files run offline, unchanged otherwise."""
+    src, data = Path(include_path), Path(task_data)
+    if not data.is_dir():
+        raise UserError(f"--task-data {task_data} is not a folder of datasets (OWNER/NAME, as the hub names them)")
+    out = Path(out_dir) / "tasks"
+    shutil.copytree(src, out, symlinks=False)
+    for path in sorted(p for p in out.rglob("*") if p.suffix in (".yaml", ".yml")):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        changed = False
+        for i, line in enumerate(lines):
+            m = _DATASET_PATH.match(line.rstrip("\n"))
+            if m and m.group(3) not in BUILDER_NAMES and (data / m.group(3)).is_dir():
+                lines[i] = f"{m.group(1)}{json.dumps(str((data / m.group(3)).resolve()))}{m.group(4)}\n"
+                changed = True
+        if changed:
+            path.write_text("".join(lines), encoding="utf-8")
+    return out
+
+
 def majority(valid: Path, limit: int | None) -> float:
     """The majority class's accuracy on the documents scored."""
     labels = [json.loads(line)["label"] for line in valid.read_text(encoding="utf-8").splitlines() if line.strip()]
     labels = labels[:limit] if limit else labels
     return max(labels.count(v) for v in set(labels)) / len(labels) if labels else 0.0
+
+
+@contextlib.contextmanager
+def _offline(on: bool):
+    """The datasets and hub libraries offline while the tasks load (--task-data: nothing is downloaded)."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    # both libraries read the environment when imported: their flags are set as well as the variables
+    flags = [(datasets.config, "HF_DATASETS_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
+             (huggingface_hub.constants, "HF_HUB_OFFLINE")]  # fmt: skip
+    saved = [(m, k, getattr(m, k)) for m, k in flags if hasattr(m, k)]
+    env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    if on:
+        os.environ.update({k: "1" for k in env})
+        for m, k, _ in saved:
+            setattr(m, k, True)
+    try:
+        yield
+    finally:
+        for m, k, v in saved:
+            setattr(m, k, v)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_harness(
@@ -407,6 +464,7 @@ def run_harness(
     glue_data=None,
     limit: int | None = None,
     log_samples: bool = False,
+    task_data=None,
     **backend,
 ) -> dict:
     """lm_eval.simple_evaluate with the hlm backend; the result hlm keeps (RUN/eval/harness-*.json)."""
@@ -420,9 +478,13 @@ def run_harness(
         check_task_files(include_path, backend.get("trust_remote_code", False))
     if glue_data:
         check_glue_data(glue_data)
+    if task_data and not include_path:
+        raise UserError("--task-data points task files at local datasets: give the task files with --include-path")
     model = HarnessLM(run=run, hf_model=hf_model, **backend)
-    with tempfile.TemporaryDirectory(prefix="hlm-tasks-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hlm-tasks-") as tmp, _offline(bool(task_data)):
         icl = write_icl_tasks(glue_data, tmp) if glue_data else {}
+        if task_data:
+            include_path = localise_tasks(include_path, task_data, tmp)
         paths = [str(p) for p in (tmp if icl else None, include_path) if p]
         # the harness's own task index takes seconds to build: only when a task is not a local one
         manager = TaskManager(include_path=paths, include_defaults=False) if paths else None
@@ -432,10 +494,18 @@ def run_harness(
         if unknown:
             hint = " (hlm's in-context tasks need --glue-data)" if any(n.endswith("_icl") for n in unknown) else ""
             raise UserError(f"unknown harness task(s): {', '.join(unknown)}{hint}")
-        out = lm_eval.simple_evaluate(
-            model=model, tasks=names, num_fewshot=num_fewshot, task_manager=manager, limit=limit,
-            log_samples=log_samples, random_seed=backend.get("seed", 0), fewshot_random_seed=1234,
-        )  # fmt: skip
+        try:
+            out = lm_eval.simple_evaluate(
+                model=model, tasks=names, num_fewshot=num_fewshot, task_manager=manager, limit=limit,
+                log_samples=log_samples, random_seed=backend.get("seed", 0), fewshot_random_seed=1234,
+            )  # fmt: skip
+        except (ConnectionError, OSError) as e:  # offline, a task's dataset with no local copy under --task-data
+            if not task_data:
+                raise
+            raise UserError(
+                f"a task's dataset is not under --task-data {task_data} ({str(e).splitlines()[0][:100]}); fetch it "
+                "once: huggingface-cli download --repo-type dataset OWNER/NAME --local-dir TASK_DATA/OWNER/NAME"
+            ) from None
     results = {
         task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for task, metrics in out["results"].items()

@@ -292,7 +292,7 @@ def predict_checkpoints(
                 scores = score_completions(lm, texts, resolved, samples=samples, progress=progress)
             surprisals.append((revision, [-s for s in scores]))
             said.append(f"aoa {len(scores):,} surprisals")
-        log(f"{revision} ({state.get('words_seen', 0):,} words): " + ", ".join(said))
+        log(f"{revision} ({state.get('words_seen', 0):,.0f} words): " + ", ".join(said))
     if aoa_data is not None:
         tree.write(tree.aoa_file(), aoa_predictions(tree.model, aoa_data, surprisals))
     return tree
