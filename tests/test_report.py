@@ -70,6 +70,11 @@ RESULTS = {
          "majority": {"rte_icl": 0.52}},
         "| r | causal | rte\\_icl | 3 | 0.500 ± 0.050 | 0.520 |",
     ),
+    "multilingual": (
+        {"scorer": "causal", "convention": "official", "languages": {"nld": {"score": 62.5, "tasks": {
+            "blimp_nl": {"acc": 62.5, "n": 8, "ties": 1}}}}},
+        "| r | causal | official | nld | blimp\\_nl | 62.50 | 8 | 1 |",
+    ),
 }  # fmt: skip
 
 
@@ -96,7 +101,8 @@ def test_each_kind_of_result_has_its_section(cli, runs, tmp_path, kind):
     assert row in (tmp_path / "rep" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("kind", sorted(set(RESULTS) - {"generation", "harness"}))  # these two always said their kind
+# generation, harness and multilingual results said their kind from the start
+@pytest.mark.parametrize("kind", sorted(set(RESULTS) - {"generation", "harness", "multilingual"}))
 def test_results_from_before_kinds_are_still_read(cli, runs, tmp_path, kind):
     data, row = RESULTS[kind]
     run = _run_with(runs, tmp_path, kind, data)
@@ -121,6 +127,8 @@ def test_a_result_that_does_not_fit_its_kind_is_skipped_with_a_warning(cli, runs
         broken["tasks"] = {"ewok": {**TASK, "metric": 3}}
     if kind == "harness":
         broken["results"] = []
+    if kind == "multilingual":
+        broken["languages"] = {"nld": {"score": 62.5, "tasks": {"blimp_nl": {"acc": "high", "n": 8, "ties": 1}}}}
     run = _run_with(runs, tmp_path, kind, broken)
     out = cli("report", run, "--out", tmp_path / "rep", "--no-samples")
     assert row not in (tmp_path / "rep" / "report.md").read_text()

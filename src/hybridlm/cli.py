@@ -270,6 +270,26 @@ def _check_counts(a):
             raise UserError(f"{flag} must be {want} (got {getattr(a, flag[2:].replace('-', '_'))})")
 
 
+def _babylm_multilingual(a):
+    """hlm eval babylm --track multilingual: BabyLM 2026's zero-shot groups through the harness backend."""
+    from hybridlm.evaluate.multilingual import evaluate_multilingual, format_multilingual
+    from hybridlm.runs import RunDir, default_device
+
+    refused = [flag for flag, given in (("--tasks", a.tasks), ("--all-checkpoints", a.all_checkpoints),
+                                        ("--predictions", a.predictions)) if given]  # fmt: skip
+    if refused:
+        raise UserError(f"--track multilingual runs the track's groups on the final weights; drop {refused[0]}")
+    if a.run:
+        RunDir(a.run).check_eval_writable("babylm-multilingual.json")
+    languages = [x.strip() for x in a.languages.split(",") if x.strip()] if a.languages else None
+    result = evaluate_multilingual(
+        a.data, languages, a.convention, run=a.run, hf_model=a.hf_model, scorer=a.scorer, samples=a.samples,
+        device=a.device or default_device(), precision=a.precision, trust_remote_code=a.trust_remote_code,
+    )  # fmt: skip
+    print(format_multilingual(result))
+    _write_json(a.json, result, a, f"babylm-multilingual-{result['scorer']}.json")
+
+
 def cmd_babylm(a):
     from hybridlm.evaluate.babylm import evaluate_babylm, find_tasks, format_table, read_task
     from hybridlm.evaluate.scoring import check_scorer
@@ -277,6 +297,8 @@ def cmd_babylm(a):
 
     _check_json_target(a.json, inputs=(a.data, a.hf_model))
     _check_samples(a.samples)
+    if a.track == "multilingual":
+        return _babylm_multilingual(a)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()] if a.tasks else None
     for task, folder in find_tasks(a.data, tasks).items():  # bad data fails before the model loads
         read_task(task, folder)
@@ -676,6 +698,14 @@ def _add_eval_commands(sub):
         "on its backends (scorer causal = causal, pll = mlm, mntp = mntp; ties counted correct)",
     )
     bb.add_argument("--samples", type=int, default=1, help="elbo: random masks per subset size")
+    bb.add_argument(
+        "--track",
+        default="strict",
+        choices=["strict-small", "strict", "multilingual"],
+        help="multilingual: BabyLM 2026's zero-shot groups (zeroshot_eng, _nld, _zho) from --data's tasks/ and "
+        "task-data/ (docs/babylm-2026.md); the others: the 2025 suite (default)",
+    )
+    bb.add_argument("--languages", default=None, help="--track multilingual: e.g. nld,zho (default: eng,nld,zho)")
     bb.add_argument(
         "--all-checkpoints",
         action="store_true",

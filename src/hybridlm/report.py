@@ -43,6 +43,15 @@ def _warn(where: str, kind: str, why: str) -> None:
     print(f"hlm: warning: {where}: skipped, not a {kind} result hlm report can show ({why})", file=sys.stderr)
 
 
+def _language_misfit(entry) -> str | None:
+    """What is wrong with one language of a multilingual result: its score, and each task's row."""
+    if not isinstance(entry, dict):
+        return "not a table"
+    why = _misfit({"score": OPTIONAL_NUMBER, "tasks": dict}, entry)
+    row = {"acc": NUMBER, "n": int, "ties": int}
+    return why or next((f"task {t!r}: {w}" for t, r in entry["tasks"].items() if (w := _misfit(row, r))), None)
+
+
 def _fit(kind: str, data: dict, where: str) -> dict | None:
     """The part of a result of `kind` the report can show, None when nothing is (with one warning per misfit)."""
     section = SECTIONS[kind]
@@ -66,6 +75,9 @@ def _fit(kind: str, data: dict, where: str) -> dict | None:
             (f"field {f!r} has no accuracy" for f, v in data["fields"].items() if _misfit({"accuracy": NUMBER}, v)),
             None,
         )
+    if why is None and kind == "multilingual":
+        why = next((f"language {lang!r}: {w}" for lang, v in data["languages"].items() if (w := _language_misfit(v))),
+                   None)  # fmt: skip
     if why:
         _warn(where, kind, why)
     return None if why else data
@@ -553,6 +565,16 @@ def _harness_rows(results):
     ]
 
 
+def _multilingual_rows(results):
+    return [
+        [_md(m["scorer"]), m["convention"], lang, _md(task), f"{row['acc']:.2f}", row["n"], row["ties"]]
+        for m in results
+        for lang, entry in m["languages"].items()
+        for task, row in [*entry["tasks"].items(), ("mean", {"acc": entry["score"], "n": "", "ties": ""})]
+        if row["acc"] is not None
+    ]
+
+
 # one section per kind of result, in the report's order
 SECTIONS = {
     "perplexity": Section(
@@ -629,6 +651,12 @@ SECTIONS = {
         ("run", "scorer", "task", "shots", "accuracy", "majority class"),
         _harness_rows,
         shape={"scorer": str, "results": dict, "num_fewshot": (int, type(None)), "majority": dict},
+    ),
+    "multilingual": Section(
+        "BabyLM 2026 multilingual, zero-shot (accuracy x 100; a language's mean is unweighted over its tasks):",
+        ("run", "scorer", "convention", "language", "task", "accuracy", "items", "ties"),
+        _multilingual_rows,
+        shape={"scorer": str, "convention": str, "languages": dict},
     ),
 }
 assert set(SECTIONS) == set(KINDS), "every kind of result has its section"

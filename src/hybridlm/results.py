@@ -15,6 +15,7 @@ KINDS = {
     "finetune": "hlm finetune: the best epoch's validation score, per seed and averaged",
     "generation": "hlm eval generation: sample quality against network calls",
     "harness": "hlm eval harness: lm-evaluation-harness tasks with the run's scorer",
+    "multilingual": "hlm eval babylm --track multilingual: BabyLM 2026's zero-shot groups, per language",
 }
 
 

@@ -219,3 +219,44 @@ def test_the_2026_task_files_run_offline_on_local_data_and_equal_the_hf_backend(
     missing = cli("eval", "harness", "--run", runs["causal"], "--tasks", names[0], "--include-path", tasks,
                   "--task-data", tmp_path / "tasks", check=False)  # fmt: skip
     assert_one_line_error(missing, "--task-data", "huggingface-cli download")
+
+
+def test_the_multilingual_track_table_per_language(runs, tmp_path, cli):
+    """hlm eval babylm --track multilingual: the zeroshot_nld group (a group and a task under it) from DATA/tasks
+    on DATA/task-data, per language, with ties right in the official convention and wrong in hlm's."""
+    data = tmp_path / "track"
+    (data / "tasks").mkdir(parents=True)
+    _hub_copy(data / "task-data")
+    tie = ("De kat slaapt .", "De kat slaapt .")  # one pair the model cannot tell apart
+    rows = [{"sentence_good": g, "sentence_bad": b} for g, b in [*DUTCH_PAIRS["determiners"], tie]]
+    (data / "task-data/juletxara/blimp-nl/determiners/train.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    (data / "tasks" / "blimp_nl_anaphor_agreement.yaml").write_text(BLIMP_NL)
+    (data / "tasks" / "blimp_nl_determiners.yaml").write_text(BLIMP_NL_DETERMINERS)
+    _yaml(data / "tasks" / "_blimp_nl.yaml", group="blimp_nl", task=["blimp_nl_anaphor_agreement"],
+          aggregate_metric_list=[{"metric": "acc", "aggregation": "mean", "weight_by_size": True}])  # fmt: skip
+    _yaml(data / "tasks" / "zeroshot_nld.yaml", group="zeroshot_nld", task=["blimp_nl", "blimp_nl_determiners"],
+          aggregate_metric_list=[{"metric": "acc", "aggregation": "mean", "weight_by_size": True}])  # fmt: skip
+    tables = {}
+    for convention in ("official", "hlm"):
+        cli("eval", "babylm", "--run", runs["causal"], "--track", "multilingual", "--data", data, "--languages", "nld",
+            "--convention", convention, "--json", tmp_path / f"{convention}.json")  # fmt: skip
+        tables[convention] = json.loads((tmp_path / f"{convention}.json").read_text())
+    from hybridlm.evaluate.harness import run_harness
+
+    harness = run_harness(run=runs["causal"], tasks="zeroshot_nld", include_path=data / "tasks",
+                          task_data=data / "task-data")["results"]  # fmt: skip
+    official, ours = tables["official"]["languages"]["nld"], tables["hlm"]["languages"]["nld"]
+    assert set(official["tasks"]) == {"blimp_nl", "blimp_nl_determiners"}
+    for task in official["tasks"]:
+        assert official["tasks"][task]["acc"] == pytest.approx(100 * harness[task]["acc,none"])
+    assert official["score"] == pytest.approx(sum(t["acc"] for t in official["tasks"].values()) / 2)
+    determiners = official["tasks"]["blimp_nl_determiners"]
+    assert determiners["ties"] == 1 and determiners["n"] == 4
+    assert ours["tasks"]["blimp_nl_determiners"]["acc"] == pytest.approx(determiners["acc"] - 25)  # the tie: wrong
+    cli("report", runs["causal"], "--out", tmp_path / "rep", "--no-samples")
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "BabyLM 2026 multilingual" in report and "| nld | mean |" in report
+    bad = cli("eval", "babylm", "--run", runs["causal"], "--track", "multilingual", "--data", tmp_path, check=False)
+    assert_one_line_error(bad, "tasks/", "task-data/")

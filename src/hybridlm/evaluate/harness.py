@@ -429,24 +429,30 @@ def majority(valid: Path, limit: int | None) -> float:
 
 
 @contextlib.contextmanager
-def _offline(on: bool):
-    """The datasets and hub libraries offline while the tasks load (--task-data: nothing is downloaded)."""
+def _offline(cache: str | None):
+    """With a cache folder (--task-data): the datasets and hub libraries offline while the tasks load, nothing
+    downloaded, and the datasets cache in `cache` (it keys a local folder's dataset by its name and config, not
+    its path or content: a second local copy of the same name would be read from the first's cache)."""
     import datasets.config
     import huggingface_hub.constants
 
     # both libraries read the environment when imported: their flags are set as well as the variables
-    flags = [(datasets.config, "HF_DATASETS_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
-             (huggingface_hub.constants, "HF_HUB_OFFLINE")]  # fmt: skip
-    saved = [(m, k, getattr(m, k)) for m, k in flags if hasattr(m, k)]
-    env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
-    if on:
-        os.environ.update({k: "1" for k in env})
-        for m, k, _ in saved:
-            setattr(m, k, True)
+    flags = [
+        (datasets.config, "HF_DATASETS_OFFLINE", True),
+        (datasets.config, "HF_HUB_OFFLINE", True),
+        (huggingface_hub.constants, "HF_HUB_OFFLINE", True),
+        (datasets.config, "HF_DATASETS_CACHE", cache),
+    ]
+    saved = [(m, k, getattr(m, k), v) for m, k, v in flags if hasattr(m, k)]
+    env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_CACHE")}
+    if cache:
+        os.environ.update({"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": cache})
+        for m, k, _, value in saved:
+            setattr(m, k, type(getattr(m, k))(value) if k == "HF_DATASETS_CACHE" else value)
     try:
         yield
     finally:
-        for m, k, v in saved:
+        for m, k, v, _ in saved:
             setattr(m, k, v)
         for k, v in env.items():
             if v is None:
@@ -481,7 +487,7 @@ def run_harness(
     if task_data and not include_path:
         raise UserError("--task-data points task files at local datasets: give the task files with --include-path")
     model = HarnessLM(run=run, hf_model=hf_model, **backend)
-    with tempfile.TemporaryDirectory(prefix="hlm-tasks-") as tmp, _offline(bool(task_data)):
+    with tempfile.TemporaryDirectory(prefix="hlm-tasks-") as tmp, _offline(f"{tmp}/cache" if task_data else None):
         icl = write_icl_tasks(glue_data, tmp) if glue_data else {}
         if task_data:
             include_path = localise_tasks(include_path, task_data, tmp)
@@ -519,6 +525,7 @@ def run_harness(
             "num_fewshot": num_fewshot,
             "sampling": vars(model.sampling),  # generate_until's, and cfg_scale also the bounds'
             "results": results,
+            "groups": out.get("group_subtasks", {}),  # group -> its tasks (and groups)
             "n": {task: v.get("effective", v.get("original")) for task, v in out.get("n-samples", {}).items()},
             "majority": {task: majority(valid, limit) for task, valid in icl.items() if task in results},
         },
