@@ -122,11 +122,11 @@ def _iter_rows(path: Path, text_field: str, progress: tqdm | None):
     row_index = 0
     for batch in table.iter_batches(columns=columns, batch_size=4096):
         data = batch.to_pydict()
+        langs, scripts = data.get("language"), data.get("script")
         for i, text in enumerate(data[text_field]):
             row_index += 1
             if progress is not None and isinstance(text, str):
                 progress.update(len(text))
-            langs, scripts = data.get("language"), data.get("script")
             yield (
                 _paragraphs(text, f"{path}: row {row_index}"),
                 langs[i] if langs else None,
@@ -134,7 +134,7 @@ def _iter_rows(path: Path, text_field: str, progress: tqdm | None):
             )
 
 
-def _iter_sources(files, languages, text_field: str, progress: tqdm | None):
+def iter_sources(files, languages, text_field: str, progress: tqdm | None):
     """Yield (language or None, paragraphs) of every document of `files`: a row's own language where it has
     one, else its file's (`languages`: one per file, or None)."""
     for k, path in enumerate(files):
@@ -233,6 +233,11 @@ def words_per_token(text: str, offsets) -> np.ndarray:
     return counts
 
 
+def units_dtype(by_bytes: bool):
+    """The dtype of a words file: whitespace words per token (uint8), or with a language bytes per token (uint16)."""
+    return np.uint16 if by_bytes else np.uint8
+
+
 def bytes_per_token(text: str, offsets) -> np.ndarray:
     """uint16 per token: the UTF-8 bytes of `text` it covers. Token i covers the characters from the previous
     tokens' furthest end to its own (the first from the start, the last to the end), so the bytes of every
@@ -262,15 +267,15 @@ def _write_split(
         shard = {"file": fname, "tokens": int(min(shard_tokens, len(arr) - start))}
         if words is not None:
             shard["words_file"] = f"{stem}_{k:03d}.words"
-            unit = np.uint8 if lang is None else np.uint16
-            atomic_write_bytes(out / shard["words_file"], words[start : start + shard_tokens].astype(unit).tobytes())
+            units = words[start : start + shard_tokens].astype(units_dtype(lang is not None))
+            atomic_write_bytes(out / shard["words_file"], units.tobytes())
         if lang is not None:
             shard.update(lang=lang.tag, words_unit="bytes", words_per_unit=lang.words_per_byte)
         shards.append(shard)
     return shards
 
 
-def _languages_of(files, tags, flag: str) -> list[Language] | None:
+def languages_of(files, tags, flag: str) -> list[Language] | None:
     """A Language per input file from --lang (one per file, or one for all), or None without --lang."""
     if not tags:
         return None
@@ -282,20 +287,20 @@ def _languages_of(files, tags, flag: str) -> list[Language] | None:
 
 def _hold_out(train: _Split, valid: _Split | None, bos: int, dtype, val_fraction: float, words_of) -> tuple:
     """(train ids, train units, val ids, val units, train meta, val meta) of one stream: the --valid documents,
-    or the stream's tail cut at a document start near the cut. words_of(units sum, whitespace words) -> words."""
+    or the stream's tail cut at a document start near the cut. words_of(sum of the per-token units) -> words."""
     train_arr, train_units = np.concatenate(train.tokens), np.concatenate(train.per_token)
     if valid is not None:
         val_arr, val_units = np.concatenate(valid.tokens), np.concatenate(valid.per_token)
         val_meta = {
             "documents": valid.n_docs,
             "bytes": valid.n_bytes,
-            "words": words_of(val_units.sum(), valid.n_words),
+            "words": words_of(val_units.sum()),
             "source": "valid files",
         }
         train_meta = {
             "documents": train.n_docs,
             "bytes": train.n_bytes,
-            "words": words_of(train_units.sum(), train.n_words),
+            "words": words_of(train_units.sum()),
         }
     else:
         want = max(int(len(train_arr) * val_fraction), min(2048, len(train_arr) // 10))
@@ -314,13 +319,13 @@ def _hold_out(train: _Split, valid: _Split | None, bos: int, dtype, val_fraction
         val_meta = {
             "documents": int((starts >= cut).sum()) or 1,
             "bytes": int(round(train.n_bytes * frac)),
-            "words": words_of(val_units.sum(), int(val_units.sum())),
+            "words": words_of(val_units.sum()),
             "source": f"tail of the corpus ({frac:.2%} of tokens)",
         }
         train_meta = {
             "documents": int((starts < cut).sum()),
             "bytes": train.n_bytes - val_meta["bytes"],
-            "words": words_of(train_units.sum(), int(train_units.sum())),
+            "words": words_of(train_units.sum()),
         }
     if len(train_arr) < 2 or len(val_arr) < 2:
         raise UserError("the corpus is too small to split into train and validation; give more text or --valid FILE")
@@ -348,8 +353,8 @@ def prepare(
     valid_files = check_text_files(valid_inputs, scan_utf8=False) if valid_inputs else None
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction must lie in (0, 1) (got {val_fraction})")
-    file_langs = _languages_of(files, languages, "--lang")
-    valid_langs = _languages_of(valid_files, valid_languages or languages, "--valid-lang") if valid_files else None
+    file_langs = languages_of(files, languages, "--lang")
+    valid_langs = languages_of(valid_files, valid_languages or languages, "--valid-lang") if valid_files else None
     tokenizer = load_tokenizer(tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
@@ -381,7 +386,7 @@ def prepare(
             def tokenize(paths, langs, desc):
                 with tqdm(total=sum(os.path.getsize(f) for f in paths), unit="B", unit_scale=True, desc=desc,
                           disable=None) as bar:  # fmt: skip
-                    splits = tokenize_documents(_iter_sources(paths, langs, text_field, bar), encode_batch, bos, dtype,
+                    splits = tokenize_documents(iter_sources(paths, langs, text_field, bar), encode_batch, bos, dtype,
                                                 bos_value=np.uint8(0))  # fmt: skip
                 if None in splits and len(splits) > 1:
                     raise UserError(
@@ -401,17 +406,18 @@ def prepare(
                 raise UserError("the --valid files hold a language the training files do not; check --valid-lang")
 
             streams = sorted(train_splits, key=lambda lang: "" if lang is None else lang.tag)
-            splits_meta: dict = {"train": {"tokens": 0, "shards": []}, "val": {"tokens": 0, "shards": []}}
+            splits_meta: dict = {"train": {"tokens": 0}, "val": {"tokens": 0}}
+            shards: dict = {"train": [], "val": []}
             unigram = np.zeros(vocab, dtype=np.int64)
             for lang in streams:
 
-                def words_of(units, whitespace, lang=lang):
-                    return int(whitespace) if lang is None else lang.english_words(int(units))
+                def words_of(units, lang=lang):
+                    return int(units) if lang is None else lang.english_words(int(units))
 
                 parts = _hold_out(train_splits[lang], valid_splits.get(lang), bos, dtype, val_fraction, words_of)
                 train_arr, train_units, val_arr, val_units, train_meta, val_meta = parts
-                unknown = float(np.mean(train_arr == unk)) if unk is not None else 0.0
-                if lang is not None and unknown > MAX_UNKNOWN:  # a WordPiece vocabulary without this language
+                unknown = float(np.mean(train_arr == unk)) if lang is not None and unk is not None else 0.0
+                if unknown > MAX_UNKNOWN:  # a WordPiece vocabulary without this language
                     raise UserError(
                         f"{unknown:.0%} of the {lang.tag} tokens are {UNK}: the tokenizer cannot encode this language; "
                         f"train one on it (hlm tokenizer train --input ... --lang ...)"
@@ -420,7 +426,7 @@ def prepare(
                 for name, arr, units, meta in (("train", train_arr, train_units, train_meta),
                                                ("val", val_arr, val_units, val_meta)):  # fmt: skip
                     split = splits_meta[name]
-                    split["shards"] += _write_split(out, name, arr, shard_tokens, units, lang)
+                    shards[name] += _write_split(out, name, arr, shard_tokens, units, lang)
                     split["tokens"] += int(len(arr))
                     if lang is None:  # English by whitespace: one stream, as before languages existed
                         split.update(meta)
@@ -450,14 +456,7 @@ def prepare(
                 "vocab_size": vocab,
                 "tokenizer_hash": tokenizer_hash(out / TOKENIZER_FILE),
                 "bos_id": bos,
-                "splits": {
-                    name: {
-                        "tokens": m["tokens"],
-                        **{k: v for k, v in m.items() if k not in ("tokens", "shards")},
-                        "shards": m["shards"],
-                    }  # fmt: skip
-                    for name, m in splits_meta.items()
-                },
+                "splits": {name: {**m, "shards": shards[name]} for name, m in splits_meta.items()},
                 "inputs": [str(f) for f in files],
             }
             if streams != [None]:
@@ -577,8 +576,8 @@ class PackedTokens:
             counts.append(max(0, (len(mm) - 1) // seq_len))
             if self.has_words:
                 wpath = Path(data_dir) / sh["words_file"]
-                unit = 2 if "lang" in sh else 1  # bytes per token (uint16), or words per token (uint8)
-                if not wpath.is_file() or wpath.stat().st_size != sh["tokens"] * unit:
+                size = sh["tokens"] * np.dtype(units_dtype("lang" in sh)).itemsize
+                if not wpath.is_file() or wpath.stat().st_size != size:
                     raise UserError(f"word counts {wpath} are missing or truncated; re-run hlm prepare")
                 self.word_files.append(wpath)
         self.cum = np.cumsum([0] + counts)
@@ -598,7 +597,7 @@ class PackedTokens:
         if self._window_words is None:
             sums = []
             for f, n, factor in zip(self.word_files, np.diff(self.cum), self.words_per_unit):
-                words = np.memmap(f, dtype=np.uint8 if factor is None else np.uint16, mode="r")
+                words = np.memmap(f, dtype=units_dtype(factor is not None), mode="r")
                 sums.append(words[: n * self.seq_len].reshape(n, self.seq_len).sum(1, dtype=np.int64))
                 sums[-1] = sums[-1] if factor is None else sums[-1] * factor
             self._window_words = np.concatenate(sums)

@@ -63,7 +63,8 @@ class LanguageMixture:
                     f"--mix-languages: the data has no {tag} windows of this length; use a shorter --seq-len"
                 )
         self.window_words = data.window_words
-        self.order = np.empty(0, dtype=np.int64)  # the windows of samples 0, 1, ... built so far
+        self._buffer = np.empty(0, dtype=np.int64)  # the windows of samples 0, 1, ... (grown by doubling)
+        self.built = 0  # how many samples of the order are built
         self.words = np.zeros(len(self.tags))  # words of those samples, by language
         self.used = np.zeros(len(self.tags), dtype=np.int64)  # windows taken from each language
         self._perms: dict[int, tuple[int, np.ndarray]] = {}
@@ -77,21 +78,20 @@ class LanguageMixture:
         return int(pool[self._perms[k][1][rank % len(pool)]])
 
     def _extend(self, upto: int) -> None:
-        done = len(self.order)
-        if upto <= done:
-            return
-        grown = np.empty(max(upto, 2 * done), dtype=np.int64)
-        grown[:done] = self.order[:done]
-        for i in range(done, upto):
+        if upto > len(self._buffer):  # doubling: a run of S samples copies O(S) in all, not O(S) a step
+            grown = np.empty(max(upto, 2 * len(self._buffer)), dtype=np.int64)
+            grown[: self.built] = self._buffer[: self.built]
+            self._buffer = grown
+        for i in range(self.built, upto):
             k = int(np.argmin(self.words / self.shares))  # the language furthest behind its share
             w = self._window(k, int(self.used[k]))
             self.used[k] += 1
             self.words[k] += self.window_words[w]
-            grown[i] = w
-        self.order = grown[:upto]
+            self._buffer[i] = w
+        self.built = max(self.built, upto)
 
     def windows_from(self, start: int, count: int) -> np.ndarray:
         """The windows of samples start .. start + count - 1 of the mixed order."""
         with self._lock:
             self._extend(start + count)
-            return self.order[start : start + count].copy()
+            return self._buffer[start : start + count].copy()

@@ -145,10 +145,10 @@ def train_tokenizer(
 def _sampled_lines(files, languages, sample_languages: str, text_field: str, seed: int) -> tuple[list, list]:
     """The paragraphs to train on (documents kept at random so each language has its share of English-equivalent
     words: the scarcest language whole, the others subsampled), and the languages found."""
-    from hybridlm.data import _iter_sources, _languages_of
+    from hybridlm.data import iter_sources, languages_of
     from hybridlm.mixture import parse_shares
 
-    docs = list(_iter_sources(files, _languages_of(files, languages, "--lang"), text_field, None))
+    docs = list(iter_sources(files, languages_of(files, languages, "--lang"), text_field, None))
     if not any(doc for _, doc in docs):
         raise UserError(f"no text in {', '.join(map(str, files))}; give a corpus with text in it")
     found = sorted({lang for lang, _ in docs if lang is not None}, key=lambda lang: lang.tag)

@@ -441,14 +441,14 @@ def _offline(cache: str | None):
         (datasets.config, "HF_DATASETS_OFFLINE", True),
         (datasets.config, "HF_HUB_OFFLINE", True),
         (huggingface_hub.constants, "HF_HUB_OFFLINE", True),
-        (datasets.config, "HF_DATASETS_CACHE", cache),
+        (datasets.config, "HF_DATASETS_CACHE", Path(cache) if cache else None),
     ]
     saved = [(m, k, getattr(m, k), v) for m, k, v in flags if hasattr(m, k)]
     env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_CACHE")}
     if cache:
         os.environ.update({"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": cache})
         for m, k, _, value in saved:
-            setattr(m, k, type(getattr(m, k))(value) if k == "HF_DATASETS_CACHE" else value)
+            setattr(m, k, value)
     try:
         yield
     finally:

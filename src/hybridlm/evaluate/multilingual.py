@@ -7,8 +7,8 @@ OWNER/NAME; see harness.localise_tasks). A language's score is the unweighted me
 (a task that is itself a group counts once, at its own accuracy over its documents).
 
 Conventions: `official` is the harness's `acc` (the pipeline's number: an argmax tie picks the first choice, the
-right one, so a tie counts correct); `hlm` counts a tie wrong, as hlm's BabyLM 2025 tasks do. Both are computed
-from the same per-document log-likelihoods.
+right one in a minimal pair, so such a tie counts correct); `hlm` counts a tie wrong, as hlm's BabyLM 2025 tasks
+do. Both are computed from the same per-document log-likelihoods.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ def _leaves(name: str, groups: dict) -> list[str]:
 
 
 def _correct(sample: dict, ties_correct: bool) -> bool:
+    """official (ties_correct): the harness's acc, the first of the highest scores is the gold one (a tie is right
+    when the gold choice comes first, as in every minimal pair); hlm: the gold score alone is the highest."""
     scores = [r[0] for r in sample["resps"]]
-    gold = scores[sample["target"]]
     best = max(scores)
-    return gold == best if ties_correct else gold == best and scores.count(best) == 1
+    if ties_correct:
+        return scores.index(best) == sample["target"]
+    return scores[sample["target"]] == best and scores.count(best) == 1
 
 
 def evaluate_multilingual(data, languages=None, convention: str = "hlm", limit=None, **model) -> dict:
