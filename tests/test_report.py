@@ -75,6 +75,11 @@ RESULTS = {
             "blimp_nl": {"acc": 62.5, "n": 8, "ties": 1}}}}},
         "| r | causal | official | nld | blimp\\_nl | 62.50 | 8 | 1 |",
     ),
+    "finetune-multilingual": (
+        {"convention": "official", "languages": {"zho": {"score": 21.5, "tasks": {
+            "sib200": {"acc": 21.5, "n_scored": 200, "majority": 21.0}}}}},
+        "| r | official | zho | sib200 | 21.50 | 200 | 21.00 |",
+    ),
 }  # fmt: skip
 
 
@@ -101,8 +106,10 @@ def test_each_kind_of_result_has_its_section(cli, runs, tmp_path, kind):
     assert row in (tmp_path / "rep" / "report.md").read_text()
 
 
-# generation, harness and multilingual results said their kind from the start
-@pytest.mark.parametrize("kind", sorted(set(RESULTS) - {"generation", "harness", "multilingual"}))
+# generation, harness and the multilingual results said their kind from the start
+@pytest.mark.parametrize(
+    "kind", sorted(set(RESULTS) - {"generation", "harness", "multilingual", "finetune-multilingual"})
+)
 def test_results_from_before_kinds_are_still_read(cli, runs, tmp_path, kind):
     data, row = RESULTS[kind]
     run = _run_with(runs, tmp_path, kind, data)
@@ -129,6 +136,8 @@ def test_a_result_that_does_not_fit_its_kind_is_skipped_with_a_warning(cli, runs
         broken["results"] = []
     if kind == "multilingual":
         broken["languages"] = {"nld": {"score": 62.5, "tasks": {"blimp_nl": {"acc": "high", "n": 8, "ties": 1}}}}
+    if kind == "finetune-multilingual":
+        broken["languages"] = {"zho": {"score": 21.5, "tasks": {"sib200": {"acc": 21.5, "n_scored": "all"}}}}
     run = _run_with(runs, tmp_path, kind, broken)
     out = cli("report", run, "--out", tmp_path / "rep", "--no-samples")
     assert row not in (tmp_path / "rep" / "report.md").read_text()

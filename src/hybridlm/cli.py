@@ -351,20 +351,55 @@ def cmd_babylm(a):
     _write_json(a.json, result, a, f"babylm-{result['scorer']}.json")
 
 
+def _finetune_2026(a, cfg):
+    """hlm finetune --recipe babylm-2026: every task of every language, one fresh classifier each."""
+    from hybridlm.finetune import HFClassifier, RunClassifier, finetune_2026, format_2026, plan_2026
+    from hybridlm.runs import RunDir, default_device, load_run
+
+    if a.predictions:
+        raise UserError("--predictions writes the 2025 submission's files; drop it with --recipe babylm-2026")
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None  # noqa: E731
+    plan = plan_2026(a.data, split(a.languages), split(a.task))  # bad data fails before the model loads
+    for tasks in plan.values():
+        for task in tasks:
+            cfg.resolved(task)
+    device = a.device or default_device()
+    if a.run:
+        RunDir(a.run).check_eval_writable("finetune-babylm-2026.json")
+        make = lambda n: RunClassifier(load_run(a.run, device, weights=a.weights), n, cfg.dropout)  # noqa: E731
+    else:
+        official = a.convention == "official"
+        make = lambda n: HFClassifier(a.hf_model, n, cfg.dropout, a.trust_remote_code, official)  # noqa: E731
+    result = finetune_2026(make, plan, cfg, a.convention, device, progress=True, name=a.run or a.hf_model)
+    if a.run:
+        from hybridlm.results import stamp
+
+        result = stamp("finetune-multilingual", result, RunDir(a.run).weights_read(None, a.weights))
+    print(format_2026(result))
+    _write_json(a.json, result, a, "finetune-babylm-2026.json")
+
+
 def cmd_finetune(a):
     from hybridlm.finetune import TASKS, FinetuneConfig, HFClassifier, RunClassifier, find_files, finetune, load_split
     from hybridlm.runs import RunDir, default_device, load_run
 
     _check_json_target(a.json, inputs=(a.data, a.hf_model))
+    given = {f.name: getattr(a, f.name) for f in fields(FinetuneConfig) if getattr(a, f.name) is not None}
+    if a.recipe == "babylm-2026":
+        return _finetune_2026(a, FinetuneConfig.for_recipe(a.recipe, **given))
+    refused = [flag for flag, value in (("--languages", a.languages), ("--convention", a.convention != "official"))
+               if value]  # fmt: skip
+    if refused:
+        raise UserError(f"{refused[0]} belongs to --recipe babylm-2026; drop it for the 2025 recipe")
+    if a.task is None:
+        raise UserError(f"--task is required with the 2025 recipe (choose from: {', '.join(TASKS)})")
     if a.task not in TASKS:
         raise UserError(f"unknown task {a.task!r} (choose from: {', '.join(TASKS)})")
     if a.predictions:
         from hybridlm.evaluate import submission
 
         submission.check_predictions_dir(a.predictions, inputs=(a.data, a.run, a.hf_model))
-    cfg = FinetuneConfig(
-        **{f.name: getattr(a, f.name) for f in fields(FinetuneConfig) if getattr(a, f.name) is not None}
-    )
+    cfg = FinetuneConfig(**given)
     cfg.resolved(a.task)  # the numbers, checked before anything runs
     for f in find_files(a.data, a.task):
         load_split(f, a.task)  # bad data fails before the model loads
@@ -779,26 +814,42 @@ def _add_eval_commands(sub):
 
 
 def _add_finetune_command(sub):
+    from hybridlm.finetune import RECIPE_2026, RECIPES, TASKS_2026, FinetuneConfig
     from hybridlm.finetune import TASKS as FINETUNE_TASKS
-    from hybridlm.finetune import FinetuneConfig
 
-    ft = sub.add_parser("finetune", help="sequence classification on a (Super)GLUE task with the BabyLM 2025 recipe")
+    ft = sub.add_parser(
+        "finetune",
+        help="sequence classification: the BabyLM 2025 (Super)GLUE recipe, or the 2026 multilingual track's",
+    )
     g_model = ft.add_mutually_exclusive_group(required=True)
     g_model.add_argument("--run", help="a hybridlm run directory")
     g_model.add_argument("--hf-model", help="a local Hugging Face model directory")
     ft.add_argument("--trust-remote-code", action="store_true", help="--hf-model: run the code shipped in the folder")
     _weights_arg(ft)
-    ft.add_argument("--task", required=True, help=" | ".join(FINETUNE_TASKS))
+    ft.add_argument("--recipe", default="babylm-2025", choices=RECIPES,
+                    help="babylm-2025: one (Super)GLUE task (default); babylm-2026: the multilingual track's tasks "
+                    "for each language")  # fmt: skip
+    ft.add_argument(
+        "--task",
+        help=f"babylm-2025: {' | '.join(FINETUNE_TASKS)} (required); babylm-2026: comma-separated from "
+        f"{','.join(TASKS_2026)} (default: all the data holds)",
+    )
     ft.add_argument(
         "--data",
         required=True,
-        help="folder with TASK.train.jsonl and TASK.valid.jsonl (e.g. .../full_eval/glue_filtered)",
+        help="babylm-2025: folder with TASK.train.jsonl and TASK.valid.jsonl (e.g. .../full_eval/glue_filtered); "
+        "babylm-2026: babylm-eval's multilingual/finetune/data/multilingual (en/, nl/, zh/)",
     )
+    ft.add_argument("--languages", help="babylm-2026: comma-separated eng,nld,zho (default: every one in --data)")
+    ft.add_argument("--convention", default="official", choices=["official", "hlm"],
+                    help="babylm-2026: official (default): the script's data loader, which drops each epoch's last "
+                    "partial batch and scores the first floor(n/8)*8 validation items; hlm: every item")  # fmt: skip
     ft.add_argument("--device", default=None)
     for f in fields(FinetuneConfig):  # the recipe's own record: a flag per field
+        in_2026 = f" (babylm-2026: {RECIPE_2026[f.name]})" if f.name in RECIPE_2026 else ""
         ft.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
-                        help=f"default: {f.metadata['say']}")  # fmt: skip
-    _json_arg(ft, "finetune-TASK.json")
+                        help=f"default: {f.metadata['say']}{in_2026}")  # fmt: skip
+    _json_arg(ft, "finetune-TASK.json (babylm-2026: finetune-babylm-2026.json)")
     _predictions_arg(ft, "MODEL/main/finetune/TASK/predictions.json: the best epoch's labels of the validation file")
     ft.set_defaults(func=cmd_finetune)
 

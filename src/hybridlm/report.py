@@ -43,12 +43,11 @@ def _warn(where: str, kind: str, why: str) -> None:
     print(f"hlm: warning: {where}: skipped, not a {kind} result hlm report can show ({why})", file=sys.stderr)
 
 
-def _language_misfit(entry) -> str | None:
-    """What is wrong with one language of a multilingual result: its score, and each task's row."""
+def _language_misfit(entry, row: dict) -> str | None:
+    """What is wrong with one language of a multilingual result: its score, and each task's row (of shape `row`)."""
     if not isinstance(entry, dict):
         return "not a table"
     why = _misfit({"score": OPTIONAL_NUMBER, "tasks": dict}, entry)
-    row = {"acc": NUMBER, "n": int, "ties": int}
     return why or next((f"task {t!r}: {w}" for t, r in entry["tasks"].items() if (w := _misfit(row, r))), None)
 
 
@@ -75,9 +74,10 @@ def _fit(kind: str, data: dict, where: str) -> dict | None:
             (f"field {f!r} has no accuracy" for f, v in data["fields"].items() if _misfit({"accuracy": NUMBER}, v)),
             None,
         )
-    if why is None and kind == "multilingual":
-        why = next((f"language {lang!r}: {w}" for lang, v in data["languages"].items() if (w := _language_misfit(v))),
-                   None)  # fmt: skip
+    if why is None and kind in ("multilingual", "finetune-multilingual"):
+        row = {"acc": NUMBER, "n": int, "ties": int} if kind == "multilingual" else {"acc": NUMBER, "n_scored": int}
+        why = next((f"language {lang!r}: {w}" for lang, v in data["languages"].items()
+                    if (w := _language_misfit(v, row))), None)  # fmt: skip
     if why:
         _warn(where, kind, why)
     return None if why else data
@@ -575,6 +575,23 @@ def _multilingual_rows(results):
     ]
 
 
+def _finetune_multilingual_rows(results):
+    return [
+        [
+            m["convention"],
+            lang,
+            _md(task),
+            f"{row['acc']:.2f}",
+            row.get("n_scored", ""),
+            "" if row.get("majority") is None else f"{row['majority']:.2f}",
+        ]  # fmt: skip
+        for m in results
+        for lang, entry in m["languages"].items()
+        for task, row in [*entry["tasks"].items(), ("mean", {"acc": entry["score"]})]
+        if row["acc"] is not None
+    ]
+
+
 # one section per kind of result, in the report's order
 SECTIONS = {
     "perplexity": Section(
@@ -657,6 +674,12 @@ SECTIONS = {
         ("run", "scorer", "convention", "language", "task", "accuracy", "items", "ties"),
         _multilingual_rows,
         shape={"scorer": str, "convention": str, "languages": dict},
+    ),
+    "finetune-multilingual": Section(
+        "BabyLM 2026 multilingual, fine-tuned (hlm finetune --recipe babylm-2026; accuracy x 100 of the last model):",
+        ("run", "convention", "language", "task", "accuracy", "items scored", "majority class"),
+        _finetune_multilingual_rows,
+        shape={"convention": str, "languages": dict},
     ),
 }
 assert set(SECTIONS) == set(KINDS), "every kind of result has its section"

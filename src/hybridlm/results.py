@@ -16,6 +16,7 @@ KINDS = {
     "generation": "hlm eval generation: sample quality against network calls",
     "harness": "hlm eval harness: lm-evaluation-harness tasks with the run's scorer",
     "multilingual": "hlm eval babylm --track multilingual: BabyLM 2026's zero-shot groups, per language",
+    "finetune-multilingual": "hlm finetune --recipe babylm-2026: the 2026 track's fine-tuning tasks, per language",
 }
 
 
