@@ -260,3 +260,25 @@ def test_the_multilingual_track_table_per_language(runs, tmp_path, cli):
     assert "BabyLM 2026 multilingual" in report and "| nld | mean |" in report
     bad = cli("eval", "babylm", "--run", runs["causal"], "--track", "multilingual", "--data", tmp_path, check=False)
     assert_one_line_error(bad, "tasks/", "task-data/")
+
+
+def test_a_harness_builtin_task_a_group_lists_runs_offline_on_its_local_copy(runs, tmp_path, cli):
+    """zeroshot_eng lists the harness's own `blimp`, which the track's task folder does not hold: with its dataset
+    in task-data (nyu-mll/blimp, the hub's layout), the harness's task files are copied in and read it offline."""
+    data = tmp_path / "track"
+    (data / "tasks").mkdir(parents=True)
+    repo = data / "task-data" / "nyu-mll" / "blimp"
+    (repo / "anaphor_gender_agreement").mkdir(parents=True)
+    pairs = [("Anna saw herself .", "Anna saw himself ."), ("The boys hurt themselves .", "The boys hurt herself ."),
+             ("Tom likes himself .", "Tom likes herself .")]  # fmt: skip
+    rows = [{"sentence_good": g, "sentence_bad": b} for g, b in pairs]
+    (repo / "anaphor_gender_agreement" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    header = "---\nconfigs:\n- config_name: anaphor_gender_agreement\n  data_files:\n  - split: train\n"
+    (repo / "README.md").write_text(header + "    path: anaphor_gender_agreement/train.jsonl\n---\n")
+    _yaml(data / "tasks" / "zeroshot_eng.yaml", group="zeroshot_eng", task=["blimp_anaphor_gender_agreement"],
+          aggregate_metric_list=[{"metric": "acc", "aggregation": "mean", "weight_by_size": True}])  # fmt: skip
+    cli("eval", "babylm", "--run", runs["causal"], "--track", "multilingual", "--data", data, "--languages", "eng",
+        "--json", tmp_path / "eng.json")  # fmt: skip
+    table = json.loads((tmp_path / "eng.json").read_text())["languages"]["eng"]
+    assert table["tasks"]["blimp_anaphor_gender_agreement"]["n"] == len(pairs)
+    assert list((data / "tasks").iterdir()) == [data / "tasks" / "zeroshot_eng.yaml"]  # the user's folder untouched

@@ -399,16 +399,71 @@ _DATASET_PATH = re.compile(r"^(dataset_path:\s*)(['\"]?)([^'\"#\s]+)\2(\s*(#.*)?
 BUILDER_NAMES = ("json", "csv", "parquet", "text", "arrow")  # datasets' own loaders: local by definition
 
 
+def _is_task_yaml(path: Path) -> bool:
+    """A task file, or a template the harness includes (its convention: `_template_yaml`, no suffix)."""
+    return path.suffix in (".yaml", ".yml") or path.name.endswith("_yaml")
+
+
+_NAME_LINE = re.compile(r"^(?:task|group):\s*(['\"]?)([\w.\-]+)\1\s*(#.*)?$")  # the harness's own files
+
+
+def _names(folder: Path) -> tuple[set[str], set[str]]:
+    """(defined, listed): the task and group names the folder's files define, and those its groups list (read
+    as data: a tag such as `!function` is read as nothing)."""
+    import yaml
+
+    class Tolerant(yaml.SafeLoader):
+        pass
+
+    Tolerant.add_multi_constructor("!", lambda loader, suffix, node: None)
+    defined, listed = set(), set()
+    for path in (p for p in folder.rglob("*") if p.is_file() and _is_task_yaml(p)):
+        try:
+            doc = yaml.load(path.read_text(encoding="utf-8"), Loader=Tolerant)
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue  # check_task_files names what is wrong with it
+        if not isinstance(doc, dict):
+            continue
+        defined |= {doc[k] for k in ("task", "group") if isinstance(doc.get(k), str)}
+        if "group" in doc and isinstance(doc.get("task"), list):
+            listed |= {t for t in doc["task"] if isinstance(t, str)}
+    return defined, listed
+
+
+def _builtin_folders(names: set[str], data: Path) -> list[Path]:
+    """The harness's own task folders that define `names` and read a dataset with a local copy in `data` (the
+    2026 group `zeroshot_eng` lists the harness's `blimp`, which is not in the track's task folder)."""
+    import lm_eval.tasks
+
+    found = []
+    for folder in sorted(p for p in Path(lm_eval.tasks.__file__).parent.iterdir() if p.is_dir()):
+        files = [p for p in folder.rglob("*") if p.is_file() and _is_task_yaml(p)]
+        texts = [p.read_text(encoding="utf-8", errors="replace").splitlines() for p in files]
+        if not names & {m.group(2) for lines in texts for line in lines if (m := _NAME_LINE.match(line))}:
+            continue
+        paths = {m.group(3) for lines in texts for line in lines if (m := _DATASET_PATH.match(line))}
+        if any(path not in BUILDER_NAMES and (data / path).is_dir() for path in paths):
+            found.append(folder)
+    return found
+
+
 def localise_tasks(include_path, task_data, out_dir) -> Path:
     """A copy of the task folder whose `dataset_path: OWNER/NAME` lines point at TASK_DATA/OWNER/NAME where that
     local copy exists (a hub dataset repository as `huggingface-cli download --repo-type dataset` writes it: its
-    README's configs name the files), so the official task files run offline, unchanged otherwise."""
+    README's configs name the files), so the official task files run offline, unchanged otherwise. A task its
+    groups list but the folder does not define, and which the harness ships, is copied in from the harness with
+    its dataset localised too, where TASK_DATA holds that dataset (an include path takes precedence)."""
     src, data = Path(include_path), Path(task_data)
     if not data.is_dir():
         raise UserError(f"--task-data {task_data} is not a folder of datasets (OWNER/NAME, as the hub names them)")
     out = Path(out_dir) / "tasks"
     shutil.copytree(src, out, symlinks=False)
-    for path in sorted(p for p in out.rglob("*") if p.suffix in (".yaml", ".yml")):
+    defined, listed = _names(out)
+    if listed - defined:
+        for folder in _builtin_folders(listed - defined, data):
+            shutil.copytree(folder, out / "_harness" / folder.name, symlinks=False,
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and _is_task_yaml(p)):
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         changed = False
         for i, line in enumerate(lines):
