@@ -53,11 +53,12 @@ def hlm(*args, check=True, timeout=300, **kw):
     return proc
 
 
-def train_until_killed(args, out, step: int) -> None:
-    """`hlm train ARGS --out OUT` in a subprocess, SIGKILLed once checkpoint `step` is on disk."""
+def train_until_killed(args, out, step: int, command: str = "train") -> None:
+    """`hlm train ARGS --out OUT` (or another training command) in a subprocess, SIGKILLed once checkpoint `step`
+    is on disk."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hybridlm.cli", "train", *map(str, args), "--out", str(out)],
+        [sys.executable, "-m", "hybridlm.cli", command, *map(str, args), "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

@@ -907,6 +907,52 @@ def cmd_export(a):
     print(f"exported {a.run} to {out}")
 
 
+SFT_TRAIN_KEYS = ("max_steps", "lr", "min_lr_ratio", "warmup_fraction", "batch_size", "micro_batch_size", "seed",
+                  "weight_decay", "optimizer", "eval_interval", "eval_batches", "checkpoint_interval", "log_interval",
+                  "keep_checkpoints", "max_epochs", "grad_clip", "device", "precision", "compile")  # fmt: skip
+
+
+def cmd_sft(a):
+    from hybridlm.config import config_keys, merge_config
+    from hybridlm.sft import sft
+    from hybridlm.train import train
+
+    values = {
+        k: getattr(a, k) for k in (*SFT_TRAIN_KEYS, "seq_len") if k in config_keys() and getattr(a, k) is not None
+    }
+    merge_config(values, source="command line")  # names and types, before anything is written
+    if a.resume:  # the run holds its config and its rows: only what may change on a resume is taken
+        refused = [
+            f for f, v in (("--run", a.run), ("--data", a.data), ("--valid", a.valid), ("--seq-len", a.seq_len)) if v
+        ]
+        if refused:
+            raise UserError(f"--resume continues the fine-tuning in --out as it was set up; drop {refused[0]}")
+        summary = train({**values, "out": a.out}, resume=True)
+    else:
+        if not a.run or not a.data:
+            raise UserError("hlm sft needs --run (the model to fine-tune) and --data (prompt/response pairs, JSONL)")
+        summary = sft(a.run, a.data, a.out, a.eos, a.valid, a.seq_len or 0,
+                      **{k: v for k, v in values.items() if k != "seq_len"})  # fmt: skip
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
+
+
+def cmd_import(a):
+    from hybridlm.hf_import import import_model
+
+    if a.max_seq_len is not None and not 0 < a.max_seq_len <= 1_000_000:
+        raise UserError(f"--max-seq-len must be a positive number of positions (got {a.max_seq_len})")
+    record = import_model(a.hf_model, a.out, a.gguf_file, a.max_seq_len or 0)
+    added = [role for role, r in record["roles"].items() if r["init"] != "token"]
+    model = json.loads((Path(a.out) / "config.json").read_text())["model"]
+    print(
+        f"imported {a.hf_model} ({record['model_type']}, {record['vocab_size']} tokens"
+        + (f"; hlm added {', '.join(added)}" if added else "")
+        + f") as the causal run {a.out}\ntrain from it with: hlm train --init-from {a.out} --preset tiny "
+        f"--model '{json.dumps(model, separators=(',', ':'))}' --objective OBJECTIVE --data DATA (data prepared "
+        f"with hlm prepare --tokenizer {a.out})"
+    )
+
+
 def cmd_score_windows(a):
     import numpy as np
 
@@ -969,6 +1015,42 @@ def _add_report_command(sub):
         "(runs that differ only in their seeds) or folder (hlm train --seeds: OUT/seed_N)",
     )
     r.set_defaults(func=cmd_report)
+
+
+def _add_sft_command(sub):
+    from hybridlm.config import config_keys
+    from hybridlm.sft import EOS_POLICIES, GENERATING
+
+    sf = sub.add_parser("sft", help=f"supervised fine-tuning on prompt/response pairs ({', '.join(GENERATING)})")
+    sf.add_argument("--run", help="the run to fine-tune (its objective, shape and tokenizer)")
+    sf.add_argument("--data", help='JSONL of {"prompt": ..., "response": ...} (write the space before a response)')
+    sf.add_argument("--valid", help="validation pairs (default: 5%% of --data held out, seeded)")
+    sf.add_argument("--out", required=True, help="the new run (it holds its prepared pairs in sft-data/)")
+    sf.add_argument("--eos", default="pad", choices=EOS_POLICIES,
+                    help="pad: the canvas after the answer filled with </s>, each scored (LLaDA); stop: one </s>, "
+                    "then <pad>, never scored")  # fmt: skip
+    sf.add_argument("--resume", action="store_true", help="continue the fine-tuning in --out")
+    sf.add_argument("--seq-len", type=int, default=None, help="tokens per pair with <s> and </s> (default: the run's)")
+    keys = config_keys()
+    for k in SFT_TRAIN_KEYS:
+        default = keys[k]
+        flag = "--" + k.replace("_", "-")
+        if isinstance(default, bool) or default is None:
+            sf.add_argument(flag, dest=k, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            sf.add_argument(flag, dest=k, type=type(default), default=None, help=f"default: {default!r}")
+    sf.set_defaults(func=cmd_sft)
+
+
+def _add_import_command(sub):
+    im = sub.add_parser(
+        "import", help="a local Llama-family causal LM (safetensors or GGUF) as an hlm run, to adapt to any objective"
+    )
+    im.add_argument("--hf-model", required=True, help="a local Hugging Face model folder (no code of its own runs)")
+    im.add_argument("--gguf-file", default=None, help="a GGUF file in that folder to read instead (needs gguf)")
+    im.add_argument("--out", required=True, help="the new run (absent or empty)")
+    im.add_argument("--max-seq-len", type=int, default=None, help="positions the run keeps (default: the model's)")
+    im.set_defaults(func=cmd_import)
 
 
 def _add_export_command(sub):
@@ -1152,6 +1234,8 @@ COMMANDS = (
     _add_demo_command,
     _add_eval_commands,
     _add_finetune_command,
+    _add_import_command,
+    _add_sft_command,
     _add_generate_command,
     _add_infill_command,
     _add_score_windows_command,

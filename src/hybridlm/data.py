@@ -481,7 +481,12 @@ def load_manifest(data_dir) -> dict:
         manifest = json.loads(f.read_text())
     except json.JSONDecodeError:
         raise UserError(f"{f} is corrupt; re-run hlm prepare") from None
-    _check_manifest(manifest, f)
+    if isinstance(manifest, dict) and manifest.get("kind") == "sft":  # prompt/response rows (hlm sft)
+        from hybridlm.sft import check_sft_manifest
+
+        check_sft_manifest(manifest, f)
+    else:
+        _check_manifest(manifest, f)
     if not (d / TOKENIZER_FILE).is_file() or tokenizer_hash(d / TOKENIZER_FILE) != manifest.get("tokenizer_hash"):
         raise UserError(f"the tokenizer in {d} does not match the one its shards were made with; re-run hlm prepare")
     return manifest
@@ -665,6 +670,16 @@ class PackedTokens:
             order = order[np.argsort((rank + 0.5) / counts[lang], kind="stable")]
         for start in range(0, n, batch_size):
             yield self.windows(order[start : min(n, start + batch_size)])
+
+
+def open_split(data_dir, split: str, seq_len: int) -> PackedTokens:
+    """A prepared split as windows: packed text (hlm prepare), or one prompt/response row per window (hlm sft)."""
+    manifest = load_manifest(data_dir)
+    if manifest.get("kind") == "sft":
+        from hybridlm.sft import SupervisedRows
+
+        return SupervisedRows(data_dir, split, seq_len, manifest)
+    return PackedTokens(data_dir, split, seq_len)
 
 
 def load_unigram(data_dir) -> np.ndarray:

@@ -22,17 +22,24 @@ from safetensors.torch import save_file
 from hybridlm.checkpoint import checkpoint_state
 from hybridlm.errors import UserError
 from hybridlm.files import building, check_out_folder
+from hybridlm.hf_import import copy_original_tokenizer, imported, original_rows
 from hybridlm.objectives import ExportView, Infill
 from hybridlm.runs import RunDir, load_run
 from hybridlm.tokenizer import TOKENIZER_FILE, load_tokenizer, special_ids, with_bos, write_hf_files
 
 
-def llama_state_dict(model) -> dict[str, torch.Tensor]:
+def llama_state_dict(model, imported: dict | None = None) -> dict[str, torch.Tensor]:
+    """The model under transformers' Llama names; `imported` (an imported run's import.json): the vocabulary back
+    in the original model's order, without the tokens hlm added."""
     cfg = model.cfg
-    sd = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    vocab = (lambda w: original_rows(w, imported)) if imported else (lambda w: w)  # noqa: E731
+    sd = {"model.embed_tokens.weight": vocab(model.embed.weight), "model.norm.weight": model.norm.weight}
+    if not cfg.tie_embeddings:
+        sd["lm_head.weight"] = vocab(model.lm_head.weight)
+    kv = cfg.kv_heads * (cfg.d_model // cfg.n_head)
     for i, b in enumerate(model.blocks):
         pre = f"model.layers.{i}."
-        q, k, v = b.attn.qkv.weight.split(cfg.d_model, 0)
+        q, k, v = b.attn.qkv.weight.split([cfg.d_model, kv, kv], 0)
         gate, up = b.mlp.gate_up.weight.split(cfg.d_ffn, 0)
         sd.update(
             {
@@ -50,18 +57,18 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().contiguous().clone() for k, v in sd.items()}
 
 
-def llama_config(model) -> dict:
+def llama_config(model, imported: dict | None = None) -> dict:
     cfg = model.cfg
-    ids = special_ids()
+    ids = imported["token_ids"] if imported else special_ids()
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "vocab_size": cfg.vocab_size,
+        "vocab_size": imported["vocab_size"] if imported else cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "intermediate_size": cfg.d_ffn,
         "num_hidden_layers": cfg.n_layer,
         "num_attention_heads": cfg.n_head,
-        "num_key_value_heads": cfg.n_head,
+        "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.d_model // cfg.n_head,
         "hidden_act": "silu",
         "max_position_embeddings": cfg.max_seq_len,
@@ -70,7 +77,7 @@ def llama_config(model) -> dict:
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
         "attention_bias": False,
         "mlp_bias": False,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": ids["bos"],
         "eos_token_id": ids["eos"],
         "pad_token_id": ids["pad"],
@@ -141,17 +148,24 @@ def _check_exportable(run) -> None:
 
 def _write_export(run, out: Path) -> None:
     objective, caps = run.objective, run.objective.capabilities
+    # an imported model (or one trained from it) exports as its causal LM with the original's vocabulary and
+    # tokenizer; a bidirectional view keeps hlm's (its <mask> is a token the original lacks)
+    source = imported(run.path)
     if ExportView.CAUSAL_LM in caps.export:
-        save_file(llama_state_dict(run.model), str(out / "model.safetensors"), metadata={"format": "pt"})
-        (out / "config.json").write_text(json.dumps(llama_config(run.model), indent=2))
+        config = llama_config(run.model, source)
+        save_file(llama_state_dict(run.model, source), str(out / "model.safetensors"), metadata={"format": "pt"})
+        (out / "config.json").write_text(json.dumps(config, indent=2))
         (out / "generation_config.json").write_text(
-            json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}, indent=2)
+            json.dumps({k: config[f"{k}_token_id"] for k in ("bos", "eos", "pad")}, indent=2)
         )
     if caps.masked_lm_folder is not None:
         # bidirectional attention: a small trust_remote_code class (AutoModelForMaskedLM); a hybrid
         # run gets both, the masked view in a sub-folder (GPT-BERT's two modes of one model)
         _export_masked(run, out / caps.masked_lm_folder)
-    _write_tokenizer(run.dir.tokenizer_path, out)
+    if source and ExportView.CAUSAL_LM in caps.export:
+        copy_original_tokenizer(run.path, out)
+    else:
+        _write_tokenizer(run.dir.tokenizer_path, out)
     (out / "hybridlm.json").write_text(
         json.dumps(
             {

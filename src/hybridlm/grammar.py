@@ -283,6 +283,42 @@ def write_grammaticality(out_dir, n_train: int = 2000, n_valid: int = 400, seed:
     return out
 
 
+PLURAL_PROMPT = "plural : {} ="  # the SFT task's prompt: the response is the sentence with its subject plural
+
+
+def plural_pairs(n: int, seed: int = 11) -> list[dict]:
+    """A task with one right answer, for `hlm sft`: {"prompt": "plural : the old dog runs . =", "response":
+    " the old dogs run ."}: the subject made plural and its verb agreeing (this -> these, that -> those). Distinct
+    sentences; a different seed gives (mostly) other ones."""
+    g, seen, out = Grammar(seed), set(), []
+    nouns = [e for e in PEOPLE + ANIMALS if e[0] != e[1]]
+    while len(out) < n:
+        entry, verb = g._pick(nouns), g._pick(INTRANSITIVE)
+        det_sg, det_pl = g._pick([("the", "the"), ("this", "these"), ("that", "those")])
+        adj = [g._pick(ADJ)] if g.rng.random() < 0.4 else []
+        tail = [g._pick(ADV)] if g.rng.random() < 0.4 else []
+        singular = " ".join([det_sg, *adj, entry[0], verb[0], *tail]) + " ."
+        if singular in seen:
+            if len(seen) > 20 * n:
+                raise ValueError(f"the grammar has fewer than {n} such sentences")
+            continue
+        seen.add(singular)
+        plural = " ".join([det_pl, *adj, entry[1], verb[1], *tail]) + " ."
+        out.append({"prompt": PLURAL_PROMPT.format(singular), "response": " " + plural})
+    return out
+
+
+def write_plural_pairs(out_dir, n_train: int = 2000, n_valid: int = 200, seed: int = 11) -> tuple[Path, Path]:
+    """sft.train.jsonl and sft.valid.jsonl of `plural_pairs`, no sentence in both."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = plural_pairs(n_train + n_valid, seed)
+    files = out / "sft.train.jsonl", out / "sft.valid.jsonl"
+    for f, rows in zip(files, (pairs[:n_train], pairs[n_train:])):
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return files
+
+
 # ---------------------------------------------------------------- recognising the grammar's sentences
 def _entries(pool, plural: bool | None):
     """{word: (entry, plural)} of a noun pool, both numbers unless `plural` says which."""

@@ -1,4 +1,5 @@
-"""One pre-norm transformer for every objective: RMSNorm, rotary positions, SwiGLU, tied embeddings.
+"""One pre-norm transformer for every objective: RMSNorm, rotary positions, SwiGLU, tied embeddings (by default;
+grouped-query attention and an untied head are there for imported Llama-family checkpoints).
 
 Attention runs causal or bidirectional in the same weights, chosen per sequence, and can be
 restricted to each packed document (block-diagonal). The layout matches Llama's exactly
@@ -38,9 +39,17 @@ class ModelConfig:
     # noise conditioning (the 2025 BabyLM diffusion winner's adaLN, cond_dim 128): each block's norms shifted,
     # scaled and its branches gated by the sequence's noise level (`noise_of`, set by the objective); 0: none
     cond_dim: int = 0
+    # grouped-query attention (Llama 2 70B, SmolLM2): key/value heads, each shared by n_head / n_kv_heads query
+    # heads; 0: as many as the query heads (multi-head attention)
+    n_kv_heads: int = 0
+    tie_embeddings: bool = True  # the output head is the input embedding (False: an lm_head of its own)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_head
 
 
 PRESETS: dict[str, dict] = {
@@ -100,18 +109,27 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.backend = "sdpa"  # sdpa | flex | matmul: set through Transformer.attention_backend
-        self.n_head = cfg.n_head
+        self.n_head, self.n_kv = cfg.n_head, cfg.kv_heads
         self.head_dim = cfg.d_model // cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        # q, k, v fused: [d_model + 2 * n_kv * head_dim] rows (3 * d_model without grouped-query attention)
+        self.qkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * self.n_kv * self.head_dim, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def forward(self, x, cos, sin, mask, is_causal, kv_cache=None):
         B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rotary(qkv[:2], cos, sin).unbind(0)  # q and k rotated in one pass
-        v = qkv[2]
+        if self.n_kv == self.n_head:
+            qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k = apply_rotary(qkv[:2], cos, sin).unbind(0)  # q and k rotated in one pass
+            v = qkv[2]
+        else:
+            q, k, v = self.qkv(x).split([C, self.n_kv * self.head_dim, self.n_kv * self.head_dim], dim=-1)
+            q = apply_rotary(q.view(B, T, self.n_head, self.head_dim).transpose(1, 2), cos, sin)
+            k = apply_rotary(k.view(B, T, self.n_kv, self.head_dim).transpose(1, 2), cos, sin)
+            v = v.view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         if kv_cache is not None:
-            k, v = kv_cache.update(k, v)
+            k, v = kv_cache.update(k, v)  # the cache holds the n_kv heads
+        if self.n_kv != self.n_head:  # each key/value head serves n_head / n_kv consecutive query heads (Llama's)
+            k, v = (t.repeat_interleave(self.n_head // self.n_kv, dim=1) for t in (k, v))
         if isinstance(mask, BlockMask):
             y = flex_attention(q, k, v, block_mask=mask)
         elif self.backend == "matmul":
@@ -383,6 +401,8 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        if not cfg.tie_embeddings:
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         # extra heads for t+2.. (training only: generation, scoring and exports use the next-token head)
         self.mtp = nn.ModuleList(
             nn.ModuleDict({"block": Block(cfg), "norm": RMSNorm(cfg.d_model, cfg.norm_eps)})
@@ -431,16 +451,16 @@ class Transformer(nn.Module):
 
     @property
     def output_weight(self) -> torch.Tensor:
-        """The output head's weight (tied to the input embedding)."""
-        return self.embed.weight
+        """The output head's weight (the input embedding's, unless the model has an lm_head of its own)."""
+        return self.embed.weight if self.cfg.tie_embeddings else self.lm_head.weight
 
     def head(self, hidden: torch.Tensor, fp32: bool = False) -> torch.Tensor:
         """Logits of final hidden states. fp32: in fp32 even under bf16 autocast (for scoring: bf16
         logits are quantised to ~0.03 nats and turn close pairs into ties)."""
         if fp32:
             with torch.autocast(hidden.device.type, enabled=False):
-                return F.linear(hidden.float(), self.embed.weight.float())
-        return F.linear(hidden, self.embed.weight)
+                return F.linear(hidden.float(), self.output_weight.float())
+        return F.linear(hidden, self.output_weight)
 
     def forward(
         self,
@@ -528,6 +548,12 @@ def check_model_overrides(overrides) -> None:
     for key, value in overrides.items():
         if key not in valid:
             raise UserError(f"unknown model key {key!r} (valid: {', '.join(valid)})")
+        if valid[key] in (bool, "bool"):
+            if not isinstance(value, bool):
+                raise UserError(f"model key {key} must be true or false (got {value!r})")
+            continue
+        if key == "n_kv_heads" and value == 0 and not isinstance(value, bool):
+            continue  # 0: the default, as many key/value heads as query heads
         want = int if valid[key] in (int, "int") else float
         if (
             isinstance(value, bool)
@@ -549,4 +575,6 @@ def build_model(preset: str, vocab_size: int, overrides: dict | None = None, min
     cfg = ModelConfig(vocab_size=vocab_size, **fields)
     if cfg.d_model % cfg.n_head or (cfg.d_model // cfg.n_head) % 2:
         raise UserError(f"d_model {cfg.d_model} must split into {cfg.n_head} heads of even size")
+    if cfg.n_head % cfg.kv_heads:
+        raise UserError(f"n_kv_heads {cfg.n_kv_heads} must divide n_head {cfg.n_head} (grouped-query attention)")
     return Transformer(cfg)

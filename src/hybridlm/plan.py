@@ -18,7 +18,7 @@ import torch
 from hybridlm import warmstart
 from hybridlm.config import TRACK_BUDGETS, TrainConfig, merge_config
 from hybridlm.curriculum import window_scores
-from hybridlm.data import PackedTokens, load_manifest
+from hybridlm.data import PackedTokens, load_manifest, open_split
 from hybridlm.distill import Distiller
 from hybridlm.errors import UserError
 from hybridlm.mixture import LanguageMixture, parse_shares
@@ -110,7 +110,7 @@ def epoch_cap_steps(cfg: TrainConfig, tokens_before: int = 0, fit_length: bool =
     counting the tokens a warm start's source saw before (tokens_before). With a batch warm-up, the steps of
     cfg.max_steps's schedule that fit, or with fit_length (--max-epochs alone sets the length) the longest
     run whose growing batches fit."""
-    windows = PackedTokens(cfg.data, "train", cfg.seq_len)
+    windows = open_split(cfg.data, "train", cfg.seq_len)
     budget = cfg.max_epochs * windows.n_windows * cfg.seq_len - tokens_before
     if cfg.batch_warmup <= 1:
         steps = int(budget // (cfg.batch_size * cfg.seq_len))
@@ -160,8 +160,12 @@ def plan_run(cfg: TrainConfig, dist: Dist, started: bool = False) -> Plan:
     objective = build_objective(cfg, manifest["vocab_size"], cfg.data)
     if cfg.model_overrides().get("cond_dim"):  # a noise-conditioned model: its objective must have a noise level
         objective.noise_level(torch.zeros((1, 1), dtype=torch.long))
-    train_data = {L: PackedTokens(cfg.data, "train", L) for _, L, _ in cfg.stages()}
-    plan = Plan(manifest, objective, train_data, PackedTokens(cfg.data, "val", cfg.seq_len))
+    train_data = {L: open_split(cfg.data, "train", L) for _, L, _ in cfg.stages()}
+    plan = Plan(manifest, objective, train_data, open_split(cfg.data, "val", cfg.seq_len))
+    if manifest.get("kind") == "sft":  # prompt/response rows: the prompt is never corrupted nor scored
+        from hybridlm.sft import Supervised
+
+        plan.objective = objective = Supervised(objective)
     if cfg.distill_from:
         Distiller.check(cfg.distill_from, cfg.data, manifest["tokenizer_hash"], objective.capabilities.attention)
     if cfg.init_from and not started:

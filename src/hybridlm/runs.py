@@ -107,7 +107,10 @@ class RunDir:
 
     def create(self, cfg, tokenizer_file: Path) -> None:
         """Make a new run here: an absent or empty folder only (never a user's folder or a run)."""
-        check_out_folder(self.path, "it holds files and is not a run; choose a new or empty --out")
+        from hybridlm.sft import check_new_run_folder
+
+        check_out_folder(self.path, "it holds files and is not a run; choose a new or empty --out",
+                         ignore=check_new_run_folder(self.path))  # fmt: skip
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.tokenizer_path, Path(tokenizer_file).read_bytes())
         self.write_config(cfg)

@@ -238,7 +238,10 @@ def load_tokenizer(path) -> Tokenizer:
         raise UserError(f"cannot read tokenizer {f}: {str(e).splitlines()[0]}") from None
     for i, s in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(s) != i:
-            raise UserError(f"tokenizer {f} lacks special token {s} at id {i}; train it with hlm tokenizer train")
+            raise UserError(
+                f"tokenizer {f} lacks special token {s} at id {i}; train one with hlm tokenizer train, or take a "
+                "model's with hlm import (its run holds the tokenizer)"
+            )
     return tok
 
 

@@ -608,6 +608,10 @@ def train(config: TrainConfig | dict, resume: bool = False, quiet: bool = False)
         if dist.main:
             if not resume:
                 run.create(cfg, Path(cfg.data) / TOKENIZER_FILE)
+                if plan.source is not None:  # a model imported from elsewhere: its export needs the original vocabulary
+                    from hybridlm.hf_import import carry_import
+
+                    carry_import(plan.source.run.path, run.path)
             stack.enter_context(run.lock())
             ckpt.remove_stale(run.path)
         stack.enter_context(data_lock(cfg.data, exclusive=False))  # prepare --force waits for the run to end

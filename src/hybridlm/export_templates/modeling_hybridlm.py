@@ -36,13 +36,17 @@ class Attention(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.n_head, self.head_dim = c.n_head, c.d_model // c.n_head
-        self.qkv = nn.Linear(c.d_model, 3 * c.d_model, bias=False)
+        self.n_kv = c.n_kv_heads or c.n_head  # grouped-query attention: key/value heads shared by query heads
+        self.qkv = nn.Linear(c.d_model, c.d_model + 2 * self.n_kv * self.head_dim, bias=False)
         self.proj = nn.Linear(c.d_model, c.d_model, bias=False)
 
     def forward(self, x, cos, sin, mask):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).split([C, self.n_kv * self.head_dim, self.n_kv * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv, self.head_dim).transpose(1, 2) for t in (k, v))
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        k, v = (t.repeat_interleave(self.n_head // self.n_kv, dim=1) for t in (k, v))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -79,6 +83,8 @@ class HybridLMForMaskedLM(PreTrainedModel):
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
+        if not config.tie_embeddings:  # an imported model's own output head
+            self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.post_init()
 
     def _init_weights(self, module):
@@ -103,7 +109,7 @@ class HybridLMForMaskedLM(PreTrainedModel):
             mask = mask[:, None]
         for block in self.blocks:
             x = block(x, cos, sin, mask)
-        logits = F.linear(self.norm(x), self.embed.weight)
+        logits = F.linear(self.norm(x), self.embed.weight if self.config.tie_embeddings else self.lm_head.weight)
         loss = None
         if labels is not None:  # for an MNTP model (config.mntp) the labels are the next tokens
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
