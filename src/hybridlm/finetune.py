@@ -141,18 +141,8 @@ def load_split(path: Path, task: str) -> list[tuple[list[str], int]]:
     fields, n_labels, _ = TASKS[task]
     if not path.is_file():
         raise UserError(f"fine-tuning file not found: {path}")
-    out = []
-    for where, row in read_jsonl(path):
-        missing = [k for k in fields if not isinstance(row.get(k), str)]
-        if missing:
-            raise UserError(f"{where}: missing text field {missing[0]!r} for task {task}")
-        label = row.get("label")
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < n_labels:
-            raise UserError(f"{where}: label {label!r} is not an integer in 0..{n_labels - 1}")
-        out.append(([row[k] for k in fields], label))
-    if not out:
-        raise UserError(f"{path}: no examples")
-    return out
+    in_range = lambda y: isinstance(y, int) and not isinstance(y, bool) and 0 <= y < n_labels  # noqa: E731
+    return load_labelled(path, fields, in_range, f"an integer in 0..{n_labels - 1}", f" for task {task}")
 
 
 def find_files(data_dir, task: str) -> tuple[Path, Path]:
@@ -438,16 +428,18 @@ def task_files_2026(root: Path, language: str, task: str) -> tuple[Path, Path] |
     return None
 
 
-def load_labelled(path: Path, fields: tuple[str, ...]) -> list[tuple[list[str], object]]:
-    """(texts, label) per row; the label as the file has it (a string or an integer)."""
+def load_labelled(path: Path, fields: tuple[str, ...], label_ok=None, want="a string or an integer",
+                  task="") -> list[tuple[list[str], object]]:  # fmt: skip
+    """(texts, label) per row, the label as the file has it; `label_ok` says which labels a task takes (`want`)."""
+    label_ok = label_ok or (lambda y: isinstance(y, (str, int)) and not isinstance(y, bool))
     out = []
     for where, row in read_jsonl(path):
         missing = [k for k in fields if not isinstance(row.get(k), str)]
         if missing:
-            raise UserError(f"{where}: missing text field {missing[0]!r}")
+            raise UserError(f"{where}: missing text field {missing[0]!r}{task}")
         label = row.get("label")
-        if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise UserError(f"{where}: label {label!r} is not a string or an integer")
+        if not label_ok(label):
+            raise UserError(f"{where}: label {label!r} is not {want}")
         out.append(([row[k] for k in fields], label))
     if not out:
         raise UserError(f"{path}: no examples")
