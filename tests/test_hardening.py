@@ -678,6 +678,10 @@ CRAFTED_DATA = {
             "splits": {**m["splits"], "train": {k: v for k, v in m["splits"]["train"].items() if k != "shards"}},
         },
     ),
+    "shards null": lambda d: _edit_json(
+        d / "manifest.json",
+        lambda m: {**m, "splits": {**m["splits"], "val": {**m["splits"]["val"], "shards": None}}},
+    ),
     "shard outside the folder": lambda d: _edit_json(
         d / "manifest.json",
         lambda m: {

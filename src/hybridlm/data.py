@@ -511,7 +511,13 @@ def _check_manifest(m, f: Path) -> None:
     if not isinstance(splits, dict) or not all(k in splits for k in ("train", "val")):
         bad("splits must hold train and val")
     for name, split in splits.items():
-        for sh in split.get("shards", []) if isinstance(split, dict) else []:
+        if (
+            not isinstance(split, dict)
+            or not isinstance(split.get("tokens"), int)
+            or not isinstance(split.get("shards"), list)
+        ):
+            bad(f"split {name!r} needs tokens and a list of shards")
+        for sh in split["shards"]:
             if isinstance(sh, dict) and "lang" in sh:  # a language's shard: bytes per token, a words factor
                 factor = sh.get("words_per_unit")
                 if (
@@ -520,12 +526,6 @@ def _check_manifest(m, f: Path) -> None:
                     or not (isinstance(factor, float) and 0 < factor < 1)
                 ):
                     bad(f"a shard of split {name!r} has a language but no byte count and words factor")
-        if (
-            not isinstance(split, dict)
-            or not isinstance(split.get("tokens"), int)
-            or not isinstance(split.get("shards"), list)
-        ):
-            bad(f"split {name!r} needs tokens and a list of shards")
         for sh in split["shards"]:
             names = (
                 [sh.get("file")] + ([sh["words_file"]] if "words_file" in sh else [])
