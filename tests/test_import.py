@@ -119,6 +119,9 @@ def test_an_imported_model_adapts_to_any_objective_and_exports_back(cli, corpus,
     _llama(hf_dir, tok, 2, True)
     cli("import", "--hf-model", hf_dir, "--out", tmp_path / "base")
     cli("prepare", "--input", corpus, "--tokenizer", tmp_path / "base", "--out", tmp_path / "data")
+    cli("prepare", "--input", corpus, "--tokenizer", hf_dir, "--out", tmp_path / "data-hf")  # the folder itself
+    for f in ("tokenizer.json", "train_000.bin", "val_000.bin"):
+        assert (tmp_path / "data-hf" / f).read_bytes() == (tmp_path / "data" / f).read_bytes(), f
     model = json.loads((tmp_path / "base" / "config.json").read_text())["model"]
     common = ["--data", tmp_path / "data", "--init-from", tmp_path / "base", "--preset", "tiny", "--model",
               json.dumps(model), "--seq-len", 32, "--batch-size", 4, "--max-steps", 3, "--lr", 1e-4]  # fmt: skip

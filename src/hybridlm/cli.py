@@ -1176,7 +1176,8 @@ def _add_prepare_command(sub):
     pr = sub.add_parser("prepare", help="tokenize text into memmapped token shards")
     _add_corpus_inputs(pr)
     pr.add_argument("--valid-lang", nargs="+", help="the --valid files' languages (default: --lang)")
-    pr.add_argument("--tokenizer", required=True, help="directory with tokenizer.json")
+    pr.add_argument("--tokenizer", required=True, help="a folder with tokenizer.json (an hlm run's included), "
+                    "or a transformers model folder: its tokenizer mapped as hlm import maps it")  # fmt: skip
     pr.add_argument("--out", required=True)
     pr.add_argument("--valid", nargs="+", help="validation text (default: hold out the corpus tail)")
     pr.add_argument("--val-fraction", type=float, default=0.005)

@@ -40,6 +40,7 @@ from hybridlm.tokenizer import (
     check_text_files,
     line_too_long,
     load_tokenizer,
+    tokenizer_from_json,
     tokenizer_hash,
 )
 
@@ -355,7 +356,15 @@ def prepare(
         raise UserError(f"--val-fraction must lie in (0, 1) (got {val_fraction})")
     file_langs = languages_of(files, languages, "--lang")
     valid_langs = languages_of(valid_files, valid_languages or languages, "--valid-lang") if valid_files else None
-    tokenizer = load_tokenizer(tokenizer_dir)
+    from hybridlm.hf_import import hlm_tokenizer_json, is_hf_model_folder
+
+    if is_hf_model_folder(tokenizer_dir):  # a transformers model: its tokenizer as hlm import maps it
+        tokenizer_json = hlm_tokenizer_json(tokenizer_dir).encode("utf-8")
+    else:
+        f = Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
+        load_tokenizer(tokenizer_dir)  # the one-line errors of a missing or foreign tokenizer
+        tokenizer_json = f.read_bytes()
+    tokenizer = tokenizer_from_json(tokenizer_json.decode("utf-8"), tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
     out = Path(out_dir)
@@ -444,12 +453,7 @@ def prepare(
             buf = io.BytesIO()
             np.save(buf, unigram)
             atomic_write_bytes(out / "unigram.npy", buf.getvalue())
-            atomic_write_bytes(
-                out / TOKENIZER_FILE,
-                (
-                    Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
-                ).read_bytes(),
-            )
+            atomic_write_bytes(out / TOKENIZER_FILE, tokenizer_json)
             manifest = {
                 "format": "hybridlm-tokens-v1",
                 "dtype": np.dtype(dtype).name,

@@ -116,6 +116,48 @@ def _load(folder: Path, gguf_file: str | None):
 
 
 # ---------------------------------------------------------------- the vocabulary
+
+
+def _plan(config, tokenizer, vocab_size: int) -> tuple[list[int], dict]:
+    """plan_vocabulary for a transformers config and fast tokenizer: the roles the tokenizer names, BOS and EOS
+    from the config where the tokenizer is silent."""
+    roles = {role: getattr(tokenizer, f"{role}_token_id", None) for role in ROLES}
+    for role in ("bos", "eos"):  # the model's config says which ids it was trained with, where the tokenizer is silent
+        roles[role] = roles[role] if roles[role] is not None else getattr(config, f"{role}_token_id", None)
+    if isinstance(roles["eos"], list):
+        roles["eos"] = roles["eos"][0]
+    names = {i: t for t, i in tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True).items()}
+    return plan_vocabulary(roles, vocab_size, {i: t for i, t in names.items() if i not in roles.values()})
+
+
+def is_hf_model_folder(path) -> bool:
+    """A transformers model folder (config.json naming a model_type), not an hlm run or tokenizer folder."""
+    f = Path(path) / "config.json"
+    try:
+        return f.is_file() and isinstance(json.loads(f.read_text()).get("model_type"), str)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def hlm_tokenizer_json(hf_model) -> str:
+    """The tokenizer.json `hlm import` would give a run made from this model folder (the roles at ids 0..4), read
+    without the weights: `hlm prepare --tokenizer HF_DIR` tokenizes as the imported run does."""
+    transformers, folder = transformers_module(), Path(hf_model)
+    kw = {"local_files_only": True, "trust_remote_code": False}
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, **kw)
+        _fits(config)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kw)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"cannot read the model folder {folder}: {_one_line(e)}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"{folder}: its tokenizer has no tokenizer.json (a fast tokenizer); hlm reads only that kind")
+    order, _ = _plan(config, tokenizer, config.vocab_size)
+    return rebuild_tokenizer(tokenizer.backend_tokenizer.to_str(), order)
+
+
 def plan_vocabulary(roles: dict[str, int | None], vocab_size: int, names: dict[int, str]) -> tuple[list[int], dict]:
     """(order, how): order[new id] = the model's id at it, -1 for a new token; how[role] = (its source id or
     None, "token" | "copy" | "mean"). A role takes the model's token for it unless an earlier role took that token;
@@ -237,13 +279,7 @@ def import_model(hf_model, out, gguf_file: str | None = None, max_seq_len: int =
     if max_seq_len:
         shape["max_seq_len"] = max_seq_len
     vocab_size = hf["model.embed_tokens.weight"].shape[0]
-    roles = {role: getattr(tokenizer, f"{role}_token_id", None) for role in ROLES}
-    for role in ("bos", "eos"):  # the model's config says which ids it was trained with, where the tokenizer is silent
-        roles[role] = roles[role] if roles[role] is not None else getattr(config, f"{role}_token_id", None)
-    if isinstance(roles["eos"], list):
-        roles["eos"] = roles["eos"][0]
-    names = {i: t for t, i in tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True).items()}
-    order, how = plan_vocabulary(roles, vocab_size, {i: t for i, t in names.items() if i not in roles.values()})
+    order, how = _plan(config, tokenizer, vocab_size)
     state = hlm_state_dict(hf, shape, order, how)
     cfg = merge_config(
         {"objective": "causal", "preset": "tiny", "model": shape, "seq_len": min(512, shape["max_seq_len"])}
@@ -266,7 +302,9 @@ def import_model(hf_model, out, gguf_file: str | None = None, max_seq_len: int =
         original = tmp / IMPORTED
         tokenizer.save_pretrained(str(original))  # the original tokenizer, as transformers writes it
         (original / "import.json").write_text(json.dumps(record))
-        (tmp / "hlm-tokenizer.json").write_text(rebuild_tokenizer(tokenizer.backend_tokenizer.to_str(), order))
+        (tmp / "hlm-tokenizer.json").write_text(
+            rebuild_tokenizer(tokenizer.backend_tokenizer.to_str(), order), encoding="utf-8"
+        )
         load_tokenizer(tmp / "hlm-tokenizer.json")  # the roles at 0..4, readable by hlm
         run = RunDir(tmp)
         shutil.move(str(tmp / "hlm-tokenizer.json"), str(run.tokenizer_path))

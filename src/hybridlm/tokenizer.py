@@ -232,8 +232,14 @@ def load_tokenizer(path) -> Tokenizer:
         raise UserError(
             f"no tokenizer at {p} (train one with: hlm tokenizer train --input FILE --vocab-size N --out DIR)"
         )
+    return tokenizer_from_json(f.read_bytes().decode("utf-8", errors="replace"), f)
+
+
+def tokenizer_from_json(text: str, where) -> Tokenizer:
+    """A tokenizer.json's text as a tokenizer holding hlm's special tokens at ids 0-4 (`where` names it in errors)."""
+    f = where
     try:
-        tok = Tokenizer.from_file(str(f))
+        tok = Tokenizer.from_str(text)
     except Exception as e:  # the Rust error is long; the cause is almost always a bad file
         raise UserError(f"cannot read tokenizer {f}: {str(e).splitlines()[0]}") from None
     for i, s in enumerate(SPECIAL_TOKENS):
