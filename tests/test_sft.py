@@ -38,7 +38,7 @@ def test_the_prompt_is_never_corrupted_nor_scored(tokenizer_dir, name, eos):
         assert (batch.input_ids >= 0).all() and (batch.targets >= 0).all()  # ids restored for the model
         L = batch.input_ids.shape[1] if name != "block_diffusion" else batch.input_ids.shape[1] // 2
         # the targets each position predicts, and whether they are the prompt's
-        shift = 1 if name in ("causal", "prefix", "mntp") else 0
+        shift = 1 if name in ("causal", "prefix", "mntp", "hybrid") else 0
         target_is_prompt = prompt[:, shift : shift + L]
         if name == "block_diffusion":
             target_is_prompt = target_is_prompt.repeat(1, 2)
@@ -47,10 +47,16 @@ def test_the_prompt_is_never_corrupted_nor_scored(tokenizer_dir, name, eos):
         # the prompt reaches the model as it is (never <mask>, never a random token)
         inputs = batch.input_ids[:, :L]
         assert torch.equal(inputs[prompt[:, :L]], clean[:, :L][prompt[:, :L]]), name
-        if name in ("diffusion", "block_diffusion", "masked", "mntp"):  # the response is what gets masked
+        if name in ("diffusion", "block_diffusion", "masked", "mntp", "hybrid"):  # the response is what gets masked
             assert (inputs == tok.token_to_id("<mask>")).any()
-        if name in ("causal", "prefix"):  # a mean over the response's tokens
+        if name in ("causal", "prefix", "hybrid"):  # a mean over the response's tokens (a hybrid: each part's)
             assert batch.loss_weights.sum().item() == pytest.approx(1.0)
+        if name == "hybrid":  # its causal rows score every response token; its MNTP rows only what they mask
+            plain = objective.inner.corrupt(rows, torch.Generator().manual_seed(seed), fraction_done=0.5)
+            causal_rows = (plain.loss_weights > 0).sum(1) > (plain.input_ids == tok.token_to_id("<mask>")).sum(1)
+            assert 0 < causal_rows.sum() < len(rows)
+            share = batch.loss_weights[causal_rows].sum() / batch.loss_weights.sum()
+            assert share.item() == pytest.approx(plain.loss_weights[causal_rows].sum().item(), rel=1e-5)
         if name == "prefix":  # the prompt is the prefix, read both ways
             assert torch.equal(batch.attention.prefix_lengths, prompt[:, :-1].sum(1))
 
@@ -111,3 +117,18 @@ def test_bad_sft_input_is_one_line(cli, runs, tmp_path):
                           "--seq-len")  # fmt: skip
     assert_one_line_error(cli("sft", "--out", tmp_path / "o", "--resume", "--data", long, check=False),
                           "drop --data")  # fmt: skip
+
+
+def test_a_hybrid_run_fine_tunes_and_answers(cli, runs, pairs, tmp_path):
+    """GPT-BERT's hybrid: hlm sft keeps the objective (its causal and MNTP rows) and the tuned run generates."""
+    from hybridlm.runs import load_run
+    from hybridlm.sft import exact_match
+
+    cli("sft", "--run", runs["hybrid"], "--data", pairs[0], "--seq-len", SEQ, "--max-steps", 2, "--batch-size", 4,
+        "--out", tmp_path / "sft")  # fmt: skip
+    assert json.loads((tmp_path / "sft" / "config.json").read_text())["objective"] == "hybrid"
+    losses = logged(tmp_path / "sft", "loss")
+    assert losses and all(np.isfinite(list(losses.values())))
+    rows = [(p["prompt"], p["response"]) for p in plural_pairs(2)]
+    result = exact_match(load_run(tmp_path / "sft"), rows, max_new_tokens=4)
+    assert result["n"] == 2 and all(isinstance(e["got"], str) for e in result["examples"])

@@ -14,7 +14,8 @@ objective has corrupted the row and takes their targets out of the loss:
   prefix     the prompt is the prefix (read bidirectionally, as generation reads it), the loss on the response;
   diffusion  the prompt is never masked, the response masked with its own t, the bound over the response tokens
              (LLaDA's SFT); block diffusion the same, block by block;
-  masked     (and MNTP) the response's tokens are masked at the objective's rate, the prompt never.
+  masked     (and MNTP) the response's tokens are masked at the objective's rate, the prompt never;
+  hybrid     its causal rows as causal, its MNTP rows as MNTP, each part keeping its share of the loss.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from hybridlm.tokenizer import BOS, EOS, PAD, TOKENIZER_FILE, load_tokenizer, to
 
 SFT_DATA = "sft-data"  # NEW_RUN/sft-data: the prepared pairs
 EOS_POLICIES = ("pad", "stop")
-GENERATING = ("causal", "prefix", "diffusion", "block_diffusion", "masked", "mntp")
+GENERATING = ("causal", "prefix", "hybrid", "diffusion", "block_diffusion", "masked", "mntp")
 
 
 # ---------------------------------------------------------------- the rows
@@ -195,9 +196,12 @@ class Supervised:
         batch = self.inner.corrupt(ids, generator, fraction_done=fraction_done, train=train)
         prompt_target = batch.targets < 0
         weights = batch.loss_weights.masked_fill(prompt_target, 0.0)
-        total, kept = batch.loss_weights.sum(), weights.sum()
-        if kept > 0 and total != kept:  # a mean over the scored tokens (causal, prefix): now over the response's
-            weights = weights * (total / kept)
+        # the rows that scored prompt tokens (causal, prefix; a hybrid's causal rows) were a mean over their
+        # tokens: now over the response's, with the mass those rows had (a hybrid's masked rows keep theirs)
+        lost = (batch.loss_weights.sum(1) != weights.sum(1)).unsqueeze(1)
+        total, kept = batch.loss_weights[lost.expand_as(weights)].sum(), weights[lost.expand_as(weights)].sum()
+        if kept > 0:
+            weights = torch.where(lost, weights * (total / kept), weights)
         attention = batch.attention
         if self.inner.capabilities.prompt_as_prefix:  # the prompt is the prefix, read both ways
             attention = replace(attention, prefix_lengths=(ids[:, :-1] < 0).sum(1))
