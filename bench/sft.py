@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--n-valid", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eos", default="", help="pad | stop (default: stop for causal and prefix, pad for the others)")
+    ap.add_argument("--eos", default="", help="pad | stop (default: stop for causal, prefix, hybrid; pad otherwise)")
     a = ap.parse_args()
     root = Path(a.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def main():
     valid = read_pairs(root / "sft.valid.jsonl")
     for objective in [o for o in a.objectives.split(",") if o]:
         base, tuned = root / "runs" / objective, root / "runs" / f"{objective}-sft"
-        eos = a.eos or ("stop" if objective in ("causal", "prefix") else "pad")
+        eos = a.eos or ("stop" if objective in ("causal", "prefix", "hybrid") else "pad")
         t0 = time.time()
         if not base.is_dir():
             cfg = TrainConfig(data=str(root / "data"), out=str(base), objective=objective, preset="tiny", model=SHAPE,
