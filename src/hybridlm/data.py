@@ -360,11 +360,11 @@ def prepare(
 
     if is_hf_model_folder(tokenizer_dir):  # a transformers model: its tokenizer as hlm import maps it
         tokenizer_json = hlm_tokenizer_json(tokenizer_dir).encode("utf-8")
-    else:
+        tokenizer = tokenizer_from_json(tokenizer_json.decode("utf-8"), tokenizer_dir)
+    else:  # the file itself, copied beside the data byte for byte
+        tokenizer = load_tokenizer(tokenizer_dir)
         f = Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
-        load_tokenizer(tokenizer_dir)  # the one-line errors of a missing or foreign tokenizer
         tokenizer_json = f.read_bytes()
-    tokenizer = tokenizer_from_json(tokenizer_json.decode("utf-8"), tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
     out = Path(out_dir)
