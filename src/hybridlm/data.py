@@ -40,6 +40,7 @@ from hybridlm.tokenizer import (
     check_text_files,
     line_too_long,
     load_tokenizer,
+    tokenizer_file,
     tokenizer_from_json,
     tokenizer_hash,
 )
@@ -359,12 +360,10 @@ def prepare(
     from hybridlm.hf_import import hlm_tokenizer_json, is_hf_model_folder
 
     if is_hf_model_folder(tokenizer_dir):  # a transformers model: its tokenizer as hlm import maps it
-        tokenizer_json = hlm_tokenizer_json(tokenizer_dir).encode("utf-8")
-        tokenizer = tokenizer_from_json(tokenizer_json.decode("utf-8"), tokenizer_dir)
+        text = hlm_tokenizer_json(tokenizer_dir)
+        tokenizer, tokenizer_json = tokenizer_from_json(text, tokenizer_dir), text.encode("utf-8")
     else:  # the file itself, copied beside the data byte for byte
-        tokenizer = load_tokenizer(tokenizer_dir)
-        f = Path(tokenizer_dir) / TOKENIZER_FILE if Path(tokenizer_dir).is_dir() else Path(tokenizer_dir)
-        tokenizer_json = f.read_bytes()
+        tokenizer, tokenizer_json = load_tokenizer(tokenizer_dir), tokenizer_file(tokenizer_dir).read_bytes()
     vocab = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
     out = Path(out_dir)

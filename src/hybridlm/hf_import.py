@@ -76,8 +76,9 @@ def _fits(config) -> dict:
     }
 
 
-def _load(folder: Path, gguf_file: str | None):
-    """(config, state dict in fp32, fast tokenizer) of the folder, through transformers without remote code."""
+def _load(folder: Path, gguf_file: str | None, weights: bool = True):
+    """(config, state dict in fp32, fast tokenizer) of the folder, through transformers without remote code;
+    without `weights`, (config, None, tokenizer): the tokenizer's mapping needs only those."""
     transformers = transformers_module()
     if not folder.is_dir():
         raise UserError(f"--hf-model {folder} is not a folder")
@@ -92,7 +93,7 @@ def _load(folder: Path, gguf_file: str | None):
         kw["gguf_file"] = gguf_file
     elif not (folder / "config.json").is_file():
         raise UserError(f"{folder} is not a local Hugging Face model directory (no config.json; GGUF: --gguf-file)")
-    elif not any(folder.glob("*.safetensors")):
+    elif weights and not any(folder.glob("*.safetensors")):
         raise UserError(f"{folder} holds no .safetensors weights; hlm never loads pickled ones (convert them first)")
     verbosity = transformers.utils.logging.get_verbosity()
     transformers.utils.logging.set_verbosity_error()
@@ -100,9 +101,10 @@ def _load(folder: Path, gguf_file: str | None):
     try:
         config = transformers.AutoConfig.from_pretrained(folder, **kw)
         _fits(config)  # before the weights are read
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.float32, **({} if gguf_file else {"use_safetensors": True}), **kw
-        )
+        if weights:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch.float32, **({} if gguf_file else {"use_safetensors": True}), **kw
+            )
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kw)
     except UserError:
         raise
@@ -112,6 +114,8 @@ def _load(folder: Path, gguf_file: str | None):
         transformers.utils.logging.set_verbosity(verbosity)
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"{folder}: its tokenizer has no tokenizer.json (a fast tokenizer); hlm reads only that kind")
+    if not weights:
+        return config, None, tokenizer
     return model.config, {k: v.detach().float() for k, v in model.state_dict().items()}, tokenizer
 
 
@@ -142,18 +146,7 @@ def is_hf_model_folder(path) -> bool:
 def hlm_tokenizer_json(hf_model) -> str:
     """The tokenizer.json `hlm import` would give a run made from this model folder (the roles at ids 0..4), read
     without the weights: `hlm prepare --tokenizer HF_DIR` tokenizes as the imported run does."""
-    transformers, folder = transformers_module(), Path(hf_model)
-    kw = {"local_files_only": True, "trust_remote_code": False}
-    try:
-        config = transformers.AutoConfig.from_pretrained(folder, **kw)
-        _fits(config)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **kw)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"cannot read the model folder {folder}: {_one_line(e)}") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise UserError(f"{folder}: its tokenizer has no tokenizer.json (a fast tokenizer); hlm reads only that kind")
+    config, _, tokenizer = _load(Path(hf_model), None, weights=False)
     order, _ = _plan(config, tokenizer, config.vocab_size)
     return rebuild_tokenizer(tokenizer.backend_tokenizer.to_str(), order)
 

@@ -198,10 +198,10 @@ class Supervised:
         weights = batch.loss_weights.masked_fill(prompt_target, 0.0)
         # the rows that scored prompt tokens (causal, prefix; a hybrid's causal rows) were a mean over their
         # tokens: now over the response's, with the mass those rows had (a hybrid's masked rows keep theirs)
-        lost = (batch.loss_weights.sum(1) != weights.sum(1)).unsqueeze(1)
-        total, kept = batch.loss_weights[lost.expand_as(weights)].sum(), weights[lost.expand_as(weights)].sum()
+        lost = batch.loss_weights.sum(1) != weights.sum(1)
+        total, kept = batch.loss_weights[lost].sum(), weights[lost].sum()
         if kept > 0:
-            weights = torch.where(lost, weights * (total / kept), weights)
+            weights = torch.where(lost.unsqueeze(1), weights * (total / kept), weights)
         attention = batch.attention
         if self.inner.capabilities.prompt_as_prefix:  # the prompt is the prefix, read both ways
             attention = replace(attention, prefix_lengths=(ids[:, :-1] < 0).sum(1))

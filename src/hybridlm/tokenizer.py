@@ -224,10 +224,15 @@ def hf_tokenizer(path):
     return PreTrainedTokenizerFast(tokenizer_object=with_bos(load_tokenizer(path)), **config)
 
 
+def tokenizer_file(path) -> Path:
+    """The tokenizer.json of a folder that holds one (a tokenizer folder, run or prepared data), or the file itself."""
+    p = Path(path)
+    return p / TOKENIZER_FILE if p.is_dir() else p
+
+
 def load_tokenizer(path) -> Tokenizer:
     """Load from a directory holding tokenizer.json, or from the file itself."""
-    p = Path(path)
-    f = p / TOKENIZER_FILE if p.is_dir() else p
+    p, f = Path(path), tokenizer_file(path)
     if not f.is_file():
         raise UserError(
             f"no tokenizer at {p} (train one with: hlm tokenizer train --input FILE --vocab-size N --out DIR)"
@@ -235,9 +240,8 @@ def load_tokenizer(path) -> Tokenizer:
     return tokenizer_from_json(f.read_bytes().decode("utf-8", errors="replace"), f)
 
 
-def tokenizer_from_json(text: str, where) -> Tokenizer:
-    """A tokenizer.json's text as a tokenizer holding hlm's special tokens at ids 0-4 (`where` names it in errors)."""
-    f = where
+def tokenizer_from_json(text: str, f) -> Tokenizer:
+    """A tokenizer.json's text as a tokenizer holding hlm's special tokens at ids 0-4 (`f` names it in errors)."""
     try:
         tok = Tokenizer.from_str(text)
     except Exception as e:  # the Rust error is long; the cause is almost always a bad file
@@ -252,9 +256,7 @@ def tokenizer_from_json(text: str, where) -> Tokenizer:
 
 
 def tokenizer_hash(path) -> str:
-    p = Path(path)
-    f = p / TOKENIZER_FILE if p.is_dir() else p
-    return hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(tokenizer_file(path).read_bytes()).hexdigest()[:16]
 
 
 def token_byte_lengths(tok: Tokenizer) -> np.ndarray:
